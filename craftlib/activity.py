@@ -1,0 +1,182 @@
+"""Filter activity: which first-layer filters are *inactive* (weights near zero, or silent outputs).
+
+Every score is relative to a reference so that it is scale-free (BatchNorm makes the absolute scale
+of a conv filter meaningless): the strongest filter (``reference="max"``, the paper's reading) or a
+high percentile (``reference=95``), so that one outlier filter cannot make all others look dead.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .training import Callback
+
+WEIGHT_SCORES = ("max", "l1", "l2")
+SCORES = WEIGHT_SCORES + ("gamma", "effective", "activation")
+SCORE_LABELS = {"max": "max |w|", "l1": "L1 norm", "l2": "L2 norm", "gamma": "BN |γ|",
+                "effective": "effective filter max |w·γ/σ|", "activation": "mean |activation| (ReDo)"}
+
+
+def filter_norms(weight: torch.Tensor, norm: str = "max") -> np.ndarray:
+    """One number per output filter of a conv weight ``out x in x kh x kw``."""
+    w = weight.detach().float().flatten(1).abs().cpu()
+    if norm == "max":
+        return w.amax(1).numpy()
+    if norm == "l1":
+        return w.sum(1).numpy()
+    if norm == "l2":
+        return w.pow(2).sum(1).sqrt().numpy()
+    raise ValueError(f"norm must be one of {WEIGHT_SCORES}, got {norm!r}")
+
+
+def relative(values: np.ndarray, reference: str | float = "max") -> np.ndarray:
+    """Divide by the strongest value (``"max"``), the layer mean (``"mean"``) or a percentile (a number)."""
+    values = np.asarray(values, dtype=np.float64)
+    if reference == "max":
+        ref = values.max()
+    elif reference == "mean":
+        ref = values.mean()
+    elif isinstance(reference, (int, float)) and 0 < reference <= 100:
+        ref = np.percentile(values, reference)
+    else:
+        raise ValueError(f"reference must be 'max', 'mean' or a percentile in (0, 100], got {reference!r}")
+    return values / ref if ref > 0 else np.zeros_like(values)
+
+
+def effective_weight(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> torch.Tensor:
+    """The filter as the network sees it after BatchNorm: w * gamma / sqrt(running_var + eps)."""
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    return conv.weight.detach() * scale.reshape(-1, 1, 1, 1)
+
+
+@torch.no_grad()
+def activation_scores(stem: Callable, probe: torch.Tensor, owner: nn.Module | None = None) -> np.ndarray:
+    """Mean |output| per channel of ``stem`` (conv -> BN -> activation) on a probe batch (ReDo's s_i).
+
+    ``owner`` (default: ``stem``) is put in eval mode meanwhile, so BatchNorm uses its running
+    statistics and the probe does not change them.
+    """
+    owner = owner if owner is not None else stem
+    was_training = owner.training
+    owner.eval()
+    out = stem(probe.to(next(owner.parameters()).device))
+    owner.train(was_training)
+    return out.abs().mean(dim=(0, 2, 3)).float().cpu().numpy()
+
+
+def filter_scores(conv: nn.Conv2d, score: str = "max", reference: str | float = "max",
+                  bn: nn.Module | None = None, stem: Callable | None = None,
+                  probe: torch.Tensor | None = None, owner: nn.Module | None = None) -> np.ndarray:
+    """Relative activity of each filter of ``conv``: low means inactive.
+
+    ``gamma`` and ``effective`` need the BatchNorm that follows; ``activation`` needs the stem module
+    and a probe batch and defaults to the layer *mean* as its reference, as ReDo does.
+    """
+    if score in WEIGHT_SCORES:
+        raw = filter_norms(conv.weight, score)
+    elif score in ("gamma", "effective"):
+        if not isinstance(bn, nn.BatchNorm2d):
+            raise ValueError(f"score {score!r} needs the BatchNorm2d that follows the conv (none given)")
+        raw = bn.weight.detach().abs().float().cpu().numpy() if score == "gamma" else filter_norms(effective_weight(conv, bn))
+    elif score == "activation":
+        if stem is None or probe is None:
+            raise ValueError("score 'activation' needs stem= (conv->BN->act module) and probe= (a batch of faces)")
+        raw = activation_scores(stem, probe, owner)
+        reference = "mean" if reference == "max" else reference
+    else:
+        raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+    return relative(raw, reference)
+
+
+def model_scores(model: nn.Module, score: str = "max", reference: str | float = "max",
+                 probe: torch.Tensor | None = None) -> np.ndarray:
+    """``filter_scores`` of a FaceCNN-like model's first layer (``conv1``, ``bn1``, ``stem``)."""
+    return filter_scores(model.conv1, score, reference, bn=getattr(model, "bn1", None),
+                         stem=model.stem, probe=probe, owner=model)
+
+
+def check_tau(tau: float) -> float:
+    """An activity threshold must be a fraction of the reference: 0 <= tau <= 1."""
+    tau = float(tau)
+    if not np.isfinite(tau) or not 0.0 <= tau <= 1.0:
+        raise ValueError(f"tau must be a fraction of the reference in [0, 1], got {tau}")
+    return tau
+
+
+def inactive_mask(scores: np.ndarray, tau: float) -> np.ndarray:
+    """True for filters whose relative score is below ``tau``."""
+    return np.asarray(scores) < check_tau(tau)
+
+
+def inactive_fraction(scores: np.ndarray, tau: float) -> float:
+    """Share of filters below ``tau``."""
+    return float(inactive_mask(scores, tau).mean())
+
+
+# ---------------------------------------------------------------------------------------------
+# the same scores over training
+
+
+def snapshot_scores(snapshot: dict, score: str = "max", reference: str | float = "max") -> np.ndarray:
+    """Scores of one ``conv1`` snapshot stored in a training history (weights + BN parameters)."""
+    w = torch.tensor(snapshot["weight"])
+    if score in WEIGHT_SCORES:
+        return relative(filter_norms(w, score), reference)
+    if "gamma" not in snapshot:
+        raise ValueError(f"score {score!r} needs BatchNorm parameters, which this history lacks")
+    gamma = np.abs(np.asarray(snapshot["gamma"]))
+    if score == "gamma":
+        return relative(gamma, reference)
+    if score == "effective":
+        scale = torch.tensor(snapshot["gamma"]) / torch.sqrt(torch.tensor(snapshot["running_var"]) + snapshot["eps"])
+        return relative(filter_norms(w * scale.reshape(-1, 1, 1, 1)), reference)
+    raise ValueError(f"score {score!r} cannot be computed from stored weights (activation needs a probe)")
+
+
+def timeline(history: list[dict], score: str = "max", reference: str | float = "max") -> np.ndarray:
+    """Filter x epoch matrix of scores from a training history (column 0 is the initialisation)."""
+    return np.stack([snapshot_scores(h["conv1"], score, reference) for h in history], axis=1)
+
+
+@dataclass
+class LayerReport:
+    """Counts for one layer at one threshold, ready for a table."""
+
+    score: str
+    tau: float
+    inactive: int
+    total: int
+
+    @property
+    def fraction(self) -> float:
+        return self.inactive / self.total
+
+    def __str__(self) -> str:
+        return f"{self.inactive}/{self.total} filters ({self.fraction:.0%}) below {self.tau:g} by {SCORE_LABELS[self.score]}"
+
+
+def report(scores: np.ndarray, tau: float, score: str = "max") -> LayerReport:
+    mask = inactive_mask(scores, tau)
+    return LayerReport(score, tau, int(mask.sum()), len(mask))
+
+
+class ActivityRecorder(Callback):
+    """Record ``conv1`` scores every ``every`` steps: a finer filter x time matrix than the per-epoch history."""
+
+    def __init__(self, every: int = 50, score: str = "max", reference: str | float = "max"):
+        self.every, self.score, self.reference = every, score, reference
+        self.steps: list[int] = []
+        self.scores: list[np.ndarray] = []
+
+    def on_step_end(self, trainer) -> None:
+        if trainer.step % self.every == 0:
+            self.steps.append(trainer.step)
+            self.scores.append(model_scores(trainer.model, self.score, self.reference))
+
+    def matrix(self) -> np.ndarray:
+        """Filters x recorded steps."""
+        return np.stack(self.scores, axis=1) if self.scores else np.empty((0, 0))

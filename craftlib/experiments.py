@@ -1,0 +1,144 @@
+"""Standard training vs random re-init vs CRAFT: same data, same budget, several seeds, paired tests."""
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import stats
+
+from .activity import inactive_fraction, model_scores
+from .data import LFW, FaceSet, PairSet
+from .paths import atomic_write
+from .reactivation import STRATEGY_LABELS, ReactivationCallback
+from .recipes import Recipe
+from .training import train
+from .verification import evaluate
+
+ARMS = ("none", "random", "contextual")
+
+
+def run_arm(data: FaceSet, pairs: PairSet, recipe: Recipe, strategy: str, seed: int,
+            progress: bool = False, checkpoint: str | Path | None = None) -> dict:
+    """Train one arm at one seed and measure it: inactive fraction, verification report, history.
+
+    Every arm gets the same callback (``none`` detects and logs without changing anything), so
+    the arms differ only in what happens to the inactive filters.
+    """
+    config = replace(recipe.train, seed=seed)
+    callback = ReactivationCallback(strategy, recipe.tau, last_epoch=recipe.last_epoch, seed=seed)
+    start = time.perf_counter()
+    trainer = train(data, config, [callback], progress=progress)
+    seconds = time.perf_counter() - start
+    if checkpoint is not None:
+        trainer.save(checkpoint)
+    report = evaluate(trainer.model, pairs)
+    scores = model_scores(trainer.model)
+    return {
+        "strategy": strategy, "seed": seed, "train_seconds": seconds,
+        "inactive_fraction": inactive_fraction(scores, recipe.tau),
+        "accuracy": report["accuracy"], "accuracy_std": report["accuracy_std"], "auc": report["auc"],
+        "eer": report["eer"], "tar@far=0.01": report["tar@far=0.01"], "tar@far=0.001": report["tar@far=0.001"],
+        "roc": report["roc"], "scores": scores.tolist(), "events": trainer.events,
+        "history": [{k: v for k, v in h.items()} for h in trainer.history],
+    }
+
+
+METRICS = ("inactive_fraction", "accuracy", "auc", "tar@far=0.01", "tar@far=0.001")
+
+
+def paired_tests(a: list[float], b: list[float]) -> dict:
+    """Paired t-test and Wilcoxon signed-rank (two-sided) of ``a`` vs ``b`` across the same seeds."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    out = {"mean_difference": float(np.mean(a - b)), "t_pvalue": None, "wilcoxon_pvalue": None}
+    if len(a) >= 2 and np.any(a != b):
+        out["t_pvalue"] = float(stats.ttest_rel(a, b).pvalue)
+        out["wilcoxon_pvalue"] = float(stats.wilcoxon(a, b).pvalue)
+    return out
+
+
+def summarize(runs: list[dict], baseline: str = "none") -> dict:
+    """Per-arm lists, means and stds of every metric, with paired p-values against ``baseline``."""
+    arms: dict[str, dict] = {}
+    for strategy in dict.fromkeys(r["strategy"] for r in runs):
+        mine = sorted((r for r in runs if r["strategy"] == strategy), key=lambda r: r["seed"])
+        entry = {"label": STRATEGY_LABELS[strategy], "seeds": [r["seed"] for r in mine]}
+        for m in METRICS:
+            values = [r[m] for r in mine]
+            entry[m] = values
+            entry[f"{m}_mean"] = float(np.mean(values))
+            entry[f"{m}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+        arms[strategy] = entry
+    if baseline in arms:
+        base = arms[baseline]
+        for name, entry in arms.items():
+            if name == baseline:
+                continue
+            common = sorted(set(entry["seeds"]) & set(base["seeds"]))
+            entry["vs_" + baseline] = {}
+            for m in METRICS:
+                a = [entry[m][entry["seeds"].index(s)] for s in common]
+                b = [base[m][base["seeds"].index(s)] for s in common]
+                entry["vs_" + baseline][m] = paired_tests(a, b)
+            entry["accuracy_pvalue_t"] = entry["vs_" + baseline]["accuracy"]["t_pvalue"]
+            entry["accuracy_pvalue_wilcoxon"] = entry["vs_" + baseline]["accuracy"]["wilcoxon_pvalue"]
+            entry["inactive_fraction_pvalue_t"] = entry["vs_" + baseline]["inactive_fraction"]["t_pvalue"]
+    return {"arms": arms, "baseline": baseline}
+
+
+def compare(recipe: Recipe, seeds: list[int], arms: tuple[str, ...] = ARMS, lfw: LFW | None = None,
+            out: str | Path | None = None, progress: bool = True, log=print) -> dict:
+    """Run every arm at every seed (seed-major, so a cut-off run still has paired seeds) and summarise."""
+    lfw = lfw or LFW(size=recipe.train.model.input_size)
+    data = lfw.training_set(max_identities=recipe.max_identities)
+    pairs = lfw.pairs("devtest")
+    runs, start = [], time.perf_counter()
+    for seed in seeds:
+        for strategy in arms:
+            run = run_arm(data, pairs, recipe, strategy, seed, progress=progress)
+            runs.append(run)
+            log(f"seed {seed} {strategy:>10}: inactive {run['inactive_fraction']:.0%}  "
+                f"accuracy {run['accuracy']:.2%}  ({run['train_seconds']:.0f} s)")
+            if out is not None:
+                _write(out, recipe, runs, start)
+    summary = _summary(recipe, runs, start)
+    if out is not None:
+        _write(out, recipe, runs, start)
+    return summary
+
+
+def _summary(recipe: Recipe, runs: list[dict], start: float) -> dict:
+    summary = summarize(runs)
+    summary.update(recipe=recipe.name, recipe_description=recipe.description, tau=recipe.tau,
+                   reactivate_last_epoch=recipe.last_epoch, train_config=recipe.train.to_dict(),
+                   wall_seconds=time.perf_counter() - start,
+                   machine={"platform": platform.platform(), "processor": platform.processor(),
+                            "threads": torch.get_num_threads(), "torch": torch.__version__})
+    return summary
+
+
+def _write(out: str | Path, recipe: Recipe, runs: list[dict], start: float) -> None:
+    out = Path(out)
+    summary = _summary(recipe, runs, start)
+    atomic_write(out / "summary.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=1)))
+    atomic_write(out / "runs.json", lambda tmp: tmp.write_text(json.dumps(runs)))
+
+
+def format_table(summary: dict) -> str:
+    """A plain-text table: one row per arm, mean ± std, p-values against standard training."""
+    rows = [f"{'arm':<24}{'inactive':>14}{'accuracy':>18}{'AUC':>10}{'TAR@1e-2':>10}{'p (t / W)':>18}"]
+    for name, a in summary["arms"].items():
+        p = "" if name == summary["baseline"] else (
+            f"{_fmt_p(a.get('accuracy_pvalue_t'))} / {_fmt_p(a.get('accuracy_pvalue_wilcoxon'))}")
+        rows.append(f"{a['label']:<24}{a['inactive_fraction_mean']:>8.1%} ±{a['inactive_fraction_std']:>4.0%}"
+                    f"{a['accuracy_mean']:>11.2%} ±{a['accuracy_std']:>5.2%}{a['auc_mean']:>10.3f}"
+                    f"{a['tar@far=0.01_mean']:>10.3f}{p:>18}")
+    return "\n".join(rows)
+
+
+def _fmt_p(p) -> str:
+    return "n/a" if p is None else f"{p:.3f}"
