@@ -117,6 +117,22 @@ def inactive_fraction(scores: np.ndarray, tau: float) -> float:
     return float(inactive_mask(scores, tau).mean())
 
 
+def max_cosine(weight, reference, exclude_self: bool = False) -> np.ndarray:
+    """For each filter of ``weight``, its largest |cosine similarity| to any filter of ``reference``.
+
+    Near 1: the filter repeats (or negates) a pattern ``reference`` already has; low: a new pattern.
+    ``exclude_self`` skips the diagonal when both are the same layer.
+    """
+    a = torch.as_tensor(np.asarray(weight.detach().cpu() if torch.is_tensor(weight) else weight), dtype=torch.float64).flatten(1)
+    b = torch.as_tensor(np.asarray(reference.detach().cpu() if torch.is_tensor(reference) else reference), dtype=torch.float64).flatten(1)
+    cos = (torch.nn.functional.normalize(a, dim=1) @ torch.nn.functional.normalize(b, dim=1).T).abs()
+    if exclude_self:
+        if cos.shape[0] != cos.shape[1]:
+            raise ValueError("exclude_self needs weight and reference to be the same layer")
+        cos.fill_diagonal_(-1.0)
+    return cos.max(1).values.numpy()
+
+
 # ---------------------------------------------------------------------------------------------
 # the same scores over training
 
@@ -167,16 +183,37 @@ def report(scores: np.ndarray, tau: float, score: str = "max") -> LayerReport:
 class ActivityRecorder(Callback):
     """Record ``conv1`` scores every ``every`` steps: a finer filter x time matrix than the per-epoch history."""
 
-    def __init__(self, every: int = 50, score: str = "max", reference: str | float = "max"):
-        self.every, self.score, self.reference = every, score, reference
+    def __init__(self, every: int = 50, score: str = "max", reference: str | float = "max",
+                 probe: torch.Tensor | None = None):
+        self.every, self.score, self.reference, self.probe = every, score, reference, probe  # probe: for "activation"
         self.steps: list[int] = []
         self.scores: list[np.ndarray] = []
 
     def on_step_end(self, trainer) -> None:
         if trainer.step % self.every == 0:
             self.steps.append(trainer.step)
-            self.scores.append(model_scores(trainer.model, self.score, self.reference))
+            self.scores.append(model_scores(trainer.model, self.score, self.reference, self.probe))
 
     def matrix(self) -> np.ndarray:
         """Filters x recorded steps."""
         return np.stack(self.scores, axis=1) if self.scores else np.empty((0, 0))
+
+
+def track(trainer, steps: int, every: int = 10, scores: tuple[str, ...] = ("max",),
+          probe: torch.Tensor | None = None) -> dict[str, tuple[list[int], np.ndarray]]:
+    """Train ``steps`` more steps and record ``conv1`` scores every ``every`` steps (and once before).
+
+    Returns ``{score: (steps, filters x records matrix)}``, ready for ``viz.score_traces``. The
+    recorders are removed again afterwards; ``"activation"`` needs ``probe`` (normalised NCHW faces).
+    """
+    recorders = {s: ActivityRecorder(every, s, probe=probe) for s in scores}
+    for s, rec in recorders.items():  # the state before the first step
+        rec.steps.append(trainer.step)
+        rec.scores.append(model_scores(trainer.model, s, probe=probe))
+    trainer.callbacks.extend(recorders.values())
+    try:
+        trainer.train_steps(steps)
+    finally:
+        for rec in recorders.values():
+            trainer.callbacks.remove(rec)
+    return {s: (rec.steps, rec.matrix()) for s, rec in recorders.items()}

@@ -83,7 +83,8 @@ def cmd_compare(args) -> int:
     recipe = _recipe(args)
     seeds = list(range(args.seeds))
     lfw = LFW(args.data, size=recipe.train.model.input_size)
-    summary = compare(recipe, seeds, tuple(args.arms), lfw=lfw, out=args.out, progress=not args.quiet)
+    summary = compare(recipe, seeds, tuple(args.arms), lfw=lfw, out=args.out, progress=not args.quiet,
+                      jobs=args.jobs)
     print(format_table(summary))
     if args.figures:
         from .viz import save_comparison_figures
@@ -120,6 +121,16 @@ def cmd_demo(args) -> int:
     print(f"raw pixels{'':<14}{pixels['accuracy']:>32.2%}")
     print(format_table(summary))
     print(f"\nwall time {summary['wall_seconds'] / 60:.1f} min; results in {out}/summary.json")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .experiments import format_markdown, format_table, load_summary
+
+    summary = load_summary(args.summary)
+    if summary is None:
+        raise ValueError(f"no summary.json at {args.summary}; run `python -m craftlib compare --out DIR` first")
+    print(format_markdown(summary) if args.markdown else format_table(summary))
     return 0
 
 
@@ -164,7 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--arms", nargs="+", default=["none", "random", "contextual"])
     p.add_argument("--figures", action="store_true", help="also write figures beside summary.json")
+    p.add_argument("--jobs", type=int, default=1, help="trainings at once (forked, one thread each)")
     p.set_defaults(func=cmd_compare, out="runs/compare")
+
+    p = sub.add_parser("report", help="print the table of a saved comparison (summary.json or its folder)")
+    p.add_argument("summary")
+    p.add_argument("--markdown", action="store_true")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("demo", help="the workshop pipeline headless (what `make demo` runs)")
     common(p)

@@ -166,7 +166,7 @@ def read_pairs(path: str | os.PathLike) -> list[Pair]:
     body = [(i + 2, line) for i, line in enumerate(lines[1:]) if line.strip()]
     expected = 2 * folds * per_class
     if len(body) != expected:
-        raise DataError(f"{path}: header promises {expected} pairs, found {len(body)} lines")
+        raise DataError(f"{path}:1: header promises {expected} pairs, found {len(body)} lines")
     pairs = []
     for k, (lineno, line) in enumerate(body):
         parts = line.split()
@@ -184,6 +184,14 @@ def read_pairs(path: str | os.PathLike) -> list[Pair]:
         fold = block // 2 if folds > 1 else pos * 10 // per_class
         pairs.append(Pair(left, right, same, fold, lineno))
     return pairs
+
+
+def identities_by_fold(pairs: list[Pair]) -> dict[int, set[str]]:
+    """The people appearing in each fold of a pair list: View 2's folds must not share anyone."""
+    folds: dict[int, set[str]] = {}
+    for p in pairs:
+        folds.setdefault(p.fold, set()).update(name.split("/")[0] for name in (p.left, p.right))
+    return dict(sorted(folds.items()))
 
 
 # --------------------------------------------------------------------------------------------
@@ -316,13 +324,12 @@ class LFW:
                      progress: bool = False) -> FaceSet:
         """Everyone with ``>= min_images`` images who does not appear in the ``exclude`` pairs.
 
-        ``max_identities`` keeps the largest identities first (a smaller, still disjoint, FAST set).
+        ``max_identities`` keeps the first N such identities in name order (a small, still disjoint, FAST set).
         """
         banned = self.pair_identities(exclude) if exclude else set()
         people = [(n, f) for n, f in self.people.items() if len(f) >= min_images and n not in banned]
         if max_identities is not None:
-            people = sorted(people, key=lambda nf: (-len(nf[1]), nf[0]))[:max_identities]
-            people.sort()
+            people = people[:max_identities]
         if not people:
             raise DataError(f"no training identities with >= {min_images} images outside {exclude!r}")
         files = [f"{n}/{img}" for n, imgs in people for img in imgs]

@@ -90,21 +90,46 @@ def summarize(runs: list[dict], baseline: str = "none") -> dict:
     return {"arms": arms, "baseline": baseline}
 
 
+_SHARED: dict = {}  # data for forked workers (copy-on-write, never pickled)
+
+
+def _run_task(task: tuple[int, str]) -> dict:
+    seed, strategy = task
+    torch.set_num_threads(_SHARED["threads"])
+    return run_arm(_SHARED["data"], _SHARED["pairs"], _SHARED["recipe"], strategy, seed)
+
+
 def compare(recipe: Recipe, seeds: list[int], arms: tuple[str, ...] = ARMS, lfw: LFW | None = None,
-            out: str | Path | None = None, progress: bool = True, log=print) -> dict:
-    """Run every arm at every seed (seed-major, so a cut-off run still has paired seeds) and summarise."""
+            out: str | Path | None = None, progress: bool = True, log=print, jobs: int = 1) -> dict:
+    """Run every arm at every seed (seed-major, so a cut-off run still has paired seeds) and summarise.
+
+    ``jobs > 1`` runs that many trainings at once in forked processes with one thread each: on a
+    small CPU, several single-threaded runs use the cores better than one multi-threaded run.
+    """
     lfw = lfw or LFW(size=recipe.train.model.input_size)
     data = lfw.training_set(max_identities=recipe.max_identities)
     pairs = lfw.pairs("devtest")
+    tasks = [(seed, strategy) for seed in seeds for strategy in arms]
     runs, start = [], time.perf_counter()
-    for seed in seeds:
-        for strategy in arms:
-            run = run_arm(data, pairs, recipe, strategy, seed, progress=progress)
-            runs.append(run)
-            log(f"seed {seed} {strategy:>10}: inactive {run['inactive_fraction']:.0%}  "
-                f"accuracy {run['accuracy']:.2%}  ({run['train_seconds']:.0f} s)")
-            if out is not None:
-                _write(out, recipe, runs, start)
+
+    def done(run: dict) -> None:
+        runs.append(run)
+        log(f"seed {run['seed']} {run['strategy']:>10}: inactive {run['inactive_fraction']:.0%}  "
+            f"accuracy {run['accuracy']:.2%}  ({run['train_seconds']:.0f} s)")
+        if out is not None:
+            _write(out, recipe, runs, start)
+
+    if jobs > 1:
+        import multiprocessing
+
+        _SHARED.update(data=data, pairs=pairs, recipe=recipe, threads=max(1, torch.get_num_threads() // jobs))
+        with multiprocessing.get_context("fork").Pool(jobs) as pool:
+            for run in pool.imap(_run_task, tasks):
+                done(run)
+        _SHARED.clear()
+    else:
+        for seed, strategy in tasks:
+            done(run_arm(data, pairs, recipe, strategy, seed, progress=progress))
     summary = _summary(recipe, runs, start)
     if out is not None:
         _write(out, recipe, runs, start)
@@ -140,5 +165,45 @@ def format_table(summary: dict) -> str:
     return "\n".join(rows)
 
 
+def format_markdown(summary: dict) -> str:
+    """The same table as ``format_table`` in Markdown, with every metric, for docs/RESULTS.md."""
+    rows = ["| arm | seeds | inactive conv1 (τ={:g}) | DevTest accuracy | ROC AUC | TAR@FAR=1e-2 | TAR@FAR=1e-3 "
+            "| Δ acc vs standard | p (paired t) | p (Wilcoxon) |".format(summary.get("tau", 0.1)),
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, a in summary["arms"].items():
+        vs = a.get(f"vs_{summary['baseline']}", {}).get("accuracy", {})
+        delta = "–" if not vs else f"{100 * vs['mean_difference']:+.2f} pts"
+        rows.append(f"| {a['label']} | {len(a['seeds'])} | {a['inactive_fraction_mean']:.1%} ± {a['inactive_fraction_std']:.1%} "
+                    f"| {a['accuracy_mean']:.2%} ± {a['accuracy_std']:.2%} | {a['auc_mean']:.4f} ± {a['auc_std']:.4f} "
+                    f"| {a['tar@far=0.01_mean']:.3f} ± {a['tar@far=0.01_std']:.3f} | {a['tar@far=0.001_mean']:.3f} ± {a['tar@far=0.001_std']:.3f} "
+                    f"| {delta} | {_fmt_p(vs.get('t_pvalue')) if vs else '–'} | {_fmt_p(vs.get('wilcoxon_pvalue')) if vs else '–'} |")
+    return "\n".join(rows)
+
+
 def _fmt_p(p) -> str:
     return "n/a" if p is None else f"{p:.3f}"
+
+
+def load_summary(path: str | Path) -> dict | None:
+    """A ``summary.json`` written by ``compare`` (a file or the folder holding it), or None if there is none."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "summary.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+def headline(summary: dict, arm: str = "contextual") -> str:
+    """The comparison in two sentences, in the paper's terms: inactive fraction, then accuracy with p-values."""
+    arms, base = summary["arms"], summary.get("baseline", "none")
+    if base not in arms or arm not in arms:
+        return f"needs the arms {base!r} and {arm!r}; this summary has {list(arms)}"
+    b, a = arms[base], arms[arm]
+    n = len(a["seeds"])
+    vs = a.get(f"vs_{base}", {}).get("accuracy", {})
+    return (f"inactive conv1 filters (τ = {summary.get('tau', 0.1):g}): {b['label']} {b['inactive_fraction_mean']:.0%} "
+            f"→ {a['label']} {a['inactive_fraction_mean']:.0%} (mean of {n} seed{'s' if n != 1 else ''}).\n"
+            f"verification accuracy: {b['accuracy_mean']:.2%} ± {b['accuracy_std']:.2%} → "
+            f"{a['accuracy_mean']:.2%} ± {a['accuracy_std']:.2%} (Δ {100 * vs.get('mean_difference', float('nan')):+.2f} "
+            f"points; paired t p = {_fmt_p(vs.get('t_pvalue'))}, Wilcoxon p = {_fmt_p(vs.get('wilcoxon_pvalue'))}).")

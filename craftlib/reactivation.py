@@ -37,8 +37,26 @@ def _kaiming(n: int, fan_in: int, generator: torch.Generator) -> torch.Tensor:
 
 
 def _rescale(new: torch.Tensor, strong: torch.Tensor) -> torch.Tensor:
-    target = strong.norm(dim=1).median()
+    target = torch.quantile(strong.norm(dim=1), 0.5)  # the ordinary median (torch.median takes the lower one)
     return new / new.norm(dim=1, keepdim=True).clamp_min(1e-12) * target
+
+
+def context_gaussian(strong: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The "context" ``contextual`` samples from: mean and covariance of the ``k x d`` flattened strong filters.
+
+    With few strong filters (k <= d) the sample covariance is singular, so it is shrunk toward its
+    mean variance (0.9 cov + 0.1 var I); one strong filter gives an isotropic covariance.
+    """
+    strong = strong.detach().to(torch.float64).cpu()
+    k, d = strong.shape
+    if k == 0:
+        raise ValueError("no strong filters: the context is undefined")
+    mean = strong.mean(0)
+    if k == 1:
+        return mean, torch.eye(d, dtype=torch.float64) * strong.var(correction=0).clamp_min(1e-12)  # d may be 1
+    cov = torch.cov(strong.T).reshape(d, d)
+    shrink = 0.1 * cov.diagonal().mean().clamp_min(1e-12)  # k < d makes cov singular: shrink to full rank
+    return mean, 0.9 * cov + shrink * torch.eye(d, dtype=torch.float64)
 
 
 def new_filters(strategy: str, strong: torch.Tensor, n: int, generator: torch.Generator | None = None,
@@ -51,22 +69,21 @@ def new_filters(strategy: str, strong: torch.Tensor, n: int, generator: torch.Ge
     k, d = strong.shape
     if strategy == "random":
         return _kaiming(n, d, g)
+    if not torch.isfinite(strong).all():  # fail clearly here, not deep inside a Cholesky or QR
+        raise FloatingPointError(f"{strategy}: the strong filters contain NaN or inf; no context to take")
     if k == 0:
         warnings.warn(f"{strategy}: no strong filters to take context from; using a Kaiming init", ReactivationWarning)
         return _kaiming(n, d, g)
     if strategy == "contextual":
-        mean = strong.mean(0)
         if k == 1:
             warnings.warn("contextual: only one strong filter; sampling isotropically around it", ReactivationWarning)
-            cov = torch.eye(d, dtype=torch.float64) * strong.var().clamp_min(1e-12)
-        else:
-            cov = torch.cov(strong.T).reshape(d, d)
-            shrink = 0.1 * cov.diagonal().mean().clamp_min(1e-12)  # k < d makes cov singular: shrink to full rank
-            cov = 0.9 * cov + shrink * torch.eye(d, dtype=torch.float64)
+        mean, cov = context_gaussian(strong)
         chol = torch.linalg.cholesky(cov)
         new = mean + torch.randn(n, d, generator=g, dtype=torch.float64) @ chol.T
     elif strategy == "perturbed":
         src = strong[torch.randint(k, (n,), generator=g)]
+        if k == 1:
+            warnings.warn("perturbed: only one strong filter; noise scaled by its mean |w|", ReactivationWarning)
         spread = strong.std(0) if k > 1 else strong.abs().mean().expand(d)
         new = src + torch.randn(n, d, generator=g, dtype=torch.float64) * 0.5 * spread
     else:  # orthogonal
@@ -123,7 +140,7 @@ def reactivate(conv: nn.Conv2d, mask: np.ndarray | torch.Tensor, strategy: str =
     Also resets the following BatchNorm's channels and the optimizer state of exactly those weights,
     otherwise stale momentum and a collapsed gamma push the new filter straight back to zero.
     """
-    mask = torch.as_tensor(np.asarray(mask), dtype=torch.bool)
+    mask = torch.as_tensor(mask.detach().cpu() if torch.is_tensor(mask) else np.asarray(mask), dtype=torch.bool)
     if mask.shape != (conv.out_channels,):
         raise ValueError(f"mask must have one entry per filter ({conv.out_channels}), got shape {tuple(mask.shape)}")
     rows = mask.nonzero().flatten()

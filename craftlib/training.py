@@ -6,6 +6,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -165,7 +166,10 @@ class Trainer:
         self.labels = torch.from_numpy(data.labels)
         self.steps_per_epoch = max(1, len(self.labels) // config.batch_size)
         self.optimizer = make_optimizer(parameter_groups(self.model, self.head, config), config)
-        self.scheduler = make_schedule(self.optimizer, config, self.steps_per_epoch * config.epochs)
+        self.total_steps = self.steps_per_epoch * config.epochs
+        self.scheduler = make_schedule(self.optimizer, config, self.total_steps)
+        self._stream = None  # batches of the current epoch, for train_steps
+        self._started = False  # callbacks' on_train_start has run
         self.epoch, self.step = 0, 0
         self.history: list[dict] = [self._record(loss=math.nan, acc=math.nan, seconds=0.0)]
         self.events: list[dict] = []  # callbacks append what they did (e.g. re-activations)
@@ -200,38 +204,68 @@ class Trainer:
         if self.config.grad_clip:
             nn.utils.clip_grad_norm_(list(self.model.parameters()) + list(self.head.parameters()), self.config.grad_clip)
         self.optimizer.step()
-        self.scheduler.step()
+        if self.step < self.total_steps:  # interactive extra steps run on at the final learning rate
+            self.scheduler.step()
         self.step += 1
         return loss.item(), acc.item()
+
+    def _end_epoch(self, losses: list[float], accs: list[float], start: float) -> None:
+        self.epoch += 1
+        for cb in self.callbacks:  # before the record, so the snapshot shows what callbacks did
+            cb.on_epoch_end(self)
+        self.history.append(self._record(float(np.mean(losses)) if losses else math.nan,
+                                         float(np.mean(accs)) if accs else math.nan, time.perf_counter() - start))
+
+    def _run(self, batches, losses: list[float], accs: list[float], bar=None) -> None:
+        for x, y in batches:
+            loss, acc = self.train_step(x, y)
+            losses.append(loss)
+            accs.append(acc)
+            for cb in self.callbacks:
+                cb.on_step_end(self)
+            if bar is not None and self.step % 10 == 0:
+                bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.2f}")
+
+    def _start(self) -> None:
+        if not self._started:  # once per Trainer, also after resume() (callbacks set defaults and probes here)
+            self._started = True
+            for cb in self.callbacks:
+                cb.on_train_start(self)
+        self.model.train()
+        self.head.train()
 
     def fit(self, epochs: int | None = None) -> list[dict]:
         """Train until ``epochs`` (default: the config's) and return the per-epoch history."""
         from tqdm.auto import tqdm
 
         end = self.config.epochs if epochs is None else min(epochs, self.config.epochs)
-        if self.epoch == 0 and self.step == 0:
-            for cb in self.callbacks:
-                cb.on_train_start(self)
-        self.model.train()
-        self.head.train()
+        self._start()
         while self.epoch < end:
             start, losses, accs = time.perf_counter(), [], []
             bar = tqdm(self._batches(), total=self.steps_per_epoch, disable=not self.progress, leave=False,
                        desc=f"epoch {self.epoch + 1}/{self.config.epochs}")
-            for x, y in bar:
-                loss, acc = self.train_step(x, y)
-                losses.append(loss)
-                accs.append(acc)
-                for cb in self.callbacks:
-                    cb.on_step_end(self)
-                if self.progress and self.step % 10 == 0:
-                    bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.2f}")
-            self.epoch += 1
-            for cb in self.callbacks:  # before the record, so the snapshot shows what callbacks did
-                cb.on_epoch_end(self)
-            self.history.append(self._record(float(np.mean(losses)), float(np.mean(accs)),
-                                             time.perf_counter() - start))
+            self._run(bar, losses, accs, bar if self.progress else None)
+            self._end_epoch(losses, accs, start)
         return self.history
+
+    def train_steps(self, n: int) -> list[float]:
+        """Run ``n`` more optimisation steps, crossing epoch ends as needed (for interactive widgets).
+
+        Returns the losses of those steps. Past the configured epochs the schedule stays at its last lr.
+        """
+        self._start()
+        losses: list[float] = []
+        while len(losses) < n:
+            if self._stream is None:
+                self._stream, self._stream_log = iter(self._batches()), ([], [], time.perf_counter())
+            step_losses, step_accs, start = self._stream_log
+            before = len(step_losses)
+            self._run(_take(self._stream, n - len(losses)), step_losses, step_accs)
+            losses.extend(step_losses[before:])
+            if len(step_losses) == self.steps_per_epoch:  # the epoch's batches are used up
+                self._end_epoch(step_losses, step_accs, start)
+                self._stream = None
+        return losses
 
     # -- checkpoints -------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
@@ -255,6 +289,14 @@ class Trainer:
         return self
 
 
+def _take(iterator, n: int):
+    for _ in range(n):
+        try:
+            yield next(iterator)
+        except StopIteration:
+            return
+
+
 def train(data: FaceSet, config: TrainConfig = TrainConfig(), callbacks: list[Callback] = (),
           progress: bool = True, resume_from: str | Path | None = None) -> Trainer:
     """Train a face CNN on ``data`` and return the trainer (model, head, history, events)."""
@@ -262,4 +304,61 @@ def train(data: FaceSet, config: TrainConfig = TrainConfig(), callbacks: list[Ca
     if resume_from is not None:
         trainer.resume(resume_from)
     trainer.fit()
+    return trainer
+
+
+def _run_key(data: FaceSet, config: TrainConfig, callbacks) -> str:
+    """A short hash of everything that decides a run: config, callbacks' settings and the data."""
+    import hashlib
+    import json
+
+    def settings(cb) -> dict:
+        return {k: v for k, v in sorted(vars(cb).items()) if isinstance(v, (str, int, float, bool, type(None)))}
+
+    blob = {"config": config.to_dict(), "callbacks": [[type(cb).__name__, settings(cb)] for cb in callbacks],
+            "classes": data.num_classes, "images": list(data.images.shape), "files": data.files[:3] + data.files[-3:]}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def train_cached(data: FaceSet, config: TrainConfig = TrainConfig(), callbacks: list[Callback] = (),
+                 name: str = "run", until: int | None = None, keep: tuple[int, ...] = (),
+                 folder: str | Path | None = None, progress: bool = True, log=print,
+                 after_epoch: Callable[[Trainer], None] | None = None) -> Trainer:
+    """``train`` that keeps its result: the notebooks reuse each other's runs instead of retraining.
+
+    Checkpoints go to ``folder`` (default ``$CRAFTLIB_RUNS`` or ``runs/``) as
+    ``<name>-<hash>-e<epoch>.pt``; the hash covers the config, the callbacks' settings and the data.
+    Training stops after ``until`` epochs (default: all) and also saves at the epochs in ``keep``.
+    A later call resumes from the latest saved epoch not past ``until`` (identical for callback-free
+    runs; a callback's random generator restarts, so a resumed CRAFT run is a valid but different run).
+    ``after_epoch(trainer)`` runs after every trained epoch (and once if everything was loaded), e.g.
+    ``viz.LiveCurves`` to redraw the curves live.
+    """
+    from .checkpoints import CheckpointError
+    from .paths import runs_dir
+
+    until = config.epochs if until is None else min(int(until), config.epochs)
+    folder = Path(folder) if folder is not None else runs_dir() / "notebooks"
+    stem = f"{name}-{_run_key(data, config, callbacks)}"
+    trainer = Trainer(data, config, callbacks, progress)
+    saved = sorted((int(p.stem.rsplit("-e", 1)[1]), p) for p in folder.glob(f"{stem}-e*.pt")
+                   if p.stem.rsplit("-e", 1)[1].isdigit())
+    for epoch, path in reversed([(e, p) for e, p in saved if e <= until]):
+        try:
+            trainer.resume(path)
+            log(f"{name}: loaded epoch {epoch} from {path}" + ("" if epoch == until else f"; training on to {until}"))
+            break
+        except CheckpointError as err:
+            log(f"{name}: ignoring {path} ({err})")
+            trainer = Trainer(data, config, callbacks, progress)
+    trained = False
+    while trainer.epoch < until:
+        trainer.fit(epochs=trainer.epoch + 1)
+        trained = True
+        if trainer.epoch in keep or trainer.epoch == until:
+            trainer.save(folder / f"{stem}-e{trainer.epoch:03d}.pt")
+        if after_epoch is not None:
+            after_epoch(trainer)
+    if after_epoch is not None and not trained:
+        after_epoch(trainer)
     return trainer
