@@ -38,9 +38,9 @@ screenshots: install
 bench: install
 	$(PY) benchmarks/run.py
 
-## the >=5-seed three-way comparison behind docs/RESULTS.md (about 45 min on 2 cores)
+## the 5-seed three-way comparison behind docs/RESULTS.md (about 35 min on an idle 2-core machine)
 compare: install
-	$(PY) -m craftlib compare --seeds 5 --out runs/compare --figures
+	$(PY) -m craftlib compare --seeds 5 --jobs 3 --out runs/compare --figures
 	cp runs/compare/summary.json docs/results/compare_summary.json
 
 constraints: install

@@ -125,12 +125,15 @@ def cmd_demo(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .experiments import format_markdown, format_table, load_summary
+    from .experiments import format_markdown, format_table, load_summary, tau_sensitivity
 
     summary = load_summary(args.summary)
     if summary is None:
         raise ValueError(f"no summary.json at {args.summary}; run `python -m craftlib compare --out DIR` first")
     print(format_markdown(summary) if args.markdown else format_table(summary))
+    if args.taus:
+        print()
+        print(tau_sensitivity(summary, tuple(args.taus)))
     return 0
 
 
@@ -181,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="print the table of a saved comparison (summary.json or its folder)")
     p.add_argument("summary")
     p.add_argument("--markdown", action="store_true")
+    p.add_argument("--taus", type=float, nargs="+", help="also the inactive fraction at these thresholds")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("demo", help="the workshop pipeline headless (what `make demo` runs)")
@@ -192,11 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # before the imports below, so --help does not wait for torch
     from .checkpoints import CheckpointError
     from .data import DataError, LFWNotFoundError
     from .training import NonFiniteLossError
 
-    args = build_parser().parse_args(argv)
     if getattr(args, "seed", None) is None and args.command == "demo":
         args.seed = 0
     try:

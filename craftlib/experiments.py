@@ -66,7 +66,8 @@ def summarize(runs: list[dict], baseline: str = "none") -> dict:
     arms: dict[str, dict] = {}
     for strategy in dict.fromkeys(r["strategy"] for r in runs):
         mine = sorted((r for r in runs if r["strategy"] == strategy), key=lambda r: r["seed"])
-        entry = {"label": STRATEGY_LABELS[strategy], "seeds": [r["seed"] for r in mine]}
+        entry = {"label": STRATEGY_LABELS[strategy], "seeds": [r["seed"] for r in mine],
+                 "final_scores": [[round(v, 5) for v in r["scores"]] for r in mine]}
         for m in METRICS:
             values = [r[m] for r in mine]
             entry[m] = values
@@ -162,6 +163,18 @@ def format_table(summary: dict) -> str:
         rows.append(f"{a['label']:<24}{a['inactive_fraction_mean']:>8.1%} ±{a['inactive_fraction_std']:>4.0%}"
                     f"{a['accuracy_mean']:>11.2%} ±{a['accuracy_std']:>5.2%}{a['auc_mean']:>10.3f}"
                     f"{a['tar@far=0.01_mean']:>10.3f}{p:>18}")
+    return "\n".join(rows)
+
+
+def tau_sensitivity(summary: dict, taus: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.3)) -> str:
+    """Mean inactive fraction per arm at several thresholds, from the final ``conv1`` scores (Markdown).
+
+    A count at one τ can hide where the re-activated filters sit; this shows the whole picture.
+    """
+    rows = ["| arm | " + " | ".join(f"τ = {t:g}" for t in taus) + " |", "|---|" + "---|" * len(taus)]
+    for a in summary["arms"].values():
+        scores = np.asarray(a["final_scores"])
+        rows.append(f"| {a['label']} | " + " | ".join(f"{(scores < t).mean():.0%}" for t in taus) + " |")
     return "\n".join(rows)
 
 

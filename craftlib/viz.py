@@ -44,9 +44,18 @@ PERCENT_METRICS = ("accuracy", "inactive_fraction", "tar@far=0.01", "tar@far=0.0
 # small shared helpers
 
 
+class CraftFigure(Figure):
+    """A Figure that shows itself in Jupyter without pyplot: IPython calls ``_repr_png_``."""
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", dpi=100)
+        return buf.getvalue()
+
+
 def new_figure(figsize: tuple[float, float]) -> Figure:
     """A pyplot-free figure with an Agg canvas (so it can be drawn and saved without a GUI)."""
-    fig = Figure(figsize=figsize, layout="constrained")
+    fig = CraftFigure(figsize=figsize, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
@@ -270,8 +279,8 @@ def _event_x(event: dict, xlabel: str) -> float:
 def death_timeline(matrix, tau: float, events: list[dict] | None = None, x=None, xlabel: str = "epoch") -> Figure:
     """Filters x time heatmap of scores, rows ordered by time of death.
 
-    Red crosses mark each filter's first drop below τ; green lines and triangles mark re-activation
-    events (``trainer.events``) and the filters they renewed. ``x`` labels the columns (default 0..T-1).
+    Red crosses mark each filter's first drop below τ; green dashed lines mark re-activation
+    events (``trainer.events``) with dots on the filters they renewed. ``x`` labels the columns (default 0..T-1).
     """
     m = np.asarray(matrix, dtype=float)
     x = np.arange(m.shape[1]) if x is None else np.asarray(x, dtype=float)
@@ -372,12 +381,12 @@ def before_after(weight_before, weight_after, filters, stem_before: Callable | N
     wb, wa = as_weight(weight_before), as_weight(weight_after)
     filters = [int(f) for f in filters][:12]
     with_maps = face is not None and stem_before is not None and stem_after is not None
-    rows = 4 if with_maps else 2
-    fig = fig if fig is not None else new_figure((max(3.0, 1.3 * len(filters) + 1.2), 1.4 * rows + 0.5))
+    heights = [0.55, 0.55, 1, 1] if with_maps else [1, 1]  # a tile is twice as wide as tall; maps are square
+    fig = fig if fig is not None else new_figure((max(3.0, 1.3 * len(filters) + 1.2), 1.4 * sum(heights) + 0.6))
     if not filters:
         fig.text(0.5, 0.5, "no filters were re-activated", ha="center", va="center")
         return fig
-    axes = fig.subplots(rows, len(filters), squeeze=False)
+    axes = fig.subplots(len(heights), len(filters), squeeze=False, height_ratios=heights)
     vmax = float(max(np.abs(wb).max(), np.abs(wa).max()))
     for col, f in enumerate(filters):
         for row, w in enumerate((wb, wa)):

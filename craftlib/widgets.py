@@ -18,22 +18,29 @@ from typing import Callable
 import ipywidgets as W
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 from torch import nn
 
 from . import viz
-from .activity import SCORE_LABELS, WEIGHT_SCORES, filter_scores, inactive_fraction, inactive_mask, model_scores
-from .activity import snapshot_scores
+from .activity import (SCORE_LABELS, WEIGHT_SCORES, filter_scores, inactive_fraction, inactive_mask, model_scores,
+                       snapshot_scores)
 from .experiments import METRICS, summarize
 from .reactivation import STRATEGIES, STRATEGY_LABELS, reactivate_model
 from .training import Trainer, to_input
 
 MAX_LAB_STEPS = 5000
+CELL = ' style="padding:2px 12px;border-bottom:1px solid #ddd;text-align:left"'
 
 
 def error_html(err: BaseException) -> str:
     """An error as a red box: what a learner sees instead of a traceback."""
     return (f'<div class="craft-error" style="border:1px solid {viz.INACTIVE};background:#fdecea;color:#7a0000;'
             f'padding:6px 10px;border-radius:4px"><b>{type(err).__name__}</b>: {html.escape(str(err))}</div>')
+
+
+def png_image() -> W.Image:
+    """An image widget shown at the PNG's own size (a flex column would otherwise stretch and blur it)."""
+    return W.Image(format="png", layout=W.Layout(align_self="flex-start"))
 
 
 def _guarded(error_box: W.HTML, buttons: list[W.Button], work: Callable[[], None]) -> None:
@@ -116,7 +123,7 @@ def _axes(fig, label: str):
     return next(ax for ax in fig.axes if ax.get_label() == label)
 
 
-def threshold_figure(source: ScoreSource, score: str = "max", tau: float = 0.1):
+def threshold_figure(source: ScoreSource, score: str = "max", tau: float = 0.1) -> Figure:
     """The explorer's figure: the filter grid (inactive framed) above the sorted score bars."""
     state = threshold_update(source, score, tau)
     fig = viz.new_figure((10, 9.5))
@@ -129,13 +136,13 @@ def threshold_figure(source: ScoreSource, score: str = "max", tau: float = 0.1):
     return fig
 
 
-def update_threshold_figure(fig, state: dict) -> None:
+def update_threshold_figure(fig: Figure, state: dict) -> None:
     """Apply a ``threshold_update`` state to the explorer's figure in place (frames, bars, τ line, titles)."""
     viz.mark_filters(_axes(fig, "grid"), state["mask"])
     viz.update_score_bars(_axes(fig, "bars"), state["scores"], state["tau"], SCORE_LABELS[state["score"]])
 
 
-def threshold_view(model, score: str = "max", tau: float = 0.1, probe=None):
+def threshold_view(model, score: str = "max", tau: float = 0.1, probe=None) -> Figure:
     """Static twin of the explorer: the same figure for one score and τ."""
     return threshold_figure(score_source(model, probe), score, tau)
 
@@ -154,7 +161,7 @@ class ThresholdExplorer:
         self.score = W.Dropdown(options=[(SCORE_LABELS[k], k) for k in self.source.scores], value=score,
                                 description="score")
         self.count = W.HTML()
-        self.image = W.Image(format="png")
+        self.image = png_image()
         self.figure = threshold_figure(self.source, score, tau)
         for w, cls in ((self.tau, "craft-tau"), (self.count, "craft-count"), (self.image, "craft-figure")):
             w.add_class(cls)
@@ -165,12 +172,13 @@ class ThresholdExplorer:
         self.refresh()
 
     def refresh(self, _change=None) -> dict:
-        """Recompute the state, update the figure's artists and re-render it into the image."""
+        """Recompute the state, update the figure's artists, re-render it, then the count (text last:
+        when the count shows the new τ, the figure already does)."""
         self.state = threshold_update(self.source, self.score.value, self.tau.value)
-        self.count.value = f"<b>{self.state['text']}</b> at τ = {self.state['tau']:.2f}"
         update_threshold_figure(self.figure, self.state)
         self.image.value = viz.figure_png(self.figure, dpi=72)
         self.figure.set_layout_engine("none")  # laid out once; later redraws only move artists (3x faster)
+        self.count.value = f"<b>{self.state['text']}</b> at τ = {self.state['tau']:.2f}"
         return self.state
 
 
@@ -230,7 +238,7 @@ def lab_train(trainer: Trainer, steps: int, tau: float = 0.1,
                     f"{losses[-1]:.3f}, inactive {fraction:.0%} at τ = {tau:.2f}"}
 
 
-def reactivation_view(trainer: Trainer, strategy: str = "contextual", tau: float = 0.1, face=None):
+def reactivation_view(trainer: Trainer, strategy: str = "contextual", tau: float = 0.1, face=None) -> Figure:
     """Static twin of the lab: what ``Re-activate`` would do, previewed on a *copy* (the trainer is untouched).
 
     Top: the filters that would be renewed, before and after (with maps on ``face``); bottom: the curves.
@@ -249,28 +257,36 @@ def reactivation_view(trainer: Trainer, strategy: str = "contextual", tau: float
 
 
 class ReactivationLab:
-    """Pick a strategy and τ, press *Re-activate*, train N more steps, and watch filters and curves change."""
+    """Pick a strategy and τ, press *Re-activate*, train N more steps, and watch filters and curves change.
+
+    Shows the current filters (inactive framed), the last re-activation (filters and maps on ``face``,
+    before / after) and the loss and inactive fraction per step.
+    """
 
     def __init__(self, trainer: Trainer, face=None, strategy: str = "contextual", tau: float = 0.1, steps: int = 20):
         self.trainer, self.face = trainer, face
         self.log = lab_log(trainer, tau)
+        self.last: dict | None = None  # the last lab_reactivate / lab_train result, for a closer look
         self.strategy = W.Dropdown(options=[(STRATEGY_LABELS[s], s) for s in STRATEGIES], value=strategy,
                                    description="strategy")
         self.tau = W.FloatSlider(value=tau, min=0.0, max=1.0, step=0.01, description="τ", readout_format=".2f",
                                  continuous_update=False)
         self.reactivate_button = W.Button(description="Re-activate", button_style="warning", icon="refresh")
         self.steps = W.IntText(value=steps, description="N", layout=W.Layout(width="140px"))
-        self.train_button = W.Button(description="Train N more steps", button_style="primary", icon="play")
+        self.train_button = W.Button(description="Train N more steps", button_style="primary", icon="play",
+                                     layout=W.Layout(width="auto"))
         self.progress = W.IntProgress(value=0, min=0, max=1, description="progress")
         self.status, self.error = W.HTML(), W.HTML()
-        self.filters_image, self.curves_image = W.Image(format="png"), W.Image(format="png")
+        self.grid_image, self.filters_image, self.curves_image = png_image(), png_image(), png_image()
         for w, cls in ((self.reactivate_button, "craft-reactivate"), (self.train_button, "craft-train"),
                        (self.status, "craft-lab-status"), (self.error, "craft-error-box"),
-                       (self.filters_image, "craft-lab-filters"), (self.curves_image, "craft-lab-curves")):
+                       (self.grid_image, "craft-lab-grid"), (self.filters_image, "craft-lab-filters"),
+                       (self.curves_image, "craft-lab-curves")):
             w.add_class(cls)
+        figures = W.HBox([self.grid_image, self.filters_image], layout=W.Layout(flex_flow="row wrap"))
         self.widget = W.VBox([W.HBox([self.strategy, self.tau]),
                               W.HBox([self.reactivate_button, self.steps, self.train_button, self.progress]),
-                              self.status, self.error, self.filters_image, self.curves_image])
+                              self.status, self.error, figures, self.curves_image])
         self.widget.add_class("craft-lab")
         self.reactivate_button.on_click(lambda _: self.run(self._reactivate))
         self.train_button.on_click(lambda _: self.run(self._train))
@@ -292,10 +308,11 @@ class ReactivationLab:
         return mask
 
     def _show_grid(self) -> None:
-        mask = self._show_count()
-        self.filters_image.value = viz.figure_png(viz.filter_grid(self.trainer.model.conv1.weight, mask=mask,
-                                                                  channels=False), dpi=60)
+        mask = inactive_mask(model_scores(self.trainer.model), self.tau.value)
+        self.grid_image.value = viz.figure_png(viz.filter_grid(self.trainer.model.conv1.weight, mask=mask,
+                                                               channels=False), dpi=56)
         self._show_curves()
+        self._show_count()
 
     def _show_curves(self) -> None:
         self.curves_image.value = viz.figure_png(viz.step_curves(self.log, self.trainer.events), dpi=72)
@@ -304,11 +321,11 @@ class ReactivationLab:
         result = lab_reactivate(self.trainer, self.strategy.value, self.tau.value)
         self.last = result
         self.log.append({"step": self.trainer.step, "loss": None, "inactive": result["inactive_after"]})
-        self.status.value = html.escape(result["text"])
         fig = viz.before_after(result["before"], result["after"], result["filters"], result["stem_before"],
                                self.trainer.model.stem, self.face)
-        self.filters_image.value = viz.figure_png(fig, dpi=72)
-        self._show_curves()
+        self.filters_image.value = viz.figure_png(fig, dpi=64)
+        self._show_grid()
+        self.status.value = html.escape(result["text"])  # last: the figures above are already updated
 
     def _progress(self, done: int, total: int) -> None:
         self.progress.max, self.progress.value = total, done
@@ -376,15 +393,14 @@ def comparison_table(summary: dict, arms=None, metric: str = "accuracy") -> str:
                  "—" if name == baseline else _fmt(metric, vs.get("mean_difference")),
                  "—" if name == baseline else _fmt("p", vs.get("t_pvalue")),
                  "—" if name == baseline else _fmt("p", vs.get("wilcoxon_pvalue"))]
-        rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-    header = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"
+        rows.append("<tr>" + "".join(f"<td{CELL}>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    header = "<tr>" + "".join(f"<th{CELL}>{html.escape(h)}</th>" for h in head) + "</tr>"
     caption = html.escape(viz.METRIC_LABELS.get(metric, metric))
     return (f'<table class="craft-table" style="border-collapse:collapse"><caption>{caption}</caption>'
             f"<thead>{header}</thead><tbody>{''.join(rows)}</tbody></table>")
 
 
-def _comparison_figure(summary: dict, runs: list[dict], metric: str, arms=None, seeds=None):
-    picked = select(summary, runs, arms, seeds)
+def _comparison_figure(picked: dict, runs: list[dict], metric: str, seeds=None) -> Figure:
     chosen = viz.first_runs([r for r in runs if r["strategy"] in picked["arms"] and (seeds is None or r["seed"] in seeds)])
     fig = viz.new_figure((11 if chosen else 5.5, 4.2))
     axes = fig.subplots(1, 2 if chosen else 1, squeeze=False)[0]
@@ -394,10 +410,10 @@ def _comparison_figure(summary: dict, runs: list[dict], metric: str, arms=None, 
     return fig
 
 
-def comparison_view(results, metric: str = "accuracy", arms=None, seeds=None):
+def comparison_view(results, metric: str = "accuracy", arms=None, seeds=None) -> Figure:
     """Static twin of the dashboard: seed spread with p-values, plus ROC per arm when runs are available."""
     summary, runs = load_results(results)
-    return _comparison_figure(summary, runs, metric, arms, seeds)
+    return _comparison_figure(select(summary, runs, arms, seeds), runs, metric, seeds)
 
 
 class ComparisonDashboard:
@@ -411,7 +427,7 @@ class ComparisonDashboard:
         self.seeds = W.SelectMultiple(options=all_seeds, value=tuple(all_seeds), description="seeds", rows=4)
         self.metric = W.Dropdown(options=[(viz.METRIC_LABELS[m], m) for m in METRICS], value=metric,
                                  description="metric")
-        self.table, self.error, self.image = W.HTML(), W.HTML(), W.Image(format="png")
+        self.table, self.error, self.image = W.HTML(), W.HTML(), png_image()
         self.table.add_class("craft-comparison-table")
         self.image.add_class("craft-figure")
         self.widget = W.VBox([W.HBox([self.arms, self.seeds, self.metric]), self.error, self.table, self.image])
@@ -425,8 +441,8 @@ class ComparisonDashboard:
         def work():
             arms, seeds = list(self.arms.value), list(self.seeds.value)
             picked = select(self.summary, self.runs, arms, seeds)
-            self.table.value = comparison_table(picked, arms, self.metric.value)
-            fig = _comparison_figure(self.summary, self.runs, self.metric.value, arms, seeds)
+            fig = _comparison_figure(picked, self.runs, self.metric.value, seeds)
             self.image.value = viz.figure_png(fig, dpi=72)
+            self.table.value = comparison_table(picked, arms, self.metric.value)  # last, as in the explorer
 
         _guarded(self.error, [], work)

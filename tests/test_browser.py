@@ -116,14 +116,34 @@ def wait_for_change(read, before, timeout: float = 60):
     raise AssertionError(f"display did not change from {before!r} within {timeout} s")
 
 
+def wait_for_quiet_kernel(page, quiet: float = 3.0, timeout: float = 90) -> None:
+    """Wait until the kernel has been idle for ``quiet`` seconds: a freshly started one may still reconnect,
+    and cells queued before that are silently dropped."""
+    idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
+    deadline, since = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        if idle.count():
+            since = since or time.monotonic()
+            if time.monotonic() - since >= quiet:
+                return
+        else:
+            since = None
+        time.sleep(0.25)
+    raise TimeoutError(f"kernel not idle within {timeout} s")
+
+
 def run_all_cells(page) -> None:
+    """Run → Run All Cells, then wait until every code cell has an execution count."""
     page.locator(".jp-NotebookPanel").wait_for(timeout=90_000)
-    page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=90_000)
+    wait_for_quiet_kernel(page)
     dialog = page.locator(".jp-Dialog")  # a kernel-choice dialog, should this JupyterLab still ask
     if dialog.count():
         dialog.locator(".jp-mod-accept").click()
+    page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current").click()  # fold the file browser away
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+    prompts = page.locator(".jp-CodeCell .jp-InputArea-prompt")
+    wait_for_change(lambda: all(p.strip("[]: ").isdigit() for p in prompts.all_inner_texts()), False, timeout=180)
 
 
 def test_widgets_respond_in_jupyterlab(lab_server):
@@ -132,14 +152,18 @@ def test_widgets_respond_in_jupyterlab(lab_server):
     with sync_playwright() as pw:
         browser = pw.chromium.launch_persistent_context(
             user_data_dir=str(lab_server["root"] / "chromium"), executable_path=str(CHROMIUM), headless=True,
-            args=CHROMIUM_ARGS, viewport={"width": 1400, "height": 1000})
+            args=CHROMIUM_ARGS, viewport={"width": 1400, "height": 1700})
         try:
             page = browser.new_page()
-            page.goto(lab_server["url"], timeout=90_000)
-            run_all_cells(page)
-            check_threshold_explorer(page)
-            check_reactivation_lab(page)
-            check_comparison_dashboard(page)
+            phases = {"open the notebook": lambda: page.goto(lab_server["url"], timeout=90_000),
+                      "run all cells": lambda: run_all_cells(page),
+                      "threshold explorer": lambda: check_threshold_explorer(page),
+                      "re-activation lab": lambda: check_reactivation_lab(page),
+                      "comparison dashboard": lambda: check_comparison_dashboard(page)}
+            for name, phase in phases.items():  # timings show with -rP, or on failure
+                start = time.monotonic()
+                phase()
+                print(f"{name}: {time.monotonic() - start:.1f} s")
             assert page.locator(".craft-error").count() == 0
             assert "Traceback" not in page.locator(".jp-Notebook").inner_text()
         except Exception:
@@ -161,11 +185,12 @@ def check_threshold_explorer(page) -> None:
     src_before = image.get_attribute("src")
     handle = explorer.locator(".craft-tau .noUi-handle")
     handle.focus()
-    for _ in range(10):
-        handle.press("ArrowRight")  # τ 0.10 -> 0.20 in steps of 0.01
+    for _ in range(2):
+        handle.press("PageUp")  # τ 0.10 -> 0.20: five slider steps of 0.01 per PageUp
     expect(count).to_contain_text("τ = 0.20", timeout=30_000)
     expect(count).not_to_contain_text("31 / 64")
     wait_for_change(lambda: image.get_attribute("src"), src_before)
+    wait_for_quiet_kernel(page, quiet=1.0)
     save_screenshot(explorer, "threshold_explorer.png")
 
 
@@ -182,6 +207,11 @@ def check_reactivation_lab(page) -> None:
     expect(status).to_contain_text("8 / 64 filters below τ = 0.10 re-activated; inactive 12% → 0%", timeout=60_000)
     wait_for_change(lambda: image.get_attribute("src"), src_before)
     expect(button).to_be_enabled()
+    lab.locator(".widget-text input").fill("10")  # N, then "Train N more steps"
+    lab.locator(".widget-text input").press("Enter")
+    lab.locator("button.craft-train").click()
+    expect(status).to_contain_text("trained 10 steps", timeout=90_000)
+    wait_for_quiet_kernel(page, quiet=1.0)
     save_screenshot(lab, "reactivation_lab.png")
 
 
@@ -194,4 +224,5 @@ def check_comparison_dashboard(page) -> None:
     expect(table.locator("caption")).to_have_text("verification accuracy")
     dashboard.locator("select").last.select_option(label="inactive conv1 filters")
     expect(table.locator("caption")).to_have_text("inactive conv1 filters", timeout=30_000)
+    wait_for_quiet_kernel(page, quiet=1.0)
     save_screenshot(dashboard, "comparison_dashboard.png")

@@ -232,3 +232,9 @@ def test_save_comparison_figures_without_runs_and_one_seed(tmp_path):
     (tmp_path / "summary.json").write_text(json.dumps(select(summary, [], seeds=[1])))
     assert sorted(p.name for p in viz.save_comparison_figures(tmp_path)) == ["seeds_accuracy.png",
                                                                              "seeds_inactive_fraction.png"]
+
+
+def test_figures_show_themselves_in_jupyter_without_pyplot(mfn_scores):
+    fig = viz.score_bars(mfn_scores, 0.1)
+    assert fig._repr_png_()[:4] == b"\x89PNG"  # what IPython displays for a returned figure
+    assert viz.figure_png(fig, dpi=50)[:4] == b"\x89PNG"

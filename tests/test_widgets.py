@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from craft_data import TAU, comparison_dir, faces32, fresh_trainer, mobilefacenet
 from craftlib import viz, widgets as cw
-from craftlib.activity import filter_scores, inactive_mask, model_scores
+from craftlib.activity import filter_scores, inactive_mask
 from craftlib.training import NonFiniteLossError
 
 
@@ -168,15 +168,17 @@ def test_reactivation_view_previews_without_touching_the_trainer(trainer):
 def test_lab_reactivate_button_updates_status_figure_and_curve(trainer):
     kill(trainer)
     lab = cw.ReactivationLab(trainer, face=faces32()[0], tau=0.05)
-    first_status, first_png = lab.status.value, lab.filters_image.value
-    assert "5 / 64 inactive" in first_status and first_png[:4] == b"\x89PNG"
+    first_grid, first_curves = lab.grid_image.value, lab.curves_image.value
+    assert "5 / 64 inactive" in lab.status.value and first_grid[:4] == b"\x89PNG"
+    assert lab.filters_image.value == b""  # nothing re-activated yet
     lab.tau.value = 0.0
     assert "0 / 64 inactive" in lab.status.value
     lab.tau.value = 0.1
     lab.reactivate_button.click()
     assert lab.error.value == ""
     assert "5 / 64 filters below τ = 0.10 re-activated; inactive 8% → 0%" in lab.status.value
-    assert lab.filters_image.value != first_png
+    assert lab.filters_image.value[:4] == b"\x89PNG"
+    assert lab.grid_image.value != first_grid and lab.curves_image.value != first_curves
     assert len(trainer.events) == 1 and lab.log[-1]["step"] == trainer.step
     assert not any(b.disabled for b in lab.buttons)
 
@@ -242,7 +244,7 @@ def test_comparison_table_rows_values_and_pvalues(summary):
     assert table_rows(table) == 2
     assert "standard training" in table and "CRAFT (contextual)" in table
     p = summary["arms"]["contextual"]["accuracy_pvalue_t"]
-    assert ("n/a" if p is None else f"<td>{p:.3f}</td>") in table
+    assert ("n/a" if p is None else f">{p:.3f}</td>") in table
     assert table_rows(cw.comparison_table(summary, arms=["contextual"], metric="auc")) == 1
 
 
