@@ -66,8 +66,9 @@ def summarize(runs: list[dict], baseline: str = "none") -> dict:
     arms: dict[str, dict] = {}
     for strategy in dict.fromkeys(r["strategy"] for r in runs):
         mine = sorted((r for r in runs if r["strategy"] == strategy), key=lambda r: r["seed"])
-        entry = {"label": STRATEGY_LABELS[strategy], "seeds": [r["seed"] for r in mine],
-                 "final_scores": [[round(v, 5) for v in r["scores"]] for r in mine]}
+        entry = {"label": STRATEGY_LABELS[strategy], "seeds": [r["seed"] for r in mine]}
+        if all("scores" in r for r in mine):  # rows rebuilt from a summary (widgets.select) carry no scores
+            entry["final_scores"] = [[round(v, 5) for v in r["scores"]] for r in mine]
         for m in METRICS:
             values = [r[m] for r in mine]
             entry[m] = values

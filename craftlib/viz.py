@@ -266,38 +266,54 @@ def score_histogram(scores, tau: float, log: bool = False, label: str = "relativ
 # death over time
 
 
-def death_times(matrix: np.ndarray, tau: float) -> np.ndarray:
-    """Column where each filter's score first drops below τ (``inf`` if it never does)."""
-    below = np.asarray(matrix) < tau
-    return np.where(below.any(1), below.argmax(1), np.inf)
+def reactivations(events: list[dict] | None) -> list[dict]:
+    """Events that changed filters: the ``none`` arm logs what it detects but re-initialises nothing."""
+    return [e for e in events or [] if e.get("strategy") != "none"]
 
 
 def _event_x(event: dict, xlabel: str) -> float:
     return event.get(xlabel, event["epoch"])
 
 
-def death_timeline(matrix, tau: float, events: list[dict] | None = None, x=None, xlabel: str = "epoch") -> Figure:
-    """Filters x time heatmap of scores, rows ordered by time of death.
+def death_times(matrix: np.ndarray, tau: float, events: list[dict] | None = None, x=None,
+                xlabel: str = "epoch") -> np.ndarray:
+    """Column where each filter's score first drops below τ (``inf``: never).
 
-    Red crosses mark each filter's first drop below τ; green dashed lines mark re-activation
-    events (``trainer.events``) with dots on the filters they renewed. ``x`` labels the columns (default 0..T-1).
+    With ``events``, a filter renewed at an event counts as dead from then on: it was below τ when it
+    was detected, even if the snapshot after the event already shows its new weights.
+    """
+    below = np.asarray(matrix) < tau
+    died = np.where(below.any(1), below.argmax(1), np.inf)
+    x = np.arange(below.shape[1]) if x is None else np.asarray(x, dtype=float)
+    for event in reactivations(events):
+        column = int(np.argmin(np.abs(x - _event_x(event, xlabel))))
+        for f in event.get("filters", []):
+            died[f] = min(died[f], column)
+    return died
+
+
+def death_timeline(matrix, tau: float, events: list[dict] | None = None, x=None, xlabel: str = "epoch") -> Figure:
+    """Filters x time heatmap of scores, rows ordered by time of death (first drop below τ or renewal).
+
+    Red crosses mark each filter's first drop below τ seen in the data; green dashed lines mark
+    re-activation events (``trainer.events``) with dots on the filters they renewed. ``x`` labels the
+    columns (default 0..T-1).
     """
     m = np.asarray(matrix, dtype=float)
     x = np.arange(m.shape[1]) if x is None else np.asarray(x, dtype=float)
-    died = death_times(m, tau)
-    order = np.lexsort((m[:, -1], died))  # earliest death first, then weakest at the end
+    order = np.lexsort((m[:, -1], death_times(m, tau, events, x, xlabel)))  # earliest first, then weakest
     dx = (x[-1] - x[0]) / max(len(x) - 1, 1) or 1.0
     fig = new_figure((8, 7))
     ax = fig.subplots()
     image = ax.imshow(m[order], aspect="auto", cmap="viridis", vmin=0, vmax=max(1.0, float(m.max())),
                       extent=(x[0] - dx / 2, x[-1] + dx / 2, len(m) - 0.5, -0.5), interpolation="nearest")
     fig.colorbar(image, ax=ax, label="relative score", pad=0.01)
-    rows = np.arange(len(m))
-    dead = np.isfinite(died[order])
-    ax.scatter(x[died[order][dead].astype(int)], rows[dead], marker="x", color=INACTIVE, s=18,
+    rows, seen = np.arange(len(m)), death_times(m, tau)[order]
+    dead = np.isfinite(seen)
+    ax.scatter(x[seen[dead].astype(int)], rows[dead], marker="x", color=INACTIVE, s=18, zorder=3,
                label=f"first score < τ = {tau:.2f} ({int(dead.sum())} filters)", gid="deaths")
     position = {f: r for r, f in enumerate(order)}
-    for j, event in enumerate(events or []):
+    for j, event in enumerate(reactivations(events)):
         ex = _event_x(event, xlabel)
         ax.axvline(ex, color=EVENT, linestyle="--", linewidth=1.2, label="re-activation" if j == 0 else None)
         renewed = [position[f] for f in event.get("filters", [])]
@@ -414,7 +430,7 @@ def before_after(weight_before, weight_after, filters, stem_before: Callable | N
 
 
 def _mark_events(axes, events: list[dict] | None, key: str) -> None:
-    for j, event in enumerate(events or []):
+    for j, event in enumerate(reactivations(events)):
         n = len(event.get("filters", []))
         for ax in axes:
             ax.axvline(event[key], color=EVENT, linestyle="--", linewidth=1, gid="event",

@@ -381,7 +381,8 @@ def _fmt(metric: str, value) -> str:
 def comparison_table(summary: dict, arms=None, metric: str = "accuracy") -> str:
     """An HTML table, one row per arm: seeds, mean ± std, per-seed values, difference and p-values vs baseline."""
     baseline = summary.get("baseline", "none")
-    head = ["arm", "seeds", "mean ± std", "per seed", f"Δ vs {baseline}", "p (paired t)", "p (Wilcoxon)"]
+    base_label = summary["arms"].get(baseline, {}).get("label", baseline)
+    head = ["arm", "seeds", "mean ± std", "per seed", f"Δ vs {base_label}", "p (paired t)", "p (Wilcoxon)"]
     rows = []
     for name, arm in summary["arms"].items():
         if arms is not None and name not in arms:

@@ -106,16 +106,24 @@ def test_death_timeline_orders_by_death_and_marks_events(run):
     fig = viz.death_timeline(matrix, TAU, run.events)
     ax = main_axes(fig)[0]
     assert ax.images[0].get_array().shape == (64, len(run.history))
-    died = viz.death_times(matrix, TAU)
+    died = viz.death_times(matrix, TAU, run.events)
     order = [int(t.get_text()) for t in ax.get_yticklabels()]
-    assert list(np.sort(died)) == list(died[order])  # rows ordered by time of death
+    assert list(np.sort(died)) == list(died[order])  # rows ordered by time of death (or renewal)
+    assert all(died[f] <= run.events[0]["epoch"] for f in run.events[0]["filters"])
     deaths = next(c for c in ax.collections if c.get_gid() == "deaths")
-    assert len(deaths.get_offsets()) == int(np.isfinite(died).sum()) > 0
+    assert len(deaths.get_offsets()) == int(np.isfinite(viz.death_times(matrix, TAU)).sum()) > 0
     renewed = [c for c in ax.collections if c.get_gid() == "renewed"]
     assert [len(c.get_offsets()) for c in renewed] == [len(e["filters"]) for e in run.events]
     assert len([l for l in ax.lines if l.get_color() == viz.EVENT]) == len(run.events) == 2
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert "re-activation" in legend and any(t.startswith("first score < τ") for t in legend)
+
+
+def test_death_timeline_ignores_detect_only_events(run):
+    detected = [{**e, "strategy": "none"} for e in run.events]  # the standard arm logs, renews nothing
+    ax = main_axes(viz.death_timeline(timeline(run.history), TAU, detected))[0]
+    assert not [c for c in ax.collections if c.get_gid() == "renewed"]
+    assert not [l for l in ax.lines if l.get_color() == viz.EVENT]
 
 
 def test_death_timeline_accepts_a_step_axis(run):
