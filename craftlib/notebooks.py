@@ -206,12 +206,12 @@ def main(argv: list[str] | None = None) -> int:
         changed = clean(paths)
         print(f"cleaned {len(changed)} notebook(s)" + "".join(f"\n  {p}" for p in changed))
         return 0
-    from nbclient.exceptions import CellExecutionError
+    from nbclient.exceptions import CellExecutionError, DeadKernelError
 
     try:
         run(paths, args.out, args.html, args.timeout)
-    except CellExecutionError as err:
-        print(f"\nFAILED: {err}", file=sys.stderr)
+    except (CellExecutionError, DeadKernelError, TimeoutError) as err:
+        print(f"\nFAILED ({type(err).__name__}): {err}", file=sys.stderr)
         return 1
     return 0
 
