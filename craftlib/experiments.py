@@ -119,7 +119,7 @@ def compare(recipe: Recipe, seeds: list[int], arms: tuple[str, ...] = ARMS, lfw:
         log(f"seed {run['seed']} {run['strategy']:>10}: inactive {run['inactive_fraction']:.0%}  "
             f"accuracy {run['accuracy']:.2%}  ({run['train_seconds']:.0f} s)")
         if out is not None:
-            _write(out, recipe, runs, start)
+            _write(out, _summary(recipe, runs, start), runs)
 
     if jobs > 1:
         import multiprocessing
@@ -134,7 +134,7 @@ def compare(recipe: Recipe, seeds: list[int], arms: tuple[str, ...] = ARMS, lfw:
             done(run_arm(data, pairs, recipe, strategy, seed, progress=progress))
     summary = _summary(recipe, runs, start)
     if out is not None:
-        _write(out, recipe, runs, start)
+        _write(out, summary, runs)
     return summary
 
 
@@ -148,9 +148,8 @@ def _summary(recipe: Recipe, runs: list[dict], start: float) -> dict:
     return summary
 
 
-def _write(out: str | Path, recipe: Recipe, runs: list[dict], start: float) -> None:
+def _write(out: str | Path, summary: dict, runs: list[dict]) -> None:
     out = Path(out)
-    summary = _summary(recipe, runs, start)
     atomic_write(out / "summary.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=1)))
     atomic_write(out / "runs.json", lambda tmp: tmp.write_text(json.dumps(runs)))
 
