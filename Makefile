@@ -1,30 +1,57 @@
 # Two commands on a fresh machine: `make demo` (the workshop pipeline) and `make test` (the suite).
+# Every target runs `python -m craftlib ...`, which works the same without make (Windows): see README.
 VENV   ?= .venv
 PYTHON ?= python3
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed-stamp
+DEV_STAMP = $(VENV)/.installed-dev-stamp
+TORCH  ?= auto
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lab html screenshots bench compare constraints clean
+.PHONY: install install-dev demo test test-ipywidgets7 check lab kit html screenshots bench study study-report companion constraints clean
 
-$(STAMP): pyproject.toml constraints.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[lab,test]'
+## learners: craftlib + JupyterLab from pyproject's ranges (no test packages); TORCH=cpu|pypi|auto (auto: CPU-only
+## torch on Linux without an NVIDIA GPU, about 190 MB instead of 3 GB)
+$(STAMP): pyproject.toml
+	$(PYTHON) -m craftlib setup --venv $(VENV) --torch $(TORCH)
 	touch $(STAMP)
 
 install: $(STAMP)
+
+## CI and developers: the test packages too, at constraints.txt's exact versions
+$(DEV_STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m craftlib setup --venv $(VENV) --dev
+	touch $(STAMP) $(DEV_STAMP)
+
+install-dev: $(DEV_STAMP)
 
 ## the main job: LFW -> baseline + standard / random / CRAFT at one seed -> table, figures, runs/demo/summary.json
 demo: install
 	$(PY) -m craftlib demo --out runs/demo
 
-## the whole test suite (CRAFTLIB_DATA must point at LFW when offline)
-test: install
+## the whole test suite (CRAFTLIB_DATA must point at LFW when offline), then the widget tests under ipywidgets 7
+test: install-dev
 	$(PY) -m pytest $(PYTEST_ARGS)
+	$(MAKE) test-ipywidgets7
 
-## JupyterLab on the workshop notebooks
+## the widget tests again under ipywidgets 7 (what Colab ships): a small venv holding only ipywidgets 7 and its
+## frontend packages, everything else read from $(VENV) through a .pth file (seconds to build)
+IPYW7 = .venv-ipywidgets7
+test-ipywidgets7: install-dev
+	$(PY) -m craftlib.install --ipywidgets7 $(IPYW7) --base $(VENV)
+	$(IPYW7)/bin/python -m pytest -p no:cacheprovider -m "not slow" tests/test_widgets.py tests/test_check.py -k "widget or ipywidgets"
+
+## is this machine ready? one OK / FAIL line per item (python, packages, torch, LFW and its variant, stem, widgets, speed)
+check: install
+	$(PY) -m craftlib check
+
+## JupyterLab on a working copy of notebooks/ in workspace/ (git-ignored): the tracked notebooks stay clean
 lab: install
-	$(VENV)/bin/jupyter lab notebooks/
+	$(PY) -m craftlib lab $(if $(SEED),--seed $(SEED),)
+
+## a room kit for an offline workshop (instructors; online, about an hour with the full-mode notebooks)
+kit: install
+	$(PY) -m craftlib kit --out room-kit
 
 ## execute every notebook (FAST unless CRAFT_FAST=0) and render HTML under build/
 html: install
@@ -38,10 +65,32 @@ screenshots: install
 bench: install
 	$(PY) benchmarks/run.py
 
-## the 5-seed three-way comparison behind docs/RESULTS.md (about 35 min on an idle 2-core machine)
-compare: install
-	$(PY) -m craftlib compare --seeds 5 --jobs 3 --out runs/compare --figures
-	cp runs/compare/summary.json docs/results/compare_summary.json
+## the study behind docs/RESULTS.md: 30 paired seeds x 3 arms (workshop recipe) + 10 seeds with decay budget left
+## (workshop-early). Resumable: each finished run is one JSON under docs/results/*/records; rerun to continue.
+STUDY_SEEDS ?= 30
+EARLY_SEEDS ?= 10
+JOBS ?= 2
+study: install
+	$(PY) -m craftlib compare --recipe workshop --seeds $(STUDY_SEEDS) --jobs $(JOBS) --quiet \
+	  --out docs/results/study --models runs/study-models
+	$(PY) -m craftlib compare --recipe workshop-early --seeds $(EARLY_SEEDS) --jobs $(JOBS) --quiet \
+	  --out docs/results/study-early
+	$(MAKE) study-report
+
+## summaries and figures of the study from its committed records (seconds; no training)
+study-report: install
+	$(PY) -m craftlib report docs/results/study --curves --write docs/results/compare_summary.json \
+	  --metrics accuracy silent_fraction weight_fraction --figures docs/results
+	$(PY) -m craftlib report docs/results/study-early --curves --write docs/results/early_summary.json \
+	  --metrics accuracy silent_fraction --figures docs/results/early
+
+## the companion study (notebook 06): standard / CRAFT / CReLU stem / Top-K, 5 paired seeds of the workshop recipe,
+## with pairing, shape-bias, params and MACs. Resumable: one JSON per run under docs/results/companion_sparsity/records.
+COMPANION_SEEDS ?= 5
+COMPANION_JOBS ?= 1
+companion: install
+	$(PY) -m craftlib.companion_cli --seeds $(COMPANION_SEEDS) --jobs $(COMPANION_JOBS) \
+	  --out docs/results/companion_sparsity --models runs/companion-models
 
 constraints: install
 	$(PY) -m pip freeze --exclude-editable | sed '/^craftlib/d' > constraints.new && \

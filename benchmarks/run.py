@@ -24,9 +24,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from unittest.mock import patch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # runs from a checkout even without `pip install -e .`
@@ -35,13 +35,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from craftlib.data import LFW, FaceSet  # noqa: E402
+from craftlib.callbacks import Callback  # noqa: E402
+from craftlib.data import LFW, FaceSet, to_input  # noqa: E402
 from craftlib.losses import MarginHead  # noqa: E402
 from craftlib.models import FaceCNN  # noqa: E402
-from craftlib.reactivation import ReactivationCallback, reactivate_model  # noqa: E402
-from craftlib.recipes import WORKSHOP  # noqa: E402
-from craftlib.training import (Callback, Trainer, conv1_snapshot, make_optimizer, make_schedule,  # noqa: E402
-                               parameter_groups, seed_everything, to_input)
+from craftlib.reactivation import reactivate_model  # noqa: E402
+from craftlib.recipes import PAPER_READING, WORKSHOP  # noqa: E402
+from craftlib.runtime import seed_everything  # noqa: E402
+from craftlib.training import Trainer, conv1_snapshot, make_optimizer, make_schedule, parameter_groups  # noqa: E402
 from craftlib.verification import cosine_scores, embed, evaluate, evaluate_scores  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results.json"
@@ -51,21 +52,6 @@ START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-@contextmanager
-def env(**values):
-    """Set environment variables for a block and restore them afterwards."""
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update({k: str(v) for k, v in values.items()})
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,7 +168,7 @@ def bench_training(data: FaceSet, cfg, repeats: int) -> dict:
 def bench_loading(size: int, max_identities: int | None) -> tuple[dict, LFW]:
     log(f"(b) LFW loading at {size}px (training set{'' if max_identities is None else f', {max_identities} ids'} + DevTest)")
     out = {}
-    with tempfile.TemporaryDirectory(prefix="craft-bench-cache-") as tmp, env(CRAFTLIB_CACHE=tmp):
+    with tempfile.TemporaryDirectory(prefix="craft-bench-cache-") as tmp, patch.dict(os.environ, {"CRAFTLIB_CACHE": tmp}):
         for phase in ("cold", "cached"):
             t0 = time.perf_counter()
             lfw = LFW(size=size, download=False)
@@ -270,7 +256,7 @@ def bench_reactivation(data: FaceSet, cfg, calls: int) -> dict:
     log("(d) re-activation: callback share of an epoch, and one reactivate_model call")
     out = {}
     for label, every in (("every epoch", "epoch"), ("every 10 steps", 10)):
-        timed = Timed(ReactivationCallback("contextual", 0.1, every=every, first_epoch=1, last_epoch=1))
+        timed = Timed(PAPER_READING.but(every=every, first_epoch=1, last_epoch=1).callback(0, WORKSHOP.train.epochs))
         _, trainer = trainer_epoch(data, cfg, [Silence(every), timed])
         epoch_s = trainer.history[-1]["seconds"]
         out[label] = {"callback_s": timed.seconds, "epoch_s": epoch_s, "fraction": timed.seconds / epoch_s,

@@ -4,4 +4,4 @@ Modules, one concept each: ``data`` (LFW), ``models`` (the face CNN), ``losses``
 ``training`` (the loop), ``verification`` (LFW protocol), ``activity`` (which filters are inactive),
 ``reactivation`` (bringing them back), ``experiments`` (seed comparisons), ``viz`` and ``widgets``.
 """
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -13,12 +13,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from .training import Callback
+from .callbacks import Callback
+from .runtime import evaluating, to_numpy
 
 WEIGHT_SCORES = ("max", "l1", "l2")
-SCORES = WEIGHT_SCORES + ("gamma", "effective", "activation")
+PROBE_SCORES = ("activation", "silent")
+SCORES = WEIGHT_SCORES + ("gamma", "effective") + PROBE_SCORES
 SCORE_LABELS = {"max": "max |w|", "l1": "L1 norm", "l2": "L2 norm", "gamma": "BN |γ|",
-                "effective": "effective filter max |w·γ/σ|", "activation": "mean |activation| (ReDo)"}
+                "effective": "effective filter max |w·γ/σ|", "activation": "mean |activation| (ReDo)",
+                "silent": "output spread (std after BN + activation)"}
 
 
 def filter_norms(weight: torch.Tensor, norm: str = "max") -> np.ndarray:
@@ -54,18 +57,23 @@ def effective_weight(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> torch.Tensor:
 
 
 @torch.no_grad()
-def activation_scores(stem: Callable, probe: torch.Tensor, owner: nn.Module | None = None) -> np.ndarray:
-    """Mean |output| per channel of ``stem`` (conv -> BN -> activation) on a probe batch (ReDo's s_i).
+def activation_scores(stem: Callable, probe: torch.Tensor, owner: nn.Module | None = None,
+                      statistic: str = "mean_abs") -> np.ndarray:
+    """Per channel of ``stem`` (conv -> BN -> activation) on a probe batch: what the next layer hears.
 
+    ``mean_abs`` is ReDo's s_i (mean |output|). ``std`` is the spread over faces and positions: a
+    channel whose output does not vary carries no signal, whatever its weights — the *silent* test.
     ``owner`` (default: ``stem``) is put in eval mode meanwhile, so BatchNorm uses its running
     statistics and the probe does not change them.
     """
     owner = owner if owner is not None else stem
-    was_training = owner.training
-    owner.eval()
-    out = stem(probe.to(next(owner.parameters()).device))
-    owner.train(was_training)
-    return out.abs().mean(dim=(0, 2, 3)).float().cpu().numpy()
+    if statistic not in ("mean_abs", "std"):
+        raise ValueError(f"statistic must be 'mean_abs' or 'std', got {statistic!r}")
+    with evaluating(owner):
+        out = stem(probe.to(next(owner.parameters()).device))
+    # reduced per channel in the output's own precision (a float64 copy of a 112-px probe is gigabytes)
+    stat = out.abs().mean(dim=(0, 2, 3)) if statistic == "mean_abs" else out.std(dim=(0, 2, 3), correction=0)
+    return to_numpy(stat.double())
 
 
 def filter_scores(conv: nn.Conv2d, score: str = "max", reference: str | float = "max",
@@ -73,20 +81,21 @@ def filter_scores(conv: nn.Conv2d, score: str = "max", reference: str | float = 
                   probe: torch.Tensor | None = None, owner: nn.Module | None = None) -> np.ndarray:
     """Relative activity of each filter of ``conv``: low means inactive.
 
-    ``gamma`` and ``effective`` need the BatchNorm that follows; ``activation`` needs the stem module
-    and a probe batch and defaults to the layer *mean* as its reference, as ReDo does.
+    ``gamma`` and ``effective`` need the BatchNorm that follows; ``activation`` and ``silent`` need the
+    stem module and a probe batch; ``activation`` defaults to the layer *mean* as its reference, as
+    ReDo does.
     """
     if score in WEIGHT_SCORES:
         raw = filter_norms(conv.weight, score)
     elif score in ("gamma", "effective"):
         if not isinstance(bn, nn.BatchNorm2d):
             raise ValueError(f"score {score!r} needs the BatchNorm2d that follows the conv (none given)")
-        raw = bn.weight.detach().abs().float().cpu().numpy() if score == "gamma" else filter_norms(effective_weight(conv, bn))
-    elif score == "activation":
+        raw = to_numpy(bn.weight.abs().float()) if score == "gamma" else filter_norms(effective_weight(conv, bn))
+    elif score in PROBE_SCORES:
         if stem is None or probe is None:
-            raise ValueError("score 'activation' needs stem= (conv->BN->act module) and probe= (a batch of faces)")
-        raw = activation_scores(stem, probe, owner)
-        reference = "mean" if reference == "max" else reference
+            raise ValueError(f"score {score!r} needs stem= (conv->BN->act module) and probe= (a batch of faces)")
+        raw = activation_scores(stem, probe, owner, "mean_abs" if score == "activation" else "std")
+        reference = "mean" if reference == "max" and score == "activation" else reference
     else:
         raise ValueError(f"score must be one of {SCORES}, got {score!r}")
     return relative(raw, reference)
@@ -94,9 +103,18 @@ def filter_scores(conv: nn.Conv2d, score: str = "max", reference: str | float = 
 
 def model_scores(model: nn.Module, score: str = "max", reference: str | float = "max",
                  probe: torch.Tensor | None = None) -> np.ndarray:
-    """``filter_scores`` of a FaceCNN-like model's first layer (``conv1``, ``bn1``, ``stem``)."""
+    """``filter_scores`` of a FaceCNN-like model's first layer (``conv1``, ``bn1``, ``stem``).
+
+    The probe scores listen to ``model.filter_response`` where the model has one (one map per ``conv1``
+    filter: a CReLU stem's two phase channels folded into the filter's response), else to ``model.stem``.
+    """
     return filter_scores(model.conv1, score, reference, bn=getattr(model, "bn1", None),
-                         stem=model.stem, probe=probe, owner=model)
+                         stem=stem_response(model), probe=probe, owner=model)
+
+
+def stem_response(model: nn.Module) -> Callable:
+    """What the probe scores listen to: one output map per ``conv1`` filter."""
+    return getattr(model, "filter_response", model.stem)
 
 
 def check_tau(tau: float) -> float:
@@ -123,8 +141,8 @@ def max_cosine(weight, reference, exclude_self: bool = False) -> np.ndarray:
     Near 1: the filter repeats (or negates) a pattern ``reference`` already has; low: a new pattern.
     ``exclude_self`` skips the diagonal when both are the same layer.
     """
-    a = torch.as_tensor(np.asarray(weight.detach().cpu() if torch.is_tensor(weight) else weight), dtype=torch.float64).flatten(1)
-    b = torch.as_tensor(np.asarray(reference.detach().cpu() if torch.is_tensor(reference) else reference), dtype=torch.float64).flatten(1)
+    a = torch.as_tensor(to_numpy(weight), dtype=torch.float64).flatten(1)
+    b = torch.as_tensor(to_numpy(reference), dtype=torch.float64).flatten(1)
     cos = (torch.nn.functional.normalize(a, dim=1) @ torch.nn.functional.normalize(b, dim=1).T).abs()
     if exclude_self:
         if cos.shape[0] != cos.shape[1]:
@@ -142,6 +160,10 @@ def snapshot_scores(snapshot: dict, score: str = "max", reference: str | float =
     w = torch.tensor(snapshot["weight"])
     if score in WEIGHT_SCORES:
         return relative(filter_norms(w, score), reference)
+    if score == "silent":
+        if "output_std" not in snapshot:
+            raise ValueError("score 'silent' needs the probe measurement (output_std), which this history lacks")
+        return relative(np.asarray(snapshot["output_std"]), reference)
     if "gamma" not in snapshot:
         raise ValueError(f"score {score!r} needs BatchNorm parameters, which this history lacks")
     gamma = np.abs(np.asarray(snapshot["gamma"]))
@@ -150,12 +172,47 @@ def snapshot_scores(snapshot: dict, score: str = "max", reference: str | float =
     if score == "effective":
         scale = torch.tensor(snapshot["gamma"]) / torch.sqrt(torch.tensor(snapshot["running_var"]) + snapshot["eps"])
         return relative(filter_norms(w * scale.reshape(-1, 1, 1, 1)), reference)
-    raise ValueError(f"score {score!r} cannot be computed from stored weights (activation needs a probe)")
+    raise ValueError(f"score {score!r} cannot be computed from a stored snapshot (it needs a probe batch)")
 
 
 def timeline(history: list[dict], score: str = "max", reference: str | float = "max") -> np.ndarray:
     """Filter x epoch matrix of scores from a training history (column 0 is the initialisation)."""
     return np.stack([snapshot_scores(h["conv1"], score, reference) for h in history], axis=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# death over time
+
+
+def renewals(events: list[dict] | None) -> list[dict]:
+    """Events that changed filters: the ``none`` arm logs what it detects but re-initialises nothing."""
+    return [e for e in events or [] if e.get("strategy") != "none" and e.get("filters")]
+
+
+def event_x(event: dict, xlabel: str) -> float:
+    return event.get(xlabel, event["epoch"])
+
+
+def death_times(matrix: np.ndarray, tau: float, events: list[dict] | None = None, x=None,
+                xlabel: str = "epoch") -> np.ndarray:
+    """Column where each filter's score first drops below τ (``inf``: never).
+
+    With ``events``, a filter renewed at an event counts as dead from then on: it was below τ when it
+    was detected, even if the snapshot after the event already shows its new weights.
+    """
+    below = np.asarray(matrix) < tau
+    died = np.where(below.any(1), below.argmax(1), np.inf)
+    x = np.arange(below.shape[1]) if x is None else np.asarray(x, dtype=float)
+    for event in renewals(events):
+        column = int(np.argmin(np.abs(x - event_x(event, xlabel))))
+        for f in event.get("filters", []):
+            died[f] = min(died[f], column)
+    return died
+
+
+def inactive_over_time(history: list[dict], tau: float, score: str = "max") -> np.ndarray:
+    """Share of ``conv1`` filters below ``tau`` at every entry of a training history."""
+    return (timeline(history, score) < tau).mean(0)
 
 
 @dataclass

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import torch
 
-from .models import FaceCNN, ModelConfig
+from torch import nn
+
+from .iresnet import backbone_for, backbone_name, iresnet_from_state_dict
+from .models import ModelConfig
 from .paths import atomic_write
 
 FORMAT = "craftlib-checkpoint-1"
@@ -46,12 +49,31 @@ def load_checkpoint(path: str | Path, expect_model: ModelConfig | None = None,
     return ckpt
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[FaceCNN, dict]:
-    """Rebuild the embedding network from a checkpoint (for evaluation or inspection)."""
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild the embedding network (the FaceCNN or the iResNet it holds) from a checkpoint."""
     ckpt = load_checkpoint(path)
-    model = FaceCNN(ModelConfig.from_dict(ckpt["config"]["model"]))
+    config = ModelConfig.from_dict(ckpt["config"]["model"])
+    model = backbone_for(backbone_name(ckpt["model"]), config)
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as err:
         raise CheckpointError(f"{path}: weights do not fit the saved architecture ({err})") from None
     return model.to(device).eval(), ckpt
+
+
+def load_embedding_model(path: str | Path) -> nn.Module:
+    """A trained backbone from a craftlib checkpoint (any backbone) or an arcface_torch ``model.pt`` state_dict."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint") from None
+    except Exception as err:
+        raise CheckpointError(f"{path}: not a loadable checkpoint ({type(err).__name__}: {err})") from None
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        return load_model(path)[0]
+    if not isinstance(obj, dict) or "layer1.0.conv1.weight" not in obj:
+        raise CheckpointError(f"{path}: neither a craftlib checkpoint nor an iResNet state_dict (arcface_torch model.pt)")
+    try:
+        return iresnet_from_state_dict(obj).eval()
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise CheckpointError(f"{path}: weights do not fit an iResNet ({err})") from None

@@ -1,33 +1,60 @@
 """LFW: finding it, reading its pair files, preprocessing faces, and identity-disjoint splits.
 
 Discovery order (first hit wins): explicit path -> ``$CRAFTLIB_DATA`` -> ``data/lfw`` in the repo ->
-scikit-learn's cache (``~/scikit_learn_data/lfw_home``) -> download with scikit-learn's LFW
-fetcher (figshare mirrors, SHA-256 checked) when online.
+scikit-learn's cache (``~/scikit_learn_data/lfw_home``) -> download of scikit-learn's LFW files
+(figshare mirrors, SHA-256 checked, with a progress bar) when online.
+
+Which LFW a folder holds (deep-funneled, funneled, original) is read from its *content*
+(``detect_variant``: reference images compared by SHA-256 and by pixels), not only from the folder's
+name; every run records it, and a variant other than ``DOCS_VARIANT`` is warned about.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import tarfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, UnidentifiedImageError
 
 from .paths import ENV_DATA, REPO_ROOT, atomic_write, cache_dir
 
 IMAGE_DIRS = ("lfw-deepfunneled", "lfw_funneled", "lfw")
+VARIANTS = {"lfw-deepfunneled": "deepfunneled", "lfw_funneled": "funneled", "lfw": "original"}
+DOCS_VARIANT = "deepfunneled"  # the variant every number in docs/ was measured on
 PAIR_FILES = {"devtrain": "pairsDevTrain.txt", "devtest": "pairsDevTest.txt", "view2": "pairs.txt"}
+VARIANT_LABELS = {"deepfunneled": "deep-funneled", "funneled": "funneled", "original": "original (unaligned)"}
+VARIANT_REFERENCES = Path(__file__).resolve().parent / "assets" / "lfw_variants.json"
+PAIR_SHA256 = {  # the official files (the same checksums scikit-learn's LFW fetcher verifies)
+    "pairs.txt": "ea42330c62c92989f9d7c03237ed5d591365e89b3e649747777b70e692dc1592",
+    "pairsDevTrain.txt": "1d454dada7dfeca0e7eab6f65dc4e97a6312d44cf142207be28d688be92aabfa",
+    "pairsDevTest.txt": "7cb06600ea8b2814ac26e946201cdb304296262aad67d046a16a7ec85d0ff87c",
+}
+FIGSHARE = {  # what scikit-learn's fetch_lfw_pairs downloads (its own URLs and SHA-256)
+    "lfw-funneled.tgz": ("https://ndownloader.figshare.com/files/5976015",
+                         "b47c8422c8cded889dc5a13418c4bc2abbda121092b3533a83306f90d900100a"),
+    "pairsDevTrain.txt": ("https://ndownloader.figshare.com/files/5976012", PAIR_SHA256["pairsDevTrain.txt"]),
+    "pairsDevTest.txt": ("https://ndownloader.figshare.com/files/5976009", PAIR_SHA256["pairsDevTest.txt"]),
+    "pairs.txt": ("https://ndownloader.figshare.com/files/5976006", PAIR_SHA256["pairs.txt"]),
+}
+DOWNLOAD_SIZE = "about 230 MB"  # lfw-funneled.tgz plus the three pair files (scikit-learn's documented size)
 DEFAULT_CROP = (69, 74, 181, 186)  # (left, top, right, bottom) on the 250x250 frame: the face
 DEFAULT_SIZE = 48
 CACHE_VERSION = 1
 
 HOW_TO_GET_LFW = f"""\
-How to get LFW (about 200 MB):
-  * online: craftlib downloads it with scikit-learn on first use, or run
+How to get LFW:
+  * online: craftlib downloads scikit-learn's copy on first use ({DOWNLOAD_SIZE}: 1-5 minutes on a
+    good connection, then about a minute to unpack), or run
       python -c "import craftlib.data as d; d.download_lfw()"
-    (files land in ~/scikit_learn_data/lfw_home/);
+    (files land in ~/scikit_learn_data/lfw_home/). That copy is the *funneled* variant; the numbers
+    in docs/ come from the deep-funneled one (lfw-deepfunneled.tgz from the LFW site, or an
+    instructor's copy);
   * offline: copy an LFW folder and point {ENV_DATA} at it, e.g.
       export {ENV_DATA}=/path/to/lfw
 Expected layout of that folder:
@@ -39,6 +66,10 @@ Expected layout of that folder:
 
 class LFWNotFoundError(FileNotFoundError):
     """No usable LFW folder was found and none could be downloaded."""
+
+
+class VariantWarning(UserWarning):
+    """The LFW found is not the variant the docs' numbers come from."""
 
 
 class DataError(ValueError):
@@ -87,12 +118,63 @@ def sklearn_lfw_home() -> Path:
     return Path(get_data_home()) / "lfw_home"
 
 
-def download_lfw() -> Path:
-    """Download LFW (funneled images + the three pair files) with scikit-learn's fetcher."""
-    from sklearn.datasets._lfw import _check_fetch_lfw  # the machinery behind fetch_lfw_pairs
+def _fetch(url: str, sha256: str, target: Path, progress: bool = True) -> Path:
+    """Download ``url`` to ``target`` with a progress bar; keep it only if its SHA-256 is ``sha256``."""
+    import urllib.request
 
-    lfw_home, _ = _check_fetch_lfw(funneled=True, download_if_missing=True)
-    return Path(lfw_home)
+    from tqdm.auto import tqdm
+
+    if target.is_file() and _sha256(target) == sha256:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(target.name + ".part")
+    digest = hashlib.sha256()
+    with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as out:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=target.name,
+                  disable=not progress) as bar:
+            for chunk in iter(lambda: response.read(1 << 20), b""):
+                out.write(chunk)
+                digest.update(chunk)
+                bar.update(len(chunk))
+    if digest.hexdigest() != sha256:
+        part.unlink()
+        raise OSError(f"{url}: SHA-256 {digest.hexdigest()} is not the expected {sha256}; nothing was kept")
+    os.replace(part, target)
+    return target
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def download_lfw(progress: bool = True) -> Path:
+    """Download LFW as scikit-learn's ``fetch_lfw_pairs`` would (funneled images + the three pair files).
+
+    The same files, URLs and SHA-256 checks, into the same folder (scikit-learn's ``lfw_home``), but with
+    a progress bar: about 230 MB, then about a minute to unpack 13,233 images. This is the *funneled*
+    variant, not the deep-funneled one the docs' numbers come from (``LFW.variant`` says so, and warns).
+    """
+    home = sklearn_lfw_home()
+    if progress:
+        print(f"Downloading LFW (funneled, about 230 MB) into {home} ...", flush=True)
+    for name in ("pairsDevTrain.txt", "pairsDevTest.txt", "pairs.txt"):
+        _fetch(*FIGSHARE[name], home / name, progress)
+    if not (home / "lfw_funneled").is_dir():
+        archive = _fetch(*FIGSHARE["lfw-funneled.tgz"], home / "lfw-funneled.tgz", progress)
+        if progress:
+            print(f"Unpacking {archive.name} ...", flush=True)
+        with tarfile.open(archive, "r:gz") as tar:
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(home, filter="data")
+            else:  # Python < 3.10.12 has no extraction filters
+                tar.extractall(home)
+        archive.unlink()
+    return home
 
 
 def candidate_roots(path: str | os.PathLike | None = None) -> list[tuple[str, Path]]:
@@ -125,6 +207,90 @@ def find_lfw(path: str | os.PathLike | None = None, download: bool = True) -> Pa
         except Exception as err:  # offline, mirror down, checksum mismatch: all end the same way
             raise LFWNotFoundError(f"LFW not found locally and the download failed ({err}).\n{HOW_TO_GET_LFW}") from err
     raise LFWNotFoundError(f"LFW not found (download disabled).\n{HOW_TO_GET_LFW}")
+
+
+# --------------------------------------------------------------------------------------------
+# which LFW: detected from the images themselves
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Which LFW images a folder holds, and the evidence for it."""
+
+    name: str  # "deepfunneled", "funneled", "original" or "unknown"
+    evidence: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def _thumb(path: Path, n: int) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("L").resize((n, n), Image.Resampling.BOX), dtype=np.float32)
+
+
+def variant_signature(image_root: str | os.PathLike, names: list[str]) -> dict:
+    """The content signature (SHA-256 and 16x16 thumbnail) of ``names`` in ``image_root``.
+
+    What ``craftlib/assets/lfw_variants.json`` records per variant: run it on a funneled or original
+    copy to add that variant's entries.
+    """
+    refs = json.loads(VARIANT_REFERENCES.read_text())
+    return {name: {"sha256": _sha256(Path(image_root) / name),
+                   "thumb": _thumb(Path(image_root) / name, refs["thumb_size"]).round().astype(int).ravel().tolist()}
+            for name in names}
+
+
+def detect_variant(image_root: str | os.PathLike, tolerance: float = 2.0) -> Variant:
+    """Which LFW variant ``image_root`` holds, read from a few reference images' content.
+
+    The reference images (``assets/lfw_variants.json``) are all used by ``pairsDevTest.txt``, so every
+    usable copy has them. A copy matches a variant when at least 3/4 of the references present are
+    byte-identical (SHA-256) or pixel-identical (16x16 thumbnails within ``tolerance`` grey levels on
+    average: survives re-encoding, not a shift or rotation of 3 px / 3°, which moves them by 7-12).
+    A folder matching no recorded variant keeps the name its folder gives (funneled/original) with the
+    evidence saying so, and a folder *named* deep-funneled whose images are not is ``unknown``.
+    """
+    root = Path(image_root)
+    refs = json.loads(VARIANT_REFERENCES.read_text())
+    by_name = VARIANTS.get(root.name)
+    for variant, images in refs["variants"].items():
+        present = [n for n in images if (root / n).is_file()]
+        if not present:
+            continue
+        same_bytes = same_pixels = 0
+        for name in present:
+            if _sha256(root / name) == images[name]["sha256"]:
+                same_bytes += 1
+                continue
+            try:
+                thumb = _thumb(root / name, refs["thumb_size"]).ravel()
+            except (OSError, UnidentifiedImageError, ValueError):
+                continue
+            if float(np.abs(thumb - np.asarray(images[name]["thumb"], dtype=np.float32)).mean()) <= tolerance:
+                same_pixels += 1
+        label = VARIANT_LABELS[variant]
+        if 4 * (same_bytes + same_pixels) >= 3 * len(present):
+            how = f"{same_bytes} byte-identical" + (f", {same_pixels} pixel-identical" if same_pixels else "")
+            return Variant(variant, f"content: {how} of {len(present)} {label} reference images")
+        mismatch = f"content: {len(present) - same_bytes - same_pixels} of {len(present)} reference images differ from {label} LFW"
+        if by_name and by_name != variant:
+            return Variant(by_name, f"{mismatch}; {VARIANT_LABELS[by_name]} by folder name ({root.name}/)")
+        return Variant("unknown", f"{mismatch}, although the folder is named {root.name}/")
+    if by_name:
+        return Variant(by_name, f"folder name only ({root.name}/): none of the reference images is in it")
+    return Variant("unknown", f"folder {root.name}/ has neither a known name nor the reference images")
+
+
+def variant_note(variant: str | Variant) -> str:
+    """What changes when the data are not ``DOCS_VARIANT`` (empty when they are)."""
+    name = str(variant)
+    if name == DOCS_VARIANT:
+        return ""
+    return (f"this LFW is {VARIANT_LABELS.get(name, name)}, not the {VARIANT_LABELS[DOCS_VARIANT]} images every "
+            "number in docs/ was measured on. Everything runs, but faces sit differently in the crop box, so "
+            "accuracies and dead-filter counts will not match the docs; runs, cached trainings and comparison "
+            "records carry the variant, so none made on the other variant is reused or pooled with these.")
 
 
 # --------------------------------------------------------------------------------------------
@@ -257,12 +423,30 @@ def load_faces(image_root: Path, names: list[str], crop=DEFAULT_CROP, size: int 
     for i, name in enumerate(tqdm(names, desc="faces", disable=not progress, leave=False)):
         arr[i] = load_face(image_root / name, crop, size)
     if cache:
-        atomic_write(target, lambda tmp: np.save(open(tmp, "wb"), arr, allow_pickle=False))
+        def save(tmp: Path) -> None:
+            with open(tmp, "wb") as f:  # closed here: no ResourceWarning, no half-flushed file on rename
+                np.save(f, arr, allow_pickle=False)
+
+        atomic_write(target, save)
     return arr
 
 
 # --------------------------------------------------------------------------------------------
 # datasets and splits
+
+
+def to_input(batch_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 NHWC faces -> float NCHW in [-1, 1], the normalisation ``arcface_torch`` uses."""
+    return batch_uint8.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+
+
+def probe_batch(images: np.ndarray, n: int = 256) -> torch.Tensor:
+    """A fixed batch of ``n`` training faces spread evenly over the set: what "silent" is measured on.
+
+    Fixed (not random) so that every epoch's measurement, and every arm's, hears the same faces.
+    """
+    index = np.unique(np.linspace(0, len(images) - 1, min(n, len(images))).round().astype(np.int64))
+    return to_input(torch.from_numpy(np.ascontiguousarray(images[index])))
 
 
 @dataclass
@@ -273,6 +457,7 @@ class FaceSet:
     labels: np.ndarray
     classes: list[str]
     files: list[str] = field(repr=False)
+    variant: str = "unknown"  # which LFW images (``detect_variant``): part of every run's key
 
     @property
     def num_classes(self) -> int:
@@ -307,7 +492,31 @@ class LFW:
                        for p in sorted(self.image_root.iterdir()) if p.is_dir()}
 
     def __repr__(self) -> str:
-        return f"LFW({self.image_root}, {len(self.people)} people, {self.size}px)"
+        return f"LFW({self.image_root}, {len(self.people)} people, {self.size}px, {self.variant})"
+
+    @property
+    def variant_info(self) -> Variant:
+        """The variant and the evidence for it (``detect_variant``; read once per ``LFW``)."""
+        if getattr(self, "_variant", None) is None:
+            self._variant = detect_variant(self.image_root)
+        return self._variant
+
+    @property
+    def variant(self) -> str:
+        """Which LFW images these are (``deepfunneled``, ``funneled``, ``original``, ``unknown``), from their content."""
+        return self.variant_info.name
+
+    def warn_variant(self) -> str:
+        """Warn (once per ``LFW``) when these are not the docs' variant; return the note (empty if they are)."""
+        note = variant_note(self.variant)
+        if note and not getattr(self, "_warned", False):
+            self._warned = True
+            warnings.warn(f"{self.image_root}: {note} ({self.variant_info.evidence})", VariantWarning, stacklevel=3)
+        return note
+
+    def overlap(self, classes: list[str], protocol: str) -> set[str]:
+        """Training identities that also appear in a protocol's pairs: evaluating there would be leakage."""
+        return set(classes) & self.pair_identities(protocol)
 
     def pair_file(self, protocol: str) -> Path:
         if protocol not in PAIR_FILES:
@@ -321,12 +530,13 @@ class LFW:
         return {name.split("/")[0] for p in read_pairs(self.pair_file(protocol)) for name in (p.left, p.right)}
 
     def training_set(self, exclude: str = "devtest", min_images: int = 2, max_identities: int | None = None,
-                     progress: bool = False) -> FaceSet:
+                     progress: bool = False, exclude_people: frozenset[str] = frozenset()) -> FaceSet:
         """Everyone with ``>= min_images`` images who does not appear in the ``exclude`` pairs.
 
-        ``max_identities`` keeps the first N such identities in name order (a small, still disjoint, FAST set).
+        ``max_identities`` keeps the first N such identities in name order (a small, still disjoint, FAST set);
+        ``exclude_people`` leaves out more names (e.g. one View 2 fold's people).
         """
-        banned = self.pair_identities(exclude) if exclude else set()
+        banned = (self.pair_identities(exclude) if exclude else set()) | set(exclude_people)
         people = [(n, f) for n, f in self.people.items() if len(f) >= min_images and n not in banned]
         if max_identities is not None:
             people = people[:max_identities]
@@ -335,7 +545,8 @@ class LFW:
         files = [f"{n}/{img}" for n, imgs in people for img in imgs]
         labels = np.array([i for i, (_, imgs) in enumerate(people) for _ in imgs], dtype=np.int64)
         images = load_faces(self.image_root, files, self.crop, self.size, progress=progress)
-        return FaceSet(images, labels, [n for n, _ in people], files)
+        self.warn_variant()
+        return FaceSet(images, labels, [n for n, _ in people], files, variant=self.variant)
 
     def pairs(self, protocol: str = "devtest", progress: bool = False) -> PairSet:
         """The verification pairs of a protocol, each image decoded once."""

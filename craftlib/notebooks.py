@@ -17,8 +17,9 @@ import os
 import sys
 import time
 from pathlib import Path
+from unittest.mock import patch
 
-from .paths import ENV_FAST, REPO_ROOT, atomic_write
+from .paths import ENV_FAST, REPO_ROOT, atomic_write, fast_mode
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 BUILD_DIR = REPO_ROOT / "build"
@@ -123,11 +124,8 @@ def execute(path: Path, out_dir: Path = EXECUTED_DIR, timeout: int = DEFAULT_TIM
 
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
-    if fast is None:
-        fast = os.environ.get(ENV_FAST, "1").strip().lower() not in {"0", "false", "no", "off"}
-    previous = os.environ.get(ENV_FAST)
-    os.environ[ENV_FAST] = "1" if fast else "0"  # the kernel inherits this process's environment
-    try:
+    fast = fast_mode(default=True) if fast is None else fast
+    with patch.dict(os.environ, {ENV_FAST: "1" if fast else "0"}):  # the kernel inherits this environment
         client = NotebookClient(nb, timeout=timeout, km=_kernel_manager(), allow_errors=allow_errors,
                                 record_timing=True, store_widget_state=True,
                                 resources={"metadata": {"path": str(path.parent)}})
@@ -138,20 +136,26 @@ def execute(path: Path, out_dir: Path = EXECUTED_DIR, timeout: int = DEFAULT_TIM
             seconds = time.perf_counter() - start
             out = Path(out_dir) / path.name
             atomic_write(out, lambda tmp: nbformat.write(nb, tmp))  # also on failure: the traceback is in it
-    finally:
-        if previous is None:
-            os.environ.pop(ENV_FAST, None)
-        else:
-            os.environ[ENV_FAST] = previous
     return nb, seconds
 
 
 def render_html(nb, out: Path) -> Path:
-    """Render an executed notebook to a standalone HTML page (widget state embedded)."""
-    from nbconvert import HTMLExporter
+    """Render an executed notebook to a standalone HTML page (widget state embedded) that works offline.
 
-    body, _ = HTMLExporter().from_notebook_node(nb)
-    return atomic_write(out, lambda tmp: tmp.write_text(body, encoding="utf-8"))
+    The widget manager, RequireJS and MathJax go to ``static/`` beside the page (``kit.render_offline``,
+    fetched once from the npm registry, pinned by SHA-256). Without them (offline, nothing cached) the
+    page falls back to nbconvert's CDN links, and says so.
+    """
+    from .kit import render_offline
+
+    try:
+        return render_offline(nb, Path(out))
+    except OSError as err:
+        from nbconvert import HTMLExporter
+
+        print(f"warning: {out} loads its widget and math JavaScript from a CDN ({err})", file=sys.stderr)
+        body, _ = HTMLExporter().from_notebook_node(nb)
+        return atomic_write(out, lambda tmp: tmp.write_text(body, encoding="utf-8"))
 
 
 def record_times(times: dict[str, float], fast: bool, path: Path = TIMES_FILE) -> Path:

@@ -6,8 +6,25 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-"""The checkout this package lives in (``data/`` and ``runs/`` sit beside ``craftlib/``)."""
+ENV_HOME = "CRAFTLIB_HOME"
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _root() -> Path:
+    """The checkout this package lives in; for a plain install (Colab, a room kit's wheel) a work folder.
+
+    An editable checkout has ``pyproject.toml`` beside ``craftlib/``; an installed wheel sits in
+    site-packages, where ``data/`` and ``runs/`` must not go: then ``$CRAFTLIB_HOME`` or ``~/craftlib``.
+    """
+    if (PACKAGE_DIR.parent / "pyproject.toml").is_file():
+        return PACKAGE_DIR.parent
+    return Path(os.environ.get(ENV_HOME) or Path.home() / "craftlib")
+
+
+REPO_ROOT = _root()
+"""The checkout this package lives in (``data/`` and ``runs/`` sit beside ``craftlib/``), or for a plain
+install ``$CRAFTLIB_HOME`` (default ``~/craftlib``)."""
+IS_CHECKOUT = REPO_ROOT == PACKAGE_DIR.parent
 
 ENV_DATA = "CRAFTLIB_DATA"
 ENV_MODELS = "CRAFTLIB_MODELS"
@@ -61,59 +78,3 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
-
-
-def environment_report() -> dict[str, str]:
-    """What a learner (or an instructor checking a room of laptops) needs to know before starting.
-
-    Versions, the device and threads torch will use, FAST mode, and where LFW and the released
-    MobileFaceNet weights were found (nothing is downloaded here).
-    """
-    import platform
-    import sys
-
-    import matplotlib
-    import numpy
-    import torch
-
-    from . import __version__
-
-    def version(module: str) -> str:
-        try:
-            from importlib.metadata import version as v
-
-            return v(module)
-        except Exception:
-            return "not installed"
-
-    from .training import pick_device
-
-    report = {
-        "python": f"{platform.python_version()} ({sys.executable})",
-        "platform": platform.platform(),
-        "craftlib": __version__,
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
-        "matplotlib": matplotlib.__version__,
-        "ipywidgets": version("ipywidgets"),
-        "jupyterlab_widgets": version("jupyterlab_widgets"),
-        "device": str(pick_device()),
-        "torch threads": str(torch.get_num_threads()),
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "(unset)"),
-        "CPU cores": str(os.cpu_count()),
-        "FAST mode": str(fast_mode()),
-    }
-    from .data import LFWNotFoundError, find_lfw
-
-    try:
-        report["LFW"] = str(find_lfw(download=False))
-    except LFWNotFoundError:
-        report["LFW"] = f"NOT FOUND (set ${ENV_DATA}; see craftlib.data.HOW_TO_GET_LFW)"
-    from .pretrained import ModelNotFoundError, find_mobilefacenet
-
-    try:
-        report["MobileFaceNet"] = str(find_mobilefacenet(download=False))
-    except ModelNotFoundError:
-        report["MobileFaceNet"] = f"NOT FOUND (set ${ENV_MODELS}; notebook 02 downloads it when online)"
-    report["face cache"] = str(cache_dir())
-    return report

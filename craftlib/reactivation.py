@@ -1,13 +1,16 @@
-"""Re-activation: give inactive filters new weights, and reset what would undo that.
+"""Re-activation: give inactive filters new weights, and reset everything that would undo that.
 
 Strategies (all behind ``new_filters``):
 - ``contextual`` (CRAFT, our operationalisation): sample from a Gaussian fitted to the *strong* filters
   at this moment (mean and shrunk covariance of their flattened weights);
-- ``perturbed``: a copy of a random strong filter plus noise at the strong filters' per-weight spread;
-- ``orthogonal`` (RePr-like): random directions orthogonal to the strong filters' span;
-- ``random``: a fresh Kaiming init, the ablation that tells whether *context* matters;
+- ``perturbed``: a copy of a random strong filter plus noise at half the strong filters' per-weight spread;
+- ``orthogonal`` (RePr-like): orthonormal directions, orthogonal to the leading principal directions of
+  the strong filters and to each other;
+- ``random``: a fresh Kaiming init at Kaiming's scale (the old ablation: direction *and* scale differ);
+- ``random_matched``: a random direction at the contextual arm's scale, so "does the context matter?"
+  compares directions only;
 - ``none``: detect and log only (standard training with the same bookkeeping).
-Context strategies are rescaled to the strong filters' median L2 norm so the new filter is heard.
+Every strategy but ``random`` is rescaled to the strong filters' median L2 norm so the new filter is heard.
 """
 from __future__ import annotations
 
@@ -20,15 +23,41 @@ import torch
 from torch import nn
 
 from .activity import check_tau, model_scores
-from .training import Callback
+from .callbacks import Callback
+from .runtime import to_numpy
 
-STRATEGIES = ("contextual", "perturbed", "orthogonal", "random", "none")
-STRATEGY_LABELS = {"none": "standard training", "random": "random re-init", "contextual": "CRAFT (contextual)",
+STRATEGIES = ("contextual", "perturbed", "orthogonal", "random", "random_matched", "none")
+STRATEGY_LABELS = {"none": "standard training", "random": "random re-init (Kaiming scale)",
+                   "random_matched": "random re-init (matched scale)", "contextual": "CRAFT (contextual)",
                    "perturbed": "CRAFT (perturbed copy)", "orthogonal": "orthogonal (RePr-like)"}
+DOWNSTREAM = ("keep", "rescale", "zero", "reinit")
+PRELU_INIT = 0.25  # nn.PReLU's default slope
+ORTHOGONAL_ENERGY = 0.9  # principal directions kept: those explaining 90% of the strong filters' energy
 
 
 class ReactivationWarning(UserWarning):
-    """A degenerate case (no or one strong filter, nothing left to orthogonalise against)."""
+    """A degenerate case (no or one strong filter, fewer free directions than new filters)."""
+
+
+SAMPLERS: dict = {}
+"""Strategies added with ``register_strategy`` (a learner's own reading of "context"): name -> sampler."""
+
+
+def register_strategy(name: str, sampler, label: str | None = None) -> str:
+    """Add a strategy: ``sampler(strong, n, generator)`` returns ``n`` new flattened filters from the ``k x d``
+    strong ones (float64); like the built-in context strategies they are rescaled to the strong median norm."""
+    if name in STRATEGIES:
+        raise ValueError(f"{name!r} is a built-in strategy; choose another name")
+    SAMPLERS[name] = sampler
+    STRATEGY_LABELS[name] = label or name
+    return name
+
+
+def check_strategy(strategy: str) -> str:
+    """The one place a strategy name is validated."""
+    if strategy not in STRATEGIES and strategy not in SAMPLERS:
+        raise ValueError(f"strategy must be one of {STRATEGIES + tuple(SAMPLERS)}, got {strategy!r}")
+    return strategy
 
 
 def _kaiming(n: int, fan_in: int, generator: torch.Generator) -> torch.Tensor:
@@ -59,71 +88,168 @@ def context_gaussian(strong: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, 0.9 * cov + shrink * torch.eye(d, dtype=torch.float64)
 
 
-def new_filters(strategy: str, strong: torch.Tensor, n: int, generator: torch.Generator | None = None,
-                match_scale: bool = True) -> torch.Tensor:
-    """``n`` new flattened filters (float64, ``n x d``) drawn by ``strategy`` from the ``k x d`` strong ones."""
-    if strategy not in STRATEGIES or strategy == "none":
-        raise ValueError(f"strategy must be one of {STRATEGIES[:-1]}, got {strategy!r}")
+def principal_directions(strong: torch.Tensor, n_new: int, energy: float = ORTHOGONAL_ENERGY) -> torch.Tensor:
+    """``d x r`` orthonormal leading right-singular directions of the strong filters (RePr's "span").
+
+    ``r`` is the fewest directions holding ``energy`` of the filters' squared norm, capped at ``d - n_new``
+    so that ``n_new`` mutually orthogonal filters still fit in what is left.
+    """
+    _, s, vh = torch.linalg.svd(strong, full_matrices=False)
+    share = torch.cumsum(s**2, 0) / (s**2).sum().clamp_min(1e-300)
+    r = int(torch.searchsorted(share, torch.tensor(energy, dtype=share.dtype)).item()) + 1
+    return vh[: max(0, min(r, strong.shape[1] - n_new))].T
+
+
+def orthogonal_filters(strong: torch.Tensor, n: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
+    """``n`` unit filters orthogonal to ``principal_directions(strong)`` and to each other, plus notes."""
+    d = strong.shape[1]
+    notes = []
+    q = principal_directions(strong, n)
+    if n > d:
+        notes.append(f"orthogonal: {n} new filters but only {d} dimensions; filters beyond the first {d} "
+                     f"repeat the construction and are orthogonal within groups of {d} only")
+    elif q.shape[1] < principal_directions(strong, 0).shape[1]:
+        notes.append(f"orthogonal: kept {q.shape[1]} principal directions (not more) so that {n} new filters fit")
+    blocks = []
+    for start in range(0, n, d):
+        m = min(d, n - start)
+        raw = torch.randn(d, m, generator=generator, dtype=torch.float64)
+        raw = raw - q @ (q.T @ raw) if n <= d else raw
+        blocks.append(torch.linalg.qr(raw).Q.T)
+    return torch.cat(blocks), notes
+
+
+def new_filters(strategy: str, strong: torch.Tensor, n: int,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, list[str]]:
+    """``n`` new flattened filters (float64, ``n x d``) drawn by ``strategy`` from the ``k x d`` strong ones.
+
+    Returns the filters and notes on any degenerate case (also raised as ``ReactivationWarning``).
+    """
+    if check_strategy(strategy) == "none":
+        raise ValueError("strategy 'none' draws no filters")
     g = generator if generator is not None else torch.Generator().manual_seed(0)
     strong = strong.detach().to(torch.float64).cpu()
     k, d = strong.shape
     if strategy == "random":
-        return _kaiming(n, d, g)
+        return _kaiming(n, d, g), []
     if not torch.isfinite(strong).all():  # fail clearly here, not deep inside a Cholesky or QR
         raise FloatingPointError(f"{strategy}: the strong filters contain NaN or inf; no context to take")
+    notes: list[str] = []
     if k == 0:
-        warnings.warn(f"{strategy}: no strong filters to take context from; using a Kaiming init", ReactivationWarning)
-        return _kaiming(n, d, g)
+        notes.append(f"{strategy}: no strong filters to take context from; used a Kaiming init")
+        new = _kaiming(n, d, g)
+        return _warn(new, notes)
     if strategy == "contextual":
         if k == 1:
-            warnings.warn("contextual: only one strong filter; sampling isotropically around it", ReactivationWarning)
+            notes.append("contextual: only one strong filter; sampled isotropically around it")
         mean, cov = context_gaussian(strong)
-        chol = torch.linalg.cholesky(cov)
-        new = mean + torch.randn(n, d, generator=g, dtype=torch.float64) @ chol.T
+        new = mean + torch.randn(n, d, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(cov).T
     elif strategy == "perturbed":
         src = strong[torch.randint(k, (n,), generator=g)]
         if k == 1:
-            warnings.warn("perturbed: only one strong filter; noise scaled by its mean |w|", ReactivationWarning)
+            notes.append("perturbed: only one strong filter; noise scaled by its mean |w|")
         spread = strong.std(0) if k > 1 else strong.abs().mean().expand(d)
         new = src + torch.randn(n, d, generator=g, dtype=torch.float64) * 0.5 * spread
-    else:  # orthogonal
-        q = torch.linalg.qr(strong.T).Q if k < d else torch.empty(d, 0, dtype=torch.float64)
-        if k >= d:
-            warnings.warn("orthogonal: strong filters span the whole space; using random directions",
-                          ReactivationWarning)
+    elif strategy == "random_matched":
         new = torch.randn(n, d, generator=g, dtype=torch.float64)
-        new = new - (new @ q) @ q.T
-    return _rescale(new, strong) if match_scale else new
+    elif strategy in SAMPLERS:
+        new = torch.as_tensor(SAMPLERS[strategy](strong, n, g), dtype=torch.float64).reshape(n, d)
+    else:  # orthogonal
+        new, notes = orthogonal_filters(strong, n, g)
+    return _warn(_rescale(new, strong), notes)
+
+
+def _warn(new: torch.Tensor, notes: list[str]) -> tuple[torch.Tensor, list[str]]:
+    for note in notes:
+        warnings.warn(note, ReactivationWarning, stacklevel=3)
+    return new, notes
+
+
+# ---------------------------------------------------------------------------------------------
+# resetting what surrounds a new filter
 
 
 @torch.no_grad()
-def clear_optimizer_state(optimizer: torch.optim.Optimizer | None, param: torch.Tensor, rows: torch.Tensor) -> None:
-    """Zero the optimizer's per-weight state (momentum, Adam moments) for ``rows`` of ``param``."""
+def clear_optimizer_state(optimizer: torch.optim.Optimizer | None, param: torch.Tensor, index,
+                          dim: int = 0, reset_step: bool = False) -> None:
+    """Zero the optimizer's per-weight state (momentum, Adam moments) for ``index`` along ``dim`` of ``param``.
+
+    ``reset_step`` also sets Adam's step counter back to 0 (it is one number per tensor, so the whole
+    tensor restarts its bias correction: a fresh moment estimate is not divided by a mature one's
+    correction, which would otherwise make the first updates of the new weights ~3x too large).
+    """
     if optimizer is None or param not in optimizer.state:
         return
-    for value in optimizer.state[param].values():
+    state = optimizer.state[param]
+    for key, value in state.items():
         if torch.is_tensor(value) and value.shape == param.shape:
-            value[rows] = 0
+            value.index_fill_(dim, torch.as_tensor(index, device=value.device), 0)
+        elif key == "step" and reset_step:
+            state[key] = torch.zeros_like(value) if torch.is_tensor(value) else 0
 
 
 @torch.no_grad()
-def reset_batchnorm(bn: nn.Module | None, rows: torch.Tensor, optimizer: torch.optim.Optimizer | None = None) -> None:
+def reset_batchnorm(bn: nn.Module | None, rows: torch.Tensor, optimizer: torch.optim.Optimizer | None = None,
+                    reset_step: bool = False) -> None:
     """Return BatchNorm channels to their initial state: gamma 1, beta 0, running mean 0 and var 1."""
     if not isinstance(bn, nn.modules.batchnorm._BatchNorm):
         return
     if bn.affine:
         bn.weight[rows] = 1.0
         bn.bias[rows] = 0.0
-        clear_optimizer_state(optimizer, bn.weight, rows)
-        clear_optimizer_state(optimizer, bn.bias, rows)
+        clear_optimizer_state(optimizer, bn.weight, rows, reset_step=reset_step)
+        clear_optimizer_state(optimizer, bn.bias, rows, reset_step=reset_step)
     if bn.track_running_stats:
         bn.running_mean[rows] = 0.0
         bn.running_var[rows] = 1.0
 
 
+@torch.no_grad()
+def reset_activation(act: nn.Module | None, rows: torch.Tensor, optimizer: torch.optim.Optimizer | None = None,
+                     reset_step: bool = False) -> None:
+    """A per-channel PReLU slope goes back to its initial 0.25 (a slope learnt on a dead channel means nothing)."""
+    if isinstance(act, nn.PReLU) and act.weight.numel() > 1:
+        act.weight[rows] = PRELU_INIT
+        clear_optimizer_state(optimizer, act.weight, rows, reset_step=reset_step)
+
+
+@torch.no_grad()
+def reset_downstream(consumers: list[nn.Conv2d], rows: torch.Tensor, mode: str,
+                     optimizer: torch.optim.Optimizer | None = None, generator: torch.Generator | None = None,
+                     reset_step: bool = False) -> None:
+    """What the next layer does with a renewed channel: its input weights for ``rows`` in every consumer.
+
+    ``keep``: unchanged (they decayed while the channel was constant, so the new filter starts muted;
+    ``reactivate`` then also leaves the PReLU slope as it was);
+    ``rescale``: each renewed input slice scaled to the median norm of the live slices (heard at once);
+    ``zero``: ReDo / Continual Backprop's choice (the new unit starts unheard and must earn its way in);
+    ``reinit``: fresh Kaiming weights for those input slices.
+    """
+    if mode not in DOWNSTREAM:
+        raise ValueError(f"downstream must be one of {DOWNSTREAM}, got {mode!r}")
+    if mode == "keep" or len(rows) == 0:
+        return
+    for conv in consumers:
+        w = conv.weight  # out x in x kh x kw: the renewed channels are input slices w[:, rows]
+        if mode == "zero":
+            w[:, rows] = 0.0
+        elif mode == "reinit":
+            fan_in = w[0].numel()
+            fresh = torch.randn(w.shape[0], len(rows), *w.shape[2:], generator=generator, dtype=torch.float64)
+            w[:, rows] = (fresh * math.sqrt(2.0 / fan_in)).to(w.dtype).to(w.device)
+        else:
+            norms = w.detach().transpose(0, 1).flatten(1).norm(dim=1)
+            live = torch.ones(len(norms), dtype=torch.bool)
+            live[rows.cpu()] = False
+            target = torch.quantile(norms[live.to(norms.device)].double(), 0.5) if live.any() else norms.mean()
+            current = norms[rows].clamp_min(1e-12)
+            w[:, rows] *= (target / current).to(w.dtype).reshape(1, -1, 1, 1)
+        clear_optimizer_state(optimizer, w, rows, dim=1, reset_step=reset_step)
+
+
 @dataclass
 class Reactivation:
-    """What one call changed: which filters, with which strategy."""
+    """What one call changed: which filters, with which strategy, and any degenerate case met."""
 
     strategy: str
     filters: list[int]
@@ -132,83 +258,123 @@ class Reactivation:
 
 
 @torch.no_grad()
-def reactivate(conv: nn.Conv2d, mask: np.ndarray | torch.Tensor, strategy: str = "contextual",
-               bn: nn.Module | None = None, optimizer: torch.optim.Optimizer | None = None,
-               generator: torch.Generator | None = None, match_scale: bool | None = None) -> Reactivation:
+def reactivate(conv: nn.Conv2d, mask, strategy: str = "contextual", bn: nn.Module | None = None,
+               optimizer: torch.optim.Optimizer | None = None, generator: torch.Generator | None = None,
+               strong=None, act: nn.Module | None = None, consumers: list[nn.Conv2d] = (),
+               downstream: str = "keep", reset_step: bool = False) -> Reactivation:
     """Re-initialise the filters of ``conv`` where ``mask`` is True; leave every other filter bit-for-bit.
 
-    Also resets the following BatchNorm's channels and the optimizer state of exactly those weights,
-    otherwise stale momentum and a collapsed gamma push the new filter straight back to zero.
+    ``strong`` (default: every filter not in ``mask``) is the context the new filters are drawn from.
+    Then the channel's BatchNorm and, unless ``downstream="keep"``, its PReLU slope and its input
+    weights in the ``consumers`` are reset, with the optimizer state of all of those: otherwise stale
+    momentum, a collapsed gamma or muted downstream weights push the new filter straight back to silence.
     """
-    mask = torch.as_tensor(mask.detach().cpu() if torch.is_tensor(mask) else np.asarray(mask), dtype=torch.bool)
+    mask = torch.as_tensor(to_numpy(mask), dtype=torch.bool)
     if mask.shape != (conv.out_channels,):
         raise ValueError(f"mask must have one entry per filter ({conv.out_channels}), got shape {tuple(mask.shape)}")
+    strong = ~mask if strong is None else torch.as_tensor(to_numpy(strong), dtype=torch.bool) & ~mask
     rows = mask.nonzero().flatten()
-    result = Reactivation(strategy, rows.tolist(), conv.out_channels)
+    result = Reactivation(check_strategy(strategy), rows.tolist(), conv.out_channels)
     if strategy == "none" or len(rows) == 0:
         return result
     weight = conv.weight
-    flat = weight.detach().flatten(1)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ReactivationWarning)
-        new = new_filters(strategy, flat[~mask], len(rows), generator,
-                          match_scale if match_scale is not None else strategy != "random")
-    for w in caught:
-        result.notes.append(str(w.message))
-        warnings.warn(w.message, ReactivationWarning, stacklevel=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ReactivationWarning)
+        new, result.notes = new_filters(strategy, weight.detach().flatten(1)[strong], len(rows), generator)
+    for note in result.notes:
+        warnings.warn(note, ReactivationWarning, stacklevel=2)
     if not torch.isfinite(new).all():  # never write NaN/inf into a model
         raise FloatingPointError(f"{strategy}: produced non-finite filters; the strong filters may contain NaN")
-    weight[rows.to(weight.device)] = new.reshape(len(rows), *weight.shape[1:]).to(weight.device, weight.dtype)
-    clear_optimizer_state(optimizer, weight, rows.to(weight.device))
+    rows = rows.to(weight.device)
+    weight[rows] = new.reshape(len(rows), *weight.shape[1:]).to(weight.device, weight.dtype)
+    clear_optimizer_state(optimizer, weight, rows, reset_step=reset_step)
     if conv.bias is not None:
-        conv.bias[rows.to(weight.device)] = 0.0
-        clear_optimizer_state(optimizer, conv.bias, rows.to(weight.device))
-    reset_batchnorm(bn, rows.to(weight.device), optimizer)
+        conv.bias[rows] = 0.0
+        clear_optimizer_state(optimizer, conv.bias, rows, reset_step=reset_step)
+    reset_batchnorm(bn, rows, optimizer, reset_step)
+    if downstream != "keep":  # "keep" leaves everything after BatchNorm as it was (the first release)
+        reset_activation(act, rows, optimizer, reset_step)
+        reset_downstream(list(consumers), rows, downstream, optimizer, generator, reset_step)
     return result
+
+
+def strong_mask(scores: np.ndarray, inactive: np.ndarray, quantile: float = 0.0) -> np.ndarray:
+    """The context: filters not inactive whose score is at or above the ``quantile`` of all scores.
+
+    ``quantile=0`` is "every filter above τ" (the first reading); 0.5 keeps the stronger half, so
+    near-dead filters just above τ do not pull the context toward zero.
+    """
+    if not 0.0 <= quantile < 1.0:
+        raise ValueError(f"strong quantile must be in [0, 1), got {quantile}")
+    return ~np.asarray(inactive) & (np.asarray(scores) >= np.quantile(scores, quantile))
+
+
+def stem_consumers(model: nn.Module) -> list[nn.Conv2d]:
+    """The convolutions that read ``conv1``'s channels (a model names them with ``stem_consumers()``)."""
+    return list(model.stem_consumers()) if hasattr(model, "stem_consumers") else []
 
 
 def reactivate_model(model: nn.Module, tau: float = 0.1, strategy: str = "contextual", score: str = "max",
                      reference: str | float = "max", optimizer: torch.optim.Optimizer | None = None,
-                     probe: torch.Tensor | None = None, generator: torch.Generator | None = None) -> Reactivation:
-    """Detect inactive ``conv1`` filters of a FaceCNN-like model and re-activate them in one call."""
-    mask = model_scores(model, score, reference, probe) < check_tau(tau)
-    return reactivate(model.conv1, mask, strategy, getattr(model, "bn1", None), optimizer, generator)
+                     probe: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                     strong_quantile: float = 0.0, downstream: str = "keep", reset_step: bool = False,
+                     scores: np.ndarray | None = None) -> Reactivation:
+    """Detect inactive ``conv1`` filters of a FaceCNN-like model and re-activate them in one call.
+
+    ``scores`` (default: computed here by ``score``) lets a caller detect on numbers it has agreed on,
+    e.g. the same scores on every rank of a data-parallel run.
+    """
+    scores = model_scores(model, score, reference, probe) if scores is None else np.asarray(scores)
+    mask = scores < check_tau(tau)
+    if downstream != "keep" and not stem_consumers(model):
+        raise ValueError(f"downstream={downstream!r} needs model.stem_consumers(); {type(model).__name__} has none")
+    return reactivate(model.conv1, mask, strategy, getattr(model, "bn1", None), optimizer, generator,
+                      strong_mask(scores, mask, strong_quantile), getattr(model, "act1", None),
+                      stem_consumers(model), downstream, reset_step)
+
+
+def event_record(trainer, result: Reactivation, **extra) -> dict:
+    """The entry a re-activation leaves in ``trainer.events`` (the callback and the lab write the same)."""
+    event = {"epoch": trainer.epoch, "step": trainer.step, "strategy": result.strategy, "filters": result.filters,
+             "total": result.total, "notes": result.notes, **extra}
+    trainer.events.append(event)
+    return event
 
 
 class ReactivationCallback(Callback):
     """CRAFT during training: detect inactive ``conv1`` filters and re-activate them on a schedule.
 
-    ``every="epoch"`` acts at the end of epochs ``first_epoch..last_epoch`` (1-based); an integer acts
-    every that many steps while ``epoch < last_epoch``. Stopping before the end matters: re-activating
-    up to the last epoch leaves new filters no time to settle (and would flatter the final count).
-    Each action is appended to ``trainer.events``.
+    Built by ``recipes.CraftSpec.callback``; the fields are the spec's. ``every="epoch"`` acts at the
+    end of epochs ``first_epoch..last_epoch`` (1-based); an integer acts every that many steps while
+    ``epoch < last_epoch``. Each action is appended to ``trainer.events``.
     """
 
     def __init__(self, strategy: str = "contextual", tau: float = 0.1, score: str = "max",
                  reference: str | float = "max", every: str | int = "epoch", first_epoch: int = 1,
-                 last_epoch: int | None = None, seed: int = 0, probe_size: int = 256):
-        if strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+                 last_epoch: int | None = None, seed: int = 0, strong_quantile: float = 0.0,
+                 downstream: str = "keep", reset_step: bool = False):
         if every != "epoch" and (not isinstance(every, int) or every < 1):
             raise ValueError(f"every must be 'epoch' or a positive number of steps, got {every!r}")
-        self.strategy, self.tau, self.score, self.reference = strategy, check_tau(tau), score, reference
+        if downstream not in DOWNSTREAM:
+            raise ValueError(f"downstream must be one of {DOWNSTREAM}, got {downstream!r}")
+        self.strategy, self.tau, self.score, self.reference = check_strategy(strategy), check_tau(tau), score, reference
         self.every, self.first_epoch, self.last_epoch = every, first_epoch, last_epoch
+        self.strong_quantile, self.downstream, self.reset_step = strong_quantile, downstream, reset_step
         self.generator = torch.Generator().manual_seed(seed)
-        self.probe_size, self.probe = probe_size, None
 
     def on_train_start(self, trainer) -> None:
         if self.last_epoch is None:
             self.last_epoch = trainer.config.epochs - 1
-        if self.score == "activation":
-            from .training import to_input
 
-            self.probe = to_input(trainer.images[: self.probe_size]).to(trainer.device)
+    def scores(self, trainer) -> np.ndarray:
+        """The detector's numbers for the current model (a subclass may agree on them across processes)."""
+        return model_scores(trainer.model, self.score, self.reference, trainer.probe)
 
     def _act(self, trainer) -> None:
-        result = reactivate_model(trainer.model, self.tau, self.strategy, self.score, self.reference,
-                                  trainer.optimizer, self.probe, self.generator)
-        trainer.events.append({"epoch": trainer.epoch, "step": trainer.step, "strategy": self.strategy,
-                               "filters": result.filters, "total": result.total, "notes": result.notes})
+        result = reactivate_model(trainer.model, self.tau, self.strategy, optimizer=trainer.optimizer,
+                                  generator=self.generator, strong_quantile=self.strong_quantile,
+                                  downstream=self.downstream, reset_step=self.reset_step, scores=self.scores(trainer))
+        event_record(trainer, result, score=self.score)
 
     def on_epoch_end(self, trainer) -> None:
         if self.every == "epoch" and self.first_epoch <= trainer.epoch <= self.last_epoch:

@@ -1,49 +1,152 @@
-"""Named training recipes: the workshop's accelerated one, the paper-like one, and CI's FAST one.
+"""Named recipes — a training config plus the one object that defines a CRAFT run (``CraftSpec``).
 
-Why the workshop recipe kills filters in minutes (see docs/RECIPE.md): weight decay 2e-2 on *all*
+Why the workshop recipe kills filters in minutes (see docs/RECIPE.md): weight decay 1e-2 on *all*
 parameters pulls every BatchNorm gamma toward zero; channels the task barely needs lose the race,
 their gamma collapses, their filter stops receiving gradient and decay then shrinks it to ~0. The
 paper's wd 5e-4 does the same over 100k+ steps; 20x stronger decay compresses that into a few epochs.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, replace
 
+from .activity import SCORES, check_tau
 from .models import ModelConfig
+from .reactivation import DOWNSTREAM, ReactivationCallback, check_strategy
 from .training import TrainConfig
 
 
 @dataclass(frozen=True)
+class CraftSpec:
+    """Everything that decides what CRAFT does in a run: detector, threshold, schedule, strategy, resets.
+
+    ``score="silent"`` detects by what the network hears (a channel whose output no longer varies on a
+    fixed probe batch); ``score="max"`` is the paper's reading (max |w| relative to the strongest
+    filter). ``last_epoch=None`` stops re-activating 1/3 before the end. ``strong_quantile`` picks the
+    context (filters at or above that quantile of the scores), ``downstream`` what the next layer's
+    input weights for a renewed channel become, ``reset_step`` whether Adam's step counter restarts.
+    """
+
+    strategy: str = "contextual"
+    score: str = "silent"
+    tau: float = 0.01
+    reference: str | float = "max"
+    every: str | int = "epoch"
+    first_epoch: int = 1
+    last_epoch: int | None = None
+    strong_quantile: float = 0.5
+    downstream: str = "rescale"
+    reset_step: bool = True
+
+    def __post_init__(self):
+        check_strategy(self.strategy)
+        check_tau(self.tau)
+        if self.score not in SCORES:
+            raise ValueError(f"score must be one of {SCORES}, got {self.score!r}")
+        if self.downstream not in DOWNSTREAM:
+            raise ValueError(f"downstream must be one of {DOWNSTREAM}, got {self.downstream!r}")
+        if not 0.0 <= self.strong_quantile < 1.0:
+            raise ValueError(f"strong_quantile must be in [0, 1), got {self.strong_quantile}")
+
+    def but(self, **changes) -> "CraftSpec":
+        return replace(self, **changes)
+
+    def stop_epoch(self, epochs: int) -> int:
+        return self.last_epoch if self.last_epoch is not None else (2 * epochs) // 3
+
+    def callback(self, seed: int, epochs: int, cls: type = ReactivationCallback) -> ReactivationCallback:
+        """The training callback for this spec: the one place craftlib builds it (``cls``: a subclass,
+        e.g. ``distributed.SyncedReactivation``)."""
+        return cls(self.strategy, self.tau, self.score, self.reference, self.every, self.first_epoch,
+                                    self.stop_epoch(epochs), seed, self.strong_quantile, self.downstream,
+                                    self.reset_step)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CraftSpec":
+        return cls(**d)
+
+
+PAPER_READING = CraftSpec(score="max", tau=0.1, strong_quantile=0.0, downstream="keep", reset_step=False)
+"""The first release's CRAFT: weight detector at τ = 0.1, every filter above τ as context, no downstream reset."""
+
+ARMS: dict[str, dict] = {
+    "none": dict(strategy="none"),
+    "contextual": dict(strategy="contextual"),
+    "random_matched": dict(strategy="random_matched"),
+    "random": dict(strategy="random"),
+    "perturbed": dict(strategy="perturbed"),
+    "orthogonal": dict(strategy="orthogonal"),
+    # the paper's detector and resets, on the recipe's own schedule (every / first_epoch / last_epoch stay)
+    "contextual_weight": {k: getattr(PAPER_READING, k) for k in ("score", "tau", "reference", "strong_quantile",
+                                                                 "downstream", "reset_step")} | {"strategy": "contextual"},
+}
+"""Comparison arms: changes to a recipe's ``CraftSpec``. Every arm detects (``none`` only logs)."""
+ARM_LABELS = {"none": "standard training", "contextual": "CRAFT (silent detector)",
+              "random_matched": "random, matched scale", "random": "random, Kaiming scale",
+              "perturbed": "CRAFT (perturbed copy)", "orthogonal": "orthogonal (RePr-like)",
+              "contextual_weight": "CRAFT (paper's weight detector)"}
+DEFAULT_ARMS = ("none", "contextual", "random_matched")
+
+
+@dataclass(frozen=True)
 class Recipe:
-    """A training config plus the CRAFT schedule that goes with it and the data it expects."""
+    """A training config, the CRAFT spec that goes with it, and the data it expects."""
 
     name: str
     train: TrainConfig
-    tau: float = 0.1
-    reactivate_last_epoch: int | None = None  # default: stop re-activating 1/3 before the end
+    craft: CraftSpec = field(default_factory=CraftSpec)
     max_identities: int | None = None
     description: str = ""
 
     @property
+    def tau(self) -> float:
+        return self.craft.tau
+
+    @property
     def last_epoch(self) -> int:
-        return self.reactivate_last_epoch if self.reactivate_last_epoch is not None else (2 * self.train.epochs) // 3
+        return self.craft.stop_epoch(self.train.epochs)
+
+    def arm(self, name: str) -> CraftSpec:
+        """The spec of a comparison arm (``ARMS``) on top of this recipe's."""
+        if name not in ARMS:
+            raise ValueError(f"arm must be one of {sorted(ARMS)}, got {name!r}")
+        return self.craft.but(**ARMS[name])
+
+    def callback(self, seed: int | None = None, arm: str | None = None) -> ReactivationCallback:
+        """The CRAFT callback of this recipe (or of one of its arms) for a run at ``seed``."""
+        spec = self.arm(arm) if arm is not None else self.craft
+        return spec.callback(self.train.seed if seed is None else seed, self.train.epochs)
+
+    def but(self, craft: dict | None = None, **train_changes) -> "Recipe":
+        """A copy with training fields (``lr=…``, ``model__input_size=…``) and/or spec fields changed."""
+        return replace(self, train=self.train.but(**train_changes), craft=self.craft.but(**(craft or {})))
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "train": self.train.to_dict(), "craft": self.craft.to_dict(),
+                "max_identities": self.max_identities}
 
 
 WORKSHOP = Recipe(
     name="workshop",
     train=TrainConfig(epochs=10, batch_size=64, optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=1e-2,
                       weight_decay_scope="all", schedule="onecycle", model=ModelConfig(input_size=40)),
-    tau=0.1,
-    reactivate_last_epoch=6,
+    craft=CraftSpec(last_epoch=6),
     description="accelerated: SGD lr 0.1 one-cycle, wd 1e-2 on all parameters (BN gamma included), 10 epochs, 40 px; "
-                "CRAFT re-activates at the end of epochs 1-6",
+                "CRAFT re-activates silent filters at the end of epochs 1-6",
+)
+
+WORKSHOP_EARLY = replace(
+    WORKSHOP, name="workshop-early", craft=CraftSpec(last_epoch=3),
+    description="the workshop recipe with re-activation stopping after epoch 3, so that 7 epochs of decay "
+                "budget remain in which a useless new filter can die again",
 )
 
 PAPER = Recipe(
     name="paper",
     train=TrainConfig(epochs=40, batch_size=128, optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4,
                       weight_decay_scope="all", schedule="cosine", model=ModelConfig(input_size=48)),
-    tau=0.1,
     description="paper-like (arcface_torch): SGD lr 0.1, wd 5e-4 on all parameters, CosFace m=0.35; for GPUs",
 )
 
@@ -51,13 +154,25 @@ FAST = Recipe(
     name="fast",
     train=TrainConfig(epochs=3, batch_size=64, optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=2e-2,
                       weight_decay_scope="all", schedule="onecycle", model=ModelConfig(input_size=32)),
-    tau=0.1,
-    reactivate_last_epoch=2,
+    craft=CraftSpec(last_epoch=2, tau=0.3),
     max_identities=150,
-    description="CI smoke budget: every code path, a few seconds per run; numbers mean nothing",
+    description="CI smoke budget: every code path, a few seconds per run; numbers mean nothing. τ = 0.3 because "
+                "its 24 steps silence no filter at a lower threshold, and re-activation must act",
 )
 
-RECIPES = {r.name: r for r in (WORKSHOP, PAPER, FAST)}
+GPU = Recipe(
+    name="gpu",
+    train=TrainConfig(epochs=20, batch_size=128, optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4,
+                      weight_decay_scope="all", schedule="cosine", head="arcface", scale=64.0, margin=0.5,
+                      grad_clip=5.0, model=ModelConfig(input_size=112, embedding_dim=512)),
+    craft=CraftSpec(),
+    description="paper-like on GPUs (arcface_torch's ms1mv2_r50): 112 px, 512-d, ArcFace s=64 m=0.5, SGD lr 0.1 "
+                "for a global batch of 1024 (8 x 128; scale lr linearly for other batches), wd 5e-4 on all "
+                "parameters, grad clip 5, cosine schedule, 20 epochs; CRAFT (craftlib's default spec) at the end "
+                "of epochs 1-13",
+)
+
+RECIPES = {r.name: r for r in (WORKSHOP, WORKSHOP_EARLY, PAPER, GPU, FAST)}
 
 
 def get_recipe(name: str) -> Recipe:

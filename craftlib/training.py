@@ -2,20 +2,22 @@
 from __future__ import annotations
 
 import math
-import random
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
+from itertools import islice
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
+from .callbacks import Callback
 from .checkpoints import load_checkpoint, save_checkpoint
-from .data import FaceSet
+from .activity import activation_scores, stem_response
+from .data import FaceSet, probe_batch, to_input
 from .losses import MarginHead, margin_loss
 from .models import FaceCNN, ModelConfig
+from .runtime import pick_device, seed_everything
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -44,43 +46,22 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
+    channels_last: bool = False  # NHWC activations: faster convolutions on CPU (docs/PERFORMANCE.md)
+    compile: bool = False  # torch.compile the model (inductor); pays a one-off compile per process
     model: ModelConfig = ModelConfig()
 
     def to_dict(self) -> dict:
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
-        d["model"] = self.model.to_dict()
-        d["weight_decay_overrides"] = dict(self.weight_decay_overrides)
-        return d
+        return {**asdict(self), "model": self.model.to_dict()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        d = dict(d)
-        d["model"] = ModelConfig.from_dict(d.get("model", {})) if isinstance(d.get("model"), dict) else d.get("model", ModelConfig())
-        return cls(**d)
+        return cls(**{**d, "model": ModelConfig.from_dict(d.get("model", {}))})
 
     def but(self, **changes) -> "TrainConfig":
         """A copy with some fields changed (``model__input_size=40`` reaches into the model config)."""
         model_changes = {k.split("__", 1)[1]: v for k, v in changes.items() if k.startswith("model__")}
         rest = {k: v for k, v in changes.items() if not k.startswith("model__")}
         return replace(self, model=replace(self.model, **model_changes), **rest)
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """``auto`` takes CUDA, then Apple's MPS, then the CPU."""
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch so that a CPU run repeats bit for bit."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def parameter_groups(model: nn.Module, head: nn.Module, cfg: TrainConfig) -> list[dict]:
@@ -123,27 +104,22 @@ def make_schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int
     raise ValueError(f"schedule must be onecycle, cosine, step or constant, got {cfg.schedule!r}")
 
 
-def conv1_snapshot(model: FaceCNN) -> dict:
-    """The first layer's weights and its BatchNorm parameters, as plain lists for the history."""
+def conv1_snapshot(model: FaceCNN, probe: torch.Tensor | None = None) -> dict:
+    """The first layer as plain lists for the history: weights, BatchNorm, PReLU slopes, and what it says.
+
+    With a ``probe`` batch, ``output_std`` is each channel's output spread on it (the *silent* score),
+    measured in eval mode so that recording changes nothing in training.
+    """
     snap = {"weight": model.conv1.weight.detach().float().cpu().tolist()}
     if isinstance(model.bn1, nn.BatchNorm2d):
         bn = model.bn1
         snap.update(gamma=bn.weight.detach().cpu().tolist(), beta=bn.bias.detach().cpu().tolist(),
                     running_var=bn.running_var.cpu().tolist(), eps=bn.eps)
+    if isinstance(model.act1, nn.PReLU):
+        snap["slope"] = model.act1.weight.detach().cpu().tolist()
+    if probe is not None:
+        snap["output_std"] = activation_scores(stem_response(model), probe, model, "std").tolist()
     return snap
-
-
-class Callback:
-    """Hook points of the loop; a callback may change the model and the optimizer state in place."""
-
-    def on_train_start(self, trainer: "Trainer") -> None: ...
-    def on_step_end(self, trainer: "Trainer") -> None: ...
-    def on_epoch_end(self, trainer: "Trainer") -> None: ...
-
-
-def to_input(batch_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 NHWC faces -> float NCHW in [-1, 1], the normalisation ``arcface_torch`` uses."""
-    return batch_uint8.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
 
 
 class Trainer:
@@ -159,11 +135,15 @@ class Trainer:
             torch.set_num_threads(config.threads)
         self.device = pick_device(config.device)
         seed_everything(config.seed)
-        self.model = FaceCNN(config.model).to(self.device)
+        self.model = self.build_model(config).to(self.device)
+        if config.channels_last:  # the weights too (the inputs already are: see _batches)
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.forward = torch.compile(self.model) if config.compile else self.model  # same parameters
         self.head = MarginHead(config.model.embedding_dim, data.num_classes, config.head, config.scale,
                                config.margin).to(self.device)
         self.images = torch.from_numpy(data.images)
         self.labels = torch.from_numpy(data.labels)
+        self.probe = probe_batch(data.images).to(self.device)  # fixed faces the silent score listens on
         self.steps_per_epoch = max(1, len(self.labels) // config.batch_size)
         self.optimizer = make_optimizer(parameter_groups(self.model, self.head, config), config)
         self.total_steps = self.steps_per_epoch * config.epochs
@@ -174,11 +154,15 @@ class Trainer:
         self.history: list[dict] = [self._record(loss=math.nan, acc=math.nan, seconds=0.0)]
         self.events: list[dict] = []  # callbacks append what they did (e.g. re-activations)
 
+    def build_model(self, config: TrainConfig) -> nn.Module:
+        """The embedding network, built right after seeding (a subclass may build another backbone)."""
+        return FaceCNN(config.model)
+
     # -- bookkeeping -------------------------------------------------------------------------
     def _record(self, loss: float, acc: float, seconds: float) -> dict:
         return {"epoch": self.epoch, "step": self.step, "loss": loss, "train_acc": acc,
                 "lr": self.optimizer.param_groups[0]["lr"], "seconds": seconds,
-                "conv1": conv1_snapshot(self.model)}
+                "conv1": conv1_snapshot(self.model, self.probe)}
 
     def _batches(self):
         """Shuffled batches (last partial batch dropped), from a generator seeded by (seed, epoch)."""
@@ -187,13 +171,13 @@ class Trainer:
         flips = torch.rand(len(self.labels), generator=g) < 0.5
         for i in range(self.steps_per_epoch):
             idx = order[i * self.config.batch_size:(i + 1) * self.config.batch_size]
-            x = to_input(self.images[idx])
+            x = to_input(self.images[idx])  # a view of NHWC memory: already channels_last strides
             if self.config.flip:
                 x = torch.where(flips[idx, None, None, None], x.flip(3), x)
             yield x.to(self.device, non_blocking=True), self.labels[idx].to(self.device, non_blocking=True)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-        loss, acc = margin_loss(self.head, self.model(x), y)
+        loss, acc = margin_loss(self.head, self.forward(x), y)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"loss became {loss.item()} at epoch {self.epoch + 1}, step {self.step}: lower the learning rate "
@@ -260,7 +244,7 @@ class Trainer:
                 self._stream, self._stream_log = iter(self._batches()), ([], [], time.perf_counter())
             step_losses, step_accs, start = self._stream_log
             before = len(step_losses)
-            self._run(_take(self._stream, n - len(losses)), step_losses, step_accs)
+            self._run(islice(self._stream, n - len(losses)), step_losses, step_accs)
             losses.extend(step_losses[before:])
             if len(step_losses) == self.steps_per_epoch:  # the epoch's batches are used up
                 self._end_epoch(step_losses, step_accs, start)
@@ -275,6 +259,7 @@ class Trainer:
             "model": self.model.state_dict(), "head": self.head.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "history": self.history, "events": self.events, "num_classes": self.data.num_classes,
+            "classes": list(self.data.classes), "data_variant": getattr(self.data, "variant", "unknown"),
         })
 
     def resume(self, path: str | Path) -> "Trainer":
@@ -289,14 +274,6 @@ class Trainer:
         return self
 
 
-def _take(iterator, n: int):
-    for _ in range(n):
-        try:
-            yield next(iterator)
-        except StopIteration:
-            return
-
-
 def train(data: FaceSet, config: TrainConfig = TrainConfig(), callbacks: list[Callback] = (),
           progress: bool = True, resume_from: str | Path | None = None) -> Trainer:
     """Train a face CNN on ``data`` and return the trainer (model, head, history, events)."""
@@ -304,61 +281,4 @@ def train(data: FaceSet, config: TrainConfig = TrainConfig(), callbacks: list[Ca
     if resume_from is not None:
         trainer.resume(resume_from)
     trainer.fit()
-    return trainer
-
-
-def _run_key(data: FaceSet, config: TrainConfig, callbacks) -> str:
-    """A short hash of everything that decides a run: config, callbacks' settings and the data."""
-    import hashlib
-    import json
-
-    def settings(cb) -> dict:
-        return {k: v for k, v in sorted(vars(cb).items()) if isinstance(v, (str, int, float, bool, type(None)))}
-
-    blob = {"config": config.to_dict(), "callbacks": [[type(cb).__name__, settings(cb)] for cb in callbacks],
-            "classes": data.num_classes, "images": list(data.images.shape), "files": data.files[:3] + data.files[-3:]}
-    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def train_cached(data: FaceSet, config: TrainConfig = TrainConfig(), callbacks: list[Callback] = (),
-                 name: str = "run", until: int | None = None, keep: tuple[int, ...] = (),
-                 folder: str | Path | None = None, progress: bool = True, log=print,
-                 after_epoch: Callable[[Trainer], None] | None = None) -> Trainer:
-    """``train`` that keeps its result: the notebooks reuse each other's runs instead of retraining.
-
-    Checkpoints go to ``folder`` (default ``$CRAFTLIB_RUNS`` or ``runs/``) as
-    ``<name>-<hash>-e<epoch>.pt``; the hash covers the config, the callbacks' settings and the data.
-    Training stops after ``until`` epochs (default: all) and also saves at the epochs in ``keep``.
-    A later call resumes from the latest saved epoch not past ``until`` (identical for callback-free
-    runs; a callback's random generator restarts, so a resumed CRAFT run is a valid but different run).
-    ``after_epoch(trainer)`` runs after every trained epoch (and once if everything was loaded), e.g.
-    ``viz.LiveCurves`` to redraw the curves live.
-    """
-    from .checkpoints import CheckpointError
-    from .paths import runs_dir
-
-    until = config.epochs if until is None else min(int(until), config.epochs)
-    folder = Path(folder) if folder is not None else runs_dir() / "notebooks"
-    stem = f"{name}-{_run_key(data, config, callbacks)}"
-    trainer = Trainer(data, config, callbacks, progress)
-    saved = sorted((int(p.stem.rsplit("-e", 1)[1]), p) for p in folder.glob(f"{stem}-e*.pt")
-                   if p.stem.rsplit("-e", 1)[1].isdigit())
-    for epoch, path in reversed([(e, p) for e, p in saved if e <= until]):
-        try:
-            trainer.resume(path)
-            log(f"{name}: loaded epoch {epoch} from {path}" + ("" if epoch == until else f"; training on to {until}"))
-            break
-        except CheckpointError as err:
-            log(f"{name}: ignoring {path} ({err})")
-            trainer = Trainer(data, config, callbacks, progress)
-    trained = False
-    while trainer.epoch < until:
-        trainer.fit(epochs=trainer.epoch + 1)
-        trained = True
-        if trainer.epoch in keep or trainer.epoch == until:
-            trainer.save(folder / f"{stem}-e{trainer.epoch:03d}.pt")
-        if after_epoch is not None:
-            after_epoch(trainer)
-    if after_epoch is not None and not trained:
-        after_epoch(trainer)
     return trainer

@@ -7,24 +7,27 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score, roc_curve
 from sklearn.model_selection import KFold, PredefinedSplit
 
-from .data import PairSet
-from .training import to_input
+from .data import PairSet, to_input
+from .runtime import evaluating
 
 FARS = (1e-2, 1e-3)
 
 
 @torch.no_grad()
 def embed(model: torch.nn.Module, images: np.ndarray, batch_size: int = 256, flip: bool = True) -> np.ndarray:
-    """L2-normalised embeddings; with ``flip`` the image and its mirror are summed first (insightface)."""
-    model.eval()
+    """L2-normalised embeddings; with ``flip`` the image and its mirror are summed first (insightface).
+
+    The model is borrowed in eval mode and handed back in the mode it came in.
+    """
     device = next(model.parameters()).device
     out = []
-    for i in range(0, len(images), batch_size):
-        x = to_input(torch.from_numpy(images[i:i + batch_size])).to(device)
-        e = model(x)
-        if flip:
-            e = e + model(x.flip(3))
-        out.append(F.normalize(e.float(), dim=1).cpu())
+    with evaluating(model):
+        for i in range(0, len(images), batch_size):
+            x = to_input(torch.from_numpy(images[i:i + batch_size])).to(device)
+            e = model(x)
+            if flip:
+                e = e + model(x.flip(3))
+            out.append(F.normalize(e.float(), dim=1).cpu())
     return torch.cat(out).numpy()
 
 
@@ -89,10 +92,16 @@ def splits(n: int, folds: np.ndarray | None = None, n_splits: int = 10):
 
 def evaluate_scores(scores: np.ndarray, same: np.ndarray, folds: np.ndarray | None = None,
                     fars: tuple[float, ...] = FARS) -> dict:
-    """The standard LFW report: 10-fold accuracy (threshold from the other 9 folds), AUC, EER, TAR@FAR."""
+    """The standard LFW report: 10-fold accuracy (threshold from the other 9 folds), AUC, EER, TAR@FAR.
+
+    A TAR at a FAR is reported only where every training split holds at least 1/FAR impostor pairs
+    (otherwise the threshold cannot be set at that FAR): ``None``, with the reason in ``tar_notes``.
+    """
     scores, same = _check(scores, same)
     accs, thresholds, tars = [], [], {far: [] for far in fars}
+    impostors = []  # impostor pairs each threshold is chosen on: a FAR below 1/that cannot be set
     for train_idx, test_idx in splits(len(scores), folds):
+        impostors.append(int((~same[train_idx]).sum()))
         t = best_threshold(scores[train_idx], same[train_idx])
         thresholds.append(t)
         accs.append(float(np.mean((scores[test_idx] > t) == same[test_idx])))
@@ -108,8 +117,14 @@ def evaluate_scores(scores: np.ndarray, same: np.ndarray, folds: np.ndarray | No
         "eer": float((fpr[i] + 1 - tpr[i]) / 2), "n_pairs": int(len(scores)),
         "roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist()},
     }
+    report["tar_notes"] = {}
     for far in fars:
-        report[f"tar@far={far:g}"] = float(np.nanmean(tars[far]))
+        if min(impostors) * far < 1:
+            report[f"tar@far={far:g}"] = None
+            report["tar_notes"][f"{far:g}"] = (f"not estimable: {min(impostors)} impostor pairs per training split, "
+                                               f"fewer than 1/FAR = {1 / far:.0f}")
+        else:
+            report[f"tar@far={far:g}"] = float(np.nanmean(tars[far]))
     return report
 
 

@@ -4,13 +4,15 @@ Every public function returns a ``matplotlib.figure.Figure`` built without pyplo
 twice in Jupyter, no global state is touched, and a figure nobody keeps is simply garbage-collected.
 The ``draw_*`` / ``update_*`` helpers work on one axes; the widgets use them to change a figure in place.
 
-Colour conventions used everywhere: red marks *inactive* filters, green marks *re-activation* events,
-and one symmetric weight scale is shared by all filters of a figure, so a dead filter looks flat.
+Colour conventions used everywhere, from the colour-blind-safe Okabe–Ito palette (no red/green pair):
+vermillion marks *inactive* filters, blue *active* ones, sky blue *re-activation* events; every line
+plot cycles through the same palette, and one symmetric weight scale is shared by all filters of a
+figure, so a dead filter looks flat. Text is never smaller than 10 px where a figure is shown
+(``small_text`` checks it): 10 pt in figures the widgets render at 72 dpi.
 """
 from __future__ import annotations
 
 import io
-import json
 import math
 from pathlib import Path
 from typing import Callable
@@ -20,24 +22,34 @@ import numpy as np
 import seaborn as sns
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import Normalize
+from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import PercentFormatter
 from torch import nn
 
-from .activity import filter_norms, inactive_mask, relative, timeline
-from .training import to_input
+from .activity import SCORE_LABELS, event_x, death_times, filter_norms, inactive_mask, inactive_over_time, relative, renewals
+from .data import to_input
+from .results import METRIC_LABELS, PERCENT, SILENT_TAU, Summary, first_runs, fmt, fmt_ci
+from .runtime import evaluating, to_numpy
 
-INACTIVE = "#d62728"
-ACTIVE = "#4c72b0"
-EVENT = "#2ca02c"
+OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky blue": "#56B4E9", "bluish green": "#009E73",
+             "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "reddish purple": "#CC79A7"}
+"""Okabe & Ito (2008), *Color Universal Design*: eight colours told apart with every common colour deficiency."""
+INACTIVE = OKABE_ITO["vermillion"]
+ACTIVE = OKABE_ITO["blue"]
+EVENT = OKABE_ITO["sky blue"]
+PALETTE = [OKABE_ITO[c] for c in ("blue", "orange", "black", "reddish purple", "sky blue", "vermillion")]
+"""The line colours, in order (no bluish green: it would pair with vermillion for red/green readers)."""
+ARM_COLORS = {"none": OKABE_ITO["black"], "contextual": OKABE_ITO["blue"], "random_matched": OKABE_ITO["orange"],
+              "random": OKABE_ITO["reddish purple"], "perturbed": OKABE_ITO["sky blue"],
+              "orthogonal": OKABE_ITO["yellow"], "contextual_weight": OKABE_ITO["vermillion"]}
 WEIGHT_CMAP = "PuOr_r"  # signed weights: purple < 0 < orange; no red, which means "inactive"
 MAP_CMAP = "inferno"  # activation maps: zero is black, as in the paper's teaser
-METRIC_LABELS = {"accuracy": "verification accuracy", "inactive_fraction": "inactive conv1 filters",
-                 "auc": "ROC AUC", "tar@far=0.01": "TAR @ FAR=1e-2", "tar@far=0.001": "TAR @ FAR=1e-3"}
-PERCENT_METRICS = ("accuracy", "inactive_fraction", "tar@far=0.01", "tar@far=0.001")
+SCORE_CMAP = "cividis"  # scores over time: perceptually uniform and colour-blind safe
+MIN_TEXT_PX = 10
+WIDGET_DPI = 72  # widgets show PNGs at their own size: 1 pt = 1 px, so 10 pt text is 10 px
 
 
 # ---------------------------------------------------------------------------------------------
@@ -45,7 +57,12 @@ PERCENT_METRICS = ("accuracy", "inactive_fraction", "tar@far=0.01", "tar@far=0.0
 
 
 class CraftFigure(Figure):
-    """A Figure that shows itself in Jupyter without pyplot: IPython calls ``_repr_png_``."""
+    """A Figure that shows itself in Jupyter without pyplot (IPython calls ``_repr_png_``), in the palette."""
+
+    def add_subplot(self, *args, **kwargs):
+        ax = super().add_subplot(*args, **kwargs)
+        ax.set_prop_cycle(color=PALETTE)
+        return ax
 
     def _repr_png_(self) -> bytes:
         buf = io.BytesIO()
@@ -72,11 +89,16 @@ def figure_png(fig: Figure, dpi: int = 80) -> bytes:
     return buf.getvalue()
 
 
+def small_text(fig: Figure, dpi: float, min_px: float = MIN_TEXT_PX) -> list[str]:
+    """Visible, non-empty texts of ``fig`` (titles, labels, ticks, legends) smaller than ``min_px`` at ``dpi``."""
+    fig.canvas.draw()  # lay out first: tick labels exist only once drawn
+    return [f"{t.get_text()!r}: {t.get_fontsize() * dpi / 72:.1f} px" for t in fig.findobj(matplotlib.text.Text)
+            if t.get_visible() and t.get_text().strip() and t.get_fontsize() * dpi / 72 < min_px - 1e-6]
+
+
 def as_weight(weight) -> np.ndarray:
     """A conv weight (tensor or array, ``out x 3 x kh x kw``) as a float64 NumPy array."""
-    if isinstance(weight, torch.Tensor):
-        weight = weight.detach().cpu().numpy()
-    w = np.asarray(weight, dtype=np.float64)
+    w = to_numpy(weight).astype(np.float64)
     if w.ndim != 4 or w.shape[1] != 3:
         raise ValueError(f"expected a first-layer weight out x 3 x kh x kw, got shape {w.shape}")
     return w
@@ -97,11 +119,6 @@ def count_text(mask: np.ndarray) -> str:
     """"31 / 64 inactive (48%)": the sentence every view repeats."""
     k, n = int(np.sum(mask)), len(mask)
     return f"{k} / {n} inactive ({k / n:.0%})" if n else "no filters"
-
-
-def _legend_once(ax, handles: list) -> None:
-    if handles:
-        ax.legend(handles=handles, loc="upper right", fontsize=8, framealpha=0.9)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,14 +149,14 @@ def filter_tile(w: np.ndarray, vmax: float, channels: bool = True) -> np.ndarray
 
 
 def _grid_layout(n: int, tile_h: int, tile_w: int) -> tuple[tuple[int, int], list[tuple[int, int]]]:
-    """Canvas shape and each tile's top-left corner: 8 tiles a row, a 1 px margin for the red frames."""
-    cols, gap_x, gap_y = min(8, n), 2, 3
+    """Canvas shape and each tile's top-left corner: 8 tiles a row, a 1 px margin for the frames, room for labels."""
+    cols, gap_x, gap_y = min(8, n), 2, max(3, tile_h // 2 + 1)
     rows = math.ceil(n / cols)
     origins = [(1 + (i % cols) * (tile_w + gap_x), (i // cols) * (tile_h + gap_y) + gap_y) for i in range(n)]
     return (rows * (tile_h + gap_y) + 1, cols * (tile_w + gap_x)), origins
 
 
-def draw_filter_grid(ax, weight, mask: np.ndarray, channels: bool = True) -> float:
+def draw_filter_grid(ax, weight, mask: np.ndarray, channels: bool = True, fontsize: float = 10) -> float:
     """Draw every filter as a tile on one axes, frame the inactive ones; returns the shared scale."""
     w = as_weight(weight)
     vmax = float(np.abs(w).max())
@@ -153,14 +170,14 @@ def draw_filter_grid(ax, weight, mask: np.ndarray, channels: bool = True) -> flo
     for i, (x, y) in enumerate(origins):
         ax.add_patch(Rectangle((x - 1, y - 1), tw + 1, h + 1, fill=False, edgecolor=INACTIVE, linewidth=2,
                                gid=f"frame-{i}"))
-        ax.text(x + tw / 2 - 0.5, y - 1.2, str(i), ha="center", va="bottom", fontsize=7, gid=f"label-{i}")
+        ax.text(x + tw / 2 - 0.5, y - 0.6, str(i), ha="center", va="bottom", fontsize=fontsize, gid=f"label-{i}")
     ax.set_axis_off()
     mark_filters(ax, mask)
     return vmax
 
 
 def mark_filters(ax, mask: np.ndarray) -> None:
-    """Show the red frame and a red "✕ n" label on exactly the filters where ``mask`` is True (in place)."""
+    """Show the frame and a "✕ n" label (vermillion) on exactly the filters where ``mask`` is True (in place)."""
     for artist in list(ax.patches) + list(ax.texts):
         kind, _, idx = str(artist.get_gid()).partition("-")
         if kind == "frame":
@@ -185,21 +202,21 @@ def _weight_colorbar(fig: Figure, ax, vmax: float) -> None:
 
 def filter_grid(weight, scores=None, tau: float | None = None, mask=None, channels: bool = True,
                 title: str | None = None) -> Figure:
-    """All first-layer filters, inactive ones framed in red.
+    """All first-layer filters, inactive ones framed (vermillion).
 
     With ``channels`` each tile is the RGB composite followed by the paper's four 3x3 panels
     (σ, R over G, B). Pass ``mask`` directly, or ``tau`` (with ``scores``, default relative max |w|).
     """
     w = as_weight(weight)
     mask = resolve_mask(w, scores, tau, mask)
-    fig = new_figure((11, 7.5) if channels else (6, 6.5))
+    fig = new_figure((11, 7.5) if channels else (6.5, 6.5))
     ax = fig.subplots()
     vmax = draw_filter_grid(ax, w, mask, channels)
     if channels:
         _weight_colorbar(fig, ax, vmax)
-    tau_text = f" at τ = {tau:.2f}" if tau is not None else ""
+    at_tau = f" at τ = {tau_text(tau)}" if tau is not None else ""
     layout = "tile: RGB composite | σ R / G B" if channels else "RGB composites"
-    ax.set_title(title or f"conv1 filters ({layout}, shared scale ±{vmax:.2g}): {count_text(mask)}{tau_text}",
+    ax.set_title(title or f"conv1 filters ({layout}, shared scale ±{vmax:.2g}): {count_text(mask)}{at_tau}",
                  fontsize=10)
     return fig
 
@@ -217,7 +234,7 @@ def draw_score_bars(ax, scores: np.ndarray, tau: float, label: str = "max |w| / 
     ax.set_xticks([])  # 64 tick labels would cost more to draw than everything else; the grid shows numbers
     ax.set_xlabel("filters, sorted by score (weakest left)")
     ax.legend(handles=[Patch(color=INACTIVE, label="inactive (< τ)"), Patch(color=ACTIVE, label="active"),
-                       Line2D([], [], color="black", linestyle="--", label="τ")], loc="upper left", fontsize=8)
+                       Line2D([], [], color="black", linestyle="--", label="τ")], loc="upper left", fontsize=10)
     update_score_bars(ax, scores, tau, label)
 
 
@@ -234,7 +251,12 @@ def update_score_bars(ax, scores: np.ndarray, tau: float, label: str | None = No
     ax.set_ylim(0, max(1.0, float(scores.max())) * 1.05)
     if label is not None:
         ax.set_ylabel(label)
-    ax.set_title(f"{count_text(mask)} at τ = {tau:.2f}")
+    ax.set_title(f"{count_text(mask)} at τ = {tau_text(tau)}")
+
+
+def tau_text(tau: float) -> str:
+    """τ as every view writes it: two decimals, or two significant digits below 0.1 (0.01, 0.005)."""
+    return f"{tau:.2f}" if tau >= 0.095 or tau == 0 else f"{tau:.2g}"
 
 
 def score_bars(scores, tau: float, label: str = "max |w| / strongest") -> Figure:
@@ -254,11 +276,11 @@ def score_histogram(scores, tau: float, log: bool = False, label: str = "relativ
     ax = fig.subplots()
     ax.hist([scores[~mask], scores[mask]], bins=bins, stacked=True, color=[ACTIVE, INACTIVE],
             label=["active", "inactive (< τ)"])
-    ax.axvline(tau, color="black", linestyle="--", linewidth=1, label=f"τ = {tau:.2f}", gid="tau")
+    ax.axvline(tau, color="black", linestyle="--", linewidth=1, label=f"τ = {tau_text(tau)}", gid="tau")
     if log:
         ax.set_xscale("log")
-    ax.set(xlabel=label, ylabel="filters", title=f"{count_text(mask)} at τ = {tau:.2f}")
-    ax.legend(fontsize=8)
+    ax.set(xlabel=label, ylabel="filters", title=f"{count_text(mask)} at τ = {tau_text(tau)}")
+    ax.legend(fontsize=10)
     return fig
 
 
@@ -266,62 +288,40 @@ def score_histogram(scores, tau: float, log: bool = False, label: str = "relativ
 # death over time
 
 
-def reactivations(events: list[dict] | None) -> list[dict]:
-    """Events that changed filters: the ``none`` arm logs what it detects but re-initialises nothing."""
-    return [e for e in events or [] if e.get("strategy") != "none"]
-
-
-def _event_x(event: dict, xlabel: str) -> float:
-    return event.get(xlabel, event["epoch"])
-
-
-def death_times(matrix: np.ndarray, tau: float, events: list[dict] | None = None, x=None,
-                xlabel: str = "epoch") -> np.ndarray:
-    """Column where each filter's score first drops below τ (``inf``: never).
-
-    With ``events``, a filter renewed at an event counts as dead from then on: it was below τ when it
-    was detected, even if the snapshot after the event already shows its new weights.
-    """
-    below = np.asarray(matrix) < tau
-    died = np.where(below.any(1), below.argmax(1), np.inf)
-    x = np.arange(below.shape[1]) if x is None else np.asarray(x, dtype=float)
-    for event in reactivations(events):
-        column = int(np.argmin(np.abs(x - _event_x(event, xlabel))))
-        for f in event.get("filters", []):
-            died[f] = min(died[f], column)
-    return died
-
-
-def death_timeline(matrix, tau: float, events: list[dict] | None = None, x=None, xlabel: str = "epoch") -> Figure:
+def death_timeline(matrix, tau: float, events: list[dict] | None = None, x=None, xlabel: str = "epoch",
+                   log: bool = False, label: str = "relative score") -> Figure:
     """Filters x time heatmap of scores, rows ordered by time of death (first drop below τ or renewal).
 
-    Red crosses mark each filter's first drop below τ seen in the data; green dashed lines mark
+    Vermillion crosses mark each filter's first drop below τ seen in the data; sky-blue dashed lines mark
     re-activation events (``trainer.events``) with dots on the filters they renewed. ``x`` labels the
-    columns (default 0..T-1).
+    columns (default 0..T-1). ``log`` colours on a log scale from 0.001 (for the silent score, whose τ is
+    a hundredth of the loudest channel).
     """
     m = np.asarray(matrix, dtype=float)
     x = np.arange(m.shape[1]) if x is None else np.asarray(x, dtype=float)
     order = np.lexsort((m[:, -1], death_times(m, tau, events, x, xlabel)))  # earliest first, then weakest
     dx = (x[-1] - x[0]) / max(len(x) - 1, 1) or 1.0
-    fig = new_figure((8, 7))
+    fig = new_figure((8, 9.5))
     ax = fig.subplots()
-    image = ax.imshow(m[order], aspect="auto", cmap="viridis", vmin=0, vmax=max(1.0, float(m.max())),
+    top = max(1.0, float(m.max()))
+    norm = LogNorm(1e-3, top, clip=True) if log else Normalize(0, top)
+    image = ax.imshow(np.maximum(m[order], 1e-3) if log else m[order], aspect="auto", cmap=SCORE_CMAP, norm=norm,
                       extent=(x[0] - dx / 2, x[-1] + dx / 2, len(m) - 0.5, -0.5), interpolation="nearest")
-    fig.colorbar(image, ax=ax, label="relative score", pad=0.01)
+    fig.colorbar(image, ax=ax, label=label + (" (log)" if log else ""), pad=0.01)
     rows, seen = np.arange(len(m)), death_times(m, tau)[order]
     dead = np.isfinite(seen)
     ax.scatter(x[seen[dead].astype(int)], rows[dead], marker="x", color=INACTIVE, s=18, zorder=3,
-               label=f"first score < τ = {tau:.2f} ({int(dead.sum())} filters)", gid="deaths")
+               label=f"first score < τ = {tau_text(tau)} ({int(dead.sum())} filters)", gid="deaths")
     position = {f: r for r, f in enumerate(order)}
-    for j, event in enumerate(reactivations(events)):
-        ex = _event_x(event, xlabel)
+    for j, event in enumerate(renewals(events)):
+        ex = event_x(event, xlabel)
         ax.axvline(ex, color=EVENT, linestyle="--", linewidth=1.2, label="re-activation" if j == 0 else None)
         renewed = [position[f] for f in event.get("filters", [])]
-        ax.scatter([ex] * len(renewed), renewed, marker="o", color=EVENT, edgecolor="white", s=22, gid="renewed")
-    ax.set_yticks(rows, [str(f) for f in order], fontsize=5)
+        ax.scatter([ex] * len(renewed), renewed, marker="o", color=EVENT, edgecolor="black", s=24, gid="renewed")
+    ax.set_yticks(rows, [str(f) for f in order], fontsize=7.5)
     ax.set(xlabel=xlabel, ylabel="filter (ordered by time of death)",
            title=f"conv1 activity over training: {count_text(m[:, -1] < tau)} at the end")
-    ax.legend(loc="lower left", fontsize=8, framealpha=0.9)
+    ax.legend(loc="lower left", fontsize=9, framealpha=0.9)
     return fig
 
 
@@ -338,21 +338,16 @@ def _owner(stem: Callable) -> nn.Module | None:
 def stem_maps(stem: Callable, face: np.ndarray) -> np.ndarray:
     """Channel x H x W output of ``stem`` (conv -> BN -> activation) on one uint8 face, in eval mode."""
     owner = _owner(stem)
-    was_training = owner.training if owner is not None else False
-    device = next(owner.parameters()).device if owner is not None else torch.device("cpu")
-    if owner is not None:
-        owner.eval()
-    try:
+    owner = nn.Identity() if owner is None else owner
+    device = next(owner.parameters(), torch.empty(0)).device
+    with evaluating(owner):
         out = stem(to_input(torch.as_tensor(np.array(face, copy=True))[None]).to(device))
-    finally:
-        if owner is not None:
-            owner.train(was_training)
-    return out[0].float().cpu().numpy()
+    return to_numpy(out[0].float())
 
 
 def _draw_face(ax, face: np.ndarray, title: str = "face") -> None:
     ax.imshow(face)
-    ax.set_title(title, fontsize=8)
+    ax.set_title(title, fontsize=10)
     ax.set_axis_off()
 
 
@@ -377,7 +372,7 @@ def activation_maps(stem: Callable, face: np.ndarray, filters=None, scores=None,
     image = None
     for ax, f in zip(axes[1:], filters):
         image = ax.imshow(maps[f], cmap=MAP_CMAP, vmin=0, vmax=vmax)  # <= 0 is black: nothing passed on
-        ax.set_title(f"✕ {f}" if mask[f] else f"#{f}", fontsize=8, color=INACTIVE if mask[f] else "black")
+        ax.set_title(f"✕ {f}" if mask[f] else f"#{f}", fontsize=10, color=INACTIVE if mask[f] else "black")
         ax.set_axis_off()
     for ax in axes[len(filters) + 1:]:
         ax.remove()
@@ -388,14 +383,17 @@ def activation_maps(stem: Callable, face: np.ndarray, filters=None, scores=None,
 
 
 def before_after(weight_before, weight_after, filters, stem_before: Callable | None = None,
-                 stem_after: Callable | None = None, face: np.ndarray | None = None, fig=None) -> Figure:
-    """The chosen filters (first 12) before and after re-activation, and their maps on ``face`` when stems are given.
+                 stem_after: Callable | None = None, face: np.ndarray | None = None, fig=None,
+                 limit: int = 12) -> Figure:
+    """The chosen filters (the first ``limit``) before and after re-activation, and their maps on ``face``.
 
-    Both rows share one weight scale, so "grey before, colourful after" reads directly. ``fig`` may be
-    a subfigure to draw into (the lab's static view composes this with ``step_curves``).
+    Both rows share one weight scale, so "grey before, colourful after" reads directly. The title says
+    how many filters there are and how many are shown. ``fig`` may be a subfigure to draw into (the
+    lab composes this with its other panels).
     """
     wb, wa = as_weight(weight_before), as_weight(weight_after)
-    filters = [int(f) for f in filters][:12]
+    total = len(list(filters))
+    filters = [int(f) for f in filters][:limit]
     with_maps = face is not None and stem_before is not None and stem_after is not None
     heights = [0.55, 0.55, 1, 1] if with_maps else [1, 1]  # a tile is twice as wide as tall; maps are square
     fig = fig if fig is not None else new_figure((max(3.0, 1.3 * len(filters) + 1.2), 1.4 * sum(heights) + 0.6))
@@ -413,15 +411,16 @@ def before_after(weight_before, weight_after, filters, stem_before: Callable | N
         for col, f in enumerate(filters):
             for row, m in ((2, maps[0]), (3, maps[1])):
                 axes[row, col].imshow(m[f], cmap=MAP_CMAP, vmin=0, vmax=vmax_maps)
-    names = ["filter before", "filter after", "map before", "map after"]
+    names = ["filter, before", "filter, after", "map, before", "map, after"]
     for (row, col), ax in np.ndenumerate(axes):
         ax.set_xticks([])
         ax.set_yticks([])
         if row == 0:
-            ax.set_title(f"#{filters[col]}", fontsize=8)
+            ax.set_title(f"#{filters[col]}", fontsize=10)
         if col == 0:
-            ax.set_ylabel(names[row], fontsize=8)
-    fig.suptitle(f"{len(filters)} re-activated filter(s): before / after (shared scale ±{vmax:.2g})", fontsize=10)
+            ax.set_ylabel(names[row], fontsize=10, rotation=0, ha="right", va="center")
+    shown = f"{total} re-activated filter(s)" + (f", the first {len(filters)} shown" if total > len(filters) else "")
+    fig.suptitle(f"{shown}: before / after (shared scale ±{vmax:.2g})", fontsize=10)
     return fig
 
 
@@ -430,24 +429,35 @@ def before_after(weight_before, weight_after, filters, stem_before: Callable | N
 
 
 def _mark_events(axes, events: list[dict] | None, key: str) -> None:
-    for j, event in enumerate(reactivations(events)):
+    for j, event in enumerate(renewals(events)):
         n = len(event.get("filters", []))
         for ax in axes:
-            ax.axvline(event[key], color=EVENT, linestyle="--", linewidth=1, gid="event",
+            ax.axvline(event[key], color=EVENT, linestyle="--", linewidth=1.6, gid="event",
                        label="re-activation" if j == 0 else None)
-        axes[-1].annotate(f"+{n}", (event[key], 1.0), xycoords=("data", "axes fraction"), fontsize=7,
+        axes[-1].annotate(f"+{n}", (event[key], 1.0), xycoords=("data", "axes fraction"), fontsize=10,
                           color=EVENT, ha="left", va="top")
 
 
-def training_curves(history: list[dict], events: list[dict] | None = None, tau: float = 0.1) -> Figure:
-    """Loss, train accuracy and inactive fraction per epoch, re-activation events as green lines."""
+SHORT_SCORE = {"silent": "silent", "max": "small max|w|", "gamma": "small γ", "effective": "small w·γ/σ",
+               "l1": "small L1", "l2": "small L2", "activation": "quiet (ReDo)"}
+
+
+def training_curves(history: list[dict], events: list[dict] | None = None, tau: float = 0.1,
+                    score: str = "max", second: tuple[str, float] | None = None) -> Figure:
+    """Loss, train accuracy and inactive fraction per epoch, re-activation events marked.
+
+    The third panel counts filters whose ``score`` is below ``tau``; ``second=(score, tau)`` adds a
+    second reading (e.g. silent outputs *and* small weights: they need not agree).
+    """
     epochs = [h["epoch"] for h in history]
-    inactive = (timeline(history) < tau).mean(0)
     fig = new_figure((11, 3.2))
     axes = fig.subplots(1, 3, sharex=True)
     axes[0].plot(epochs, [h["loss"] for h in history], "o-", label="loss")
     axes[1].plot(epochs, [h["train_acc"] for h in history], "o-", label="train accuracy")
-    axes[2].plot(epochs, inactive, "o-", color=INACTIVE, label=f"inactive (< τ = {tau:.2f})")
+    for (name, t), style in zip([(score, tau)] + ([second] if second else []), ("o-", "s--")):
+        axes[2].plot(epochs, inactive_over_time(history, t, name), style,
+                     color=INACTIVE if name == score else "black",
+                     label=f"{SHORT_SCORE.get(name, name)} (< τ = {tau_text(t)})")
     axes[1].yaxis.set_major_formatter(PercentFormatter(1.0))
     axes[2].yaxis.set_major_formatter(PercentFormatter(1.0))
     axes[2].set_ylim(0, 1)
@@ -455,7 +465,7 @@ def training_curves(history: list[dict], events: list[dict] | None = None, tau: 
         ax.set(title=title, xlabel="epoch")
     _mark_events(axes, events, "epoch")
     for ax in axes:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=10)
     return fig
 
 
@@ -475,7 +485,7 @@ def step_curves(log: list[dict], events: list[dict] | None = None, fig=None) -> 
     _mark_events(axes, events, "step")
     for ax in axes:
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=10)
     return fig
 
 
@@ -497,7 +507,7 @@ def draw_roc(ax, reports: dict[str, dict]) -> None:
     ax.set_xscale("log")
     ax.set(xlim=(lowest, 1), ylim=(0, 1.01), xlabel="false accept rate (FAR, log)",
            ylabel="true accept rate (TAR)", title="ROC on the verification pairs")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=10, loc="lower right")
 
 
 def roc_curves(reports: dict[str, dict]) -> Figure:
@@ -507,47 +517,75 @@ def roc_curves(reports: dict[str, dict]) -> Figure:
     return fig
 
 
-def _p_text(p) -> str:
-    return "n/a" if p is None else f"{p:.3g}"
-
-
-def draw_seed_comparison(ax, summary: dict, metric: str = "accuracy", arms: list[str] | None = None) -> None:
-    """Box + points per arm, one point per seed, paired p-values against the baseline written above."""
-    baseline = summary.get("baseline", "none")
-    names = [a for a in summary["arms"] if arms is None or a in arms]
-    labels = [summary["arms"][a]["label"] for a in names]
-    xs = [summary["arms"][a]["label"] for a in names for _ in summary["arms"][a][metric]]
-    ys = [v for a in names for v in summary["arms"][a][metric]]
-    sns.stripplot(x=xs, y=ys, order=labels, ax=ax, color="black", size=6, jitter=0.08)
-    ax.boxplot([summary["arms"][a][metric] for a in names], positions=range(len(names)), widths=0.5,
+def draw_seed_comparison(ax, summary: Summary, metric: str = "accuracy", arms: list[str] | None = None) -> None:
+    """Box + points per arm, one point per seed, the paired Δ's 95% CI and p-value vs the baseline above."""
+    names = [a for a in summary.arms if arms is None or a in arms]
+    values = {a: [v for v in summary.arms[a].values[metric] if v is not None] for a in names}
+    labels = [summary.arms[a].label for a in names]
+    xs = [summary.arms[a].label for a in names for _ in values[a]]
+    ys = [v for a in names for v in values[a]]
+    sns.stripplot(x=xs, y=ys, order=labels, ax=ax, color="black", size=5, jitter=0.08)
+    ax.boxplot([values[a] for a in names], positions=range(len(names)), widths=0.5,
                showfliers=False, manage_ticks=False, medianprops={"color": ACTIVE})
-    top = max(ys) if ys else 1.0
     for i, name in enumerate(names):
-        vs = summary["arms"][name].get(f"vs_{baseline}", {}).get(metric, {})
-        text = "baseline" if name == baseline else f"p = {_p_text(vs.get('t_pvalue'))} (t)\n{_p_text(vs.get('wilcoxon_pvalue'))} (W)"
-        ax.annotate(text, (i, 1.0), xycoords=("data", "axes fraction"), ha="center", va="top", fontsize=8,
+        p = summary.arms[name].vs_baseline.get(metric)
+        text = "baseline" if p is None else (f"Δ {fmt(metric, p.mean_difference, True)}\n"
+                                             f"CI {fmt_ci(metric, p.ci95)}\np = {fmt('p', p.t_pvalue)}")
+        ax.annotate(text, (i, 1.0), xycoords=("data", "axes fraction"), ha="center", va="top", fontsize=10,
                     gid="pvalue")
-    span = (top - min(ys)) if ys else 1.0
-    ax.set_ylim(top=top + 0.5 * (span or abs(top) * 0.1 or 0.1))
-    if metric in PERCENT_METRICS:
+    top, bottom = (max(ys), min(ys)) if ys else (1.0, 0.0)
+    ax.set_ylim(top=top + 0.6 * ((top - bottom) or abs(top) * 0.1 or 0.1))
+    if metric in PERCENT:
         ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-    seeds = max((len(summary["arms"][a][metric]) for a in names), default=0)
+    seeds = max((len(values[a]) for a in names), default=0)
     ax.set(ylabel=METRIC_LABELS.get(metric, metric), title=f"{METRIC_LABELS.get(metric, metric)}, {seeds} seed(s)")
 
 
-def seed_comparison(summary: dict, metric: str = "accuracy", arms: list[str] | None = None) -> Figure:
-    """Spread over seeds of one metric per arm (``experiments.summarize`` output), p-values annotated."""
-    fig = new_figure((max(4.5, 1.8 * len(summary["arms"]) + 1), 4))
+def seed_comparison(summary: Summary, metric: str = "accuracy", arms: list[str] | None = None) -> Figure:
+    """Spread over seeds of one metric per arm, with the paired difference to the baseline annotated."""
+    fig = new_figure((max(5.0, 2.2 * len(summary.arms) + 1), 4.4))
     draw_seed_comparison(fig.subplots(), summary, metric, arms)
     return fig
 
 
-def first_runs(runs: list[dict]) -> dict[str, dict]:
-    """Per arm, its run with the lowest seed (seed 0 when present): the one the per-run figures show."""
-    chosen: dict[str, dict] = {}
-    for run in sorted(runs, key=lambda r: r["seed"]):
-        chosen.setdefault(run["strategy"], run)
-    return chosen
+def tau_curves(summary: Summary, score: str = "silent") -> Figure:
+    """Inactive fraction against the threshold, one line per arm: no conclusion rests on one τ."""
+    fig = new_figure((6.5, 4))
+    ax = fig.subplots()
+    for name, arm in summary.arms.items():
+        ax.plot(summary.taus, arm.curves[score], "o-", color=ARM_COLORS.get(name),
+                label=f"{arm.label} (area {arm.curve_area(score):.3f})")
+    ax.set_xscale("log")
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set(xlabel=f"threshold τ (relative {SCORE_LABELS.get(score, score)}, log)", ylabel="conv1 filters below τ",
+           title=f"inactive fraction vs τ at the end of training ({score} score)", ylim=(0, 1))
+    ax.legend(fontsize=10)
+    return fig
+
+
+def survival_curves(summary: Summary) -> Figure:
+    """Share of re-activated filters still not silent k epochs after their renewal, per arm, against
+    the share of standard training's live filters still alive over the same windows."""
+    fig = new_figure((6.5, 4))
+    ax = fig.subplots()
+    for name, arm in summary.arms.items():
+        if arm.survival:
+            ax.plot(range(len(arm.survival)), arm.survival, "o-", color=ARM_COLORS.get(name),
+                    label=f"{arm.label}: re-activated filters")
+    if summary.baseline_survival:
+        ax.plot(range(len(summary.baseline_survival)), summary.baseline_survival, "s--", color="grey",
+                label="standard training: filters alive at the same epochs")
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set(xlabel="epochs since re-activation", ylabel="still not silent", ylim=(0, 1.02),
+           title="survival of re-activated filters")
+    ax.legend(fontsize=10, loc="lower left")
+    return fig
+
+
+def record_matrix(record: dict, score: str = "silent") -> np.ndarray:
+    """Filters x epochs relative scores from a run record's timeline (``silent``, ``max`` or ``gamma``)."""
+    key = {"silent": "output_std", "max": "max", "gamma": "gamma"}[score]
+    return np.stack([relative(np.asarray(col)) for col in record["timeline"][key]], axis=1)
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -555,23 +593,56 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def save_comparison_figures(out_dir: str | Path) -> list[Path]:
-    """Write the comparison's PNGs beside ``summary.json`` (and ``runs.json`` when present); return their paths."""
-    from .reactivation import STRATEGY_LABELS
-
-    out = Path(out_dir)
-    summary = json.loads((out / "summary.json").read_text())
-    runs = json.loads((out / "runs.json").read_text()) if (out / "runs.json").is_file() else []
-    tau = summary.get("tau", 0.1)
-    paths = [_save(seed_comparison(summary, m), out / f"seeds_{m}.png") for m in ("accuracy", "inactive_fraction")]
-    chosen = first_runs(runs)
-    if chosen:
-        reports = {f"{STRATEGY_LABELS.get(s, s)} (seed {r['seed']})": r for s, r in chosen.items()}
-        paths.append(_save(roc_curves(reports), out / "roc.png"))
-    for strategy, run in chosen.items():
-        paths.append(_save(training_curves(run["history"], run["events"], tau), out / f"curves_{strategy}.png"))
-        paths.append(_save(death_timeline(timeline(run["history"]), tau, run["events"]), out / f"timeline_{strategy}.png"))
+def save_comparison_figures(summary: Summary, records: list[dict], out: str | Path) -> list[Path]:
+    """Write the comparison's PNGs into ``out``: seed spreads, τ curves, survival, and seed-0 timelines."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [_save(seed_comparison(summary, m), out / f"seeds_{m}.png") for m in ("accuracy", "silent_fraction")]
+    paths += [_save(tau_curves(summary, s), out / f"tau_curve_{s}.png") for s in ("silent", "max")]
+    paths.append(_save(survival_curves(summary), out / "survival.png"))
+    chosen = first_runs(records)
+    paths.append(_save(roc_curves({f"{summary.arms[a].label} (seed {r['seed']})": r for a, r in chosen.items()}),
+                       out / "roc.png"))
+    for arm, record in chosen.items():
+        x = record["timeline"]["epoch"]
+        fig = death_timeline(record_matrix(record), SILENT_TAU, record["events"], x=x)
+        paths.append(_save(fig, out / f"timeline_{arm}.png"))
     return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# the decay race (notebook 02's intuition, ``craftlib.decay``)
+
+
+def draw_decay_race(axes, race) -> None:
+    """γ(t) and ‖w‖(t) of a ``decay.Race`` on two log axes, against the gradient-free decay curves."""
+    ax_g, ax_w = axes
+    floor = 1e-4
+    for ax, values, name in ((ax_g, race.gamma, "BatchNorm γ"), (ax_w, race.norm, "filter ‖w‖")):
+        ax.plot(race.steps, np.maximum(np.abs(values), floor), color=ACTIVE, linewidth=2, label=name, gid="simulated")
+        ax.plot(race.steps, np.maximum(race.decay, floor), color="grey", linestyle="--",
+                label=f"(1 − lr·wd)ⁿ = {1 - race.lr * race.wd:.4g}ⁿ", gid="decay")
+        ax.plot(race.steps, np.maximum(race.decay_momentum, floor), color="black", linestyle=":",
+                label=f"no gradient, momentum {race.momentum:g}", gid="decay-momentum")
+        ax.set_yscale("log")
+        ax.set_ylim(floor, max(2.0, float(np.max(np.abs(values))) * 1.5))
+        ax.set_xlim(0, race.steps[-1])
+        ax.set(xlabel="step", title=f"{name} (both start at 1)")
+    ax_g.axhline(race.tau, color=INACTIVE, linewidth=1, label=f"τ = {tau_text(race.tau)}", gid="tau")
+    if race.silent_step is not None:
+        ax_g.axvline(race.silent_step, color=INACTIVE, linestyle="-.", linewidth=1,
+                     label=f"γ < τ at step {race.silent_step}", gid="silent")
+    ax_g.legend(fontsize=10, loc="lower left")
+    ax_w.legend(fontsize=10, loc="lower left", handles=ax_w.get_legend_handles_labels()[0][:3])
+
+
+def decay_race(race) -> Figure:
+    """The decay race as a figure (the static twin of ``widgets.DecayRace``)."""
+    fig = new_figure((12.5, 3.9))
+    draw_decay_race(fig.subplots(1, 2), race)
+    fig.suptitle(f"lr {race.lr:g}, wd {race.wd:g}, momentum {race.momentum:g}, task gradient {race.grad:g}: "
+                 + race.verdict().split(";")[0], fontsize=10)
+    return fig
 
 
 # ---------------------------------------------------------------------------------------------
@@ -591,7 +662,7 @@ def face_grid(images, titles=None, cols: int = 8, title: str | None = None) -> F
         if i < n:
             ax.imshow(images[i], interpolation="nearest")
             if titles is not None:
-                ax.set_title(str(titles[i])[:18], fontsize=7)
+                ax.set_title(str(titles[i])[:18], fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
@@ -610,10 +681,10 @@ def crop_preview(path, crop=None, size: int = 40) -> Figure:
     left, right = fig.subplots(1, 2)
     left.imshow(full)
     left.add_patch(Rectangle((crop[0], crop[1]), crop[2] - crop[0], crop[3] - crop[1], fill=False,
-                             edgecolor=EVENT, linewidth=2))
-    left.set_title(f"{Path(path).name}: {full.shape[1]}x{full.shape[0]}, box {crop}", fontsize=8)
+                             edgecolor=ACTIVE, linewidth=2))
+    left.set_title(f"{Path(path).name}: {full.shape[1]}x{full.shape[0]}, box {crop}", fontsize=9)
     right.imshow(load_face(Path(path), crop, size), interpolation="nearest")
-    right.set_title(f"network input: {size}x{size}", fontsize=8)
+    right.set_title(f"network input: {size}x{size}", fontsize=9)
     for ax in (left, right):
         ax.set_axis_off()
     return fig
@@ -625,16 +696,16 @@ def pair_grid(pairs, n: int = 4, seed: int = 0) -> Figure:
     same = rng.choice(np.flatnonzero(pairs.same), n, replace=False)
     diff = rng.choice(np.flatnonzero(~pairs.same), n, replace=False)
     chosen = list(same) + list(diff)
-    fig = new_figure((1.25 * len(chosen), 3.2))
+    fig = new_figure((1.35 * len(chosen), 3.4))
     axes = fig.subplots(2, len(chosen), squeeze=False)
     for col, k in enumerate(chosen):
         for row, idx in enumerate((pairs.left[k], pairs.right[k])):
             ax = axes[row, col]
             ax.imshow(pairs.images[idx], interpolation="nearest")
             ax.set_axis_off()
-            ax.set_title(pairs.files[idx].split("/")[0].replace("_", " ")[:16], fontsize=6)
+            ax.set_title(pairs.files[idx].split("/")[0].replace("_", " ")[:14], fontsize=8)
         axes[0, col].text(0.5, 1.35, "same" if pairs.same[k] else "different", transform=axes[0, col].transAxes,
-                          ha="center", fontsize=9, fontweight="bold", color=EVENT if pairs.same[k] else INACTIVE)
+                          ha="center", fontsize=9, fontweight="bold", color=ACTIVE if pairs.same[k] else OKABE_ITO["orange"])
     fig.suptitle(f"{pairs.name or 'pairs'}: {n} same-person and {n} different-person pairs", fontsize=10)
     return fig
 
@@ -660,7 +731,7 @@ def margin_curves(scale: float = 30.0, kinds=("cosface", "arcface")) -> Figure:
         ax.plot(np.degrees(theta), logit, label=f"{kind} (m1, m2, m3) = ({head.m1:g}, {head.m2:g}, {head.m3:g})")
     ax.set(xlabel="angle θ between embedding and its class centre (degrees)", ylabel="target logit",
            title=f"margin heads make the true class harder (s = {scale:g})")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=10)
     return fig
 
 
@@ -670,21 +741,19 @@ def pair_score_histogram(scores, same, threshold: float | None = None) -> Figure
     fig = new_figure((6.5, 3.5))
     ax = fig.subplots()
     bins = np.linspace(scores.min(), scores.max(), 41)
-    ax.hist(scores[same], bins=bins, alpha=0.6, color=EVENT, label=f"same person ({same.sum()})")
-    ax.hist(scores[~same], bins=bins, alpha=0.6, color=INACTIVE, label=f"different people ({(~same).sum()})")
+    ax.hist(scores[same], bins=bins, alpha=0.6, color=ACTIVE, label=f"same person ({same.sum()})")
+    ax.hist(scores[~same], bins=bins, alpha=0.6, color=OKABE_ITO["orange"], label=f"different people ({(~same).sum()})")
     if threshold is not None:
         acc = float(np.mean((scores > threshold) == same))
         ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3f}: {acc:.1%} of these pairs right")
     ax.set(xlabel="cosine similarity of the two embeddings", ylabel="pairs", title="verification scores")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=10)
     return fig
 
 
 def context_figure(strong, mean, cov) -> Figure:
     """CRAFT's context: the strong filters, their mean filter, and the 27 x 27 covariance of their weights."""
-    strong = np.asarray(strong.detach().cpu() if torch.is_tensor(strong) else strong, dtype=float)
-    mean = np.asarray(mean.detach().cpu() if torch.is_tensor(mean) else mean, dtype=float)
-    cov = np.asarray(cov.detach().cpu() if torch.is_tensor(cov) else cov, dtype=float)
+    strong, mean, cov = (to_numpy(a).astype(float) for a in (strong, mean, cov))
     k = int(round(math.sqrt(len(mean) / 3)))
     fig = new_figure((12, 4))
     ax_mean, ax_std, ax_cov = fig.subplots(1, 3, width_ratios=[1, 1, 1.4])
@@ -727,37 +796,64 @@ def score_traces(traces: dict, tau: float, filters=None, title: str = "re-activa
             continue
         line, = ax.plot(steps, np.median(m, 0), ".-", label=label)
         ax.fill_between(steps, m.min(0), m.max(0), color=line.get_color(), alpha=0.15)
-    ax.axhline(tau, color="black", linestyle="--", linewidth=1, label=f"τ = {tau:.2f}")
+    ax.axhline(tau, color="black", linestyle="--", linewidth=1, label=f"τ = {tau_text(tau)}")
     ax.set(xlabel="step", ylabel=ylabel, title=title, ylim=(0, None))
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=10)
     return fig
 
 
-def inactive_curves(histories: dict, tau: float, events: dict | None = None) -> Figure:
-    """Inactive conv1 fraction per epoch for several runs (``{label: trainer.history}``), events marked."""
-    fig = new_figure((7, 3.6))
+def inactive_curves(histories: dict, tau: float, events: dict | None = None, score: str = "max",
+                    second: tuple[str, float] | None = None) -> Figure:
+    """Inactive conv1 fraction per epoch for several runs (``{label: trainer.history}``), renewals marked.
+
+    One panel per reading: ``score`` below ``tau``, and with ``second=(score, tau)`` a second one beside it
+    (silent outputs and small weights need not agree).
+    """
+    readings = [(score, tau)] + ([second] if second else [])
+    fig = new_figure((7 * len(readings), 3.8))
+    axes = fig.subplots(1, len(readings), squeeze=False)[0]
+    for ax, (name, t) in zip(axes, readings):
+        for label, history in histories.items():
+            fraction = inactive_over_time(history, t, name)
+            line, = ax.plot([h["epoch"] for h in history], fraction, "o-", label=label)
+            for j, event in enumerate(renewals((events or {}).get(label, []))):
+                ax.axvline(event["epoch"], color=line.get_color(), linestyle=":", linewidth=1.2,
+                           label=f"{label}: re-activation" if j == 0 else None)
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+        ax.set(xlabel="epoch", ylabel="share of conv1 filters", ylim=(0, 1),
+               title=f"{SHORT_SCORE.get(name, name)}: {SCORE_LABELS.get(name, name)} < τ = {tau_text(t)}")
+        ax.title.set_fontsize(10)
+        ax.legend(fontsize=10)
+    return fig
+
+
+def renewed_vs_decay(rows: list[dict], title: str = "renewed filters against the pure-decay curve") -> Figure:
+    """Each renewed filter's ‖w‖ ratio to a gradient-free weight (``survival.survival`` rows), per epoch since
+    its renewal: 1 = coasting on the schedule's decay, above 1 = held up by the task, below 1 = pushed down."""
+    fig = new_figure((7, 3.8))
     ax = fig.subplots()
-    for label, history in histories.items():
-        fraction = (timeline(history) < tau).mean(0)
-        line, = ax.plot([h["epoch"] for h in history], fraction, "o-", label=label)
-        for j, event in enumerate((events or {}).get(label, [])):
-            ax.axvline(event["epoch"], color=line.get_color(), linestyle=":", linewidth=1,
-                       label=f"{label}: re-activation" if j == 0 else None)
-    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-    ax.set(xlabel="epoch", ylabel=f"conv1 filters with score < τ = {tau:.2f}", ylim=(0, 1),
-           title="inactive first-layer filters over training")
-    ax.legend(fontsize=8)
+    horizon = max((len(r["ratio"]) for r in rows), default=0)
+    for r in rows:
+        ax.plot(range(len(r["ratio"])), r["ratio"], color=ACTIVE, alpha=0.15, linewidth=1)
+    if rows:
+        median = [np.median([r["ratio"][k] for r in rows if len(r["ratio"]) > k]) for k in range(horizon)]
+        ax.plot(range(horizon), median, "o-", color="black", linewidth=2, label=f"median of {len(rows)} renewals")
+    ax.axhline(1.0, color=INACTIVE, linestyle="--", label="pure weight decay (no task gradient)")
+    ax.set_yscale("log")
+    ax.set(xlabel="epochs since re-activation", ylabel="‖w‖ / (‖w‖ at renewal × decay factor)", title=title)
+    ax.legend(fontsize=10)
     return fig
 
 
 class LiveCurves:
-    """``after_epoch`` hook (``training.train_cached``): one notebook output that redraws ``training_curves``.
+    """``after_epoch`` hook (``runs.train_cached``): one notebook output that redraws ``training_curves``.
 
     Outside IPython it does nothing; the final figure stays in the notebook once training ends.
+    ``score``/``tau`` are the inactive panel's reading, ``second`` an optional second one.
     """
 
-    def __init__(self, tau: float = 0.1):
-        self.tau, self.handle = tau, None
+    def __init__(self, tau: float = 0.1, score: str = "max", second: tuple[str, float] | None = None):
+        self.tau, self.score, self.second, self.handle = tau, score, second, None
 
     def __call__(self, trainer) -> None:
         try:
@@ -767,7 +863,7 @@ class LiveCurves:
             return
         if get_ipython() is None:
             return
-        fig = training_curves(trainer.history, trainer.events, self.tau)
+        fig = training_curves(trainer.history, trainer.events, self.tau, self.score, self.second)
         if self.handle is None:
             self.handle = display(fig, display_id=True)
         else:

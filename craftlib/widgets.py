@@ -1,10 +1,14 @@
-"""Interactive views: the threshold explorer, the re-activation lab and the comparison dashboard.
+"""Interactive views: the decay race, the threshold explorer, the re-activation lab and the comparison dashboard.
 
-Each widget is a thin shell around plain functions (``threshold_update``, ``lab_reactivate``,
-``lab_train``, ``comparison_table``) that do the work and are tested without a browser, and each has a
-static ``*_view`` twin that draws the same picture as a ``Figure`` (for PDFs, static HTML, or a kernel
-where widgets do not render). Figures are rendered to PNG into an ``ipywidgets.Image``; the explorer
-keeps one figure and only changes its artists.
+Each widget is a thin shell around plain functions (``race_update``, ``threshold_update``,
+``lab_reactivate``, ``lab_train``, ``lab_state``, ``pool``/``select``) that do the work and are tested
+without a browser, and each has a static ``*_view`` twin that draws the same picture as a ``Figure``
+(for PDFs, static HTML, or a kernel where widgets do not render). Figures are rendered to PNG into an
+``ipywidgets.Image`` at ``viz.WIDGET_DPI`` (10 pt text = 10 px); every widget fits a 1366×768 screen.
+
+**One state, every view.** After any control change a widget recomputes one state and redraws every
+part from it — figure, caption, status line — so no two numbers on screen can disagree (the
+browser test reads them all after each change).
 """
 from __future__ import annotations
 
@@ -21,26 +25,39 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from . import viz
-from .activity import (SCORE_LABELS, WEIGHT_SCORES, filter_scores, inactive_fraction, inactive_mask, model_scores,
+from . import decay, viz
+from .activity import (SCORE_LABELS, WEIGHT_SCORES, filter_scores, inactive_mask, model_scores,
                        snapshot_scores)
-from .experiments import METRICS, summarize
-from .reactivation import STRATEGIES, STRATEGY_LABELS, reactivate_model
-from .training import Trainer, to_input
+from .data import to_input
+from .experiments import load_records
+from .reactivation import STRATEGIES, STRATEGY_LABELS, check_strategy, event_record, reactivate_model
+from .recipes import CraftSpec
+from .results import METRIC_LABELS, METRICS, Summary, render_html, summarize
+from .runtime import to_numpy
+from .training import Trainer
 
 MAX_LAB_STEPS = 5000
-CELL = ' style="padding:2px 12px;border-bottom:1px solid #ddd;text-align:left"'
+FIGURE_WIDTH = 13.4  # inches at 72 dpi: 965 px, inside JupyterLab's notebook on a 1366-px screen
+LAB_SCORES = ("silent", "max")  # what the network hears / the paper's small-weight reading
 
 
 def error_html(err: BaseException) -> str:
-    """An error as a red box: what a learner sees instead of a traceback."""
-    return (f'<div class="craft-error" style="border:1px solid {viz.INACTIVE};background:#fdecea;color:#7a0000;'
+    """An error as a box in the widget: what a learner sees instead of a traceback."""
+    return (f'<div class="craft-error" style="border:1px solid {viz.INACTIVE};background:#fdf1e8;color:#6b2d00;'
             f'padding:6px 10px;border-radius:4px"><b>{type(err).__name__}</b>: {html.escape(str(err))}</div>')
 
 
-def png_image() -> W.Image:
+def png_image(cls: str | None = None) -> W.Image:
     """An image widget shown at the PNG's own size (a flex column would otherwise stretch and blur it)."""
-    return W.Image(format="png", layout=W.Layout(align_self="flex-start"))
+    image = W.Image(format="png", layout=W.Layout(align_self="flex-start"))
+    if cls:
+        image.add_class(cls)
+    return image
+
+
+def render(fig: Figure) -> bytes:
+    """A widget figure as PNG at ``viz.WIDGET_DPI``."""
+    return viz.figure_png(fig, dpi=viz.WIDGET_DPI)
 
 
 def _guarded(error_box: W.HTML, buttons: list[W.Button], work: Callable[[], None]) -> None:
@@ -55,6 +72,76 @@ def _guarded(error_box: W.HTML, buttons: list[W.Button], work: Callable[[], None
     finally:
         for b in buttons:
             b.disabled = False
+
+
+def _html_count(cls: str, text: str) -> str:
+    return f'<span class="{cls}">{html.escape(text)}</span>'
+
+
+# =============================================================================================
+# 0. the decay race (notebook 02, before any training)
+
+
+def race_update(lr: float, wd: float, momentum: float, grad: float, steps: int = 1000, tau: float = 0.1) -> dict:
+    """The race's state for one setting of the sliders: the simulation and its one-sentence verdict."""
+    race = decay.simulate(lr, wd, momentum, grad, int(steps), tau)
+    return {"race": race, "verdict": race.verdict(), "silent_step": race.silent_step,
+            "half_life": decay.half_life(lr, wd, momentum)}
+
+
+def decay_view(lr: float = 0.1, wd: float = 1e-2, momentum: float = 0.9, grad: float = 1e-3, steps: int = 1000,
+               tau: float = 0.1) -> Figure:
+    """Static twin of the decay race: the same two panels for one setting."""
+    return viz.decay_race(race_update(lr, wd, momentum, grad, steps, tau)["race"])
+
+
+class DecayRace:
+    """Sliders for learning rate, weight decay, momentum and the task gradient: γ(t) and ‖w‖(t) follow.
+
+    Predict first (does γ stay above τ? when does it cross?), then move a slider.
+    """
+
+    def __init__(self, lr: float = 0.1, wd: float = 1e-2, momentum: float = 0.9, grad: float = 1e-3,
+                 steps: int = 1000, tau: float = 0.1):
+        style = {"description_width": "110px"}
+        wide = W.Layout(width="460px")
+        self.lr = W.FloatLogSlider(value=lr, base=10, min=-3, max=0, step=0.05, description="learning rate",
+                                   readout_format=".3g", continuous_update=False, style=style, layout=wide)
+        self.wd = W.FloatLogSlider(value=wd, base=10, min=-5, max=-1, step=0.05, description="weight decay",
+                                   readout_format=".2g", continuous_update=False, style=style, layout=wide)
+        self.momentum = W.FloatSlider(value=momentum, min=0.0, max=0.99, step=0.01, description="momentum",
+                                      continuous_update=False, style=style, layout=wide)
+        self.grad = W.FloatSlider(value=grad, min=0.0, max=0.02, step=0.0001, description="task gradient",
+                                  readout_format=".4f", continuous_update=False, style=style, layout=wide)
+        self.steps = W.IntSlider(value=steps, min=100, max=3000, step=100, description="steps",
+                                 continuous_update=False, style=style, layout=wide)
+        self.verdict, self.error = W.HTML(), W.HTML()
+        self.verdict.add_class("craft-race-verdict")
+        self.tau = tau
+        self.image = png_image("craft-figure")
+        self.figure = viz.new_figure((FIGURE_WIDTH, 3.9))
+        self.axes = self.figure.subplots(1, 2)
+        controls = W.HBox([W.VBox([self.lr, self.wd, self.momentum]), W.VBox([self.grad, self.steps])])
+        self.widget = W.VBox([controls, self.verdict, self.error, self.image])
+        self.widget.add_class("craft-race")
+        for control in (self.lr, self.wd, self.momentum, self.grad, self.steps):
+            control.observe(self.refresh, names="value")
+        self.refresh()
+
+    def refresh(self, _change=None) -> None:
+        def work():
+            self.state = race_update(self.lr.value, self.wd.value, self.momentum.value, self.grad.value,
+                                     self.steps.value, self.tau)
+            for ax in self.axes:
+                ax.clear()
+            viz.draw_decay_race(self.axes, self.state["race"])
+            self.image.value = render(self.figure)
+            half = self.state["half_life"]
+            self.verdict.value = (f"<b>{html.escape(self.state['verdict'])}</b><br>a weight with no gradient halves "
+                                  f"every {half:.0f} steps at these settings" if np.isfinite(half) else
+                                  f"<b>{html.escape(self.state['verdict'])}</b>")
+
+        _guarded(self.error, [], work)
 
 
 # =============================================================================================
@@ -91,14 +178,14 @@ def as_probe(probe) -> torch.Tensor | None:
 
 
 def score_source(layer, probe=None) -> ScoreSource:
-    """Precompute max / L1 / L2, BN γ and effective scores (with a BN) and activation (with a probe)."""
+    """Precompute max / L1 / L2, BN γ and effective scores (with a BN), silent and activation (with a probe)."""
     conv, bn, stem, owner = split_layer(layer)
     kinds = list(WEIGHT_SCORES)
     if isinstance(bn, nn.BatchNorm2d):
         kinds += ["gamma", "effective"]
     probe = as_probe(probe)
     if probe is not None and stem is not None:
-        kinds.append("activation")
+        kinds += ["silent", "activation"]
     scores = {k: filter_scores(conv, k, bn=bn, stem=stem, probe=probe, owner=owner) for k in kinds}
     return ScoreSource(viz.as_weight(conv.weight), scores)
 
@@ -124,14 +211,14 @@ def _axes(fig, label: str):
 
 
 def threshold_figure(source: ScoreSource, score: str = "max", tau: float = 0.1) -> Figure:
-    """The explorer's figure: the filter grid (inactive framed) above the sorted score bars."""
+    """The explorer's figure: the filter grid (inactive framed) beside the sorted score bars."""
     state = threshold_update(source, score, tau)
-    fig = viz.new_figure((10, 9.5))
-    grid_ax, bars_ax = fig.subplots(2, 1, height_ratios=[3, 1])
+    fig = viz.new_figure((FIGURE_WIDTH, 5.4))
+    grid_ax, bars_ax = fig.subplots(1, 2, width_ratios=[1.45, 1])
     grid_ax.set_label("grid")
     bars_ax.set_label("bars")
     viz.draw_filter_grid(grid_ax, source.weight, state["mask"])
-    grid_ax.set_title("conv1 filters (tile: RGB composite | σ R / G B); red frame = inactive", fontsize=10)
+    grid_ax.set_title("conv1 filters (tile: RGB | σ R / G B); framed, ✕ = inactive", fontsize=10)
     viz.draw_score_bars(bars_ax, state["scores"], tau, SCORE_LABELS[score])
     return fig
 
@@ -151,7 +238,7 @@ class ThresholdExplorer:
     """τ slider + score menu over a first layer: the count, the framed grid and the bars follow.
 
     ``layer`` is a FaceCNN, the MobileFaceNet stem (``conv = stem[0]``, ``bn = stem[1]``) or ``(conv, bn)``;
-    with a ``probe`` batch of faces the activation (ReDo) score is offered too.
+    with a ``probe`` batch of faces the silent and activation (ReDo) scores are offered too.
     """
 
     def __init__(self, layer, probe=None, score: str = "max", tau: float = 0.1):
@@ -159,11 +246,11 @@ class ThresholdExplorer:
         self.tau = W.FloatSlider(value=tau, min=0.0, max=1.0, step=0.01, description="τ", readout_format=".2f",
                                  continuous_update=False)
         self.score = W.Dropdown(options=[(SCORE_LABELS[k], k) for k in self.source.scores], value=score,
-                                description="score")
+                                description="score", layout=W.Layout(width="380px"))
         self.count = W.HTML()
-        self.image = png_image()
+        self.image = png_image("craft-figure")
         self.figure = threshold_figure(self.source, score, tau)
-        for w, cls in ((self.tau, "craft-tau"), (self.count, "craft-count"), (self.image, "craft-figure")):
+        for w, cls in ((self.tau, "craft-tau"), (self.count, "craft-count")):
             w.add_class(cls)
         self.widget = W.VBox([W.HBox([self.tau, self.score, self.count]), self.image])
         self.widget.add_class("craft-explorer")
@@ -176,9 +263,9 @@ class ThresholdExplorer:
         when the count shows the new τ, the figure already does)."""
         self.state = threshold_update(self.source, self.score.value, self.tau.value)
         update_threshold_figure(self.figure, self.state)
-        self.image.value = viz.figure_png(self.figure, dpi=72)
+        self.image.value = render(self.figure)
         self.figure.set_layout_engine("none")  # laid out once; later redraws only move artists (3x faster)
-        self.count.value = f"<b>{self.state['text']}</b> at τ = {self.state['tau']:.2f}"
+        self.count.value = f"<b>{self.state['text']}</b> at τ = {viz.tau_text(self.state['tau'])}"
         return self.state
 
 
@@ -191,38 +278,69 @@ def threshold_explorer(layer, probe=None, score: str = "max", tau: float = 0.1) 
 # 2. re-activation lab
 
 
-def lab_log(trainer: Trainer, tau: float) -> list[dict]:
-    """The lab's curve data from the trainer's per-epoch history: step, mean loss, inactive fraction."""
-    return [{"step": h["step"], "loss": h["loss"], "inactive": float((snapshot_scores(h["conv1"]) < tau).mean())}
-            for h in trainer.history]
+def lab_scores(trainer: Trainer, score: str) -> np.ndarray:
+    """``conv1`` scores of the trainer's model now (``silent`` listens on the trainer's fixed probe batch)."""
+    return model_scores(trainer.model, score, probe=trainer.probe)
 
 
-def lab_reactivate(trainer: Trainer, strategy: str, tau: float) -> dict:
-    """Re-activate ``conv1`` filters below ``tau`` now, log the event in ``trainer.events``, return what changed.
+def lab_log(trainer: Trainer, tau: float | None = None, score: str = "max") -> list[dict]:
+    """The lab's record from the trainer's per-epoch history: step, mean loss and every lab score per point.
 
-    The generator is seeded from the run's seed and the step, so a repeated click renews differently.
+    Scores (not fractions) are kept so that the curves can be redrawn at any τ; with ``tau`` each entry
+    also gets its inactive fraction by ``score``.
     """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    log = []
+    for h in trainer.history:
+        entry = {"step": h["step"], "loss": h["loss"], "scores": {}}
+        for s in LAB_SCORES:
+            try:
+                entry["scores"][s] = snapshot_scores(h["conv1"], s)
+            except ValueError:  # an old history without the probe measurement
+                pass
+        log.append(entry)
+    return _with_inactive(log, score, tau) if tau is not None else log
+
+
+def _with_inactive(log: list[dict], score: str, tau: float) -> list[dict]:
+    return [{**e, "inactive": float(np.mean(e["scores"][score] < tau)) if score in e.get("scores", {}) else None}
+            for e in log]
+
+
+def lab_spec(spec: CraftSpec | None, strategy: str, tau: float, score: str) -> CraftSpec:
+    """The spec a lab action uses: the recipe's (strong-filter quantile, downstream, resets) with the lab's
+    strategy, τ and detector."""
+    return (spec or CraftSpec(score=score, tau=tau, strong_quantile=0.0, downstream="keep", reset_step=False)).but(
+        strategy=check_strategy(strategy), tau=float(tau), score=score)
+
+
+def lab_reactivate(trainer: Trainer, strategy: str, tau: float, score: str = "max",
+                   spec: CraftSpec | None = None) -> dict:
+    """Re-activate ``conv1`` filters whose ``score`` is below ``tau`` now, log the event, return what changed.
+
+    ``spec`` (e.g. ``recipe.craft``) supplies the context quantile, downstream and optimizer resets; without
+    it the lab uses the first release's choices. The generator is seeded from the run's seed and the step,
+    so a repeated click renews differently.
+    """
+    use = lab_spec(spec, strategy, tau, score)
     before_model = copy.deepcopy(trainer.model)
-    before_fraction = inactive_fraction(model_scores(trainer.model), tau)
+    before = lab_scores(trainer, score)
     generator = torch.Generator().manual_seed(trainer.config.seed * 100_003 + trainer.step + len(trainer.events))
-    result = reactivate_model(trainer.model, tau, strategy, optimizer=trainer.optimizer, generator=generator)
-    event = {"epoch": trainer.epoch, "step": trainer.step, "strategy": strategy, "filters": result.filters,
-             "total": result.total, "notes": result.notes, "source": "lab"}
-    trainer.events.append(event)
-    after_fraction = inactive_fraction(model_scores(trainer.model), tau)
+    result = reactivate_model(trainer.model, use.tau, use.strategy, use.score, use.reference, trainer.optimizer,
+                              trainer.probe, generator, use.strong_quantile, use.downstream, use.reset_step)
+    event = event_record(trainer, result, source="lab", score=score)
+    after = lab_scores(trainer, score)
+    n, total = len(result.filters), result.total
     verb = "detected (left unchanged)" if strategy == "none" else "re-activated"
-    return {"event": event, "filters": result.filters, "count": len(result.filters),
-            "before": before_model.conv1.weight.detach().cpu().numpy(),
-            "after": trainer.model.conv1.weight.detach().cpu().numpy().copy(), "stem_before": before_model.stem,
-            "inactive_before": before_fraction, "inactive_after": after_fraction,
-            "text": f"{STRATEGY_LABELS[strategy]}: {len(result.filters)} / {result.total} filters below τ = {tau:.2f} "
-                    f"{verb}; inactive {before_fraction:.0%} → {after_fraction:.0%}"}
+    return {"event": event, "filters": result.filters, "count": n, "score": score, "tau": float(tau),
+            "before": to_numpy(before_model.conv1.weight), "after": to_numpy(trainer.model.conv1.weight).copy(),
+            "stem_before": before_model.stem, "scores_before": before, "scores_after": after,
+            "inactive_before": float(np.mean(before < tau)), "inactive_after": float(np.mean(after < tau)),
+            "text": f"{STRATEGY_LABELS[strategy]}: {n} / {total} filters below τ = {viz.tau_text(tau)} {verb} at step "
+                    f"{trainer.step}; inactive {np.mean(before < tau):.0%} → {np.mean(after < tau):.0%}"}
 
 
 def lab_train(trainer: Trainer, steps: int, tau: float = 0.1,
-              on_progress: Callable[[int, int], None] | None = None, chunk: int = 5) -> dict:
+              on_progress: Callable[[int, int], None] | None = None, chunk: int = 5, score: str = "max") -> dict:
     """Train ``steps`` more steps in chunks (reporting progress after each) and return losses and activity."""
     steps = int(steps)
     if not 1 <= steps <= MAX_LAB_STEPS:
@@ -232,13 +350,50 @@ def lab_train(trainer: Trainer, steps: int, tau: float = 0.1,
         losses += trainer.train_steps(min(chunk, steps - len(losses)))
         if on_progress is not None:
             on_progress(len(losses), steps)
-    fraction = inactive_fraction(model_scores(trainer.model), tau)
+    scores = {s: lab_scores(trainer, s) for s in LAB_SCORES}
+    fraction = float(np.mean(scores[score] < tau))
     return {"steps": list(range(first + 1, trainer.step + 1)), "losses": losses, "inactive_fraction": fraction,
+            "scores": scores,
             "text": f"trained {steps} steps (now step {trainer.step}, epoch {trainer.epoch}): last loss "
-                    f"{losses[-1]:.3f}, inactive {fraction:.0%} at τ = {tau:.2f}"}
+                    f"{losses[-1]:.3f}, inactive {fraction:.0%} at τ = {viz.tau_text(tau)}"}
 
 
-def reactivation_view(trainer: Trainer, strategy: str = "contextual", tau: float = 0.1, face=None) -> Figure:
+def lab_state(trainer: Trainer, score: str, tau: float, log: list[dict]) -> dict:
+    """What every part of the lab shows for the current model, score and τ: one mask, one count."""
+    scores = lab_scores(trainer, score)
+    mask = scores < tau
+    return {"score": score, "tau": float(tau), "mask": mask, "count": int(mask.sum()), "total": len(mask),
+            "text": viz.count_text(mask), "step": trainer.step, "log": _with_inactive(log, score, tau)}
+
+
+def _lab_grid(weight, mask, state_text: str) -> Figure:
+    fig = viz.new_figure((4.2, 4.2))
+    ax = fig.subplots()
+    ax.set_label("grid")
+    viz.draw_filter_grid(ax, weight, mask, channels=False)
+    ax.set_title(state_text, fontsize=10)
+    return fig
+
+
+def _lab_curves(log: list[dict], events: list[dict], score: str, tau: float) -> Figure:
+    fig = viz.new_figure((FIGURE_WIDTH - 4.2, 4.2))
+    viz.step_curves(log, events, fig=fig)
+    fig.axes[1].set_title(f"inactive: {viz.SHORT_SCORE[score]} < τ = {viz.tau_text(tau)}", fontsize=10)
+    return fig
+
+
+def _lab_before_after(result: dict | None, trainer: Trainer, face) -> Figure:
+    fig = viz.new_figure((FIGURE_WIDTH, 2.6 if face is not None else 1.8))
+    if result is None:
+        fig.text(0.5, 0.5, "nothing re-activated yet: press Re-activate", ha="center", va="center", fontsize=10)
+        return fig
+    viz.before_after(result["before"], result["after"], result["filters"], result["stem_before"],
+                     trainer.model.stem if result.get("stem_after") is None else result["stem_after"], face, fig=fig)
+    return fig
+
+
+def reactivation_view(trainer: Trainer, strategy: str = "contextual", tau: float = 0.1, face=None,
+                      score: str = "max", spec: CraftSpec | None = None) -> Figure:
     """Static twin of the lab: what ``Re-activate`` would do, previewed on a *copy* (the trainer is untouched).
 
     Top: the filters that would be renewed, before and after (with maps on ``face``); bottom: the curves.
@@ -246,52 +401,63 @@ def reactivation_view(trainer: Trainer, strategy: str = "contextual", tau: float
     """
     preview = copy.copy(trainer)
     preview.model, preview.optimizer, preview.events = copy.deepcopy(trainer.model), None, list(trainer.events)
-    result = lab_reactivate(preview, strategy, tau)
+    result = lab_reactivate(preview, strategy, tau, score, spec)
     fig = viz.new_figure((11, 9))
     top, bottom = fig.subfigures(2, 1, height_ratios=[2, 1])
     viz.before_after(result["before"], result["after"], result["filters"], result["stem_before"],
                      preview.model.stem, face, fig=top)
-    viz.step_curves(lab_log(trainer, tau), trainer.events, fig=bottom)
+    viz.step_curves(_with_inactive(lab_log(trainer), score, tau), trainer.events, fig=bottom)
     fig.suptitle(f"preview — {result['text']}", fontsize=10)
     return fig
 
 
 class ReactivationLab:
-    """Pick a strategy and τ, press *Re-activate*, train N more steps, and watch filters and curves change.
+    """Pick a strategy, a detector and τ, press *Re-activate*, train N more steps, watch filters and curves.
 
-    Shows the current filters (inactive framed), the last re-activation (filters and maps on ``face``,
-    before / after) and the loss and inactive fraction per step.
+    Every control change redraws every panel from one state (``lab_state``): the framed grid, its
+    caption, the status line and the inactive curve always show the same count. ``spec`` (e.g.
+    ``recipe.craft``) sets the detector and τ to start from, and the resets re-activation applies.
     """
 
-    def __init__(self, trainer: Trainer, face=None, strategy: str = "contextual", tau: float = 0.1, steps: int = 20):
-        self.trainer, self.face = trainer, face
-        self.log = lab_log(trainer, tau)
+    def __init__(self, trainer: Trainer, face=None, strategy: str = "contextual", tau: float | None = None,
+                 steps: int = 20, score: str | None = None, spec: CraftSpec | None = None):
+        self.trainer, self.face, self.spec = trainer, face, spec
+        score = score or (spec.score if spec is not None and spec.score in LAB_SCORES else "max")
+        tau = tau if tau is not None else (spec.tau if spec is not None else 0.1)
+        self.log = lab_log(trainer)
         self.last: dict | None = None  # the last lab_reactivate / lab_train result, for a closer look
+        self.last_reactivation: dict | None = None
         self.strategy = W.Dropdown(options=[(STRATEGY_LABELS[s], s) for s in STRATEGIES], value=strategy,
-                                   description="strategy")
-        self.tau = W.FloatSlider(value=tau, min=0.0, max=1.0, step=0.01, description="τ", readout_format=".2f",
-                                 continuous_update=False)
+                                   description="strategy", layout=W.Layout(width="330px"))
+        self.score = W.Dropdown(options=[("silent output (what the network hears)", "silent"),
+                                         ("max |w| (the paper's small weights)", "max")], value=score,
+                                description="detector", layout=W.Layout(width="380px"))
+        self.tau = W.FloatLogSlider(value=max(tau, 1e-3), base=10, min=-3, max=0, step=0.05, description="τ",
+                                    readout_format=".3g", continuous_update=False, layout=W.Layout(width="300px"))
         self.reactivate_button = W.Button(description="Re-activate", button_style="warning", icon="refresh")
         self.steps = W.IntText(value=steps, description="N", layout=W.Layout(width="140px"))
         self.train_button = W.Button(description="Train N more steps", button_style="primary", icon="play",
                                      layout=W.Layout(width="auto"))
         self.progress = W.IntProgress(value=0, min=0, max=1, description="progress")
-        self.status, self.error = W.HTML(), W.HTML()
-        self.grid_image, self.filters_image, self.curves_image = png_image(), png_image(), png_image()
+        self.status, self.error, self.grid_caption, self.last_caption = W.HTML(), W.HTML(), W.HTML(), W.HTML()
+        self.grid_image, self.curves_image = png_image("craft-lab-grid"), png_image("craft-lab-curves")
+        self.filters_image = png_image("craft-lab-filters")
         for w, cls in ((self.reactivate_button, "craft-reactivate"), (self.train_button, "craft-train"),
                        (self.status, "craft-lab-status"), (self.error, "craft-error-box"),
-                       (self.grid_image, "craft-lab-grid"), (self.filters_image, "craft-lab-filters"),
-                       (self.curves_image, "craft-lab-curves")):
+                       (self.tau, "craft-lab-tau"), (self.grid_caption, "craft-lab-count"),
+                       (self.last_caption, "craft-lab-last")):
             w.add_class(cls)
-        figures = W.HBox([self.grid_image, self.filters_image], layout=W.Layout(flex_flow="row wrap"))
-        self.widget = W.VBox([W.HBox([self.strategy, self.tau]),
+        grid = W.VBox([self.grid_image, self.grid_caption])
+        self.widget = W.VBox([W.HBox([self.strategy, self.score, self.tau]),
                               W.HBox([self.reactivate_button, self.steps, self.train_button, self.progress]),
-                              self.status, self.error, figures, self.curves_image])
+                              self.status, self.error, W.HBox([grid, self.curves_image]),
+                              self.filters_image, self.last_caption])
         self.widget.add_class("craft-lab")
         self.reactivate_button.on_click(lambda _: self.run(self._reactivate))
         self.train_button.on_click(lambda _: self.run(self._train))
-        self.tau.observe(lambda _: self.run(self._show_count), names="value")
-        self.run(self._show_grid)
+        self.tau.observe(lambda _: self.run(self._redraw_counts), names="value")
+        self.score.observe(lambda _: self.run(self._redraw_counts), names="value")
+        self.run(self._redraw_all)
 
     @property
     def buttons(self) -> list[W.Button]:
@@ -301,137 +467,142 @@ class ReactivationLab:
         """Run an action with the buttons disabled and errors shown in the widget."""
         _guarded(self.error, self.buttons, work)
 
-    def _show_count(self) -> np.ndarray:
-        mask = inactive_mask(model_scores(self.trainer.model), self.tau.value)
-        self.status.value = (f"step {self.trainer.step}: <b>{viz.count_text(mask)}</b> at τ = {self.tau.value:.2f}"
-                             " — press <i>Re-activate</i> to renew them")
-        return mask
+    # -- drawing: everything from one state ----------------------------------------------------
+    def _redraw_all(self, message: str | None = None) -> None:
+        self.grid_figure = _lab_grid(self.trainer.model.conv1.weight, np.zeros(64, bool), "")
+        self._redraw_counts(message)
 
-    def _show_grid(self) -> None:
-        mask = inactive_mask(model_scores(self.trainer.model), self.tau.value)
-        self.grid_image.value = viz.figure_png(viz.filter_grid(self.trainer.model.conv1.weight, mask=mask,
-                                                               channels=False), dpi=56)
-        self._show_curves()
-        self._show_count()
+    def _redraw_counts(self, message: str | None = None) -> dict:
+        self.state = lab_state(self.trainer, self.score.value, self.tau.value, self.log)
+        grid_ax = _axes(self.grid_figure, "grid")
+        viz.mark_filters(grid_ax, self.state["mask"])
+        at = f"at τ = {viz.tau_text(self.state['tau'])} ({viz.SHORT_SCORE[self.state['score']]})"
+        grid_ax.set_title(f"{self.state['text']} {at}", fontsize=10)
+        self.grid_image.value = render(self.grid_figure)
+        self.curves_image.value = render(_lab_curves(self.state["log"], self.trainer.events, self.state["score"],
+                                                     self.state["tau"]))
+        self.grid_caption.value = _html_count("craft-count-now", f"step {self.state['step']}: {self.state['text']}")
+        now = f"step {self.state['step']}: <b>{self.state['text']}</b> {html.escape(at)}"
+        self.status.value = f"{html.escape(message)}<br>{now}" if message else \
+            f"{now} — press <i>Re-activate</i> to renew them"
+        return self.state
 
-    def _show_curves(self) -> None:
-        self.curves_image.value = viz.figure_png(viz.step_curves(self.log, self.trainer.events), dpi=72)
+    def _show_last(self) -> None:
+        r = self.last_reactivation
+        self.filters_image.value = render(_lab_before_after(r, self.trainer, self.face))
+        if r is not None:
+            self.last_caption.value = _html_count(
+                "craft-count-last", f"last re-activation: {r['count']} filters at step {r['event']['step']} "
+                f"({viz.SHORT_SCORE[r['score']]} < τ = {viz.tau_text(r['tau'])}, {r['event']['strategy']})")
 
+    # -- actions ---------------------------------------------------------------------------------
     def _reactivate(self) -> None:
-        result = lab_reactivate(self.trainer, self.strategy.value, self.tau.value)
-        self.last = result
-        self.log.append({"step": self.trainer.step, "loss": None, "inactive": result["inactive_after"]})
-        fig = viz.before_after(result["before"], result["after"], result["filters"], result["stem_before"],
-                               self.trainer.model.stem, self.face)
-        self.filters_image.value = viz.figure_png(fig, dpi=64)
-        self._show_grid()
-        self.status.value = html.escape(result["text"])  # last: the figures above are already updated
+        result = lab_reactivate(self.trainer, self.strategy.value, self.tau.value, self.score.value, self.spec)
+        self.last = self.last_reactivation = result
+        self.log.append({"step": self.trainer.step, "loss": None,
+                         "scores": {s: lab_scores(self.trainer, s) for s in LAB_SCORES}})
+        self._show_last()
+        self._redraw_all(result["text"])
 
     def _progress(self, done: int, total: int) -> None:
         self.progress.max, self.progress.value = total, done
 
     def _train(self) -> None:
         self.progress.value = 0
-        result = lab_train(self.trainer, self.steps.value, self.tau.value, on_progress=self._progress)
+        result = lab_train(self.trainer, self.steps.value, self.tau.value, on_progress=self._progress,
+                           score=self.score.value)
         self.last = result
-        self.log += [{"step": s, "loss": l} for s, l in zip(result["steps"], result["losses"])]
-        self.log[-1]["inactive"] = result["inactive_fraction"]
-        self._show_grid()
-        self.status.value = html.escape(result["text"])
+        self.log += [{"step": s, "loss": l, "scores": {}} for s, l in zip(result["steps"], result["losses"])]
+        self.log[-1]["scores"] = result["scores"]
+        self._redraw_all(result["text"])
 
 
 # =============================================================================================
 # 3. comparison dashboard
 
 
-def load_results(results) -> tuple[dict, list[dict]]:
-    """(summary, runs) from a summary dict or a folder with ``summary.json`` (and ``runs.json``)."""
-    if isinstance(results, dict):
-        return results, []
-    folder = Path(results)
-    if not (folder / "summary.json").is_file():
-        raise FileNotFoundError(f"{folder / 'summary.json'} not found: run `python -m craftlib compare --out {folder}`")
-    runs_file = folder / "runs.json"
-    return json.loads((folder / "summary.json").read_text()), json.loads(runs_file.read_text()) if runs_file.is_file() else []
+def pool_records(sources) -> tuple[list[dict], list[str]]:
+    """Every run record of one or several results folders (a room's laptops), and notes on what was dropped.
+
+    The same arm and seed in two folders is one experiment run twice: the first folder's record is kept.
+    """
+    folders = [sources] if isinstance(sources, (str, Path)) else list(sources)
+    records, seen, notes = [], {}, []
+    for folder in folders:
+        for record in load_records(folder):
+            key = (record["arm"], record["seed"])
+            if key in seen:
+                notes.append(f"{record['arm']} seed {record['seed']} is in {seen[key]} and in {folder}: kept the first")
+                continue
+            seen[key] = folder
+            records.append(record)
+    if not records:
+        raise FileNotFoundError(f"no run records under {', '.join(map(str, folders))}: "
+                                "run notebook 05 or `python -m craftlib compare --out FOLDER` first")
+    return records, notes
 
 
-def runs_from_summary(summary: dict) -> list[dict]:
-    """Per-seed rows rebuilt from a summary's per-arm lists (enough to re-summarise a subset of seeds)."""
-    return [{"strategy": name, "seed": seed, **{m: arm[m][i] for m in METRICS}}
-            for name, arm in summary["arms"].items() for i, seed in enumerate(arm["seeds"])]
+def pool(sources) -> tuple[Summary, list[dict]]:
+    """(summary, records) from a ``Summary``, a results folder, or several folders pooled (a room's laptops)."""
+    if isinstance(sources, Summary):
+        return sources, []
+    records, _ = pool_records(sources)
+    return summarize(records), records
 
 
-def select(summary: dict, runs: list[dict], arms=None, seeds=None) -> dict:
-    """The summary restricted to some arms and seeds, with paired tests recomputed on what is left."""
-    rows = runs or runs_from_summary(summary)
-    rows = [r for r in rows if (arms is None or r["strategy"] in arms) and (seeds is None or r["seed"] in seeds)]
+def select(records: list[dict], arms=None, seeds=None) -> Summary:
+    """The comparison restricted to some arms and seeds, with the paired statistics recomputed."""
+    rows = [r for r in records if (arms is None or r["arm"] in arms) and (seeds is None or r["seed"] in seeds)]
     if not rows:
         raise ValueError("nothing selected: pick at least one arm and one seed")
-    picked = summarize(rows, summary.get("baseline", "none"))
-    picked["tau"] = summary.get("tau", 0.1)
-    return picked
+    return summarize(rows)
 
 
-def _fmt(metric: str, value) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:.2%}" if metric in viz.PERCENT_METRICS else f"{value:.3f}"
-
-
-def comparison_table(summary: dict, arms=None, metric: str = "accuracy") -> str:
-    """An HTML table, one row per arm: seeds, mean ± std, per-seed values, difference and p-values vs baseline."""
-    baseline = summary.get("baseline", "none")
-    base_label = summary["arms"].get(baseline, {}).get("label", baseline)
-    head = ["arm", "seeds", "mean ± std", "per seed", f"Δ vs {base_label}", "p (paired t)", "p (Wilcoxon)"]
-    rows = []
-    for name, arm in summary["arms"].items():
-        if arms is not None and name not in arms:
-            continue
-        vs = arm.get(f"vs_{baseline}", {}).get(metric, {})
-        cells = [arm["label"], str(len(arm[metric])),
-                 f"{_fmt(metric, arm[f'{metric}_mean'])} ± {_fmt(metric, arm[f'{metric}_std'])}",
-                 ", ".join(_fmt(metric, v) for v in arm[metric]),
-                 "—" if name == baseline else _fmt(metric, vs.get("mean_difference")),
-                 "—" if name == baseline else _fmt("p", vs.get("t_pvalue")),
-                 "—" if name == baseline else _fmt("p", vs.get("wilcoxon_pvalue"))]
-        rows.append("<tr>" + "".join(f"<td{CELL}>{html.escape(c)}</td>" for c in cells) + "</tr>")
-    header = "<tr>" + "".join(f"<th{CELL}>{html.escape(h)}</th>" for h in head) + "</tr>"
-    caption = html.escape(viz.METRIC_LABELS.get(metric, metric))
-    return (f'<table class="craft-table" style="border-collapse:collapse"><caption>{caption}</caption>'
-            f"<thead>{header}</thead><tbody>{''.join(rows)}</tbody></table>")
-
-
-def _comparison_figure(picked: dict, runs: list[dict], metric: str, seeds=None) -> Figure:
-    chosen = viz.first_runs([r for r in runs if r["strategy"] in picked["arms"] and (seeds is None or r["seed"] in seeds)])
-    fig = viz.new_figure((11 if chosen else 5.5, 4.2))
-    axes = fig.subplots(1, 2 if chosen else 1, squeeze=False)[0]
+def _comparison_figure(picked: Summary, records: list[dict], metric: str) -> Figure:
+    chosen = {}
+    for r in sorted(records, key=lambda r: r["seed"]):
+        if r["arm"] in picked.arms and r["seed"] in picked.arms[r["arm"]].seeds:
+            chosen.setdefault(r["arm"], r)
+    fig = viz.new_figure((FIGURE_WIDTH if chosen else 7.0, 4.6))
+    axes = fig.subplots(1, 2 if chosen else 1, squeeze=False, width_ratios=[1.25, 1] if chosen else None)[0]
     viz.draw_seed_comparison(axes[0], picked, metric)
     if chosen:
-        viz.draw_roc(axes[1], {f"{STRATEGY_LABELS.get(s, s)} (seed {r['seed']})": r for s, r in chosen.items()})
+        viz.draw_roc(axes[1], {f"{picked.arms[a].label} (seed {r['seed']})": r for a, r in chosen.items()})
     return fig
 
 
-def comparison_view(results, metric: str = "accuracy", arms=None, seeds=None) -> Figure:
-    """Static twin of the dashboard: seed spread with p-values, plus ROC per arm when runs are available."""
-    summary, runs = load_results(results)
-    return _comparison_figure(select(summary, runs, arms, seeds), runs, metric, seeds)
+def comparison_view(sources, metric: str = "accuracy", arms=None, seeds=None) -> Figure:
+    """Static twin of the dashboard: seed spread with the paired Δ and its CI, plus ROC per arm."""
+    summary, records = pool(sources)
+    picked = select(records, arms, seeds) if records else summary
+    return _comparison_figure(picked, records, metric)
 
 
 class ComparisonDashboard:
-    """Choose arms, seeds and a metric: the table and the plots follow (p-values recomputed on the subset)."""
+    """Choose arms, seeds and a metric: the table and the plots follow (statistics recomputed on the subset).
 
-    def __init__(self, results, metric: str = "accuracy"):
-        self.summary, self.runs = load_results(results)
-        all_seeds = sorted({r["seed"] for r in (self.runs or runs_from_summary(self.summary))})
-        self.arms = W.SelectMultiple(options=[(a["label"], n) for n, a in self.summary["arms"].items()],
-                                     value=tuple(self.summary["arms"]), description="arms", rows=4)
-        self.seeds = W.SelectMultiple(options=all_seeds, value=tuple(all_seeds), description="seeds", rows=4)
-        self.metric = W.Dropdown(options=[(viz.METRIC_LABELS[m], m) for m in METRICS], value=metric,
-                                 description="metric")
-        self.table, self.error, self.image = W.HTML(), W.HTML(), png_image()
+    ``sources`` may be several folders: each laptop's results are pooled into one paired analysis.
+    """
+
+    def __init__(self, sources, metric: str = "accuracy"):
+        if isinstance(sources, Summary):
+            raise TypeError("the dashboard recomputes statistics from run records: pass a results folder "
+                            "(or a list of them); for a summary alone use results.render_html")
+        self.records, self.notes = pool_records(sources)
+        self.summary = summarize(self.records)
+        seeds = sorted({r["seed"] for r in self.records})
+        self.arms = W.SelectMultiple(options=[(a.label, n) for n, a in self.summary.arms.items()],
+                                     value=tuple(self.summary.arms), description="arms", rows=4,
+                                     layout=W.Layout(width="330px"))
+        self.seeds = W.SelectMultiple(options=seeds, value=tuple(seeds), description="seeds", rows=4,
+                                      layout=W.Layout(width="200px"))
+        self.metric = W.Dropdown(options=[(METRIC_LABELS[m], m) for m in METRICS], value=metric,
+                                 description="metric", layout=W.Layout(width="330px"))
+        self.table, self.error, self.image, self.caption = W.HTML(), W.HTML(), png_image("craft-figure"), W.HTML()
         self.table.add_class("craft-comparison-table")
-        self.image.add_class("craft-figure")
-        self.widget = W.VBox([W.HBox([self.arms, self.seeds, self.metric]), self.error, self.table, self.image])
+        self.caption.add_class("craft-comparison-caption")
+        self.widget = W.VBox([W.HBox([self.arms, self.seeds, self.metric]), self.error, self.caption,
+                              self.table, self.image])
         self.widget.add_class("craft-dashboard")
         for control in (self.arms, self.seeds, self.metric):
             control.observe(self.refresh, names="value")
@@ -440,10 +611,52 @@ class ComparisonDashboard:
     def refresh(self, _change=None) -> None:
         """Re-select, re-tabulate and redraw; an empty selection shows a message instead of failing."""
         def work():
-            arms, seeds = list(self.arms.value), list(self.seeds.value)
-            picked = select(self.summary, self.runs, arms, seeds)
-            fig = _comparison_figure(picked, self.runs, self.metric.value, seeds)
-            self.image.value = viz.figure_png(fig, dpi=72)
-            self.table.value = comparison_table(picked, arms, self.metric.value)  # last, as in the explorer
+            picked = select(self.records, list(self.arms.value), list(self.seeds.value))
+            self.picked = picked
+            self.image.value = render(_comparison_figure(picked, self.records, self.metric.value))
+            seeds = sorted({s for a in picked.arms.values() for s in a.seeds})
+            pooled = "; ".join(self.notes)
+            self.caption.value = (f"<b>{METRIC_LABELS[self.metric.value]}</b>: {len(seeds)} seed(s), "
+                                  f"{sum(len(a.seeds) for a in picked.arms.values())} runs"
+                                  + (f" <small>({html.escape(pooled)})</small>" if pooled else ""))
+            self.table.value = render_html(picked, self.metric.value)  # last, as in the explorer
+
+        _guarded(self.error, [], work)
+
+
+def save_uploads(files, folder: str | Path) -> list[Path]:
+    """Write run records uploaded into a notebook (``ipywidgets.FileUpload.value``) into ``folder/records/``.
+
+    Each file must be a record as ``compare`` writes it (``arm``, ``seed``, ``fingerprint``); anything
+    else is refused with its name. Returns the paths written.
+    """
+    written = []
+    for f in files:
+        record = json.loads(bytes(f["content"]).decode())
+        if not {"arm", "seed", "fingerprint", "scores"} <= set(record):
+            raise ValueError(f"{f['name']} is not a run record (records/<arm>-s<seed>.json from compare)")
+        path = Path(folder) / "records" / f"{record['arm']}-s{record['seed']}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record))
+        written.append(path)
+    return written
+
+
+class RecordUpload:
+    """A file picker for the instructor: drop the room's ``*.json`` run records; they land in ``folder``."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.upload = W.FileUpload(accept=".json", multiple=True, description="records")
+        self.message, self.error = W.HTML(), W.HTML()
+        self.widget = W.VBox([self.upload, self.message, self.error])
+        self.widget.add_class("craft-upload")
+        self.upload.observe(self._save, names="value")
+
+    def _save(self, _change=None) -> None:
+        def work():
+            written = save_uploads(self.upload.value, self.folder)
+            self.message.value = (f"{len(written)} record(s) saved in {html.escape(str(self.folder))}: "
+                                  "re-run the dashboard cell to pool them")
 
         _guarded(self.error, [], work)

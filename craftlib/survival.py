@@ -1,0 +1,96 @@
+"""Do re-activated filters stay alive? Survival measured against the schedule's own decay.
+
+A weight that receives no task gradient still moves: weight decay shrinks it by a factor fixed by the
+learning-rate schedule alone (``decay_curve``). A renewed filter whose norm only follows that curve is
+coasting, not learning; one that stays above it is held up by the task. ``survival`` follows every
+renewed filter from its event to the end of training; ``new_deaths`` is the same count for the filters
+standard training had alive at the same moments, the baseline survival must beat.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .activity import relative
+from .training import TrainConfig, make_optimizer, make_schedule
+
+
+def learning_rates(config: TrainConfig, steps_per_epoch: int) -> np.ndarray:
+    """The learning rate of every optimisation step of a run, read off torch's own scheduler."""
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = make_optimizer([{"params": [param], "weight_decay": 0.0}], config)
+    total = steps_per_epoch * config.epochs
+    schedule = make_schedule(opt, config, total)
+    lrs = np.empty(total)
+    for i in range(total):
+        lrs[i] = opt.param_groups[0]["lr"]
+        opt.step()
+        schedule.step()
+    return lrs
+
+
+def decay_curve(config: TrainConfig, steps_per_epoch: int, start_step: int) -> np.ndarray:
+    """Factor by which a gradient-free weight has shrunk at every step after ``start_step`` (SGD + momentum).
+
+    ``v <- momentum * v + wd * w; w <- w - lr * v`` with the momentum buffer reset at ``start_step`` (as
+    re-activation does). Entry ``k`` is the factor after ``k`` steps (entry 0 is 1).
+    """
+    if config.optimizer != "sgd":
+        raise ValueError("the analytic decay curve is defined for SGD (Adam's decay depends on the gradient)")
+    lrs = learning_rates(config, steps_per_epoch)[start_step:]
+    w, v, out = 1.0, 0.0, [1.0]
+    for lr in lrs:
+        v = config.momentum * v + config.weight_decay * w
+        w -= lr * v
+        out.append(w)
+    return np.asarray(out)
+
+
+def _alive(timeline: dict, column: int, tau: float) -> np.ndarray:
+    return relative(np.asarray(timeline["output_std"][column])) >= tau
+
+
+def survival(record: dict, config: TrainConfig, tau: float) -> list[dict]:
+    """One row per renewed filter per event: its silent score and decay ratio at every later epoch.
+
+    ``ratio`` is its L2 norm relative to the moment of renewal, divided by the pure-decay factor over
+    the same steps: ≈ 1 coasting on the schedule, > 1 held up by the task gradient, < 1 pushed down.
+    """
+    tl = record["timeline"]
+    steps_per_epoch = tl["step"][1] - tl["step"][0]
+    rows = []
+    for event in record["events"]:
+        if event["strategy"] == "none" or not event["filters"]:
+            continue
+        col = tl["epoch"].index(event["epoch"])
+        curve = decay_curve(config, steps_per_epoch, event["step"])
+        for f in event["filters"]:
+            later = range(col, len(tl["epoch"]))
+            silent = [float(relative(np.asarray(tl["output_std"][c]))[f]) for c in later]
+            ratio = [tl["l2"][c][f] / tl["l2"][col][f] / curve[tl["step"][c] - event["step"]] for c in later]
+            rows.append({"filter": f, "epoch": event["epoch"], "silent_score": silent, "ratio": ratio,
+                         "alive": [s >= tau for s in silent]})
+    return rows
+
+
+def new_deaths(record: dict, epochs: list[int], tau: float) -> list[dict]:
+    """For standard training: of the filters alive at each epoch in ``epochs``, which are alive later."""
+    tl = record["timeline"]
+    rows = []
+    for epoch in epochs:
+        col = tl["epoch"].index(epoch)
+        alive0 = _alive(tl, col, tau)
+        for f in np.flatnonzero(alive0):
+            rows.append({"filter": int(f), "epoch": epoch,
+                         "alive": [bool(_alive(tl, c, tau)[f]) for c in range(col, len(tl["epoch"]))]})
+    return rows
+
+
+def survival_curve(rows: list[dict], horizon: int) -> np.ndarray:
+    """Fraction of ``rows`` alive k epochs after their start, k = 0..horizon (NaN where none reach k)."""
+    out = np.full(horizon + 1, np.nan)
+    for k in range(horizon + 1):
+        reached = [r["alive"][k] for r in rows if len(r["alive"]) > k]
+        if reached:
+            out[k] = float(np.mean(reached))
+    return out
