@@ -71,10 +71,7 @@ STUDY_SEEDS ?= 30
 EARLY_SEEDS ?= 10
 JOBS ?= 2
 study: install
-	$(PY) -m craftlib compare --recipe workshop --seeds $(STUDY_SEEDS) --jobs $(JOBS) --quiet \
-	  --out docs/results/study --models runs/study-models
-	$(PY) -m craftlib compare --recipe workshop-early --seeds $(EARLY_SEEDS) --jobs $(JOBS) --quiet \
-	  --out docs/results/study-early
+	STUDY_SEEDS=$(STUDY_SEEDS) EARLY_SEEDS=$(EARLY_SEEDS) JOBS=$(JOBS) bash benchmarks/study.sh
 	$(MAKE) study-report
 
 ## summaries and figures of the study from its committed records (seconds; no training)

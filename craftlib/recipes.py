@@ -34,7 +34,7 @@ class CraftSpec:
     first_epoch: int = 1
     last_epoch: int | None = None
     strong_quantile: float = 0.5
-    downstream: str = "rescale"
+    downstream: str = "zero"
     reset_step: bool = True
 
     def __post_init__(self):
