@@ -161,11 +161,26 @@ def _done(out, record: dict, meta: dict, log) -> dict:
     return {**record, "fingerprint": meta}
 
 
+def normalized(meta: dict | None) -> dict | None:
+    """A fingerprint with every config field a later version added filled in with its default.
+
+    So a study can resume under code that gained an option, as long as the runs it does are the same.
+    """
+    if not meta:
+        return meta
+    return json.loads(json.dumps({**meta, "recipe": Recipe.from_dict(meta["recipe"]).to_dict()}))
+
+
+def same_kind(a: dict | None, b: dict | None) -> bool:
+    """May runs with these two fingerprints be pooled?"""
+    return normalized(a) == normalized(b)
+
+
 def check_folder(out: str | Path, meta: dict) -> None:
     """Refuse to add runs to a folder whose existing records were made under another fingerprint."""
     for path in sorted(Path(out).glob("records/*.json"))[:1]:
         theirs = json.loads(path.read_text()).get("fingerprint")
-        if theirs != meta:
+        if not same_kind(theirs, meta):
             raise ValueError(f"{out} holds runs made with a different recipe, data variant or code version "
                              f"({fingerprint_diff(theirs, meta)}); use another --out folder")
 
@@ -178,7 +193,7 @@ def fingerprint_diff(a: dict | None, b: dict | None) -> str:
             items.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
         return items
 
-    fa, fb = flat(a), flat(b)
+    fa, fb = flat(normalized(a)), flat(normalized(b))
     keys = [k for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)]
     return ", ".join(f"{k}: {fa.get(k)!r} != {fb.get(k)!r}" for k in keys[:3]) or "identical"
 

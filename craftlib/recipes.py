@@ -127,6 +127,11 @@ class Recipe:
         return {"name": self.name, "train": self.train.to_dict(), "craft": self.craft.to_dict(),
                 "max_identities": self.max_identities}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "Recipe":
+        """Fields added to the configs since ``d`` was written take their defaults."""
+        return cls(d["name"], TrainConfig.from_dict(d["train"]), CraftSpec.from_dict(d["craft"]), d["max_identities"])
+
 
 WORKSHOP = Recipe(
     name="workshop",
