@@ -1,6 +1,7 @@
 """Where craftlib looks for data, models and its cache, and how it writes files safely."""
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -78,3 +79,23 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file, read in 1 MiB chunks (downloads and packaged tensors are checked with it)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def search_order(path: str | os.PathLike | None, env: str, repo_folder: str) -> list[tuple[str, Path]]:
+    """Where a data folder is looked for, first hit wins: an explicit argument, ``$env``, ``data/<repo_folder>``.
+
+    Each place comes with a label saying where it came from, for error messages.
+    """
+    found = [("argument", Path(path))] if path is not None else []
+    if os.environ.get(env):
+        found.append((f"${env}", Path(os.environ[env])))
+    return found + [(f"repo data/{repo_folder}", REPO_ROOT / "data" / repo_folder)]
