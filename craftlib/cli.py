@@ -262,7 +262,8 @@ def cmd_lab(args) -> int:
     env = dict(os.environ)
     if args.seed is not None:
         env["CRAFT_SEED"] = str(args.seed)
-    cmd = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={target}", *args.lab_args]
+    extra = args.lab_args[1:] if args.lab_args[:1] == ["--"] else args.lab_args
+    cmd = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={target}", *extra]
     if args.dry_run:
         print("$ " + " ".join(cmd))
         return 0
@@ -354,14 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the checks to this JSON file")
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("lab", help="JupyterLab on a working copy of the notebooks in workspace/ (what `make lab` does)")
-    p.add_argument("--notebooks", help="where the workshop notebooks are (default: notebooks/ in the checkout)")
-    p.add_argument("--workspace", help="the working copy (default: workspace/ in the checkout, git-ignored)")
-    p.add_argument("--refresh", action="store_true", help="start again from clean notebooks (old copies kept as .bak-N)")
-    p.add_argument("--seed", type=int, help="this laptop's seed in the room's experiment (sets CRAFT_SEED)")
-    p.add_argument("--dry-run", action="store_true", help="prepare the copy, print the command, do not start")
-    p.add_argument("lab_args", nargs=argparse.REMAINDER, help="anything after -- goes to jupyter lab")
-    p.set_defaults(func=cmd_lab)
+    _lab_parser(sub)
 
     p = sub.add_parser("kit", help="build a room kit for an offline workshop (instructors)")
     p.add_argument("--out", default="room-kit", help="the kit folder")
@@ -399,14 +393,27 @@ def _setup_parser(sub) -> None:
     p.set_defaults(func=cmd_setup)
 
 
+def _lab_parser(sub) -> None:
+    p = sub.add_parser("lab", help="JupyterLab on a working copy of the notebooks in workspace/ (what `make lab` does)")
+    p.add_argument("--notebooks", help="where the workshop notebooks are (default: notebooks/ in the checkout)")
+    p.add_argument("--workspace", help="the working copy (default: workspace/ in the checkout, git-ignored)")
+    p.add_argument("--refresh", action="store_true", help="start again from clean notebooks (old copies kept as .bak-N)")
+    p.add_argument("--seed", type=int, help="this laptop's seed in the room's experiment (sets CRAFT_SEED)")
+    p.add_argument("--dry-run", action="store_true", help="prepare the copy, print the command, do not start")
+    p.add_argument("lab_args", nargs=argparse.REMAINDER, help="anything after -- goes to jupyter lab")
+    p.set_defaults(func=cmd_lab)
+
+
 def _light_parser() -> argparse.ArgumentParser:
-    """``setup`` alone, parsed without importing torch (``build_parser`` imports the library's choices)."""
+    """``setup`` and ``lab``, parsed without importing torch (``build_parser`` imports the library's choices)."""
     ap = argparse.ArgumentParser(prog="python -m craftlib")
-    _setup_parser(ap.add_subparsers(dest="command", required=True))
+    sub = ap.add_subparsers(dest="command", required=True)
+    _setup_parser(sub)
+    _lab_parser(sub)
     return ap
 
-LIGHT = ("setup",)  # runs with a bare Python, before anything is installed
-IN_ENV = ("check", "lab", "demo")  # re-run inside .venv when this Python lacks craftlib's packages
+LIGHT = ("setup", "lab")  # parsed without importing torch: setup runs on a bare Python, lab needs only JupyterLab
+IN_ENV = {"check": "torch", "lab": "jupyterlab", "demo": "torch"}  # re-run inside .venv when this Python lacks it
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -415,16 +422,16 @@ def main(argv: list[str] | None = None) -> int:
         from .scale_cli import main as scale_main
 
         return scale_main(argv[1:])
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in LIGHT + IN_ENV:
+    argv = list(argv)
+    if argv and argv[0] in IN_ENV:
         from .install import delegate
 
-        if argv[0] == "setup":
-            args = _light_parser().parse_args(argv)
-            return args.func(args)
-        code = delegate(argv)
+        code = delegate(argv, needs=IN_ENV[argv[0]])
         if code is not None:
             return code
+    if argv and argv[0] in LIGHT:
+        args = _light_parser().parse_args(argv)
+        return args.func(args)
     args = build_parser().parse_args(argv)
     from .checkpoints import CheckpointError
     from .data import DataError, LFWNotFoundError

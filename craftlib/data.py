@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .paths import ENV_DATA, REPO_ROOT, atomic_write, cache_dir
+from .paths import ENV_DATA, REPO_ROOT, atomic_write, cache_dir, file_sha256, search_order
 
 IMAGE_DIRS = ("lfw-deepfunneled", "lfw_funneled", "lfw")
 VARIANTS = {"lfw-deepfunneled": "deepfunneled", "lfw_funneled": "funneled", "lfw": "original"}
@@ -124,7 +124,7 @@ def _fetch(url: str, sha256: str, target: Path, progress: bool = True) -> Path:
 
     from tqdm.auto import tqdm
 
-    if target.is_file() and _sha256(target) == sha256:
+    if target.is_file() and file_sha256(target) == sha256:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + ".part")
@@ -142,14 +142,6 @@ def _fetch(url: str, sha256: str, target: Path, progress: bool = True) -> Path:
         raise OSError(f"{url}: SHA-256 {digest.hexdigest()} is not the expected {sha256}; nothing was kept")
     os.replace(part, target)
     return target
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def download_lfw(progress: bool = True) -> Path:
@@ -179,14 +171,7 @@ def download_lfw(progress: bool = True) -> Path:
 
 def candidate_roots(path: str | os.PathLike | None = None) -> list[tuple[str, Path]]:
     """The places searched, in order, each with a label saying where it came from."""
-    found = []
-    if path is not None:
-        found.append(("argument", Path(path)))
-    if os.environ.get(ENV_DATA):
-        found.append((f"${ENV_DATA}", Path(os.environ[ENV_DATA])))
-    found.append(("repo data/lfw", REPO_ROOT / "data" / "lfw"))
-    found.append(("scikit-learn cache", sklearn_lfw_home()))
-    return found
+    return search_order(path, ENV_DATA, REPO_ROOT / "data" / "lfw") + [("scikit-learn cache", sklearn_lfw_home())]
 
 
 def find_lfw(path: str | os.PathLike | None = None, download: bool = True) -> Path:
@@ -236,7 +221,7 @@ def variant_signature(image_root: str | os.PathLike, names: list[str]) -> dict:
     copy to add that variant's entries.
     """
     refs = json.loads(VARIANT_REFERENCES.read_text())
-    return {name: {"sha256": _sha256(Path(image_root) / name),
+    return {name: {"sha256": file_sha256(Path(image_root) / name),
                    "thumb": _thumb(Path(image_root) / name, refs["thumb_size"]).round().astype(int).ravel().tolist()}
             for name in names}
 
@@ -260,7 +245,7 @@ def detect_variant(image_root: str | os.PathLike, tolerance: float = 2.0) -> Var
             continue
         same_bytes = same_pixels = 0
         for name in present:
-            if _sha256(root / name) == images[name]["sha256"]:
+            if file_sha256(root / name) == images[name]["sha256"]:
                 same_bytes += 1
                 continue
             try:

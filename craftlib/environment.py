@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import __version__
-from .paths import ENV_DATA, ENV_MODELS, IS_CHECKOUT, REPO_ROOT, cache_dir, fast_mode
+from .paths import ENV_DATA, ENV_MODELS, IS_CHECKOUT, REPO_ROOT, cache_dir, fast_mode, file_sha256
 
 SUPPORTED_PYTHONS = ((3, 10), (3, 13))  # oldest and newest minor version craftlib supports
 WIDGET_FRONTEND = "@jupyter-widgets/jupyterlab-manager"
@@ -169,7 +169,7 @@ def check_torch() -> Check:
 
 def check_lfw(path: str | os.PathLike | None = None) -> list[Check]:
     """Three lines: where LFW is (images, people), its variant (FAIL if not the docs'), its pair files' checksums."""
-    from .data import DOCS_VARIANT, LFW, LFWNotFoundError, PAIR_FILES, PAIR_SHA256, VARIANT_LABELS, _sha256, variant_note
+    from .data import DOCS_VARIANT, LFW, LFWNotFoundError, PAIR_FILES, PAIR_SHA256, VARIANT_LABELS, variant_note
 
     try:
         lfw = LFW(path, download=False)
@@ -193,7 +193,7 @@ def check_lfw(path: str | os.PathLike | None = None) -> list[Check]:
         except StopIteration:
             bad.append(f"{name} missing")
             continue
-        (good if _sha256(file) == PAIR_SHA256[name] else bad).append(name if _sha256(file) == PAIR_SHA256[name]
+        (good if file_sha256(file) == PAIR_SHA256[name] else bad).append(name if file_sha256(file) == PAIR_SHA256[name]
                                                                       else f"{name} differs from the official file")
     if bad:
         checks.append(Check("LFW pair files", "FAIL", "; ".join(bad) + " (re-copy the official pair files)"))

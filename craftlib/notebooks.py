@@ -142,11 +142,11 @@ def execute(path: Path, out_dir: Path = EXECUTED_DIR, timeout: int = DEFAULT_TIM
 def render_html(nb, out: Path) -> Path:
     """Render an executed notebook to a standalone HTML page (widget state embedded) that works offline.
 
-    The widget manager, RequireJS and MathJax go to ``static/`` beside the page (``kit.render_offline``,
+    The widget manager, RequireJS and MathJax go to ``static/`` beside the page (``handout.render_offline``,
     fetched once from the npm registry, pinned by SHA-256). Without them (offline, nothing cached) the
     page falls back to nbconvert's CDN links, and says so.
     """
-    from .kit import render_offline
+    from .handout import render_offline
 
     try:
         return render_offline(nb, Path(out))

@@ -90,12 +90,12 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def search_order(path: str | os.PathLike | None, env: str, repo_folder: str) -> list[tuple[str, Path]]:
-    """Where a data folder is looked for, first hit wins: an explicit argument, ``$env``, ``data/<repo_folder>``.
+def search_order(path: str | os.PathLike | None, env: str, in_repo: Path) -> list[tuple[str, Path]]:
+    """Where a data folder is looked for, first hit wins: an explicit argument, ``$env``, then ``in_repo``.
 
     Each place comes with a label saying where it came from, for error messages.
     """
     found = [("argument", Path(path))] if path is not None else []
     if os.environ.get(env):
         found.append((f"${env}", Path(os.environ[env])))
-    return found + [(f"repo data/{repo_folder}", REPO_ROOT / "data" / repo_folder)]
+    return found + [(f"repo {in_repo.parent.name}/{in_repo.name}", in_repo)]

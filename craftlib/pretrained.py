@@ -1,7 +1,10 @@
 """The real-world anchor: foamliu's released MobileFaceNet, whose first layer is half dead.
 
-Looked up in ``$CRAFTLIB_MODELS`` (or ``data/models`` in the repo) and, online, downloaded from the
-GitHub repository with its SHA-256 checked. Never committed to this project.
+Offline first: its first block (``conv1`` weight and BatchNorm, 11 KB, Apache-2.0) ships inside this
+package as ``assets/mobilefacenet_conv1.pt`` (see ``assets/NOTICE``), so the stem, notebook 02 and the
+threshold explorer need neither ``$CRAFTLIB_MODELS`` nor a network. The full weights (4 MB) stay an
+optional download: looked up in ``$CRAFTLIB_MODELS`` (or ``data/models`` in the repo) and, online,
+downloaded from the GitHub repository with their SHA-256 checked. They are never committed.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .paths import ENV_MODELS, REPO_ROOT, atomic_write
+from .paths import ENV_MODELS, REPO_ROOT, atomic_write, file_sha256
 
 MOBILEFACENET = {
     "file": "mobilefacenet.pt",
@@ -24,16 +27,13 @@ MOBILEFACENET = {
 }
 
 
+STEM_FILE = Path(__file__).resolve().parent / "assets" / "mobilefacenet_conv1.pt"
+STEM_SHA256 = "3a0a33d134d3b99ee541bc46cce60cc7b5b4d3c2a32c1d72be1f0ab62c906f41"
+"""The packaged first block: the six ``conv1.*`` tensors of ``MOBILEFACENET``'s file, unchanged."""
+
+
 class ModelNotFoundError(FileNotFoundError):
     """The released weights are neither on disk nor downloadable."""
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def find_mobilefacenet(download: bool = True) -> Path:
@@ -43,7 +43,7 @@ def find_mobilefacenet(download: bool = True) -> Path:
     for root in roots:
         for path in (root / MOBILEFACENET["folder"] / MOBILEFACENET["file"], root / MOBILEFACENET["file"]):
             if path.is_file():
-                if sha256(path) != MOBILEFACENET["sha256"]:
+                if file_sha256(path) != MOBILEFACENET["sha256"]:
                     raise ModelNotFoundError(f"{path}: SHA-256 does not match {MOBILEFACENET['sha256']}; re-download it")
                 return path
     target = REPO_ROOT / "data" / "models" / MOBILEFACENET["folder"] / MOBILEFACENET["file"]
@@ -61,12 +61,43 @@ def find_mobilefacenet(download: bool = True) -> Path:
     return atomic_write(target, lambda tmp: tmp.write_bytes(blob))
 
 
-def mobilefacenet_stem(download: bool = True) -> nn.Sequential:
+def extract_stem(state: dict) -> dict:
+    """The first block's tensors (``conv1.*``) of a MobileFaceNet state_dict: what ``STEM_FILE`` holds."""
+    return {k: v.clone().contiguous() for k, v in state.items() if k.startswith("conv1.")}
+
+
+def stem_state(source: str = "auto", download: bool = False) -> tuple[dict, str]:
+    """The stem's ``conv1.*`` tensors and where they came from.
+
+    ``source="auto"`` takes the full weights when they are on disk (checksum-verified; a file with the
+    wrong checksum is an error, never skipped), else the packaged ``STEM_FILE`` — no network either way.
+    ``"package"`` always uses the packaged file; ``"full"`` insists on the full weights (downloading
+    them when ``download`` is true).
+    """
+    if source not in ("auto", "package", "full"):
+        raise ValueError(f"source must be auto, package or full, got {source!r}")
+    if source != "package":
+        try:
+            path = find_mobilefacenet(download=download and source == "full")
+            return extract_stem(torch.load(path, map_location="cpu", weights_only=True)), str(path)
+        except ModelNotFoundError as err:
+            if source == "full" or "SHA-256" in str(err):
+                raise
+    if not STEM_FILE.is_file():
+        raise ModelNotFoundError(f"the packaged stem {STEM_FILE} is missing: reinstall craftlib")
+    if file_sha256(STEM_FILE) != STEM_SHA256:
+        raise ModelNotFoundError(f"{STEM_FILE}: SHA-256 does not match {STEM_SHA256}; reinstall craftlib")
+    return torch.load(STEM_FILE, map_location="cpu", weights_only=True), f"{STEM_FILE} (packaged with craftlib)"
+
+
+def mobilefacenet_stem(download: bool = False, source: str = "auto") -> nn.Sequential:
     """The released model's first block, ``Conv2d(3, 64, 3, stride 2) -> BatchNorm2d -> ReLU6``, in eval mode.
 
-    Indexed like the original (``[0]`` conv, ``[1]`` BN), so ``filter_scores(stem[0], bn=stem[1])`` works.
+    Works offline and without ``$CRAFTLIB_MODELS``: the tensors come from the full weights when they are
+    on disk and from the copy packaged with craftlib otherwise (``stem_state``). Indexed like the
+    original (``[0]`` conv, ``[1]`` BN), so ``filter_scores(stem[0], bn=stem[1])`` works.
     """
-    state = torch.load(find_mobilefacenet(download), map_location="cpu", weights_only=True)
+    state, _ = stem_state(source, download)
     stem = nn.Sequential(nn.Conv2d(3, 64, 3, 2, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU6())
-    stem.load_state_dict({k[len("conv1."):]: v for k, v in state.items() if k.startswith("conv1.")})
+    stem.load_state_dict({k[len("conv1."):]: v for k, v in state.items()})
     return stem.eval()

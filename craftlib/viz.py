@@ -184,7 +184,7 @@ def mark_filters(ax, mask: np.ndarray) -> None:
             artist.set_visible(bool(mask[int(idx)]))
         elif kind == "label":
             dead = bool(mask[int(idx)])
-            artist.set_text(f"✕ {idx}" if dead else idx)
+            artist.set_text(f"✕\u2009{idx}" if dead else idx)
             artist.set_color(INACTIVE if dead else "black")
             artist.set_fontweight("bold" if dead else "normal")
 

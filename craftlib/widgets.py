@@ -39,6 +39,7 @@ from .training import Trainer
 MAX_LAB_STEPS = 5000
 FIGURE_WIDTH = 13.4  # inches at 72 dpi: 965 px, inside JupyterLab's notebook on a 1366-px screen
 LAB_SCORES = ("silent", "max")  # what the network hears / the paper's small-weight reading
+LAB_GRID = 4.0  # inches: the lab's grid and curves row is 288 px tall, so the whole lab fits a 768-px screen
 
 
 def error_html(err: BaseException) -> str:
@@ -367,7 +368,7 @@ def lab_state(trainer: Trainer, score: str, tau: float, log: list[dict]) -> dict
 
 
 def _lab_grid(weight, mask, state_text: str) -> Figure:
-    fig = viz.new_figure((4.2, 4.2))
+    fig = viz.new_figure((LAB_GRID, LAB_GRID))
     ax = fig.subplots()
     ax.set_label("grid")
     viz.draw_filter_grid(ax, weight, mask, channels=False)
@@ -376,14 +377,14 @@ def _lab_grid(weight, mask, state_text: str) -> Figure:
 
 
 def _lab_curves(log: list[dict], events: list[dict], score: str, tau: float) -> Figure:
-    fig = viz.new_figure((FIGURE_WIDTH - 4.2, 4.2))
+    fig = viz.new_figure((FIGURE_WIDTH - LAB_GRID, LAB_GRID))
     viz.step_curves(log, events, fig=fig)
     fig.axes[1].set_title(f"inactive: {viz.SHORT_SCORE[score]} < τ = {viz.tau_text(tau)}", fontsize=10)
     return fig
 
 
 def _lab_before_after(result: dict | None, trainer: Trainer, face) -> Figure:
-    fig = viz.new_figure((FIGURE_WIDTH, 2.6 if face is not None else 1.8))
+    fig = viz.new_figure((FIGURE_WIDTH, 2.4 if face is not None else 1.7))
     if result is None:
         fig.text(0.5, 0.5, "nothing re-activated yet: press Re-activate", ha="center", va="center", fontsize=10)
         return fig
@@ -425,6 +426,11 @@ class ReactivationLab:
         score = score or (spec.score if spec is not None and spec.score in LAB_SCORES else "max")
         tau = tau if tau is not None else (spec.tau if spec is not None else 0.1)
         self.log = lab_log(trainer)
+        now = {s: lab_scores(trainer, s) for s in LAB_SCORES}  # the curves end where the model is now
+        if self.log and self.log[-1]["step"] == trainer.step:
+            self.log[-1]["scores"] = now
+        else:
+            self.log.append({"step": trainer.step, "loss": None, "scores": now})
         self.last: dict | None = None  # the last lab_reactivate / lab_train result, for a closer look
         self.last_reactivation: dict | None = None
         self.strategy = W.Dropdown(options=[(STRATEGY_LABELS[s], s) for s in STRATEGIES], value=strategy,
@@ -591,6 +597,7 @@ class ComparisonDashboard:
         self.records, self.notes = pool_records(sources)
         self.summary = summarize(self.records)
         seeds = sorted({r["seed"] for r in self.records})
+        self._cache = {(tuple(sorted(self.summary.arms)), tuple(seeds)): self.summary}
         self.arms = W.SelectMultiple(options=[(a.label, n) for n, a in self.summary.arms.items()],
                                      value=tuple(self.summary.arms), description="arms", rows=4,
                                      layout=W.Layout(width="330px"))
@@ -611,8 +618,10 @@ class ComparisonDashboard:
     def refresh(self, _change=None) -> None:
         """Re-select, re-tabulate and redraw; an empty selection shows a message instead of failing."""
         def work():
-            picked = select(self.records, list(self.arms.value), list(self.seeds.value))
-            self.picked = picked
+            key = (tuple(sorted(self.arms.value)), tuple(sorted(self.seeds.value)))
+            if key not in self._cache:  # a summary holds every metric: switching the metric costs no statistics
+                self._cache[key] = select(self.records, list(key[0]), list(key[1]))
+            picked = self.picked = self._cache[key]
             self.image.value = render(_comparison_figure(picked, self.records, self.metric.value))
             seeds = sorted({s for a in picked.arms.values() for s in a.seeds})
             pooled = "; ".join(self.notes)

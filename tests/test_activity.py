@@ -3,10 +3,11 @@
 foamliu's MobileFaceNet (``$CRAFTLIB_MODELS/foamliu_mobilefacenet/mobilefacenet.pt``, see its
 PROVENANCE.md): 31 of its 64 first-layer filters have max |w| below 5% of the strongest, the same 31
 channels have a collapsed BatchNorm gamma, and on real faces those channels output about nothing.
+Then the *silent* detector (what the next layer hears, not how small the weights are) and the scores
+over a training history: timelines, times of death, renewals.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 
 import numpy as np
@@ -14,25 +15,17 @@ import pytest
 import torch
 from torch import nn
 
-import craftlib.pretrained as pretrained
-from craftlib.activity import (SCORES, ActivityRecorder, check_tau, effective_weight, filter_norms, filter_scores,
-                               inactive_fraction, inactive_mask, model_scores, relative, report, snapshot_scores,
-                               timeline)
-from craftlib.data import load_face, read_pairs
+from craftlib.activity import (SCORES, ActivityRecorder, activation_scores, check_tau, death_times, effective_weight,
+                               event_x, filter_norms, filter_scores, inactive_fraction, inactive_mask,
+                               inactive_over_time, max_cosine, model_scores, relative, renewals, report,
+                               snapshot_scores, timeline, track)
+from craftlib.data import load_face, probe_batch, read_pairs, to_input
 from craftlib.models import FaceCNN, ModelConfig
-from craftlib.recipes import FAST
-from craftlib.training import Trainer, conv1_snapshot, to_input
+from craftlib.recipes import CraftSpec, PAPER_READING
+from craftlib.training import Trainer, conv1_snapshot
 
 DEAD_IN_MOBILEFACENET = 31
-
-
-@pytest.fixture(scope="module")
-def stem() -> nn.Sequential:
-    """The released model's ``conv -> BN -> ReLU6`` stem, checksum-verified, never downloaded here."""
-    try:
-        return pretrained.mobilefacenet_stem(download=False)
-    except pretrained.ModelNotFoundError as err:
-        pytest.skip(f"MobileFaceNet weights not available (set CRAFTLIB_MODELS): {err}")
+SILENT_TAU = CraftSpec().tau  # the functional detector's default threshold (0.01 of the loudest channel)
 
 
 @pytest.fixture(scope="module")
@@ -108,72 +101,6 @@ def test_one_outlier_synthetic():
         conv.weight[7] *= 100
     assert inactive_fraction(filter_scores(conv, "max"), 0.05) == 63 / 64
     assert inactive_fraction(filter_scores(conv, "max", reference=95), 0.05) == 0.0
-
-
-# ---------------------------------------------------------------------------------------------
-# finding the weights: checksum and a clear error
-
-
-@pytest.fixture
-def models_dir(tmp_path, monkeypatch):
-    """An empty CRAFTLIB_MODELS, with the repo's data/models fallback pointed away too."""
-    monkeypatch.setenv("CRAFTLIB_MODELS", str(tmp_path / "models"))
-    monkeypatch.setattr(pretrained, "REPO_ROOT", tmp_path / "repo")
-    return tmp_path / "models"
-
-
-def test_wrong_bytes_fail_the_checksum(models_dir):
-    path = models_dir / "foamliu_mobilefacenet" / "mobilefacenet.pt"
-    path.parent.mkdir(parents=True)
-    path.write_bytes(b"not the weights")
-    with pytest.raises(pretrained.ModelNotFoundError, match="SHA-256"):
-        pretrained.mobilefacenet_stem(download=False)
-
-
-def test_missing_file_names_the_variable_and_the_url(models_dir):
-    with pytest.raises(pretrained.ModelNotFoundError) as info:
-        pretrained.find_mobilefacenet(download=False)
-    message = str(info.value)
-    assert "CRAFTLIB_MODELS" in message and pretrained.MOBILEFACENET["url"] in message
-    assert isinstance(info.value, FileNotFoundError)
-
-
-def test_bad_download_is_not_saved(models_dir, monkeypatch):
-    class Response:
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def read(self):
-            return b"a tampered file"
-
-    monkeypatch.setattr(pretrained.urllib.request, "urlopen", lambda url, timeout: Response())
-    with pytest.raises(pretrained.ModelNotFoundError, match="wrong SHA-256"):
-        pretrained.find_mobilefacenet(download=True)
-    assert not any((pretrained.REPO_ROOT / "data").rglob("*.pt"))
-
-
-def test_failed_download_explains(models_dir, monkeypatch):
-    def offline(url, timeout):
-        raise OSError("network is unreachable")
-
-    monkeypatch.setattr(pretrained.urllib.request, "urlopen", offline)
-    with pytest.raises(pretrained.ModelNotFoundError, match="download failed") as info:
-        pretrained.find_mobilefacenet(download=True)
-    assert pretrained.MOBILEFACENET["url"] in str(info.value)
-
-
-def test_pinned_checksum_matches_provenance():
-    """The pin in the code is the one in PROVENANCE.md (and the URL names the same commit)."""
-    assert pretrained.MOBILEFACENET["sha256"] == "90a00ba1d8b0b688af3deb731ed53dca582e6106805d1bc3cfdef55f570493f4"
-    assert "a6cc9032a659b615f477833e1a70b5e7931bcccc" in pretrained.MOBILEFACENET["url"]
-
-
-def test_the_file_on_disk_is_the_pinned_one(stem):
-    path = pretrained.find_mobilefacenet(download=False)
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == pretrained.MOBILEFACENET["sha256"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,10 +188,11 @@ def test_bn_scores_need_a_batchnorm(score):
         snapshot_scores(conv1_snapshot(model), score)
 
 
-def test_activation_score_needs_a_probe():
+@pytest.mark.parametrize("score", ["activation", "silent"])
+def test_probe_scores_need_a_probe(score):
     model = FaceCNN(ModelConfig(input_size=32))
     with pytest.raises(ValueError, match="probe"):
-        model_scores(model, "activation")
+        model_scores(model, score)
     with pytest.raises(ValueError, match="score"):
         filter_scores(model.conv1, "entropy")
 
@@ -290,41 +218,196 @@ def test_snapshot_scores_match_live_scores():
     with torch.no_grad():
         model.bn1.weight.uniform_(-1, 1)
         model.bn1.running_var.uniform_(0.5, 2)
-    snap = conv1_snapshot(model)
-    for score in ("max", "l1", "l2", "gamma", "effective"):
-        assert np.allclose(snapshot_scores(snap, score), model_scores(model, score), atol=1e-6), score
+    probe = torch.randn(8, 3, 32, 32)
+    snap = conv1_snapshot(model, probe)
+    for score in ("max", "l1", "l2", "gamma", "effective", "silent"):
+        assert np.allclose(snapshot_scores(snap, score), model_scores(model, score, probe=probe), atol=1e-6), score
     with pytest.raises(ValueError, match="probe"):
-        snapshot_scores(snap, "activation")
+        snapshot_scores(snap, "activation")  # mean |output| is not stored; the spread is
+    with pytest.raises(ValueError, match="output_std"):
+        snapshot_scores(conv1_snapshot(model), "silent")  # a history recorded without a probe
+
+
+def test_activation_scores_statistics():
+    """``mean_abs`` is ReDo's mean |output|, ``std`` the spread over faces and positions, per channel."""
+    stem = nn.Sequential(nn.Conv2d(3, 4, 1, bias=True))
+    with torch.no_grad():
+        stem[0].weight.zero_()
+        stem[0].weight[0, 0] = 2.0  # channel 0 = 2 * red
+        stem[0].bias.copy_(torch.tensor([0.0, 3.0, 0.0, -1.0]))  # 1: constant 3; 2: zero; 3: constant -1
+    probe = torch.randn(5, 3, 4, 4, dtype=torch.float64).float()
+    red = probe[:, 0].double()
+    np.testing.assert_allclose(activation_scores(stem, probe, statistic="mean_abs"),
+                               [2 * red.abs().mean().item(), 3.0, 0.0, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(activation_scores(stem, probe, statistic="std"),
+                               [2 * red.std(correction=0).item(), 0.0, 0.0, 0.0], rtol=1e-6, atol=1e-12)
+    with pytest.raises(ValueError, match="statistic"):
+        activation_scores(stem, probe, statistic="median")
+
+
+def test_max_cosine():
+    a = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    b = torch.tensor([[-3.0, 0.0], [1.0, 1.0]])
+    np.testing.assert_allclose(max_cosine(a, b), [1.0, np.sqrt(0.5)], rtol=1e-6)
+    np.testing.assert_allclose(max_cosine(a, a, exclude_self=True), [0.0, 0.0], atol=1e-12)
+    with pytest.raises(ValueError):
+        max_cosine(a, b[:1], exclude_self=True)
 
 
 # ---------------------------------------------------------------------------------------------
-# scores over a tiny real training run
+# the functional detector: silent means the next layer hears nothing, not that the weights are small
+
+
+def recalibrate_batchnorm(model: FaceCNN, probe: torch.Tensor) -> None:
+    """Let BatchNorm's running statistics catch up with the current filters, as training forwards would."""
+    model.bn1.reset_running_stats()
+    model.bn1.momentum = None  # cumulative average: one pass gives the probe's own statistics
+    model.train()
+    with torch.no_grad():
+        model.stem(probe)
+    model.bn1.momentum = 0.1
+
+
+@pytest.fixture
+def face_model(tiny_faces):
+    """A fresh FaceCNN whose stem BatchNorm statistics are those of the real probe faces, and that probe."""
+    torch.manual_seed(0)
+    model = FaceCNN(ModelConfig(input_size=32))
+    probe = probe_batch(tiny_faces.images)
+    recalibrate_batchnorm(model, probe)
+    return model, probe
+
+
+def test_silent_iff_the_output_is_zero_not_when_the_weights_are_small(face_model):
+    """Channel 5: γ = β = 0, so BN outputs 0 (silent, healthy weights). Channel 9: weights x 1e-3 with a
+    healthy γ, so BN rescales it (heard, tiny weights). The silent score flags exactly 5, max |w| exactly 9."""
+    model, probe = face_model
+    silenced, shrunk = 5, 9
+    with torch.no_grad():
+        model.bn1.weight[silenced] = 0.0
+        model.bn1.bias[silenced] = 0.0
+        model.conv1.weight[shrunk] *= 1e-3
+    recalibrate_batchnorm(model, probe)  # BN now sees the small filter's small spread and rescales it
+    model.eval()
+    with torch.no_grad():
+        out = model.stem(probe)
+    assert out[:, silenced].abs().max() == 0  # what the next layer hears from 5: nothing at all
+    # 9 is heard: BN divides by its (tiny) spread; only BN's eps = 1e-5 keeps it from full size
+    var = model.bn1.running_var[shrunk]
+    loudest = out.transpose(0, 1).flatten(1).std(1).max()
+    assert out[:, shrunk].std() > 0.5 * torch.sqrt(var / (var + model.bn1.eps)) * loudest > 0
+    silent = model_scores(model, "silent", probe=probe)
+    weight = model_scores(model, "max")
+    assert np.flatnonzero(silent < SILENT_TAU).tolist() == [silenced]
+    assert np.flatnonzero(weight < PAPER_READING.tau).tolist() == [shrunk]
+    assert silent[shrunk] > 2 * SILENT_TAU and weight[silenced] > 0.3
+    assert model_scores(model, "gamma")[silenced] == 0  # the BN score agrees with the silent one here
+
+
+def test_a_constant_channel_is_silent_too(face_model):
+    """γ = 0 with β ≠ 0: the channel outputs the same number for every face, which carries no signal."""
+    model, probe = face_model
+    with torch.no_grad():
+        model.bn1.weight[7] = 0.0
+        model.bn1.bias[7] = 0.8
+    out = model.eval().stem(probe).detach()
+    assert torch.allclose(out[:, 7], torch.tensor(0.8))
+    assert np.flatnonzero(model_scores(model, "silent", probe=probe) < SILENT_TAU).tolist() == [7]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_silent_flags_exactly_the_silenced_channels(face_model, seed):
+    model, probe = face_model
+    channels = np.random.default_rng(seed).choice(64, size=6, replace=False)
+    with torch.no_grad():
+        model.bn1.weight[channels] = 0.0
+        model.bn1.bias[channels] = 0.0
+        model.conv1.weight[(channels + 1) % 64] *= 1e-3  # neighbours with small weights stay heard
+    recalibrate_batchnorm(model, probe)
+    silent = model_scores(model, "silent", probe=probe)
+    assert sorted(np.flatnonzero(silent < SILENT_TAU)) == sorted(channels)
+    assert model.training  # the measurement ran in eval mode and handed the model back
+
+
+def test_silent_score_reads_the_same_from_a_history_snapshot(face_model):
+    model, probe = face_model
+    with torch.no_grad():
+        model.bn1.weight[3] = 0.0
+        model.bn1.bias[3] = 0.0
+    snap = conv1_snapshot(model, probe)
+    np.testing.assert_allclose(snapshot_scores(snap, "silent"), model_scores(model, "silent", probe=probe), rtol=1e-12)
+    assert snapshot_scores(snap, "silent")[3] == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# scores over training: timelines, recorders, times of death and renewals
 
 
 @pytest.fixture(scope="module")
-def tiny_run(faces):
-    """Two FAST epochs on real LFW faces (32 px), with an ActivityRecorder every 3 steps."""
-    recorder = ActivityRecorder(every=3)
-    trainer = Trainer(faces, FAST.train.but(epochs=2), [recorder], progress=False)
+def recorded_run(tiny_faces, tiny_recipe):
+    """Two epochs of 3 steps on real LFW faces (32 px), with an ActivityRecorder every 2 steps."""
+    recorder = ActivityRecorder(every=2)
+    trainer = Trainer(tiny_faces, tiny_recipe.train.but(epochs=2), [recorder], progress=False)
     trainer.fit()
     return trainer, recorder
 
 
-def test_timeline_is_filters_by_epochs(tiny_run):
-    trainer, _ = tiny_run
-    for score in ("max", "l2", "gamma", "effective"):
+def test_timeline_is_filters_by_epochs(recorded_run):
+    trainer, _ = recorded_run
+    for score in ("max", "l2", "gamma", "effective", "silent"):
         t = timeline(trainer.history, score)
         assert t.shape == (64, 3), score  # column 0 is the initialisation
         assert np.isfinite(t).all() and np.allclose(t.max(0), 1.0)
     assert np.allclose(timeline(trainer.history)[:, -1], model_scores(trainer.model), atol=1e-6)
+    np.testing.assert_allclose(timeline(trainer.history, "silent")[:, -1],
+                               model_scores(trainer.model, "silent", probe=trainer.probe), rtol=1e-9)
     assert not np.allclose(timeline(trainer.history)[:, 0], timeline(trainer.history)[:, -1])  # it trained
 
 
-def test_recorder_records_every_k_steps(tiny_run):
-    trainer, recorder = tiny_run
-    total = 2 * trainer.steps_per_epoch
-    assert recorder.steps == list(range(3, total + 1, 3))
-    assert recorder.matrix().shape == (64, total // 3)
-    if total % 3 == 0:  # the last record was taken after the last step
-        assert np.allclose(recorder.matrix()[:, -1], model_scores(trainer.model), atol=1e-6)
+def test_recorder_records_every_k_steps(recorded_run):
+    trainer, recorder = recorded_run
+    assert trainer.steps_per_epoch == 3
+    assert recorder.steps == [2, 4, 6]
+    assert recorder.matrix().shape == (64, 3)
+    assert np.allclose(recorder.matrix()[:, -1], model_scores(trainer.model), atol=1e-6)  # step 6 is the last
     assert ActivityRecorder().matrix().shape == (0, 0)
+
+
+def test_inactive_over_time_is_the_share_below_tau_per_entry(recorded_run):
+    trainer, _ = recorded_run
+    for score, tau in (("max", 0.5), ("silent", 0.3)):
+        expected = (timeline(trainer.history, score) < tau).mean(0)
+        np.testing.assert_array_equal(inactive_over_time(trainer.history, tau, score), expected)
+
+
+def test_track_records_before_and_during_and_detaches(toy_faces, toy_config):
+    t = Trainer(toy_faces, toy_config, progress=False)
+    probe = to_input(torch.from_numpy(toy_faces.images[:8]))
+    tracks = track(t, 6, every=2, scores=("max", "activation", "silent"), probe=probe)
+    steps, matrix = tracks["max"]
+    assert steps == [0, 2, 4, 6] and matrix.shape == (8, 4)
+    assert tracks["activation"][1].shape == tracks["silent"][1].shape == (8, 4)
+    assert not any(isinstance(cb, ActivityRecorder) for cb in t.callbacks)
+
+
+EVENTS = [{"epoch": 1, "step": 10, "strategy": "contextual", "filters": [2, 3]},
+          {"epoch": 2, "step": 20, "strategy": "none", "filters": [0]},  # detected and logged, not renewed
+          {"epoch": 3, "step": 30, "strategy": "random_matched", "filters": []}]
+
+
+def test_renewals_are_events_that_changed_filters():
+    assert renewals(EVENTS) == EVENTS[:1]
+    assert renewals(None) == [] and renewals([]) == []
+    assert event_x(EVENTS[0], "step") == 10 and event_x(EVENTS[0], "epoch") == 1
+    assert event_x({"epoch": 4}, "step") == 4  # no step recorded: fall back to the epoch
+
+
+def test_death_times_first_drop_below_tau_or_renewal():
+    matrix = np.array([[1.0, 0.5, 0.05, 0.5],   # 0: dies at column 2 (recovers later: still died at 2)
+                       [1.0, 1.0, 1.0, 1.0],    # 1: never
+                       [1.0, 1.0, 1.0, 1.0],    # 2: renewed at epoch 1, so dead from column 1
+                       [0.01, 1.0, 1.0, 1.0]])  # 3: dead at the start
+    assert death_times(matrix, 0.1).tolist() == [2, np.inf, np.inf, 0]
+    assert death_times(matrix, 0.1, EVENTS).tolist() == [2, np.inf, 1, 0]  # "none" changes nothing
+    steps = [0, 10, 20, 30]
+    assert death_times(matrix, 0.1, EVENTS, x=steps, xlabel="step").tolist() == [2, np.inf, 1, 0]

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from craft_data import comparison_dir
+from craftlib.recipes import ARM_LABELS
+from craftlib.results import METRIC_LABELS
 
 CHROMIUM = Path("/usr/bin/chromium")
 NOTEBOOK = Path(__file__).parent / "notebooks" / "widgets_browser.ipynb"
@@ -64,7 +65,7 @@ def wait_until_up(url: str, server: subprocess.Popen, log: Path, timeout: float 
 
 
 @pytest.fixture(scope="module")
-def lab_server(tmp_path_factory):
+def lab_server(tmp_path_factory, comparison_dir):
     """A JupyterLab on 127.0.0.1 with a random token, config/data/runtime dirs in a temp folder; stopped by PID."""
     root = tmp_path_factory.mktemp("lab")
     work, home = root / "work", root / "home"
@@ -75,7 +76,7 @@ def lab_server(tmp_path_factory):
     token, port = secrets.token_hex(16), free_port()
     env = {**os.environ, "JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_DATA_DIR": str(home / "data"),
            "JUPYTER_RUNTIME_DIR": str(home / "runtime"), "IPYTHONDIR": str(home / "ipython"),
-           "OMP_NUM_THREADS": "1", "CRAFT_TEST_RESULTS": str(comparison_dir())}
+           "OMP_NUM_THREADS": "1", "CRAFT_TEST_RESULTS": str(comparison_dir)}
     jupyter = Path(sys.executable).with_name("jupyter")  # the venv's: its python3 kernel is the venv's python
     log = root / "jupyter.log"
     with open(log, "w") as out:
@@ -204,7 +205,8 @@ def check_reactivation_lab(page) -> None:
     src_before = image.get_attribute("src")
     button = lab.locator("button.craft-reactivate")
     button.click()
-    expect(status).to_contain_text("8 / 64 filters below τ = 0.10 re-activated; inactive 12% → 0%", timeout=60_000)
+    expect(status).to_contain_text("8 / 64 filters below τ = 0.10 re-activated", timeout=60_000)
+    expect(status).to_contain_text("inactive 12% → 0%")
     wait_for_change(lambda: image.get_attribute("src"), src_before)
     expect(button).to_be_enabled()
     lab.locator(".widget-text input").fill("10")  # N, then "Train N more steps"
@@ -220,9 +222,11 @@ def check_comparison_dashboard(page) -> None:
 
     dashboard = page.locator(".craft-dashboard")
     table = dashboard.locator(".craft-comparison-table")
-    expect(table).to_contain_text("CRAFT (contextual)", timeout=60_000)
-    expect(table.locator("caption")).to_have_text("verification accuracy")
-    dashboard.locator("select").last.select_option(label="inactive conv1 filters")
-    expect(table.locator("caption")).to_have_text("inactive conv1 filters", timeout=30_000)
+    caption = dashboard.locator(".craft-comparison-caption")
+    expect(table).to_contain_text(ARM_LABELS["contextual"], timeout=60_000)
+    expect(caption).to_contain_text(METRIC_LABELS["accuracy"])
+    dashboard.locator("select").last.select_option(label=METRIC_LABELS["silent_fraction"])
+    expect(caption).to_contain_text(METRIC_LABELS["silent_fraction"], timeout=30_000)
+    expect(table).to_contain_text(METRIC_LABELS["silent_fraction"])
     wait_for_quiet_kernel(page, quiet=1.0)
     save_screenshot(dashboard, "comparison_dashboard.png")

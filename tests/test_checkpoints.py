@@ -42,7 +42,14 @@ def test_checkpoint_is_plain_data_for_weights_only(trained):
     _, path = trained
     ckpt = torch.load(path, weights_only=True)  # raises on anything but tensors and plain values
     assert ckpt["format"] == FORMAT
-    assert {"config", "model", "head", "optimizer", "scheduler", "history", "epoch", "step"} <= set(ckpt)
+    assert {"config", "model", "head", "optimizer", "scheduler", "history", "epoch", "step", "classes"} <= set(ckpt)
+
+
+def test_checkpoint_names_its_training_identities(trained, tiny_faces):
+    """``evaluate`` checks these against the pairs of a protocol (leakage), so they must be stored."""
+    _, path = trained
+    ckpt = load_checkpoint(path)
+    assert ckpt["classes"] == list(tiny_faces.classes) and ckpt["num_classes"] == len(ckpt["classes"]) == 30
 
 
 def test_save_leaves_no_temporary_files(trained):
@@ -75,7 +82,7 @@ def test_different_number_of_classes_is_refused(trained, faces):
     _, path = trained
     with pytest.raises(CheckpointError, match="identities"):
         load_checkpoint(path, expect_classes=999)
-    with pytest.raises(CheckpointError, match="30 identities"):  # a trainer on 120 identities cannot resume it
+    with pytest.raises(CheckpointError, match="30 identities"):  # a trainer on 100 identities cannot resume it
         Trainer(faces, CFG, progress=False).resume(path)
 
 

@@ -1,144 +1,169 @@
-"""The experiment harness: paired statistics on hand-made runs, then ``compare`` and the CLI for real (tiny)."""
+"""Seed comparisons as one JSON record per finished run: the record, the folder, resume, append and merge.
+
+The real comparison (``compare`` on LFW) uses FAST on 30 identities, one epoch of 3 steps, and 250
+DevTest pairs, so that eight runs take seconds rather than minutes (still marked slow).
+"""
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 
 import numpy as np
 import pytest
-from scipy import stats
+import torch
 
-from craftlib import cli
-from craftlib.experiments import METRICS, compare, format_table, paired_tests, summarize
-from craftlib.reactivation import STRATEGY_LABELS
+from craftlib import __version__
+from craftlib.data import LFW
+from craftlib.experiments import (RECORD_SCORES, check_folder, compare, fingerprint, fingerprint_diff, load_records,
+                                  pending, record_path, run_arm, write_record)
 from craftlib.recipes import FAST
+from craftlib.results import summarize, summarize_folders
 
-ACC = {"none": [0.80, 0.82, 0.81, 0.79, 0.83], "random": [0.81, 0.82, 0.83, 0.80, 0.83],
-       "contextual": [0.84, 0.85, 0.83, 0.82, 0.86]}
-INACTIVE = {"none": [0.70, 0.72, 0.68, 0.75, 0.71], "random": [0.20, 0.25, 0.22, 0.18, 0.21],
-            "contextual": [0.10, 0.12, 0.15, 0.11, 0.09]}
-
-
-def hand_made_runs(shuffle: bool = True) -> list[dict]:
-    runs = []
-    for strategy in ACC:
-        for seed in range(5):
-            runs.append({"strategy": strategy, "seed": seed, "accuracy": ACC[strategy][seed],
-                         "inactive_fraction": INACTIVE[strategy][seed], "auc": 0.9 + seed / 100,
-                         "tar@far=0.01": 0.5, "tar@far=0.001": 0.2 + 0.01 * seed})
-    if shuffle:  # the order runs finish in must not matter: pairing is by seed
-        runs = [runs[i] for i in np.random.default_rng(0).permutation(len(runs))]
-    return runs
-
-
-def test_paired_tests_equal_scipy():
-    a, b = ACC["contextual"], ACC["none"]
-    out = paired_tests(a, b)
-    assert out["mean_difference"] == pytest.approx(np.mean(a) - np.mean(b))
-    assert out["t_pvalue"] == pytest.approx(stats.ttest_rel(a, b).pvalue)
-    assert out["wilcoxon_pvalue"] == pytest.approx(stats.wilcoxon(a, b).pvalue)
-    assert paired_tests(b, a)["t_pvalue"] == pytest.approx(out["t_pvalue"])  # two-sided
-
-
-def test_paired_tests_undefined_cases():
-    same = paired_tests([0.8, 0.9], [0.8, 0.9])  # identical: no test to run
-    assert same == {"mean_difference": 0.0, "t_pvalue": None, "wilcoxon_pvalue": None}
-    single = paired_tests([0.9], [0.8])  # one seed: a difference but no p-value
-    assert single["mean_difference"] == pytest.approx(0.1) and single["t_pvalue"] is None
-
-
-def test_summarize_means_stds_and_pvalues():
-    summary = summarize(hand_made_runs())
-    assert summary["baseline"] == "none" and set(summary["arms"]) == {"none", "random", "contextual"}
-    for strategy, arm in summary["arms"].items():
-        assert arm["label"] == STRATEGY_LABELS[strategy]
-        assert arm["seeds"] == [0, 1, 2, 3, 4]
-        assert arm["accuracy"] == ACC[strategy] and arm["inactive_fraction"] == INACTIVE[strategy]
-        assert arm["accuracy_mean"] == pytest.approx(np.mean(ACC[strategy]))
-        assert arm["accuracy_std"] == pytest.approx(np.std(ACC[strategy], ddof=1))  # sample std over seeds
-        assert arm["inactive_fraction_mean"] == pytest.approx(np.mean(INACTIVE[strategy]))
-        for m in METRICS:
-            assert f"{m}_mean" in arm and f"{m}_std" in arm
-        if strategy == "none":
-            assert "accuracy_pvalue_t" not in arm
-            continue
-        assert arm["accuracy_pvalue_t"] == pytest.approx(stats.ttest_rel(ACC[strategy], ACC["none"]).pvalue)
-        assert arm["accuracy_pvalue_wilcoxon"] == pytest.approx(stats.wilcoxon(ACC[strategy], ACC["none"]).pvalue)
-        assert arm["inactive_fraction_pvalue_t"] == pytest.approx(
-            stats.ttest_rel(INACTIVE[strategy], INACTIVE["none"]).pvalue)
-        assert arm["vs_none"]["accuracy"]["mean_difference"] == pytest.approx(
-            np.mean(ACC[strategy]) - np.mean(ACC["none"]))
-        assert arm["vs_none"]["tar@far=0.01"]["t_pvalue"] is None  # equal in every seed
-
-
-def test_summarize_pairs_only_common_seeds():
-    """A baseline cut off after three seeds: the test pairs those three seeds, not positions."""
-    runs = [r for r in hand_made_runs() if not (r["strategy"] == "none" and r["seed"] >= 3)]
-    arm = summarize(runs)["arms"]["contextual"]
-    assert arm["accuracy_pvalue_t"] == pytest.approx(stats.ttest_rel(ACC["contextual"][:3], ACC["none"][:3]).pvalue)
-
-
-def test_summarize_without_baseline_or_with_one_seed():
-    runs = [r for r in hand_made_runs() if r["strategy"] != "none"]
-    summary = summarize(runs)
-    assert "accuracy_pvalue_t" not in summary["arms"]["contextual"]
-    one = summarize([r for r in hand_made_runs() if r["seed"] == 0])
-    assert one["arms"]["none"]["accuracy_std"] == 0.0 and one["arms"]["contextual"]["accuracy_pvalue_t"] is None
-
-
-def test_format_table_lists_every_arm():
-    summary = summarize(hand_made_runs())
-    table = format_table(summary)
-    for strategy in ACC:
-        assert STRATEGY_LABELS[strategy] in table
-    assert f"{np.mean(ACC['contextual']):.2%}" in table
-    assert f"{stats.ttest_rel(ACC['contextual'], ACC['none']).pvalue:.3f}" in table
-    assert len(table.splitlines()) == 1 + len(ACC)
+ARMS = ("none", "contextual")
 
 
 # ---------------------------------------------------------------------------------------------
-# for real, tiny
+# fingerprints and the folder (no training)
 
 
-def check_summary(summary: dict, seeds: list[int]) -> None:
-    assert set(summary["arms"]) == {"none", "random", "contextual"}
-    for name, arm in summary["arms"].items():
-        assert arm["seeds"] == seeds
-        for m in ("inactive_fraction", "accuracy"):
-            assert isinstance(arm[m], list) and len(arm[m]) == len(seeds)
-            assert all(0.0 <= v <= 1.0 for v in arm[m])
-            assert arm[f"{m}_mean"] == pytest.approx(np.mean(arm[m]))
-            assert arm[f"{m}_std"] == pytest.approx(np.std(arm[m], ddof=1))
-        if name != "none":
-            for key in ("accuracy_pvalue_t", "accuracy_pvalue_wilcoxon"):
-                assert key in arm and (arm[key] is None or 0.0 <= arm[key] <= 1.0)
+def test_fingerprint_is_json_normalised_and_names_what_must_agree():
+    meta = fingerprint(FAST, "deepfunneled")
+    assert set(meta) == {"recipe", "data_variant", "code"} and meta["code"] == __version__
+    assert json.loads(json.dumps(meta)) == meta  # what a record reads back compares equal
+    assert meta == fingerprint(FAST, "deepfunneled") != fingerprint(FAST, "funneled")
+    assert meta["recipe"]["craft"]["tau"] == FAST.tau and meta["recipe"]["train"]["model"]["input_size"] == 32
 
 
-def test_compare_writes_summary(lfw, tmp_path):
-    recipe = replace(FAST, train=FAST.train.but(epochs=2), max_identities=60, reactivate_last_epoch=1)
-    out = tmp_path / "compare"
-    summary = compare(recipe, seeds=[0, 1], arms=("none", "random", "contextual"), lfw=lfw, out=out,
-                      progress=False, log=lambda *_: None)
-    on_disk = json.loads((out / "summary.json").read_text())
-    check_summary(on_disk, [0, 1])
-    assert on_disk["arms"] == json.loads(json.dumps(summary["arms"]))
-    assert on_disk["recipe"] == "fast" and on_disk["tau"] == FAST.tau and on_disk["reactivate_last_epoch"] == 1
-    runs = json.loads((out / "runs.json").read_text())
-    assert len(runs) == 6 and [(r["seed"], r["strategy"]) for r in runs][:3] == [(0, "none"), (0, "random"),
-                                                                                  (0, "contextual")]
-    for r in runs:  # every arm carries the same bookkeeping: one detection event at the end of epoch 1
-        assert [e["epoch"] for e in r["events"]] == [1] and len(r["history"]) == 3
-    for strategy in ("none", "random", "contextual"):
-        assert STRATEGY_LABELS[strategy] in format_table(on_disk)
+def test_fingerprint_diff_names_the_first_fields():
+    a, b = fingerprint(FAST, "deepfunneled"), fingerprint(FAST.but(lr=0.05, craft={"tau": 0.2}), "deepfunneled")
+    assert fingerprint_diff(a, b) == "recipe.craft.tau: 0.3 != 0.2, recipe.train.lr: 0.1 != 0.05"
+    assert fingerprint_diff(a, a) == "identical"
+    assert "data_variant" in fingerprint_diff(None, a)
 
 
-def test_cli_compare(lfw_root, tmp_path, capsys):
-    out = tmp_path / "cli"
-    code = cli.main(["compare", "--recipe", "fast", "--seeds", "2", "--max-identities", "60", "--epochs", "1",
-                     "--out", str(out), "--quiet"])
-    assert code == 0
-    summary = json.loads((out / "summary.json").read_text())
-    check_summary(summary, [0, 1])
-    assert summary["train_config"]["epochs"] == 1
-    printed = capsys.readouterr().out
-    assert STRATEGY_LABELS["contextual"] in printed and STRATEGY_LABELS["none"] in printed
+def test_records_pending_and_the_folder_check(tmp_path, make_record):
+    meta = fingerprint(FAST, "deepfunneled")
+    assert record_path(tmp_path, "none", 3) == tmp_path / "records" / "none-s3.json"
+    assert pending(tmp_path, [0, 1], ARMS) == [(0, "none"), (0, "contextual"), (1, "none"), (1, "contextual")]
+    assert pending(None, [0], ARMS) == [(0, "none"), (0, "contextual")]
+    check_folder(tmp_path, meta)  # empty: anything goes
+    record = {k: v for k, v in make_record("contextual", 0, 0.8).items() if k != "fingerprint"}
+    path = write_record(tmp_path, record, meta)
+    assert path == record_path(tmp_path, "contextual", 0) and [p.name for p in path.parent.iterdir()] == [path.name]
+    assert json.loads(path.read_text())["fingerprint"] == meta
+    assert pending(tmp_path, [0, 1], ARMS) == [(0, "none"), (1, "none"), (1, "contextual")]  # seed-major
+    write_record(tmp_path, {**record, "arm": "none", "seed": 1}, meta)
+    assert [(r["arm"], r["seed"]) for r in load_records(tmp_path)] == [("contextual", 0), ("none", 1)]
+    check_folder(tmp_path, meta)
+    with pytest.raises(ValueError, match=r"recipe\.train\.lr: 0\.1 != 0\.05.*another --out"):
+        check_folder(tmp_path, fingerprint(FAST.but(lr=0.05), "deepfunneled"))
+    assert load_records(tmp_path / "nothing") == []
+
+
+# ---------------------------------------------------------------------------------------------
+# one run, for real
+
+
+@pytest.fixture(scope="module")
+def tiny_compare_recipe():
+    """FAST at batch 32 on 30 identities (= ``tiny_faces``): one epoch of 3 steps, re-activation after it."""
+    return replace(FAST.but(epochs=1, batch_size=32, craft={"last_epoch": 1}), max_identities=30)
+
+
+@pytest.mark.slow
+def test_run_arm_record(tiny_faces, devtest_subset, tiny_compare_recipe, tmp_path):
+    recipe = tiny_compare_recipe.but(epochs=2)
+    record = run_arm(tiny_faces, devtest_subset, recipe, "contextual", 1, checkpoint=tmp_path / "m.pt")
+    assert (record["arm"], record["seed"]) == ("contextual", 1)
+    assert record["spec"] == recipe.arm("contextual").to_dict()
+    assert 0 <= record["accuracy"] <= 1 and record["n_pairs"] == 250 and record["tar@far=0.001"] is None
+    assert "not estimable" in record["tar_notes"]["0.001"]
+    assert set(record["scores"]) == set(RECORD_SCORES) and all(len(v) == 64 for v in record["scores"].values())
+    assert max(record["scores"]["silent"]) == pytest.approx(1.0)
+    assert [e["epoch"] for e in record["events"]] == [1] and record["events"][0]["score"] == "silent"
+    tl = record["timeline"]
+    assert tl["epoch"] == [0, 1, 2] and tl["step"] == [0, 3, 6]
+    assert all(np.asarray(tl[k]).shape == (3, 64) for k in ("max", "l2", "gamma", "output_std"))
+    assert len(record["roc"]["fpr"]) == len(record["roc"]["tpr"]) == 40
+    assert "thresholds" not in record
+    json.dumps(record)  # a record is plain JSON
+    saved = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert saved["classes"] == tiny_faces.classes and saved["epoch"] == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# compare: resume after an interruption, append seeds, merge folders, refuse mismatches
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.fixture
+def small_lfw(lfw_root, devtest_subset):
+    """The real LFW, whose DevTest is the 250-pair subset (``compare`` always evaluates on DevTest)."""
+    lfw = LFW(lfw_root, download=False, size=32)
+    lfw.pairs = lambda protocol="devtest", progress=False: devtest_subset
+    return lfw
+
+
+def stripped(records: list[dict]) -> list[dict]:
+    """Records without what legitimately differs between two runs of the same seed (wall time)."""
+    return [{k: v for k, v in r.items() if k != "train_seconds"} for r in records]
+
+
+@pytest.mark.slow
+def test_compare_resumes_appends_and_merges(tmp_path, small_lfw, tiny_compare_recipe):
+    recipe = tiny_compare_recipe
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+
+    def stop_after_the_first_run(message: str) -> None:
+        if message.startswith("seed"):
+            raise Interrupted(message)
+
+    with pytest.raises(Interrupted):  # the first run finishes, then the run is cut off
+        compare(recipe, [0, 1], ARMS, lfw=small_lfw, out=a, progress=False, log=stop_after_the_first_run)
+    first = record_path(a, "none", 0)
+    assert [p.name for p in (a / "records").iterdir()] == [first.name]  # the finished run was saved
+    saved, mtime = first.read_bytes(), first.stat().st_mtime_ns
+
+    logged = []
+    records = compare(recipe, [0, 1], ARMS, lfw=small_lfw, out=a, progress=False, log=logged.append)
+    assert logged[0] == "3 run(s) to do (1 already recorded)" and len(logged) == 4
+    assert first.read_bytes() == saved and first.stat().st_mtime_ns == mtime  # not redone
+    assert [(r["arm"], r["seed"]) for r in records] == [("contextual", 0), ("contextual", 1), ("none", 0), ("none", 1)]
+    assert records == load_records(a)
+
+    logged.clear()
+    assert compare(recipe, [0, 1], ARMS, lfw=small_lfw, out=a, progress=False, log=logged.append) == records
+    assert logged == ["0 run(s) to do (4 already recorded)"]  # all done: nothing trains
+
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # jobs=2 gives each fork one thread: the same arithmetic as this process now
+    try:
+        compare(recipe, [2], ARMS, lfw=small_lfw, out=b, progress=False, log=lambda *_: None, jobs=2)
+        shutil.copytree(a, c)  # one folder that grows to all seeds: append seed 2 to a copy of a
+        logged.clear()
+        compare(recipe, [0, 1, 2], ARMS, lfw=small_lfw, out=c, progress=False, log=logged.append)
+    finally:
+        torch.set_num_threads(torch_threads)
+    assert logged[0] == "2 run(s) to do (4 already recorded)"
+    assert stripped(load_records(b)) == stripped([r for r in load_records(c) if r["seed"] == 2])  # same seed, same run
+
+    merged = summarize_folders([a, b])
+    assert merged == summarize(load_records(c))
+    assert merged.arms["contextual"].seeds == [0, 1, 2] and merged.arms["contextual"].vs_baseline["accuracy"].n == 3
+
+    # refusals: another recipe cannot join a folder, nor be pooled with it; nor can the same seed twice
+    before = sorted(p.name for p in (a / "records").iterdir())
+    with pytest.raises(ValueError, match=r"recipe\.train\.lr"):
+        compare(recipe.but(lr=0.05), [5], ARMS, lfw=small_lfw, out=a, progress=False, log=lambda *_: None)
+    assert sorted(p.name for p in (a / "records").iterdir()) == before
+    other = tmp_path / "other"
+    for record in load_records(b):
+        write_record(other, {**record, "seed": 7}, fingerprint(recipe.but(lr=0.05), small_lfw.variant))
+    with pytest.raises(ValueError, match=r"recipe\.train\.lr: 0\.1 != 0\.05|recipe\.train\.lr: 0\.05 != 0\.1"):
+        summarize_folders([a, other])
+    with pytest.raises(ValueError, match="appears twice"):
+        summarize_folders([a, c])

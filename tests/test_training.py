@@ -8,9 +8,12 @@ import pytest
 import torch
 
 import craftlib.training as training
+from craftlib.activity import activation_scores, model_scores, snapshot_scores
+from craftlib.callbacks import Callback
+from craftlib.data import probe_batch
 from craftlib.recipes import FAST
-from craftlib.training import (Callback, NonFiniteLossError, TrainConfig, Trainer, make_optimizer, make_schedule,
-                               parameter_groups)
+from craftlib.training import (NonFiniteLossError, TrainConfig, Trainer, conv1_snapshot, make_optimizer,
+                               make_schedule, parameter_groups)
 
 CFG = FAST.train.but(batch_size=32, epochs=2)  # 105 faces -> 3 steps per epoch on tiny_faces
 
@@ -37,6 +40,7 @@ def _losses(history: list[dict]) -> list[float]:
 # determinism
 
 
+@pytest.mark.slow
 def test_same_seed_repeats_bit_for_bit(tiny_faces):
     a, b = _trainer(tiny_faces), _trainer(tiny_faces)
     a.fit()
@@ -98,9 +102,34 @@ def test_history_records_each_epoch(tiny_faces):
         assert np.isfinite(h["loss"]) and 0 <= h["train_acc"] <= 1 and h["lr"] >= 0 and h["seconds"] > 0
     snap = history[-1]["conv1"]
     assert np.array(snap["weight"]).shape == (64, 3, 3, 3)
-    assert len(snap["gamma"]) == len(snap["beta"]) == len(snap["running_var"]) == 64
+    assert len(snap["gamma"]) == len(snap["beta"]) == len(snap["running_var"]) == len(snap["slope"]) == 64
     assert snap["weight"] == trainer.model.conv1.weight.tolist()
+    assert snap["slope"] == trainer.model.act1.weight.tolist()
     assert history[0]["conv1"]["weight"] != snap["weight"]
+    assert history[0]["conv1"]["slope"] == [0.25] * 64  # PReLU's initial slope
+
+
+def test_probe_is_a_fixed_batch_of_the_training_faces(tiny_faces):
+    a, b = _trainer(tiny_faces), _trainer(tiny_faces, seed=5)
+    assert torch.equal(a.probe, probe_batch(tiny_faces.images)) and torch.equal(a.probe, b.probe)
+    assert a.probe.shape == (105, 3, 32, 32)  # fewer than 256 faces: all of them
+    a.fit(epochs=1)
+    assert torch.equal(a.probe, b.probe)  # training does not move it
+
+
+def test_history_records_the_output_spread_on_the_probe(tiny_faces):
+    """``output_std`` is the silent score's raw number, measured in eval mode without touching BatchNorm."""
+    trainer = _trainer(tiny_faces, epochs=1)
+    trainer.fit()
+    snap = trainer.history[-1]["conv1"]
+    expected = activation_scores(trainer.model.stem, trainer.probe, trainer.model, "std")
+    np.testing.assert_allclose(snap["output_std"], expected, rtol=1e-12)
+    np.testing.assert_allclose(snapshot_scores(snap, "silent"), model_scores(trainer.model, "silent", probe=trainer.probe),
+                               rtol=1e-12)
+    assert trainer.model.training  # the measurement handed the model back in training mode
+    running = trainer.model.bn1.running_mean.clone()
+    conv1_snapshot(trainer.model, trainer.probe)
+    assert torch.equal(trainer.model.bn1.running_mean, running)
 
 
 def test_callback_changes_show_in_the_epoch_snapshot(tiny_faces):
@@ -114,10 +143,10 @@ def test_callback_changes_show_in_the_epoch_snapshot(tiny_faces):
     assert np.abs(trainer.history[-1]["conv1"]["weight"][0]).max() == 0
 
 
-def test_history_without_stem_bn_has_weights_only(tiny_faces):
-    trainer = _trainer(tiny_faces, epochs=1, model__stem_bn=False)
+def test_history_without_stem_bn_or_prelu(tiny_faces):
+    trainer = _trainer(tiny_faces, epochs=1, model__stem_bn=False, model__stem_act="relu")
     trainer.fit()
-    assert set(trainer.history[-1]["conv1"]) == {"weight"}
+    assert set(trainer.history[-1]["conv1"]) == {"weight", "output_std"}  # no BatchNorm, no per-channel slope
 
 
 # --------------------------------------------------------------------------------------------

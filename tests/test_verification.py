@@ -92,9 +92,44 @@ def test_tar_at_far_on_constructed_scores():
     scores[same] = np.where(j % 10 < 3, 1.5, -0.5)
     report = evaluate_scores(scores, same)
     assert report["tar@far=0.01"] == pytest.approx(0.3)
-    assert report["tar@far=0.001"] == pytest.approx(0.3)
+    assert report["tar@far=0.001"] is None  # 450 impostors per training split cannot set a 1e-3 threshold
     report = evaluate_scores(scores, same, fars=(0.2,))
-    assert set(k for k in report if k.startswith("tar")) == {"tar@far=0.2"}
+    assert set(k for k in report if k.startswith("tar@")) == {"tar@far=0.2"} and report["tar_notes"] == {}
+
+
+# --------------------------------------------------------------------------------------------
+# TAR@FAR only where the impostor count supports it
+
+
+def test_tar_at_far_1e3_is_not_estimable_on_devtest(devtest):
+    """DevTest: 1,000 pairs in 10 folds, so each threshold is set on 450 impostor pairs (< 1/FAR = 1,000)."""
+    scores = np.where(devtest.same, 0.7, 0.2) + np.random.default_rng(0).normal(0, 0.2, len(devtest))
+    report = evaluate_scores(scores, devtest.same, devtest.folds)
+    assert report["tar@far=0.001"] is None
+    assert report["tar_notes"]["0.001"].startswith("not estimable") and "450 impostor pairs" in report["tar_notes"]["0.001"]
+    assert isinstance(report["tar@far=0.01"], float) and "0.01" not in report["tar_notes"]  # 4.5 impostors: enough
+
+
+def test_tar_at_far_1e3_is_a_number_at_view2_size():
+    """View 2's size: 6,000 pairs in 10 folds, 2,700 impostors per training split (>= 1,000)."""
+    rng = np.random.default_rng(1)
+    same = np.tile(np.repeat([True, False], 300), 10)
+    folds = np.repeat(np.arange(10), 600)
+    scores = np.where(same, rng.normal(0.7, 0.15, 6000), rng.normal(0.1, 0.15, 6000))
+    report = evaluate_scores(scores, same, folds)
+    assert isinstance(report["tar@far=0.001"], float) and 0 < report["tar@far=0.001"] <= report["tar@far=0.01"] <= 1
+    assert report["tar_notes"] == {}
+
+
+@pytest.mark.parametrize("impostors, estimable", [(99, False), (100, True)])
+def test_tar_at_far_needs_one_over_far_impostors_per_training_split(impostors, estimable):
+    same = np.r_[np.ones(50, bool), np.zeros(impostors, bool)]
+    same = np.r_[same, same]
+    folds = np.repeat([0, 1], len(same) // 2)  # two folds: each threshold is set on the other fold
+    scores = np.where(same, 1.0, 0.0) + np.random.default_rng(0).uniform(0, 0.5, len(same))
+    report = evaluate_scores(scores, same, folds, fars=(0.01,))
+    assert (report["tar@far=0.01"] is not None) == estimable
+    assert ("0.01" in report["tar_notes"]) != estimable
 
 
 @pytest.mark.parametrize("scores, same, match", [
@@ -147,8 +182,19 @@ def test_embed_is_batch_size_independent(devtest):
     np.testing.assert_allclose(embed(model, images, batch_size=7), embed(model, images, batch_size=64), atol=1e-5)
 
 
-def test_evaluate_on_devtest_reports_everything(devtest):
+def test_evaluate_on_devtest_reports_everything(devtest_subset):
     small = ModelConfig(input_size=32, stem_channels=8, widths=(8, 8, 8), embedding_dim=16)  # seconds on 1 core
-    report = evaluate(FaceCNN(small), devtest)
-    assert {"accuracy", "accuracy_std", "auc", "eer", "tar@far=0.01", "tar@far=0.001", "roc", "thresholds"} <= set(report)
-    assert 0.4 < report["accuracy"] < 0.8  # an untrained network: near chance, but a number
+    report = evaluate(FaceCNN(small), devtest_subset)
+    assert {"accuracy", "accuracy_std", "auc", "eer", "tar@far=0.01", "tar@far=0.001", "roc", "thresholds",
+            "tar_notes"} <= set(report)
+    assert 0.3 < report["accuracy"] < 0.8  # an untrained network: near chance, but a number
+    assert report["n_pairs"] == 250 and report["tar@far=0.001"] is None and "0.001" in report["tar_notes"]
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_embed_hands_the_model_back_in_its_mode(devtest_subset, training):
+    model = FaceCNN(ModelConfig(input_size=32, stem_channels=8, widths=(8, 8, 8), embedding_dim=16)).train(training)
+    running = model.bn1.running_mean.clone()
+    embed(model, devtest_subset.images[:8])
+    assert model.training == training
+    assert torch.equal(model.bn1.running_mean, running)  # embedded with running statistics, not the batch's

@@ -1,23 +1,22 @@
-"""Every figure of craftlib.viz drawn from real data (LFW faces, a FAST run, the released MobileFaceNet)."""
+"""Every figure of craftlib.viz drawn from real data: LFW faces, a real CRAFT run, the released MobileFaceNet;
+the comparison figures from a ``results.Summary`` (synthetic records here, a real comparison in one slow test).
+"""
 from __future__ import annotations
 
 import copy
-import json
 
 import numpy as np
 import pytest
 import torch
 from matplotlib.figure import Figure
 
-from craft_data import TAU, comparison_dir, faces32, fast_run, mobilefacenet
 from craftlib import viz
-from craftlib.activity import filter_scores, inactive_mask, model_scores, timeline
+from craftlib.activity import filter_scores, inactive_mask, model_scores, relative, timeline
+from craftlib.experiments import load_records
 from craftlib.reactivation import reactivate_model
+from craftlib.results import ARM_LABELS, METRIC_LABELS, SILENT_TAU, summarize
 
-
-@pytest.fixture(scope="module")
-def stem():
-    return mobilefacenet()
+TAU = 0.3  # the tiny run re-activates silent filters below 0.3 (FAST's τ)
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +25,13 @@ def mfn_scores(stem):
 
 
 @pytest.fixture(scope="module")
-def run():
-    return fast_run()
+def face(devtest):
+    return devtest.images[0]
 
 
 @pytest.fixture(scope="module")
-def face():
-    return faces32()[0]
+def summary(synthetic_records):
+    return summarize(synthetic_records)
 
 
 def main_axes(fig: Figure):
@@ -53,10 +52,10 @@ def test_filter_grid_marks_exactly_the_dead_filters_of_mobilefacenet(stem, mfn_s
     fig.canvas.draw()
 
 
-def test_filter_grid_without_channels_and_with_an_explicit_mask(run):
+def test_filter_grid_without_channels_and_with_an_explicit_mask(tiny_run):
     mask = np.zeros(64, bool)
     mask[[3, 5, 7]] = True
-    fig = viz.filter_grid(run.model.conv1.weight, mask=mask, channels=False, title="three")
+    fig = viz.filter_grid(tiny_run.model.conv1.weight, mask=mask, channels=False, title="three")
     (ax,) = fig.axes
     assert viz.marked_filters(ax) == [3, 5, 7]
     assert ax.get_title() == "three"
@@ -101,38 +100,37 @@ def test_score_histogram_splits_at_tau(mfn_scores, log):
     assert round(sum(p.get_height() for p in inactive_bars)) == 31
 
 
-def test_death_timeline_orders_by_death_and_marks_events(run):
-    matrix = timeline(run.history)
-    fig = viz.death_timeline(matrix, TAU, run.events)
+def test_tau_text():
+    assert [viz.tau_text(t) for t in (0.1, 0.3, 0.01, 0.005, 0.0)] == ["0.10", "0.30", "0.01", "0.005", "0.00"]
+
+
+def test_death_timeline_orders_by_death_and_marks_events(tiny_run):
+    matrix = timeline(tiny_run.history, "silent")
+    events = tiny_run.events
+    fig = viz.death_timeline(matrix, TAU, events)
     ax = main_axes(fig)[0]
-    assert ax.images[0].get_array().shape == (64, len(run.history))
-    died = viz.death_times(matrix, TAU, run.events)
+    assert ax.images[0].get_array().shape == (64, len(tiny_run.history))
+    died = viz.death_times(matrix, TAU, events)
     order = [int(t.get_text()) for t in ax.get_yticklabels()]
     assert list(np.sort(died)) == list(died[order])  # rows ordered by time of death (or renewal)
-    assert all(died[f] <= run.events[0]["epoch"] for f in run.events[0]["filters"])
-    deaths = next(c for c in ax.collections if c.get_gid() == "deaths")
-    assert len(deaths.get_offsets()) == int(np.isfinite(viz.death_times(matrix, TAU)).sum()) > 0
+    assert all(died[f] <= events[0]["epoch"] for f in events[0]["filters"])
     renewed = [c for c in ax.collections if c.get_gid() == "renewed"]
-    assert [len(c.get_offsets()) for c in renewed] == [len(e["filters"]) for e in run.events]
-    assert len([l for l in ax.lines if l.get_color() == viz.EVENT]) == len(run.events) == 2
+    assert [len(c.get_offsets()) for c in renewed] == [len(e["filters"]) for e in events]
+    assert len([l for l in ax.lines if l.get_color() == viz.EVENT]) == len(events) == 2
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert "re-activation" in legend and any(t.startswith("first score < τ") for t in legend)
 
 
-def test_death_timeline_ignores_detect_only_events(run):
-    detected = [{**e, "strategy": "none"} for e in run.events]  # the standard arm logs, renews nothing
-    ax = main_axes(viz.death_timeline(timeline(run.history), TAU, detected))[0]
+def test_death_timeline_ignores_detect_only_events_and_takes_steps(tiny_run):
+    matrix = timeline(tiny_run.history, "silent")
+    detected = [{**e, "strategy": "none"} for e in tiny_run.events]  # the standard arm logs, renews nothing
+    ax = main_axes(viz.death_timeline(matrix, TAU, detected))[0]
     assert not [c for c in ax.collections if c.get_gid() == "renewed"]
     assert not [l for l in ax.lines if l.get_color() == viz.EVENT]
-
-
-def test_death_timeline_accepts_a_step_axis(run):
-    matrix = timeline(run.history)
-    steps = [h["step"] for h in run.history]
-    fig = viz.death_timeline(matrix, TAU, run.events, x=steps, xlabel="step")
-    ax = main_axes(fig)[0]
+    steps = [h["step"] for h in tiny_run.history]
+    ax = main_axes(viz.death_timeline(matrix, TAU, tiny_run.events, x=steps, xlabel="step", log=True))[0]
     event_lines = [l for l in ax.lines if l.get_color() == viz.EVENT]
-    assert sorted(l.get_xdata()[0] for l in event_lines) == [e["step"] for e in run.events]
+    assert sorted(l.get_xdata()[0] for l in event_lines) == [e["step"] for e in tiny_run.events]
 
 
 def test_activation_maps_on_mobilefacenet_dead_filters_are_black(stem, mfn_scores, face):
@@ -151,34 +149,37 @@ def test_activation_maps_on_mobilefacenet_dead_filters_are_black(stem, mfn_score
     assert len(red_titles) == int(mask[filters].sum())
 
 
-def test_activation_maps_with_a_facecnn_stem_restore_training_mode(run, face):
-    run.model.train()
-    fig = viz.activation_maps(run.model.stem, face, [0, 1, 2])
-    assert run.model.training
+def test_activation_maps_with_a_facecnn_stem_restore_training_mode(tiny_run, face):
+    model = copy.deepcopy(tiny_run.model).train()
+    fig = viz.activation_maps(model.stem, face, [0, 1, 2])
+    assert model.training
     assert main_axes(fig)[1].images[0].get_array().shape == (32, 32)
 
 
-def test_before_after_shows_renewed_filters_and_their_maps(run, face):
-    model = copy.deepcopy(run.model)
+def test_before_after_shows_renewed_filters_and_their_maps(tiny_run, face):
+    model = copy.deepcopy(tiny_run.model)
     before = model.conv1.weight.detach().clone()
     tau = float(np.sort(model_scores(model))[4]) + 1e-6
     result = reactivate_model(model, tau, "contextual", generator=torch.Generator().manual_seed(0))
     assert len(result.filters) == 5
-    fig = viz.before_after(before, model.conv1.weight, result.filters, run.model.stem, model.stem, face)
+    fig = viz.before_after(before, model.conv1.weight, result.filters, tiny_run.model.stem, model.stem, face)
     assert len(fig.axes) == 4 * 5
-    assert [ax.get_ylabel() for ax in fig.axes[::5]] == ["filter before", "filter after", "map before", "map after"]
+    labels = [ax.get_ylabel() for ax in fig.axes[::5]]
+    assert [("filter" in l, "before" in l) for l in labels] == [(True, True), (True, False), (False, True), (False, False)]
+    assert "after" in labels[1] and labels[2].startswith("map") and "after" in labels[3]
     assert len(viz.before_after(before, model.conv1.weight, result.filters).axes) == 2 * 5
     assert "no filters" in viz.before_after(before, before, []).texts[0].get_text()
 
 
-def test_training_curves_three_panels_and_event_lines(run):
-    fig = viz.training_curves(run.history, run.events, tau=TAU)
+def test_training_curves_three_panels_event_lines_and_a_second_reading(tiny_run):
+    fig = viz.training_curves(tiny_run.history, tiny_run.events, tau=TAU, score="silent", second=("max", 0.1))
     assert len(fig.axes) == 3
     for ax in fig.axes:
-        assert len([l for l in ax.lines if l.get_gid() == "event"]) == len(run.events)
+        assert len([l for l in ax.lines if l.get_gid() == "event"]) == len(tiny_run.events)
         assert "re-activation" in [t.get_text() for t in ax.get_legend().get_texts()]
-    inactive = fig.axes[2].lines[0].get_ydata()
-    assert np.allclose(inactive, (timeline(run.history) < TAU).mean(0))
+    silent, weight = fig.axes[2].lines[0].get_ydata(), fig.axes[2].lines[1].get_ydata()
+    assert np.allclose(silent, (timeline(tiny_run.history, "silent") < TAU).mean(0))
+    assert np.allclose(weight, (timeline(tiny_run.history, "max") < 0.1).mean(0))
 
 
 def test_step_curves_from_a_lab_log():
@@ -191,55 +192,88 @@ def test_step_curves_from_a_lab_log():
     assert any(l.get_gid() == "event" for l in inactive_ax.lines)
 
 
-def test_roc_curves_log_far_axis():
-    runs = json.loads((comparison_dir() / "runs.json").read_text())  # each run holds its evaluate() report
-    reports = {f"{r['strategy']} seed {r['seed']}": r for r in runs}
+# ---------------------------------------------------------------------------------------------
+# comparison figures: they draw a Summary, they never read files
+
+
+def test_roc_curves_log_far_axis(synthetic_records):
+    reports = {f"{r['arm']} seed {r['seed']}": r for r in synthetic_records[:3]}
     fig = viz.roc_curves(reports)
     (ax,) = fig.axes
     assert ax.get_xscale() == "log"
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels[0] == f"none seed 0 (AUC {runs[0]['auc']:.3f})" and labels[-1] == "chance"
-    assert len(labels) == len(runs) + 1
+    assert labels[0] == f"none seed 0 (AUC {synthetic_records[0]['auc']:.3f})" and labels[-1] == "chance"
+    assert len(labels) == 4
 
 
-def test_seed_comparison_boxes_points_and_pvalues():
-    summary = json.loads((comparison_dir() / "summary.json").read_text())
+def test_seed_comparison_boxes_points_and_the_paired_ci(summary):
     fig = viz.seed_comparison(summary, "accuracy")
     (ax,) = fig.axes
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["standard training", "CRAFT (contextual)"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [ARM_LABELS[a] for a in summary.arms]
     points = sum(len(c.get_offsets()) for c in ax.collections)
-    assert points == 4  # 2 arms x 2 seeds
+    assert points == 15  # 3 arms x 5 seeds
     notes = [t.get_text() for t in ax.texts if t.get_gid() == "pvalue"]
-    assert notes[0] == "baseline" and notes[1].startswith("p = ")
-    assert "2 seed(s)" in ax.get_title()
+    assert notes[0] == "baseline" and notes[1].startswith("Δ +") and "CI [" in notes[1] and "p = " in notes[1]
+    assert "5 seed(s)" in ax.get_title() and METRIC_LABELS["accuracy"] in ax.get_title()
+    one = viz.seed_comparison(summary, "accuracy", arms=["none", "contextual"])
+    assert len(one.axes[0].get_xticklabels()) == 2
 
 
-def test_seed_comparison_single_seed_has_no_pvalue():
-    summary = json.loads((comparison_dir() / "summary.json").read_text())
-    from craftlib.widgets import select
-
-    one = select(summary, [], seeds=[0])
-    notes = [t.get_text() for t in viz.seed_comparison(one, "inactive_fraction").axes[0].texts]
-    assert notes[1] == "p = n/a (t)\nn/a (W)"
+def test_seed_comparison_of_a_metric_that_is_never_estimable(summary):
+    """TAR@FAR=1e-3 on DevTest is None in every run: the figure says n/a instead of failing."""
+    fig = viz.seed_comparison(summary, "tar@far=0.001")
+    notes = [t.get_text() for t in fig.axes[0].texts if t.get_gid() == "pvalue"]
+    assert notes[1].startswith("Δ n/a") and "0 seed(s)" in fig.axes[0].get_title()
 
 
-def test_save_comparison_figures_writes_every_png(tmp_path):
-    for name in ("summary.json", "runs.json"):
-        (tmp_path / name).write_text((comparison_dir() / name).read_text())
-    paths = viz.save_comparison_figures(tmp_path)
+def test_tau_curves_one_line_per_arm(summary):
+    fig = viz.tau_curves(summary, "silent")
+    (ax,) = fig.axes
+    assert len(ax.lines) == 3 and ax.get_xscale() == "log"
+    for line, arm in zip(ax.lines, summary.arms.values()):
+        assert list(line.get_xdata()) == list(summary.taus) and list(line.get_ydata()) == arm.curves["silent"]
+        assert f"area {arm.curve_area('silent'):.3f}" in line.get_label()
+
+
+def test_survival_curves_against_standard_training(summary):
+    fig = viz.survival_curves(summary)
+    (ax,) = fig.axes
+    labels = [l.get_label() for l in ax.lines]
+    assert labels == [f"{ARM_LABELS['contextual']}: re-activated filters",
+                      f"{ARM_LABELS['random_matched']}: re-activated filters",
+                      "standard training: filters alive at the same epochs"]
+    assert list(ax.lines[-1].get_ydata()) == summary.baseline_survival
+
+
+def test_record_matrix_is_relative_per_epoch(synthetic_records):
+    record = synthetic_records[0]
+    m = viz.record_matrix(record)
+    assert m.shape == (64, len(record["timeline"]["epoch"]))
+    np.testing.assert_allclose(m[:, 1], relative(np.asarray(record["timeline"]["output_std"][1])))
+    assert viz.record_matrix(record, "max").shape == m.shape
+    with pytest.raises(KeyError):
+        viz.record_matrix(record, "effective")
+
+
+def test_save_comparison_figures_writes_every_png(summary, synthetic_records, tmp_path):
+    paths = viz.save_comparison_figures(summary, synthetic_records, tmp_path / "figs")
     names = sorted(p.name for p in paths)
-    assert names == sorted(["seeds_accuracy.png", "seeds_inactive_fraction.png", "roc.png", "curves_none.png",
-                            "curves_contextual.png", "timeline_none.png", "timeline_contextual.png"])
+    assert names == sorted(["seeds_accuracy.png", "seeds_silent_fraction.png", "tau_curve_silent.png",
+                            "tau_curve_max.png", "survival.png", "roc.png", "timeline_none.png",
+                            "timeline_contextual.png", "timeline_random_matched.png"])
     assert all(p.stat().st_size > 5000 and p.read_bytes()[:4] == b"\x89PNG" for p in paths)
 
 
-def test_save_comparison_figures_without_runs_and_one_seed(tmp_path):
-    summary = json.loads((comparison_dir() / "summary.json").read_text())
-    from craftlib.widgets import select
-
-    (tmp_path / "summary.json").write_text(json.dumps(select(summary, [], seeds=[1])))
-    assert sorted(p.name for p in viz.save_comparison_figures(tmp_path)) == ["seeds_accuracy.png",
-                                                                             "seeds_inactive_fraction.png"]
+@pytest.mark.slow
+def test_comparison_figures_of_a_real_comparison(comparison_dir, tmp_path):
+    records = load_records(comparison_dir)
+    summary = summarize(records)
+    assert list(summary.arms) == ["none", "contextual"] and summary.arms["none"].seeds == [0, 1]
+    paths = viz.save_comparison_figures(summary, records, tmp_path)
+    assert len(paths) == 8 and all(p.read_bytes()[:4] == b"\x89PNG" for p in paths)  # 2 arms: 2 timelines
+    fig = viz.death_timeline(viz.record_matrix(records[0]), SILENT_TAU, records[0]["events"],
+                             x=records[0]["timeline"]["epoch"])
+    assert main_axes(fig)[0].images[0].get_array().shape == (64, 3)
 
 
 def test_figures_show_themselves_in_jupyter_without_pyplot(mfn_scores):

@@ -1,7 +1,13 @@
-"""The widgets' callbacks as plain functions, then the widgets themselves driven by setting values and clicking."""
+"""The widgets' callbacks as plain functions, then the widgets themselves driven by setting values and clicking.
+
+The explorer runs on the released MobileFaceNet stem with real faces, the lab on a real (tiny) trainer,
+the dashboard on results folders of run records (``records_dir``: synthetic numbers in the exact shape
+``compare`` writes; one slow test on a real comparison).
+"""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 
 import numpy as np
@@ -9,20 +15,17 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from craft_data import TAU, comparison_dir, faces32, fresh_trainer, mobilefacenet
 from craftlib import viz, widgets as cw
 from craftlib.activity import filter_scores, inactive_mask
+from craftlib.experiments import load_records
+from craftlib.recipes import ARM_LABELS, CraftSpec
+from craftlib.results import METRIC_LABELS, render_html, summarize
 from craftlib.training import NonFiniteLossError
 
 
 @pytest.fixture(scope="module")
-def stem():
-    return mobilefacenet()
-
-
-@pytest.fixture(scope="module")
-def probe():
-    return faces32()[:64]
+def probe(devtest):
+    return devtest.images[:64]
 
 
 @pytest.fixture(scope="module")
@@ -30,18 +33,26 @@ def source(stem, probe):
     return cw.score_source(stem, probe)
 
 
-@pytest.fixture
-def trainer():
-    return fresh_trainer(steps=3)
+@pytest.fixture(scope="module")
+def face(devtest):
+    return devtest.images[0]
 
 
 KILLED = [2, 11, 30, 47, 63]
 
 
 def kill(trainer, filters=KILLED) -> list[int]:
-    """Shrink some filters to 0.1 % (a few FAST steps kill none): they stand in for dead filters at τ = 0.1."""
+    """Shrink some filters to 0.1 % (a few steps kill none): they stand in for dead filters at τ = 0.1 (max |w|)."""
     with torch.no_grad():
         trainer.model.conv1.weight[filters] *= 1e-3
+    return list(filters)
+
+
+def silence(trainer, filters=KILLED) -> list[int]:
+    """Zero some channels' BatchNorm γ and β: their output is 0, silent for the functional detector."""
+    with torch.no_grad():
+        trainer.model.bn1.weight[filters] = 0.0
+        trainer.model.bn1.bias[filters] = 0.0
     return list(filters)
 
 
@@ -59,20 +70,28 @@ def test_threshold_state_counts_follow_tau(source):
 
 
 def test_score_source_has_every_kind_for_the_mobilefacenet_stem(source, stem, probe):
-    assert list(source.scores) == ["max", "l1", "l2", "gamma", "effective", "activation"]
+    assert list(source.scores) == ["max", "l1", "l2", "gamma", "effective", "silent", "activation"]
     assert np.allclose(source.scores["l2"], filter_scores(stem[0], "l2"))
     expected = filter_scores(stem[0], "activation", stem=stem, probe=cw.as_probe(probe))
     assert np.allclose(source.scores["activation"], expected)
+    dead = source.scores["max"] < 0.1
+    assert np.all(source.scores["silent"][dead] < 0.01)  # the released model's dead filters are silent too
     assert source.weight.shape == (64, 3, 3, 3)
 
 
 def test_score_source_accepts_a_facecnn_a_conv_bn_pair_and_a_conv(trainer, probe):
     model = trainer.model
-    assert "activation" in cw.score_source(model, probe).scores
+    assert {"silent", "activation"} <= set(cw.score_source(model, probe).scores)
     assert list(cw.score_source((model.conv1, model.bn1)).scores) == ["max", "l1", "l2", "gamma", "effective"]
     assert list(cw.score_source(model.conv1).scores) == ["max", "l1", "l2"]
     with pytest.raises(TypeError, match="FaceCNN"):
         cw.score_source("conv1")
+
+
+def test_as_probe_normalises_uint8_faces(probe):
+    x = cw.as_probe(probe)
+    assert x.shape == (64, 3, 32, 32) and x.dtype == torch.float32 and -1 <= x.min() < x.max() <= 1
+    assert cw.as_probe(x) is not None and torch.equal(cw.as_probe(x), x) and cw.as_probe(None) is None
 
 
 def test_threshold_update_is_fast_and_matches_inactive_mask(source):
@@ -99,10 +118,10 @@ def test_explorer_slider_and_menu_update_count_and_figure(stem, probe):
     assert explorer.image.value != first_png and explorer.image.value[:4] == b"\x89PNG"
     grid = next(ax for ax in explorer.figure.axes if ax.get_label() == "grid")
     assert viz.marked_filters(grid) == np.flatnonzero(explorer.state["mask"]).tolist()
-    explorer.score.value = "activation"
-    assert explorer.state["score"] == "activation"
+    explorer.score.value = "silent"
+    assert explorer.state["score"] == "silent"
     bars = next(ax for ax in explorer.figure.axes if ax.get_label() == "bars")
-    assert bars.get_ylabel() == "mean |activation| (ReDo)"
+    assert bars.get_ylabel() == "output spread (std after BN + activation)"
 
 
 def test_threshold_explorer_and_static_view(stem):
@@ -121,7 +140,7 @@ def test_lab_reactivate_renews_exactly_the_dead_filters(trainer):
     expected = kill(trainer)
     before = trainer.model.conv1.weight.detach().clone()
     result = cw.lab_reactivate(trainer, "contextual", 0.1)
-    assert result["filters"] == expected and result["count"] == 5
+    assert result["filters"] == expected and result["count"] == 5 and result["score"] == "max"
     after = trainer.model.conv1.weight.detach()
     changed = torch.nonzero((after != before).flatten(1).any(1)).flatten().tolist()
     assert changed == expected
@@ -129,6 +148,27 @@ def test_lab_reactivate_renews_exactly_the_dead_filters(trainer):
     assert (result["inactive_before"], result["inactive_after"]) == (5 / 64, 0.0)
     assert "5 / 64 filters" in result["text"]
     assert np.array_equal(result["before"], before.numpy())
+
+
+def test_lab_reactivate_by_the_silent_detector_with_a_recipe_spec(trainer):
+    """With ``spec`` (the recipe's CRAFT), the lab also resets what the spec resets: here the next layer."""
+    silenced = silence(trainer)
+    consumer = trainer.model.body[0][0].weight
+    result = cw.lab_reactivate(trainer, "contextual", 0.01, score="silent", spec=CraftSpec(downstream="zero"))
+    assert set(silenced) <= set(result["filters"]) and result["score"] == "silent"
+    assert np.all(result["scores_before"][silenced] == 0) and np.all(result["scores_after"][silenced] > 0.01)
+    assert torch.all(consumer[:, result["filters"]] == 0)
+    assert torch.all(trainer.model.act1.weight[result["filters"]] == 0.25)
+    assert result["event"]["score"] == "silent"
+
+
+def test_lab_spec_defaults_to_the_first_release(trainer):
+    spec = cw.lab_spec(None, "orthogonal", 0.2, "max")
+    assert (spec.strategy, spec.tau, spec.score, spec.downstream, spec.strong_quantile) == ("orthogonal", 0.2, "max",
+                                                                                           "keep", 0.0)
+    assert cw.lab_spec(CraftSpec(downstream="rescale"), "random", 0.05, "silent").downstream == "rescale"
+    with pytest.raises(ValueError, match="strategy"):
+        cw.lab_spec(None, "magic", 0.1, "max")
 
 
 def test_lab_reactivate_none_only_detects_and_bad_strategy_raises(trainer):
@@ -144,18 +184,27 @@ def test_lab_reactivate_none_only_detects_and_bad_strategy_raises(trainer):
 def test_lab_train_runs_the_steps_and_reports_progress(trainer):
     seen = []
     start = trainer.step
-    result = cw.lab_train(trainer, 7, TAU, on_progress=lambda done, total: seen.append((done, total)))
+    result = cw.lab_train(trainer, 7, 0.3, on_progress=lambda done, total: seen.append((done, total)), score="silent")
     assert trainer.step == start + 7 and result["steps"] == list(range(start + 1, start + 8))
     assert len(result["losses"]) == 7 and np.all(np.isfinite(result["losses"]))
     assert seen == [(5, 7), (7, 7)]
+    assert result["inactive_fraction"] == pytest.approx(np.mean(result["scores"]["silent"] < 0.3))
     with pytest.raises(ValueError, match="between 1 and"):
         cw.lab_train(trainer, 0)
 
 
-def test_reactivation_view_previews_without_touching_the_trainer(trainer):
+def test_lab_log_keeps_scores_so_any_tau_can_be_drawn(trainer):
+    log = cw.lab_log(trainer, 0.3, "silent")
+    assert [e["step"] for e in log] == [h["step"] for h in trainer.history]
+    for entry, h in zip(log, trainer.history):
+        assert set(entry["scores"]) == {"silent", "max"}
+        assert entry["inactive"] == pytest.approx(np.mean(entry["scores"]["silent"] < 0.3))
+
+
+def test_reactivation_view_previews_without_touching_the_trainer(trainer, face):
     kill(trainer, [4, 5, 6, 7])
     weight, events = trainer.model.conv1.weight.detach().clone(), list(trainer.events)
-    fig = cw.reactivation_view(trainer, "contextual", 0.1, face=faces32()[0])
+    fig = cw.reactivation_view(trainer, "contextual", 0.1, face=face)
     assert isinstance(fig, Figure)
     assert torch.equal(weight, trainer.model.conv1.weight) and trainer.events == events
     assert len(fig.axes) == 4 * 4 + 2  # 4 filters x (2 tiles + 2 maps), then the two curves
@@ -165,22 +214,30 @@ def test_reactivation_view_previews_without_touching_the_trainer(trainer):
 # re-activation lab: the widget
 
 
-def test_lab_reactivate_button_updates_status_figure_and_curve(trainer):
+def test_lab_reactivate_button_updates_status_figure_and_curve(trainer, face):
     kill(trainer)
-    lab = cw.ReactivationLab(trainer, face=faces32()[0], tau=0.05)
+    lab = cw.ReactivationLab(trainer, face=face, tau=0.05)
     first_grid, first_curves = lab.grid_image.value, lab.curves_image.value
     assert "5 / 64 inactive" in lab.status.value and first_grid[:4] == b"\x89PNG"
-    assert lab.filters_image.value == b""  # nothing re-activated yet
-    lab.tau.value = 0.0
-    assert "0 / 64 inactive" in lab.status.value
+    lab.tau.value = 1.0  # everything below the strongest filter
+    assert "63 / 64 inactive" in lab.status.value
     lab.tau.value = 0.1
     lab.reactivate_button.click()
     assert lab.error.value == ""
-    assert "5 / 64 filters below τ = 0.10 re-activated; inactive 8% → 0%" in lab.status.value
+    assert "5 / 64 filters below τ = 0.10 re-activated" in lab.status.value and "inactive 8% → 0%" in lab.status.value
     assert lab.filters_image.value[:4] == b"\x89PNG"
     assert lab.grid_image.value != first_grid and lab.curves_image.value != first_curves
     assert len(trainer.events) == 1 and lab.log[-1]["step"] == trainer.step
+    assert "last re-activation: 5 filters" in lab.last_caption.value
     assert not any(b.disabled for b in lab.buttons)
+
+
+def test_lab_detector_menu_switches_to_the_silent_score(trainer):
+    silence(trainer, [1, 2, 3])
+    lab = cw.ReactivationLab(trainer, tau=0.01, score="max")
+    lab.score.value = "silent"
+    assert lab.state["score"] == "silent" and lab.state["count"] >= 3 and np.all(lab.state["mask"][[1, 2, 3]])
+    assert f"{lab.state['count']} / 64 inactive" in lab.status.value
 
 
 def test_lab_train_button_disables_buttons_while_running(trainer, monkeypatch):
@@ -222,59 +279,86 @@ def test_lab_errors_land_in_the_error_box(trainer, monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------
-# comparison dashboard
-
-
-@pytest.fixture(scope="module")
-def results():
-    return comparison_dir()
-
-
-@pytest.fixture(scope="module")
-def summary(results):
-    return json.loads((results / "summary.json").read_text())
+# comparison dashboard: records in, statistics recomputed on every selection
 
 
 def table_rows(table: str) -> int:
     return table.count("<tr>") - 1  # minus the header
 
 
-def test_comparison_table_rows_values_and_pvalues(summary):
-    table = cw.comparison_table(summary, metric="accuracy")
-    assert table_rows(table) == 2
-    assert "standard training" in table and "CRAFT (contextual)" in table
-    p = summary["arms"]["contextual"]["accuracy_pvalue_t"]
-    assert ("n/a" if p is None else f">{p:.3f}</td>") in table
-    assert table_rows(cw.comparison_table(summary, arms=["contextual"], metric="auc")) == 1
+def test_pool_a_folder_several_folders_or_a_summary(records_dir, tmp_path, synthetic_records):
+    summary, records = cw.pool(records_dir)
+    assert summary == summarize(synthetic_records) and len(records) == 15
+    assert cw.pool(summary) == (summary, [])
+    other = tmp_path / "laptop2"
+    shutil.copytree(records_dir, other)
+    pooled, notes = cw.pool_records([records_dir, other])
+    assert len(pooled) == 15 and len(notes) == 15 and "kept the first" in notes[0]
+    with pytest.raises(FileNotFoundError, match="no run records"):
+        cw.pool(tmp_path / "empty")
 
 
-def test_select_recomputes_on_a_subset(summary, results):
-    runs = json.loads((results / "runs.json").read_text())
-    one = cw.select(summary, runs, seeds=[1])
-    assert one["arms"]["none"]["seeds"] == [1] and one["arms"]["contextual"]["accuracy_pvalue_t"] is None
-    assert cw.select(summary, [], seeds=[0, 1])["arms"]["none"]["accuracy"] == summary["arms"]["none"]["accuracy"]
+def test_select_recomputes_on_a_subset(records_dir):
+    _, records = cw.pool(records_dir)
+    one = cw.select(records, seeds=[1])
+    assert one.arms["none"].seeds == [1] and one.arms["contextual"].vs_baseline["accuracy"].t_pvalue is None
+    two = cw.select(records, arms=["none", "contextual"], seeds=[0, 1, 2])
+    assert list(two.arms) == ["none", "contextual"] and two.arms["contextual"].vs_baseline["accuracy"].n == 3
     with pytest.raises(ValueError, match="nothing selected"):
-        cw.select(summary, runs, arms=[])
+        cw.select(records, arms=[])
 
 
-def test_dashboard_controls_change_table_and_figure(results):
-    dash = cw.ComparisonDashboard(results)
-    assert table_rows(dash.table.value) == 2 and dash.error.value == ""
+def test_dashboard_controls_change_table_and_figure(records_dir):
+    dash = cw.ComparisonDashboard(records_dir)
+    assert table_rows(dash.table.value) == 3 and dash.error.value == ""
+    assert dash.table.value == render_html(dash.picked, "accuracy")
+    assert "15 runs" in dash.caption.value
     first_png = dash.image.value
-    dash.arms.value = ("contextual",)
-    assert table_rows(dash.table.value) == 1
-    dash.seeds.value = (0,)
-    assert "per seed" in dash.table.value and dash.image.value != first_png
-    dash.metric.value = "inactive_fraction"
-    assert "inactive conv1 filters" in dash.table.value
+    dash.arms.value = ("none", "contextual")
+    assert table_rows(dash.table.value) == 2
+    dash.seeds.value = (0, 1, 2)
+    assert "3 seed(s)" in dash.caption.value and dash.image.value != first_png
+    dash.metric.value = "silent_fraction"
+    assert METRIC_LABELS["silent_fraction"] in dash.table.value
+    dash.metric.value = "tar@far=0.001"  # never estimable on DevTest: a table of n/a, not an error
+    assert dash.error.value == "" and "n/a" in dash.table.value
     dash.arms.value = ()
     assert "nothing selected" in dash.error.value  # shown, not raised
 
 
-def test_dashboard_from_a_summary_dict_and_static_view(summary, results):
-    dash = cw.ComparisonDashboard(summary)
-    assert table_rows(dash.table.value) == 2
-    assert len(cw.comparison_view(summary, "accuracy").axes) == 1
-    assert len(cw.comparison_view(results, "auc").axes) == 2  # with runs.json: ROC too
-    with pytest.raises(FileNotFoundError, match="summary.json"):
-        cw.load_results(results / "missing")
+def test_dashboard_pools_folders_and_refuses_a_bare_summary(records_dir, tmp_path):
+    half = tmp_path / "half"
+    (half / "records").mkdir(parents=True)
+    for path in sorted((records_dir / "records").glob("*-s[34].json")):
+        shutil.move(str(path), half / "records" / path.name)
+    dash = cw.ComparisonDashboard([records_dir, half])
+    assert dash.summary.arms["contextual"].seeds == [0, 1, 2, 3, 4]
+    with pytest.raises(TypeError, match="run records"):
+        cw.ComparisonDashboard(dash.summary)
+
+
+def test_comparison_view_static_twin(records_dir):
+    summary, _ = cw.pool(records_dir)
+    assert len(cw.comparison_view(records_dir, "accuracy").axes) == 2  # seed spread and ROC
+    assert len(cw.comparison_view(summary, "auc").axes) == 1  # a summary alone: no runs, no ROC
+    fig = cw.comparison_view(records_dir, "accuracy", arms=["none", "random_matched"], seeds=[0, 1])
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels == [ARM_LABELS["none"], ARM_LABELS["random_matched"]]
+
+
+def test_uploaded_records_land_in_the_folder(records_dir, tmp_path):
+    files = [{"name": p.name, "content": p.read_bytes()} for p in sorted((records_dir / "records").glob("none-*"))]
+    written = cw.save_uploads(files, tmp_path / "room")
+    assert [p.name for p in written] == [f["name"] for f in files]
+    assert load_records(tmp_path / "room") == [r for r in load_records(records_dir) if r["arm"] == "none"]
+    with pytest.raises(ValueError, match="not a run record"):
+        cw.save_uploads([{"name": "notes.json", "content": json.dumps({"hello": 1}).encode()}], tmp_path / "room")
+
+
+@pytest.mark.slow
+def test_dashboard_on_a_real_comparison(comparison_dir):
+    dash = cw.ComparisonDashboard(comparison_dir)
+    assert table_rows(dash.table.value) == 2 and dash.error.value == ""
+    assert ARM_LABELS["contextual"] in dash.table.value and dash.image.value[:4] == b"\x89PNG"
+    dash.seeds.value = (0,)
+    assert dash.picked.arms["contextual"].vs_baseline["accuracy"].t_pvalue is None

@@ -1,0 +1,293 @@
+"""The companion comparison: standard, CRAFT, a CReLU stem and Top-K sparsity on one recipe, paired by seed.
+
+Four arms on the workshop recipe (``ARMS``): ``none`` (standard training), ``contextual`` (CRAFT),
+``crelu`` (CReLU stem: half the ``conv1`` filters, both phases kept; no re-activation) and ``topk``
+(Top-K keeping 20% of each map after stage 2, as the shape-bias paper's ``2_20`` setting; no
+re-activation). Each run is trained as ``experiments.run_arm`` trains (the arm's CRAFT callback; ``none``
+detects and logs only), measured by ``experiments.measure`` and written as one small JSON record
+(``records/<arm>-s<seed>.json``) with, besides the main study's fields, ``companion``: parameters,
+MACs, the pairing statistic of ``conv1`` (``pairing``) and the face shape-vs-texture probe
+(``shapebias``). Every record of a folder carries the same fingerprint (the base recipe plus the arm
+definitions), so ``results.summarize`` pools them and gives the paired Δ, 95% CI, Holm p, power and MDE
+of the main study; ``summary`` adds the same paired statistics for the companion metrics.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .activity import model_scores
+from .data import LFW
+from .experiments import check_folder, fingerprint, load_records, pending, record_path, write_record
+from .experiments import measure as experiment_record
+from .models import count_macs, count_params
+from .pairing import pairing_summary, random_reference
+from .recipes import WORKSHOP, Recipe
+from .results import SILENT_TAU, fmt, holm, paired, summarize
+from .shapebias import probe as shape_probe
+
+ARMS: dict[str, dict] = {
+    "none": {"model": {}, "craft": "none", "label": "standard training"},
+    "contextual": {"model": {}, "craft": "contextual", "label": "CRAFT (silent detector)"},
+    "crelu": {"model": {"stem_act": "crelu"}, "craft": "none", "label": "CReLU stem (32 filters, 2 phases)"},
+    "topk": {"model": {"topk": 0.2, "topk_after": [2]}, "craft": "none", "label": "Top-K 20% after stage 2"},
+}
+"""Arm -> changes to the recipe's ``ModelConfig`` and the CRAFT arm (``recipes.ARMS``) it trains with."""
+DEFAULT_OUT = "docs/results/companion_sparsity"
+EXTRA_METRICS = ("pair_mean", "paired_fraction", "shape_bias", "shape_bias_edges", "params", "macs")
+EXTRA_LABELS = {"pair_mean": "mean pair cosine μ (conv1)", "paired_fraction": "paired conv1 filters",
+                "shape_bias": "shape-bias index (blur vs mosaic)", "shape_bias_edges": "shape-bias index (edges vs mosaic)",
+                "params": "parameters", "macs": "MACs"}
+PERCENT_EXTRA = {"paired_fraction"}
+
+
+def arm_recipe(recipe: Recipe, arm: str) -> Recipe:
+    """The recipe an arm trains with: the base recipe with the arm's model changes."""
+    if arm not in ARMS:
+        raise ValueError(f"arm must be one of {sorted(ARMS)}, got {arm!r}")
+    changes = {f"model__{k}": tuple(v) if isinstance(v, list) else v for k, v in ARMS[arm]["model"].items()}
+    return recipe.but(**changes)
+
+
+def folder_fingerprint(recipe: Recipe, variant: str) -> dict:
+    """The base recipe's fingerprint plus the arm definitions: what every record in a folder must share."""
+    return json.loads(json.dumps({**fingerprint(recipe, variant), "companion_arms": ARMS}))
+
+
+def _pair_stats(weight: torch.Tensor, live: np.ndarray, renewed: list[int], reference: np.ndarray) -> dict:
+    """Pairing over all filters, over the live ones, and what renewed (CRAFT) filters show."""
+    every = pairing_summary(weight, reference=reference)
+    out = {k: every[k] for k in ("n", "mean", "random_mean", "threshold", "shift", "paired_fraction", "cos", "partner")}
+    out["mutual_pairs"] = len(every["mutual_pairs"])
+    live_only = pairing_summary(weight, mask=live) if live.sum() >= 2 else None
+    out["live"] = None if live_only is None else {k: live_only[k] for k in ("n", "mean", "shift", "paired_fraction")}
+    cos = np.asarray([np.nan if v is None else v for v in every["cos"]])
+    renewed = sorted(set(renewed))
+    kept = [i for i in range(len(cos)) if i not in renewed]
+    out["renewed"] = renewed
+    out["renewed_mean"] = float(np.mean(cos[renewed])) if renewed else None
+    out["kept_mean"] = float(np.mean(cos[kept])) if kept else None
+    return out
+
+
+def measure(model: torch.nn.Module, pairs, record: dict, probe_faces: torch.Tensor | None = None) -> dict:
+    """The companion measurements of a trained model (also recomputable later from its checkpoint)."""
+    silent = np.asarray(record["scores"]["silent"]) if probe_faces is None else \
+        model_scores(model, "silent", probe=probe_faces)
+    live = silent >= SILENT_TAU
+    weight = model.conv1.weight.detach()
+    renewed = [f for e in record.get("events", []) if e.get("strategy") != "none" for f in e.get("filters", [])]
+    reference = random_reference(tuple(weight.shape))
+    return {"params": count_params(model), "macs": count_macs(model),
+            "pairing": _pair_stats(weight, live, renewed, reference),
+            "shapebias": shape_probe(model, pairs, clean=record["accuracy"])}
+
+
+def run_one(data, pairs, recipe: Recipe, arm: str, seed: int, models: str | Path | None = None) -> dict:
+    """Train (or load) and measure one arm at one seed: the record ``write_record`` stores.
+
+    The checkpoint goes to ``models/<arm>-s<seed>.pt`` and is kept: a finished checkpoint of the same
+    model config is loaded instead of retrained (a run whose measurement failed costs no second
+    training), and ``remeasure`` can redo the companion measurements later.
+    """
+    from .checkpoints import CheckpointError
+    from .training import Trainer, train
+
+    rec_recipe = arm_recipe(recipe, arm)
+    craft_arm = ARMS[arm]["craft"]
+    config = rec_recipe.train.but(seed=seed)
+    callback = rec_recipe.arm(craft_arm).callback(seed, config.epochs)
+    ckpt = Path(models) / f"{arm}-s{seed}.pt" if models is not None else None
+    trainer = None
+    if ckpt is not None and ckpt.is_file():
+        try:
+            loaded = Trainer(data, config, [callback], progress=False).resume(ckpt)
+            trainer = loaded if loaded.epoch == config.epochs else None
+        except CheckpointError:
+            trainer = None
+    if trainer is None:
+        start = time.perf_counter()
+        trainer = train(data, config, [callback], progress=False)
+        seconds = time.perf_counter() - start
+        if ckpt is not None:
+            trainer.save(ckpt)
+    else:
+        seconds = sum(h["seconds"] for h in trainer.history)
+    record = experiment_record(trainer, pairs, rec_recipe, craft_arm, seed, seconds)
+    start = time.perf_counter()
+    record = {**record, "arm": arm, "craft_arm": craft_arm, "model": rec_recipe.train.model.to_dict()}
+    record["companion"] = measure(trainer.model, pairs, record)
+    record["companion"]["measure_seconds"] = round(time.perf_counter() - start, 1)
+    return record
+
+
+_SHARED: dict = {}
+
+
+def _task(task: tuple[int, str]) -> dict:
+    seed, arm = task
+    torch.set_num_threads(_SHARED["threads"])
+    return run_one(_SHARED["data"], _SHARED["pairs"], _SHARED["recipe"], arm, seed, _SHARED["models"])
+
+
+def compare(recipe: Recipe = WORKSHOP, seeds: list[int] = range(5), arms=tuple(ARMS), lfw: LFW | None = None,
+            out: str | Path = DEFAULT_OUT, models: str | Path | None = "runs/companion-models", jobs: int = 1,
+            log=print) -> list[dict]:
+    """Run every arm at every seed not yet recorded in ``out`` (resumable); return the folder's records."""
+    for arm in arms:
+        arm_recipe(recipe, arm)  # fail on a bad arm name before any training
+    lfw = lfw or LFW(size=recipe.train.model.input_size)
+    data = lfw.training_set(max_identities=recipe.max_identities)
+    pairs = lfw.pairs("devtest")
+    meta = folder_fingerprint(recipe, lfw.variant)
+    check_folder(out, meta)
+    tasks = pending(out, list(seeds), tuple(arms))
+    log(f"{len(tasks)} run(s) to do ({len(list(seeds)) * len(arms) - len(tasks)} already recorded)")
+
+    def done(record: dict) -> None:
+        write_record(out, record, meta)
+        c = record["companion"]
+        log(f"seed {record['seed']} {record['arm']:>10}: accuracy {record['accuracy']:.2%}  "
+            f"pair μ {c['pairing']['mean']:+.3f}  shape bias {fmt('x', c['shapebias']['index'])}  "
+            f"({record['train_seconds']:.0f} s)")
+
+    if jobs > 1 and len(tasks) > 1:
+        import multiprocessing
+
+        _SHARED.update(data=data, pairs=pairs, recipe=recipe, models=models,
+                       threads=max(1, torch.get_num_threads() // jobs))
+        with multiprocessing.get_context("fork").Pool(jobs) as pool:
+            for record in pool.imap_unordered(_task, tasks):
+                done(record)
+        _SHARED.clear()
+    else:
+        for seed, arm in tasks:
+            done(run_one(data, pairs, recipe, arm, seed, models))
+    return load_records(out)
+
+
+def remeasure(out: str | Path = DEFAULT_OUT, models: str | Path = "runs/companion-models",
+              lfw: LFW | None = None, log=print) -> int:
+    """Recompute every record's ``companion`` block from its checkpoint (after a change to a measure)."""
+    from .checkpoints import load_model
+
+    records = load_records(out)
+    if not records:
+        return 0
+    size = records[0]["fingerprint"]["recipe"]["train"]["model"]["input_size"]
+    pairs = (lfw or LFW(size=size)).pairs("devtest")
+    n = 0
+    for record in records:
+        path = Path(models) / f"{record['arm']}-s{record['seed']}.pt"
+        if not path.is_file():
+            log(f"{path}: no checkpoint; {record['arm']} seed {record['seed']} left as it was")
+            continue
+        model, _ = load_model(path)
+        record["companion"] = {**measure(model, pairs, record), "remeasured": True}
+        meta = record.pop("fingerprint")
+        write_record(out, record, meta)
+        n += 1
+    return n
+
+
+# ---------------------------------------------------------------------------------------------
+# summary
+
+
+def extra_values(record: dict) -> dict[str, float | None]:
+    c = record["companion"]
+    return {"pair_mean": c["pairing"]["mean"], "paired_fraction": c["pairing"]["paired_fraction"],
+            "shape_bias": c["shapebias"]["index"], "shape_bias_edges": c["shapebias"]["index_edges"],
+            "params": float(c["params"]), "macs": float(c["macs"])}
+
+
+def summary(records: list[dict], baseline: str = "none") -> dict:
+    """``results.summarize`` for the main metrics plus the same paired statistics for the companion ones."""
+    main = summarize(records, baseline)
+    for name, arm in main.arms.items():
+        arm.label = ARMS.get(name, {}).get("label", arm.label)
+    by_arm: dict[str, dict[int, dict]] = {}
+    for r in records:
+        by_arm.setdefault(r["arm"], {})[r["seed"]] = r
+    extra: dict[str, dict] = {}
+    for name, runs in by_arm.items():
+        vals = [extra_values(runs[s]) for s in sorted(runs)]
+        extra[name] = {"seeds": sorted(runs), "values": {m: [v[m] for v in vals] for m in EXTRA_METRICS},
+                       "shape": {k: [runs[s]["companion"]["shapebias"][k] for s in sorted(runs)]
+                                 for k in ("clean", "low_pass", "edge_map", "patch_shuffle")},
+                       "vs_baseline": {}}
+    if baseline in extra:
+        base = extra[baseline]
+        for metric in EXTRA_METRICS[:4]:
+            for name, e in extra.items():
+                if name == baseline:
+                    continue
+                common = [s for s in e["seeds"] if s in base["seeds"]
+                          and e["values"][metric][e["seeds"].index(s)] is not None
+                          and base["values"][metric][base["seeds"].index(s)] is not None]
+                e["vs_baseline"][metric] = paired([e["values"][metric][e["seeds"].index(s)] for s in common],
+                                                  [base["values"][metric][base["seeds"].index(s)] for s in common])
+            adjusted = holm({n: e["vs_baseline"][metric].t_pvalue for n, e in extra.items() if n != baseline})
+            for name, p in adjusted.items():
+                extra[name]["vs_baseline"][metric].holm_pvalue = p
+    return {"main": main, "extra": extra}
+
+
+def _mean_sd(values, percent: bool = False, digits: int = 3) -> str:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "n/a"
+    m, s = float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else float("nan")
+    if percent:
+        return f"{100 * m:.1f}% ± {100 * s:.1f}%"
+    return f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def _delta(p, percent: bool = False) -> str:
+    if p is None or p.mean_difference is None:
+        return "—"
+    scale, unit = (100, " pts") if percent else (1, "")
+    ci = "" if p.ci95 is None else f" [{scale * p.ci95[0]:+.2f}, {scale * p.ci95[1]:+.2f}]"
+    return f"{scale * p.mean_difference:+.2f}{unit}{ci}, p {fmt('p', p.t_pvalue)} (Holm {fmt('p', p.holm_pvalue)})"
+
+
+def render_markdown(s: dict) -> str:
+    """The companion table (Markdown): one row per arm, Δ vs standard with 95% CI and Holm-adjusted p."""
+    main, extra = s["main"], s["extra"]
+    lines = ["| arm | seeds | DevTest accuracy | Δ accuracy vs standard [95% CI], p | silent conv1 (τ=0.01) | "
+             "small-weight conv1 (τ=0.1) | pair μ | paired filters | shape-bias index | Δ shape bias [95% CI], p | "
+             "params | MACs |", "|---|" + "---|" * 11]
+    for name, arm in main.arms.items():
+        e = extra[name]
+        pa = arm.vs_baseline.get("accuracy")
+        lines.append(" | ".join([
+            f"| {arm.label}", str(len(arm.seeds)),
+            f"{fmt('accuracy', arm.mean('accuracy'))} ± {fmt('accuracy', arm.std('accuracy'))}",
+            _delta(pa, percent=True), _mean_sd(arm.values["silent_fraction"], True),
+            _mean_sd(arm.values["weight_fraction"], True), _mean_sd(e["values"]["pair_mean"]),
+            _mean_sd(e["values"]["paired_fraction"], True), _mean_sd(e["values"]["shape_bias"]),
+            _delta(e["vs_baseline"].get("shape_bias")), f"{int(e['values']['params'][0]):,}",
+            f"{e['values']['macs'][0] / 1e6:.1f} M"]) + " |")
+    return "\n".join(lines)
+
+
+def render_shape_table(s: dict) -> str:
+    """The probe's raw accuracies per arm (mean over seeds): clean, blurred, edges, mosaic."""
+    lines = ["| arm | clean | low-pass (σ=2) | edge map | patch shuffle (4×4) | index (blur) | index (edges) |",
+             "|---|---|---|---|---|---|---|"]
+    for name, e in s["extra"].items():
+        label = s["main"].arms[name].label
+        cells = [_mean_sd(e["shape"][k], True) for k in ("clean", "low_pass", "edge_map", "patch_shuffle")]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {_mean_sd(e['values']['shape_bias'])} | "
+                     f"{_mean_sd(e['values']['shape_bias_edges'])} |")
+    return "\n".join(lines)
+
+
+def finished(out: str | Path = DEFAULT_OUT, seeds=range(5), arms=tuple(ARMS)) -> list[tuple[int, str]]:
+    """(seed, arm) runs recorded in ``out``."""
+    return [(s, a) for s in seeds for a in arms if record_path(out, a, s).is_file()]
+

@@ -1,0 +1,677 @@
+"""Federated face recognition on LFW: sites that never share a face, and CRAFT when no one sees all the data.
+
+Plain functions, no federated engine: ``flower_app`` wraps exactly these in Flower's ``ServerApp`` /
+``ClientApp`` / ``Strategy``, and ``run`` is the in-process path the notebook uses. The pieces:
+
+- **clients**: LFW training identities dealt to K sites, evenly (``iid``) or with a Dirichlet draw over
+  how many identities each site holds (``dirichlet``); each site's faces stay inside its ``Client``;
+- **strategies**: ``local`` (each site alone), ``fedavg`` (the backbone averaged, every margin head kept
+  private), ``adafedfr`` (FedAvg plus shared class representations used as fixed negatives with an
+  adaptive weight; ``docs/RESULTS.md`` says what is the paper's and what is ours) and ``central`` (all
+  faces in one place: the ceiling);
+- **re-activation**: ``server`` (once per round on the aggregated model, with a generator seeded by
+  (seed, round), so every client receives the same weights) or ``client`` (each site re-activates its
+  own model before aggregation, on its own faces).
+
+What crosses the boundary between a client and the server is only ever model arrays, class
+representations (embeddings), counts and filter indices: ``Channel`` carries all of it and keeps a log
+that the tests read.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .activity import model_scores
+from .data import LFW, FaceSet, PairSet, probe_batch, to_input
+from .losses import MarginHead
+from .models import FaceCNN
+from .paths import atomic_write
+from .reactivation import clear_optimizer_state, reactivate_model, stem_consumers
+from .recipes import WORKSHOP, CraftSpec, Recipe
+from .results import fmt, holm, paired
+from .runtime import evaluating, seed_everything
+from .training import Trainer, make_optimizer, make_schedule, parameter_groups
+from .verification import embed, evaluate
+
+SPLITS = ("iid", "dirichlet")
+STRATEGIES = ("local", "fedavg", "adafedfr", "central")
+CRAFT_MODES = ("none", "server", "client")
+STRATEGY_LABELS = {"local": "local only", "fedavg": "FedAvg (private heads)",
+                   "adafedfr": "AdaFedFR-style (shared negatives)", "central": "centralised (ceiling)"}
+SILENT_TAU = CraftSpec().tau  # what "dead" means in every federated record: silent below this
+
+
+@dataclass(frozen=True)
+class FedConfig:
+    """One federated run besides its recipe: who holds what, how long, and which method.
+
+    ``identities`` training identities (first in name order, disjoint from DevTest) are dealt to the
+    clients; the next ``public`` identities are the server's public set (AdaFedFR's class
+    representations and the server's probe faces for re-activation), held by no client.
+    """
+
+    strategy: str = "fedavg"
+    split: str = "iid"
+    craft: str = "none"
+    clients: int = 4
+    identities: int = 160
+    public: int = 60
+    alpha: float = 0.5  # Dirichlet concentration for the skewed split (smaller = more skewed)
+    min_identities: int = 4  # every client holds at least this many identities
+    rounds: int = 5
+    local_epochs: int = 1
+    negatives_k: int = 32  # hardest shared negatives per face (AdaFedFR-style)
+    negatives_source: str = "public"  # "public": the server's public identities; "clients": other sites' means
+    seed: int = 0
+
+    def __post_init__(self):
+        for name, value, allowed in (("strategy", self.strategy, STRATEGIES), ("split", self.split, SPLITS),
+                                     ("craft", self.craft, CRAFT_MODES),
+                                     ("negatives_source", self.negatives_source, ("public", "clients"))):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if self.strategy == "central" and self.craft == "client":
+            raise ValueError("craft='client' needs clients; the centralised run re-activates with craft='server'")
+        if self.strategy == "local" and self.craft == "server":
+            raise ValueError("local-only has no server model; each site re-activates its own with craft='client'")
+        if self.clients < 1 or self.rounds < 1 or self.local_epochs < 1:
+            raise ValueError("clients, rounds and local_epochs must be >= 1")
+
+    def but(self, **changes) -> "FedConfig":
+        return replace(self, **changes)
+
+    @property
+    def name(self) -> str:
+        split = "all" if self.strategy == "central" else self.split
+        return f"{self.strategy}-{split}-{self.craft}-s{self.seed}"
+
+
+FEDERATED = WORKSHOP.but(model__input_size=32, batch_size=32)
+"""The recipe of the federated study: the workshop recipe at 32 px and batch 32 (small sites need small batches)."""
+FEDERATED_FAST = FEDERATED.but(craft={"tau": 0.3})
+"""CI / notebook smoke budget (with a FAST ``FedConfig``): every path runs; numbers mean nothing."""
+FAST_FED = FedConfig(clients=3, identities=60, public=30, rounds=3, negatives_k=8, min_identities=3)
+
+
+# ---------------------------------------------------------------------------------------------
+# clients from LFW identities
+
+
+def partition(num_identities: int, clients: int, split: str = "iid", alpha: float = 0.5, seed: int = 0,
+              min_identities: int = 1) -> list[np.ndarray]:
+    """Deal identity ids ``0..num_identities-1`` to ``clients`` sites; each identity goes to exactly one.
+
+    ``iid``: shuffled and cut into near-equal parts. ``dirichlet``: site shares ``p ~ Dir(alpha)`` and
+    identity counts ``~ Multinomial(num_identities, p)``, then topped up from the largest site so each
+    holds at least ``min_identities`` (face recognition's non-IID: sites differ in *how many* people).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if clients * min_identities > num_identities:
+        raise ValueError(f"{clients} clients x {min_identities} identities need {clients * min_identities}, "
+                         f"only {num_identities} available")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(num_identities)
+    if split == "iid":
+        return [np.sort(part) for part in np.array_split(order, clients)]
+    counts = rng.multinomial(num_identities, rng.dirichlet(np.full(clients, float(alpha))))
+    while counts.min() < min_identities:
+        counts[counts.argmax()] -= 1
+        counts[counts.argmin()] += 1
+    return [np.sort(part) for part in np.split(order, np.cumsum(counts)[:-1])]
+
+
+def subset(data: FaceSet, identities) -> FaceSet:
+    """The faces of some identities, relabelled ``0..len(identities)-1`` in the order given."""
+    identities = [int(i) for i in identities]
+    remap = {old: new for new, old in enumerate(identities)}
+    keep = np.isin(data.labels, identities)
+    return FaceSet(data.images[keep], np.array([remap[int(y)] for y in data.labels[keep]], dtype=np.int64),
+                   [data.classes[i] for i in identities], [f for f, k in zip(data.files, keep) if k])
+
+
+def thin_pairs(pairs: PairSet, every: int = 4) -> PairSet:
+    """Every ``every``-th pair with only the images they use (both classes, all 10 folds): a cheaper DevTest."""
+    keep = np.arange(0, len(pairs), every)
+    used = np.unique(np.concatenate([pairs.left[keep], pairs.right[keep]]))
+    return PairSet(pairs.images[used], np.searchsorted(used, pairs.left[keep]), np.searchsorted(used, pairs.right[keep]),
+                   pairs.same[keep], pairs.folds[keep], [pairs.files[i] for i in used], pairs.name)
+
+
+@dataclass
+class Federation:
+    """The data of one federation: each client's faces, the server's public faces, the DevTest pairs."""
+
+    clients: list[FaceSet]
+    public: FaceSet
+    pairs: PairSet
+    pool: FaceSet  # every client's faces together: only the centralised ceiling trains on it
+
+    def sizes(self) -> list[tuple[int, int]]:
+        """(identities, faces) per client."""
+        return [(c.num_classes, len(c.labels)) for c in self.clients]
+
+
+def federation(lfw: LFW, fed: FedConfig, pairs: PairSet | None = None) -> Federation:
+    """Split LFW's first ``fed.identities`` training identities over the clients; the next ``fed.public`` are public."""
+    data = lfw.training_set(max_identities=fed.identities + fed.public)
+    if data.num_classes < fed.identities + fed.public:
+        raise ValueError(f"LFW offers {data.num_classes} training identities, {fed.identities + fed.public} requested")
+    pool = subset(data, range(fed.identities))
+    parts = partition(fed.identities, fed.clients, fed.split, fed.alpha, fed.seed, fed.min_identities)
+    return Federation([subset(pool, p) for p in parts], subset(data, range(fed.identities, data.num_classes)),
+                      pairs if pairs is not None else lfw.pairs("devtest"), pool)
+
+
+# ---------------------------------------------------------------------------------------------
+# what crosses the boundary
+
+
+class BoundaryError(RuntimeError):
+    """Something other than arrays of a model, embeddings, counts or indices tried to cross."""
+
+
+class Channel:
+    """The only way payloads move between server and clients; it checks and logs each one.
+
+    A payload is a dict of NumPy arrays and plain numbers/lists. Images are refused: any uint8 array,
+    or any array with a trailing ``(H, W, 3)`` face shape, raises ``BoundaryError``.
+    """
+
+    def __init__(self, face_shape: tuple[int, ...] | None = None):
+        self.face_shape = face_shape
+        self.log: list[dict] = []
+
+    def send(self, sender: str, receiver: str, payload: dict) -> dict:
+        for key, value in payload.items():
+            if isinstance(value, np.ndarray):
+                if value.dtype == np.uint8 or (self.face_shape and value.shape[-3:] == tuple(self.face_shape)):
+                    raise BoundaryError(f"{sender} -> {receiver}: {key!r} looks like face images "
+                                        f"({value.dtype}, shape {value.shape}); faces never leave a client")
+        self.log.append({"from": sender, "to": receiver, "payload": payload})
+        return payload
+
+
+# ---------------------------------------------------------------------------------------------
+# the AdaFedFR-style loss: shared class representations as fixed negatives
+
+
+class SharedNegativesHead(MarginHead):
+    """A margin head whose softmax also sees ``k`` shared class representations as extra, fixed negatives.
+
+    For each face, the ``k`` shared representations closest to its embedding (the hardest) are appended
+    as non-target logits ``s * cos + log(weight)``: in the softmax denominator each counts ``weight``
+    times. No gradient reaches them (they are another site's or the public set's classes, not ours to
+    move). Without negatives this is exactly ``MarginHead``.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.negatives: torch.Tensor | None = None
+        self.k, self.weight_negatives = 0, 1.0
+
+    def share(self, negatives: np.ndarray | None, k: int, weight: float) -> None:
+        if negatives is None or len(negatives) == 0 or k <= 0:
+            self.negatives = None
+            return
+        self.negatives = F.normalize(torch.as_tensor(np.asarray(negatives, dtype=np.float32)), dim=1)
+        self.k, self.weight_negatives = min(int(k), len(negatives)), float(weight)
+
+    def forward(self, emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        logits = super().forward(emb, labels)
+        if self.negatives is None:
+            return logits
+        cos = F.linear(F.normalize(emb), self.negatives.to(emb.device))
+        hardest = cos.topk(self.k, dim=1).values
+        return torch.cat([logits, self.scale * hardest + math.log(self.weight_negatives)], dim=1)
+
+
+def adaptive_weight(local_classes: int, k: int) -> float:
+    """Our adaptive weight of the shared negatives: ``k / (k + C)`` for a site with ``C`` identities.
+
+    A site with few identities has a weak softmax (few negatives) and leans on the shared ones; a site
+    with many leans less. (The paper's exact weighting is not public; see docs/RESULTS.md.)
+    """
+    return k / (k + local_classes) if k > 0 else 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# one client's round, as a pure function of (its faces, its private state, what the server sent)
+
+
+def arrays_of(model: torch.nn.Module) -> dict[str, np.ndarray]:
+    """A model's state as NumPy arrays (copies): what a client sends and the server broadcasts."""
+    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+
+
+def load_arrays(model: torch.nn.Module, arrays: dict[str, np.ndarray]) -> None:
+    model.load_state_dict({k: torch.from_numpy(np.asarray(v).copy()) for k, v in arrays.items()})
+
+
+def _blob(obj) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def _unblob(data: bytes):
+    return torch.load(io.BytesIO(data), weights_only=True)
+
+
+def client_trainer(data: FaceSet, recipe: Recipe, fed: FedConfig, seed: int, craft_seed: int) -> Trainer:
+    """The client's ``Trainer``: the recipe over all rounds (so the schedule spans the federation), a
+    ``SharedNegativesHead``, and with ``craft='client'`` the recipe's CRAFT callback on its own faces."""
+    epochs = fed.rounds * fed.local_epochs
+    config = recipe.train.but(seed=seed, epochs=epochs)
+    callbacks = [recipe.craft.callback(craft_seed, epochs)] if fed.craft == "client" else []
+    trainer = Trainer(data, config, callbacks, progress=False)
+    head = SharedNegativesHead(config.model.embedding_dim, data.num_classes, config.head, config.scale,
+                               config.margin).to(trainer.device)
+    with torch.no_grad():
+        head.weight.copy_(trainer.head.weight)
+    trainer.head = head
+    trainer.optimizer = make_optimizer(parameter_groups(trainer.model, head, config), config)
+    trainer.scheduler = make_schedule(trainer.optimizer, config, trainer.total_steps)
+    return trainer
+
+
+def _private_state(trainer: Trainer) -> bytes:
+    cb = trainer.callbacks[0] if trainer.callbacks else None
+    return _blob({"model": trainer.model.state_dict(), "head": trainer.head.state_dict(),
+                  "optimizer": trainer.optimizer.state_dict(), "scheduler": trainer.scheduler.state_dict(),
+                  "epoch": trainer.epoch, "step": trainer.step, "events": trainer.events,
+                  "generator": cb.generator.get_state() if cb is not None else torch.zeros(0, dtype=torch.uint8)})
+
+
+def _restore(trainer: Trainer, blob: bytes) -> None:
+    state = _unblob(blob)
+    trainer.model.load_state_dict(state["model"])
+    trainer.head.load_state_dict(state["head"])
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    trainer.scheduler.load_state_dict(state["scheduler"])
+    trainer.epoch, trainer.step, trainer.events = state["epoch"], state["step"], state["events"]
+    if trainer.callbacks and len(state["generator"]):
+        trainer.callbacks[0].generator.set_state(state["generator"])
+
+
+@torch.no_grad()
+def forget_renewed(trainer: Trainer, rows: list[int], reset_step: bool = False) -> None:
+    """The server renewed ``rows`` of conv1: clear this client's optimizer state for everything around them.
+
+    The same resets ``reactivation.reactivate`` does for a local optimizer (conv1 rows, BN, PReLU, the
+    consumers' input slices), so stale momentum does not push a renewed filter straight back to zero.
+    """
+    if not rows:
+        return
+    m, opt, idx = trainer.model, trainer.optimizer, torch.as_tensor(rows)
+    slope = getattr(m.act1, "weight", None)
+    for param in (m.conv1.weight, m.conv1.bias, getattr(m.bn1, "weight", None), getattr(m.bn1, "bias", None),
+                  slope if slope is not None and slope.numel() > 1 else None):
+        if param is not None:
+            clear_optimizer_state(opt, param, idx, reset_step=reset_step)
+    for conv in stem_consumers(m):
+        clear_optimizer_state(opt, conv.weight, idx, dim=1, reset_step=reset_step)
+
+
+def class_means(model: torch.nn.Module, data: FaceSet) -> np.ndarray:
+    """Per-identity mean of the L2-normalised embeddings (flip TTA), normalised again: ``C x d``."""
+    emb = embed(model, data.images)
+    means = np.stack([emb[data.labels == c].mean(0) for c in range(data.num_classes)])
+    return (means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def client_round(data: FaceSet, blob: bytes | None, message: dict, recipe: Recipe, fed: FedConfig,
+                 seed: int, craft_seed: int) -> tuple[dict, bytes]:
+    """One client's round. ``message`` is what the server sent (``arrays`` = the global backbone, or None
+    for local-only; ``renewed`` = conv1 rows the server re-activated; ``negatives`` = shared class
+    representations; ``want_means`` = send this site's class means). Returns ``(reply, private_blob)``:
+    the reply crosses to the server, the blob stays with the client."""
+    trainer = client_trainer(data, recipe, fed, seed, craft_seed)
+    if blob is not None:
+        _restore(trainer, blob)
+    if message.get("arrays") is not None:
+        load_arrays(trainer.model, message["arrays"])
+    forget_renewed(trainer, list(message.get("renewed", [])), recipe.craft.reset_step)
+    negatives = message.get("negatives")
+    trainer.head.share(negatives, fed.negatives_k, adaptive_weight(data.num_classes, fed.negatives_k))
+    events_before = len(trainer.events)
+    losses = trainer.train_steps(fed.local_epochs * trainer.steps_per_epoch)
+    renewed = sorted({f for e in trainer.events[events_before:] if e["strategy"] != "none" for f in e["filters"]})
+    reply = {"arrays": arrays_of(trainer.model), "num_examples": int(len(data.labels)),
+             "train_loss": float(np.mean(losses)), "train_acc": float(trainer.history[-1]["train_acc"]),
+             "silent_fraction": float(np.mean(model_scores(trainer.model, "silent", probe=trainer.probe) < SILENT_TAU)),
+             "renewed": renewed}
+    if message.get("want_means"):
+        reply["class_means"] = class_means(trainer.model, data)
+    return reply, _private_state(trainer)
+
+
+# ---------------------------------------------------------------------------------------------
+# the server's side
+
+
+def aggregate(replies: list[dict]) -> dict[str, np.ndarray]:
+    """FedAvg: each array's mean over clients weighted by their face counts (accumulated in float64).
+
+    Integer buffers (BatchNorm's batch counters) are averaged and rounded. Identical inputs give
+    bit-identical output, so K identical clients reproduce one client exactly.
+    """
+    weights = np.array([r["num_examples"] for r in replies], dtype=np.float64)
+    out = {}
+    for key, first in replies[0]["arrays"].items():
+        total = sum(w * r["arrays"][key].astype(np.float64) for w, r in zip(weights, replies)) / weights.sum()
+        out[key] = np.rint(total).astype(first.dtype) if np.issubdtype(first.dtype, np.integer) else total.astype(first.dtype)
+    return out
+
+
+def global_model(recipe: Recipe, seed: int) -> FaceCNN:
+    """The server's initial model: the same weights a ``Trainer`` with this seed starts from."""
+    seed_everything(seed)
+    return FaceCNN(recipe.train.model)
+
+
+def server_reactivate(model: FaceCNN, spec: CraftSpec, probe: torch.Tensor, seed: int, round_: int) -> list[int]:
+    """Deterministic re-activation of the aggregated model: same inputs, same generator, same weights.
+
+    The probe is the server's *public* faces (no client's); the generator is seeded by (seed, round),
+    so re-running the server, or any client repeating it, draws the same new filters.
+    """
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + round_)
+    result = reactivate_model(model, spec.tau, spec.strategy, spec.score, spec.reference, None, probe, generator,
+                              spec.strong_quantile, spec.downstream, spec.reset_step)
+    return [int(f) for f in result.filters] if spec.strategy != "none" else []
+
+
+class Server:
+    """The server's state across rounds: the global model, the public faces, what to send next."""
+
+    def __init__(self, recipe: Recipe, fed: FedConfig, public: FaceSet, pairs: PairSet | None = None):
+        self.recipe, self.fed, self.public, self.pairs = recipe, fed, public, pairs
+        self.model = global_model(recipe, fed.seed)
+        self.probe = probe_batch(public.images)
+        self.renewed: list[int] = []
+        self.negatives: np.ndarray | None = None
+        self.history: list[dict] = []
+
+    def message(self, client: int) -> dict:
+        """What the server sends client ``client`` at the start of a round."""
+        msg = {"arrays": arrays_of(self.model) if self.fed.strategy != "local" else None, "renewed": list(self.renewed)}
+        if self.fed.strategy == "adafedfr":
+            if self.fed.negatives_source == "public":
+                if self.negatives is None:  # round 1: the initial model's view of the public identities
+                    self.negatives = class_means(self.model, self.public)
+                msg["negatives"] = self.negatives
+            else:
+                msg["want_means"] = True
+                if self.negatives is not None:  # every other site's class means, never the site's own
+                    msg["negatives"] = np.concatenate([m for i, m in enumerate(self.negatives) if i != client]) \
+                        if len(self.negatives) > 1 else None
+        return msg
+
+    def finish_round(self, round_: int, replies: list[dict]) -> dict:
+        """Aggregate, re-activate (``craft='server'``), prepare the negatives, measure. Returns the round's record."""
+        if self.fed.strategy != "local":
+            load_arrays(self.model, aggregate(replies))
+        spec, stop = self.recipe.craft, self.recipe.craft.stop_epoch(self.fed.rounds * self.fed.local_epochs)
+        act = self.fed.craft == "server" and spec.first_epoch <= round_ * self.fed.local_epochs <= stop
+        self.renewed = server_reactivate(self.model, spec, self.probe, self.fed.seed, round_) if act else []
+        if self.fed.strategy == "adafedfr":
+            self.negatives = class_means(self.model, self.public) if self.fed.negatives_source == "public" \
+                else [r["class_means"] for r in replies]
+        record = {"round": round_, "server_renewed": list(self.renewed),
+                  "clients": [{k: v for k, v in r.items() if k not in ("arrays", "class_means")} for r in replies]}
+        if self.fed.strategy != "local":
+            record["global_silent_fraction"] = float(np.mean(
+                model_scores(self.model, "silent", probe=self.probe) < SILENT_TAU))
+            if self.pairs is not None:
+                record["global"] = _verification(self.model, self.pairs)
+        self.history.append(record)
+        return record
+
+
+def _verification(model: torch.nn.Module, pairs: PairSet) -> dict:
+    report = evaluate(model, pairs)
+    return {k: report[k] for k in ("accuracy", "accuracy_std", "auc", "eer")}
+
+
+# ---------------------------------------------------------------------------------------------
+# the in-process federation
+
+
+class Client:
+    """One site: its faces and its private state never leave this object (only ``round`` replies do)."""
+
+    def __init__(self, cid: int, data: FaceSet, recipe: Recipe, fed: FedConfig, seed: int | None = None):
+        self.cid, self._data, self.recipe, self.fed = cid, data, recipe, fed
+        self.seed = fed.seed * 1000 + cid if seed is None else seed
+        self._blob: bytes | None = None
+
+    @property
+    def num_identities(self) -> int:
+        return self._data.num_classes
+
+    def round(self, message: dict) -> dict:
+        reply, self._blob = client_round(self._data, self._blob, message, self.recipe, self.fed, self.seed,
+                                         self.seed + 7)
+        return reply
+
+    def model(self) -> FaceCNN:
+        """This client's current model (its own weights after its last local training)."""
+        model = FaceCNN(self.recipe.train.model)
+        model.load_state_dict(_unblob(self._blob)["model"])
+        return model
+
+    def silent_fraction(self) -> float:
+        return float(np.mean(model_scores(self.model(), "silent", probe=probe_batch(self._data.images)) < SILENT_TAU))
+
+
+def run(recipe: Recipe, fed: FedConfig, fedn: Federation, clients: list[Client] | None = None,
+        channel: Channel | None = None, evaluate_clients: bool = False, on_round=None, log=None) -> dict:
+    """Train one federated run in this process and return its record (per-round history, final numbers).
+
+    ``clients`` overrides the clients built from ``fedn`` (the tests pass identical ones); ``channel``
+    carries every payload (a fresh one is made); ``evaluate_clients`` also verifies each client's own
+    model on DevTest every round (the final round always); ``on_round(record, model)`` is called after each
+    round with the round's record and the global model (``None`` for local-only).
+    """
+    start = time.perf_counter()
+    if fed.strategy == "central":
+        return run_central(recipe, fed, fedn, on_round=on_round, log=log)
+    channel = channel or Channel(fedn.pool.images.shape[1:])
+    clients = clients or [Client(i, c, recipe, fed) for i, c in enumerate(fedn.clients)]
+    server = Server(recipe, fed, fedn.public, fedn.pairs)
+    for round_ in range(1, fed.rounds + 1):
+        replies = []
+        for c in clients:
+            message = channel.send("server", f"client{c.cid}", server.message(c.cid))
+            replies.append(channel.send(f"client{c.cid}", "server", c.round(message)))
+        record = server.finish_round(round_, replies)
+        if fedn.pairs is not None and (evaluate_clients or round_ == fed.rounds):
+            for c, row in zip(clients, record["clients"]):
+                row.update(accuracy=_verification(c.model(), fedn.pairs)["accuracy"], identities=c.num_identities)
+        if fed.strategy == "local":
+            record["global"] = {"accuracy": float(np.mean([r["accuracy"] for r in record["clients"]]))} \
+                if "accuracy" in record["clients"][0] else None
+            record["global_silent_fraction"] = float(np.mean([r["silent_fraction"] for r in record["clients"]]))
+        if log:
+            acc = (record.get("global") or {}).get("accuracy")
+            log(f"  round {round_}/{fed.rounds}: DevTest {'n/a' if acc is None else f'{acc:.2%}'}, "
+                f"silent {record['global_silent_fraction']:.0%}, server renewed {len(record['server_renewed'])}")
+        if on_round:
+            on_round(record, server.model if fed.strategy != "local" else None)
+    return _record(recipe, fed, server.history, time.perf_counter() - start, server.model if fed.strategy != "local" else None,
+                   fedn, clients)
+
+
+def run_central(recipe: Recipe, fed: FedConfig, fedn: Federation, on_round=None, log=None) -> dict:
+    """The ceiling: one ``Trainer`` on every client's faces, same recipe, one epoch per round; ``craft='server'``
+    is the recipe's ordinary CRAFT callback (there is one model, so server and client coincide)."""
+    start = time.perf_counter()
+    epochs = fed.rounds * fed.local_epochs
+    config = recipe.train.but(seed=fed.seed, epochs=epochs)
+    callbacks = [recipe.craft.callback(fed.seed, epochs)] if fed.craft == "server" else []
+    trainer = Trainer(fedn.pool, config, callbacks, progress=False)
+    public_probe = probe_batch(fedn.public.images)
+    history = []
+    for round_ in range(1, fed.rounds + 1):
+        before = len(trainer.events)
+        trainer.train_steps(fed.local_epochs * trainer.steps_per_epoch)
+        renewed = sorted({f for e in trainer.events[before:] if e["strategy"] != "none" for f in e["filters"]})
+        record = {"round": round_, "server_renewed": renewed, "clients": [],
+                  "global_silent_fraction": float(np.mean(model_scores(trainer.model, "silent", probe=public_probe) < SILENT_TAU)),
+                  "global": _verification(trainer.model, fedn.pairs) if fedn.pairs is not None else None}
+        history.append(record)
+        if log:
+            log(f"  round {round_}/{fed.rounds}: DevTest {(record['global'] or {}).get('accuracy', float('nan')):.2%}")
+        if on_round:
+            on_round(record, trainer.model)
+    return _record(recipe, fed, history, time.perf_counter() - start, trainer.model, fedn, [])
+
+
+def _record(recipe: Recipe, fed: FedConfig, history: list[dict], seconds: float, model, fedn: Federation,
+            clients: list[Client]) -> dict:
+    last = history[-1]
+    final = {"accuracy": (last.get("global") or {}).get("accuracy"), "silent_fraction": last["global_silent_fraction"]}
+    if model is not None:
+        final["weight_fraction"] = float(np.mean(model_scores(model, "max") < 0.1))
+    if clients:
+        final["client_silent_fraction"] = [c.silent_fraction() for c in clients]
+        final["client_accuracy"] = [row.get("accuracy") for row in last["clients"]]
+    return {"name": fed.name, "strategy": fed.strategy, "split": fed.split, "craft": fed.craft, "seed": fed.seed,
+            "fed": asdict(fed), "recipe": recipe.to_dict(), "seconds": seconds, "threads": torch.get_num_threads(),
+            "clients": [{"identities": n, "faces": f} for n, f in fedn.sizes()] if fed.strategy != "central" else [],
+            "rounds": history, "final": final}
+
+
+# ---------------------------------------------------------------------------------------------
+# privacy: what a shared class representation gives away
+
+
+def retrieval_attack(model: torch.nn.Module, victims: FaceSet, distractors: np.ndarray,
+                     noise: float = 0.0, seed: int = 0) -> dict:
+    """Can a shared per-identity mean embedding find that person's face in a public gallery?
+
+    For every identity of ``victims`` with >= 3 faces, its mean embedding is taken over all but its last
+    face (what a client would share, optionally with Gaussian noise of std ``noise`` per dimension before
+    re-normalising); the gallery is those last faces plus the ``distractors`` (faces of other people).
+    Reports top-1 / top-5 identification rates against chance.
+    """
+    rng = np.random.default_rng(seed)
+    ids = [c for c in range(victims.num_classes) if (victims.labels == c).sum() >= 3]
+    emb = embed(model, victims.images)
+    queries, gallery_idx = [], []
+    for c in ids:
+        rows = np.flatnonzero(victims.labels == c)
+        queries.append(emb[rows[:-1]].mean(0))
+        gallery_idx.append(rows[-1])
+    queries = np.stack(queries) + noise * rng.standard_normal((len(ids), emb.shape[1]))
+    queries /= np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+    gallery = np.concatenate([emb[gallery_idx], embed(model, distractors)])
+    ranks = (gallery @ queries.T > np.sum(gallery[: len(ids)] * queries, 1)).sum(0)  # faces scoring above the true one
+    return {"identities": len(ids), "gallery": len(gallery), "noise": noise,
+            "top1": float(np.mean(ranks < 1)), "top5": float(np.mean(ranks < 5)),
+            "chance_top1": 1 / len(gallery), "chance_top5": min(1.0, 5 / len(gallery))}
+
+
+# ---------------------------------------------------------------------------------------------
+# the seed study behind docs/RESULTS.md
+
+
+STUDY_ARMS = [(s, sp, c) for sp in SPLITS for s, cs in (("fedavg", ("none", "server")), ("adafedfr", ("none", "server")),
+                                                           ("local", ("none", "client"))) for c in cs] + \
+             [("central", "iid", c) for c in ("none", "server")] + [("fedavg", sp, "client") for sp in SPLITS]
+"""Seed-major order in ``study``: a cut-off study leaves whole seeds of the main arms first."""
+
+
+def study(out: str | Path, seeds: list[int], fed: FedConfig = FedConfig(), recipe: Recipe = FEDERATED,
+          arms=STUDY_ARMS, lfw: LFW | None = None, log=print) -> list[dict]:
+    """Every arm at every seed not yet recorded under ``out/records/``; resumable (one JSON per run)."""
+    lfw = lfw or LFW(size=recipe.train.model.input_size)
+    pairs = lfw.pairs("devtest")
+    torch.set_num_threads(1)  # records repeat exactly only at a fixed thread count
+    cache: dict = {}
+    for seed in seeds:
+        for strategy, split, craft in arms:
+            cfg = fed.but(strategy=strategy, split=split, craft=craft, seed=seed)
+            path = Path(out) / "records" / f"{cfg.name}.json"
+            if path.is_file():
+                continue
+            key = (split, seed)
+            if key not in cache:
+                cache.clear()
+                cache[key] = federation(lfw, cfg, pairs)
+            log(f"{cfg.name}: {cache[key].sizes() if strategy != 'central' else 'all faces'}")
+            record = run(recipe, cfg, cache[key], log=log)
+            atomic_write(path, lambda tmp: tmp.write_text(json.dumps(record)))
+            log(f"{cfg.name}: DevTest {record['final']['accuracy']:.2%} ({record['seconds']:.0f} s)")
+    return load_study(out)
+
+
+def load_study(out: str | Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(Path(out).glob("records/*.json"))]
+
+
+def study_table(records: list[dict]) -> str:
+    """The Markdown table of the study: DevTest accuracy and silent conv1 per arm (mean ± sd over seeds),
+    and server-side CRAFT vs none paired by seed (Holm over the arms compared)."""
+    cells: dict[tuple, dict[int, dict]] = {}
+    for r in records:
+        split = "—" if r["strategy"] == "central" else r["split"]
+        cells.setdefault((r["strategy"], split, r["craft"]), {})[r["seed"]] = r["final"]
+    order = [(s, sp, c) for s in STRATEGIES for sp in ("iid", "dirichlet", "—") for c in CRAFT_MODES if (s, sp, c) in cells]
+    tests = {}
+    for s, sp, c in order:
+        if c != "none" and (s, sp, "none") in cells:
+            common = sorted(set(cells[(s, sp, c)]) & set(cells[(s, sp, "none")]))
+            tests[(s, sp, c)] = paired([cells[(s, sp, c)][k]["accuracy"] for k in common],
+                                       [cells[(s, sp, "none")][k]["accuracy"] for k in common])
+    adjusted = holm({key: p.t_pvalue for key, p in tests.items()})
+    lines = ["| strategy | split | re-activation | seeds | DevTest accuracy | silent conv1 (global) | "
+             "silent conv1 (per client) | Δ accuracy vs no CRAFT | p (t, Holm) |", "|" + "---|" * 9]
+    for key in order:
+        runs = cells[key]
+        acc = [f["accuracy"] for f in runs.values()]
+        silent = [f["silent_fraction"] for f in runs.values()]
+        per_client = [np.mean(f["client_silent_fraction"]) for f in runs.values() if f.get("client_silent_fraction")]
+        test = tests.get(key)
+        delta = f"{fmt('accuracy', test.mean_difference, True)}" if test and test.mean_difference is not None else "—"
+        p = f"{fmt('p', test.t_pvalue)} ({fmt('p', adjusted[key])})" if test and test.t_pvalue is not None else "—"
+        lines.append(f"| {STRATEGY_LABELS[key[0]]} | {key[1]} | {key[2]} | {len(runs)} | "
+                     f"{_mean_sd(acc)} | {_mean_sd(silent)} | {_mean_sd(per_client) if per_client else '—'} | {delta} | {p} |")
+    return "\n".join(lines)
+
+
+def _mean_sd(values) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "n/a"
+    sd = f" ± {100 * np.std(values, ddof=1):.1f}" if len(values) > 1 else ""
+    return f"{100 * np.mean(values):.1f}%{sd}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m craftlib.federated",
+                                 description="the federated seed study (resumable; one JSON per run)")
+    ap.add_argument("--out", default="docs/results/companion_federated")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=FedConfig().rounds)
+    ap.add_argument("--report", action="store_true", help="only print the table of what is recorded")
+    args = ap.parse_args(argv)
+    if not args.report:
+        study(args.out, list(range(args.seeds)), FedConfig(rounds=args.rounds))
+    print(study_table(load_study(args.out)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

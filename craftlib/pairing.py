@@ -1,0 +1,111 @@
+"""The pairing measure of CReLU (Shang et al., ICML 2016): do first-layer filters come in opposite-phase pairs?
+
+For each filter φᵢ its *pair* is the other filter with the most negative cosine similarity,
+``μᵢ = min_{j≠i} cos(φᵢ, φⱼ)``. A ReLU discards a filter's negative phase, so a network that needs
+both phases of an edge learns the edge twice, once with each sign: ``μᵢ`` near −1. The reference is
+the same measure on random Gaussian filters of the same shape and number (random directions in
+``in·kh·kw`` dimensions are never far from orthogonal, so their ``μ`` sits much closer to 0). The
+paper's figure is the histogram of ``μ`` against that reference: far left in ``conv1``, closing in
+with depth.
+
+Summary numbers (``pairing_summary``): the mean ``μ``, its shift from the random reference's mean,
+and the *paired fraction* — the share of filters whose ``μ`` is below the random reference's 1st
+percentile (a pair random filters would almost never show). The measure is a property of weights
+only: it is scale-free (cosines), so a decayed, "dead" filter still has a pair; ``mask`` restricts it
+to some filters (e.g. the live ones) when that matters.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .runtime import to_numpy
+
+RANDOM_DRAWS = 200  # random layers pooled into the reference histogram
+PAIR_PERCENTILE = 1.0  # "paired": μ below this percentile of the random reference
+
+
+def _unit(weight) -> torch.Tensor:
+    w = torch.as_tensor(to_numpy(weight), dtype=torch.float64).flatten(1)
+    return torch.nn.functional.normalize(w, dim=1)
+
+
+def pair_cosines(weight, mask=None) -> tuple[np.ndarray, np.ndarray]:
+    """For each filter (``out x ...``): the most negative cosine with any *other* filter, and which filter.
+
+    With ``mask`` (one bool per filter) only the selected filters are compared with each other; the
+    others get ``nan`` and partner ``-1``. A layer of fewer than two (selected) filters has no pairs.
+    """
+    u = _unit(weight)
+    n = u.shape[0]
+    keep = np.ones(n, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    if keep.shape != (n,):
+        raise ValueError(f"mask must have one entry per filter ({n}), got shape {keep.shape}")
+    cos_min, partner = np.full(n, np.nan), np.full(n, -1, dtype=np.int64)
+    idx = np.flatnonzero(keep)
+    if len(idx) < 2:
+        return cos_min, partner
+    sub = u[torch.as_tensor(idx)]
+    cos = sub @ sub.T
+    cos.fill_diagonal_(np.inf)
+    values, where = cos.min(dim=1)
+    cos_min[idx] = values.numpy()
+    partner[idx] = idx[where.numpy()]
+    return cos_min, partner
+
+
+def random_reference(shape: tuple[int, ...], draws: int = RANDOM_DRAWS, seed: int = 0) -> np.ndarray:
+    """The pair cosines of ``draws`` random layers of ``shape`` (i.i.d. Gaussian weights), pooled."""
+    if len(shape) < 2 or shape[0] < 2:
+        raise ValueError(f"need a layer shape (filters, ...) with at least two filters, got {shape}")
+    n, d = shape[0], int(np.prod(shape[1:]))
+    w = np.random.default_rng(seed).standard_normal((draws, n, d))
+    w /= np.linalg.norm(w, axis=2, keepdims=True)
+    cos = np.einsum("bid,bjd->bij", w, w)  # one batched product instead of a loop over draws
+    cos[:, np.arange(n), np.arange(n)] = np.inf
+    return cos.min(axis=2).ravel()
+
+
+def mutual_pairs(cos_min: np.ndarray, partner: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+    """Pairs (i < j) that are each other's partner with a cosine below ``threshold``."""
+    return [(i, int(j)) for i, j in enumerate(partner)
+            if j > i and partner[j] == i and cos_min[i] < threshold]
+
+
+def pairing_summary(weight, mask=None, draws: int = RANDOM_DRAWS, seed: int = 0,
+                    reference: np.ndarray | None = None) -> dict:
+    """The pairing statistic of one layer against random filters of the same shape.
+
+    Returns plain numbers (JSON-ready): ``n`` filters measured, ``mean`` μ, ``random_mean`` and the
+    ``threshold`` (the random reference's 1st percentile), ``shift`` = mean − random mean (negative:
+    more paired than chance), ``paired_fraction`` (μ below the threshold), ``mutual_pairs`` and the
+    per-filter ``cos`` and ``partner``. The reference has as many filters as are measured.
+    """
+    w = torch.as_tensor(to_numpy(weight), dtype=torch.float64)
+    cos_min, partner = pair_cosines(w, mask)
+    measured = ~np.isnan(cos_min)
+    n = int(measured.sum())
+    if n < 2:
+        return {"n": n, "mean": None, "random_mean": None, "threshold": None, "shift": None,
+                "paired_fraction": None, "mutual_pairs": [], "cos": cos_min.tolist(), "partner": partner.tolist()}
+    if reference is None:
+        reference = random_reference((n, *w.shape[1:]), draws, seed)
+    threshold = float(np.percentile(reference, PAIR_PERCENTILE))
+    mean, random_mean = float(cos_min[measured].mean()), float(reference.mean())
+    return {"n": n, "mean": mean, "random_mean": random_mean, "threshold": threshold, "shift": mean - random_mean,
+            "paired_fraction": float(np.mean(cos_min[measured] < threshold)),
+            "mutual_pairs": mutual_pairs(cos_min, partner, threshold),
+            "cos": [None if np.isnan(v) else round(float(v), 6) for v in cos_min], "partner": partner.tolist()}
+
+
+def anti_partner(weight, index: int) -> tuple[int, float]:
+    """The filter most opposite to filter ``index`` and their cosine (what the notebook's widget shows)."""
+    cos_min, partner = pair_cosines(weight)
+    return int(partner[index]), float(cos_min[index])
+
+
+def planted_pairs(n_pairs: int, shape: tuple[int, ...] = (3, 3, 3), seed: int = 0) -> torch.Tensor:
+    """A layer of ``2·n_pairs`` filters built as φ₁, −φ₁, φ₂, −φ₂, … (for tests and the notebook)."""
+    g = torch.Generator().manual_seed(seed)
+    phi = torch.randn(n_pairs, *shape, generator=g, dtype=torch.float64)
+    return torch.stack([phi, -phi], dim=1).reshape(2 * n_pairs, *shape)

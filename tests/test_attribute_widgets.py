@@ -1,0 +1,66 @@
+"""The attribute × depth heat map: cells open the most-wrong faces; the static twin draws the same."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from attribute_data import probe_record, toy_model, toy_probe_set
+from craftlib import attribute_study as S
+from craftlib import attribute_widgets as AW
+from craftlib import viz
+from craftlib.probes import run_probes
+
+
+@pytest.fixture(scope="module")
+def results():
+    return run_probes(toy_model(), toy_probe_set(), n_boot=50)
+
+
+def test_colours_span_chance_to_perfect():
+    assert AW.cell_colour(0.5) != AW.cell_colour(1.0)
+    assert AW.cell_colour(float("nan")) == "#dddddd"
+    assert AW.text_colour(0.5) == "#ffffff" and AW.text_colour(0.99) == "#000000"
+
+
+def test_cell_text(results):
+    attr = results.attributes[0]
+    text = AW.cell_text(results, attr, "stem")
+    assert attr in text and "balanced accuracy" in text and "people the probe never saw" in text
+
+
+def test_heatmap_and_static_twin(results):
+    fig = AW.heatmap_figure(results)
+    assert isinstance(fig, Figure)
+    labels = [t.get_text() for t in fig.axes[0].texts]
+    assert len(labels) == results.balanced_accuracy.size
+    assert not viz.small_text(fig, 72)
+    attr, stage = results.attributes[1], "block2"
+    twin = AW.probe_view(results, attr, stage)
+    assert attr in twin.subfigs[1]._suptitle.get_text()
+    framed = [p for p in twin.subfigs[0].axes[0].patches]
+    assert len(framed) == 1 and framed[0].get_xy() == (results.stages.index(stage) - 0.5, 0.5)
+
+
+def test_explorer_click_selects_a_cell(results):
+    ex = AW.ProbeExplorer(results, k=4)
+    assert len(ex.buttons) == results.balanced_accuracy.size
+    first = ex.faces.value
+    attr, stage = results.attributes[1], "embedding"
+    ex.buttons[(attr, stage)].click()
+    assert ex.selected == (attr, stage)
+    assert attr in ex.caption.value and ex.faces.value != first
+    assert ex.buttons[(attr, stage)].layout.border and not ex.buttons[AW.default_cell(results)].layout.border
+
+
+def test_worst_faces_figure_shows_only_wrong(results):
+    attr = results.attributes[1]
+    fig = AW.worst_faces_figure(results, attr, "stem", k=5)
+    wrong = results.most_wrong(attr, "stem", 5)
+    assert len([a for a in fig.axes if a.images]) == len(wrong)
+
+
+def test_depth_curves_figure():
+    recs = [probe_record("none", s) for s in range(3)] + [probe_record("contextual", s, 0.01) for s in range(3)]
+    fig = AW.depth_curves_figure(S.depth_curves(recs))
+    assert len(fig.axes) == 3 and len(fig.axes[0].lines) >= 2

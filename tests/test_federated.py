@@ -1,0 +1,281 @@
+"""Federated face recognition (craftlib.federated): what crosses the boundary, FedAvg = centralised on identical
+clients, server-side re-activation identical everywhere, the AdaFedFR-style head, the study table.
+
+Mechanics run on ``toy_faces`` (random 16 px faces, milliseconds); one test runs the real pipeline on LFW.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from craftlib import federated as F
+from craftlib.data import FaceSet
+from craftlib.losses import MarginHead
+from craftlib.recipes import CraftSpec, Recipe
+from craftlib.training import Trainer
+
+
+@pytest.fixture(scope="module")
+def toy_recipe(toy_config):
+    """The toy model at batch 64: the 64 toy faces are one step per epoch, so one round is one SGD step."""
+    return Recipe("toy", toy_config.but(batch_size=64, epochs=4, lr=0.05), CraftSpec(tau=0.9, last_epoch=3))
+
+
+def toy_federation(toy_faces, clients: int, public: int = 2) -> F.Federation:
+    """Toy identities 0..3: the first ``4 - public`` dealt over the clients, the rest public; no pairs."""
+    n = toy_faces.num_classes - public
+    parts = F.partition(n, clients, "iid")
+    pool = F.subset(toy_faces, range(n))
+    return F.Federation([F.subset(pool, p) for p in parts], F.subset(toy_faces, range(n, toy_faces.num_classes)),
+                        None, pool)
+
+
+# ---------------------------------------------------------------------------------------------
+# splits
+
+
+@pytest.mark.parametrize("split", F.SPLITS)
+def test_partition_deals_every_identity_once(split):
+    parts = F.partition(200, 5, split, alpha=0.3, seed=3, min_identities=4)
+    everyone = np.concatenate(parts)
+    assert sorted(everyone.tolist()) == list(range(200))
+    assert min(len(p) for p in parts) >= 4
+    assert [p.tolist() for p in parts] == [p.tolist() for p in F.partition(200, 5, split, 0.3, 3, 4)]
+    if split == "iid":
+        assert max(len(p) for p in parts) - min(len(p) for p in parts) <= 1
+
+
+def test_dirichlet_is_skewed_and_alpha_controls_it():
+    spread = {a: np.mean([np.std([len(p) for p in F.partition(300, 6, "dirichlet", a, s)]) for s in range(20)])
+              for a in (0.2, 100.0)}
+    assert spread[0.2] > 3 * spread[100.0]
+    with pytest.raises(ValueError, match="need"):
+        F.partition(10, 4, "dirichlet", min_identities=3)
+
+
+def test_subset_relabels(toy_faces):
+    part = F.subset(toy_faces, [3, 1])
+    assert part.classes == ["P3", "P1"] and sorted(set(part.labels.tolist())) == [0, 1]
+    assert np.array_equal(part.images[part.labels == 0], toy_faces.images[toy_faces.labels == 3])
+
+
+# ---------------------------------------------------------------------------------------------
+# the boundary
+
+
+def test_channel_refuses_faces():
+    channel = F.Channel(face_shape=(16, 16, 3))
+    with pytest.raises(F.BoundaryError, match="faces never leave"):
+        channel.send("client0", "server", {"x": np.zeros((2, 16, 16, 3), np.uint8)})
+    with pytest.raises(F.BoundaryError):
+        channel.send("client0", "server", {"x": np.zeros((2, 16, 16, 3), np.float32)})
+    channel.send("server", "client0", {"w": np.zeros((4, 3), np.float32), "renewed": [1]})
+    assert len(channel.log) == 1
+
+
+@pytest.mark.parametrize("strategy,source", [("fedavg", "public"), ("adafedfr", "public"), ("adafedfr", "clients")])
+def test_no_client_ever_receives_another_clients_images(toy_faces, toy_recipe, strategy, source):
+    """Every payload that crossed is model arrays, embeddings, counts or indices; no image bytes of anyone."""
+    fedn = toy_federation(toy_faces, clients=2, public=1)
+    fed = F.FedConfig(strategy=strategy, clients=2, rounds=2, negatives_k=1, negatives_source=source, craft="server")
+    channel = F.Channel(toy_faces.images.shape[1:])
+    F.run(toy_recipe.but(epochs=2), fed, fedn, channel=channel)
+    state_shapes = {k: v.shape for k, v in F.arrays_of(F.global_model(toy_recipe, 0)).items()}
+    dim = toy_recipe.train.model.embedding_dim
+    image_bytes = {img.tobytes() for img in toy_faces.images}
+    received = [m for m in channel.log if m["to"].startswith("client")]
+    assert len(received) == 4 and {m["to"] for m in received} == {"client0", "client1"}
+    for m in channel.log:
+        for key, value in m["payload"].items():
+            if key == "arrays" and value is not None:
+                assert {k: v.shape for k, v in value.items()} == state_shapes
+                assert all(v.dtype in (np.float32, np.int64) for v in value.values())
+            elif key in ("negatives", "class_means") and value is not None:
+                assert value.dtype == np.float32 and value.ndim == 2 and value.shape[1] == dim
+                assert not any(row.tobytes() in image_bytes for row in value)
+            else:
+                assert isinstance(value, (int, float, bool, list, type(None))), (key, type(value))
+    if source == "clients":  # each site's own class means never come back to it, others' do from round 2
+        second = [m for m in received if "negatives" in m["payload"]]
+        sent_up = {m["from"]: m["payload"]["class_means"] for m in channel.log if m["to"] == "server"}
+        for m in second:
+            own = sent_up[m["to"]]
+            assert not any(np.array_equal(row, o) for row in m["payload"]["negatives"] for o in own)
+
+
+def test_a_client_holds_only_its_own_faces(toy_faces, toy_recipe):
+    fedn = toy_federation(toy_faces, clients=2, public=0)
+    clients = [F.Client(i, c, toy_recipe, F.FedConfig(clients=2)) for i, c in enumerate(fedn.clients)]
+    files = [set(c._data.files) for c in clients]
+    assert files[0] and files[1] and not files[0] & files[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# FedAvg of identical clients = centralised training
+
+
+def test_fedavg_of_identical_clients_equals_central_step_for_step(toy_faces, toy_recipe):
+    """Three clients with the same faces and seed; one SGD step (with momentum and decay) per round.
+
+    The weighted mean of identical float32 arrays is computed in float64 and is exact, so the global model
+    must equal a centralised ``Trainer`` bit for bit after every step, BatchNorm buffers included.
+    """
+    rounds = 4
+    fed = F.FedConfig(strategy="fedavg", clients=3, rounds=rounds)
+    data = toy_faces
+    central = Trainer(data, toy_recipe.train.but(seed=0, epochs=rounds), progress=False)
+    assert central.steps_per_epoch == 1
+    clients = [F.Client(i, data, toy_recipe, fed, seed=0) for i in range(3)]
+    fedn = F.Federation([data] * 3, F.subset(data, [0]), None, data)
+    compared = []
+
+    def check(record, model):
+        central.train_steps(1)
+        for key, value in central.model.state_dict().items():
+            assert torch.equal(model.state_dict()[key], value), f"round {record['round']}: {key} differs"
+        compared.append(record["round"])
+
+    F.run(toy_recipe, fed, fedn, clients=clients, on_round=check)
+    assert compared == [1, 2, 3, 4]
+    # the private heads too: each client's head is the centralised head
+    assert all(torch.equal(F._unblob(c._blob)["head"]["weight"], central.head.weight.detach()) for c in clients)
+
+
+def test_aggregate_weights_by_faces():
+    a = {"w": np.array([0.0, 2.0], np.float32), "n": np.array(1, np.int64)}
+    b = {"w": np.array([3.0, 5.0], np.float32), "n": np.array(4, np.int64)}
+    out = F.aggregate([{"arrays": a, "num_examples": 1}, {"arrays": b, "num_examples": 2}])
+    assert np.allclose(out["w"], [2.0, 4.0]) and out["w"].dtype == np.float32
+    assert out["n"] == 3 and out["n"].dtype == np.int64
+
+
+# ---------------------------------------------------------------------------------------------
+# re-activation under federation
+
+
+def test_server_side_reactivation_gives_every_client_the_same_weights(toy_faces, toy_recipe):
+    fedn = toy_federation(toy_faces, clients=2, public=1)
+    fed = F.FedConfig(strategy="fedavg", clients=2, rounds=3, craft="server")
+    channel = F.Channel(toy_faces.images.shape[1:])
+    record = F.run(toy_recipe.but(epochs=3), fed, fedn, channel=channel)
+    renewed_rounds = [r for r in record["rounds"] if r["server_renewed"]]
+    assert renewed_rounds, "τ = 0.9 on the toy model must renew filters on the server"
+    by_round: dict[int, list[dict]] = {}
+    for i, m in enumerate(m for m in channel.log if m["to"].startswith("client")):
+        by_round.setdefault(i // 2, []).append(m["payload"])
+    for payloads in by_round.values():
+        first, second = payloads
+        assert first["renewed"] == second["renewed"]
+        for key in first["arrays"]:
+            assert first["arrays"][key].tobytes() == second["arrays"][key].tobytes(), key
+        models = []
+        for p in payloads:  # what each client's model holds once it has loaded the broadcast
+            model = F.FaceCNN(toy_recipe.train.model)
+            F.load_arrays(model, p["arrays"])
+            models.append(model.state_dict())
+        assert all(torch.equal(models[0][k], models[1][k]) for k in models[0])
+
+
+def test_server_reactivation_is_deterministic(toy_faces, toy_recipe):
+    spec = toy_recipe.craft
+    probe = F.probe_batch(toy_faces.images)
+    outs = []
+    for _ in range(2):
+        model = F.global_model(toy_recipe, 5)
+        with torch.no_grad():
+            model.conv1.weight[:4] *= 1e-4  # four filters die
+        rows = F.server_reactivate(model, spec.but(score="max", tau=0.1), probe, seed=5, round_=2)
+        outs.append((rows, F.arrays_of(model)))
+    assert outs[0][0] == [0, 1, 2, 3]
+    assert all(outs[0][1][k].tobytes() == outs[1][1][k].tobytes() for k in outs[0][1])
+    model = F.global_model(toy_recipe, 5)
+    with torch.no_grad():
+        model.conv1.weight[:4] *= 1e-4
+    F.server_reactivate(model, spec.but(score="max", tau=0.1), probe, seed=5, round_=3)
+    assert not np.array_equal(F.arrays_of(model)["conv1.weight"], outs[0][1]["conv1.weight"]), "round seeds the draw"
+
+
+def test_client_side_reactivation_differs_between_clients(toy_faces, toy_recipe):
+    """Per-client re-activation draws each site's own filters: averaging then blends different ones."""
+    fedn = toy_federation(toy_faces, clients=2, public=1)
+    fed = F.FedConfig(strategy="fedavg", clients=2, rounds=2, craft="client")
+    channel = F.Channel(toy_faces.images.shape[1:])
+    record = F.run(toy_recipe.but(epochs=2), fed, fedn, channel=channel)
+    assert all(not r["server_renewed"] for r in record["rounds"])
+    first = [m["payload"] for m in channel.log if m["to"] == "server"][:2]
+    assert first[0]["renewed"] and first[1]["renewed"]
+    assert not np.array_equal(first[0]["arrays"]["conv1.weight"], first[1]["arrays"]["conv1.weight"])
+
+
+def test_forget_renewed_clears_momentum(toy_faces, toy_recipe):
+    t = F.client_trainer(toy_faces, toy_recipe, F.FedConfig(rounds=4), 0, 7)
+    t.train_steps(2)
+    buf = t.optimizer.state[t.model.conv1.weight]["momentum_buffer"]
+    assert buf[2].abs().sum() > 0
+    F.forget_renewed(t, [2])
+    assert buf[2].abs().sum() == 0 and buf[3].abs().sum() > 0
+    assert t.optimizer.state[t.model.body[0][0].weight]["momentum_buffer"][:, 2].abs().sum() == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# the AdaFedFR-style head
+
+
+def test_shared_negatives_head():
+    torch.manual_seed(0)
+    plain = MarginHead(8, 3)
+    head = F.SharedNegativesHead(8, 3)
+    head.load_state_dict(plain.state_dict())
+    emb, y = torch.randn(5, 8), torch.tensor([0, 1, 2, 0, 1])
+    assert torch.equal(head(emb, y), plain(emb, y))
+    negatives = np.random.default_rng(0).standard_normal((6, 8)).astype(np.float32)
+    head.share(negatives, k=2, weight=0.5)
+    logits = head(emb, y)
+    assert logits.shape == (5, 5) and torch.equal(logits[:, :3], plain(emb, y))
+    cos = torch.nn.functional.normalize(emb) @ torch.nn.functional.normalize(torch.from_numpy(negatives)).T
+    expected = head.scale * cos.topk(2, dim=1).values + np.log(0.5)
+    assert torch.allclose(logits[:, 3:], expected, atol=1e-5)
+    assert F.adaptive_weight(10, 30) == pytest.approx(0.75) and F.adaptive_weight(10, 0) == 0.0
+
+
+def test_retrieval_attack_shapes(toy_faces, toy_recipe):
+    model = F.global_model(toy_recipe, 0)
+    out = F.retrieval_attack(model, toy_faces, toy_faces.images[:5])
+    assert out["identities"] == 4 and out["gallery"] == 9
+    assert 0 <= out["top1"] <= out["top5"] <= 1 and out["chance_top1"] == pytest.approx(1 / 9)
+
+
+# ---------------------------------------------------------------------------------------------
+# the study's records and table
+
+
+def test_local_and_central_runs_and_the_table(toy_faces, toy_recipe):
+    fedn = toy_federation(toy_faces, clients=2, public=1)
+    records = []
+    for strategy, craft in (("local", "none"), ("central", "none"), ("central", "server"), ("fedavg", "none")):
+        for seed in (0, 1):
+            fed = F.FedConfig(strategy=strategy, craft=craft, clients=2, rounds=2, seed=seed)
+            rec = F.run(toy_recipe.but(epochs=2), fed, fedn)
+            rec["final"]["accuracy"] = 0.6 + 0.01 * seed + (0.02 if craft == "server" else 0)  # no pairs here
+            records.append(rec)
+    assert records[0]["final"]["client_silent_fraction"] and len(records[0]["rounds"]) == 2
+    table = F.study_table(records)
+    assert "local only" in table and "centralised (ceiling)" in table and "+2.00 pts" in table
+
+
+# ---------------------------------------------------------------------------------------------
+# the real pipeline on LFW
+
+
+@pytest.mark.slow
+def test_adafedfr_on_lfw_with_server_craft(lfw, devtest_subset):
+    """FAST federation on real LFW: three sites, public identities, shared negatives, DevTest each round."""
+    fed = F.FAST_FED.but(strategy="adafedfr", split="dirichlet", craft="server", rounds=2)
+    fedn = F.federation(lfw, fed, devtest_subset)
+    assert len({f for c in fedn.clients for f in c.files}) == sum(len(c.files) for c in fedn.clients)
+    assert not set(fedn.public.classes) & {n for c in fedn.clients for n in c.classes}
+    record = F.run(F.FEDERATED_FAST.but(epochs=2), fed, fedn)
+    assert [r["round"] for r in record["rounds"]] == [1, 2]
+    assert all(0.4 < r["global"]["accuracy"] <= 1 for r in record["rounds"])
+    assert len(record["final"]["client_accuracy"]) == 3

@@ -1,0 +1,64 @@
+"""Notebook 08 (federated, optional module): committed clean, structured like the others, and it runs in FAST mode
+on real LFW with its key cells showing their work. (Its own file: tests/test_notebooks.py covers 00-06.)"""
+from __future__ import annotations
+
+import os
+import re
+
+import nbformat
+import pytest
+
+from craftlib import notebooks as runner
+
+PATH = runner.NOTEBOOK_DIR / "08_federated.ipynb"
+pytestmark = pytest.mark.notebooks
+
+
+def test_committed_clean_and_structured():
+    nb = nbformat.read(PATH, as_version=4)
+    nbformat.validate(nb)
+    assert runner.problems(nb) == []
+    first = nb.cells[0]
+    assert first.cell_type == "markdown" and "Learning goals" in first.source and "Expected runtime" in first.source
+    params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1 and "FAST = paths.fast_mode(default=False)" in params[0].source
+    markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert markdown.count("<details><summary>Solution</summary>") >= 3 and "## Questionnaire" in markdown
+    assert "Checkpoint 1" in markdown and "Checkpoint 2" in markdown
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "from craftlib import" in code
+    assert not re.search(r"^\s*(def|class)\s", code, re.M), "notebooks call craftlib; logic belongs in the library"
+    assert len({c.id for c in nb.cells}) == len(nb.cells)
+
+
+@pytest.mark.timeout(3600)
+def test_runs_in_fast_mode(lfw_root, tmp_path):
+    saved = os.environ.get("CRAFTLIB_DATA")
+    os.environ["CRAFTLIB_DATA"] = str(lfw_root)
+    try:
+        nb, seconds = runner.execute(PATH, tmp_path, timeout=1800, fast=True)
+    finally:
+        if saved is None:
+            os.environ.pop("CRAFTLIB_DATA", None)
+        else:
+            os.environ["CRAFTLIB_DATA"] = saved
+    runner.record_times({PATH.stem: seconds}, fast=True)
+    cells = {c.id: c for c in nb.cells}
+    for c in nb.cells:
+        if c.cell_type == "code":
+            assert c.execution_count is not None, c.id
+            assert not [o for o in c.outputs if o.output_type == "error"], c.id
+
+    def text(cid):
+        return "".join(o.get("text", "") + o.get("data", {}).get("text/plain", "") for o in cells[cid].outputs)
+
+    assert "✓ identities dealt once" in text("checkpoint-sites")
+    assert "->" in text("payloads") and "uint8" not in text("payloads")
+    assert text("compare").count("DevTest") == 4
+    assert "identically both times" in text("checkpoint-determinism")
+    assert "top-1" in text("privacy")
+    mimes = {m for o in cells["static"].outputs for m in o.get("data", {})}
+    assert "image/png" in mimes
+    widget_mimes = {m for o in cells["widget"].outputs for m in o.get("data", {})}
+    assert "application/vnd.jupyter.widget-view+json" in widget_mimes
+    print(f"notebook 08 FAST: {seconds:.0f} s")

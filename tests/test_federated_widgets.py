@@ -1,0 +1,53 @@
+"""The federated rounds explorer (craftlib.federated_widgets) and its static twin, on toy federated runs."""
+from __future__ import annotations
+
+import pytest
+
+from craftlib import federated as F
+from craftlib import federated_widgets as FW
+from craftlib.recipes import CraftSpec, Recipe
+
+
+@pytest.fixture(scope="module")
+def toy_runs(toy_faces, toy_config):
+    recipe = Recipe("toy", toy_config.but(batch_size=32), CraftSpec(tau=0.9, last_epoch=2))
+    n = 3
+    pool = F.subset(toy_faces, range(n))
+    parts = F.partition(n, 2, "iid")
+    fedn = F.Federation([F.subset(pool, p) for p in parts], F.subset(toy_faces, [3]), None, pool)
+    runs = {}
+    for name, strategy, craft in (("fedavg+server", "fedavg", "server"), ("local", "local", "none")):
+        runs[name] = F.run(recipe, F.FedConfig(strategy=strategy, craft=craft, clients=2, rounds=3), fedn)
+    for rec in runs.values():  # no DevTest here: give the global curve numbers to draw
+        for i, row in enumerate(rec["rounds"]):
+            row["global"] = {"accuracy": 0.5 + 0.05 * i}
+            for c in row["clients"]:
+                c.setdefault("accuracy", 0.55)
+    return runs
+
+
+def test_round_state(toy_runs):
+    state = FW.round_state(toy_runs["fedavg+server"], 2)
+    assert state["round"] == 2 and state["rounds"] == 3 and len(state["client_silent"]) == 2
+    assert state["global_accuracy"] == [0.5, 0.55, 0.6]
+    assert state["server_renewed"] == len(toy_runs["fedavg+server"]["rounds"][1]["server_renewed"])
+    with pytest.raises(ValueError, match="round must be"):
+        FW.round_state(toy_runs["local"], 4)
+    assert "CRAFT on the server" in FW.run_label(toy_runs["fedavg+server"])
+
+
+def test_static_twin_draws_three_panels(toy_runs):
+    fig = FW.rounds_view(toy_runs, "fedavg+server", 1)
+    assert len(fig.axes) == 3
+    assert "round 1/3" in fig._suptitle.get_text()
+
+
+def test_explorer_slider_and_menu(toy_runs):
+    ex = FW.RoundsExplorer(toy_runs)
+    assert ex.slider.max == 3 and ex.slider.value == 3 and ex.image.value[:4] == b"\x89PNG"
+    ex.slider.value = 1
+    assert "round 1/3" in ex.caption.value
+    ex.menu.value = "local"
+    assert "local only" in ex.caption.value
+    with pytest.raises(ValueError):
+        FW.RoundsExplorer({})

@@ -1,0 +1,82 @@
+"""Notebook 06 (CReLU pairs and Top-K sparsity, optional module) runs in FAST mode on real LFW and shows its work."""
+from __future__ import annotations
+
+import os
+import re
+
+import nbformat
+import pytest
+
+from craftlib import notebooks as runner
+
+pytestmark = pytest.mark.notebooks
+
+PATH = runner.NOTEBOOK_DIR / "06_crelu_and_topk.ipynb"
+WIDGET = "application/vnd.jupyter.widget-view+json"
+PNG = "image/png"
+
+
+def test_committed_clean_and_structured():
+    nb = nbformat.read(PATH, as_version=4)
+    nbformat.validate(nb)
+    assert runner.problems(nb) == []
+    first = nb.cells[0]
+    assert "Learning goals" in first.source and "Expected runtime" in first.source
+    params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1 and "FAST = paths.fast_mode(default=False)" in params[0].source
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert text.count("<details><summary>Solution</summary>") >= 3
+    assert "## Questionnaire" in text and "## Further reading" in text and "You should see" in text
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "def " not in code and "class " not in code
+
+
+@pytest.fixture(scope="module")
+def executed(lfw_root, tmp_path_factory, stem):
+    saved = {k: os.environ.get(k) for k in ("CRAFTLIB_RUNS", "CRAFTLIB_DATA")}
+    os.environ["CRAFTLIB_RUNS"] = str(tmp_path_factory.mktemp("runs"))
+    os.environ["CRAFTLIB_DATA"] = str(lfw_root)
+    try:
+        nb, seconds = runner.execute(PATH, tmp_path_factory.mktemp("executed"), timeout=900, fast=True)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    runner.record_times({PATH.stem: seconds}, fast=True)
+    return nb
+
+
+def _cell(nb, cell_id):
+    return next(c for c in nb.cells if c.id == cell_id)
+
+
+def _text(cell) -> str:
+    return "".join(o.text if o.output_type == "stream" else o.get("data", {}).get("text/plain", "") for o in cell.outputs)
+
+
+def _mimes(cell) -> set[str]:
+    return {m for o in cell.outputs for m in o.get("data", {})}
+
+
+@pytest.mark.timeout(1800)
+def test_06_runs_in_fast_mode_and_shows_its_work(executed):
+    nb = executed
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.execution_count is not None, cell.id
+            assert not [o for o in cell.outputs if o.output_type == "error"], cell.id
+    planted = _text(_cell(nb, "planted"))
+    assert "φ, −φ planted: mean μ -1.00, paired 100%, mutual pairs 8" in planted
+    assert re.search(r"orthogonal: mean μ [+-]0\.00, paired 0%", planted)
+    assert "MobileFaceNet conv1: mean μ -0.75" in _text(_cell(nb, "mobilefacenet"))
+    assert "stem(x) == cat(relu(z), relu(-z)): True" in _text(_cell(nb, "crelu-check"))
+    assert "keeps its face's pixel histogram: True" in _text(_cell(nb, "histogram-check"))
+    assert "shape-bias index" in _text(_cell(nb, "probe-all"))
+    for cid in ("mobilefacenet", "pair-static", "pairing-trained", "probe-faces", "topk-static"):
+        assert PNG in _mimes(_cell(nb, cid)), cid
+    for cid in ("pair-explorer", "topk-explorer"):
+        assert WIDGET in _mimes(_cell(nb, cid)), cid
+    committed = _text(_cell(nb, "committed"))
+    assert "No committed result" in committed or "standard training" in committed

@@ -1,0 +1,60 @@
+"""The CReLU pairing measure: planted φ/−φ pairs are found, orthogonal filters show none, random is the reference."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from craftlib.pairing import (anti_partner, pair_cosines, pairing_summary, planted_pairs, random_reference)
+
+
+def test_planted_pairs_are_found():
+    layer = planted_pairs(8)  # φ1, −φ1, φ2, −φ2, ...
+    cos, partner = pair_cosines(layer)
+    np.testing.assert_allclose(cos, -1.0, atol=1e-12)
+    assert partner.tolist() == [1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14]
+    s = pairing_summary(layer)
+    assert s["paired_fraction"] == 1.0 and len(s["mutual_pairs"]) == 8 and s["shift"] < -0.4
+    assert anti_partner(layer, 4) == (5, pytest.approx(-1.0))
+
+
+def test_a_scaled_negative_copy_is_still_a_pair():
+    """Cosine is scale-free: a decayed (small) −φ is still φ's pair."""
+    phi = torch.randn(1, 3, 3, 3, dtype=torch.float64)
+    others = torch.linalg.qr(torch.randn(27, 27, dtype=torch.float64)).Q.T[:6].reshape(6, 3, 3, 3)
+    cos, partner = pair_cosines(torch.cat([phi, -1e-3 * phi, others]))
+    assert partner[0] == 1 and cos[0] == pytest.approx(-1.0)
+
+
+def test_orthogonal_filters_have_no_pairs():
+    q = torch.linalg.qr(torch.randn(27, 27, dtype=torch.float64, generator=torch.Generator().manual_seed(0))).Q
+    layer = q.T[:16].reshape(16, 3, 3, 3)
+    cos, _ = pair_cosines(layer)
+    np.testing.assert_allclose(cos, 0.0, atol=1e-12)
+    s = pairing_summary(layer)
+    assert s["paired_fraction"] == 0.0 and s["mutual_pairs"] == [] and s["shift"] > 0.3
+
+
+def test_random_filters_sit_between_and_define_the_threshold():
+    ref = random_reference((64, 3, 3, 3), draws=50)
+    assert ref.shape == (64 * 50,) and -0.6 < ref.mean() < -0.3  # 27 dims: random pairs are far from −1
+    s = pairing_summary(torch.randn(64, 3, 3, 3, generator=torch.Generator().manual_seed(1)), draws=50)
+    assert abs(s["shift"]) < 0.05 and s["paired_fraction"] < 0.1
+    assert s["threshold"] == pytest.approx(np.percentile(random_reference((64, 3, 3, 3), draws=50), 1.0))
+
+
+def test_mask_restricts_the_comparison():
+    layer = torch.cat([planted_pairs(2), torch.randn(4, 3, 3, 3, dtype=torch.float64)])
+    keep = np.array([True, False, True, True, True, True, True, True])  # φ1's twin masked out
+    cos, partner = pair_cosines(layer, keep)
+    assert np.isnan(cos[1]) and partner[1] == -1 and partner[0] != 1
+    assert partner[2] == 3 and cos[2] == pytest.approx(-1.0)
+    with pytest.raises(ValueError):
+        pair_cosines(layer, keep[:3])
+    assert pairing_summary(layer, mask=[True] + [False] * 7)["mean"] is None
+
+
+def test_released_mobilefacenet_stem_is_more_paired_than_random(stem):
+    """The real anchor: a ReLU6 face model's conv1 shows CReLU's pairing phenomenon."""
+    s = pairing_summary(stem[0].weight)
+    assert s["n"] == 64 and s["shift"] < 0 and s["paired_fraction"] > 0.1
