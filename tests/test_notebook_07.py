@@ -18,7 +18,7 @@ def test_committed_clean_and_thin():
     nb = nbformat.read(PATH, as_version=4)
     nbformat.validate(nb)
     assert runner.problems(nb) == []
-    first = nb.cells[0]
+    first = next(c for c in nb.cells if "colab-setup" not in c.metadata.get("tags", []))  # after the Colab cell
     assert "Learning goals" in first.source and "Expected runtime" in first.source
     params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1 and "FAST = paths.fast_mode(default=False)" in params[0].source
@@ -64,5 +64,5 @@ def test_runs_in_fast_mode(lfw_root, tmp_path, monkeypatch):
     assert "DevTest accuracy before" in text("finetune")
     fair = "".join(o.get("data", {}).get("text/markdown", "") for o in cells["fair"].outputs)
     assert "| men |" in fair and "| women |" in fair and "| mixed |" in fair
-    budget = float(os.environ.get("CRAFT_NOTEBOOK07_BUDGET_S", 600))
+    budget = float(os.environ.get("CRAFT_NOTEBOOK07_BUDGET_S", 900))  # 1-2 min on an idle 2-core machine
     assert seconds < budget, f"notebook 07 took {seconds:.0f} s in FAST mode"

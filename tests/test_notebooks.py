@@ -48,7 +48,7 @@ def test_committed_clean(path):
 def test_structure(path):
     """Goals and runtime first, a papermill parameters cell with FAST, solutions to reveal, logic imported."""
     nb = nbformat.read(path, as_version=4)
-    first = nb.cells[0]
+    first = next(c for c in nb.cells if "colab-setup" not in c.metadata.get("tags", []))  # after the Colab cell
     assert first.cell_type == "markdown" and "Learning goals" in first.source and "Expected runtime" in first.source
     params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1 and "FAST = paths.fast_mode(default=False)" in params[0].source
