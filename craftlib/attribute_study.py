@@ -3,7 +3,9 @@
 One small JSON record per trained model and measurement, in ``<out>/records/``:
 
 * ``probe-<arm>-s<seed>.json`` — every probe (balanced accuracy, 95% interval over test identities, C,
-  inner-CV score) and DevTest verification overall and per gender / age group;
+  inner-CV score) and DevTest verification overall and per gender / age group. The reference model's
+  probes (``StudySettings.reference_model``, standard seed 0) cross-validate C; every other trained model
+  reuses those C values, so that both arms are read by probes of the same capacity;
 * ``branching-<arm>-s<seed>.json`` — joint fine-tuning of attribute heads branching at the embedding,
   at each attribute's best depth, and the identity-only control; heads' balanced accuracy on unseen
   people, DevTest accuracy after each, and the MACs of one trunk vs separate networks.
@@ -60,6 +62,10 @@ class StudySettings:
     Cs: tuple[float, ...] = CS
     n_boot: int = N_BOOT
     finetune: FinetuneConfig = FinetuneConfig()
+    reference_model: str = "none-s0"
+    """Its probes cross-validate C; every other trained model's probes reuse that C per attribute x stage (the
+    same probe capacity for both arms, ~5x less CPU), and the branching heads of every arm branch where its
+    inner CV said. The untrained network cross-validates its own."""
 
     def fingerprint(self) -> dict:
         return json.loads(json.dumps({**asdict(self), "code": __version__}))
@@ -144,13 +150,15 @@ def untrained_model(settings: StudySettings, seed: int) -> FaceCNN:
 
 
 def probe_record(model: FaceCNN, probe_set: ProbeSet, pairs: PairSet, labels: AttributeLabels,
-                 settings: StudySettings, log=None) -> dict:
-    """Every probe of one model, and its DevTest verification overall and per group."""
+                 settings: StudySettings, log=None, C: np.ndarray | None = None) -> dict:
+    """Every probe of one model (``C`` fixed per cell, or cross-validated), and DevTest verification overall
+    and per group."""
     start = time.perf_counter()
     results = run_probes(model, probe_set, STAGES, settings.pool, settings.Cs, settings.n_boot, settings.split_seed,
                          progress=None if log is None else
                          (lambda a, s, p: log(f"    {a:<11} {s:<9} "
-                                              f"{'n/a' if p is None else fmt('accuracy', p.balanced_accuracy)}")))
+                                              f"{'n/a' if p is None else fmt('accuracy', p.balanced_accuracy)}")),
+                         C=C)
     scores = cosine_scores(embed(model, pairs.images), pairs)
     groups = {name: group_verification(scores, pairs, pair_image_groups(pairs, labels, col), names)
               for name, (col, names) in GROUPS.items()}
@@ -269,15 +277,21 @@ def prepare(settings: StudySettings, lfw=None, labels: AttributeLabels | None = 
 
 def run_study(study: Study, models: dict[tuple[str, int], Path], out: str | Path, branching_seeds=(0,),
               reference_seeds=(0,), log=print) -> list[dict]:
-    """Write every missing record of ``out``: probes for each model (and the untrained reference),
-    then branching for the models whose seed is in ``branching_seeds``. Returns the folder's records."""
+    """Write every missing record of ``out``, in this order: probes of the reference model (its inner CV fixes
+    every probe's C and the branch points), probes of the other models (seed-major, pairs first), branching
+    of the standard models whose seed is in ``branching_seeds``, the untrained network's probes, branching of
+    the other arms. Returns the folder's records."""
     s = study.settings
     load_records(out, s)  # refuse a folder made under other settings before adding to it
     atomic_write(Path(out) / "coverage.json", lambda tmp: tmp.write_text(json.dumps(
         {"probe_set": repr(study.probe_set), "coverage": study.probe_set.coverage,
          "train_images": len(study.train.files), "train_identities": study.train.num_classes,
          "label_sources": study.labels.sources, "label_folder_name": study.labels.folder.name}, indent=1)))
-    ordered = sorted(models.items(), key=lambda kv: (kv[0][1], kv[0][0] != "none", kv[0][0]))  # seed-major, pairs first
+    ref = s.reference_model
+    ordered = sorted(models.items(), key=lambda kv: (f"{kv[0][0]}-s{kv[0][1]}" != ref, kv[0][1], kv[0][0] != "none",
+                                                     kv[0][0]))  # the C source, then seed-major, pairs first
+    if ordered and f"{ordered[0][0][0]}-s{ordered[0][0][1]}" != ref and not record_path(out, "probe", *_split(ref)).is_file():
+        raise ValueError(f"the probes' reference model {ref}.pt (whose cross-validation fixes C) is not among the models")
     tasks = [("probe", arm, seed, path) for (arm, seed), path in ordered]
     tasks += [("branching", arm, seed, path) for (arm, seed), path in ordered if arm == "none" and seed in branching_seeds]
     tasks += [("probe", REFERENCE_ARM, seed, None) for seed in reference_seeds]
@@ -285,10 +299,14 @@ def run_study(study: Study, models: dict[tuple[str, int], Path], out: str | Path
     for kind, arm, seed, path in tasks:  # the footprint's pairs first, then the branching study, then the reference
         if record_path(out, kind, arm, seed).is_file():
             continue
+        ref_record = record_path(out, "probe", *_split(ref))
         if kind == "probe":
-            _probe_task(study, arm, seed, path, out, log)
+            C = None
+            if path is not None and f"{arm}-s{seed}" != ref:
+                C = np.array(json.loads(ref_record.read_text())["probes"]["C"], dtype=float)
+            _probe_task(study, arm, seed, path, out, log, C)
             continue
-        probe = json.loads(record_path(out, "probe", arm, seed).read_text())["probes"]
+        probe = json.loads(ref_record.read_text())["probes"]
         best = {a: best_stage_cv(probe, a) for a in s.attributes}
         log(f"branching: {arm} seed {seed}, branches {best}")
         body = branching_record(path, study.train, study.labels, study.probe_set, study.pairs, best, s, log)
@@ -296,7 +314,12 @@ def run_study(study: Study, models: dict[tuple[str, int], Path], out: str | Path
     return load_records(out, s)
 
 
-def _probe_task(study: Study, arm: str, seed: int, path: Path | None, out, log) -> None:
+def _split(name: str) -> tuple[str, int]:
+    arm, seed = name.rsplit("-s", 1)
+    return arm, int(seed)
+
+
+def _probe_task(study: Study, arm: str, seed: int, path: Path | None, out, log, C=None) -> None:
     s = study.settings
     log(f"probes: {arm} seed {seed} ({path or 'untrained'})")
     if path is None:
@@ -306,7 +329,8 @@ def _probe_task(study: Study, arm: str, seed: int, path: Path | None, out, log) 
         info = {"source": path.name, "sha256_16": file_digest(path)}
     if model.config.input_size != s.size:
         raise ValueError(f"{path}: a {model.config.input_size}px model; the study runs at {s.size}px")
-    write_record(out, "probe", arm, seed, probe_record(model, study.probe_set, study.pairs, study.labels, s, log), s, info)
+    body = probe_record(model, study.probe_set, study.pairs, study.labels, s, log, C)
+    write_record(out, "probe", arm, seed, body, s, {**info, "C": "cross-validated" if C is None else s.reference_model})
 
 
 def best_stage_cv(probe: dict, attribute: str) -> str:
@@ -417,16 +441,18 @@ def branching_summary(records: list[dict]) -> dict:
     return out
 
 
-def _mean_sd(values) -> str:
+def _mean_sd(values, signed: bool = False) -> str:
+    """Mean ± sample sd over seeds in the project's format (a difference in points when ``signed``)."""
     vals = [v for v in values if v is not None]
     if not vals:
         return "n/a"
     sd = float(np.std(vals, ddof=1)) if len(vals) > 1 else None
-    return fmt("accuracy", float(np.mean(vals))) + ("" if sd is None else f" ± {fmt('accuracy', sd)}")
+    mean = fmt("accuracy", float(np.mean(vals)), signed)
+    return mean + ("" if sd is None else f" ± {fmt('accuracy', sd, signed).lstrip('+')}")
 
 
 def _mac(n: int) -> str:
-    return f"{n / 1e6:.1f} M"
+    return f"{n / 1e6:.2f} M"
 
 
 def depth_markdown(records: list[dict]) -> str:
@@ -493,7 +519,7 @@ def fairness_markdown(records: list[dict], group: str = "gender") -> str:
     if "gap" in fr:
         p = fr["gap"]["paired"]
         lines.append(f"Accuracy gap {fr['gap']['groups'][0]} − {fr['gap']['groups'][1]}: standard "
-                     f"{_mean_sd(fr['gap']['none'])}, CRAFT {_mean_sd(fr['gap']['contextual'])}; "
+                     f"{_mean_sd(fr['gap']['none'], True)}, CRAFT {_mean_sd(fr['gap']['contextual'], True)}; "
                      f"CRAFT − standard {fmt('accuracy', p.mean_difference, True)}, 95% CI "
                      f"{fmt_ci('accuracy', p.ci95)}, paired t p = {fmt('p', p.t_pvalue)} (n = {p.n}).")
     return "\n".join(lines)

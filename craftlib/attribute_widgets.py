@@ -193,6 +193,6 @@ def depth_curves_figure(curves: dict, arms=("none", "contextual", REFERENCE_ARM)
         ax.axhline(50, color="#999999", lw=0.8, ls=":")
         if i % cols == 0:
             ax.set_ylabel("balanced acc. (%)", fontsize=10)
-        if i == 0:
-            ax.legend(fontsize=10, frameon=False)
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(arms), fontsize=10, frameon=False)
     return fig

@@ -38,8 +38,10 @@ ARMS: dict[str, dict] = {
 }
 """Arm -> changes to the recipe's ``ModelConfig`` and the CRAFT arm (``recipes.ARMS``) it trains with."""
 DEFAULT_OUT = "docs/results/companion_sparsity"
-EXTRA_METRICS = ("pair_mean", "paired_fraction", "shape_bias", "shape_bias_edges", "params", "macs")
-EXTRA_LABELS = {"pair_mean": "mean pair cosine μ (conv1)", "paired_fraction": "paired conv1 filters",
+EXTRA_METRICS = ("pair_mean", "paired_fraction", "paired_matched", "shape_bias", "shape_bias_edges", "params", "macs")
+PAIRED_METRICS = EXTRA_METRICS[:5]  # those with a paired test against standard training
+EXTRA_LABELS = {"pair_mean": "mean pair cosine μ (conv1)", "paired_fraction": "paired conv1 filters (isotropic null)",
+                "paired_matched": "paired conv1 filters (matched null)",
                 "shape_bias": "shape-bias index (blur vs mosaic)", "shape_bias_edges": "shape-bias index (edges vs mosaic)",
                 "params": "parameters", "macs": "MACs"}
 PERCENT_EXTRA = {"paired_fraction"}
@@ -61,10 +63,12 @@ def folder_fingerprint(recipe: Recipe, variant: str) -> dict:
 def _pair_stats(weight: torch.Tensor, live: np.ndarray, renewed: list[int], reference: np.ndarray) -> dict:
     """Pairing over all filters, over the live ones, and what renewed (CRAFT) filters show."""
     every = pairing_summary(weight, reference=reference)
-    out = {k: every[k] for k in ("n", "mean", "random_mean", "threshold", "shift", "paired_fraction", "cos", "partner")}
+    out = {k: every[k] for k in ("n", "mean", "random_mean", "threshold", "shift", "paired_fraction", "matched",
+                                 "cos", "partner")}
     out["mutual_pairs"] = len(every["mutual_pairs"])
     live_only = pairing_summary(weight, mask=live) if live.sum() >= 2 else None
-    out["live"] = None if live_only is None else {k: live_only[k] for k in ("n", "mean", "shift", "paired_fraction")}
+    out["live"] = None if live_only is None else {k: live_only[k] for k in ("n", "mean", "shift", "paired_fraction",
+                                                                            "matched")}
     cos = np.asarray([np.nan if v is None else v for v in every["cos"]])
     renewed = sorted(set(renewed))
     kept = [i for i in range(len(cos)) if i not in renewed]
@@ -200,7 +204,9 @@ def remeasure(out: str | Path = DEFAULT_OUT, models: str | Path = "runs/companio
 
 def extra_values(record: dict) -> dict[str, float | None]:
     c = record["companion"]
+    matched = c["pairing"].get("matched") or {}
     return {"pair_mean": c["pairing"]["mean"], "paired_fraction": c["pairing"]["paired_fraction"],
+            "paired_matched": matched.get("paired_fraction"),
             "shape_bias": c["shapebias"]["index"], "shape_bias_edges": c["shapebias"]["index_edges"],
             "params": float(c["params"]), "macs": float(c["macs"])}
 
@@ -222,7 +228,7 @@ def summary(records: list[dict], baseline: str = "none") -> dict:
                        "vs_baseline": {}}
     if baseline in extra:
         base = extra[baseline]
-        for metric in EXTRA_METRICS[:4]:
+        for metric in PAIRED_METRICS:
             for name, e in extra.items():
                 if name == baseline:
                     continue
@@ -259,8 +265,8 @@ def render_markdown(s: dict) -> str:
     """The companion table (Markdown): one row per arm, Δ vs standard with 95% CI and Holm-adjusted p."""
     main, extra = s["main"], s["extra"]
     lines = ["| arm | seeds | DevTest accuracy | Δ accuracy vs standard [95% CI], p | silent conv1 (τ=0.01) | "
-             "small-weight conv1 (τ=0.1) | pair μ | paired filters | shape-bias index | Δ shape bias [95% CI], p | "
-             "params | MACs |", "|---|" + "---|" * 11]
+             "small-weight conv1 (τ=0.1) | pair μ | paired (isotropic / matched null) | shape-bias index | "
+             "Δ shape bias [95% CI], p | params | MACs |", "|---|" + "---|" * 11]
     for name, arm in main.arms.items():
         e = extra[name]
         pa = arm.vs_baseline.get("accuracy")
@@ -269,7 +275,8 @@ def render_markdown(s: dict) -> str:
             f"{fmt('accuracy', arm.mean('accuracy'))} ± {fmt('accuracy', arm.std('accuracy'))}",
             _delta(pa, percent=True), _mean_sd(arm.values["silent_fraction"], True),
             _mean_sd(arm.values["weight_fraction"], True), _mean_sd(e["values"]["pair_mean"]),
-            _mean_sd(e["values"]["paired_fraction"], True), _mean_sd(e["values"]["shape_bias"]),
+            f'{_mean_sd(e["values"]["paired_fraction"], True)} / {_mean_sd(e["values"]["paired_matched"], True)}',
+            _mean_sd(e["values"]["shape_bias"]),
             _delta(e["vs_baseline"].get("shape_bias")), f"{int(e['values']['params'][0]):,}",
             f"{e['values']['macs'][0] / 1e6:.1f} M"]) + " |")
     return "\n".join(lines)

@@ -10,7 +10,10 @@ with depth.
 
 Summary numbers (``pairing_summary``): the mean ``μ``, its shift from the random reference's mean,
 and the *paired fraction* — the share of filters whose ``μ`` is below the random reference's 1st
-percentile (a pair random filters would almost never show). The measure is a property of weights
+percentile (a pair random filters would almost never show). Isotropic random filters are the paper's
+reference; filters that crowd into a few directions (the mean colour, one dominant gradient) are often
+near-opposite without being phase pairs, so the same numbers are also given against a *matched*
+reference: Gaussian filters with the layer's own second moment. The measure is a property of weights
 only: it is scale-free (cosines), so a decayed, "dead" filter still has a pair; ``mask`` restricts it
 to some filters (e.g. the live ones) when that matters.
 """
@@ -54,13 +57,29 @@ def pair_cosines(weight, mask=None) -> tuple[np.ndarray, np.ndarray]:
     return cos_min, partner
 
 
-def random_reference(shape: tuple[int, ...], draws: int = RANDOM_DRAWS, seed: int = 0) -> np.ndarray:
-    """The pair cosines of ``draws`` random layers of ``shape`` (i.i.d. Gaussian weights), pooled."""
+def second_moment(weight) -> np.ndarray:
+    """``E[φ φᵀ]`` over the layer's unit-length filters (``d x d``): the directions the layer's filters occupy."""
+    u = _unit(weight).numpy()
+    return u.T @ u / len(u)
+
+
+def random_reference(shape: tuple[int, ...], draws: int = RANDOM_DRAWS, seed: int = 0,
+                     moment: np.ndarray | None = None) -> np.ndarray:
+    """The pair cosines of ``draws`` random layers of ``shape``, pooled.
+
+    Without ``moment``: i.i.d. Gaussian weights (isotropic, the paper's reference). With ``moment`` (a
+    ``d x d`` second-moment matrix, e.g. ``second_moment(layer)``): zero-mean Gaussian filters with that
+    second moment — random filters that occupy the same directions as the layer's but have no pairs
+    beyond what those directions imply (the *matched* reference).
+    """
     if len(shape) < 2 or shape[0] < 2:
         raise ValueError(f"need a layer shape (filters, ...) with at least two filters, got {shape}")
     n, d = shape[0], int(np.prod(shape[1:]))
     w = np.random.default_rng(seed).standard_normal((draws, n, d))
-    w /= np.linalg.norm(w, axis=2, keepdims=True)
+    if moment is not None:
+        vals, vecs = np.linalg.eigh(np.asarray(moment, dtype=np.float64))
+        w = w @ (vecs * np.sqrt(np.clip(vals, 0.0, None))).T  # rows ~ N(0, moment)
+    w /= np.maximum(np.linalg.norm(w, axis=2, keepdims=True), 1e-300)
     cos = np.einsum("bid,bjd->bij", w, w)  # one batched product instead of a loop over draws
     cos[:, np.arange(n), np.arange(n)] = np.inf
     return cos.min(axis=2).ravel()
@@ -72,30 +91,44 @@ def mutual_pairs(cos_min: np.ndarray, partner: np.ndarray, threshold: float) -> 
             if j > i and partner[j] == i and cos_min[i] < threshold]
 
 
+def _against(cos: np.ndarray, reference: np.ndarray) -> dict:
+    threshold = float(np.percentile(reference, PAIR_PERCENTILE))
+    return {"random_mean": float(reference.mean()), "threshold": threshold,
+            "shift": float(cos.mean() - reference.mean()), "paired_fraction": float(np.mean(cos < threshold))}
+
+
 def pairing_summary(weight, mask=None, draws: int = RANDOM_DRAWS, seed: int = 0,
-                    reference: np.ndarray | None = None) -> dict:
+                    reference: np.ndarray | None = None, matched: bool = True) -> dict:
     """The pairing statistic of one layer against random filters of the same shape.
 
     Returns plain numbers (JSON-ready): ``n`` filters measured, ``mean`` μ, ``random_mean`` and the
-    ``threshold`` (the random reference's 1st percentile), ``shift`` = mean − random mean (negative:
-    more paired than chance), ``paired_fraction`` (μ below the threshold), ``mutual_pairs`` and the
-    per-filter ``cos`` and ``partner``. The reference has as many filters as are measured.
+    ``threshold`` (the isotropic random reference's 1st percentile), ``shift`` = mean − random mean
+    (negative: more paired than chance), ``paired_fraction`` (μ below the threshold), ``mutual_pairs`` and
+    the per-filter ``cos`` and ``partner``. The reference has as many filters as are measured.
+
+    ``matched`` adds the same numbers against the *matched* reference (``random_reference(moment=…)``
+    with the measured filters' own second moment): filters that crowd into a few directions — the mean
+    colour, a dominant gradient — are often near-opposite without being phase pairs, and only pairing
+    beyond that shows up against the matched reference.
     """
     w = torch.as_tensor(to_numpy(weight), dtype=torch.float64)
     cos_min, partner = pair_cosines(w, mask)
     measured = ~np.isnan(cos_min)
     n = int(measured.sum())
+    out = {"n": n, "cos": [None if np.isnan(v) else round(float(v), 6) for v in cos_min], "partner": partner.tolist()}
     if n < 2:
-        return {"n": n, "mean": None, "random_mean": None, "threshold": None, "shift": None,
-                "paired_fraction": None, "mutual_pairs": [], "cos": cos_min.tolist(), "partner": partner.tolist()}
+        return {**out, "mean": None, "random_mean": None, "threshold": None, "shift": None, "paired_fraction": None,
+                "mutual_pairs": [], "matched": None}
+    shape = (n, *w.shape[1:])
     if reference is None:
-        reference = random_reference((n, *w.shape[1:]), draws, seed)
-    threshold = float(np.percentile(reference, PAIR_PERCENTILE))
-    mean, random_mean = float(cos_min[measured].mean()), float(reference.mean())
-    return {"n": n, "mean": mean, "random_mean": random_mean, "threshold": threshold, "shift": mean - random_mean,
-            "paired_fraction": float(np.mean(cos_min[measured] < threshold)),
-            "mutual_pairs": mutual_pairs(cos_min, partner, threshold),
-            "cos": [None if np.isnan(v) else round(float(v), 6) for v in cos_min], "partner": partner.tolist()}
+        reference = random_reference(shape, draws, seed)
+    values = cos_min[measured]
+    out.update(mean=float(values.mean()), **_against(values, reference))
+    out["mutual_pairs"] = mutual_pairs(cos_min, partner, out["threshold"])
+    if matched:
+        moment = second_moment(w[torch.as_tensor(np.flatnonzero(measured))])
+        out["matched"] = _against(values, random_reference(shape, draws, seed, moment))
+    return out
 
 
 def anti_partner(weight, index: int) -> tuple[int, float]:

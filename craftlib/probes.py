@@ -108,12 +108,14 @@ class Probe:
 
 
 def fit_probe(X: np.ndarray, y: np.ndarray, groups: np.ndarray, train_idx: np.ndarray, test_idx: np.ndarray,
-              Cs=CS, folds: int = 3, n_boot: int = N_BOOT, seed: int = 0) -> Probe | None:
+              Cs=CS, folds: int = 3, n_boot: int = N_BOOT, seed: int = 0, C: float | None = None) -> Probe | None:
     """Standardise on the training faces, pick C by identity-disjoint CV, score on the test people.
 
     ``y`` may hold ``UNKNOWN`` (-1): those faces are left out. ``None`` when a side lacks a class.
+    With ``C`` given (a value an earlier cross-validation chose), that C is used and no CV runs
+    (``cv_score`` is then NaN): the study holds each probe's C fixed across models this way.
     """
-    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
     from sklearn.model_selection import GroupKFold
     from sklearn.preprocessing import StandardScaler
 
@@ -124,6 +126,11 @@ def fit_probe(X: np.ndarray, y: np.ndarray, groups: np.ndarray, train_idx: np.nd
         return None
     scaler = StandardScaler().fit(X[tr])
     xtr, xte = scaler.transform(X[tr]), scaler.transform(X[te])
+    if C is not None:
+        clf = LogisticRegression(C=float(C), class_weight="balanced", max_iter=300, tol=1e-3).fit(xtr, y[tr])
+        decision = clf.decision_function(xte)
+        ba, ci = balanced_accuracy_ci(y[te], decision > 0, groups[te], n_boot, seed)
+        return Probe(ba, ci, float(C), float("nan"), int(len(tr)), int(len(te)), te, decision.astype(np.float32))
     k = min(folds, len(np.unique(groups[tr])))
     cv = list(GroupKFold(k).split(xtr, y[tr], groups[tr]))
     clf = LogisticRegressionCV(Cs=list(Cs), cv=cv, l1_ratios=(0.0,), scoring="balanced_accuracy",
@@ -186,8 +193,12 @@ class ProbeResults:
 
 
 def probe_features(features: dict[str, np.ndarray], probe_set: ProbeSet, Cs=CS, n_boot: int = N_BOOT,
-                   seed: int = 0, progress=None) -> ProbeResults:
-    """A probe per attribute per stage on precomputed features (``stage_features`` or any dict of arrays)."""
+                   seed: int = 0, progress=None, C: np.ndarray | None = None) -> ProbeResults:
+    """A probe per attribute per stage on precomputed features (``stage_features`` or any dict of arrays).
+
+    ``C`` (attributes x stages, e.g. another model's ``ProbeResults.C``) fixes each probe's regularisation
+    instead of cross-validating it; a NaN cell is cross-validated.
+    """
     stages = list(features)
     attrs = probe_set.attributes
     shape = (len(attrs), len(stages))
@@ -196,8 +207,9 @@ def probe_features(features: dict[str, np.ndarray], probe_set: ProbeSet, Cs=CS, 
     for j, stage in enumerate(stages):
         X = features[stage]
         for i, attr in enumerate(attrs):
+            fixed = None if C is None or not np.isfinite(C[i][j]) else float(C[i][j])
             p = fit_probe(X, probe_set.y[:, i], probe_set.identities, probe_set.train_idx, probe_set.test_idx,
-                          Cs, n_boot=n_boot, seed=seed)
+                          Cs, n_boot=n_boot, seed=seed, C=fixed)
             if p is not None:
                 probes[(attr.name, stage)] = p
                 ba[i, j], (lo[i, j], hi[i, j]), cs[i, j], cv[i, j] = p.balanced_accuracy, p.ci95, p.C, p.cv_score
@@ -207,9 +219,10 @@ def probe_features(features: dict[str, np.ndarray], probe_set: ProbeSet, Cs=CS, 
 
 
 def run_probes(model: nn.Module, probe_set: ProbeSet, stages=STAGES, pool: int = POOL, Cs=CS,
-               n_boot: int = N_BOOT, seed: int = 0, progress=None) -> ProbeResults:
-    """Features of the probe set's faces at every stage of ``model``, then every probe."""
-    return probe_features(stage_features(model, probe_set.images, stages, pool), probe_set, Cs, n_boot, seed, progress)
+               n_boot: int = N_BOOT, seed: int = 0, progress=None, C: np.ndarray | None = None) -> ProbeResults:
+    """Features of the probe set's faces at every stage of ``model``, then every probe (``C``: see ``probe_features``)."""
+    return probe_features(stage_features(model, probe_set.images, stages, pool), probe_set, Cs, n_boot, seed,
+                          progress, C)
 
 
 # --------------------------------------------------------------------------------------------

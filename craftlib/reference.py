@@ -217,6 +217,12 @@ def matches(key: str, value, tolerance: float = 1e-3, what: str | None = None, l
     return ok
 
 
+def expect(ok: bool, what: str, yours: str = "", log=print) -> bool:
+    """A checkpoint on something the notebook computes two ways (the learner's code against the library's)."""
+    log(f"{'✓' if ok else '✗'} you should see: {what}" + (f"; yours: {yours}" if yours else ""))
+    return bool(ok)
+
+
 def paired_sd(recipe: Recipe, arm: str = "contextual", metric: str = "accuracy") -> tuple[float | None, str]:
     """The spread of paired differences ``arm − none`` over the committed seeds of ``recipe``, and its source."""
     records, folder, note = committed_records(recipe)
@@ -284,7 +290,9 @@ def value_of(key: str):
         return _read(REFERENCE_FILE)[head][rest]
     if head == "time":
         mode, _, notebook = rest.partition(".")
-        times = _read(TIMES_FILE)[mode]
+        times = _read(TIMES_FILE).get(mode)
+        if not times:
+            raise MissingSource(f"{_shown(TIMES_FILE)} holds no {mode}-mode times yet")
         hits = [v for k, v in times.items() if k == notebook or k.startswith(notebook)]
         if len(hits) != 1:
             raise KeyError(f"{key}: {len(hits)} notebooks in {TIMES_FILE.name} match {notebook!r}")
@@ -434,6 +442,8 @@ def record_cpu(notebook: str, mode: str, wall: float, cpu: float, load: tuple[fl
     import os
     import platform
 
+    stems = [p.stem for p in sorted((REPO_ROOT / "notebooks").glob(f"{notebook}*.ipynb"))]
+    notebook = stems[0] if len(stems) == 1 else notebook  # "02" -> "02_dying_filters"
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError):

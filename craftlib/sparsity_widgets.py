@@ -25,7 +25,7 @@ from .activity import model_scores
 from .companion import ARMS, EXTRA_LABELS
 from .data import PairSet, to_input
 from .models import FaceCNN, topk_at_inference
-from .pairing import pair_cosines, pairing_summary, random_reference
+from .pairing import pair_cosines, pairing_summary, random_reference, second_moment
 from .results import SILENT_TAU, fmt
 from .runtime import evaluating, to_numpy
 from .shapebias import GRID, SIGMA, low_pass, patch_shuffle, probe
@@ -60,18 +60,26 @@ def pair_state(weight, index: int, reference: np.ndarray | None = None) -> dict:
     s = pairing_summary(w, reference=reference)
     cos, partner = np.asarray(s["cos"], dtype=float), np.asarray(s["partner"])
     j = int(partner[index])
+    m = s["matched"]
     return {"weight": w, "index": index, "partner": j, "cos": float(cos[index]), "layer_cos": cos,
             "reference": reference, "threshold": s["threshold"], "paired": bool(cos[index] < s["threshold"]),
-            "paired_fraction": s["paired_fraction"], "mutual": partner[j] == index, "n": len(w)}
+            "paired_fraction": s["paired_fraction"], "matched_threshold": m["threshold"],
+            "paired_matched": bool(cos[index] < m["threshold"]), "matched_fraction": m["paired_fraction"],
+            "mutual": partner[j] == index, "n": len(w)}
 
 
 def pair_caption(state: dict) -> str:
     i, j = state["index"], state["partner"]
-    verdict = ("a pair: more opposite than 99% of random filter pairs" if state["paired"]
-               else "no pair: within what random filters show")
+    if state["paired_matched"]:
+        verdict = "a pair, even against random filters in the layer's own directions"
+    elif state["paired"]:
+        verdict = "a pair against isotropic random filters, but not beyond what the layer's directions imply"
+    else:
+        verdict = "no pair: within what random filters show"
     mutual = f"; {i} is also {j}'s closest anti-partner" if state["mutual"] else ""
     return (f"filter {i} → anti-partner {j}, cosine {state['cos']:+.2f} ({verdict}{mutual}). "
-            f"Layer: {state['paired_fraction']:.0%} of its {state['n']} filters paired (random filters: ~1%).")
+            f"Layer: {state['paired_fraction']:.0%} of its {state['n']} filters paired against isotropic random "
+            f"filters, {state['matched_fraction']:.0%} against the matched reference (by chance: ~1% each).")
 
 
 def pair_figure(state: dict, title: str = "") -> Figure:
@@ -91,7 +99,9 @@ def pair_figure(state: dict, title: str = "") -> Figure:
     bins = np.linspace(-1, 0.2, 37)
     ax.hist(state["reference"], bins=bins, density=True, color=RANDOM, alpha=0.55, label="random Gaussian filters")
     ax.hist(state["layer_cos"], bins=bins, density=True, histtype="step", lw=2, color=LAYER, label="this layer")
-    ax.axvline(state["threshold"], color=viz.OKABE_ITO["black"], ls=":", lw=1, label="random 1st percentile")
+    ax.axvline(state["threshold"], color=viz.OKABE_ITO["black"], ls=":", lw=1, label="isotropic 1st percentile")
+    ax.axvline(state["matched_threshold"], color=viz.OKABE_ITO["reddish purple"], ls="--", lw=1,
+               label="matched 1st percentile")
     ax.axvline(state["cos"], color=viz.INACTIVE, lw=2, label=f"filter {i}: {state['cos']:+.2f}")
     ax.set_xlabel("most negative cosine with another filter (μ)")
     ax.set_ylabel("density")
@@ -291,11 +301,16 @@ def pairing_histograms(layers: dict[str, object], title: str = "pair cosines of 
         weights = src if isinstance(src, list) else [src]
         cos = np.concatenate([pair_cosines(as_layer(w))[0] for w in weights])
         ref = random_reference(as_layer(weights[0]).shape)
-        threshold = np.percentile(ref, 1.0)
-        ax.hist(ref, bins=bins, density=True, color=RANDOM, alpha=0.55, label="random")
+        matched = random_reference(as_layer(weights[0]).shape,
+                                   moment=np.mean([second_moment(as_layer(w)) for w in weights], axis=0))
+        threshold, m_threshold = np.percentile(ref, 1.0), np.percentile(matched, 1.0)
+        ax.hist(ref, bins=bins, density=True, color=RANDOM, alpha=0.55, label="random (isotropic)")
+        ax.hist(matched, bins=bins, density=True, histtype="step", ls="--", lw=1.5, color=viz.OKABE_ITO["reddish purple"],
+                label="random (matched)")
         ax.hist(cos, bins=bins, density=True, histtype="step", lw=2, color=LAYER, label="trained")
         ax.axvline(threshold, color=viz.OKABE_ITO["black"], ls=":", lw=1)
-        ax.set_title(f"{name}\n{np.mean(cos < threshold):.0%} paired, mean μ {np.mean(cos):+.2f}", fontsize=10)
+        ax.set_title(f"{name}\npaired {np.mean(cos < threshold):.0%} (isotropic) / {np.mean(cos < m_threshold):.0%} "
+                     f"(matched)", fontsize=10)
         ax.set_xlabel("μ (most negative cosine)")
         if k == 0:
             ax.set_ylabel("density")
@@ -308,11 +323,14 @@ def record_histograms(records: list[dict], extra: dict[str, np.ndarray] | None =
     """The study's pair cosines per arm, pooled over seeds, against random filters of each arm's shape."""
     by_arm: dict[str, list[float]] = {}
     filters: dict[str, int] = {}
+    matched: dict[str, list[float]] = {}
     for r in records:
         cos = r["companion"]["pairing"]["cos"]
         label = ARMS.get(r["arm"], {}).get("label", r["arm"])
         by_arm.setdefault(label, []).extend(v for v in cos if v is not None)
         filters[label] = len(cos)
+        if (r["companion"]["pairing"].get("matched") or {}).get("threshold") is not None:
+            matched.setdefault(label, []).append(r["companion"]["pairing"]["matched"]["threshold"])
     panels = {label: np.asarray(v) for label, v in by_arm.items()}
     for label, cos in (extra or {}).items():
         panels[label], filters[label] = np.asarray(cos), len(cos)
@@ -326,7 +344,11 @@ def record_histograms(records: list[dict], extra: dict[str, np.ndarray] | None =
         ax.hist(ref, bins=bins, density=True, color=RANDOM, alpha=0.55, label=f"random ({n} filters)")
         ax.hist(cos, bins=bins, density=True, histtype="step", lw=2, color=LAYER, label="conv1")
         ax.axvline(threshold, color=viz.OKABE_ITO["black"], ls=":", lw=1)
-        ax.set_title(f"{name}\n{np.mean(cos < threshold):.0%} paired, mean μ {np.mean(cos):+.2f}", fontsize=10)
+        title = f"{name}\n{np.mean(cos < threshold):.0%} paired (isotropic), mean μ {np.mean(cos):+.2f}"
+        if name in matched:
+            ax.axvline(np.mean(matched[name]), color=viz.OKABE_ITO["reddish purple"], ls="--", lw=1,
+                       label="matched 1st pct.")
+        ax.set_title(title, fontsize=10)
         ax.set_xlabel("μ")
         ax.legend(fontsize=10, loc="upper right")
         if k == 0:

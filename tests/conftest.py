@@ -12,7 +12,10 @@ Real data (session-scoped, each computed at most once per pytest process):
   without ``$CRAFTLIB_MODELS``;
 - ``tiny_run``: a finished FAST-schedule CRAFT run on ``tiny_faces`` (3 epochs of 3 steps, a few
   seconds); ``comparison_dir``: a results folder of real run records, two arms x two seeds (slow);
-- ``trainer``: a fresh trainer on ``tiny_faces`` a test may change.
+- ``trainer``: a fresh trainer on ``tiny_faces`` a test may change;
+- ``workshop_executed``: notebooks 00-05 executed once, FAST, in order, with their exercise solutions
+  appended (``tests/test_notebooks.py`` checks their own cells, ``tests/test_exercises.py`` the solutions
+  and checkpoints: one execution serves both).
 
 Synthetic stand-ins (no LFW needed): ``toy_faces`` + ``toy_config`` (random 16 px faces and a tiny
 model, for loop mechanics in milliseconds); ``fake_lfw`` writes a tiny LFW folder of synthetic JPEGs for bad
@@ -29,7 +32,9 @@ import os
 
 os.environ.setdefault("MPLBACKEND", "Agg")  # before anything imports matplotlib
 
+import re
 from pathlib import Path
+from unittest.mock import patch
 
 import numpy as np
 import pytest
@@ -163,18 +168,20 @@ def trainer(tiny_faces, tiny_recipe):
 
 
 @pytest.fixture(scope="session")
-def comparison_dir(tmp_path_factory, faces, lfw, devtest_subset):
+def comparison_dir(tmp_path_factory, tiny_faces, tiny_recipe, lfw, devtest_subset):
     """A results folder as ``compare`` writes it: ``records/<arm>-s<seed>.json`` for none and contextual at
-    seeds 0 and 1 (FAST, 2 epochs, re-activation after epoch 1, 250 DevTest pairs). Slow (~30 s)."""
+    seeds 0 and 1 (``tiny_recipe`` on ``tiny_faces``: 2 epochs of 3 steps, re-activation after epoch 1;
+    250 DevTest pairs). Four real runs: slow."""
+    from dataclasses import replace
+
     from craftlib.experiments import fingerprint, run_arm, write_record
-    from craftlib.recipes import FAST
 
     out = tmp_path_factory.mktemp("comparison")
-    recipe = FAST.but(epochs=2, craft={"last_epoch": 1})
+    recipe = replace(tiny_recipe.but(epochs=2, craft={"last_epoch": 1}), max_identities=TINY_IDENTITIES)
     meta = fingerprint(recipe, lfw.variant)
     for seed in (0, 1):
         for arm in ("none", "contextual"):
-            write_record(out, run_arm(faces, devtest_subset, recipe, arm, seed), meta)
+            write_record(out, run_arm(tiny_faces, devtest_subset, recipe, arm, seed), meta)
     return out
 
 
@@ -319,3 +326,56 @@ def fake_lfw(tmp_path, tmp_cache):
         return root
 
     return make
+
+
+# ---------------------------------------------------------------------------------------------
+# the workshop notebooks, executed once
+
+WORKSHOP_NOTEBOOKS = ["00", "01", "02", "03", "04", "05"]
+SOLUTION = re.compile(r"<details><summary>Solution[^<]*</summary>(.*?)</details>", re.S)
+PYTHON_BLOCK = re.compile(r"```python\n(.*?)```", re.S)
+
+
+def solutions(nb) -> list[tuple[int, str]]:
+    """(exercise cell index, code) of every Python block inside a ``<details>`` solution of a notebook."""
+    found = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "markdown":
+            for block in SOLUTION.findall(cell.source):
+                found += [(i, code.strip()) for code in PYTHON_BLOCK.findall(block)]
+    return found
+
+
+@pytest.fixture(scope="session")
+def workshop_executed(lfw_root, tmp_path_factory) -> dict:
+    """Notebooks 00-05 executed in FAST mode, in order, sharing one fresh runs folder as a learner's would,
+    each with the code of its ``<details>`` solutions appended as extra cells (a solution that no longer
+    runs fails the notebook). Maps name -> (executed notebook, number of its own cells) or the exception
+    it raised; ``"_times"`` maps name -> seconds (also written to ``build/notebook_times.json``)."""
+    import nbformat
+
+    from craftlib import notebooks as runner
+
+    folder = tmp_path_factory.mktemp("workshop")
+    env = {"CRAFTLIB_RUNS": str(tmp_path_factory.mktemp("runs")), "CRAFTLIB_DATA": str(lfw_root)}
+    out, times = {}, {}
+    with patch.dict(os.environ, env):  # the kernels inherit this environment; restored afterwards
+        for path in runner.list_notebooks(WORKSHOP_NOTEBOOKS):
+            nb = nbformat.read(path, as_version=4)
+            own = len(nb.cells)
+            for k, (index, code) in enumerate(solutions(nb)):
+                cell = nbformat.v4.new_code_cell(f"# solution {k + 1} (exercise in cell {index})\n{code}")
+                cell.id = f"solution-{k + 1}"
+                nb.cells.append(cell)
+            copy = folder / path.name
+            nbformat.write(nb, copy)
+            try:
+                done, seconds = runner.execute(copy, runner.EXECUTED_DIR, timeout=1200, fast=True)
+            except Exception as err:  # noqa: BLE001 - reported by the tests of that notebook
+                out[path.stem] = err
+            else:
+                out[path.stem], times[path.stem] = (done, own), seconds
+    if times:
+        runner.record_times(times, fast=True)
+    out["_times"] = times
+    return out

@@ -145,7 +145,9 @@ def run_all(page, url: str) -> None:
     quiet_kernel(page, quiet=3.0)
     if page.locator(".jp-Dialog").count():
         page.locator(".jp-Dialog .jp-mod-accept").click()
-    page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current").click()  # fold the file browser away
+    sidebar = page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current")
+    if sidebar.count():  # fold the file browser away, when JupyterLab opened it (it restores the last layout)
+        sidebar.first.click()
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
     prompts = page.locator(".jp-CodeCell .jp-InputArea-prompt")

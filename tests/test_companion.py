@@ -29,7 +29,8 @@ def _with_extra(record, seed, arm):
     shift = {"none": 0.0, "contextual": 0.02, "crelu": 0.2, "topk": 0.1}[arm]
     record["companion"] = {
         "params": 708320 if arm != "crelu" else 707328, "macs": 21606400,
-        "pairing": {"mean": -0.6 + shift + rng.normal(0, 0.01), "paired_fraction": 0.5 - shift, "cos": [-0.6] * 64},
+        "pairing": {"mean": -0.6 + shift + rng.normal(0, 0.01), "paired_fraction": 0.5 - shift, "cos": [-0.6] * 64,
+                    "matched": {"paired_fraction": 0.1}},
         "shapebias": {"clean": record["accuracy"], "low_pass": 0.7, "edge_map": 0.6, "patch_shuffle": 0.6,
                       "index": 0.6 + shift / 2 + rng.normal(0, 0.01), "index_edges": 0.5}}
     return record

@@ -74,6 +74,7 @@ def test_channel_refuses_faces():
     assert len(channel.log) == 1
 
 
+@pytest.mark.slow  # a few toy federated runs: seconds idle, a minute on the loaded 2-core machine
 @pytest.mark.parametrize("strategy,source", [("fedavg", "public"), ("adafedfr", "public"), ("adafedfr", "clients")])
 def test_no_client_ever_receives_another_clients_images(toy_faces, toy_recipe, strategy, source):
     """Every payload that crossed is model arrays, embeddings, counts or indices; no image bytes of anyone."""
@@ -115,6 +116,7 @@ def test_a_client_holds_only_its_own_faces(toy_faces, toy_recipe):
 # FedAvg of identical clients = centralised training
 
 
+@pytest.mark.slow  # a few toy federated runs: seconds idle, a minute on the loaded 2-core machine
 def test_fedavg_of_identical_clients_equals_central_step_for_step(toy_faces, toy_recipe):
     """Three clients with the same faces and seed; one SGD step (with momentum and decay) per round.
 
@@ -154,6 +156,7 @@ def test_aggregate_weights_by_faces():
 # re-activation under federation
 
 
+@pytest.mark.slow  # a few toy federated runs: seconds idle, a minute on the loaded 2-core machine
 def test_server_side_reactivation_gives_every_client_the_same_weights(toy_faces, toy_recipe):
     fedn = toy_federation(toy_faces, clients=2, public=1)
     fed = F.FedConfig(strategy="fedavg", clients=2, rounds=3, craft="server")
@@ -196,6 +199,7 @@ def test_server_reactivation_is_deterministic(toy_faces, toy_recipe):
     assert not np.array_equal(F.arrays_of(model)["conv1.weight"], outs[0][1]["conv1.weight"]), "round seeds the draw"
 
 
+@pytest.mark.slow  # a few toy federated runs: seconds idle, a minute on the loaded 2-core machine
 def test_client_side_reactivation_differs_between_clients(toy_faces, toy_recipe):
     """Per-client re-activation draws each site's own filters: averaging then blends different ones."""
     fedn = toy_federation(toy_faces, clients=2, public=1)
@@ -250,6 +254,7 @@ def test_retrieval_attack_shapes(toy_faces, toy_recipe):
 # the study's records and table
 
 
+@pytest.mark.slow  # a few toy federated runs: seconds idle, a minute on the loaded 2-core machine
 def test_local_and_central_runs_and_the_table(toy_faces, toy_recipe):
     fedn = toy_federation(toy_faces, clients=2, public=1)
     records = []

@@ -42,6 +42,7 @@ def test_static_twin_draws_three_panels(toy_runs):
     assert "round 1/3" in fig._suptitle.get_text()
 
 
+@pytest.mark.slow  # draws the figure three times
 def test_explorer_slider_and_menu(toy_runs):
     ex = FW.RoundsExplorer(toy_runs)
     assert ex.slider.max == 3 and ex.slider.value == 3 and ex.image.value[:4] == b"\x89PNG"

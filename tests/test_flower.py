@@ -97,13 +97,16 @@ def test_multiprocess_flower_run_matches_in_process(lfw, tmp_path):
     try:
         fedn = F.federation(lfw, TINY)
         fedn.pairs = None
-        held = {}
-        F.run(F.FEDERATED_FAST, TINY, fedn, on_round=lambda record, model: held.update(model=model))
+        rounds = []
+        F.run(F.FEDERATED_FAST, TINY, fedn, on_round=lambda record, model: rounds.append(F.arrays_of(model)))
     finally:
         torch.set_num_threads(threads)
-    in_process = F.arrays_of(held["model"])
-    assert flower_model.keys() == in_process.keys()
-    differing = [k for k in in_process if flower_model[k].tobytes() != in_process[k].tobytes()]
-    assert not differing, f"Flower and in-process global models differ in {differing} (deployment took {seconds:.0f} s)"
+    assert all(c["resumed"] for c in history["rounds"][1]["clients"]), "each site's private state survives a round"
+    for r, in_process in enumerate(rounds, start=1):
+        flower_round = dict(np.load(out / f"global_round{r}.npz"))
+        assert flower_round.keys() == in_process.keys()
+        differing = [k for k in in_process if flower_round[k].tobytes() != in_process[k].tobytes()]
+        assert not differing, f"round {r}: Flower and in-process global models differ in {differing} ({seconds:.0f} s)"
+    assert all(flower_model[k].tobytes() == rounds[-1][k].tobytes() for k in flower_model)
     renewed = [r["server_renewed"] for r in history["rounds"]]
     assert any(renewed), "FAST's τ = 0.3 renews filters on the server"

@@ -60,7 +60,7 @@ def _mimes(cell) -> set[str]:
     return {m for o in cell.outputs for m in o.get("data", {})}
 
 
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(5400)  # the fixture's execution counts too; a loaded 2-core machine is slow
 def test_06_runs_in_fast_mode_and_shows_its_work(executed):
     nb = executed
     for cell in nb.cells:
@@ -70,7 +70,10 @@ def test_06_runs_in_fast_mode_and_shows_its_work(executed):
     planted = _text(_cell(nb, "planted"))
     assert "φ, −φ planted: mean μ -1.00, paired 100%, mutual pairs 8" in planted
     assert re.search(r"orthogonal: mean μ [+-]0\.00, paired 0%", planted)
-    assert "MobileFaceNet conv1: mean μ -0.75" in _text(_cell(nb, "mobilefacenet"))
+    mfn = _text(_cell(nb, "mobilefacenet"))
+    assert "MobileFaceNet conv1: mean μ -0.75" in mfn and "paired 86%" in mfn
+    assert re.search(r"against the matched reference: random mean μ -0\.\d\d, paired 12%", mfn)
+    assert "8 filters, 8 of them dead, their partners dead: 8" in _text(_cell(nb, "dead-twins"))
     assert "stem(x) == cat(relu(z), relu(-z)): True" in _text(_cell(nb, "crelu-check"))
     assert "keeps its face's pixel histogram: True" in _text(_cell(nb, "histogram-check"))
     assert "shape-bias index" in _text(_cell(nb, "probe-all"))

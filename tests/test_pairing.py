@@ -58,3 +58,25 @@ def test_released_mobilefacenet_stem_is_more_paired_than_random(stem):
     """The real anchor: a ReLU6 face model's conv1 shows CReLU's pairing phenomenon."""
     s = pairing_summary(stem[0].weight)
     assert s["n"] == 64 and s["shift"] < 0 and s["paired_fraction"] > 0.1
+
+
+def test_matched_reference_separates_pairs_from_crowded_directions():
+    """Filters crowded into 3 directions look "paired" against isotropic random filters, not against matched ones."""
+    g = torch.Generator().manual_seed(0)
+    crowded = (torch.randn(64, 3, generator=g, dtype=torch.float64)
+               @ torch.randn(3, 27, generator=g, dtype=torch.float64)).reshape(64, 3, 3, 3)
+    s = pairing_summary(crowded, draws=50)
+    assert s["paired_fraction"] > 0.9 and s["matched"]["paired_fraction"] < 0.05
+    planted = pairing_summary(planted_pairs(8), draws=50)
+    assert planted["matched"]["paired_fraction"] == 1.0  # real pairs survive the stricter reference
+    assert pairing_summary(planted_pairs(8), matched=False).get("matched") is None
+
+
+def test_matched_reference_has_the_layers_second_moment():
+    from craftlib.pairing import second_moment
+
+    layer = planted_pairs(4)
+    m = second_moment(layer)
+    assert m.shape == (27, 27) and np.trace(m) == pytest.approx(1.0)
+    ref = random_reference((8, 3, 3, 3), draws=20, moment=m)
+    assert ref.shape == (160,) and np.all(ref >= -1 - 1e-9)

@@ -25,6 +25,7 @@ def test_pair_state_finds_the_planted_partner():
     layer = pairing.planted_pairs(4).numpy()
     state = sw.pair_state(layer, 2)
     assert state["partner"] == 3 and state["cos"] == pytest.approx(-1) and state["paired"] and state["mutual"]
+    assert state["paired_matched"] and state["matched_fraction"] == 1.0
     assert "filter 2 → anti-partner 3" in sw.pair_caption(state) and "a pair" in sw.pair_caption(state)
     with pytest.raises(ValueError):
         sw.pair_state(layer, 8)
@@ -62,4 +63,4 @@ def test_topk_state_sparsifies_the_maps_and_probes(toy_pairs):
 
 def test_pairing_histograms_take_models_and_weights():
     fig = sw.pairing_histograms({"model": FaceCNN(SMALL), "planted": pairing.planted_pairs(4)})
-    assert len(fig.axes) == 2 and "100% paired" in fig.axes[1].get_title()
+    assert len(fig.axes) == 2 and "paired 100% (isotropic) / 100% (matched)" in fig.axes[1].get_title()

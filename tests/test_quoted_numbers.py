@@ -1,0 +1,153 @@
+"""One source for every number: quoted numbers agree with docs/results/, which agrees with the code and data.
+
+Numbers in the notebooks' Markdown and in the docs are marked ``<!--q:KEY|FORMAT-->text<!--/q-->``
+(``craftlib.reference`` explains the keys); this test recomputes each from the committed file it names
+and fails when the text differs — or when the file it needs is not committed. Then the committed files
+themselves are checked: the FAST comparison against the FAST recipe, ``reference.json`` against the
+MobileFaceNet and LFW it was computed from, and the notebook times against the notebooks.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+import nbformat
+import pytest
+
+from craftlib import recipes, reference
+from craftlib.notebooks import list_notebooks as _all_notebooks
+
+
+def list_notebooks():
+    """The workshop's notebooks, 00-05 (companion notebooks have their own tests)."""
+    return [p for p in _all_notebooks() if p.stem[:2] in {"00", "01", "02", "03", "04", "05"}]
+
+
+TEXTS = reference.quoted_files()
+
+
+@pytest.mark.parametrize("where", sorted(TEXTS))
+def test_every_quoted_number_agrees_with_its_committed_source(where):
+    problems = reference.quote_problems(TEXTS[where], where)
+    assert not problems, "quoted numbers disagree with docs/results/ (fix the text, or run " \
+                         "`python -m craftlib.reference --fix` after a new result):\n" + "\n".join(problems)
+
+
+def test_the_notebooks_and_the_guide_quote_numbers():
+    for nb in list_notebooks():
+        assert reference.find_quotes(TEXTS[f"notebooks/{nb.name}"]), f"{nb.name} quotes no checked number"
+    assert len(reference.find_quotes(TEXTS["docs/WORKSHOP.md"])) >= 12
+
+
+@pytest.mark.parametrize("path", list_notebooks(), ids=lambda p: p.stem)
+def test_expected_runtimes_are_quoted_from_the_measured_times(path):
+    first = next(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
+    runtime = first[first.index("**Expected runtime**"):]
+    number = path.stem[:2]
+    keys = {k for k, _, _ in reference.find_quotes(runtime)}
+    assert {f"time.full.{number}", f"time.fast.{number}"} <= keys, f"{path.name}: runtimes are not quoted from " \
+                                                                    "docs/results/notebook_times.json"
+
+
+def test_a_drifted_number_is_caught():
+    good = "<!--q:mfn.dead-->31 / 64<!--/q--> and <!--q:recipe.workshop.train.weight_decay|sci-->1e-2<!--/q-->"
+    assert reference.quote_problems(good) == []
+    bad = "<!--q:mfn.dead-->30 / 64<!--/q--> <!--q:mfn.largest_dead|pct1-->0.3%<!--/q--> <!--q:nope.key-->1<!--/q-->"
+    problems = reference.quote_problems(bad, "x.md")
+    assert len(problems) == 3 and "'30 / 64'" in problems[0] and "'1.2%'" in problems[1] and "unknown" in problems[2]
+    assert reference.fix_quotes(bad).startswith("<!--q:mfn.dead-->31 / 64<!--/q--> <!--q:mfn.largest_dead|pct1-->1.2%")
+
+
+def test_a_missing_source_is_reported_not_guessed(monkeypatch, tmp_path):
+    monkeypatch.setattr(reference, "SUMMARY_FILE", tmp_path / "compare_summary.json")
+    problems = reference.quote_problems("<!--q:study.delta.contextual|pts-->+0.70 pts<!--/q-->")
+    assert len(problems) == 1 and "not been committed" in problems[0]
+
+
+def test_formats():
+    f = reference.FORMATS
+    assert (f["pct0"](0.484), f["pct1"](0.01176), f["pct2"](0.602), f["sci"](0.01), f["sci"](5e-4), f["x"](20.0),
+            f["s"](61.6), f["min"](161.0), f["min0"](20)) == ("48%", "1.2%", "60.20%", "1e-2", "5e-4", "20×", "62 s",
+                                                              "2.7 min", "1 min")
+    assert f["pts"](0.007) == "+0.70 pts" and f["p"](0.0002) == "< 0.001"
+
+
+def test_checkpoints_print_a_mark_and_return_it(monkeypatch, tmp_path):
+    lines = []
+    assert reference.expect(True, "two ways agree", "max difference 0.0e+00", log=lines.append) is True
+    assert reference.expect(False, "two ways agree", log=lines.append) is False
+    assert lines == ["✓ you should see: two ways agree; yours: max difference 0.0e+00", "✗ you should see: two ways agree"]
+    monkeypatch.setattr(reference, "RESULTS_DIR", tmp_path)  # nothing committed: no range, no guess
+    lines.clear()
+    assert reference.you_should_see("accuracy", 0.6, recipes.FAST, log=lines.append) is None
+    assert lines[0].startswith("– you should see:") and "nothing to check against" in lines[0]
+
+
+def test_the_fast_range_accepts_its_own_seeds_and_rejects_chance():
+    records, _, _ = reference.committed_records(recipes.FAST)
+    values = [r["accuracy"] for r in records if r["arm"] == "none"]
+    expected, note = reference.expected_range("accuracy", recipes.FAST, "none")
+    assert expected is not None, note
+    assert all(v in expected for v in values) and 0.5 - 0.05 not in expected
+    silent = [0.0, 0.0, 0.5, 0.9]
+    mask, note = reference.work_mask(silent, 0.3, recipes.FAST, k=1)
+    assert mask.tolist() == [True, True, False, False] and note == ""
+    mask, note = reference.work_mask([0.5, 0.4, 0.9], 0.3, recipes.FAST, k=1)
+    assert mask.tolist() == [False, True, False] and "quietest" in note
+    assert reference.work_mask([0.5, 0.4], 0.3, recipes.WORKSHOP)[0].tolist() == [False, False]
+
+
+# ---------------------------------------------------------------------------------------------
+# the committed sources themselves
+
+
+def test_the_fast_comparison_was_made_with_todays_fast_recipe():
+    records, folder, note = reference.committed_records(recipes.FAST)
+    assert records, f"docs/results/fast does not match recipes.FAST ({note}): regenerate it with " \
+                    "`python -m craftlib compare --recipe fast --seeds 8 --out docs/results/fast`"
+    seeds = {r["seed"] for r in records}
+    assert 0 in seeds and len(seeds) >= 5, "the notebooks run seed 0: the FAST reference must include it"
+    assert {r["arm"] for r in records} == set(recipes.DEFAULT_ARMS)
+
+
+def test_notebook_times_cover_every_notebook_in_both_modes():
+    times = json.loads(reference.TIMES_FILE.read_text())
+    for mode in ("fast", "full"):
+        missing = {p.stem for p in list_notebooks()} - set(times.get(mode, {}))
+        assert not missing, f"{mode}-mode times missing for {sorted(missing)}: measure them (PERFORMANCE.md says how)"
+        assert all(v > 0 for v in times[mode].values())
+        assert set(times["wall"][mode]) == set(times[mode]) == set(times["load"][mode])
+
+
+@pytest.mark.slow
+def test_reference_json_is_what_the_model_and_data_give(lfw_root, monkeypatch):
+    monkeypatch.setenv("CRAFTLIB_DATA", str(lfw_root))
+    committed = json.loads(reference.REFERENCE_FILE.read_text())
+    fresh = reference.compute_facts()
+    assert fresh["mobilefacenet"] == pytest.approx(committed["mobilefacenet"])
+    assert fresh["pixels"] == pytest.approx(committed["pixels"])
+
+
+# ---------------------------------------------------------------------------------------------
+# the instructor guide's cell references
+
+
+GUIDE = (reference.REPO_ROOT / "docs" / "WORKSHOP.md").read_text()
+CELL_REF = re.compile(r"`(\d\d):([A-Za-z0-9_-]+)`")
+
+
+def test_every_cell_reference_in_the_guide_resolves():
+    notebooks = {p.stem[:2]: nbformat.read(p, as_version=4) for p in list_notebooks()}
+    refs = CELL_REF.findall(GUIDE)
+    assert len(refs) >= 15, "the guide should point at cells, to the cell"
+    missing = [f"{nb}:{cid}" for nb, cid in refs if cid not in {c.id for c in notebooks[nb].cells}]
+    assert not missing, f"docs/WORKSHOP.md points at cells that do not exist: {missing}"
+
+
+def test_the_guide_has_minutes_and_answer_notes_for_every_notebook():
+    table = [line for line in GUIDE.splitlines() if re.match(r"\| `0\d_", line)]
+    assert len(table) == len(list_notebooks()) and all(re.search(r"\| \d+ min \| \d+ min \|", line) for line in table)
+    discussions = GUIDE.count("*Discussion:")
+    assert discussions >= 6 and GUIDE.count("Answer notes") >= discussions + 1  # plus the companion question
+    for topic in ("Small weights = dead", "model not found", "re-run the cell", "Prerequisites"):
+        assert topic.lower() in GUIDE.lower(), topic
