@@ -39,7 +39,7 @@ test: install-dev
 IPYW7 = .venv-ipywidgets7
 test-ipywidgets7: install-dev
 	$(PY) -m craftlib.install --ipywidgets7 $(IPYW7) --base $(VENV)
-	$(IPYW7)/bin/python -m pytest -p no:cacheprovider -m "not slow" tests/test_widgets.py tests/test_check.py -k "widget or ipywidgets"
+	$(IPYW7)/bin/python -m pytest -p no:cacheprovider tests/test_widgets.py tests/test_check.py -k "widget or ipywidgets"
 
 ## is this machine ready? one OK / FAIL line per item (python, packages, torch, LFW and its variant, stem, widgets, speed)
 check: install

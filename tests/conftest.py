@@ -22,9 +22,10 @@ model, for loop mechanics in milliseconds); ``fake_lfw`` writes a tiny LFW folde
 inputs; ``make_record`` builds run records with the exact shape ``experiments.run_arm`` writes, for the
 statistics, figures and widgets that read records.
 
-Markers: ``slow`` is every test that trains a real model for more than a couple of seconds (or uses
-a fixture that does); the notebook and browser tests count as slow too (``pytest_collection_modifyitems``),
-so ``pytest -m "not slow"`` is the quick inner loop.
+Markers: ``slow`` is every test that takes more than about a second of CPU (it trains a real model,
+starts a subprocess, or redraws a widget's figures many times), or uses a fixture that does; the
+notebook and browser tests count as slow too (``pytest_collection_modifyitems``), so
+``pytest -m "not slow"`` is the quick inner loop (under 2 minutes; ``make test`` runs everything).
 """
 from __future__ import annotations
 

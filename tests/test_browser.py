@@ -7,157 +7,39 @@ changes. Screenshots go to ``test-artifacts/`` and, when ``CRAFTLIB_SCREENSHOTS`
 """
 from __future__ import annotations
 
-import json
-import os
-import secrets
-import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from lab_browser import NEEDS_CHROMIUM, browser_page, keep_failure, quiet_kernel, run_all, running_lab, shot, until
 
 from craftlib.recipes import ARM_LABELS
 from craftlib.results import METRIC_LABELS
 
-CHROMIUM = Path("/usr/bin/chromium")
 NOTEBOOK = Path(__file__).parent / "notebooks" / "widgets_browser.ipynb"
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not found: apt-get install chromium"),
-]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def quiet_lab_settings(settings_dir: Path) -> None:
-    """No news toasts over the widgets, no kernel-choice dialog: start the notebook's own kernel."""
-    for name, settings in (("apputils-extension/notification", {"fetchNews": "false", "checkForUpdates": False}),
-                           ("notebook-extension/tracker", {"autoStartDefaultKernel": True})):
-        path = settings_dir / "@jupyterlab" / f"{name}.jupyterlab-settings"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(settings))
-
-
-def wait_until_up(url: str, server: subprocess.Popen, log: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"jupyter lab exited with {server.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"jupyter lab did not answer within {timeout} s:\n{log.read_text()[-3000:]}")
+pytestmark = [pytest.mark.browser, NEEDS_CHROMIUM]
 
 
 @pytest.fixture(scope="module")
 def lab_server(tmp_path_factory, comparison_dir):
-    """A JupyterLab on 127.0.0.1 with a random token, config/data/runtime dirs in a temp folder; stopped by PID."""
-    root = tmp_path_factory.mktemp("lab")
-    work, home = root / "work", root / "home"
-    work.mkdir()
-    home.mkdir()
-    shutil.copy(NOTEBOOK, work / NOTEBOOK.name)
-    quiet_lab_settings(home / "config" / "lab" / "user-settings")
-    token, port = secrets.token_hex(16), free_port()
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_DATA_DIR": str(home / "data"),
-           "JUPYTER_RUNTIME_DIR": str(home / "runtime"), "IPYTHONDIR": str(home / "ipython"),
-           "OMP_NUM_THREADS": "1", "CRAFT_TEST_RESULTS": str(comparison_dir)}
-    jupyter = Path(sys.executable).with_name("jupyter")  # the venv's: its python3 kernel is the venv's python
-    log = root / "jupyter.log"
-    with open(log, "w") as out:
-        server = subprocess.Popen(
-            [str(jupyter), "lab", "--no-browser", f"--ServerApp.token={token}", f"--ServerApp.port={port}",
-             "--ServerApp.ip=127.0.0.1", "--allow-root", f"--ServerApp.root_dir={work}",
-             "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
-            env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_until_up(f"http://127.0.0.1:{port}/api/status?token={token}", server, log)
-        yield {"url": f"http://127.0.0.1:{port}/lab/tree/{NOTEBOOK.name}?token={token}", "root": root, "log": log}
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-
-
-def save_screenshot(element, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    element.screenshot(path=str(ARTIFACTS / name))
-    if os.environ.get("CRAFTLIB_SCREENSHOTS"):
-        folder = Path(os.environ["CRAFTLIB_SCREENSHOTS"])
-        folder.mkdir(parents=True, exist_ok=True)
-        shutil.copy(ARTIFACTS / name, folder / name)
+    """JupyterLab serving the widgets notebook, with a results folder of real run records for its dashboard."""
+    with running_lab(tmp_path_factory.mktemp("lab"), [NOTEBOOK], {"CRAFT_TEST_RESULTS": str(comparison_dir)}) as lab:
+        yield lab
 
 
 def wait_for_change(read, before, timeout: float = 60):
     """Poll ``read()`` until it differs from ``before``; return the new value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        now = read()
-        if now != before:
-            return now
-        time.sleep(0.2)
-    raise AssertionError(f"display did not change from {before!r} within {timeout} s")
-
-
-def wait_for_quiet_kernel(page, quiet: float = 3.0, timeout: float = 90) -> None:
-    """Wait until the kernel has been idle for ``quiet`` seconds: a freshly started one may still reconnect,
-    and cells queued before that are silently dropped."""
-    idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
-    deadline, since = time.monotonic() + timeout, None
-    while time.monotonic() < deadline:
-        if idle.count():
-            since = since or time.monotonic()
-            if time.monotonic() - since >= quiet:
-                return
-        else:
-            since = None
-        time.sleep(0.25)
-    raise TimeoutError(f"kernel not idle within {timeout} s")
-
-
-def run_all_cells(page) -> None:
-    """Run → Run All Cells, then wait until every code cell has an execution count."""
-    page.locator(".jp-NotebookPanel").wait_for(timeout=90_000)
-    wait_for_quiet_kernel(page)
-    dialog = page.locator(".jp-Dialog")  # a kernel-choice dialog, should this JupyterLab still ask
-    if dialog.count():
-        dialog.locator(".jp-mod-accept").click()
-    page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current").click()  # fold the file browser away
-    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
-    prompts = page.locator(".jp-CodeCell .jp-InputArea-prompt")
-    wait_for_change(lambda: all(p.strip("[]: ").isdigit() for p in prompts.all_inner_texts()), False, timeout=180)
+    return until(read, lambda now: now != before, timeout=timeout, what="the display")
 
 
 def test_widgets_respond_in_jupyterlab(lab_server):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch_persistent_context(
-            user_data_dir=str(lab_server["root"] / "chromium"), executable_path=str(CHROMIUM), headless=True,
-            args=CHROMIUM_ARGS, viewport={"width": 1400, "height": 1700})
+        context, page = browser_page(pw, lab_server["root"], {"width": 1400, "height": 1700})
         try:
-            page = browser.new_page()
-            phases = {"open the notebook": lambda: page.goto(lab_server["url"], timeout=90_000),
-                      "run all cells": lambda: run_all_cells(page),
+            phases = {"run all cells": lambda: run_all(page, lab_server["url"](NOTEBOOK.name), timeout=180),
                       "threshold explorer": lambda: check_threshold_explorer(page),
                       "re-activation lab": lambda: check_reactivation_lab(page),
                       "comparison dashboard": lambda: check_comparison_dashboard(page)}
@@ -168,12 +50,10 @@ def test_widgets_respond_in_jupyterlab(lab_server):
             assert page.locator(".craft-error").count() == 0
             assert "Traceback" not in page.locator(".jp-Notebook").inner_text()
         except Exception:
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "browser_failure.png"), full_page=True)
-            shutil.copy(lab_server["log"], ARTIFACTS / "jupyter.log")
+            keep_failure(page, lab_server["log"], "browser_failure")
             raise
         finally:
-            browser.close()
+            context.close()
 
 
 def check_threshold_explorer(page) -> None:
@@ -191,8 +71,8 @@ def check_threshold_explorer(page) -> None:
     expect(count).to_contain_text("τ = 0.20", timeout=30_000)
     expect(count).not_to_contain_text("31 / 64")
     wait_for_change(lambda: image.get_attribute("src"), src_before)
-    wait_for_quiet_kernel(page, quiet=1.0)
-    save_screenshot(explorer, "threshold_explorer.png")
+    quiet_kernel(page, quiet=1.0)
+    shot(explorer, "threshold_explorer.png")
 
 
 def check_reactivation_lab(page) -> None:
@@ -213,8 +93,8 @@ def check_reactivation_lab(page) -> None:
     lab.locator(".widget-text input").press("Enter")
     lab.locator("button.craft-train").click()
     expect(status).to_contain_text("trained 10 steps", timeout=90_000)
-    wait_for_quiet_kernel(page, quiet=1.0)
-    save_screenshot(lab, "reactivation_lab.png")
+    quiet_kernel(page, quiet=1.0)
+    shot(lab, "reactivation_lab.png")
 
 
 def check_comparison_dashboard(page) -> None:
@@ -228,5 +108,5 @@ def check_comparison_dashboard(page) -> None:
     dashboard.locator("select").last.select_option(label=METRIC_LABELS["silent_fraction"])
     expect(caption).to_contain_text(METRIC_LABELS["silent_fraction"], timeout=30_000)
     expect(table).to_contain_text(METRIC_LABELS["silent_fraction"])
-    wait_for_quiet_kernel(page, quiet=1.0)
-    save_screenshot(dashboard, "comparison_dashboard.png")
+    quiet_kernel(page, quiet=1.0)
+    shot(dashboard, "comparison_dashboard.png")

@@ -11,64 +11,29 @@ Screenshots go to ``test-artifacts/``.
 """
 from __future__ import annotations
 
-import json
-import os
 import re
-import secrets
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from lab_browser import NEEDS_CHROMIUM, browser_page, keep_failure, quiet_kernel, run_all, running_lab, shot, until
 
 from craftlib import reference
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
 STATE_NOTEBOOK = Path(__file__).parent / "notebooks" / "widgets_state.ipynb"
 LAB_NOTEBOOK = ROOT / "notebooks" / "03_contextual_reactivation.ipynb"
-ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
 SCREEN = {"width": 1366, "height": 768}
 COUNT = re.compile(r"(\d+) / 64 inactive")
 
-pytestmark = [
-    pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(3600),
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not found: apt-get install chromium"),
-]
-
-
-# ---------------------------------------------------------------------------------------------
-# JupyterLab and the browser
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def quiet_lab_settings(settings_dir: Path) -> None:
-    for name, settings in (("apputils-extension/notification", {"fetchNews": "false", "checkForUpdates": False}),
-                           ("notebook-extension/tracker", {"autoStartDefaultKernel": True})):
-        path = settings_dir / "@jupyterlab" / f"{name}.jupyterlab-settings"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(settings))
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(3600), NEEDS_CHROMIUM]
 
 
 @pytest.fixture(scope="module")
 def lab_server(tmp_path_factory, lfw_root):
-    """JupyterLab on 127.0.0.1 (random token), FAST mode, a fresh runs folder and two laptops' result folders."""
+    """JupyterLab (FAST mode, a fresh runs folder) serving both notebooks, and two laptops' result folders."""
     root = tmp_path_factory.mktemp("lab")
-    work, home, room = root / "work", root / "home", root / "room"
-    work.mkdir()
-    shutil.copy(STATE_NOTEBOOK, work / STATE_NOTEBOOK.name)
-    shutil.copy(LAB_NOTEBOOK, work / LAB_NOTEBOOK.name)
+    room = root / "room"
     records = sorted((reference.FAST_DIR / "records").glob("*.json"))
     if not records:
         pytest.skip("docs/results/fast/records is not committed")
@@ -76,89 +41,10 @@ def lab_server(tmp_path_factory, lfw_root):
         laptop = room / ("laptop-a" if int(path.stem.rsplit("-s", 1)[1]) < 4 else "laptop-b") / "records"
         laptop.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, laptop / path.name)
-    quiet_lab_settings(home / "config" / "lab" / "user-settings")
-    token, port = secrets.token_hex(16), free_port()
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_DATA_DIR": str(home / "data"),
-           "JUPYTER_RUNTIME_DIR": str(home / "runtime"), "IPYTHONDIR": str(home / "ipython"),
-           "OMP_NUM_THREADS": "1", "CRAFT_FAST": "1", "CRAFTLIB_DATA": str(lfw_root),
-           "CRAFTLIB_RUNS": str(root / "runs"), "CRAFT_TEST_ROOM": str(room)}
-    jupyter = Path(sys.executable).with_name("jupyter")
-    log = root / "jupyter.log"
-    with open(log, "w") as out:
-        server = subprocess.Popen(
-            [str(jupyter), "lab", "--no-browser", f"--ServerApp.token={token}", f"--ServerApp.port={port}",
-             "--ServerApp.ip=127.0.0.1", "--allow-root", f"--ServerApp.root_dir={work}",
-             "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
-            env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"jupyter lab exited with {server.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status?token={token}", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"jupyter lab did not answer:\n{log.read_text()[-3000:]}")
-                time.sleep(0.5)
-        yield {"url": lambda name: f"http://127.0.0.1:{port}/lab/tree/{name}?token={token}", "root": root, "log": log}
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-
-
-def until(read, ok, timeout: float = 120, what: str = "condition"):
-    """Poll ``read()`` until ``ok(value)``; return the value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = read()
-        if ok(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: still {value!r} after {timeout} s")
-        time.sleep(0.25)
-
-
-def quiet_kernel(page, quiet: float = 2.0, timeout: float = 300) -> None:
-    idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
-    deadline, since = time.monotonic() + timeout, None
-    while time.monotonic() < deadline:
-        if idle.count():
-            since = since or time.monotonic()
-            if time.monotonic() - since >= quiet:
-                return
-        else:
-            since = None
-        time.sleep(0.25)
-    raise TimeoutError(f"kernel not idle within {timeout} s")
-
-
-def run_all(page, url: str) -> None:
-    page.goto(url, timeout=120_000)
-    page.locator(".jp-NotebookPanel").wait_for(timeout=120_000)
-    quiet_kernel(page, quiet=3.0)
-    if page.locator(".jp-Dialog").count():
-        page.locator(".jp-Dialog .jp-mod-accept").click()
-    sidebar = page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current")
-    if sidebar.count():  # fold the file browser away, when JupyterLab opened it (it restores the last layout)
-        sidebar.first.click()
-    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
-    prompts = page.locator(".jp-CodeCell .jp-InputArea-prompt")
-    until(lambda: all(p.strip("[]: ").isdigit() for p in prompts.all_inner_texts()), bool, timeout=1800,
-          what="every cell executed")
-    quiet_kernel(page)
-
-
-def shot(element, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    element.screenshot(path=str(ARTIFACTS / name))
+    env = {"CRAFT_FAST": "1", "CRAFTLIB_DATA": str(lfw_root), "CRAFTLIB_RUNS": str(root / "runs"),
+           "CRAFT_TEST_ROOM": str(room)}
+    with running_lab(root, [STATE_NOTEBOOK, LAB_NOTEBOOK], env) as lab:
+        yield lab
 
 
 def fits(element, name: str) -> None:
@@ -188,13 +74,6 @@ def slider_keys(widget, selector: str, key: str, times: int = 1) -> None:
         handle.press(key)
 
 
-def browser_page(pw, root: Path):
-    context = pw.chromium.launch_persistent_context(
-        user_data_dir=str(root / "chromium"), executable_path=str(CHROMIUM), headless=True,
-        args=CHROMIUM_ARGS, viewport=SCREEN)
-    return context, context.new_page()
-
-
 # ---------------------------------------------------------------------------------------------
 # the tests
 
@@ -203,7 +82,7 @@ def test_every_widget_fits_follows_its_controls_and_agrees_with_itself(lab_serve
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        context, page = browser_page(pw, lab_server["root"])
+        context, page = browser_page(pw, lab_server["root"], SCREEN)
         try:
             run_all(page, lab_server["url"](STATE_NOTEBOOK.name))
             no_warning_boxes(page, STATE_NOTEBOOK.name)
@@ -213,9 +92,7 @@ def test_every_widget_fits_follows_its_controls_and_agrees_with_itself(lab_serve
             check_dashboard(page)
             no_warning_boxes(page, STATE_NOTEBOOK.name)
         except Exception:
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "browser_widgets_failure.png"), full_page=True)
-            shutil.copy(lab_server["log"], ARTIFACTS / "jupyter_widgets.log")
+            keep_failure(page, lab_server["log"], "browser_widgets_failure")
             raise
         finally:
             context.close()
@@ -308,7 +185,7 @@ def test_notebook_03_in_fast_mode_shows_no_warning_box_and_a_consistent_lab(lab_
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        context, page = browser_page(pw, lab_server["root"])
+        context, page = browser_page(pw, lab_server["root"], SCREEN)
         try:
             run_all(page, lab_server["url"](LAB_NOTEBOOK.name))
             no_warning_boxes(page, LAB_NOTEBOOK.name)
@@ -316,8 +193,7 @@ def test_notebook_03_in_fast_mode_shows_no_warning_box_and_a_consistent_lab(lab_
             check_lab(page, lab, expect_dead=None)
             no_warning_boxes(page, LAB_NOTEBOOK.name)
         except Exception:
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "browser_nb03_failure.png"), full_page=True)
+            keep_failure(page, lab_server["log"], "browser_nb03_failure")
             raise
         finally:
             context.close()

@@ -68,6 +68,7 @@ def test_unknown_recipe_is_a_usage_error(capsys):
     assert exit_.value.code == 2 and "invalid choice" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_python_dash_m_craftlib_help():
     result = subprocess.run([sys.executable, "-m", "craftlib", "--help"], cwd=REPO, capture_output=True, text=True,
                             timeout=300)
@@ -97,6 +98,7 @@ def workshop_checkpoint(lfw, tmp_path_factory):
     return trainer.save(tmp_path_factory.mktemp("workshop") / "checkpoint.pt"), faces.classes
 
 
+@pytest.mark.slow
 def test_view2_is_refused_with_the_overlap_count_in_a_real_subprocess(workshop_checkpoint, lfw_root, lfw):
     path, classes = workshop_checkpoint
     expected = len(set(classes) & identities(lfw, "view2"))
@@ -117,6 +119,7 @@ def test_devtrain_is_refused_too(workshop_checkpoint, lfw_root, lfw, capsys):
         capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_devtest_is_never_refused(workshop_checkpoint, lfw_root, tmp_path, capsys):
     path, _ = workshop_checkpoint
     assert main(["evaluate", "--data", str(lfw_root), "--checkpoint", str(path), "--out", str(tmp_path)]) == 0
@@ -230,6 +233,7 @@ def test_bad_checkpoint_exits_2(lfw_root, tmp_path, capsys):
 # compare and report
 
 
+@pytest.mark.slow
 def test_report_prints_and_writes_the_pooled_summary(records_dir, tmp_path, capsys):
     target = tmp_path / "summary.json"
     code = main(["report", str(records_dir), "--metrics", "accuracy", "silent_fraction", "--curves",

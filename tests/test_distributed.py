@@ -247,6 +247,7 @@ def test_watched_tensors_and_single_process_check():
     assert check_replicas(trainer.model, trainer.optimizer) == 0  # nothing to compare without a process group
 
 
+@pytest.mark.slow
 def test_iresnet_trains_saves_and_reloads(tmp_path):
     faces = synthetic_faces()
     trainer = DistributedTrainer(faces, CONFIG.but(epochs=1, model__embedding_dim=32), progress=False,
@@ -340,6 +341,7 @@ def test_every_documented_command_is_valid():
         build_parser().parse_args(tokens[cli + 1:])
 
 
+@pytest.mark.slow
 def test_one_gpu_command_then_evaluate_bin_command(tmp_path, monkeypatch, capsys):
     """SCALE.md's one-GPU training and its .bin evaluation, run as written (CPU, tiny data, tiny budget)."""
     data, bins = _face_folder(tmp_path / "casia"), _bins(tmp_path / "bins")

@@ -138,6 +138,7 @@ def test_verification_evaluates_a_bin_unchanged(tmp_path):
     assert report["n_pairs"] == 20 and len(report["fold_accuracies"]) == 10
 
 
+@pytest.mark.slow
 def test_evaluate_bin_command_on_pixels_and_on_an_arcface_torch_model(tmp_path, capsys):
     """``evaluate-bin`` as docs/SCALE.md shows it, on raw pixels and on a bare iResNet state_dict (model.pt)."""
     bins = [str(write_bin(tmp_path / f"{name}.bin", synthetic_pairs(seed=k))) for k, name in enumerate(("lfw", "cplfw"))]

@@ -87,6 +87,7 @@ def test_stem_consumers_read_the_stem_channels():
     assert [c.in_channels for c in model.stem_consumers()] == [64, 64]
 
 
+@pytest.mark.slow
 def test_weights_alone_rebuild_the_model():
     """What evaluating an arcface_torch ``model.pt`` needs: depth, embedding and input size from the weights."""
     torch.manual_seed(0)

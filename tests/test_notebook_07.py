@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import re
 
 import nbformat
 import pytest
@@ -14,21 +13,14 @@ WIDGET = "application/vnd.jupyter.widget-view+json"
 PNG = "image/png"
 
 
-def test_committed_clean_and_thin():
+def test_has_its_exercises_questionnaire_reading_and_widgets():
+    """(Clean copy, goals, runtime, parameters cell and no logic: ``tests/test_notebooks.py`` for all nine.)"""
     nb = nbformat.read(PATH, as_version=4)
-    nbformat.validate(nb)
-    assert runner.problems(nb) == []
-    first = next(c for c in nb.cells if "colab-setup" not in c.metadata.get("tags", []))  # after the Colab cell
-    assert "Learning goals" in first.source and "Expected runtime" in first.source
-    params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-    assert len(params) == 1 and "FAST = paths.fast_mode(default=False)" in params[0].source
     markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     assert markdown.count("<details><summary>Solution</summary>") >= 4
     assert "## Questionnaire" in markdown and "## Further reading" in markdown
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
-    assert not re.search(r"^\s*(def|class)\s", code, re.M), "notebooks call craftlib; logic belongs in the library"
     assert "Checkpoint" in code and "ProbeExplorer" in code and "probe_view" in code
-    assert len({c.id for c in nb.cells}) == len(nb.cells)
 
 
 def _labels_available() -> bool:

@@ -61,6 +61,7 @@ def test_fit_probe_leaves_out_unknown_labels_and_respects_people():
     assert probes.fit_probe(feats["stem"], one_class, ps.identities, ps.train_idx, ps.test_idx) is None
 
 
+@pytest.mark.slow
 def test_a_fixed_C_skips_the_cross_validation():
     ps = toy_probe_set()
     feats = probes.stage_features(toy_model(), ps.images)
@@ -77,6 +78,7 @@ def test_a_fixed_C_skips_the_cross_validation():
     np.testing.assert_array_equal(again.C[np.isfinite(C)], first.C[np.isfinite(C)])
 
 
+@pytest.mark.slow
 def test_probe_results_table_best_stage_and_most_wrong():
     ps = toy_probe_set()
     res = probes.run_probes(toy_model(), ps, n_boot=50)

@@ -152,6 +152,7 @@ def test_strong_filters_untouched_by_the_callback(epoch_run):
 # the schedule
 
 
+@pytest.mark.slow
 def test_every_n_steps(tiny_faces, tiny_recipe):
     """``every=2`` with last_epoch=1 acts at steps 2 (and, were there more, 4, ...) while still in epoch 1, then never."""
     craft = WEIGHT_SPEC.but(every=2, last_epoch=1).callback(seed=0, epochs=2)
@@ -192,6 +193,7 @@ def test_none_logs_but_changes_nothing(tiny_faces, tiny_recipe):
 # the functional detector: silent channels on the trainer's probe, with the full reset
 
 
+@pytest.mark.slow
 def test_silent_detector_with_downstream_rescale(tiny_faces, tiny_recipe):
     spec = CraftSpec(last_epoch=1, downstream="rescale")  # silent < 0.01, top half as context, next layer rescaled
     craft = spec.callback(seed=0, epochs=2)

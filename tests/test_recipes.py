@@ -71,6 +71,7 @@ def test_callback_carries_every_field_of_the_spec():
     assert not torch.equal(cb.generator.get_state(), CraftSpec().callback(seed=4, epochs=10).generator.get_state())
 
 
+@pytest.mark.slow
 def test_the_callback_is_built_in_exactly_one_place_in_craftlib():
     """Issue #8: CLI, experiments, notebooks and DDP all go through ``CraftSpec.callback``.
 

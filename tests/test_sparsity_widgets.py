@@ -31,6 +31,7 @@ def test_pair_state_finds_the_planted_partner():
         sw.pair_state(layer, 8)
 
 
+@pytest.mark.slow
 def test_pair_view_and_explorer_agree():
     model = FaceCNN(SMALL)
     layers = {"planted": pairing.planted_pairs(4).numpy(), "model": model}
@@ -44,6 +45,7 @@ def test_pair_view_and_explorer_agree():
     assert explorer.state["index"] == 5 and explorer.state["partner"] == sw.pair_state(model, 5)["partner"]
 
 
+@pytest.mark.slow
 def test_topk_state_sparsifies_the_maps_and_probes(toy_pairs):
     model = FaceCNN(SMALL).eval()
     face = toy_pairs.images[0]

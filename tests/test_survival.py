@@ -80,6 +80,7 @@ def test_survival_ratio_of_a_coasting_filter_is_one(gradient_free_run):
     assert row["alive"] == [s >= 0.01 for s in row["silent_score"]]
 
 
+@pytest.mark.slow
 def test_learning_rates_are_the_trainers(tiny_faces):
     config = FAST.train.but(batch_size=32, epochs=2)
     trainer = Trainer(tiny_faces, config, progress=False)

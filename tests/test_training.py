@@ -50,6 +50,7 @@ def test_same_seed_repeats_bit_for_bit(tiny_faces):
     _assert_same_state(_state(a), _state(b))
 
 
+@pytest.mark.slow
 def test_different_seed_differs(tiny_faces):
     a, b = _trainer(tiny_faces, epochs=1), _trainer(tiny_faces, epochs=1, seed=1)
     a.fit()
@@ -83,6 +84,7 @@ class Counter(Callback):
         self.epochs_seen.append(trainer.epoch)
 
 
+@pytest.mark.slow
 def test_callback_hooks_fire_the_right_number_of_times(tiny_faces):
     counter = Counter()
     trainer = Trainer(tiny_faces, CFG, [counter], progress=False)
@@ -92,6 +94,7 @@ def test_callback_hooks_fire_the_right_number_of_times(tiny_faces):
     assert counter.epochs_seen == [1, 2]  # epoch is already advanced when on_epoch_end runs
 
 
+@pytest.mark.slow
 def test_history_records_each_epoch(tiny_faces):
     trainer = _trainer(tiny_faces)
     history = trainer.fit()
@@ -109,6 +112,7 @@ def test_history_records_each_epoch(tiny_faces):
     assert history[0]["conv1"]["slope"] == [0.25] * 64  # PReLU's initial slope
 
 
+@pytest.mark.slow
 def test_probe_is_a_fixed_batch_of_the_training_faces(tiny_faces):
     a, b = _trainer(tiny_faces), _trainer(tiny_faces, seed=5)
     assert torch.equal(a.probe, probe_batch(tiny_faces.images)) and torch.equal(a.probe, b.probe)
@@ -117,6 +121,7 @@ def test_probe_is_a_fixed_batch_of_the_training_faces(tiny_faces):
     assert torch.equal(a.probe, b.probe)  # training does not move it
 
 
+@pytest.mark.slow
 def test_history_records_the_output_spread_on_the_probe(tiny_faces):
     """``output_std`` is the silent score's raw number, measured in eval mode without touching BatchNorm."""
     trainer = _trainer(tiny_faces, epochs=1)
@@ -249,6 +254,7 @@ def test_huge_learning_rate_ends_in_non_finite_loss_error(tiny_faces):
         trainer.fit()
 
 
+@pytest.mark.slow
 def test_train_steps_crosses_epoch_ends_like_fit(tiny_faces):
     stepped, fitted = _trainer(tiny_faces), _trainer(tiny_faces)
     losses = stepped.train_steps(2) + stepped.train_steps(3)  # 5 steps: epoch 1 done, 2 into epoch 2
@@ -260,6 +266,7 @@ def test_train_steps_crosses_epoch_ends_like_fit(tiny_faces):
     assert np.mean(losses[:3]) == pytest.approx(fitted.history[1]["loss"])
 
 
+@pytest.mark.slow
 def test_train_steps_past_the_schedule_keeps_the_last_lr(tiny_faces):
     trainer = _trainer(tiny_faces, epochs=1)
     trainer.fit()
@@ -268,6 +275,7 @@ def test_train_steps_past_the_schedule_keeps_the_last_lr(tiny_faces):
     assert trainer.optimizer.param_groups[0]["lr"] == last_lr
 
 
+@pytest.mark.slow
 def test_resume_equals_a_straight_run(tiny_faces, tmp_path):
     cfg = dict(epochs=3)
     first = _trainer(tiny_faces, **cfg)
@@ -285,6 +293,7 @@ def test_resume_equals_a_straight_run(tiny_faces, tmp_path):
     assert resumed.optimizer.param_groups[0]["lr"] == straight.optimizer.param_groups[0]["lr"]
 
 
+@pytest.mark.slow
 def test_train_function_resumes_from_a_checkpoint(tiny_faces, tmp_path):
     first = _trainer(tiny_faces, epochs=1)
     first.fit()

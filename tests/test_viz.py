@@ -121,6 +121,7 @@ def test_death_timeline_orders_by_death_and_marks_events(tiny_run):
     assert "re-activation" in legend and any(t.startswith("first score < τ") for t in legend)
 
 
+@pytest.mark.slow
 def test_death_timeline_ignores_detect_only_events_and_takes_steps(tiny_run):
     matrix = timeline(tiny_run.history, "silent")
     detected = [{**e, "strategy": "none"} for e in tiny_run.events]  # the standard arm logs, renews nothing
@@ -255,6 +256,7 @@ def test_record_matrix_is_relative_per_epoch(synthetic_records):
         viz.record_matrix(record, "effective")
 
 
+@pytest.mark.slow
 def test_save_comparison_figures_writes_every_png(summary, synthetic_records, tmp_path):
     paths = viz.save_comparison_figures(summary, synthetic_records, tmp_path / "figs")
     names = sorted(p.name for p in paths)

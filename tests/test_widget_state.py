@@ -57,6 +57,7 @@ def assert_readable(png: bytes, fig=None) -> None:
 # the decay race
 
 
+@pytest.mark.slow
 def test_decay_race_follows_every_slider():
     race = cw.DecayRace(grad=0.002, steps=300)
     seen = {race.image.value}
@@ -106,6 +107,7 @@ def assert_consistent(lab) -> None:
     assert lab.error.value == ""
 
 
+@pytest.mark.slow
 def test_lab_counts_agree_after_every_control_change(trainer):
     lab = cw.ReactivationLab(trainer, spec=recipes.WORKSHOP.craft)
     assert lab.score.value == "silent" and lab.tau.value == pytest.approx(0.01)
@@ -117,6 +119,7 @@ def test_lab_counts_agree_after_every_control_change(trainer):
         assert_consistent(lab)
 
 
+@pytest.mark.slow
 def test_lab_reactivate_and_train_keep_every_view_in_step(trainer):
     lab = cw.ReactivationLab(trainer, score="max", tau=0.05)
     assert lab_counts(lab)["status"] == 5
@@ -140,6 +143,7 @@ def test_lab_before_after_says_how_many_were_renewed_and_shown():
     assert fig._suptitle.get_text().startswith("40 re-activated filter(s), the first 12 shown")
 
 
+@pytest.mark.slow
 def test_lab_figures_fit_and_are_readable(trainer):
     lab = cw.ReactivationLab(trainer, face=trainer.data.images[0], score="max", tau=0.05)
     lab.reactivate_button.click()
@@ -153,6 +157,7 @@ def test_lab_figures_fit_and_are_readable(trainer):
     assert max(h_grid, h_curves) + 30 + h_filters + 130 <= 768 - 120, "the lab is taller than a 768-px screen"
 
 
+@pytest.mark.slow
 def test_lab_code_cell_pattern_leaves_the_widget_alone(trainer):
     """Notebook 03 scripts the lab's functions on a copy: the widget's controls keep their values."""
     lab = cw.ReactivationLab(trainer, steps=20, score="max", tau=0.05)
@@ -166,6 +171,7 @@ def test_lab_code_cell_pattern_leaves_the_widget_alone(trainer):
 # the threshold explorer
 
 
+@pytest.mark.slow
 def test_explorer_count_frames_and_bars_agree(trainer):
     probe = trainer.data.images[:32]
     explorer = cw.ThresholdExplorer(trainer.model, probe=probe, score="max", tau=0.1)
@@ -223,6 +229,7 @@ def dash_figure(dash):
     return cw._comparison_figure(dash.picked, dash.records, dash.metric.value)
 
 
+@pytest.mark.slow
 def test_dashboard_pools_two_folders_with_a_ci(two_folders):
     dash = cw.ComparisonDashboard(two_folders)
     p = dash.summary.arms["contextual"].vs_baseline["accuracy"]
@@ -239,6 +246,7 @@ def test_dashboard_pools_two_folders_with_a_ci(two_folders):
     assert "nothing selected" in dash.error.value
 
 
+@pytest.mark.slow
 def test_static_twins_of_every_widget_exist(two_folders, trainer):
     assert len(cw.comparison_view(two_folders, "accuracy").axes) == 2
     assert len(cw.threshold_view(trainer.model, "max", 0.1).axes) == 2

@@ -106,6 +106,7 @@ def test_threshold_update_is_fast_and_matches_inactive_mask(source):
         cw.threshold_update(source, "nonsense", 0.1)
 
 
+@pytest.mark.slow
 def test_explorer_slider_and_menu_update_count_and_figure(stem, probe):
     explorer = cw.ThresholdExplorer(stem, probe)
     assert explorer.tau.continuous_update is False
@@ -181,6 +182,7 @@ def test_lab_reactivate_none_only_detects_and_bad_strategy_raises(trainer):
         cw.lab_reactivate(trainer, "magic", 0.1)
 
 
+@pytest.mark.slow
 def test_lab_train_runs_the_steps_and_reports_progress(trainer):
     seen = []
     start = trainer.step
@@ -214,6 +216,7 @@ def test_reactivation_view_previews_without_touching_the_trainer(trainer, face):
 # re-activation lab: the widget
 
 
+@pytest.mark.slow
 def test_lab_reactivate_button_updates_status_figure_and_curve(trainer, face):
     kill(trainer)
     lab = cw.ReactivationLab(trainer, face=face, tau=0.05)
@@ -232,6 +235,7 @@ def test_lab_reactivate_button_updates_status_figure_and_curve(trainer, face):
     assert not any(b.disabled for b in lab.buttons)
 
 
+@pytest.mark.slow
 def test_lab_detector_menu_switches_to_the_silent_score(trainer):
     silence(trainer, [1, 2, 3])
     lab = cw.ReactivationLab(trainer, tau=0.01, score="max")
@@ -240,6 +244,7 @@ def test_lab_detector_menu_switches_to_the_silent_score(trainer):
     assert f"{lab.state['count']} / 64 inactive" in lab.status.value
 
 
+@pytest.mark.slow
 def test_lab_train_button_disables_buttons_while_running(trainer, monkeypatch):
     lab = cw.ReactivationLab(trainer)
     states = []
@@ -259,6 +264,7 @@ def test_lab_train_button_disables_buttons_while_running(trainer, monkeypatch):
     assert lab.log[-1]["step"] == trainer.step and "trained 6 steps" in lab.status.value
 
 
+@pytest.mark.slow
 def test_lab_errors_land_in_the_error_box(trainer, monkeypatch):
     lab = cw.ReactivationLab(trainer)
     lab.steps.value = 0
@@ -286,6 +292,7 @@ def table_rows(table: str) -> int:
     return table.count("<tr>") - 1  # minus the header
 
 
+@pytest.mark.slow
 def test_pool_a_folder_several_folders_or_a_summary(records_dir, tmp_path, synthetic_records):
     summary, records = cw.pool(records_dir)
     assert summary == summarize(synthetic_records) and len(records) == 15
@@ -308,6 +315,7 @@ def test_select_recomputes_on_a_subset(records_dir):
         cw.select(records, arms=[])
 
 
+@pytest.mark.slow
 def test_dashboard_controls_change_table_and_figure(records_dir):
     dash = cw.ComparisonDashboard(records_dir)
     assert table_rows(dash.table.value) == 3 and dash.error.value == ""
@@ -337,6 +345,7 @@ def test_dashboard_pools_folders_and_refuses_a_bare_summary(records_dir, tmp_pat
         cw.ComparisonDashboard(dash.summary)
 
 
+@pytest.mark.slow
 def test_comparison_view_static_twin(records_dir):
     summary, _ = cw.pool(records_dir)
     assert len(cw.comparison_view(records_dir, "accuracy").axes) == 2  # seed spread and ROC
