@@ -36,9 +36,11 @@ def free_port() -> int:
 
 
 def quiet_lab_settings(settings_dir: Path) -> None:
-    """No news toasts over the widgets, no kernel-choice dialog: start the notebook's own kernel."""
+    """No news toasts over the widgets, no kernel-choice dialog (start the notebook's own kernel), and every
+    cell attached and rendered: JupyterLab's default windowing skips rendering off-screen cells, whose
+    prompts then read as empty text."""
     for name, settings in (("apputils-extension/notification", {"fetchNews": "false", "checkForUpdates": False}),
-                           ("notebook-extension/tracker", {"autoStartDefaultKernel": True})):
+                           ("notebook-extension/tracker", {"autoStartDefaultKernel": True, "windowingMode": "none"})):
         path = settings_dir / "@jupyterlab" / f"{name}.jupyterlab-settings"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(settings))
