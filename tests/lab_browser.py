@@ -109,10 +109,15 @@ def until(read, ok, timeout: float = 120, what: str = "condition"):
         time.sleep(0.25)
 
 
+def notebook(page):
+    """The notebook on screen: JupyterLab restores the tabs a test opened before, hidden, with the same widgets."""
+    return page.locator(".jp-NotebookPanel:visible").first
+
+
 def quiet_kernel(page, quiet: float = 2.0, timeout: float = 300) -> None:
     """Wait until the kernel has been idle for ``quiet`` seconds: a freshly started one may still reconnect,
     and cells queued before that are silently dropped."""
-    idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
+    idle = notebook(page).locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
     deadline, since = time.monotonic() + timeout, None
     while time.monotonic() < deadline:
         if idle.count():
@@ -128,7 +133,7 @@ def quiet_kernel(page, quiet: float = 2.0, timeout: float = 300) -> None:
 def run_all(page, url: str, timeout: float = 1800) -> None:
     """Open ``url``, then Run → Run All Cells, and wait until every code cell has run and the kernel is quiet."""
     page.goto(url, timeout=120_000)
-    page.locator(".jp-NotebookPanel").wait_for(timeout=120_000)
+    notebook(page).wait_for(timeout=120_000)
     quiet_kernel(page, quiet=3.0)
     if page.locator(".jp-Dialog").count():  # a kernel-choice dialog, should this JupyterLab still ask
         page.locator(".jp-Dialog .jp-mod-accept").click()
@@ -137,7 +142,7 @@ def run_all(page, url: str, timeout: float = 1800) -> None:
         sidebar.first.click()
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
-    prompts = page.locator(".jp-CodeCell .jp-InputArea-prompt")
+    prompts = notebook(page).locator(".jp-CodeCell .jp-InputArea-prompt")
     until(lambda: all(p.strip("[]: ").isdigit() for p in prompts.all_inner_texts()), bool, timeout=timeout,
           what="every cell executed")
     quiet_kernel(page)

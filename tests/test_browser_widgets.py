@@ -16,7 +16,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from lab_browser import NEEDS_CHROMIUM, browser_page, keep_failure, quiet_kernel, run_all, running_lab, shot, until
+from lab_browser import (NEEDS_CHROMIUM, browser_page, keep_failure, notebook, quiet_kernel, run_all, running_lab,
+                         shot, until)
 
 from craftlib import reference
 
@@ -61,10 +62,11 @@ def count(locator) -> int:
 
 
 def no_warning_boxes(page, name: str) -> None:
-    boxes = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+    shown = notebook(page)
+    boxes = shown.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
     assert boxes.count() == 0, f"{name}: warning box(es): {boxes.first.inner_text()[:300]}"
-    assert page.locator(".craft-error").count() == 0, f"{name}: a widget shows an error"
-    assert "Traceback" not in page.locator(".jp-Notebook").inner_text()
+    assert shown.locator(".craft-error").count() == 0, f"{name}: a widget shows an error"
+    assert "Traceback" not in shown.locator(".jp-Notebook").inner_text()
 
 
 def slider_keys(widget, selector: str, key: str, times: int = 1) -> None:
@@ -189,8 +191,7 @@ def test_notebook_03_in_fast_mode_shows_no_warning_box_and_a_consistent_lab(lab_
         try:
             run_all(page, lab_server["url"](LAB_NOTEBOOK.name))
             no_warning_boxes(page, LAB_NOTEBOOK.name)
-            lab = page.locator(".craft-lab")
-            check_lab(page, lab, expect_dead=None)
+            check_lab(page, notebook(page).locator(".craft-lab"), expect_dead=None)
             no_warning_boxes(page, LAB_NOTEBOOK.name)
         except Exception:
             keep_failure(page, lab_server["log"], "browser_nb03_failure")

@@ -140,6 +140,7 @@ def test_delegation_runs_in_the_venv_only_when_this_python_lacks_torch(tmp_path,
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # torch alone is a 555 MB download
 @pytest.mark.skipif(not os.environ.get("CRAFTLIB_INSTALL_TESTS"), reason="downloads about 3 GB: set CRAFTLIB_INSTALL_TESTS=1")
 def test_fresh_venv_on_the_oldest_python_installs_from_ranges(tmp_path):
     """A fresh Python 3.10 venv, `craftlib[lab]` from pyproject's ranges (no constraints), then `check`."""
