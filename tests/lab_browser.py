@@ -2,7 +2,7 @@
 
 ``running_lab`` starts ``jupyter lab`` (the venv's, so its kernel imports this craftlib) with a random token,
 its config, data and runtime folders in a temporary folder, news and update checks off and the notebook's
-own kernel started without a dialog; ``browser_page`` opens headless Chromium (``playwright install``
+own kernel started without a dialog; ``lab_page`` opens headless Chromium (``playwright install``
 cannot download browsers here, so ``executable_path`` points at the Debian package); ``run_all`` runs
 every cell through the menus as a learner would.
 """
@@ -89,12 +89,24 @@ def _answers(url: str, server: subprocess.Popen, log: Path) -> bool:
         return False
 
 
-def browser_page(pw, root: Path, viewport: dict[str, int]):
-    """Headless Chromium with its profile under ``root``; returns (context, page). Close the context."""
-    context = pw.chromium.launch_persistent_context(
-        user_data_dir=str(root / "chromium"), executable_path=str(CHROMIUM), headless=True,
-        args=CHROMIUM_ARGS, viewport=viewport)
-    return context, context.new_page()
+@contextmanager
+def lab_page(lab: dict, viewport: dict[str, int], failure: str):
+    """A headless Chromium page (profile beside ``lab``'s files); on an error, a screenshot and the JupyterLab
+    log go to ``test-artifacts/<failure>*``."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            user_data_dir=str(lab["root"] / "chromium"), executable_path=str(CHROMIUM), headless=True,
+            args=CHROMIUM_ARGS, viewport=viewport)
+        page = context.new_page()
+        try:
+            yield page
+        except Exception:
+            keep_failure(page, lab["log"], failure)
+            raise
+        finally:
+            context.close()
 
 
 def until(read, ok, timeout: float = 120, what: str = "condition"):

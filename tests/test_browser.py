@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from lab_browser import NEEDS_CHROMIUM, browser_page, keep_failure, quiet_kernel, run_all, running_lab, shot, until
+from lab_browser import NEEDS_CHROMIUM, lab_page, quiet_kernel, run_all, running_lab, shot, until
 
 from craftlib.recipes import ARM_LABELS
 from craftlib.results import METRIC_LABELS
@@ -34,26 +34,17 @@ def wait_for_change(read, before, timeout: float = 60):
 
 
 def test_widgets_respond_in_jupyterlab(lab_server):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        context, page = browser_page(pw, lab_server["root"], {"width": 1400, "height": 1700})
-        try:
-            phases = {"run all cells": lambda: run_all(page, lab_server["url"](NOTEBOOK.name), timeout=180),
-                      "threshold explorer": lambda: check_threshold_explorer(page),
-                      "re-activation lab": lambda: check_reactivation_lab(page),
-                      "comparison dashboard": lambda: check_comparison_dashboard(page)}
-            for name, phase in phases.items():  # timings show with -rP, or on failure
-                start = time.monotonic()
-                phase()
-                print(f"{name}: {time.monotonic() - start:.1f} s")
-            assert page.locator(".craft-error").count() == 0
-            assert "Traceback" not in page.locator(".jp-Notebook").inner_text()
-        except Exception:
-            keep_failure(page, lab_server["log"], "browser_failure")
-            raise
-        finally:
-            context.close()
+    with lab_page(lab_server, {"width": 1400, "height": 1700}, "browser_failure") as page:
+        phases = {"run all cells": lambda: run_all(page, lab_server["url"](NOTEBOOK.name), timeout=180),
+                  "threshold explorer": lambda: check_threshold_explorer(page),
+                  "re-activation lab": lambda: check_reactivation_lab(page),
+                  "comparison dashboard": lambda: check_comparison_dashboard(page)}
+        for name, phase in phases.items():  # timings show with -rP, or on failure
+            start = time.monotonic()
+            phase()
+            print(f"{name}: {time.monotonic() - start:.1f} s")
+        assert page.locator(".craft-error").count() == 0
+        assert "Traceback" not in page.locator(".jp-Notebook").inner_text()
 
 
 def check_threshold_explorer(page) -> None:

@@ -16,8 +16,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from lab_browser import (NEEDS_CHROMIUM, browser_page, keep_failure, notebook, quiet_kernel, run_all, running_lab,
-                         shot, until)
+from lab_browser import NEEDS_CHROMIUM, lab_page, notebook, quiet_kernel, run_all, running_lab, shot, until
 
 from craftlib import reference
 
@@ -81,23 +80,14 @@ def slider_keys(widget, selector: str, key: str, times: int = 1) -> None:
 
 
 def test_every_widget_fits_follows_its_controls_and_agrees_with_itself(lab_server):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        context, page = browser_page(pw, lab_server["root"], SCREEN)
-        try:
-            run_all(page, lab_server["url"](STATE_NOTEBOOK.name))
-            no_warning_boxes(page, STATE_NOTEBOOK.name)
-            check_race(page)
-            check_explorer(page)
-            check_lab(page, page.locator(".craft-lab"))
-            check_dashboard(page)
-            no_warning_boxes(page, STATE_NOTEBOOK.name)
-        except Exception:
-            keep_failure(page, lab_server["log"], "browser_widgets_failure")
-            raise
-        finally:
-            context.close()
+    with lab_page(lab_server, SCREEN, "browser_widgets_failure") as page:
+        run_all(page, lab_server["url"](STATE_NOTEBOOK.name))
+        no_warning_boxes(page, STATE_NOTEBOOK.name)
+        check_race(page)
+        check_explorer(page)
+        check_lab(page, page.locator(".craft-lab"))
+        check_dashboard(page)
+        no_warning_boxes(page, STATE_NOTEBOOK.name)
 
 
 def check_race(page) -> None:
@@ -184,17 +174,8 @@ def check_dashboard(page) -> None:
 
 
 def test_notebook_03_in_fast_mode_shows_no_warning_box_and_a_consistent_lab(lab_server):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        context, page = browser_page(pw, lab_server["root"], SCREEN)
-        try:
-            run_all(page, lab_server["url"](LAB_NOTEBOOK.name))
-            no_warning_boxes(page, LAB_NOTEBOOK.name)
-            check_lab(page, notebook(page).locator(".craft-lab"), expect_dead=None)
-            no_warning_boxes(page, LAB_NOTEBOOK.name)
-        except Exception:
-            keep_failure(page, lab_server["log"], "browser_nb03_failure")
-            raise
-        finally:
-            context.close()
+    with lab_page(lab_server, SCREEN, "browser_nb03_failure") as page:
+        run_all(page, lab_server["url"](LAB_NOTEBOOK.name))
+        no_warning_boxes(page, LAB_NOTEBOOK.name)
+        check_lab(page, notebook(page).locator(".craft-lab"), expect_dead=None)
+        no_warning_boxes(page, LAB_NOTEBOOK.name)
