@@ -24,7 +24,7 @@ import io
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,14 +32,14 @@ import torch
 import torch.nn.functional as F
 
 from .activity import model_scores
-from .data import LFW, FaceSet, PairSet, probe_batch, to_input
+from .data import LFW, FaceSet, PairSet, probe_batch
 from .losses import MarginHead
 from .models import FaceCNN
 from .paths import atomic_write
 from .reactivation import clear_optimizer_state, reactivate_model, stem_consumers
 from .recipes import WORKSHOP, CraftSpec, Recipe
 from .results import fmt, holm, paired
-from .runtime import evaluating, seed_everything
+from .runtime import seed_everything
 from .training import Trainer, make_optimizer, make_schedule, parameter_groups
 from .verification import embed, evaluate
 

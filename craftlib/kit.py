@@ -23,14 +23,12 @@ by reading each wheel's metadata for the target (``missing_requirements``), and 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 import zipfile
@@ -39,7 +37,7 @@ from unittest.mock import patch
 
 from .handout import render_offline
 from .install import CHECKOUT, CPU_INDEX, torch_requirement
-from .paths import ENV_CACHE, ENV_DATA, ENV_FAST, ENV_RUNS, PACKAGE_DIR, atomic_write, cache_dir
+from .paths import ENV_CACHE, ENV_DATA, ENV_FAST, ENV_RUNS, PACKAGE_DIR, cache_dir
 
 PYTHONS = ("3.10", "3.11", "3.12", "3.13")
 TARGETS = {  # name -> pip --platform tag (pip expands it to older compatible tags), marker environment

@@ -1,7 +1,6 @@
 """The attribute × depth heat map: cells open the most-wrong faces; the static twin draws the same."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from matplotlib.figure import Figure
 

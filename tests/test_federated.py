@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from craftlib import federated as F
-from craftlib.data import FaceSet
 from craftlib.losses import MarginHead
 from craftlib.recipes import CraftSpec, Recipe
 from craftlib.training import Trainer
