@@ -155,12 +155,17 @@ def test_aggregate_weights_by_faces():
 # re-activation under federation
 
 
+def logged_fedavg(toy_faces, toy_recipe, craft: str, rounds: int):
+    """FedAvg of two toy clients (one public identity) with CRAFT on ``craft``'s side; the run and every message."""
+    fedn = toy_federation(toy_faces, clients=2, public=1)
+    fed = F.FedConfig(strategy="fedavg", clients=2, rounds=rounds, craft=craft)
+    channel = F.Channel(toy_faces.images.shape[1:])
+    return F.run(toy_recipe.but(epochs=rounds), fed, fedn, channel=channel), channel
+
+
 @pytest.mark.slow  # a few toy federated runs: seconds idle, a minute on the loaded 2-core machine
 def test_server_side_reactivation_gives_every_client_the_same_weights(toy_faces, toy_recipe):
-    fedn = toy_federation(toy_faces, clients=2, public=1)
-    fed = F.FedConfig(strategy="fedavg", clients=2, rounds=3, craft="server")
-    channel = F.Channel(toy_faces.images.shape[1:])
-    record = F.run(toy_recipe.but(epochs=3), fed, fedn, channel=channel)
+    record, channel = logged_fedavg(toy_faces, toy_recipe, craft="server", rounds=3)
     renewed_rounds = [r for r in record["rounds"] if r["server_renewed"]]
     assert renewed_rounds, "τ = 0.9 on the toy model must renew filters on the server"
     by_round: dict[int, list[dict]] = {}
@@ -201,10 +206,7 @@ def test_server_reactivation_is_deterministic(toy_faces, toy_recipe):
 @pytest.mark.slow  # a few toy federated runs: seconds idle, a minute on the loaded 2-core machine
 def test_client_side_reactivation_differs_between_clients(toy_faces, toy_recipe):
     """Per-client re-activation draws each site's own filters: averaging then blends different ones."""
-    fedn = toy_federation(toy_faces, clients=2, public=1)
-    fed = F.FedConfig(strategy="fedavg", clients=2, rounds=2, craft="client")
-    channel = F.Channel(toy_faces.images.shape[1:])
-    record = F.run(toy_recipe.but(epochs=2), fed, fedn, channel=channel)
+    record, channel = logged_fedavg(toy_faces, toy_recipe, craft="client", rounds=2)
     assert all(not r["server_renewed"] for r in record["rounds"])
     first = [m["payload"] for m in channel.log if m["to"] == "server"][:2]
     assert first[0]["renewed"] and first[1]["renewed"]
