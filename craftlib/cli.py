@@ -163,7 +163,7 @@ def cmd_demo(args) -> int:
 
 def cmd_report(args) -> int:
     """Pool one or more results folders into one summary (refusing mismatched runs) and print it."""
-    from .results import curve_markdown, render_markdown, render_text, summarize_folders
+    from .results import curve_markdown, render_markdown, render_text, summarize_folders, survival_markdown
 
     summary = summarize_folders(args.folders)
     for metric in args.metrics:
@@ -171,6 +171,8 @@ def cmd_report(args) -> int:
         print()
     if args.curves:
         print(curve_markdown(summary))
+        print()
+        print(survival_markdown(summary))
     if args.write:
         _write_json(Path(args.write), json.loads(summary.to_json()))
         print(f"summary of {sum(len(a.seeds) for a in summary.arms.values())} runs -> {args.write}")

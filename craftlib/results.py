@@ -17,7 +17,7 @@ from scipy import integrate, optimize, special, stats
 
 from .experiments import fingerprint_diff, load_records, same_kind
 from .recipes import ARM_LABELS, PAPER_READING, CraftSpec
-from .survival import new_deaths, survival, survival_curve
+from .survival import new_deaths, survival, survival_curve, survival_stats
 from .training import TrainConfig
 
 SCHEMA = "craftlib-summary-2"
@@ -57,6 +57,7 @@ class Arm:
     curves: dict[str, list[float]] = field(default_factory=dict)
     vs_baseline: dict[str, Paired] = field(default_factory=dict)
     survival: list[float] = field(default_factory=list)
+    renewal: dict = field(default_factory=dict)  # survival_stats of the renewed filters (end of training)
 
     def mean(self, metric: str) -> float | None:
         vals = [v for v in self.values[metric] if v is not None]
@@ -80,6 +81,7 @@ class Summary:
     primary: str = "accuracy"
     delta_star: float = DELTA_STAR
     baseline_survival: list[float] = field(default_factory=list)
+    baseline_renewal: dict = field(default_factory=dict)  # survival_stats of standard training's live filters
     schema: str = SCHEMA
 
     def to_json(self) -> str:
@@ -195,8 +197,9 @@ def summarize(records: list[dict], baseline: str = "none") -> Summary:
     if baseline in arms:
         _compare(summary, by_arm)
         event_epochs = sorted({e["epoch"] for runs in by_arm.values() for r in runs.values() for e in r["events"]})
-        rows = [row for r in by_arm[baseline].values() for row in new_deaths(r, event_epochs, SILENT_TAU)]
-        summary.baseline_survival = _listed(survival_curve(rows, config.epochs))
+        rows = {s: new_deaths(r, event_epochs, SILENT_TAU) for s, r in by_arm[baseline].items()}
+        summary.baseline_survival = _listed(survival_curve([x for v in rows.values() for x in v], config.epochs))
+        summary.baseline_renewal = survival_stats(rows)
     return summary
 
 
@@ -211,8 +214,10 @@ def _arm(name: str, runs: dict[int, dict], config: TrainConfig) -> Arm:
     for score in CURVE_SCORES:
         per_run = [[float(np.mean(np.asarray(runs[s]["scores"][score]) < t)) for t in TAUS] for s in seeds]
         arm.curves[score] = np.mean(per_run, axis=0).tolist()
-    rows = [row for s in seeds for row in survival(runs[s], config, SILENT_TAU)]
-    arm.survival = _listed(survival_curve(rows, config.epochs)) if rows else []
+    rows = {s: survival(runs[s], config, SILENT_TAU) for s in seeds}
+    flat = [row for v in rows.values() for row in v]
+    arm.survival = _listed(survival_curve(flat, config.epochs)) if flat else []
+    arm.renewal = survival_stats(rows) if flat else {}
     return arm
 
 
@@ -315,6 +320,22 @@ def render_html(summary: Summary, metric: str = "accuracy") -> str:
     header = "<tr>" + "".join(f"<th{cell}>{html.escape(h)}</th>" for h in head) + "</tr>"
     return (f'<table class="craft-table" style="border-collapse:collapse"><thead>{header}</thead>'
             f"<tbody>{body}</tbody></table>")
+
+
+def survival_markdown(summary: Summary) -> str:
+    """Per arm: renewed filters, the share not silent at the end (95% CI over seeds), their norm vs pure decay."""
+    lines = ["| filters | runs | count | not silent at the end (95% CI, seeds resampled) | final norm / pure decay "
+             "(median [quartiles]) |", "|---|---|---|---|---|"]
+    rows = [(f"{a.label}: re-activated", a.renewal) for a in summary.arms.values() if a.renewal]
+    if summary.baseline_renewal:
+        rows.append((f"{summary.arms[summary.baseline].label}: alive at the event epochs", summary.baseline_renewal))
+    for label, r in rows:
+        ci = r.get("alive_end_ci95")
+        share = f"{r['alive_end']:.0%}" + (f" [{ci[0]:.0%}, {ci[1]:.0%}]" if ci else "")
+        q = r.get("ratio_end")
+        ratio = f"{q[1]:.2f} [{q[0]:.2f}, {q[2]:.2f}]" if q else "—"
+        lines.append(f"| {label} | {r['runs']} | {r['filters']} | {share} | {ratio} |")
+    return "\n".join(lines)
 
 
 def curve_markdown(summary: Summary, score: str = "silent", taus=(0.001, 0.01, 0.05, 0.1, 0.2, 0.5)) -> str:

@@ -94,3 +94,27 @@ def survival_curve(rows: list[dict], horizon: int) -> np.ndarray:
         if reached:
             out[k] = float(np.mean(reached))
     return out
+
+
+def survival_stats(rows_by_seed: dict[int, list[dict]], boot: int = 2000, seed: int = 0) -> dict:
+    """The survival table's numbers: share of ``rows`` alive at the end of training, with a 95% interval.
+
+    Filters of one run are not independent (one schedule, one network), so the interval resamples whole
+    seeds (cluster bootstrap, percentile). For renewed filters it also gives their final norm relative to
+    the pure-decay curve (median and quartiles), when the rows carry ``ratio``.
+    """
+    runs = {s: rows for s, rows in rows_by_seed.items() if rows}
+    if not runs:
+        return {"filters": 0, "runs": 0}
+    alive = {s: np.asarray([r["alive"][-1] for r in rows], float) for s, rows in runs.items()}
+    pooled = np.concatenate(list(alive.values()))
+    rng = np.random.default_rng(seed)
+    keys = list(alive)
+    draws = [np.concatenate([alive[keys[i]] for i in rng.integers(0, len(keys), len(keys))]).mean()
+             for _ in range(boot)] if len(keys) > 1 else []
+    out = {"filters": int(pooled.size), "runs": len(runs), "alive_end": float(pooled.mean()),
+           "alive_end_ci95": [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))] if draws else None}
+    ratios = [r["ratio"][-1] for rows in runs.values() for r in rows if "ratio" in r]
+    if ratios:
+        out["ratio_end"] = [float(q) for q in np.percentile(ratios, [25, 50, 75])]
+    return out

@@ -17,7 +17,8 @@ from craftlib.recipes import ARM_LABELS, FAST
 from craftlib.results import (CURVE_SCORES, Arm, DELTA_STAR, METRICS, SCHEMA, SILENT_TAU, TAUS, WEIGHT_TAU, Paired,
                               Summary, curve_markdown, first_runs, fmt, fmt_ci, headline, holm, load_summary, mde,
                               paired, power, render_html, render_markdown, render_text, summarize, summarize_folders,
-                              table_rows)
+                              survival_markdown, table_rows)
+from craftlib.survival import survival
 
 # ---------------------------------------------------------------------------------------------
 # power and the minimum detectable effect (two-sided paired t-test, alpha 0.05)
@@ -157,10 +158,16 @@ def test_inactive_fraction_curves_and_survival(summary, synthetic_records):
             assert list(arm.curves[score]) == sorted(arm.curves[score])  # more filters below a higher τ
         assert arm.curve_area("silent") == pytest.approx(np.mean(arm.curves["silent"]))
         if name == "none":
-            assert arm.survival == []  # nothing renewed
+            assert arm.survival == [] and arm.renewal == {}  # nothing renewed
         else:
             assert arm.survival[0] is not None and len(arm.survival) == FAST.train.epochs + 1
+            ends = [row["alive"][-1] for r in runs for row in survival(r, FAST.train, SILENT_TAU)]
+            assert arm.renewal["filters"] == len(ends) and arm.renewal["alive_end"] == pytest.approx(np.mean(ends))
     assert summary.baseline_survival and summary.baseline_survival[0] == 1.0
+    assert summary.baseline_renewal["runs"] == len(summary.arms["none"].seeds)
+    table = survival_markdown(summary)
+    assert "re-activated" in table and "alive at the event epochs" in table
+    assert Summary.from_dict(json.loads(summary.to_json())).arms["contextual"].renewal == summary.arms["contextual"].renewal
 
 
 def test_summary_pairs_only_common_seeds(synthetic_records):

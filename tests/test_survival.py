@@ -13,7 +13,7 @@ from craftlib.callbacks import Callback
 from craftlib.experiments import _timeline
 from craftlib.reactivation import clear_optimizer_state
 from craftlib.recipes import FAST, WORKSHOP
-from craftlib.survival import decay_curve, learning_rates, new_deaths, survival, survival_curve
+from craftlib.survival import decay_curve, learning_rates, new_deaths, survival, survival_curve, survival_stats
 from craftlib.training import Trainer
 
 FROZEN = 11  # no task gradient from the start
@@ -142,3 +142,19 @@ def test_survival_curve_fractions_and_gaps():
     rows = [{"alive": [True, True, False]}, {"alive": [True, False]}, {"alive": [True]}]
     np.testing.assert_allclose(survival_curve(rows, 3), [1.0, 0.5, 0.0, np.nan])
     assert np.isnan(survival_curve([], 2)).all()
+
+
+def test_survival_stats_resample_whole_seeds():
+    """Seed 0's two filters survive, seed 1's three die: 40% pooled; the interval moves by whole runs."""
+    def row(alive, ratio):
+        return {"alive": [True, alive], "ratio": [1.0, ratio]}
+    rows = {0: [row(True, 4.0), row(True, 6.0)], 1: [row(False, 1.0)] * 3, 2: []}
+    s = survival_stats(rows)
+    assert s["filters"] == 5 and s["runs"] == 2 and s["alive_end"] == pytest.approx(0.4)
+    low, high = s["alive_end_ci95"]
+    assert low == 0.0 and high == 1.0  # a resample of only seed 1 / only seed 0
+    np.testing.assert_allclose(s["ratio_end"], np.percentile([4, 6, 1, 1, 1], [25, 50, 75]))
+    assert survival_stats(rows) == s  # seeded: the same table every time
+    assert survival_stats({0: [row(True, 2.0)]})["alive_end_ci95"] is None  # one run: no interval
+    assert "ratio_end" not in survival_stats({0: [{"alive": [True, False]}]})  # standard training's rows
+    assert survival_stats({}) == {"filters": 0, "runs": 0}
