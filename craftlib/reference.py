@@ -11,7 +11,8 @@
 ``<!--q:KEY|FORMAT-->31 / 64<!--/q-->``. The marks are HTML comments, invisible when rendered;
 ``tests/test_quoted_numbers.py`` computes ``quote(KEY, FORMAT)`` from the committed sources and fails when the
 text between the marks differs. Keys: ``mfn.*``, ``pixels.*``, ``lfw.*`` and ``model.*`` (``reference.json``), ``time.fast.NB`` /
-``time.full.NB`` (seconds), ``recipe.NAME.a.b`` (a field of a recipe), ``study.*`` (the summary), and
+``time.full.NB`` (seconds), ``recipe.NAME.a.b`` (a field of a recipe), ``study.*`` (the summary; ``early.*`` the
+same keys for the ``workshop-early`` summary), and
 ``fast.*`` (the FAST comparison). Formats: ``pct0``/``pct1``/``pct2`` (42% / 42.2% / 42.19%),
 ``pts`` (signed points, ``results.fmt``), ``p`` (a p-value, ``results.fmt``), ``int``, ``n`` (1,262), ``f0``, ``g``, ``sci``
 (1e-2), ``x`` (20×), ``s`` (62 s), ``min`` (2.7 min), ``min0`` (3 min); no format: the value as text.
@@ -38,6 +39,7 @@ from .results import METRIC_LABELS, PERCENT, Summary, fmt, run_values
 RESULTS_DIR = REPO_ROOT / "docs" / "results"
 FAST_DIR = RESULTS_DIR / "fast"
 SUMMARY_FILE = RESULTS_DIR / "compare_summary.json"
+EARLY_FILE = RESULTS_DIR / "early_summary.json"
 REFERENCE_FILE = RESULTS_DIR / "reference.json"
 TIMES_FILE = RESULTS_DIR / "notebook_times.json"
 QUOTE = re.compile(r"(?<!`)<!--q:(?P<key>[\w.@\-/]+)(?:\|(?P<format>\w+))?-->(?P<text>.*?)<!--/q-->", re.S)
@@ -105,14 +107,15 @@ def committed_records(recipe: Recipe) -> tuple[list[dict], Path | None, str]:
     return [], None, "; ".join(notes) or f"no committed results for recipe {recipe.name!r} yet"
 
 
-def committed_summary() -> tuple[Summary | None, str]:
-    """The committed study's summary, or None and why (not committed yet, or an older schema)."""
+def committed_summary(path: Path = SUMMARY_FILE) -> tuple[Summary | None, str]:
+    """The committed study's summary (or the ``workshop-early`` one), or None and why (not committed yet,
+    or an older schema)."""
     try:
-        return Summary.from_dict(_read(SUMMARY_FILE)), ""
+        return Summary.from_dict(_read(path)), ""
     except MissingSource as err:
         return None, f"{err}: the seed study has not been committed yet"
     except (ValueError, KeyError, TypeError) as err:
-        return None, (f"{_shown(SUMMARY_FILE)} is from an earlier study ({err}); "
+        return None, (f"{_shown(path)} is from an earlier study ({err}); "
                       "the new study's summary has not been committed yet")
 
 
@@ -305,15 +308,15 @@ def value_of(key: str):
         return node
     if head == "ratio" and rest == "wd.workshop.paper":
         return RECIPES["workshop"].train.weight_decay / RECIPES["paper"].train.weight_decay
-    if head == "study":
-        return _study_value(rest)
+    if head in ("study", "early"):
+        return _study_value(rest, SUMMARY_FILE if head == "study" else EARLY_FILE)
     if head == "fast":
         return _fast_value(rest)
     raise KeyError(f"unknown quote key {key!r}")
 
 
-def _study_value(rest: str):
-    summary, note = committed_summary()
+def _study_value(rest: str, path: Path = SUMMARY_FILE):
+    summary, note = committed_summary(path)
     if summary is None:
         raise MissingSource(note)
     what, arm, *metric = rest.split(".")
@@ -323,10 +326,19 @@ def _study_value(rest: str):
         return len(a.seeds)
     if what == "mean":
         return a.mean(metric)
+    if what == "area":  # the inactive-vs-τ curve's area for a score (metric = silent / max / effective)
+        return a.curve_area(metric)
+    if what in ("renewed", "alive_end", "alive_low", "alive_high", "ratio_end"):  # survival (none: its live filters)
+        r = summary.baseline_renewal if arm == summary.baseline else a.renewal
+        if not r.get("filters"):
+            return None
+        return {"renewed": r["filters"], "alive_end": r["alive_end"], "ratio_end": (r.get("ratio_end") or [None] * 3)[1],
+                "alive_low": (r.get("alive_end_ci95") or [None])[0],
+                "alive_high": (r.get("alive_end_ci95") or [None, None])[1]}[what]
     p = a.vs_baseline[metric]
     return {"delta": p.mean_difference, "ci_low": p.ci95[0] if p.ci95 else None,
             "ci_high": p.ci95[1] if p.ci95 else None, "p": p.t_pvalue, "holm": p.holm_pvalue,
-            "mde": p.mde, "power": p.power, "n": p.n}[what]
+            "mde": p.mde, "power": p.power, "n": p.n, "sd": p.sd_difference}[what]
 
 
 def _fast_value(rest: str):

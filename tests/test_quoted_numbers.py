@@ -16,6 +16,7 @@ import pytest
 
 from craftlib import recipes, reference
 from craftlib.notebooks import list_notebooks as _all_notebooks
+from craftlib.results import summarize_folders
 
 
 def list_notebooks():
@@ -62,6 +63,26 @@ def test_a_missing_source_is_reported_not_guessed(monkeypatch, tmp_path):
     monkeypatch.setattr(reference, "SUMMARY_FILE", tmp_path / "compare_summary.json")
     problems = reference.quote_problems("<!--q:study.delta.contextual|pts-->+0.70 pts<!--/q-->")
     assert len(problems) == 1 and "not been committed" in problems[0]
+
+
+def test_study_keys_read_the_summary_and_its_survival_table(monkeypatch, tmp_path):
+    summary = summarize_folders([reference.FAST_DIR])
+    for name in ("compare_summary.json", "early_summary.json"):
+        (tmp_path / name).write_text(summary.to_json())
+    monkeypatch.setattr(reference, "SUMMARY_FILE", tmp_path / "compare_summary.json")
+    monkeypatch.setattr(reference, "EARLY_FILE", tmp_path / "early_summary.json")
+    ctx = summary.arms["contextual"]
+    for head in ("study", "early"):
+        assert reference.value_of(f"{head}.seeds.contextual") == len(ctx.seeds)
+        assert reference.value_of(f"{head}.sd.contextual") == ctx.vs_baseline["accuracy"].sd_difference
+        assert reference.value_of(f"{head}.area.contextual.max") == ctx.curve_area("max")
+        assert reference.value_of(f"{head}.renewed.contextual") == ctx.renewal["filters"] > 0
+        assert reference.value_of(f"{head}.alive_end.contextual") == ctx.renewal["alive_end"]
+        assert reference.value_of(f"{head}.alive_low.contextual") == ctx.renewal["alive_end_ci95"][0]
+        assert reference.value_of(f"{head}.ratio_end.contextual") == ctx.renewal["ratio_end"][1]
+        assert reference.value_of(f"{head}.alive_end.none") == summary.baseline_renewal["alive_end"]
+    monkeypatch.setattr(reference, "EARLY_FILE", tmp_path / "missing.json")
+    assert "not been committed" in reference.quote_problems("<!--q:early.alive_end.none|pct0-->9%<!--/q-->")[0]
 
 
 def test_formats():
