@@ -38,13 +38,16 @@ ARMS: dict[str, dict] = {
 }
 """Arm -> changes to the recipe's ``ModelConfig`` and the CRAFT arm (``recipes.ARMS``) it trains with."""
 DEFAULT_OUT = "docs/results/companion_sparsity"
-EXTRA_METRICS = ("pair_mean", "paired_fraction", "paired_matched", "shape_bias", "shape_bias_edges", "params", "macs")
-PAIRED_METRICS = EXTRA_METRICS[:5]  # those with a paired test against standard training
+EXTRA_METRICS = ("pair_mean", "paired_fraction", "paired_matched", "shape_bias", "shape_bias_edges", "shape_retention",
+                 "texture_retention", "params", "macs")
+PAIRED_METRICS = EXTRA_METRICS[:7]  # those with a paired test against standard training
 EXTRA_LABELS = {"pair_mean": "mean pair cosine μ (conv1)", "paired_fraction": "paired conv1 filters (isotropic null)",
                 "paired_matched": "paired conv1 filters (matched null)",
                 "shape_bias": "shape-bias index (blur vs mosaic)", "shape_bias_edges": "shape-bias index (edges vs mosaic)",
+                "shape_retention": "shape retention R (blur)", "texture_retention": "texture retention R (mosaic)",
                 "params": "parameters", "macs": "MACs"}
 PERCENT_EXTRA = {"paired_fraction"}
+SHAPE_FAMILIES = ("clean", "low_pass", "edge_map", "patch_shuffle", "patch_shuffle_fine")
 
 
 def arm_recipe(recipe: Recipe, arm: str) -> Recipe:
@@ -208,6 +211,7 @@ def extra_values(record: dict) -> dict[str, float | None]:
     return {"pair_mean": c["pairing"]["mean"], "paired_fraction": c["pairing"]["paired_fraction"],
             "paired_matched": matched.get("paired_fraction"),
             "shape_bias": c["shapebias"]["index"], "shape_bias_edges": c["shapebias"]["index_edges"],
+            "shape_retention": c["shapebias"]["shape_retention"], "texture_retention": c["shapebias"]["texture_retention"],
             "params": float(c["params"]), "macs": float(c["macs"])}
 
 
@@ -223,8 +227,8 @@ def summary(records: list[dict], baseline: str = "none") -> dict:
     for name, runs in by_arm.items():
         vals = [extra_values(runs[s]) for s in sorted(runs)]
         extra[name] = {"seeds": sorted(runs), "values": {m: [v[m] for v in vals] for m in EXTRA_METRICS},
-                       "shape": {k: [runs[s]["companion"]["shapebias"][k] for s in sorted(runs)]
-                                 for k in ("clean", "low_pass", "edge_map", "patch_shuffle")},
+                       "shape": {k: [runs[s]["companion"]["shapebias"].get(k) for s in sorted(runs)]
+                                 for k in SHAPE_FAMILIES},
                        "vs_baseline": {}}
     if baseline in extra:
         base = extra[baseline]
@@ -283,14 +287,18 @@ def render_markdown(s: dict) -> str:
 
 
 def render_shape_table(s: dict) -> str:
-    """The probe's raw accuracies per arm (mean over seeds): clean, blurred, edges, mosaic."""
-    lines = ["| arm | clean | low-pass (σ=2) | edge map | patch shuffle (4×4) | index (blur) | index (edges) |",
-             "|---|---|---|---|---|---|---|"]
-    for name, e in s["extra"].items():
-        label = s["main"].arms[name].label
-        cells = [_mean_sd(e["shape"][k], True) for k in ("clean", "low_pass", "edge_map", "patch_shuffle")]
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {_mean_sd(e['values']['shape_bias'])} | "
-                     f"{_mean_sd(e['values']['shape_bias_edges'])} |")
+    """The probe per arm (mean ± sd over seeds): raw accuracies (clean, blurred, edges, mosaic), the two
+    retentions with Δ vs standard, and the indices. The retentions stay informative where the index sits
+    at a bound (a model that retains no texture scores 1 whatever its shape retention)."""
+    lines = ["| arm | clean | low-pass (σ=2) | edge map | mosaic 2×2 | mosaic 4×4 | R shape (blur) | Δ R shape [95% CI], p | "
+             "R texture (2×2) | Δ R texture [95% CI], p | index (blur) | index (edges) |", "|---|" + "---|" * 11]
+    for name in s["main"].arms:
+        e, label = s["extra"][name], s["main"].arms[name].label
+        cells = [_mean_sd(e["shape"][k], True) for k in SHAPE_FAMILIES]
+        cells += [_mean_sd(e["values"]["shape_retention"]), _delta(e["vs_baseline"].get("shape_retention")),
+                  _mean_sd(e["values"]["texture_retention"]), _delta(e["vs_baseline"].get("texture_retention")),
+                  _mean_sd(e["values"]["shape_bias"]), _mean_sd(e["values"]["shape_bias_edges"])]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -32,7 +32,8 @@ def _with_extra(record, seed, arm):
         "pairing": {"mean": -0.6 + shift + rng.normal(0, 0.01), "paired_fraction": 0.5 - shift, "cos": [-0.6] * 64,
                     "matched": {"paired_fraction": 0.1}},
         "shapebias": {"clean": record["accuracy"], "low_pass": 0.7, "edge_map": 0.6, "patch_shuffle": 0.6,
-                      "index": 0.6 + shift / 2 + rng.normal(0, 0.01), "index_edges": 0.5}}
+                      "index": 0.6 + shift / 2 + rng.normal(0, 0.01), "index_edges": 0.5,
+                      "shape_retention": 0.6 + rng.normal(0, 0.01), "texture_retention": shift}}
     return record
 
 
@@ -60,6 +61,9 @@ def test_summary_pairs_every_metric_against_standard(records):
     shape = companion.render_shape_table(s)
     assert shape.count("\n") == 1 + len(companion.ARMS) and "| standard training | 80.0% ± 0.0% |" not in shape
     assert "70.0% ± 0.0%" in shape  # the blurred accuracy of every run
+    texture = s["extra"]["crelu"]["vs_baseline"]["texture_retention"]
+    assert texture.mean_difference == pytest.approx(0.2) and "+0.20" in shape.splitlines()[4]
+    assert s["extra"]["none"]["values"]["shape_retention"][0] == pytest.approx(0.6, abs=0.05)
 
 
 @pytest.mark.slow

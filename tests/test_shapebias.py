@@ -65,7 +65,7 @@ def test_index_separates_a_texture_trained_from_a_normally_trained_model(faces, 
     from craftlib.recipes import FAST
 
     config = FAST.train.but(epochs=4, threads=1)
-    result = sb.validate(faces, devtest_subset, config, grid=4, sigma=1.6)
+    result = sb.validate(faces, devtest_subset, config, sigma=1.6)  # the index's own 2 x 2 mosaic
     normal, texture = result["normal"], result["texture"]
     assert normal["index"] is not None and texture["index"] is not None
     assert texture["index"] < normal["index"] - 0.1, (normal, texture)
