@@ -74,6 +74,18 @@ def test_footprint_is_paired_with_holm(records):
     assert p.holm_pvalue is None or p.holm_pvalue >= (p.t_pvalue or 0)
     assert fp["primary"]["stem"].mean_difference == pytest.approx(0.02, abs=1e-6)
     assert S.footprint(records, arm="missing")["seeds"] == []
+    assert S.footprint(records, seeds=[1, 3, 9])["seeds"] == [1, 3]  # the replication's subset
+
+
+def test_first_report_and_replication_are_reported_apart():
+    records = [probe_record(arm, s, shift=0.02 if arm == "contextual" and s >= 5 else 0.0)
+               for arm in ("none", "contextual") for s in range(8)]
+    text = S.footprint_markdown(records)
+    first = text[text.index("Primary contrast"):text.index("Replication")]
+    again = text[text.index("Replication"):]
+    assert "seeds 0–4" in first and "+0.00 pts" in first and "(n = 5)" in first
+    assert "seeds 5–7" in again and "+2.00 pts" in again and "(n = 3)" in again
+    assert "Replication" not in S.footprint_markdown([r for r in records if r["seed"] < 5])
 
 
 def test_fairness_gap(records):
@@ -147,3 +159,14 @@ def test_fast_study_end_to_end(tmp_path, lfw_root):
     assert cov["coverage"]["images"] >= len(study.probe_set.files)
     text = S.render_markdown(recs)
     assert "Branching, standard seed 0" in text and "MACs per face" in text
+
+
+def test_results_md_shows_what_the_committed_records_say():
+    """docs/RESULTS.md's attribute tables are ``render_markdown`` of the committed records, digit for digit."""
+    from craftlib.attribute_cli import DEFAULT_OUT
+    from craftlib.paths import REPO_ROOT
+
+    records = S.load_records(DEFAULT_OUT, S.StudySettings())
+    assert {r["seed"] for r in records if r["kind"] == "probe" and r["arm"] == "contextual"} >= set(S.FIRST_SEEDS)
+    results = (REPO_ROOT / "docs" / "RESULTS.md").read_text()
+    assert S.render_markdown(records) in results, "regenerate: python -m craftlib.attribute_cli report, paste summary.md"

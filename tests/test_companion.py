@@ -90,3 +90,16 @@ def test_runs_write_records_that_summarize(tiny_faces, devtest_subset, lfw, tmp_
     assert again["accuracy"] == crelu["accuracy"]  # loaded from its checkpoint, not retrained
     s = companion.summary(records)
     assert set(s["main"].arms) == {"none", "crelu", "topk"} and "CReLU" in companion.render_markdown(s)
+
+
+def test_results_md_shows_what_the_committed_records_say():
+    """docs/RESULTS.md's companion tables are the renderers' output on the committed records, digit for digit."""
+    from craftlib.experiments import load_records
+    from craftlib.paths import REPO_ROOT
+
+    records = load_records(REPO_ROOT / companion.DEFAULT_OUT)
+    assert len(records) >= 20 and {r["seed"] for r in records} >= set(range(5))
+    s = companion.summary(records)
+    results = (REPO_ROOT / "docs" / "RESULTS.md").read_text()
+    for table in (companion.render_markdown(s), companion.render_shape_table(s)):
+        assert table in results, "regenerate: python -m craftlib.companion_cli --report, then paste summary.md"

@@ -66,5 +66,7 @@ def test_06_runs_in_fast_mode_and_shows_its_work(executed):
         assert PNG in _mimes(_cell(nb, cid)), cid
     for cid in ("pair-explorer", "topk-explorer"):
         assert WIDGET in _mimes(_cell(nb, cid)), cid
-    committed = _text(_cell(nb, "committed"))
-    assert "No committed result" in committed or "standard training" in committed
+    committed = _cell(nb, "committed")
+    markdown = "".join(o.get("data", {}).get("text/markdown", "") for o in committed.outputs)
+    assert "| standard training | 5 |" in markdown and "R texture (2×2)" in markdown  # the committed 5-seed tables
+    assert PNG in _mimes(committed)
