@@ -14,7 +14,7 @@ text between the marks differs. Keys: ``mfn.*``, ``pixels.*``, ``lfw.*`` and ``m
 ``time.full.NB`` (seconds), ``recipe.NAME.a.b`` (a field of a recipe), ``study.*`` (the summary; ``early.*`` the
 same keys for the ``workshop-early`` summary), and
 ``fast.*`` (the FAST comparison). Formats: ``pct0``/``pct1``/``pct2`` (42% / 42.2% / 42.19%),
-``pts`` (signed points, ``results.fmt``), ``p`` (a p-value, ``results.fmt``), ``int``, ``n`` (1,262), ``f0``, ``g``, ``sci``
+``pts`` (signed points, ``results.fmt``), ``upts`` (unsigned points: an sd or MDE), ``f2`` (two decimals), ``p`` (a p-value, ``results.fmt``), ``int``, ``n`` (1,262), ``f0``, ``g``, ``sci``
 (1e-2), ``x`` (20×), ``s`` (62 s), ``min`` (2.7 min), ``min0`` (3 min); no format: the value as text.
 
 **Checkpoints.** ``you_should_see(metric, value, recipe, arm)`` prints whether a learner's number lies in
@@ -358,8 +358,8 @@ def _sci(v: float) -> str:
 
 FORMATS = {
     "pct0": lambda v: f"{100 * v:.0f}%", "pct1": lambda v: f"{100 * v:.1f}%", "pct2": lambda v: f"{100 * v:.2f}%",
-    "pts": lambda v: fmt("accuracy", v, True), "p": lambda v: fmt("p", v), "int": lambda v: str(int(round(v))),
-    "g": lambda v: f"{v:g}", "n": lambda v: f"{int(v):,}", "f0": lambda v: f"{v:.0f}", "sci": _sci, "x": lambda v: f"{v:.0f}×", "s": lambda v: f"{v:.0f} s",
+    "pts": lambda v: fmt("accuracy", v, True), "upts": lambda v: f"{100 * v:.2f} pts", "p": lambda v: fmt("p", v), "int": lambda v: str(int(round(v))),
+    "g": lambda v: f"{v:g}", "n": lambda v: f"{int(v):,}", "f0": lambda v: f"{v:.0f}", "f2": lambda v: f"{v:.2f}", "sci": _sci, "x": lambda v: f"{v:.0f}×", "s": lambda v: f"{v:.0f} s",
     "min": lambda v: f"{v / 60:.1f} min", "min0": lambda v: f"{max(1, round(v / 60)):.0f} min",
 }
 

@@ -196,7 +196,7 @@ def test_05_face_verification(executed):
     assert "smallest possible Wilcoxon p" in _text(_cell(nb, "paired-tests"))
     committed = _text(_cell(nb, "committed-table"))
     if (runner.REPO_ROOT / "docs" / "results" / "compare_summary.json").is_file():
-        assert "standard training" in committed and "inactive conv1 filters" in committed
+        assert "standard training" in committed and "silent conv1 filters at the end" in committed
         assert WIDGET in _mimes(_cell(nb, "committed-dashboard"))
         assert PNG in _mimes(_cell(nb, "committed-dashboard"))
     else:

@@ -91,6 +91,7 @@ def test_formats():
             f["s"](61.6), f["min"](161.0), f["min0"](20)) == ("48%", "1.2%", "60.20%", "1e-2", "5e-4", "20×", "62 s",
                                                               "2.7 min", "1 min")
     assert f["pts"](0.007) == "+0.70 pts" and f["p"](0.0002) == "< 0.001"
+    assert f["upts"](0.0115) == "1.15 pts" and f["f2"](3.9249) == "3.92"
 
 
 def test_checkpoints_print_a_mark_and_return_it(monkeypatch, tmp_path):
@@ -172,3 +173,16 @@ def test_the_guide_has_minutes_and_answer_notes_for_every_notebook():
     assert discussions >= 6 and GUIDE.count("Answer notes") >= discussions + 1  # plus the companion question
     for topic in ("Small weights = dead", "model not found", "re-run the cell", "Prerequisites"):
         assert topic.lower() in GUIDE.lower(), topic
+
+
+def test_results_md_tables_are_the_committed_summary():
+    """The study's tables in docs/RESULTS.md are the renderers' output on compare_summary.json, digit for digit."""
+    from craftlib.results import curve_markdown, render_markdown, survival_markdown
+
+    summary, note = reference.committed_summary()
+    assert summary is not None, note
+    assert all(len(a.seeds) >= 30 for a in summary.arms.values()), "the protocol fixes n = 30"
+    text = (reference.REPO_ROOT / "docs" / "RESULTS.md").read_text()
+    tables = [render_markdown(summary, m) for m in ("accuracy", "silent_fraction", "weight_fraction")]
+    for table in tables + [curve_markdown(summary), survival_markdown(summary)]:
+        assert table in text, f"regenerate with `make study-report` and paste:\n{table}"
