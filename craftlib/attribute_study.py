@@ -381,7 +381,8 @@ def footprint(records: list[dict], arm: str = "contextual", baseline: str = "non
     arms = by_arm(records)
     if arm not in arms or baseline not in arms:
         return {"seeds": [], "cells": {}, "primary": None}
-    seeds = sorted(set(arms[arm]) & set(arms[baseline]) & (set(arms[arm]) if seeds is None else set(seeds)))
+    common = set(arms[arm]) & set(arms[baseline])
+    seeds = sorted(common if seeds is None else common & set(seeds))
     if not seeds:
         return {"seeds": [], "cells": {}, "primary": None}
     a = np.stack([_matrix(arms[arm][s]) for s in seeds])

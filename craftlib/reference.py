@@ -332,9 +332,9 @@ def _study_value(rest: str, path: Path = SUMMARY_FILE):
         r = summary.baseline_renewal if arm == summary.baseline else a.renewal
         if not r.get("filters"):
             return None
-        return {"renewed": r["filters"], "alive_end": r["alive_end"], "ratio_end": (r.get("ratio_end") or [None] * 3)[1],
-                "alive_low": (r.get("alive_end_ci95") or [None])[0],
-                "alive_high": (r.get("alive_end_ci95") or [None, None])[1]}[what]
+        ci, q = r.get("alive_end_ci95") or (None, None), r.get("ratio_end") or (None, None, None)
+        return {"renewed": r["filters"], "alive_end": r["alive_end"], "ratio_end": q[1], "alive_low": ci[0],
+                "alive_high": ci[1]}[what]
     p = a.vs_baseline[metric]
     return {"delta": p.mean_difference, "ci_low": p.ci95[0] if p.ci95 else None,
             "ci_high": p.ci95[1] if p.ci95 else None, "p": p.t_pvalue, "holm": p.holm_pvalue,
