@@ -25,7 +25,7 @@ from .data import LFW
 from .experiments import check_folder, fingerprint, load_records, pending, record_path, write_record
 from .experiments import measure as experiment_record
 from .models import count_macs, count_params
-from .pairing import pairing_summary, random_reference
+from .pairing import TWIN_COS, pairing_summary, random_reference, twin_thresholds, twin_verdict
 from .recipes import WORKSHOP, Recipe
 from .results import SILENT_TAU, fmt, holm, paired, summarize
 from .shapebias import probe as shape_probe
@@ -199,6 +199,50 @@ def remeasure(out: str | Path = DEFAULT_OUT, models: str | Path = "runs/companio
         write_record(out, record, meta)
         n += 1
     return n
+
+
+def twins(out: str | Path = DEFAULT_OUT, models: str | Path = "runs/companion-models", arm: str = "crelu",
+          lfw: LFW | None = None) -> dict:
+    """``pairing.twin_thresholds`` of every ``arm`` checkpoint, on the probe faces its silent score used.
+
+    Tests our reading of the CReLU stem's twins (different BN shifts, so not redundant) by the rule
+    ``pairing.twin_verdict`` fixed before measuring. Returns (and ``companion_cli --twins`` writes to
+    ``OUT/twins.json``) the pairs per seed and the pooled verdict.
+    """
+    from .checkpoints import load_model
+    from .data import probe_batch
+
+    records = sorted((r for r in load_records(out) if r["arm"] == arm), key=lambda r: r["seed"])
+    if not records:
+        raise FileNotFoundError(f"no {arm} records under {out}/records")
+    recipe = records[0]["fingerprint"]["recipe"]
+    lfw = lfw or LFW(size=recipe["train"]["model"]["input_size"])
+    faces = probe_batch(lfw.training_set(max_identities=recipe.get("max_identities")).images)
+    seeds = {}
+    for record in records:
+        path = Path(models) / f"{arm}-s{record['seed']}.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no checkpoint for {arm} seed {record['seed']} (train it: make companion)")
+        model, _ = load_model(path)
+        seeds[str(record["seed"])] = twin_thresholds(model, faces)
+    gaps = [t["gap"] for pairs in seeds.values() for t in pairs]
+    return {"arm": arm, "cutoff": TWIN_COS, "probe_faces": len(faces), "seeds": seeds, "verdict": twin_verdict(gaps)}
+
+
+def render_twins(blob: dict) -> str:
+    """Per seed: twin pairs, their cosine, the threshold gap and the share of positions the twins disagree on."""
+    def med(values, f):
+        return "—" if not values else f"{np.median(values):{f}} [{np.percentile(values, 25):{f}}, {np.percentile(values, 75):{f}}]"
+
+    rows = ["| seed | twin pairs (cos < %g) | weight cosine | response correlation r | threshold gap (sd) | positions disagreeing (%) |"
+            % blob["cutoff"], "|---|---|---|---|---|---|"]
+    groups = [(seed, pairs) for seed, pairs in blob["seeds"].items()]
+    groups.append(("all", [t for _, pairs in groups for t in pairs]))
+    for seed, pairs in groups:
+        col = {k: [t[k] for t in pairs] for k in ("cos", "r", "gap", "disagree")}
+        rows.append(f"| {seed} | {len(pairs)} | {med(col['cos'], '.3f')} | {med(col['r'], '.3f')} | "
+                    f"{med(col['gap'], '.2f')} | {med([100 * d for d in col['disagree']], '.1f')} |")
+    return "\n".join(rows) + f"\n\nMedians [quartiles]. Verdict by the declared rule: **{blob['verdict']}**."
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,7 +4,8 @@ Resumable: each finished run is one JSON record under ``OUT/records/``; run the 
 continue (or with more ``--seeds``). After the runs it writes ``OUT/summary.md`` (the tables),
 ``OUT/summary.json`` and the figures ``OUT/seeds.png`` and ``OUT/pairing.png``. ``--report`` only
 rewrites those from the records (seconds, no training); ``--remeasure`` recomputes every record's
-companion measurements from the kept checkpoints (``--models``).
+companion measurements from the kept checkpoints (``--models``); ``--twins`` measures whether the CReLU
+stem's φ/−φ twins cut their response at one threshold or two (``OUT/twins.json``).
 """
 from __future__ import annotations
 
@@ -64,7 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fast", action="store_true", help="the FAST recipe (CI smoke; numbers mean nothing)")
     ap.add_argument("--report", action="store_true", help="only rewrite the summary and figures from the records")
     ap.add_argument("--remeasure", action="store_true", help="recompute the companion measurements from checkpoints")
+    ap.add_argument("--twins", action="store_true", help="measure the CReLU twins' thresholds (OUT/twins.json)")
     args = ap.parse_args(argv)
+    if args.twins:
+        blob = companion.twins(args.out, args.models)
+        atomic_write(Path(args.out) / "twins.json", lambda tmp: tmp.write_text(json.dumps(blob, indent=1)))
+        print(companion.render_twins(blob))
+        return 0
     if args.remeasure:
         print(f"remeasured {companion.remeasure(args.out, args.models)} record(s)")
     elif not args.report:

@@ -142,3 +142,43 @@ def planted_pairs(n_pairs: int, shape: tuple[int, ...] = (3, 3, 3), seed: int = 
     g = torch.Generator().manual_seed(seed)
     phi = torch.randn(n_pairs, *shape, generator=g, dtype=torch.float64)
     return torch.stack([phi, -phi], dim=1).reshape(2 * n_pairs, *shape)
+
+
+TWIN_COS = -0.97  # "twins": mutual partners this close to exact opposites
+TWIN_SAME, TWIN_APART = 0.1, 0.5  # median gap (sd of the response) below: one threshold; at or above: two
+
+
+def twin_thresholds(model: torch.nn.Module, faces: torch.Tensor, cutoff: float = TWIN_COS) -> list[dict]:
+    """Do a CReLU stem's φ/−φ twins cut their shared response at the same point?
+
+    Why ask: CReLU already passes both phases of every filter on, so exact twins look redundant — unless
+    BatchNorm (which sits before the split, one shift per filter) gives them different thresholds. On
+    ``faces``, each mutual twin pair's BN responses (``model.filter_response``, eval mode) are fitted as
+    ``z_j ≈ a·z_i + b``: ``gap`` is the distance of j's zero crossing (``z_i = −b/a``) from i's, in sd of
+    ``z_i``; ``disagree`` the share of positions where the twins disagree about the edge's sign (one
+    fires, its twin's matching phase does not); ``r`` the fit's correlation. Redundant twins have gap 0.
+    """
+    cos, partner = pair_cosines(model.conv1.weight.detach())
+    twins = mutual_pairs(cos, partner, cutoff)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        z = model.filter_response(faces).transpose(0, 1).flatten(1).double().numpy()
+    model.train(was_training)
+    out = []
+    for i, j in twins:
+        zi, zj = z[i], z[j]
+        a, b = np.polyfit(zi, zj, 1)
+        out.append({"i": i, "j": j, "cos": round(float(cos[i]), 6), "r": round(float(np.corrcoef(zi, zj)[0, 1]), 6),
+                    "gap": round(float(abs(b / a) / zi.std()), 6),
+                    "disagree": round(float(np.mean(np.sign(zi) != np.sign(a) * np.sign(zj))), 6)})
+    return out
+
+
+def twin_verdict(gaps: list[float]) -> str:
+    """The rule fixed before the CReLU checkpoints were measured: the median gap decides."""
+    if not gaps:
+        return "no twins"
+    median = float(np.median(gaps))
+    return "one threshold (redundant)" if median < TWIN_SAME else \
+        "two thresholds" if median >= TWIN_APART else "inconclusive"

@@ -80,3 +80,50 @@ def test_matched_reference_has_the_layers_second_moment():
     assert m.shape == (27, 27) and np.trace(m) == pytest.approx(1.0)
     ref = random_reference((8, 3, 3, 3), draws=20, moment=m)
     assert ref.shape == (160,) and np.all(ref >= -1 - 1e-9)
+
+
+def _twin_model(beta_i: float, beta_j: float):
+    """A CReLU stem whose filters 0 and 1 are exact twins (w1 = −w0) and whose other filters are random."""
+    from craftlib.models import FaceCNN, ModelConfig
+
+    model = FaceCNN(ModelConfig(input_size=16, stem_channels=8, stem_act="crelu", widths=(4, 8, 8), embedding_dim=8))
+    with torch.no_grad():
+        w = torch.randn_like(model.conv1.weight)
+        w[1] = -w[0]
+        model.conv1.weight.copy_(w)
+        bn = model.bn1
+        bn.weight.fill_(1.0), bn.running_mean.zero_(), bn.running_var.fill_(1.0)
+        bn.bias.zero_()
+        bn.bias[0], bn.bias[1] = beta_i, beta_j
+    return model
+
+
+def test_twins_with_mirrored_shifts_cut_at_one_threshold():
+    """β_j = −β_i: relu(z_i) and relu(−z_j) fire on exactly the same positions (gap 0, nothing disagrees)."""
+    from craftlib.pairing import twin_thresholds, twin_verdict
+
+    torch.manual_seed(0)
+    model, faces = _twin_model(0.3, -0.3), torch.randn(4, 3, 16, 16)
+    [t] = [t for t in twin_thresholds(model, faces) if {t["i"], t["j"]} == {0, 1}]
+    assert t["cos"] == pytest.approx(-1.0) and t["r"] == pytest.approx(-1.0)
+    assert t["gap"] == pytest.approx(0.0, abs=1e-6) and t["disagree"] == 0.0
+    assert twin_verdict([t["gap"]]) == "one threshold (redundant)"
+    assert model.training  # the measurement leaves the model's mode as it found it
+
+
+def test_twins_with_different_shifts_have_the_predicted_gap():
+    """z_i = c + β_i, z_j = −c + β_j: j's zero crossing is at z_i = β_i + β_j, i.e. that many sd of c apart."""
+    from craftlib.pairing import twin_thresholds, twin_verdict
+
+    torch.manual_seed(0)
+    model, faces = _twin_model(0.5, 0.4), torch.randn(4, 3, 16, 16)
+    [t] = [t for t in twin_thresholds(model, faces) if {t["i"], t["j"]} == {0, 1}]
+    model.eval()
+    with torch.no_grad():
+        c = model.conv1(faces)[:, 0].flatten().double()
+    expected = 0.9 * float(np.sqrt(1 + model.bn1.eps)) / float(c.std(unbiased=False))
+    assert t["gap"] == pytest.approx(expected, rel=1e-4)
+    z = c.numpy() / np.sqrt(1 + model.bn1.eps)
+    assert t["disagree"] == pytest.approx(np.mean((z > -0.5) & (z < 0.4)), abs=1e-6)  # the band between the zeros
+    assert twin_verdict([t["gap"]]) == ("two thresholds" if expected >= 0.5 else "inconclusive")
+    assert twin_verdict([]) == "no twins"
