@@ -25,7 +25,7 @@ from .data import LFW
 from .experiments import check_folder, fingerprint, load_records, pending, record_path, write_record
 from .experiments import measure as experiment_record
 from .models import count_macs, count_params
-from .pairing import TWIN_COS, pairing_summary, random_reference, twin_thresholds, twin_verdict
+from .pairing import TWIN_APART, TWIN_COS, TWIN_SAME, pairing_summary, random_reference, twin_thresholds, twin_verdict
 from .recipes import WORKSHOP, Recipe
 from .results import SILENT_TAU, fmt, holm, paired, summarize
 from .shapebias import probe as shape_probe
@@ -234,7 +234,7 @@ def render_twins(blob: dict) -> str:
     def med(values, f):
         return "—" if not values else f"{np.median(values):{f}} [{np.percentile(values, 25):{f}}, {np.percentile(values, 75):{f}}]"
 
-    rows = ["| seed | twin pairs (cos < %g) | weight cosine | response correlation r | threshold gap (sd) | positions disagreeing (%) |"
+    rows = ["| seed | twin pairs (cos < %g) | weight cosine | response correlation r | threshold gap (sd) | positions disagreeing (%%) |"
             % blob["cutoff"], "|---|---|---|---|---|---|"]
     groups = [(seed, pairs) for seed, pairs in blob["seeds"].items()]
     groups.append(("all", [t for _, pairs in groups for t in pairs]))
@@ -242,7 +242,13 @@ def render_twins(blob: dict) -> str:
         col = {k: [t[k] for t in pairs] for k in ("cos", "r", "gap", "disagree")}
         rows.append(f"| {seed} | {len(pairs)} | {med(col['cos'], '.3f')} | {med(col['r'], '.3f')} | "
                     f"{med(col['gap'], '.2f')} | {med([100 * d for d in col['disagree']], '.1f')} |")
-    return "\n".join(rows) + f"\n\nMedians [quartiles]. Verdict by the declared rule: **{blob['verdict']}**."
+    gaps = np.asarray([t["gap"] for t in groups[-1][1]])
+    same = sum(t["r"] > 0 for t in groups[-1][1])
+    return "\n".join(rows) + (
+        f"\n\nMedians [quartiles]. Pairs by gap: {np.sum(gaps < TWIN_SAME)} below {TWIN_SAME:g} sd, "
+        f"{np.sum((gaps >= TWIN_SAME) & (gaps < TWIN_APART))} between, {np.sum(gaps >= TWIN_APART)} at or above "
+        f"{TWIN_APART:g} sd; {same} with a positive response correlation (a negative BN scale makes the weight "
+        f"twins read the same sign). Verdict by the declared rule: **{blob['verdict']}**.")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -90,6 +90,12 @@ def test_runs_write_records_that_summarize(tiny_faces, devtest_subset, lfw, tmp_
     assert again["accuracy"] == crelu["accuracy"]  # loaded from its checkpoint, not retrained
     s = companion.summary(records)
     assert set(s["main"].arms) == {"none", "crelu", "topk"} and "CReLU" in companion.render_markdown(s)
+    twins = companion.twins(tmp_path / "out", tmp_path / "models", lfw=lfw)
+    assert list(twins["seeds"]) == ["0"] and twins["probe_faces"] == 256
+    assert all(t["cos"] < -0.97 and t["gap"] >= 0 for t in twins["seeds"]["0"])
+    assert twins["verdict"] in companion.render_twins(twins)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        companion.twins(tmp_path / "out", tmp_path / "elsewhere", lfw=lfw)
 
 
 def test_results_md_shows_what_the_committed_records_say():
@@ -103,3 +109,19 @@ def test_results_md_shows_what_the_committed_records_say():
     results = (REPO_ROOT / "docs" / "RESULTS.md").read_text()
     for table in (companion.render_markdown(s), companion.render_shape_table(s)):
         assert table in results, "regenerate: python -m craftlib.companion_cli --report, then paste summary.md"
+
+
+def test_results_md_twins_block_is_the_committed_measurement():
+    """The twins table and verdict in docs/RESULTS.md are ``render_twins`` of the committed twins.json, and the
+    verdict is the declared rule applied to its gaps."""
+    import json
+
+    from craftlib.pairing import twin_verdict
+    from craftlib.paths import REPO_ROOT
+
+    blob = json.loads((REPO_ROOT / companion.DEFAULT_OUT / "twins.json").read_text())
+    assert set(blob["seeds"]) == {str(s) for s in range(5)}
+    assert blob["verdict"] == twin_verdict([t["gap"] for pairs in blob["seeds"].values() for t in pairs])
+    results = (REPO_ROOT / "docs" / "RESULTS.md").read_text()
+    block = results.split("<!-- twins:result -->\n")[1].split("\n<!-- /twins:result -->")[0]
+    assert block == companion.render_twins(blob), "regenerate: python -m craftlib.companion_cli --twins"
