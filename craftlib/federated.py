@@ -599,6 +599,7 @@ STUDY_ARMS = [(s, sp, c) for sp in SPLITS for s, cs in (("fedavg", ("none", "ser
 def study(out: str | Path, seeds: list[int], fed: FedConfig = FedConfig(), recipe: Recipe = FEDERATED,
           arms=STUDY_ARMS, lfw: LFW | None = None, log=print) -> list[dict]:
     """Every arm at every seed not yet recorded under ``out/records/``; resumable (one JSON per run)."""
+    check_study_folder(out, fed, recipe)
     lfw = lfw or LFW(size=recipe.train.model.input_size)
     pairs = lfw.pairs("devtest")
     torch.set_num_threads(1)  # records repeat exactly only at a fixed thread count
@@ -618,6 +619,21 @@ def study(out: str | Path, seeds: list[int], fed: FedConfig = FedConfig(), recip
             atomic_write(path, lambda tmp: tmp.write_text(json.dumps(record)))
             log(f"{cfg.name}: DevTest {record['final']['accuracy']:.2%} ({record['seconds']:.0f} s)")
     return load_study(out)
+
+
+RUN_FIELDS = ("strategy", "split", "craft", "seed")  # what differs between a study's runs; the rest is its budget
+
+
+def check_study_folder(out: str | Path, fed: FedConfig, recipe: Recipe) -> None:
+    """Refuse to add runs of another budget or recipe to a folder: one folder, one table, one design."""
+    mine = {k: v for k, v in asdict(fed).items() if k not in RUN_FIELDS}
+    recipe_dict = json.loads(json.dumps(recipe.to_dict()))
+    for record in load_study(out):
+        theirs = {k: v for k, v in record["fed"].items() if k not in RUN_FIELDS}
+        if theirs != mine or record["recipe"] != recipe_dict:
+            diff = sorted(k for k in mine if theirs.get(k) != mine[k]) or ["recipe"]
+            raise ValueError(f"{out} holds runs of another design ({record['name']}: {', '.join(diff)} differ); "
+                             f"use another --out for this budget")
 
 
 def load_study(out: str | Path) -> list[dict]:
@@ -668,10 +684,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="docs/results/companion_federated")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=FedConfig().rounds)
+    ap.add_argument("--local-epochs", type=int, default=FedConfig().local_epochs)
+    ap.add_argument("--identities", type=int, default=FedConfig().identities,
+                    help="training identities dealt to the sites (LFW has 1,262 outside DevTest; --public more are the server's)")
+    ap.add_argument("--public", type=int, default=FedConfig().public)
+    ap.add_argument("--arms", nargs="+", metavar="STRATEGY-SPLIT-CRAFT",
+                    help="only these arms, named as in the records (e.g. central-all-none fedavg-iid-server)")
     ap.add_argument("--report", action="store_true", help="only print the table of what is recorded")
     args = ap.parse_args(argv)
     if not args.report:
-        study(args.out, list(range(args.seeds)), FedConfig(rounds=args.rounds))
+        fed = FedConfig(rounds=args.rounds, local_epochs=args.local_epochs, identities=args.identities,
+                        public=args.public)
+        arms = STUDY_ARMS
+        if args.arms:
+            names = {f"{s}-{'all' if s == 'central' else sp}-{c}": (s, sp, c) for s, sp, c in STUDY_ARMS}
+            unknown = sorted(set(args.arms) - set(names))
+            if unknown:
+                ap.error(f"unknown arm(s) {unknown}; choose from {sorted(names)}")
+            arms = [names[a] for a in args.arms]
+        study(args.out, list(range(args.seeds)), fed, arms=arms)
     print(study_table(load_study(args.out)))
     return 0
 

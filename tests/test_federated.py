@@ -285,3 +285,21 @@ def test_adafedfr_on_lfw_with_server_craft(lfw, devtest_subset):
     assert [r["round"] for r in record["rounds"]] == [1, 2]
     assert all(0.4 < r["global"]["accuracy"] <= 1 for r in record["rounds"])
     assert len(record["final"]["client_accuracy"]) == 3
+
+
+def test_a_study_folder_refuses_another_budget(tmp_path):
+    """Runs of one folder make one table: a second budget or recipe must go elsewhere, and says which field differs."""
+    import json
+    from dataclasses import asdict
+
+    fed = F.FedConfig(strategy="fedavg", seed=0)
+    (tmp_path / "records").mkdir()
+    record = {"name": fed.name, "fed": asdict(fed), "recipe": json.loads(json.dumps(F.FEDERATED.to_dict()))}
+    (tmp_path / "records" / f"{fed.name}.json").write_text(json.dumps(record))
+    F.check_study_folder(tmp_path, F.FedConfig(strategy="adafedfr", craft="server", seed=2), F.FEDERATED)  # another arm: fine
+    with pytest.raises(ValueError, match="local_epochs, rounds differ"):
+        F.check_study_folder(tmp_path, F.FedConfig(rounds=10, local_epochs=2), F.FEDERATED)
+    with pytest.raises(ValueError, match="recipe differ"):
+        F.check_study_folder(tmp_path, F.FedConfig(), F.FEDERATED_FAST)
+    with pytest.raises(SystemExit):
+        F.main(["--out", str(tmp_path), "--arms", "fedavg-iid-nonsense"])
