@@ -44,10 +44,12 @@ from .training import Trainer, make_optimizer, make_schedule, parameter_groups
 from .verification import embed, evaluate
 
 SPLITS = ("iid", "dirichlet")
-STRATEGIES = ("local", "fedavg", "adafedfr", "central")
+STRATEGIES = ("local", "fedavg", "adafedfr", "central", "central_steps")
+CENTRAL = ("central", "central_steps")  # one model on the pooled faces (no clients)
 CRAFT_MODES = ("none", "server", "client")
 STRATEGY_LABELS = {"local": "local only", "fedavg": "FedAvg (private heads)",
-                   "adafedfr": "AdaFedFR-style (shared negatives)", "central": "centralised (ceiling)"}
+                   "adafedfr": "AdaFedFR-style (shared negatives)", "central": "centralised (ceiling)",
+                   "central_steps": "centralised, one site's step count (control)"}
 SILENT_TAU = CraftSpec().tau  # what "dead" means in every federated record: silent below this
 
 
@@ -80,7 +82,7 @@ class FedConfig:
                                      ("negatives_source", self.negatives_source, ("public", "clients"))):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-        if self.strategy == "central" and self.craft == "client":
+        if self.strategy in CENTRAL and self.craft == "client":
             raise ValueError("craft='client' needs clients; the centralised run re-activates with craft='server'")
         if self.strategy == "local" and self.craft == "server":
             raise ValueError("local-only has no server model; each site re-activates its own with craft='client'")
@@ -92,7 +94,7 @@ class FedConfig:
 
     @property
     def name(self) -> str:
-        split = "all" if self.strategy == "central" else self.split
+        split = "all" if self.strategy in CENTRAL else self.split
         return f"{self.strategy}-{split}-{self.craft}-s{self.seed}"
 
 
@@ -488,7 +490,7 @@ def run(recipe: Recipe, fed: FedConfig, fedn: Federation, clients: list[Client] 
     round with the round's record and the global model (``None`` for local-only).
     """
     start = time.perf_counter()
-    if fed.strategy == "central":
+    if fed.strategy in CENTRAL:
         return run_central(recipe, fed, fedn, on_round=on_round, log=log)
     channel = channel or Channel(fedn.pool.images.shape[1:])
     clients = clients or [Client(i, c, recipe, fed) for i, c in enumerate(fedn.clients)]
@@ -518,10 +520,16 @@ def run(recipe: Recipe, fed: FedConfig, fedn: Federation, clients: list[Client] 
 
 def run_central(recipe: Recipe, fed: FedConfig, fedn: Federation, on_round=None, log=None) -> dict:
     """The ceiling: one ``Trainer`` on every client's faces, same recipe, one epoch per round; ``craft='server'``
-    is the recipe's ordinary CRAFT callback (there is one model, so server and client coincide)."""
+    is the recipe's ordinary CRAFT callback (there is one model, so server and client coincide).
+
+    ``central_steps`` is the control for decay budget: the batch is ``clients`` times larger, so the model
+    takes as many SGD steps (and so as much weight decay) as one site of an even split does, on the same faces.
+    """
     start = time.perf_counter()
     epochs = fed.rounds * fed.local_epochs
     config = recipe.train.but(seed=fed.seed, epochs=epochs)
+    if fed.strategy == "central_steps":
+        config = config.but(batch_size=config.batch_size * fed.clients)
     callbacks = [recipe.craft.callback(fed.seed, epochs)] if fed.craft == "server" else []
     trainer = Trainer(fedn.pool, config, callbacks, progress=False)
     public_probe = probe_batch(fedn.public.images)
@@ -541,6 +549,14 @@ def run_central(recipe: Recipe, fed: FedConfig, fedn: Federation, on_round=None,
     return _record(recipe, fed, history, time.perf_counter() - start, trainer.model, fedn, [])
 
 
+def sgd_steps(recipe: Recipe, fed: FedConfig, fedn: Federation) -> list[int]:
+    """SGD steps each model takes over the whole run (one entry per site, or one for a centralised run):
+    the decay budget that decides whether a filter can die (``survival.decay_curve``)."""
+    batch = recipe.train.batch_size * (fed.clients if fed.strategy == "central_steps" else 1)
+    faces = [len(fedn.pool.labels)] if fed.strategy in CENTRAL else [f for _, f in fedn.sizes()]
+    return [max(1, n // batch) * fed.local_epochs * fed.rounds for n in faces]
+
+
 def _record(recipe: Recipe, fed: FedConfig, history: list[dict], seconds: float, model, fedn: Federation,
             clients: list[Client]) -> dict:
     last = history[-1]
@@ -552,8 +568,8 @@ def _record(recipe: Recipe, fed: FedConfig, history: list[dict], seconds: float,
         final["client_accuracy"] = [row.get("accuracy") for row in last["clients"]]
     return {"name": fed.name, "strategy": fed.strategy, "split": fed.split, "craft": fed.craft, "seed": fed.seed,
             "fed": asdict(fed), "recipe": recipe.to_dict(), "seconds": seconds, "threads": torch.get_num_threads(),
-            "clients": [{"identities": n, "faces": f} for n, f in fedn.sizes()] if fed.strategy != "central" else [],
-            "rounds": history, "final": final}
+            "clients": [{"identities": n, "faces": f} for n, f in fedn.sizes()] if fed.strategy not in CENTRAL else [],
+            "steps": sgd_steps(recipe, fed, fedn), "rounds": history, "final": final}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -592,7 +608,8 @@ def retrieval_attack(model: torch.nn.Module, victims: FaceSet, distractors: np.n
 
 STUDY_ARMS = [(s, sp, c) for sp in SPLITS for s, cs in (("fedavg", ("none", "server")), ("adafedfr", ("none", "server")),
                                                            ("local", ("none", "client"))) for c in cs] + \
-             [("central", "iid", c) for c in ("none", "server")] + [("fedavg", sp, "client") for sp in SPLITS]
+             [("central", "iid", c) for c in ("none", "server")] + [("fedavg", sp, "client") for sp in SPLITS] + \
+             [("central_steps", "iid", "none")]
 """Seed-major order in ``study``: a cut-off study leaves whole seeds of the main arms first."""
 
 
@@ -645,7 +662,7 @@ def study_table(records: list[dict]) -> str:
     and server-side CRAFT vs none paired by seed (Holm over the arms compared)."""
     cells: dict[tuple, dict[int, dict]] = {}
     for r in records:
-        split = "—" if r["strategy"] == "central" else r["split"]
+        split = "—" if r["strategy"] in CENTRAL else r["split"]
         cells.setdefault((r["strategy"], split, r["craft"]), {})[r["seed"]] = r["final"]
     order = [(s, sp, c) for s in STRATEGIES for sp in ("iid", "dirichlet", "—") for c in CRAFT_MODES if (s, sp, c) in cells]
     tests = {}

@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from . import viz
-from .federated import SILENT_TAU, STRATEGY_LABELS
+from .federated import CENTRAL, SILENT_TAU, STRATEGY_LABELS
 
 WIDTH = 13.4  # inches, as the workshop's other widgets
 
@@ -23,7 +23,7 @@ WIDTH = 13.4  # inches, as the workshop's other widgets
 def run_label(record: dict) -> str:
     """``FedAvg (private heads), dirichlet, CRAFT on the server`` for a run record."""
     craft = {"none": "no CRAFT", "server": "CRAFT on the server", "client": "CRAFT on each client"}[record["craft"]]
-    split = "" if record["strategy"] == "central" else f", {record['split']}"
+    split = "" if record["strategy"] in CENTRAL else f", {record['split']}"
     return f"{STRATEGY_LABELS[record['strategy']]}{split}, {craft}"
 
 

@@ -315,3 +315,19 @@ def test_results_md_federated_table_is_the_committed_records():
     results = (REPO_ROOT / "docs" / "RESULTS.md").read_text()
     block = results.split("<!-- federated:table -->\n")[1].split("\n<!-- /federated:table -->")[0]
     assert block == F.study_table(records), "regenerate: python -m craftlib.federated --report, then paste"
+
+
+def test_central_steps_takes_one_sites_step_count(toy_faces, toy_recipe, monkeypatch):
+    """The decay-budget control trains on every face with a batch ``clients`` times larger: as many SGD steps as
+    one site of an even split (the record's ``steps`` says so, and the trainer really takes that many)."""
+    fedn = toy_federation(toy_faces, clients=2, public=0)  # 64 faces, 2 sites of 32
+    recipe = toy_recipe.but(batch_size=8, epochs=2)
+    taken = []
+    real = F.Trainer.train_steps
+    monkeypatch.setattr(F.Trainer, "train_steps", lambda self, n: taken.append(n) or real(self, n))
+    control = F.run(recipe, F.FedConfig(strategy="central_steps", clients=2, rounds=2), fedn)
+    assert control["name"] == "central_steps-all-none-s0" and control["steps"] == [8] and taken == [4, 4]
+    assert F.run(recipe, F.FedConfig(strategy="central", clients=2, rounds=2), fedn)["steps"] == [16]
+    assert F.run(recipe, F.FedConfig(strategy="fedavg", clients=2, rounds=2), fedn)["steps"] == [8, 8]
+    with pytest.raises(ValueError, match="craft='client'"):
+        F.FedConfig(strategy="central_steps", craft="client")
