@@ -631,11 +631,16 @@ def study(out: str | Path, seeds: list[int], fed: FedConfig = FedConfig(), recip
             if key not in cache:
                 cache.clear()
                 cache[key] = federation(lfw, cfg, pairs)
-            log(f"{cfg.name}: {cache[key].sizes() if strategy != 'central' else 'all faces'}")
+            log(f"{cfg.name}: {cache[key].sizes() if strategy not in CENTRAL else 'all faces'}")
             record = run(recipe, cfg, cache[key], log=log)
             atomic_write(path, lambda tmp: tmp.write_text(json.dumps(record)))
             log(f"{cfg.name}: DevTest {record['final']['accuracy']:.2%} ({record['seconds']:.0f} s)")
     return load_study(out)
+
+
+def arm_names() -> dict[str, tuple[str, str, str]]:
+    """The study's arms by the names their records carry (``central-all-none``, ``fedavg-iid-server``, ...)."""
+    return {FedConfig(strategy=s, split=sp, craft=c).name.rsplit("-s", 1)[0]: (s, sp, c) for s, sp, c in STUDY_ARMS}
 
 
 RUN_FIELDS = ("strategy", "split", "craft", "seed")  # what differs between a study's runs; the rest is its budget
@@ -714,7 +719,7 @@ def main(argv: list[str] | None = None) -> int:
                         public=args.public)
         arms = STUDY_ARMS
         if args.arms:
-            names = {f"{s}-{'all' if s == 'central' else sp}-{c}": (s, sp, c) for s, sp, c in STUDY_ARMS}
+            names = arm_names()
             unknown = sorted(set(args.arms) - set(names))
             if unknown:
                 ap.error(f"unknown arm(s) {unknown}; choose from {sorted(names)}")

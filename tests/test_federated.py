@@ -303,14 +303,17 @@ def test_a_study_folder_refuses_another_budget(tmp_path):
         F.check_study_folder(tmp_path, F.FedConfig(), F.FEDERATED_FAST)
     with pytest.raises(SystemExit):
         F.main(["--out", str(tmp_path), "--arms", "fedavg-iid-nonsense"])
+    names = F.arm_names()
+    assert len(names) == len(F.STUDY_ARMS) and names["central_steps-all-none"] == ("central_steps", "iid", "none")
+    assert names["fedavg-dirichlet-server"] == ("fedavg", "dirichlet", "server")
 
 
 def test_results_md_federated_table_is_the_committed_records():
-    """docs/RESULTS.md's federated table is ``study_table`` of the committed records: all 16 arms x 3 seeds."""
+    """docs/RESULTS.md's federated table is ``study_table`` of the committed records: every arm x 3 seeds."""
     from craftlib.paths import REPO_ROOT
 
     records = F.load_study(REPO_ROOT / "docs" / "results" / "companion_federated")
-    assert len(records) == 48 and {r["seed"] for r in records} == {0, 1, 2}
+    assert len(records) == 3 * len(F.STUDY_ARMS) and {r["seed"] for r in records} == {0, 1, 2}
     F.check_study_folder(REPO_ROOT / "docs" / "results" / "companion_federated", F.FedConfig(), F.FEDERATED)
     results = (REPO_ROOT / "docs" / "RESULTS.md").read_text()
     block = results.split("<!-- federated:table -->\n")[1].split("\n<!-- /federated:table -->")[0]
