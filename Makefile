@@ -8,7 +8,7 @@ DEV_STAMP = $(VENV)/.installed-dev-stamp
 TORCH  ?= auto
 PYTEST_ARGS ?=
 
-.PHONY: install install-dev demo test test-ipywidgets7 check lab kit html screenshots bench study study-report companion constraints clean
+.PHONY: install install-dev demo test test-ipywidgets7 check lab kit html screenshots bench study study-report companion federated-study constraints clean
 
 ## learners: craftlib + JupyterLab from pyproject's ranges (no test packages); TORCH=cpu|pypi|auto (auto: CPU-only
 ## torch on Linux without an NVIDIA GPU, about 190 MB instead of 3 GB)
@@ -88,6 +88,13 @@ COMPANION_JOBS ?= 1
 companion: install
 	$(PY) -m craftlib.companion_cli --seeds $(COMPANION_SEEDS) --jobs $(COMPANION_JOBS) \
 	  --out docs/results/companion_sparsity --models runs/companion-models
+
+## the federated study (notebook 08): 17 arms x 3 seeds at the small budget, then the larger budget in two
+## background workers. Resumable: one JSON per run under docs/results/companion_federated*/records.
+federated-study: install
+	OMP_NUM_THREADS=1 $(PY) -m craftlib.federated --out docs/results/companion_federated --seeds 3
+	bash benchmarks/federated_full.sh
+	$(PY) -m craftlib.federated --out docs/results/companion_federated_full --report
 
 constraints: install
 	$(PY) -m pip freeze --exclude-editable | sed '/^craftlib/d' > constraints.new && \

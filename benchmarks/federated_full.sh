@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The federated study's larger budget (docs/RESULTS.md, "The larger budget") in the background, resumable:
+# two workers of one thread each split the arms (no-CRAFT arms / CRAFT arms), each seed-major; every finished
+# run is one JSON under docs/results/companion_federated_full/records/ and a rerun skips what is recorded.
+# Runs from a snapshot of craftlib/ so that editing the working tree cannot change a study under way.
+#   bash benchmarks/federated_full.sh        # start or continue; progress in runs/federated_full.*.log
+set -euo pipefail
+cd "$(dirname "$0")/.."
+snapshot=runs/federated-code
+rm -rf "$snapshot" && mkdir -p "$snapshot" && cp -r craftlib "$snapshot/"
+export PYTHONPATH="$PWD/$snapshot" OMP_NUM_THREADS=1
+PY=.venv/bin/python
+OUT=docs/results/companion_federated_full
+mapfile -t halves < <($PY -c "import craftlib.federated as F; n = list(F.arm_names()); print(' '.join(n[0::2])); print(' '.join(n[1::2]))")
+for i in 0 1; do
+  # shellcheck disable=SC2086
+  nice -n "${NICE:-10}" $PY -m craftlib.federated --out "$OUT" --identities 1202 --rounds 10 --seeds "${SEEDS:-3}" \
+      --arms ${halves[$i]} >> "runs/federated_full.$i.log" 2>&1 &
+done
+wait
+echo "FEDERATED FULL DONE" >> runs/federated_full.0.log
