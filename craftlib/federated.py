@@ -100,7 +100,7 @@ class FedConfig:
 
 FEDERATED = replace(WORKSHOP.but(model__input_size=32, batch_size=32), name="federated",
                     description="the workshop recipe at 32 px and batch 32 (SGD lr 0.1 one-cycle over all rounds, wd 1e-2 "
-                                "on all parameters); CRAFT (silent, tau 0.01) after rounds 1-3 when asked")
+                                "on all parameters); CRAFT (silent, tau 0.01) after rounds 1-6 when asked")
 """The recipe of the federated study: the workshop recipe at 32 px and batch 32 (small sites need small batches)."""
 FEDERATED_FAST = replace(FEDERATED.but(craft={"tau": 0.3}), name="federated-fast",
                          description="CI smoke budget: the federated recipe with tau 0.3 so that re-activation acts")
