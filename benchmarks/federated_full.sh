@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 snapshot=runs/federated-code
 rm -rf "$snapshot" && mkdir -p "$snapshot" && cp -r craftlib "$snapshot/"
-export PYTHONPATH="$PWD/$snapshot" OMP_NUM_THREADS=1
+# PYTHONSAFEPATH (Python >= 3.11): `python -m` would otherwise put the working tree first on sys.path.
+export PYTHONPATH="$PWD/$snapshot" PYTHONSAFEPATH=1 OMP_NUM_THREADS=1
 PY=.venv/bin/python
 OUT=docs/results/companion_federated_full
 mapfile -t halves < <($PY -c "import craftlib.federated as F; n = list(F.arm_names()); print(' '.join(n[0::2])); print(' '.join(n[1::2]))")

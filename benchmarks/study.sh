@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 snapshot=runs/study-code
 rm -rf "$snapshot" && mkdir -p "$snapshot" && cp -r craftlib "$snapshot/"
-export PYTHONPATH="$PWD/$snapshot" OMP_NUM_THREADS=1
+# PYTHONSAFEPATH (Python >= 3.11): `python -m` would otherwise put the working tree first on sys.path.
+export PYTHONPATH="$PWD/$snapshot" PYTHONSAFEPATH=1 OMP_NUM_THREADS=1
 PY=.venv/bin/python
 {
   $PY -m craftlib compare --recipe workshop --seeds "${STUDY_SEEDS:-30}" --jobs "${JOBS:-2}" --quiet \
