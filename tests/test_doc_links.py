@@ -20,7 +20,6 @@ NOT_IN_REPO = {  # mentioned on purpose, never committed: LFW's files, the full 
     "checkpoint.pt", "summary.json", "junit.xml", "results.json", "bin_metrics.json", "model.pt", "manifest.json",
     "train_v2.py", "topK.py",  # upstream code named in docs/SCALE.md and notebook 06 (insightface, the Top-K paper)
     "female_names.txt", "male_names.txt", "lfw_with_smile_label.txt",  # LFW attribute files (notebook 07's data)
-    "early_summary.json",  # `make study-report` writes it once the workshop-early schedule is complete
 }
 GENERATED = ("runs/", "build/", "test-artifacts/", "workspace/", "room-kit/", "data/cache", "data/lfw", "data/models",
              ".venv", "~", "/", "lfw-deepfunneled/", "lfw_funneled/", "lfw/", "wheels/", "handout/", "licenses/",

@@ -175,6 +175,20 @@ def test_the_guide_has_minutes_and_answer_notes_for_every_notebook():
         assert topic.lower() in GUIDE.lower(), topic
 
 
+def test_results_md_early_tables_are_the_committed_early_summary():
+    """The workshop-early tables in docs/RESULTS.md are the renderers' output on early_summary.json, 10 seeds per arm."""
+    from craftlib.results import curve_markdown, render_markdown, survival_markdown
+
+    summary, note = reference.committed_summary(reference.EARLY_FILE)
+    assert summary is not None, note
+    assert all(a.seeds == list(range(10)) for a in summary.arms.values()), "STUDY.md fixes seeds 0-9"
+    text = (reference.REPO_ROOT / "docs" / "RESULTS.md").read_text()
+    section = text[text.index("### Where dying again is possible"):text.index("## Companion: CReLU stem")]
+    tables = [render_markdown(summary, m) for m in ("accuracy", "silent_fraction")]
+    for table in tables + [curve_markdown(summary), survival_markdown(summary)]:
+        assert table in section, f"regenerate with `make study-report` and paste:\n{table}"
+
+
 def test_results_md_tables_are_the_committed_summary():
     """The study's tables in docs/RESULTS.md are the renderers' output on compare_summary.json, digit for digit."""
     from craftlib.results import curve_markdown, render_markdown, survival_markdown
