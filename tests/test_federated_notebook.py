@@ -33,10 +33,22 @@ def test_committed_clean_and_structured():
 
 @pytest.mark.timeout(3600)
 def test_runs_in_fast_mode(lfw_root, tmp_path):
+    """FAST on real LFW, with every exercise's solution appended as a cell (a solution that no longer runs fails)."""
+    from conftest import solutions
+
+    nb = nbformat.read(PATH, as_version=4)
+    found = solutions(nb)
+    assert len(found) >= 3
+    for k, (index, code) in enumerate(found):
+        cell = nbformat.v4.new_code_cell(f"# solution {k + 1} (exercise in cell {index})\n{code}")
+        cell.id = f"solution-{k + 1}"
+        nb.cells.append(cell)
+    copy = tmp_path / PATH.name
+    nbformat.write(nb, copy)
     saved = os.environ.get("CRAFTLIB_DATA")
     os.environ["CRAFTLIB_DATA"] = str(lfw_root)
     try:
-        nb, seconds = runner.execute(PATH, tmp_path, timeout=1800, fast=True)
+        nb, seconds = runner.execute(copy, tmp_path / "out", timeout=1800, fast=True)
     finally:
         if saved is None:
             os.environ.pop("CRAFTLIB_DATA", None)
@@ -57,6 +69,8 @@ def test_runs_in_fast_mode(lfw_root, tmp_path):
     assert text("compare").count("DevTest") == 4
     assert "identically both times" in text("checkpoint-determinism")
     assert "top-1" in text("privacy")
+    steps = text(f"solution-{len(found)}")  # exercise 4: the step-count control beside the two it separates
+    assert all(f"{s}: " in steps for s in ("central", "central_steps", "fedavg")) and "SGD steps per model" in steps
     mimes = {m for o in cells["static"].outputs for m in o.get("data", {})}
     assert "image/png" in mimes
     widget_mimes = {m for o in cells["widget"].outputs for m in o.get("data", {})}
