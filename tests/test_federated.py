@@ -334,3 +334,15 @@ def test_central_steps_takes_one_sites_step_count(toy_faces, toy_recipe, monkeyp
     assert F.run(recipe, F.FedConfig(strategy="fedavg", clients=2, rounds=2), fedn)["steps"] == [8, 8]
     with pytest.raises(ValueError, match="craft='client'"):
         F.FedConfig(strategy="central_steps", craft="client")
+
+
+def test_privacy_study_attacks_the_trained_global_model(toy_faces, toy_recipe):
+    """The attack runs on the model the run ends with, at every noise level, and the table reads it."""
+    fedn = toy_federation(toy_faces, clients=2, public=1)
+    fed = F.FedConfig(strategy="adafedfr", negatives_source="clients", clients=2, rounds=2, negatives_k=2)
+    blob = F.privacy_study(toy_recipe.but(epochs=2), fed, fedn, noises=(0.0, 0.1), distractors=toy_faces.images[:5])
+    assert [a["noise"] for a in blob["attacks"]] == [0.0, 0.1] and blob["site_identities"] >= 1
+    assert all(0 <= a["top1"] <= a["top5"] <= 1 for a in blob["attacks"])
+    blob["accuracy"] = 0.6  # no pairs in the toy federation
+    table = F.privacy_table(blob)
+    assert table.count("\n| ") == 2 and "global model at DevTest 60.0%" in table
