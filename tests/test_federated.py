@@ -346,3 +346,16 @@ def test_privacy_study_attacks_the_trained_global_model(toy_faces, toy_recipe):
     blob["accuracy"] = 0.6  # no pairs in the toy federation
     table = F.privacy_table(blob)
     assert table.count("\n| ") == 2 and "global model at DevTest 60.0%" in table
+
+
+def test_results_md_privacy_block_is_the_committed_measurement():
+    """The privacy table in docs/RESULTS.md is ``privacy_table`` of the committed privacy.json, on a trained model."""
+    import json
+
+    from craftlib.paths import REPO_ROOT
+
+    blob = json.loads((REPO_ROOT / "docs" / "results" / "companion_federated_full" / "privacy.json").read_text())
+    assert blob["fed"]["negatives_source"] == "clients" and blob["fed"]["identities"] == 1202 and blob["accuracy"] > 0.7
+    results = (REPO_ROOT / "docs" / "RESULTS.md").read_text()
+    block = results.split("<!-- federated:privacy -->\n")[1].split("\n<!-- /federated:privacy -->")[0]
+    assert block == F.privacy_table(blob), "regenerate: python -m craftlib.federated --privacy ..."
