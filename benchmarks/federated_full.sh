@@ -4,13 +4,7 @@
 # run is one JSON under docs/results/companion_federated_full/records/ and a rerun skips what is recorded.
 # Runs from a snapshot of craftlib/ so that editing the working tree cannot change a study under way.
 #   bash benchmarks/federated_full.sh        # start or continue; progress in runs/federated_full.*.log
-set -euo pipefail
-cd "$(dirname "$0")/.."
-snapshot=runs/federated-code
-rm -rf "$snapshot" && mkdir -p "$snapshot" && cp -r craftlib "$snapshot/"
-# PYTHONSAFEPATH (Python >= 3.11): `python -m` would otherwise put the working tree first on sys.path.
-export PYTHONPATH="$PWD/$snapshot" PYTHONSAFEPATH=1 OMP_NUM_THREADS=1
-PY=.venv/bin/python
+source "$(dirname "$0")/snapshot.sh" federated
 OUT=docs/results/companion_federated_full
 mapfile -t halves < <($PY -c "import craftlib.federated as F; n = list(F.arm_names()); print(' '.join(n[0::2])); print(' '.join(n[1::2]))")
 for i in 0 1; do

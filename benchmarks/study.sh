@@ -3,13 +3,7 @@
 # docs/results/study*/records/, and a rerun skips what is recorded. Runs from a snapshot of craftlib/ so that
 # editing the working tree cannot change a study that is under way.
 #   bash benchmarks/study.sh            # start or continue; progress in runs/study.log
-set -euo pipefail
-cd "$(dirname "$0")/.."
-snapshot=runs/study-code
-rm -rf "$snapshot" && mkdir -p "$snapshot" && cp -r craftlib "$snapshot/"
-# PYTHONSAFEPATH (Python >= 3.11): `python -m` would otherwise put the working tree first on sys.path.
-export PYTHONPATH="$PWD/$snapshot" PYTHONSAFEPATH=1 OMP_NUM_THREADS=1
-PY=.venv/bin/python
+source "$(dirname "$0")/snapshot.sh" study
 {
   $PY -m craftlib compare --recipe workshop --seeds "${STUDY_SEEDS:-30}" --jobs "${JOBS:-2}" --quiet \
       --out docs/results/study --models runs/study-models
