@@ -744,9 +744,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="train one AdaFedFR-style run sharing the sites' own means (seed 0, dirichlet) at this budget, "
                          "attack it, write OUT/privacy.json")
     args = ap.parse_args(argv)
+    budget = FedConfig(rounds=args.rounds, local_epochs=args.local_epochs, identities=args.identities,
+                       public=args.public)
     if args.privacy:
-        fed = FedConfig(strategy="adafedfr", split="dirichlet", negatives_source="clients", rounds=args.rounds,
-                        local_epochs=args.local_epochs, identities=args.identities, public=args.public)
+        fed = budget.but(strategy="adafedfr", split="dirichlet", negatives_source="clients")
         torch.set_num_threads(1)
         lfw = LFW(size=FEDERATED.train.model.input_size)
         blob = privacy_study(FEDERATED, fed, federation(lfw, fed))
@@ -754,8 +755,6 @@ def main(argv: list[str] | None = None) -> int:
         print(privacy_table(blob))
         return 0
     if not args.report:
-        fed = FedConfig(rounds=args.rounds, local_epochs=args.local_epochs, identities=args.identities,
-                        public=args.public)
         arms = STUDY_ARMS
         if args.arms:
             names = arm_names()
@@ -763,7 +762,7 @@ def main(argv: list[str] | None = None) -> int:
             if unknown:
                 ap.error(f"unknown arm(s) {unknown}; choose from {sorted(names)}")
             arms = [names[a] for a in args.arms]
-        study(args.out, list(range(args.seeds)), fed, arms=arms)
+        study(args.out, list(range(args.seeds)), budget, arms=arms)
     print(study_table(load_study(args.out)))
     return 0
 
