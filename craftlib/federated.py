@@ -527,9 +527,7 @@ def run_central(recipe: Recipe, fed: FedConfig, fedn: Federation, on_round=None,
     """
     start = time.perf_counter()
     epochs = fed.rounds * fed.local_epochs
-    config = recipe.train.but(seed=fed.seed, epochs=epochs)
-    if fed.strategy == "central_steps":
-        config = config.but(batch_size=config.batch_size * fed.clients)
+    config = recipe.train.but(seed=fed.seed, epochs=epochs, batch_size=batch_size(recipe, fed))
     callbacks = [recipe.craft.callback(fed.seed, epochs)] if fed.craft == "server" else []
     trainer = Trainer(fedn.pool, config, callbacks, progress=False)
     public_probe = probe_batch(fedn.public.images)
@@ -549,10 +547,15 @@ def run_central(recipe: Recipe, fed: FedConfig, fedn: Federation, on_round=None,
     return _record(recipe, fed, history, time.perf_counter() - start, trainer.model, fedn, [])
 
 
+def batch_size(recipe: Recipe, fed: FedConfig) -> int:
+    """The recipe's batch, ``clients`` times larger for ``central_steps`` (one site's step count on all faces)."""
+    return recipe.train.batch_size * (fed.clients if fed.strategy == "central_steps" else 1)
+
+
 def sgd_steps(recipe: Recipe, fed: FedConfig, fedn: Federation) -> list[int]:
     """SGD steps each model takes over the whole run (one entry per site, or one for a centralised run):
     the decay budget that decides whether a filter can die (``survival.decay_curve``)."""
-    batch = recipe.train.batch_size * (fed.clients if fed.strategy == "central_steps" else 1)
+    batch = batch_size(recipe, fed)
     faces = [len(fedn.pool.labels)] if fed.strategy in CENTRAL else [f for _, f in fedn.sizes()]
     return [max(1, n // batch) * fed.local_epochs * fed.rounds for n in faces]
 
