@@ -92,9 +92,9 @@ companion: install
 ## the federated study (notebook 08): 17 arms x 3 seeds at the small budget, then the larger budget in two
 ## background workers. Resumable: one JSON per run under docs/results/companion_federated*/records.
 federated-study: install
-	OMP_NUM_THREADS=1 $(PY) -m craftlib.federated --out docs/results/companion_federated --seeds 3
+	OMP_NUM_THREADS=1 $(PY) -m craftlib.federated_cli --out docs/results/companion_federated --seeds 3
 	bash benchmarks/federated_full.sh
-	$(PY) -m craftlib.federated --out docs/results/companion_federated_full --report
+	$(PY) -m craftlib.federated_cli --out docs/results/companion_federated_full --report
 
 constraints: install
 	$(PY) -m pip freeze --exclude-editable | sed '/^craftlib/d' > constraints.new && \

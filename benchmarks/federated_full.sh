@@ -6,10 +6,10 @@
 #   bash benchmarks/federated_full.sh        # start or continue; progress in runs/federated_full.*.log
 source "$(dirname "$0")/snapshot.sh" federated
 OUT=docs/results/companion_federated_full
-mapfile -t halves < <($PY -c "import craftlib.federated as F; n = list(F.arm_names()); print(' '.join(n[0::2])); print(' '.join(n[1::2]))")
+mapfile -t halves < <($PY -c "import craftlib.federated_study as S; n = list(S.arm_names()); print(' '.join(n[0::2])); print(' '.join(n[1::2]))")
 for i in 0 1; do
   # shellcheck disable=SC2086
-  nice -n "${NICE:-10}" $PY -m craftlib.federated --out "$OUT" --identities 1202 --rounds 10 --seeds "${SEEDS:-3}" \
+  nice -n "${NICE:-10}" $PY -m craftlib.federated_cli --out "$OUT" --identities 1202 --rounds 10 --seeds "${SEEDS:-3}" \
       --arms ${halves[$i]} >> "runs/federated_full.$i.log" 2>&1 &
 done
 wait

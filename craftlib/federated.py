@@ -15,17 +15,15 @@ Plain functions, no federated engine: ``flower_app`` wraps exactly these in Flow
 
 What crosses the boundary between a client and the server is only ever model arrays, class
 representations (embeddings), counts and filter indices: ``Channel`` carries all of it and keeps a log
-that the tests read.
+that the tests read. The seed study over these functions is ``federated_study``; its command line,
+``federated_cli``.
 """
 from __future__ import annotations
 
-import argparse
 import io
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -35,10 +33,8 @@ from .activity import model_scores
 from .data import LFW, FaceSet, PairSet, probe_batch
 from .losses import MarginHead
 from .models import FaceCNN
-from .paths import atomic_write
 from .reactivation import clear_optimizer_state, reactivate_model, stem_consumers
 from .recipes import WORKSHOP, CraftSpec, Recipe
-from .results import fmt, holm, paired
 from .runtime import seed_everything
 from .training import Trainer, make_optimizer, make_schedule, parameter_groups
 from .verification import embed, evaluate
@@ -630,145 +626,3 @@ def privacy_table(blob: dict) -> str:
     a = blob["attacks"][0]
     return "\n".join(rows) + (f"\n\n{a['identities']} people of the largest site (of {blob['site_identities']}) with ≥ 3 faces; "
                               f"gallery of {a['gallery']} faces; global model at DevTest {blob['accuracy']:.1%}.")
-
-
-# ---------------------------------------------------------------------------------------------
-# the seed study behind docs/RESULTS.md
-
-
-STUDY_ARMS = [(s, sp, c) for sp in SPLITS for s, cs in (("fedavg", ("none", "server")), ("adafedfr", ("none", "server")),
-                                                           ("local", ("none", "client"))) for c in cs] + \
-             [("central", "iid", c) for c in ("none", "server")] + [("fedavg", sp, "client") for sp in SPLITS] + \
-             [("central_steps", "iid", "none")]
-"""Seed-major order in ``study``: a cut-off study leaves whole seeds of the main arms first."""
-
-
-def study(out: str | Path, seeds: list[int], fed: FedConfig = FedConfig(), recipe: Recipe = FEDERATED,
-          arms=STUDY_ARMS, lfw: LFW | None = None, log=print) -> list[dict]:
-    """Every arm at every seed not yet recorded under ``out/records/``; resumable (one JSON per run)."""
-    check_study_folder(out, fed, recipe)
-    lfw = lfw or LFW(size=recipe.train.model.input_size)
-    pairs = lfw.pairs("devtest")
-    torch.set_num_threads(1)  # records repeat exactly only at a fixed thread count
-    cache: dict = {}
-    for seed in seeds:
-        for strategy, split, craft in arms:
-            cfg = fed.but(strategy=strategy, split=split, craft=craft, seed=seed)
-            path = Path(out) / "records" / f"{cfg.name}.json"
-            if path.is_file():
-                continue
-            key = (split, seed)
-            if key not in cache:
-                cache.clear()
-                cache[key] = federation(lfw, cfg, pairs)
-            log(f"{cfg.name}: {cache[key].sizes() if strategy not in CENTRAL else 'all faces'}")
-            record = run(recipe, cfg, cache[key], log=log)
-            atomic_write(path, lambda tmp: tmp.write_text(json.dumps(record)))
-            log(f"{cfg.name}: DevTest {record['final']['accuracy']:.2%} ({record['seconds']:.0f} s)")
-    return load_study(out)
-
-
-def arm_names() -> dict[str, tuple[str, str, str]]:
-    """The study's arms by the names their records carry (``central-all-none``, ``fedavg-iid-server``, ...)."""
-    return {FedConfig(strategy=s, split=sp, craft=c).name.rsplit("-s", 1)[0]: (s, sp, c) for s, sp, c in STUDY_ARMS}
-
-
-RUN_FIELDS = ("strategy", "split", "craft", "seed")  # what differs between a study's runs; the rest is its budget
-
-
-def check_study_folder(out: str | Path, fed: FedConfig, recipe: Recipe) -> None:
-    """Refuse to add runs of another budget or recipe to a folder: one folder, one table, one design."""
-    mine = {k: v for k, v in asdict(fed).items() if k not in RUN_FIELDS}
-    recipe_dict = json.loads(json.dumps(recipe.to_dict()))
-    for record in load_study(out):
-        theirs = {k: v for k, v in record["fed"].items() if k not in RUN_FIELDS}
-        if theirs != mine or record["recipe"] != recipe_dict:
-            diff = sorted(k for k in mine if theirs.get(k) != mine[k]) or ["recipe"]
-            raise ValueError(f"{out} holds runs of another design ({record['name']}: {', '.join(diff)} differ); "
-                             f"use another --out for this budget")
-
-
-def load_study(out: str | Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(Path(out).glob("records/*.json"))]
-
-
-def study_table(records: list[dict]) -> str:
-    """The Markdown table of the study: DevTest accuracy and silent conv1 per arm (mean ± sd over seeds),
-    and server-side CRAFT vs none paired by seed (Holm over the arms compared)."""
-    cells: dict[tuple, dict[int, dict]] = {}
-    for r in records:
-        split = "—" if r["strategy"] in CENTRAL else r["split"]
-        cells.setdefault((r["strategy"], split, r["craft"]), {})[r["seed"]] = r["final"]
-    order = [(s, sp, c) for s in STRATEGIES for sp in ("iid", "dirichlet", "—") for c in CRAFT_MODES if (s, sp, c) in cells]
-    tests = {}
-    for s, sp, c in order:
-        if c != "none" and (s, sp, "none") in cells:
-            common = sorted(set(cells[(s, sp, c)]) & set(cells[(s, sp, "none")]))
-            tests[(s, sp, c)] = paired([cells[(s, sp, c)][k]["accuracy"] for k in common],
-                                       [cells[(s, sp, "none")][k]["accuracy"] for k in common])
-    adjusted = holm({key: p.t_pvalue for key, p in tests.items()})
-    lines = ["| strategy | split | re-activation | seeds | DevTest accuracy | silent conv1 (global) | "
-             "silent conv1 (per client) | Δ accuracy vs no CRAFT | p (t, Holm) |", "|" + "---|" * 9]
-    for key in order:
-        runs = cells[key]
-        acc = [f["accuracy"] for f in runs.values()]
-        silent = [f["silent_fraction"] for f in runs.values()]
-        per_client = [np.mean(f["client_silent_fraction"]) for f in runs.values() if f.get("client_silent_fraction")]
-        test = tests.get(key)
-        delta = f"{fmt('accuracy', test.mean_difference, True)}" if test and test.mean_difference is not None else "—"
-        p = f"{fmt('p', test.t_pvalue)} ({fmt('p', adjusted[key])})" if test and test.t_pvalue is not None else "—"
-        lines.append(f"| {STRATEGY_LABELS[key[0]]} | {key[1]} | {key[2]} | {len(runs)} | "
-                     f"{_mean_sd(acc)} | {_mean_sd(silent)} | {_mean_sd(per_client) if per_client else '—'} | {delta} | {p} |")
-    return "\n".join(lines)
-
-
-def _mean_sd(values) -> str:
-    values = [v for v in values if v is not None]
-    if not values:
-        return "n/a"
-    sd = f" ± {100 * np.std(values, ddof=1):.1f}" if len(values) > 1 else ""
-    return f"{100 * np.mean(values):.1f}%{sd}"
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m craftlib.federated",
-                                 description="the federated seed study (resumable; one JSON per run)")
-    ap.add_argument("--out", default="docs/results/companion_federated")
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--rounds", type=int, default=FedConfig().rounds)
-    ap.add_argument("--local-epochs", type=int, default=FedConfig().local_epochs)
-    ap.add_argument("--identities", type=int, default=FedConfig().identities,
-                    help="training identities dealt to the sites (LFW has 1,262 outside DevTest; --public more are the server's)")
-    ap.add_argument("--public", type=int, default=FedConfig().public)
-    ap.add_argument("--arms", nargs="+", metavar="STRATEGY-SPLIT-CRAFT",
-                    help="only these arms, named as in the records (e.g. central-all-none fedavg-iid-server)")
-    ap.add_argument("--report", action="store_true", help="only print the table of what is recorded")
-    ap.add_argument("--privacy", action="store_true",
-                    help="train one AdaFedFR-style run sharing the sites' own means (seed 0, dirichlet) at this budget, "
-                         "attack it, write OUT/privacy.json")
-    args = ap.parse_args(argv)
-    budget = FedConfig(rounds=args.rounds, local_epochs=args.local_epochs, identities=args.identities,
-                       public=args.public)
-    if args.privacy:
-        fed = budget.but(strategy="adafedfr", split="dirichlet", negatives_source="clients")
-        torch.set_num_threads(1)
-        lfw = LFW(size=FEDERATED.train.model.input_size)
-        blob = privacy_study(FEDERATED, fed, federation(lfw, fed))
-        atomic_write(Path(args.out) / "privacy.json", lambda tmp: tmp.write_text(json.dumps(blob, indent=1)))
-        print(privacy_table(blob))
-        return 0
-    if not args.report:
-        arms = STUDY_ARMS
-        if args.arms:
-            names = arm_names()
-            unknown = sorted(set(args.arms) - set(names))
-            if unknown:
-                ap.error(f"unknown arm(s) {unknown}; choose from {sorted(names)}")
-            arms = [names[a] for a in args.arms]
-        study(args.out, list(range(args.seeds)), budget, arms=arms)
-    print(study_table(load_study(args.out)))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

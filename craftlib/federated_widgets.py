@@ -6,6 +6,8 @@ at that round (its own model on DevTest where measured, and its top-1 on its own
 (right) each client's dead (silent) first-layer filters, the global model's beside them, and how many
 filters the server renewed. Its static twin ``rounds_view(records, run, round_)`` draws the same
 figure. The work is done by ``round_state`` and ``rounds_figure``, tested without a browser.
+``death_figure(records)`` draws the committed study's filter death: over rounds per strategy, and per
+model against the SGD steps it took.
 """
 from __future__ import annotations
 
@@ -16,8 +18,12 @@ from matplotlib.figure import Figure
 
 from . import viz
 from .federated import CENTRAL, SILENT_TAU, STRATEGY_LABELS
+from .federated_study import DEATH_ROWS, site_points
 
 WIDTH = 13.4  # inches, as the workshop's other widgets
+STRATEGY_COLORS = {"central": viz.OKABE_ITO["black"], "central_steps": viz.OKABE_ITO["reddish purple"],
+                   "local": viz.OKABE_ITO["vermillion"], "fedavg": viz.OKABE_ITO["blue"],
+                   "adafedfr": viz.OKABE_ITO["sky blue"]}
 
 
 def run_label(record: dict) -> str:
@@ -146,3 +152,37 @@ class RoundsExplorer:
         fig = rounds_figure(self.records, self.menu.value, self.slider.value)
         self.image.value = viz.figure_png(fig, dpi=viz.WIDGET_DPI)
         return state
+
+
+def death_figure(records: list[dict]) -> Figure:
+    """The study's filter death without CRAFT. Left: silent conv1 over rounds (global model; local-only: the
+    mean of its sites), mean over seeds, per strategy (dashed: Dirichlet split). Right: each model's silent
+    fraction at the end against the SGD steps it took — every site for the federations, the one model for
+    the centralised runs."""
+    fig = viz.new_figure(figsize=(WIDTH, 4.2))
+    ax_rounds, ax_steps = fig.subplots(1, 2)
+    for strategy, split in DEATH_ROWS:
+        runs = [r for r in records if r["strategy"] == strategy and r["craft"] == "none"
+                and (strategy in CENTRAL or r["split"] == split)]
+        if not runs:
+            continue
+        curve = np.mean([[row["global_silent_fraction"] for row in r["rounds"]] for r in runs], axis=0)
+        label = STRATEGY_LABELS[strategy] + ("" if strategy in CENTRAL else f", {split}")
+        ax_rounds.plot(np.arange(1, len(curve) + 1), 100 * curve, marker="o", ms=3, color=STRATEGY_COLORS[strategy],
+                       ls="--" if split == "dirichlet" else "-", label=f"{label} ({len(runs)} seeds)")
+    ax_rounds.set(xlabel="round", ylabel=f"silent conv1 filters (%, τ={SILENT_TAU:g})", title="death over rounds, no CRAFT")
+    ax_rounds.legend(fontsize=7)
+    for strategy in ("local", "fedavg", "adafedfr"):
+        points = [p for p in site_points(records) if p["strategy"] == strategy]
+        if points:
+            ax_steps.scatter([p["steps"] for p in points], [100 * p["silent"] for p in points], s=18, alpha=0.75,
+                             color=STRATEGY_COLORS[strategy], label=f"{STRATEGY_LABELS[strategy]}: each site")
+    for strategy in CENTRAL:
+        runs = [r for r in records if r["strategy"] == strategy and r["craft"] == "none"]
+        if runs:
+            ax_steps.scatter([r["steps"][0] for r in runs], [100 * r["final"]["silent_fraction"] for r in runs],
+                             s=60, marker="D", color=STRATEGY_COLORS[strategy], label=STRATEGY_LABELS[strategy])
+    ax_steps.set(xscale="log", xlabel="SGD steps the model took (log)", ylabel="silent conv1 at the end (%)",
+                 title="death against the decay budget")
+    ax_steps.legend(fontsize=7)
+    return fig

@@ -35,15 +35,20 @@ def decay_curve(config: TrainConfig, steps_per_epoch: int, start_step: int) -> n
     ``v <- momentum * v + wd * w; w <- w - lr * v`` with the momentum buffer reset at ``start_step`` (as
     re-activation does). Entry ``k`` is the factor after ``k`` steps (entry 0 is 1).
     """
+    lrs = learning_rates(config, steps_per_epoch)[start_step:]
+    return np.asarray([1.0] + [w for w, _ in coast(config, lrs, 1.0, 0.0)])
+
+
+def coast(config: TrainConfig, lrs, w: float, v: float):
+    """Yield ``(w, v)`` after each SGD step of a weight that gets no gradient: only weight decay, through
+    the momentum buffer ``v``. Shared by ``decay_curve`` and the federated decay budget (sites keep their
+    momentum between rounds)."""
     if config.optimizer != "sgd":
         raise ValueError("the analytic decay curve is defined for SGD (Adam's decay depends on the gradient)")
-    lrs = learning_rates(config, steps_per_epoch)[start_step:]
-    w, v, out = 1.0, 0.0, [1.0]
     for lr in lrs:
         v = config.momentum * v + config.weight_decay * w
-        w -= lr * v
-        out.append(w)
-    return np.asarray(out)
+        w = w - lr * v
+        yield w, v
 
 
 def _alive(timeline: dict, column: int, tau: float) -> np.ndarray:

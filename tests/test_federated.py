@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from craftlib import federated as F
+from craftlib import federated_cli as C
+from craftlib import federated_study as S
 from craftlib.losses import MarginHead
 from craftlib.recipes import CraftSpec, Recipe
 from craftlib.training import Trainer
@@ -266,7 +268,7 @@ def test_local_and_central_runs_and_the_table(toy_faces, toy_recipe):
             rec["final"]["accuracy"] = 0.6 + 0.01 * seed + (0.02 if craft == "server" else 0)  # no pairs here
             records.append(rec)
     assert records[0]["final"]["client_silent_fraction"] and len(records[0]["rounds"]) == 2
-    table = F.study_table(records)
+    table = S.study_table(records)
     assert "local only" in table and "centralised (ceiling)" in table and "+2.00 pts" in table
 
 
@@ -296,15 +298,15 @@ def test_a_study_folder_refuses_another_budget(tmp_path):
     (tmp_path / "records").mkdir()
     record = {"name": fed.name, "fed": asdict(fed), "recipe": json.loads(json.dumps(F.FEDERATED.to_dict()))}
     (tmp_path / "records" / f"{fed.name}.json").write_text(json.dumps(record))
-    F.check_study_folder(tmp_path, F.FedConfig(strategy="adafedfr", craft="server", seed=2), F.FEDERATED)  # another arm: fine
+    S.check_study_folder(tmp_path, F.FedConfig(strategy="adafedfr", craft="server", seed=2), F.FEDERATED)  # another arm: fine
     with pytest.raises(ValueError, match="local_epochs, rounds differ"):
-        F.check_study_folder(tmp_path, F.FedConfig(rounds=10, local_epochs=2), F.FEDERATED)
+        S.check_study_folder(tmp_path, F.FedConfig(rounds=10, local_epochs=2), F.FEDERATED)
     with pytest.raises(ValueError, match="recipe differ"):
-        F.check_study_folder(tmp_path, F.FedConfig(), F.FEDERATED_FAST)
+        S.check_study_folder(tmp_path, F.FedConfig(), F.FEDERATED_FAST)
     with pytest.raises(SystemExit):
-        F.main(["--out", str(tmp_path), "--arms", "fedavg-iid-nonsense"])
-    names = F.arm_names()
-    assert len(names) == len(F.STUDY_ARMS) and names["central_steps-all-none"] == ("central_steps", "iid", "none")
+        C.main(["--out", str(tmp_path), "--arms", "fedavg-iid-nonsense"])
+    names = S.arm_names()
+    assert len(names) == len(S.STUDY_ARMS) and names["central_steps-all-none"] == ("central_steps", "iid", "none")
     assert names["fedavg-dirichlet-server"] == ("fedavg", "dirichlet", "server")
 
 
@@ -312,12 +314,12 @@ def test_results_md_federated_table_is_the_committed_records():
     """docs/RESULTS.md's federated table is ``study_table`` of the committed records: every arm x 3 seeds."""
     from craftlib.paths import REPO_ROOT
 
-    records = F.load_study(REPO_ROOT / "docs" / "results" / "companion_federated")
-    assert len(records) == 3 * len(F.STUDY_ARMS) and {r["seed"] for r in records} == {0, 1, 2}
-    F.check_study_folder(REPO_ROOT / "docs" / "results" / "companion_federated", F.FedConfig(), F.FEDERATED)
+    records = S.load_study(REPO_ROOT / "docs" / "results" / "companion_federated")
+    assert len(records) == 3 * len(S.STUDY_ARMS) and {r["seed"] for r in records} == {0, 1, 2}
+    S.check_study_folder(REPO_ROOT / "docs" / "results" / "companion_federated", F.FedConfig(), F.FEDERATED)
     results = (REPO_ROOT / "docs" / "RESULTS.md").read_text()
     block = results.split("<!-- federated:table -->\n")[1].split("\n<!-- /federated:table -->")[0]
-    assert block == F.study_table(records), "regenerate: python -m craftlib.federated --report, then paste"
+    assert block == S.study_table(records), "regenerate: python -m craftlib.federated_cli --report, then paste"
 
 
 def test_central_steps_takes_one_sites_step_count(toy_faces, toy_recipe, monkeypatch):
@@ -358,4 +360,4 @@ def test_results_md_privacy_block_is_the_committed_measurement():
     assert blob["fed"]["negatives_source"] == "clients" and blob["fed"]["identities"] == 1202 and blob["accuracy"] > 0.7
     results = (REPO_ROOT / "docs" / "RESULTS.md").read_text()
     block = results.split("<!-- federated:privacy -->\n")[1].split("\n<!-- /federated:privacy -->")[0]
-    assert block == F.privacy_table(blob), "regenerate: python -m craftlib.federated --privacy ..."
+    assert block == F.privacy_table(blob), "regenerate: python -m craftlib.federated_cli --privacy ..."
