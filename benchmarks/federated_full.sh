@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The federated study's larger budget (docs/RESULTS.md, "The larger budget") in the background, resumable:
-# two workers of one thread each split the arms (no-CRAFT arms / CRAFT arms), each seed-major; every finished
-# run is one JSON under docs/results/companion_federated_full/records/ and a rerun skips what is recorded.
+# two workers of one thread each split the arms (alternately), each seed-major; every finished run is one JSON
+# under docs/results/companion_federated_full/records/ and a rerun skips what is recorded.
 # Runs from a snapshot of craftlib/ so that editing the working tree cannot change a study under way.
 #   bash benchmarks/federated_full.sh        # start or continue; progress in runs/federated_full.*.log
+#   SEEDS=10 ARMS="central-all-none central_steps-all-none fedavg-iid-none local-iid-none" bash benchmarks/federated_full.sh
+#                                            # the declared extension: seeds 3-9 of the four arms of question (1)
 source "$(dirname "$0")/snapshot.sh" federated
 OUT=docs/results/companion_federated_full
-mapfile -t halves < <($PY -c "import craftlib.federated_study as S; n = list(S.arm_names()); print(' '.join(n[0::2])); print(' '.join(n[1::2]))")
+mapfile -t halves < <($PY -c "import craftlib.federated_study as S; n = '${ARMS:-}'.split() or list(S.arm_names()); print(' '.join(n[0::2])); print(' '.join(n[1::2]))")
 for i in 0 1; do
   # shellcheck disable=SC2086
   nice -n "${NICE:-10}" $PY -m craftlib.federated_cli --out "$OUT" --identities 1202 --rounds 10 --seeds "${SEEDS:-3}" \

@@ -172,8 +172,11 @@ def _arm_runs(records: list[dict], strategy: str, split: str, craft: str) -> dic
             and (strategy in CENTRAL or r["split"] == split)}
 
 
-def _per_seed(values: dict[int, float]) -> str:
-    return " / ".join(f"{100 * values[s]:.0f}" for s in sorted(values)) + "%"
+def _spread(values, percent: bool = True) -> str:
+    """``mean [min–max] (n)``: every seed's value stays in view at 3 seeds and at 10."""
+    v = 100 * np.asarray(list(values), float) if percent else np.asarray(list(values), float)
+    unit = "%" if percent else ""
+    return f"{v.mean():.0f}{unit} [{v.min():.0f}–{v.max():.0f}] ({len(v)})"
 
 
 def _span(values: list[float], form: str) -> str:
@@ -204,8 +207,8 @@ def death_table(records: list[dict]) -> str:
     silent = {(s, sp): {k: r["final"]["silent_fraction"] for k, r in _arm_runs(records, s, sp, "none").items()}
               for s, sp in DEATH_ROWS}
     control = silent[("central_steps", "—")]
-    lines = ["| model | split | SGD steps per model | a gradient-free weight ends at | silent conv1 at the end "
-             "(seeds 0 / 1 / 2) | Δ vs step-matched control, 95% CI |", "|" + "---|" * 6]
+    lines = ["| model | split | SGD steps per model | a gradient-free weight ends at | silent conv1 at the end, "
+             "mean [range] (seeds) | Δ vs step-matched control, paired, 95% CI |", "|" + "---|" * 6]
     for s, sp in DEATH_ROWS:
         runs = _arm_runs(records, s, sp, "none")
         if not runs:
@@ -215,7 +218,7 @@ def death_table(records: list[dict]) -> str:
         where = " (each site)" if s == "local" else " (the average)" if s not in CENTRAL else ""
         versus = "—" if s == "central_steps" else _versus(silent[(s, sp)], control)
         lines.append(f"| {STRATEGY_LABELS[s]} | {sp} | {_span(steps, ',')} | {_span(decay, '.2g')}×{where} | "
-                     f"{_per_seed(silent[(s, sp)])} | {versus} |")
+                     f"{_spread(silent[(s, sp)].values())} | {versus} |")
     local = [p for p in site_points(records) if p["strategy"] == "local"]
     if len(local) > 2:
         rho = stats.spearmanr([p["steps"] for p in local], [p["silent"] for p in local]).statistic
@@ -232,8 +235,8 @@ def renewed_count(record: dict) -> int:
 def reactivation_table(records: list[dict]) -> str:
     """Every CRAFT arm: how many filters it renewed, the silent fraction it left, and that fraction paired by
     seed against its no-CRAFT twin."""
-    lines = ["| model | split | re-activation | filters renewed per run (seeds 0 / 1 / 2) | silent conv1 at the end "
-             "(seeds 0 / 1 / 2) | Δ vs no CRAFT, 95% CI |", "|" + "---|" * 6]
+    lines = ["| model | split | re-activation | filters renewed per run, mean [range] (seeds) | silent conv1 at the "
+             "end, mean [range] (seeds) | Δ vs no CRAFT, paired, 95% CI |", "|" + "---|" * 6]
     for s in STRATEGIES:
         for sp in (("—",) if s in CENTRAL else SPLITS):
             for craft in CRAFT_MODES[1:]:
@@ -242,7 +245,7 @@ def reactivation_table(records: list[dict]) -> str:
                     continue
                 left = {k: r["final"]["silent_fraction"] for k, r in runs.items()}
                 twin = {k: r["final"]["silent_fraction"] for k, r in _arm_runs(records, s, sp, "none").items()}
-                renewed = " / ".join(str(renewed_count(runs[k])) for k in sorted(runs))
-                lines.append(f"| {STRATEGY_LABELS[s]} | {sp} | {craft} | {renewed} | {_per_seed(left)} | "
+                renewed = _spread([renewed_count(r) for r in runs.values()], percent=False)
+                lines.append(f"| {STRATEGY_LABELS[s]} | {sp} | {craft} | {renewed} | {_spread(left.values())} | "
                              f"{_versus(left, twin)} |")
     return "\n".join(lines)

@@ -83,8 +83,8 @@ def known():
 def test_death_table_pairs_every_arm_with_the_step_matched_control(known):
     table = S.death_table(known)
     rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines() if line.startswith("| ")}
-    assert "| 2,080 | 1.2e-05× | 50 / 60 / 55% | +47.33 pts [" in rows["centralised (ceiling)"]
-    assert "| 520 | 0.06× | 10 / 5 / 8% | — |" in rows["centralised, one site's step count (control)"]
+    assert "| 2,080 | 1.2e-05× | 55% [50–60] (3) | +47.33 pts [" in rows["centralised (ceiling)"]
+    assert "| 520 | 0.06× | 8% [5–10] (3) | — |" in rows["centralised, one site's step count (control)"]
     assert "| 430–720 |" in rows["local only"] and "(each site)" in rows["local only"]
     assert "(the average)" in rows["FedAvg (private heads)"] and "-5.00 pts [" in rows["FedAvg (private heads)"]
     assert "AdaFedFR" not in table  # arms without records are left out, not drawn empty
@@ -94,7 +94,7 @@ def test_death_table_pairs_every_arm_with_the_step_matched_control(known):
 def test_reactivation_table_counts_what_was_renewed(known):
     table = S.reactivation_table(known)
     assert table.count("\n| ") == 1  # one CRAFT arm, one row
-    assert "| centralised (ceiling) | — | server | 30 / 31 / 32 | 2 / 2 / 2% | -53.00 pts [" in table
+    assert "| centralised (ceiling) | — | server | 31 [30–32] (3) | 2% [2–2] (3) | -53.00 pts [" in table
     assert S.renewed_count(record("fedavg", "iid", "server", 0, 0.0, [10], renewed=4)) == 4
 
 
