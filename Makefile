@@ -94,6 +94,7 @@ companion: install
 federated-study: install
 	OMP_NUM_THREADS=1 $(PY) -m craftlib.federated_cli --out docs/results/companion_federated --seeds 3
 	bash benchmarks/federated_full.sh
+	FIRST_SEED=3 SEEDS=7 ARMS="central-all-none central_steps-all-none fedavg-iid-none local-iid-none" bash benchmarks/federated_full.sh
 	$(PY) -m craftlib.federated_cli --out docs/results/companion_federated_full --report
 
 constraints: install

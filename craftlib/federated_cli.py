@@ -39,7 +39,8 @@ def report(out: str | Path, log=print) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m craftlib.federated_cli", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="docs/results/companion_federated")
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=3, help="how many seeds, from --first-seed on")
+    ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--rounds", type=int, default=FedConfig().rounds)
     ap.add_argument("--local-epochs", type=int, default=FedConfig().local_epochs)
     ap.add_argument("--identities", type=int, default=FedConfig().identities,
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             ap.error(f"unknown arm(s) {unknown}; choose from {sorted(names)}")
         arms = [names[a] for a in args.arms]
-    print(study_table(study(args.out, list(range(args.seeds)), budget, arms=arms)))
+    print(study_table(study(args.out, list(range(args.first_seed, args.first_seed + args.seeds)), budget, arms=arms)))
     return 0
 
 
