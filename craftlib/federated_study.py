@@ -14,6 +14,7 @@ The command line is ``federated_cli``.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
@@ -223,7 +224,7 @@ def death_table(records: list[dict]) -> str:
     if len(local) > 2:
         rho = stats.spearmanr([p["steps"] for p in local], [p["silent"] for p in local]).statistic
         lines.append(f"\nLocal-only sites, each a model of its own: Spearman ρ = {rho:.2f} between a site's SGD steps "
-                     f"and its silent fraction ({len(local)} sites of {len({p['seed'] for p in local})} seeds).")
+                     f"and its silent fraction ({len(local)} sites: every local-only run, both splits).")
     return "\n".join(lines)
 
 
@@ -232,11 +233,19 @@ def renewed_count(record: dict) -> int:
     return sum(len(r["server_renewed"]) + sum(len(c.get("renewed", [])) for c in r["clients"]) for r in record["rounds"])
 
 
+def blended_count(record: dict) -> int:
+    """Per-client CRAFT: filters renewed on two or more sites in the same round, which the average then blends
+    (each site drew its own new filter for that index)."""
+    return sum(sum(n >= 2 for n in Counter(f for c in r["clients"] for f in c.get("renewed", [])).values())
+               for r in record["rounds"])
+
+
 def reactivation_table(records: list[dict]) -> str:
-    """Every CRAFT arm: how many filters it renewed, the silent fraction it left, and that fraction paired by
-    seed against its no-CRAFT twin."""
-    lines = ["| model | split | re-activation | filters renewed per run, mean [range] (seeds) | silent conv1 at the "
-             "end, mean [range] (seeds) | Δ vs no CRAFT, paired, 95% CI |", "|" + "---|" * 6]
+    """Every CRAFT arm: how many filters it renewed (and, per client under FedAvg, how many the average blended),
+    the silent fraction it left, and that fraction paired by seed against its no-CRAFT twin."""
+    lines = ["| model | split | re-activation | filters renewed per run, mean [range] (seeds) | of which renewed on "
+             "≥ 2 sites in one round | silent conv1 at the end, mean [range] (seeds) | Δ vs no CRAFT, paired, 95% CI |",
+             "|" + "---|" * 7]
     for s in STRATEGIES:
         for sp in (("—",) if s in CENTRAL else SPLITS):
             for craft in CRAFT_MODES[1:]:
@@ -246,6 +255,8 @@ def reactivation_table(records: list[dict]) -> str:
                 left = {k: r["final"]["silent_fraction"] for k, r in runs.items()}
                 twin = {k: r["final"]["silent_fraction"] for k, r in _arm_runs(records, s, sp, "none").items()}
                 renewed = _spread([renewed_count(r) for r in runs.values()], percent=False)
-                lines.append(f"| {STRATEGY_LABELS[s]} | {sp} | {craft} | {renewed} | {_spread(left.values())} | "
+                blended = _spread([blended_count(r) for r in runs.values()], percent=False) if craft == "client" \
+                    and s != "local" else "—"
+                lines.append(f"| {STRATEGY_LABELS[s]} | {sp} | {craft} | {renewed} | {blended} | {_spread(left.values())} | "
                              f"{_versus(left, twin)} |")
     return "\n".join(lines)

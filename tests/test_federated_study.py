@@ -88,14 +88,18 @@ def test_death_table_pairs_every_arm_with_the_step_matched_control(known):
     assert "| 430–720 |" in rows["local only"] and "(each site)" in rows["local only"]
     assert "(the average)" in rows["FedAvg (private heads)"] and "-5.00 pts [" in rows["FedAvg (private heads)"]
     assert "AdaFedFR" not in table  # arms without records are left out, not drawn empty
-    assert "Spearman ρ = 0.99 between a site's SGD steps and its silent fraction (12 sites of 3 seeds)" in table
+    assert "Spearman ρ = 0.99 between a site's SGD steps and its silent fraction (12 sites: every local-only run, both splits)" in table
 
 
 def test_reactivation_table_counts_what_was_renewed(known):
     table = S.reactivation_table(known)
     assert table.count("\n| ") == 1  # one CRAFT arm, one row
-    assert "| centralised (ceiling) | — | server | 31 [30–32] (3) | 2% [2–2] (3) | -53.00 pts [" in table
+    assert "| centralised (ceiling) | — | server | 31 [30–32] (3) | — | 2% [2–2] (3) | -53.00 pts [" in table
     assert S.renewed_count(record("fedavg", "iid", "server", 0, 0.0, [10], renewed=4)) == 4
+    per_client = record("fedavg", "iid", "client", 0, 0.0, [10, 10, 10])
+    per_client["rounds"][2]["clients"] = [{"renewed": [1, 5]}, {"renewed": [5, 7]}, {"renewed": [5, 1]}]
+    per_client["rounds"][3]["clients"] = [{"renewed": [2]}, {"renewed": [3]}, {"renewed": []}]
+    assert S.renewed_count(per_client) == 8 and S.blended_count(per_client) == 2  # 1 and 5 in round 3
 
 
 def test_death_figure_draws_both_panels(known):
