@@ -90,7 +90,8 @@ companion: install
 	  --out docs/results/companion_sparsity --models runs/companion-models
 
 ## the federated study (notebook 08): 17 arms x 3 seeds at the small budget, then the larger budget in two
-## background workers. Resumable: one JSON per run under docs/results/companion_federated*/records.
+## background workers, then its declared extension (seeds 3-9 of four arms); then the larger budget's tables and
+## death figure. Resumable: one JSON per run under docs/results/companion_federated*/records.
 federated-study: install
 	OMP_NUM_THREADS=1 $(PY) -m craftlib.federated_cli --out docs/results/companion_federated --seeds 3
 	bash benchmarks/federated_full.sh
