@@ -130,3 +130,19 @@ def test_report_writes_the_tables_and_the_figure(tmp_path):
     assert (tmp_path / "death.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(SystemExit, match="no records"):
         C.report(tmp_path / "empty")
+
+
+def test_results_md_larger_budget_is_the_committed_records():
+    """The declared design, complete: every arm seeds 0-2, the extension's four arms seeds 0-9; one design in the
+    folder; and RESULTS.md's three tables are exactly the readings of these records."""
+    records = S.load_study(FULL)
+    extension = {"central-all-none", "central_steps-all-none", "fedavg-iid-none", "local-iid-none"}
+    seeds = {}
+    for r in records:
+        seeds.setdefault(r["name"].rsplit("-s", 1)[0], set()).add(r["seed"])
+    assert len(seeds) == 17 and len(records) == 17 * 3 + 4 * 7
+    assert all(s == set(range(10 if arm in extension else 3)) for arm, s in seeds.items())
+    S.check_study_folder(FULL, F.FedConfig(identities=1202, rounds=10), F.FEDERATED)
+    assert block("federated-full:table") == S.study_table(records)
+    assert block("federated-full:death") == S.death_table(records)
+    assert block("federated-full:reactivation") == S.reactivation_table(records)
