@@ -64,27 +64,28 @@ def test_runs_in_fast_mode(lfw_root, tmp_path):
     def text(cid):
         return "".join(o.get("text", "") + o.get("data", {}).get("text/plain", "") for o in cells[cid].outputs)
 
+    def markdown(cid):
+        return "".join(o.get("data", {}).get("text/markdown", "") for o in cells[cid].outputs)
+
+    def mimes(cid):
+        return {m for o in cells[cid].outputs for m in o.get("data", {})}
+
+    def solution(marker):
+        return text(f"solution-{next(k for k, (_, code) in enumerate(found) if marker in code) + 1}")
+
     assert "✓ identities dealt once" in text("checkpoint-sites")
     assert "->" in text("payloads") and "uint8" not in text("payloads")
     assert text("compare").count("DevTest") == 4
     assert "identically both times" in text("checkpoint-determinism")
     assert "top-1" in text("privacy")
-    def solution(marker):
-        return text(f"solution-{next(k for k, (_, code) in enumerate(found) if marker in code) + 1}")
-
     steps = solution('"central_steps"')  # exercise 4: the step-count control beside the two it separates
     assert all(f"{s}: " in steps for s in ("central", "central_steps", "fedavg")) and "SGD steps per model" in steps
     sites = solution("decay_factors")  # exercise 5: each committed local-only site, seeds 0-2
     assert sites.count("seed ") == 12 and "decay 0." in sites and "silent" in sites
     # section 8 reads the committed larger budget: its three tables, the death figure, the explorer over seed SEED
-    assert "79 committed runs" in text("study") and "step-matched control" in "".join(
-        o.get("data", {}).get("text/markdown", "") for o in cells["death"].outputs)
-    assert "image/png" in {m for o in cells["death"].outputs for m in o.get("data", {})}
-    assert "renewed on" in "".join(o.get("data", {}).get("text/markdown", "") for o in cells["reactivation"].outputs)
-    assert "application/vnd.jupyter.widget-view+json" in {
-        m for o in cells["committed-explorer"].outputs for m in o.get("data", {})}
-    mimes = {m for o in cells["static"].outputs for m in o.get("data", {})}
-    assert "image/png" in mimes
-    widget_mimes = {m for o in cells["widget"].outputs for m in o.get("data", {})}
-    assert "application/vnd.jupyter.widget-view+json" in widget_mimes
+    assert "79 committed runs" in text("study") and "step-matched control" in markdown("death")
+    assert "image/png" in mimes("death") and "renewed on" in markdown("reactivation")
+    assert "application/vnd.jupyter.widget-view+json" in mimes("committed-explorer")
+    assert "image/png" in mimes("static")
+    assert "application/vnd.jupyter.widget-view+json" in mimes("widget")
     print(f"notebook 08 FAST: {seconds:.0f} s")

@@ -140,7 +140,7 @@ def test_results_md_larger_budget_is_the_committed_records():
     seeds = {}
     for r in records:
         seeds.setdefault(r["name"].rsplit("-s", 1)[0], set()).add(r["seed"])
-    assert len(seeds) == 17 and len(records) == 17 * 3 + 4 * 7
+    assert set(seeds) == set(S.arm_names()) and len(records) == 17 * 3 + 4 * 7
     assert all(s == set(range(10 if arm in extension else 3)) for arm, s in seeds.items())
     S.check_study_folder(FULL, F.FedConfig(identities=1202, rounds=10), F.FEDERATED)
     assert block("federated-full:table") == S.study_table(records)
