@@ -8,7 +8,7 @@ DEV_STAMP = $(VENV)/.installed-dev-stamp
 TORCH  ?= auto
 PYTEST_ARGS ?=
 
-.PHONY: install install-dev demo test test-ipywidgets7 check lab kit html screenshots bench study study-report companion federated-study constraints clean
+.PHONY: install install-dev demo test test-ipywidgets7 check lab kit html screenshots bench study study-report dose dose-report companion federated-study constraints clean
 
 ## learners: craftlib + JupyterLab from pyproject's ranges (no test packages); TORCH=cpu|pypi|auto (auto: CPU-only
 ## torch on Linux without an NVIDIA GPU, about 190 MB instead of 3 GB)
@@ -80,6 +80,15 @@ study-report: install
 	  --metrics accuracy silent_fraction weight_fraction --figures docs/results
 	$(PY) -m craftlib report docs/results/study-early --curves --write docs/results/early_summary.json \
 	  --metrics accuracy silent_fraction --figures docs/results/early
+
+## the dose-response study (docs/STUDY.md): the workshop recipe at 5 weight decays (40 px) and 2 at 64 px, 10 paired
+## seeds x 3 arms, seed-major. Resumable: one JSON per run under docs/results/dose/<level>/records; rerun to continue.
+dose: install
+	bash benchmarks/dose.sh
+	$(MAKE) dose-report
+
+dose-report: install
+	$(PY) -m craftlib.dose_cli --report
 
 ## the companion study (notebook 06): standard / CRAFT / CReLU stem / Top-K, 5 paired seeds of the workshop recipe,
 ## with pairing, shape-bias, params and MACs. Resumable: one JSON per run under docs/results/companion_sparsity/records.

@@ -22,7 +22,7 @@ import torch
 
 from .activity import model_scores
 from .data import LFW
-from .experiments import check_folder, fingerprint, load_records, pending, record_path, write_record
+from .experiments import check_folder, fingerprint, forked, load_records, pending, record_path, write_record
 from .experiments import measure as experiment_record
 from .models import count_macs, count_params
 from .pairing import TWIN_APART, TWIN_COS, TWIN_SAME, pairing_summary, random_reference, twin_thresholds, twin_verdict
@@ -132,15 +132,6 @@ def run_one(data, pairs, recipe: Recipe, arm: str, seed: int, models: str | Path
     return record
 
 
-_SHARED: dict = {}
-
-
-def _task(task: tuple[int, str]) -> dict:
-    seed, arm = task
-    torch.set_num_threads(_SHARED["threads"])
-    return run_one(_SHARED["data"], _SHARED["pairs"], _SHARED["recipe"], arm, seed, _SHARED["models"])
-
-
 def compare(recipe: Recipe = WORKSHOP, seeds: list[int] = range(5), arms=tuple(ARMS), lfw: LFW | None = None,
             out: str | Path = DEFAULT_OUT, models: str | Path | None = "runs/companion-models", jobs: int = 1,
             log=print) -> list[dict]:
@@ -162,18 +153,8 @@ def compare(recipe: Recipe = WORKSHOP, seeds: list[int] = range(5), arms=tuple(A
             f"pair μ {c['pairing']['mean']:+.3f}  shape bias {fmt('x', c['shapebias']['index'])}  "
             f"({record['train_seconds']:.0f} s)")
 
-    if jobs > 1 and len(tasks) > 1:
-        import multiprocessing
-
-        _SHARED.update(data=data, pairs=pairs, recipe=recipe, models=models,
-                       threads=max(1, torch.get_num_threads() // jobs))
-        with multiprocessing.get_context("fork").Pool(jobs) as pool:
-            for record in pool.imap_unordered(_task, tasks):
-                done(record)
-        _SHARED.clear()
-    else:
-        for seed, arm in tasks:
-            done(run_one(data, pairs, recipe, arm, seed, models))
+    for record in forked(lambda seed, arm: run_one(data, pairs, recipe, arm, seed, models), tasks, jobs):
+        done(record)
     return load_records(out)
 
 

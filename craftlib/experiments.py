@@ -20,7 +20,7 @@ from .data import LFW, FaceSet, PairSet
 from .paths import atomic_write
 from .recipes import DEFAULT_ARMS, Recipe
 from .training import train
-from .verification import evaluate
+from .verification import cosine_scores, embed, evaluate_scores
 
 RECORD_SCORES = ("max", "effective", "gamma", "silent")
 """The per-filter scores kept for every run, final and per epoch (relative to the layer's strongest)."""
@@ -75,7 +75,8 @@ def measure(trainer, pairs: PairSet, recipe: Recipe, arm: str, seed: int, second
     """The record of a finished run of ``arm`` at ``seed`` (however it was trained: ``run_arm``, or a run
     the notebooks kept with ``runs.train_cached``)."""
     spec = recipe.arm(arm)
-    report = evaluate(trainer.model, pairs)
+    scores = cosine_scores(embed(trainer.model, pairs.images), pairs)  # what `evaluate` computes, kept per pair
+    report = evaluate_scores(scores, pairs.same, pairs.folds)
     return {
         "arm": arm, "seed": seed, "spec": spec.to_dict(), "train_seconds": seconds,
         "threads": torch.get_num_threads(), "machine": platform.platform(),
@@ -83,6 +84,7 @@ def measure(trainer, pairs: PairSet, recipe: Recipe, arm: str, seed: int, second
         "scores": {s: [round(float(v), 7) for v in model_scores(trainer.model, s, probe=trainer.probe)]
                    for s in RECORD_SCORES},
         "events": trainer.events, "timeline": _timeline(trainer.history),
+        "pair_scores": [round(float(v), 6) for v in scores],  # DevTest order: pair-level resampling needs them
     }
 
 
@@ -107,13 +109,32 @@ def pending(out: str | Path | None, seeds: list[int], arms: tuple[str, ...]) -> 
     return [(s, a) for s in seeds for a in arms if out is None or not record_path(out, a, s).is_file()]
 
 
-_SHARED: dict = {}  # data for forked workers (copy-on-write, never pickled)
+_SHARED: dict = {}  # the forked workers' task function (copy-on-write with the data it closes over, never pickled)
 
 
-def _run_task(task: tuple[int, str]) -> dict:
-    seed, arm = task
+def _forked_task(task: tuple) -> dict:
     torch.set_num_threads(_SHARED["threads"])
-    return _SHARED["run"](seed, arm)
+    return _SHARED["run"](*task)
+
+
+def forked(run, tasks: list[tuple], jobs: int):
+    """Yield ``run(*task)`` for every task, as each finishes, ``jobs`` at once in forked processes.
+
+    On a small CPU several single-threaded trainings use the cores better than one multi-threaded
+    run; forking shares the decoded faces copy-on-write instead of pickling them to every worker.
+    With ``jobs <= 1`` (or one task) everything runs here, in order.
+    """
+    if jobs <= 1 or len(tasks) <= 1:
+        yield from (run(*task) for task in tasks)
+        return
+    import multiprocessing
+
+    _SHARED.update(run=run, threads=max(1, torch.get_num_threads() // jobs))
+    try:
+        with multiprocessing.get_context("fork").Pool(jobs) as pool:
+            yield from pool.imap_unordered(_forked_task, tasks)
+    finally:
+        _SHARED.clear()
 
 
 def compare(recipe: Recipe, seeds: list[int], arms: tuple[str, ...] = DEFAULT_ARMS, lfw: LFW | None = None,
@@ -139,17 +160,7 @@ def compare(recipe: Recipe, seeds: list[int], arms: tuple[str, ...] = DEFAULT_AR
         ckpt = Path(models) / f"{arm}-s{seed}.pt" if models is not None else None
         return run_arm(data, pairs, recipe, arm, seed, progress=progress and jobs == 1, checkpoint=ckpt)
 
-    records = []
-    if jobs > 1 and len(tasks) > 1:
-        import multiprocessing
-
-        _SHARED.update(run=one, threads=max(1, torch.get_num_threads() // jobs))
-        with multiprocessing.get_context("fork").Pool(jobs) as pool:
-            for record in pool.imap(_run_task, tasks):
-                records.append(_done(out, record, meta, log))
-        _SHARED.clear()
-    else:
-        records = [_done(out, one(seed, arm), meta, log) for seed, arm in tasks]
+    records = [_done(out, record, meta, log) for record in forked(one, tasks, jobs)]
     return load_records(out) if out is not None else records
 
 
@@ -206,7 +217,7 @@ def view2_leakfree(lfw: LFW, recipe: Recipe, seed: int, arm: str | None = None, 
     test). Reported as the mean and std of the ten fold accuracies, like the standard protocol.
     """
     from .data import identities_by_fold, read_pairs
-    from .verification import best_threshold, cosine_scores, embed
+    from .verification import best_threshold
 
     pairs = lfw.pairs("view2")
     people = identities_by_fold(read_pairs(lfw.pair_file("view2")))
