@@ -14,7 +14,10 @@ by BatchNorm, so two numbers decide its fate:
 A gradient-free weight under SGD shrinks by ``(1 − lr·wd)`` per step; with momentum ``m`` the
 same decay term is accumulated ~``1 / (1 − m)`` times, so it shrinks ~10× faster at ``m = 0.9``
 (``momentum_decay``, the recurrence ``survival.decay_curve`` follows under a real schedule).
-Everything here is a toy with a constant learning rate: plain NumPy, deterministic for a seed.
+Heavy momentum overshoots: γ can swing below τ, even through 0 (the channel's sign flips), and come back.
+So the verdict reads the settled state (``Race.winner``), never a momentary dip, and the plot draws |γ|
+with the stretches where γ < 0 marked. Everything here is a toy with a constant learning rate: plain
+NumPy, deterministic for a seed.
 """
 from __future__ import annotations
 
@@ -49,8 +52,14 @@ def momentum_decay(lr: float, wd: float, momentum: float, steps: int) -> np.ndar
 
 
 def half_life(lr: float, wd: float, momentum: float = 0.0) -> float:
-    """Steps until a gradient-free weight has halved (momentum counted as its ``1 / (1 − m)`` gain)."""
+    """Steps until a gradient-free weight has halved (momentum counted as its ``1 / (1 − m)`` gain).
+
+    With heavy momentum (``(1 + m − lr·wd)² < 4m``) the weight swings through 0 instead: what halves is its
+    envelope, ``√m`` per step, however small ``lr·wd`` is.
+    """
     _check(lr, wd, momentum, 1)
+    if momentum > 0 and (1 + momentum - lr * wd) ** 2 < 4 * momentum:
+        return math.log(2) / (-0.5 * math.log(momentum))
     rate = lr * wd / (1.0 - momentum)
     return math.inf if rate <= 0 else (math.log(2) / -math.log1p(-rate) if rate < 1 else 1.0)
 
@@ -72,32 +81,85 @@ class Race:
 
     @property
     def equilibrium(self) -> float:
-        """Where γ settles: the task's push balances decay's pull (``grad / wd``; 1 when nothing decays)."""
+        """Where γ settles: the task's push balances decay's pull (``grad / wd``; infinite without decay)."""
         return self.grad / self.wd if self.wd > 0 else math.inf
 
     @property
-    def silent_step(self) -> int | None:
-        """First step at which γ is below τ (the channel is too quiet to be heard), or None."""
-        below = np.flatnonzero(self.gamma < self.tau)
+    def volume(self) -> np.ndarray:
+        """|γ|, the channel's volume: heavy momentum can swing γ through 0, which flips the channel's sign but
+        silences it only while |γ| is small."""
+        return np.abs(self.gamma)
+
+    @property
+    def tail(self) -> np.ndarray:
+        """|γ| over the last tenth of the steps: where the verdict reads the settled state."""
+        return self.volume[-max(1, len(self.steps) // 10):]
+
+    @property
+    def settled(self) -> bool:
+        """γ has stopped moving: over the last tenth it stays within 10% of its journey from 1 to ``grad / wd``."""
+        if not math.isfinite(self.equilibrium):
+            return False
+        tail = self.gamma[-len(self.tail):]
+        return float(np.abs(tail - self.equilibrium).max()) <= 0.1 * max(abs(1 - self.equilibrium), self.tau)
+
+    @property
+    def first_dip(self) -> int | None:
+        """First step at which |γ| is below τ (perhaps only for a moment), or None."""
+        below = np.flatnonzero(self.volume < self.tau)
         return int(self.steps[below[0]]) if below.size else None
 
     @property
+    def winner(self) -> str | None:
+        """``"task"`` or ``"decay"`` once the run shows who wins for good, None while momentum still swings γ.
+
+        γ heads for ``grad / wd`` (exact for this constant-rate toy): the task wins when that is ≥ τ and γ never
+        dipped below τ or has settled above it; decay wins when it is < τ and |γ| stays below τ for the last
+        tenth of the run, settled or still falling.
+        """
+        if self.equilibrium >= self.tau:
+            return "task" if self.first_dip is None or (self.settled and self.tail.min() >= self.tau) else None
+        falling = self.first_dip is not None and np.all(np.diff(self.gamma[self.first_dip:]) <= 0)
+        return "decay" if self.tail.max() < self.tau and (self.settled or falling) else None
+
+    @property
     def survives(self) -> bool:
-        return self.silent_step is None
+        return self.winner == "task"
+
+    @property
+    def silent_step(self) -> int | None:
+        """When decay wins: the step from which |γ| stays below τ (a dip that recovers is not a death)."""
+        if self.winner != "decay":
+            return None
+        loud = np.flatnonzero(self.volume >= self.tau)
+        return int(self.steps[loud[-1] + 1]) if loud.size else 0
 
     def verdict(self) -> str:
-        """The race in one sentence: who won, when, and where ‖w‖ ended compared with a gradient-free weight."""
-        free = self.decay_momentum[-1]
-        if self.survives:
-            return (f"the task wins: γ settles near grad/wd = {min(self.equilibrium, 1e3):.2g} ≥ τ = {self.tau:g}, "
-                    f"and the filter, still receiving gradient, ends at ‖w‖ = {self.norm[-1]:.2g} "
-                    f"(a gradient-free weight: {free:.2g})")
-        if self.norm[-1] <= 3 * max(free, 1e-300):
-            return (f"decay wins: γ falls below τ = {self.tau:g} at step {self.silent_step}; with no task gradient the "
-                    f"filter follows the decay curve down to ‖w‖ = {self.norm[-1]:.2g}")
-        return (f"decay wins: γ falls below τ = {self.tau:g} at step {self.silent_step} and heads for grad/wd = "
-                f"{self.equilibrium:.2g}; the filter's gradient shrinks with γ, so ‖w‖ sinks to {self.norm[-1]:.2g} "
-                f"(a gradient-free weight: {free:.2g})")
+        """The race in one sentence: who wins in the settled state, when, and where ‖w‖ ends against a
+        gradient-free weight (whose size is given: under heavy momentum it swings through 0)."""
+        free = self.decay_momentum
+        size = f"{abs(free[-1]):.2g}" + (" in size, swinging through 0" if np.any(free < -1e-12) else "")
+        target, now = f"grad/wd = {self.equilibrium:.2g}", f"{self.gamma[-1]:.2g}"
+        dip = f"dips below τ at step {self.first_dip}" if self.first_dip is not None else ""
+        if self.winner == "task":
+            where = (f"γ settles near {now} ({target}) ≥ τ = {self.tau:g}" if self.settled else
+                     f"γ heads for {target} ≥ τ = {self.tau:g}" if math.isfinite(self.equilibrium) else
+                     f"with no weight decay nothing pulls γ below τ = {self.tau:g}")
+            dip = f", after it {dip} then recovers (momentum overshoots)" if dip else ""
+            return (f"the task wins: {where}{dip}; the filter, still receiving gradient, ends "
+                    f"at ‖w‖ = {self.norm[-1]:.2g} (a gradient-free weight: {size})")
+        if self.winner is None:
+            who = "the task" if self.equilibrium >= self.tau else "decay"
+            return (f"not decided in {self.steps[-1]} steps: γ is now {now}"
+                    + (f" (first below τ at step {self.first_dip})" if dip else "")
+                    + f" and heads for {target} {'≥' if who == 'the task' else '<'} τ = {self.tau:g}; "
+                    f"with more steps {who} wins")
+        if self.norm[-1] <= 3 * max(abs(free[-1]), 1e-300):
+            return (f"decay wins: γ falls below τ = {self.tau:g} for good at step {self.silent_step}; with no task "
+                    f"gradient the filter follows the decay curve down to ‖w‖ = {self.norm[-1]:.2g}")
+        return (f"decay wins: γ falls below τ = {self.tau:g} for good at step {self.silent_step} and heads for "
+                f"{target}; the filter's gradient shrinks with γ, so ‖w‖ sinks to {self.norm[-1]:.2g} "
+                f"(a gradient-free weight: {size})")
 
 
 def simulate(lr: float = 0.1, wd: float = 1e-2, momentum: float = 0.9, grad: float = 1e-3, steps: int = 1000,

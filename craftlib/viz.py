@@ -615,23 +615,33 @@ def save_comparison_figures(summary: Summary, records: list[dict], out: str | Pa
 
 
 def draw_decay_race(axes, race) -> None:
-    """γ(t) and ‖w‖(t) of a ``decay.Race`` on two log axes, against the gradient-free decay curves."""
+    """γ(t) and ‖w‖(t) of a ``decay.Race`` on two log axes, against the gradient-free decay curves.
+
+    A log axis cannot draw a negative value, and heavy momentum swings γ (and a gradient-free weight)
+    through 0: sizes are drawn, and the stretches where γ < 0 are overdrawn in orange and say so.
+    """
     ax_g, ax_w = axes
     floor = 1e-4
-    for ax, values, name in ((ax_g, race.gamma, "BatchNorm γ"), (ax_w, race.norm, "filter ‖w‖")):
+    swings = np.any(race.decay_momentum < -1e-12)
+    for ax, values, name in ((ax_g, race.gamma, "BatchNorm |γ|"), (ax_w, race.norm, "filter ‖w‖")):
         ax.plot(race.steps, np.maximum(np.abs(values), floor), color=ACTIVE, linewidth=2, label=name, gid="simulated")
         ax.plot(race.steps, np.maximum(race.decay, floor), color="grey", linestyle="--",
                 label=f"(1 − lr·wd)ⁿ = {1 - race.lr * race.wd:.4g}ⁿ", gid="decay")
-        ax.plot(race.steps, np.maximum(race.decay_momentum, floor), color="black", linestyle=":",
-                label=f"no gradient, momentum {race.momentum:g}", gid="decay-momentum")
+        ax.plot(race.steps, np.maximum(np.abs(race.decay_momentum), floor), color="black", linestyle=":",
+                label=f"no gradient, momentum {race.momentum:g}" + (" (size; swings through 0)" if swings else ""),
+                gid="decay-momentum")
         ax.set_yscale("log")
         ax.set_ylim(floor, max(2.0, float(np.max(np.abs(values))) * 1.5))
         ax.set_xlim(0, race.steps[-1])
         ax.set(xlabel="step", title=f"{name} (both start at 1)")
+    if np.any(race.gamma < 0):
+        negative = np.where(race.gamma < 0, np.maximum(-race.gamma, floor), np.nan)
+        ax_g.plot(race.steps, negative, color=OKABE_ITO["orange"], linewidth=3, label="γ < 0 (sign flipped)",
+                  gid="gamma-negative")
     ax_g.axhline(race.tau, color=INACTIVE, linewidth=1, label=f"τ = {tau_text(race.tau)}", gid="tau")
     if race.silent_step is not None:
         ax_g.axvline(race.silent_step, color=INACTIVE, linestyle="-.", linewidth=1,
-                     label=f"γ < τ at step {race.silent_step}", gid="silent")
+                     label=f"|γ| < τ for good from step {race.silent_step}", gid="silent")
     ax_g.legend(fontsize=10, loc="lower left")
     ax_w.legend(fontsize=10, loc="lower left", handles=ax_w.get_legend_handles_labels()[0][:3])
 
