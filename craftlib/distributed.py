@@ -17,10 +17,13 @@ The choices (``docs/SCALE.md`` says why):
 """
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 import math
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -35,7 +38,7 @@ from .data import FaceSet, to_input
 from .facefolders import FaceFolder
 from .iresnet import backbone_for, backbone_name
 from .losses import margin_loss
-from .reactivation import ReactivationCallback, stem_consumers
+from .reactivation import ReactivationCallback
 from .runtime import pick_device
 from .training import NonFiniteLossError, TrainConfig, Trainer, make_optimizer, make_schedule, parameter_groups
 
@@ -48,6 +51,11 @@ NO_FORWARD_BUFFER_SYNC = ({"forward_sync_buffers": False}  # torch >= 2.14 (buff
 
 class ReplicaMismatchError(RuntimeError):
     """Ranks hold different values for a tensor that must be identical on all of them."""
+
+
+class ScheduleMismatchError(ReplicaMismatchError):
+    """Ranks plan different trainings (loop, callbacks, re-activation schedule): they would meet in different
+    collectives, which gloo reports as a "collective mismatch" and NCCL does not report at all (it hangs)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -111,30 +119,35 @@ _INT_VIEW = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
 def checksum(t: torch.Tensor) -> torch.Tensor:
-    """Sum of the raw bit patterns (int64, wrapping): any change of any element changes it in practice."""
+    """Sum of the raw bit patterns (int64, wrapping): any change of any element changes it in practice.
+
+    Integer sums are exact in any order, so equal tensors give equal checksums on any device and kernel.
+    """
     t = t.detach().contiguous().reshape(-1)
     if t.dtype == torch.bool:
         t = t.to(torch.uint8)
     if t.is_floating_point():
         t = t.view(_INT_VIEW[t.element_size()])
-    return t.to(torch.int64).sum()
+    return t.sum(dtype=torch.int64)
 
 
 def watched_tensors(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
-    """What re-activation writes and DDP does not re-sync by itself, by ``state_dict`` name.
+    """Everything a replica holds, by name: every parameter and buffer of ``model`` and the whole optimizer state.
 
-    ``conv1``, its activation (PReLU slopes), the convolutions that read it (downstream resets), every BatchNorm
-    (parameters and running statistics), and the optimizer state of all their parameters.
+    DDP broadcasts parameters once, at construction, and afterwards only averages gradients: a callback, a seed or a
+    rounding that differs between ranks lets any tensor drift, the embedding layer and the margin head as surely as
+    ``conv1``. Optimizer state of a parameter outside ``model`` (e.g. a separate head) is named by its place in the
+    optimizer; the groups' numeric settings (``lr``, ...) are compared too.
     """
-    names = {id(m): n for n, m in model.named_modules()}
-    modules = [model.conv1, getattr(model, "act1", None), *stem_consumers(model),
-               *(m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))]
-    named = {f"{names[id(m)]}.{k}": t for m in modules if isinstance(m, nn.Module)
-             for k, t in m.state_dict(keep_vars=True).items()}
+    named = dict(model.state_dict(keep_vars=True))
     param_names = {id(t): n for n, t in named.items() if isinstance(t, nn.Parameter)}
-    for p, state in optimizer.state.items():
-        if id(p) in param_names:
-            named.update({f"optimizer[{param_names[id(p)]}].{k}": v for k, v in state.items() if torch.is_tensor(v)})
+    for g, group in enumerate(optimizer.param_groups):
+        for i, p in enumerate(group["params"]):
+            where = param_names.get(id(p), f"group {g}, param {i}")
+            named.update({f"optimizer[{where}].{k}": v for k, v in optimizer.state.get(p, {}).items()
+                          if torch.is_tensor(v)})
+        named.update({f"optimizer.group{g}.{k}": torch.tensor(float(v), dtype=torch.float64)
+                      for k, v in group.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
     return named
 
 
@@ -147,6 +160,9 @@ def _gather(local: torch.Tensor) -> torch.Tensor:
 
 def check_replicas(model: nn.Module, optimizer: torch.optim.Optimizer, when: str = "") -> int:
     """Compare checksums of ``watched_tensors`` across ranks; raise naming the first tensor that differs.
+
+    One int64 per tensor is gathered (a few kB even for an iResNet-100 with its head), after one pass over the
+    weights to sum their bits.
 
     Every rank gathers the same table and so raises the same error: no rank is left waiting in a collective.
     Returns the number of tensors compared (0 outside a process group).
@@ -171,8 +187,71 @@ def check_replicas(model: nn.Module, optimizer: torch.optim.Optimizer, when: str
     return len(named)
 
 
+def planned_events(callback: ReactivationCallback, trainer: Trainer) -> list[tuple[int, int]]:
+    """The ``(epoch, step)`` points where ``callback`` will act over the whole run, asked of its own hooks.
+
+    The hooks run on a stand-in loop with the callback's action replaced by a note, so the plan is the callback's
+    own schedule logic rather than a copy of it. Call it after ``on_train_start`` (which sets ``last_epoch``).
+    """
+    plan: list[tuple[int, int]] = []
+    loop = SimpleNamespace(epoch=0, step=0, config=trainer.config)
+    callback._act = lambda t: plan.append((t.epoch, t.step))
+    try:
+        for epoch in range(trainer.config.epochs):
+            loop.epoch = epoch
+            for _ in range(trainer.steps_per_epoch):
+                loop.step += 1
+                callback.on_step_end(loop)
+            loop.epoch = epoch + 1
+            callback.on_epoch_end(loop)
+    finally:
+        del callback._act
+    return plan
+
+
+def _fingerprint(value) -> int:
+    """63 bits of the SHA-256 of ``value``'s JSON: equal values give equal numbers on every rank."""
+    text = json.dumps(value, sort_keys=True, default=str).encode()
+    return int.from_bytes(hashlib.sha256(text).digest()[:8], "big") >> 1
+
+
+def check_schedules(trainer: Trainer) -> None:
+    """Before the first step, prove that every rank plans the same training; raise naming what differs.
+
+    A rank on another re-activation schedule would enter ``SyncedReactivation``'s all-reduce or the replica check
+    while the others enter the next step's gradient all-reduce. One all-gather of fingerprints (the loop's config
+    and position, the callbacks' classes, every planned event) finds it first, on every rank alike.
+    """
+    _, world = rank_and_world()
+    if world == 1:
+        return
+    plans = [planned_events(cb, trainer) if isinstance(cb, ReactivationCallback) else [] for cb in trainer.callbacks]
+    events = sorted(step for plan in plans for _, step in plan)
+    parts = {"training loop (config, steps per epoch, position)":
+             [trainer.config.to_dict(), trainer.steps_per_epoch, trainer.total_steps, trainer.epoch, trainer.step],
+             "callbacks (classes, in order)": [type(cb).__qualname__ for cb in trainer.callbacks],
+             "re-activation schedule": plans}
+    local = [_fingerprint(v) for v in parts.values()] + [len(events), *(events[:1] or [-1]), *(events[-1:] or [-1])]
+    table = _gather(torch.tensor(local, dtype=torch.int64, device=_comm_device()))
+    for column, what in enumerate(parts):
+        ranks = (table[:, column] != table[0, column]).nonzero().flatten().tolist()
+        if ranks:
+            plans_by_rank = "; ".join(f"rank {r}: {n} events, steps {a}..{b}"
+                                      for r, (n, a, b) in enumerate(table[:, len(parts):].tolist()))
+            raise ScheduleMismatchError(
+                f"ranks plan different trainings: the {what} on rank(s) {ranks} is not rank 0's ({plans_by_rank}). "
+                "Every rank must get the same config, data and callbacks; see docs/SCALE.md")
+
+
+def replica_module(trainer: Trainer) -> nn.Module:
+    """What one rank holds: ``DistributedTrainer``'s backbone and head (unwrapped from DDP), else the model."""
+    replica = getattr(trainer, "replica", trainer.model)
+    return replica.module if isinstance(replica, DistributedDataParallel) else replica
+
+
 class ReplicaCheck(Callback):
-    """After each event another callback records (each re-activation), check that all ranks still agree.
+    """Prove the ranks agree: their plans at the start, every tensor at the start, after each event another
+    callback records (each re-activation) and at the end of each epoch not already checked.
 
     Put it after the callbacks it watches (``DistributedTrainer`` appends one last by default).
     """
@@ -180,19 +259,26 @@ class ReplicaCheck(Callback):
     def __init__(self):
         self.seen = 0  # events already checked
         self.checks = 0
+        self._checked_step: int | None = None
 
-    def _after_events(self, trainer: Trainer) -> None:
-        if len(trainer.events) > self.seen:
-            self.seen = len(trainer.events)
-            check_replicas(trainer.model, trainer.optimizer,
-                           f"after the event at epoch {trainer.epoch}, step {trainer.step}")
-            self.checks += 1
+    def _check(self, trainer: Trainer, when: str) -> None:
+        check_replicas(replica_module(trainer), trainer.optimizer, when)
+        self.checks += 1
+        self._checked_step = trainer.step
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        check_schedules(trainer)
+        self._check(trainer, "at the start of training")
 
     def on_step_end(self, trainer: Trainer) -> None:
-        self._after_events(trainer)
+        if len(trainer.events) > self.seen:
+            self.seen = len(trainer.events)
+            self._check(trainer, f"after the event at epoch {trainer.epoch}, step {trainer.step}")
 
     def on_epoch_end(self, trainer: Trainer) -> None:
-        self._after_events(trainer)
+        self.on_step_end(trainer)
+        if self._checked_step != trainer.step:
+            self._check(trainer, f"at the end of epoch {trainer.epoch}")
 
 
 class SyncedReactivation(ReactivationCallback):
@@ -319,7 +405,12 @@ class DistributedTrainer(Trainer):
         return mean_loss, mean_acc
 
     def save(self, path: str | Path) -> Path:
-        """Rank 0 writes (replicas are identical); every rank waits for it, so the file exists when this returns."""
+        """Rank 0 writes once the replicas are proven identical; every rank waits, so the file exists on return.
+
+        The check raises on every rank alike, before anything is written: no checkpoint of a model the ranks
+        disagree on.
+        """
+        check_replicas(replica_module(self), self.optimizer, f"before saving {path}")
         if self.rank == 0:
             super().save(path)
         if self.world > 1:

@@ -27,8 +27,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from craftlib.checkpoints import CheckpointError
 from craftlib.data import FaceSet, PairSet
-from craftlib.distributed import (DistributedTrainer, ReplicaMismatchError, SyncedReactivation, check_replicas,
-                                  checksum, init_distributed, watched_tensors)
+from craftlib.distributed import (DistributedTrainer, ReplicaMismatchError, ScheduleMismatchError, SyncedReactivation,
+                                  check_replicas, checksum, init_distributed, planned_events, watched_tensors)
 from craftlib.facebin import consecutive_folds, write_bin
 from craftlib.facefolders import FaceFolder
 from craftlib.losses import MarginHead
@@ -139,6 +139,48 @@ def _without_buffer_averaging(device: str) -> dict:
         distributed.average_buffers = average
 
 
+class Diverge(Callback):
+    """A rank-local change no event records: rank 1 nudges one tensor after the first step (DDP never notices)."""
+
+    def __init__(self, rank: int, module: str, tensor: str = "weight"):
+        self.rank, self.module, self.tensor = rank, module, tensor
+
+    def on_step_end(self, trainer) -> None:
+        if self.rank == 1 and trainer.step == 1:
+            with torch.no_grad():
+                getattr(dict(trainer.replica.module.named_modules())[self.module], self.tensor)[0, 0] += 1e-3
+
+
+def _outcome(run) -> dict:
+    """What a scenario ended with: its error's class and message, or ``None``."""
+    try:
+        return {"error": None, **run()}
+    except ReplicaMismatchError as err:
+        return {"error": str(err), "kind": type(err).__name__}
+
+
+def _diverged_head(rank: int, device: str) -> dict:
+    trainer = DistributedTrainer(synthetic_faces(), CONFIG.but(device=device), [Diverge(rank, "head")], progress=False)
+    return _outcome(lambda: {"history": trainer.fit()})
+
+
+def _diverged_embedding_then_save(rank: int, device: str, out: str) -> dict:
+    """No ReplicaCheck callback: the check inside ``save`` must still refuse, and write nothing."""
+    trainer = DistributedTrainer(synthetic_faces(), CONFIG.but(device=device), [Diverge(rank, "model.head.3")],
+                                 progress=False, replica_check=False)
+    trainer.train_steps(3)
+    embedding = checksum(trainer.model.head[3].weight).item()  # two more averaged steps: still apart
+    path = Path(out) / "diverged.pt"
+    return {**_outcome(lambda: {"saved": trainer.save(path)}), "embedding": embedding, "written": path.exists()}
+
+
+def _schedule_mismatch(rank: int, device: str) -> dict:
+    """Rank 1 stops re-activating an epoch early: without the plan check it would meet rank 0 in another collective."""
+    callback = SyncedReactivation(**{**CRAFT, "last_epoch": 2 - rank}, seed=0)
+    trainer = DistributedTrainer(synthetic_faces(), CONFIG.but(device=device), [callback], progress=False)
+    return {**_outcome(lambda: {"history": trainer.fit()}), "steps": trainer.step}
+
+
 def _worker(rank: int, port: int, out: str, device: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
                       LOCAL_RANK=str(rank))
@@ -151,6 +193,9 @@ def _worker(rank: int, port: int, out: str, device: str) -> None:
             "desynced": _train(ReactivationCallback("contextual", tau=0.9, every=1, last_epoch=2, seed=rank), device),
             "snippet": _plain_ddp_loop(rank, device),
             "unsynced_buffers": _without_buffer_averaging(device),
+            "diverged_head": _diverged_head(rank, device),
+            "diverged_embedding": _diverged_embedding_then_save(rank, device, out),
+            "schedule": _schedule_mismatch(rank, device),
         }
     finally:
         dist.destroy_process_group()
@@ -178,7 +223,7 @@ def test_replicas_identical_after_every_reactivation(two_ranks):
     assert set(r0["shard"]).isdisjoint(r1["shard"]) and len(r0["shard"]) == len(r1["shard"]) == 16  # real sharding
     assert len(r0["events"]) == 8 and r0["events"] == r1["events"]  # every step, the same filters everywhere
     assert sum(len(e["filters"]) for e in r0["events"]) > 8
-    assert r0["checks"] == r1["checks"] == 8  # ReplicaCheck ran after every event
+    assert r0["checks"] == r1["checks"] == 1 + 8  # ReplicaCheck ran at the start and after every event
     for s0, s1 in zip(r0["states"], r1["states"], strict=True):
         assert s0.keys() == s1.keys() and any(k.startswith("optimizer.") for k in s0)
         for key in s0:
@@ -200,6 +245,30 @@ def test_desynchronised_reinit_is_detected(two_ranks):
 def test_batchnorm_drift_is_detected_without_averaging(two_ranks):
     for r in two_ranks:
         assert re.search(r"bn1\.running_(mean|var) on rank\(s\) \[1\]", r["unsynced_buffers"]["error"])
+
+
+@pytest.mark.slow
+def test_diverged_margin_head_is_caught_at_the_epoch_end(two_ranks):
+    for r in (r["diverged_head"] for r in two_ranks):  # no event in this run: the epoch-end check caught it
+        assert r["kind"] == "ReplicaMismatchError"
+        assert r["error"].startswith("replicas differ at the end of epoch 1: head.weight on rank(s) [1] is not rank 0's")
+
+
+@pytest.mark.slow
+def test_diverged_embedding_layer_is_refused_before_rank_0_saves(two_ranks):
+    r0, r1 = (r["diverged_embedding"] for r in two_ranks)
+    assert r0["embedding"] != r1["embedding"]  # DDP broadcast the parameters once; it did not heal the difference
+    for r in (r0, r1):
+        assert "before saving" in r["error"] and "model.head.3.weight on rank(s) [1]" in r["error"]
+        assert not r["written"]
+
+
+@pytest.mark.slow
+def test_schedule_mismatch_is_craftlibs_own_error_before_any_step(two_ranks):
+    for r in (r["schedule"] for r in two_ranks):
+        assert r["kind"] == "ScheduleMismatchError" and r["steps"] == 0
+        assert "the re-activation schedule on rank(s) [1] is not rank 0's" in r["error"]
+        assert "rank 0: 8 events, steps 1..8; rank 1: 4 events, steps 1..4" in r["error"]
 
 
 @pytest.mark.slow
@@ -236,15 +305,30 @@ def test_checksum_sees_a_single_bit():
         assert checksum(other).dtype == torch.int64
 
 
-def test_watched_tensors_and_single_process_check():
+def test_watched_tensors_cover_every_parameter_buffer_and_optimizer_state():
     trainer = DistributedTrainer(synthetic_faces(), CONFIG, progress=False)
     trainer.train_steps(1)
-    names = watched_tensors(trainer.model, trainer.optimizer)
-    assert {"conv1.weight", "bn1.weight", "bn1.running_var", "act1.weight", "body.0.0.weight", "body.0.1.running_mean",
-            "optimizer[conv1.weight].momentum_buffer", "optimizer[bn1.weight].momentum_buffer",
-            "optimizer[body.0.0.weight].momentum_buffer"} <= set(names)
-    assert not any(n.startswith(("body.1.0.", "head.3.")) for n in names)  # other convs, the linear: DDP's job
-    assert check_replicas(trainer.model, trainer.optimizer) == 0  # nothing to compare without a process group
+    replica = trainer.replica  # backbone and margin head, as one module
+    names = watched_tensors(replica, trainer.optimizer)
+    assert set(replica.state_dict()) <= set(names)  # every parameter and buffer, num_batches_tracked included
+    moments = {f"optimizer[{n}].momentum_buffer" for n, p in replica.named_parameters() if p.requires_grad}
+    assert moments <= set(names) and {"model.head.3.weight", "head.weight", "optimizer.group0.lr"} <= set(names)
+    alone = watched_tensors(trainer.model, trainer.optimizer)  # a head outside the module: its state still counts
+    last = len(trainer.optimizer.param_groups[0]["params"]) - 1  # the margin head's weight comes last
+    assert f"optimizer[group 0, param {last}].momentum_buffer" in alone and "head.weight" not in alone
+    assert check_replicas(replica, trainer.optimizer) == 0  # nothing to compare without a process group
+
+
+def test_planned_events_are_the_callbacks_own_schedule():
+    """The plan asked of the hooks equals what a real run does, for step- and epoch-scheduled re-activation."""
+    for craft in (CRAFT, {**CRAFT, "every": "epoch", "last_epoch": 1}, {**CRAFT, "first_epoch": 2, "last_epoch": 2}):
+        callback = ReactivationCallback(**craft, seed=0)
+        trainer = DistributedTrainer(synthetic_faces(), CONFIG, [callback], progress=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer.fit()
+        assert planned_events(callback, trainer) == [(e["epoch"], e["step"]) for e in trainer.events]
+        assert not hasattr(callback, "__dict__") or "_act" not in vars(callback)  # the stand-in action is gone
 
 
 @pytest.mark.slow
