@@ -225,16 +225,25 @@ def filter_grid(weight, scores=None, tau: float | None = None, mask=None, channe
 # scores
 
 
-def draw_score_bars(ax, scores: np.ndarray, tau: float, label: str = "max |w| / strongest") -> None:
-    """Sorted bars (weakest first), τ as a dashed line, inactive bars red; ``update_score_bars`` changes it."""
+def draw_score_bars(ax, scores: np.ndarray, tau: float, label: str = "max |w| / strongest", log: bool = False) -> None:
+    """Sorted bars (weakest first), τ as a dashed line, inactive bars red; ``update_score_bars`` changes it.
+
+    ``log`` draws the scores on a log axis: silent channels at 0.1 % of the loudest are bars there, not
+    the 0-2 px they are on a linear one.
+    """
     n = len(scores)
-    ax.bar(np.arange(n), np.zeros(n), width=0.8)
+    if log:
+        ax.set_yscale("log")
+    ax.bar(np.arange(n), np.ones(n), width=0.8)  # heights set below
     ax.axhline(tau, color="black", linestyle="--", linewidth=1, gid="tau")
     ax.set_xlim(-0.7, n - 0.3)
     ax.set_xticks([])  # 64 tick labels would cost more to draw than everything else; the grid shows numbers
     ax.set_xlabel("filters, sorted by score (weakest left)")
-    ax.legend(handles=[Patch(color=INACTIVE, label="inactive (< τ)"), Patch(color=ACTIVE, label="active"),
-                       Line2D([], [], color="black", linestyle="--", label="τ")], loc="upper left", fontsize=10)
+    handles = [Patch(color=INACTIVE, label="inactive (< τ)"), Patch(color=ACTIVE, label="active"),
+               Line2D([], [], color="black", linestyle="--", label="τ")]
+    if log and np.any(np.asarray(scores) <= 0):
+        handles.append(Patch(facecolor=INACTIVE, edgecolor="white", hatch="////", label="exactly 0"))
+    ax.legend(handles=handles, loc="upper left", fontsize=10, ncols=len(handles) if log else 1)
     update_score_bars(ax, scores, tau, label)
 
 
@@ -243,14 +252,19 @@ def update_score_bars(ax, scores: np.ndarray, tau: float, label: str | None = No
     scores = np.asarray(scores, dtype=float)
     order = np.argsort(scores, kind="stable")
     mask = inactive_mask(scores, tau)
-    for bar, i in zip(ax.patches, order):
-        bar.set_height(scores[i])
+    top, log = max(1.0, float(scores.max())), ax.get_yscale() == "log"
+    positive = scores[scores > 0]
+    floor = max(min(float(positive.min()) if positive.size else 1.0, tau if tau > 0 else 1.0) / 2, 1e-6)
+    for bar, i in zip(ax.patches, order):  # on a log axis a score of exactly 0 is a hatched stub at the floor
+        bar.set_height(scores[i] if scores[i] > 0 or not log else floor)
         bar.set_color(INACTIVE if mask[i] else ACTIVE)
+        bar.set_hatch("////" if log and scores[i] <= 0 else None)
+        bar.set_edgecolor("white")
     tau_line = next(l for l in ax.lines if l.get_gid() == "tau")
     tau_line.set_ydata([tau, tau])
-    ax.set_ylim(0, max(1.0, float(scores.max())) * 1.05)
+    ax.set_ylim(*((floor / 10, top * 4) if log else (0, top * 1.05)))  # log: room above for the legend
     if label is not None:
-        ax.set_ylabel(label)
+        ax.set_ylabel(label + (" (log scale)" if ax.get_yscale() == "log" else ""))
     ax.set_title(f"{count_text(mask)} at τ = {tau_text(tau)}")
 
 

@@ -220,7 +220,7 @@ def threshold_figure(source: ScoreSource, score: str = "max", tau: float = 0.1) 
     bars_ax.set_label("bars")
     viz.draw_filter_grid(grid_ax, source.weight, state["mask"])
     grid_ax.set_title("conv1 filters (tile: RGB | σ R / G B); framed, ✕ = inactive", fontsize=10)
-    viz.draw_score_bars(bars_ax, state["scores"], tau, SCORE_LABELS[score])
+    viz.draw_score_bars(bars_ax, state["scores"], tau, SCORE_LABELS[score], log=True)
     return fig
 
 
@@ -236,7 +236,8 @@ def threshold_view(model, score: str = "max", tau: float = 0.1, probe=None) -> F
 
 
 class ThresholdExplorer:
-    """τ slider + score menu over a first layer: the count, the framed grid and the bars follow.
+    """τ slider (log-scaled, 0.001-1, as the lab's) + score menu over a first layer: the count, the framed grid
+    and the bars (log-scaled: silent channels sit decades below the loudest) follow.
 
     ``layer`` is a FaceCNN, the MobileFaceNet stem (``conv = stem[0]``, ``bn = stem[1]``) or ``(conv, bn)``;
     with a ``probe`` batch of faces the silent and activation (ReDo) scores are offered too.
@@ -244,13 +245,13 @@ class ThresholdExplorer:
 
     def __init__(self, layer, probe=None, score: str = "max", tau: float = 0.1):
         self.source = score_source(layer, probe)
-        self.tau = W.FloatSlider(value=tau, min=0.0, max=1.0, step=0.01, description="τ", readout_format=".2f",
-                                 continuous_update=False)
+        self.tau = W.FloatLogSlider(value=min(max(tau, 1e-3), 1.0), base=10, min=-3, max=0, step=0.05,
+                                    description="τ", readout_format=".3g", continuous_update=False)  # as the lab's
         self.score = W.Dropdown(options=[(SCORE_LABELS[k], k) for k in self.source.scores], value=score,
                                 description="score", layout=W.Layout(width="380px"))
         self.count = W.HTML()
         self.image = png_image("craft-figure")
-        self.figure = threshold_figure(self.source, score, tau)
+        self.figure = threshold_figure(self.source, score, self.tau.value)
         for w, cls in ((self.tau, "craft-tau"), (self.count, "craft-count")):
             w.add_class(cls)
         self.widget = W.VBox([W.HBox([self.tau, self.score, self.count]), self.image])

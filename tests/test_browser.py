@@ -58,8 +58,8 @@ def check_threshold_explorer(page) -> None:
     handle = explorer.locator(".craft-tau .noUi-handle")
     handle.focus()
     for _ in range(2):
-        handle.press("PageUp")  # τ 0.10 -> 0.20: five slider steps of 0.01 per PageUp
-    expect(count).to_contain_text("τ = 0.20", timeout=30_000)
+        handle.press("PageUp")  # τ 0.10 -> 0.32: a log slider, five steps of 10^0.05 per PageUp
+    expect(count).to_contain_text("τ = 0.32", timeout=30_000)
     expect(count).not_to_contain_text("31 / 64")
     wait_for_change(lambda: image.get_attribute("src"), src_before)
     quiet_kernel(page, quiet=1.0)

@@ -111,7 +111,7 @@ def check_explorer(page) -> None:
     image = explorer.locator("img.craft-figure")
     before = image.get_attribute("src")
     slider_keys(explorer, ".craft-tau", "PageUp", 2)
-    until(label.inner_text, lambda t: "τ = 0.20" in t and "31 / 64" not in t, what="the count at τ = 0.20")
+    until(label.inner_text, lambda t: "τ = 0.32" in t and "31 / 64" not in t, what="the count at τ = 0.32 (log)")
     until(lambda: image.get_attribute("src"), lambda s: s != before, what="the explorer's figure")
     shot(explorer, "threshold_explorer.png")
 

@@ -175,7 +175,7 @@ def test_lab_code_cell_pattern_leaves_the_widget_alone(trainer):
 def test_explorer_count_frames_and_bars_agree(trainer):
     probe = trainer.data.images[:32]
     explorer = cw.ThresholdExplorer(trainer.model, probe=probe, score="max", tau=0.1)
-    for score, tau in (("max", 0.05), ("silent", 0.01), ("gamma", 0.2), ("max", 0.0), ("l2", 0.9)):
+    for score, tau in (("max", 0.05), ("silent", 0.01), ("gamma", 0.2), ("max", 0.001), ("l2", 0.9)):
         explorer.score.value, explorer.tau.value = score, tau
         grid = next(ax for ax in explorer.figure.axes if ax.get_label() == "grid")
         bars = next(ax for ax in explorer.figure.axes if ax.get_label() == "bars")

@@ -110,7 +110,8 @@ def test_threshold_update_is_fast_and_matches_inactive_mask(source):
 def test_explorer_slider_and_menu_update_count_and_figure(stem, probe):
     explorer = cw.ThresholdExplorer(stem, probe)
     assert explorer.tau.continuous_update is False
-    assert (explorer.tau.min, explorer.tau.max, explorer.tau.step) == (0.0, 1.0, 0.01)
+    assert isinstance(explorer.tau, cw.W.FloatLogSlider)  # log-scaled, as the lab's: 0.001 to 1
+    assert (explorer.tau.base, explorer.tau.min, explorer.tau.max, explorer.tau.step) == (10, -3, 0, 0.05)
     assert "31 / 64 inactive (48%)" in explorer.count.value
     first_png = explorer.image.value
     explorer.tau.value = 0.5  # what dragging the slider does
@@ -122,7 +123,20 @@ def test_explorer_slider_and_menu_update_count_and_figure(stem, probe):
     explorer.score.value = "silent"
     assert explorer.state["score"] == "silent"
     bars = next(ax for ax in explorer.figure.axes if ax.get_label() == "bars")
-    assert bars.get_ylabel() == "output spread (std after BN + activation)"
+    assert bars.get_ylabel() == "output spread (std after BN + activation) (log scale)"
+    scores = explorer.state["scores"]
+    assert bars.get_yscale() == "log" and bars.get_ylim()[0] < scores[scores > 0].min()
+    assert sum(p.get_hatch() is not None for p in bars.patches) == (scores == 0).sum()  # exact zeros: stubs
+
+
+def test_explorer_bars_show_silent_filters_on_a_log_scale(stem, probe):
+    """The released stem's dead channels are ~0.1% of the loudest: on the bars' log axis each is at least a
+    tenth of the plot's height, where a linear axis would give them under a pixel."""
+    fig = cw.threshold_figure(cw.score_source(stem, probe), "silent", 0.01)
+    bars = next(ax for ax in fig.axes if ax.get_label() == "bars")
+    low, high = (np.log10(v) for v in bars.get_ylim())
+    silent = [p.get_height() for p in bars.patches if p.get_height() < 0.01]
+    assert len(silent) >= 20 and all((np.log10(h) - low) / (high - low) > 0.1 for h in silent)
 
 
 def test_threshold_explorer_and_static_view(stem):
