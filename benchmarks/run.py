@@ -482,6 +482,8 @@ def main() -> None:
     r["wall_s"] = time.perf_counter() - start
 
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    kept = json.loads(Path(args.out).read_text()) if Path(args.out).is_file() else {}
+    r.update({k: kept[k] for k in ("thread_policy",) if k in kept})  # benchmarks/threads.py's section stays
     Path(args.out).write_text(json.dumps(r, indent=1) + "\n")
     print()
     print(table(r))

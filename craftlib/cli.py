@@ -261,7 +261,9 @@ def cmd_lab(args) -> int:
         return 2
     copied = prepare_workspace(source, target, args.refresh)
     print(f"notebooks: {target} ({len(copied)} copied from {source}; your edits there are never overwritten)")
-    env = dict(os.environ)
+    from .threads import kernel_env
+
+    env = kernel_env(os.environ)  # the kernels JupyterLab starts inherit the thread policy (craftlib.threads)
     if args.seed is not None:
         env["CRAFT_SEED"] = str(args.seed)
     extra = args.lab_args[1:] if args.lab_args[:1] == ["--"] else args.lab_args
@@ -419,6 +421,9 @@ IN_ENV = {"check": "torch", "lab": "jupyterlab", "demo": "torch"}  # re-run insi
 
 
 def main(argv: list[str] | None = None) -> int:
+    from . import threads
+
+    threads.apply()  # before anything imports torch: OpenMP reads its wait policy once, when torch loads it
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["scale"]:  # paper-scale training and .bin evaluation (docs/SCALE.md)
         from .scale_cli import main as scale_main

@@ -167,6 +167,17 @@ def check_torch() -> Check:
     return Check("torch", "OK", detail)
 
 
+def check_threads() -> Check:
+    """The thread policy (``craftlib.threads``): torch's threads and whether idle ones sleep; a NOTE, never a FAIL."""
+    import torch
+
+    from .threads import describe
+
+    effective, text = describe()
+    detail = f"{torch.get_num_threads()} torch thread(s) on {os.cpu_count()} core(s); {text}"
+    return Check("threads", "OK" if effective else "NOTE", detail)
+
+
 def check_lfw(path: str | os.PathLike | None = None) -> list[Check]:
     """Three lines: where LFW is (images, people), its variant (FAIL if not the docs'), its pair files' checksums."""
     from .data import DOCS_VARIANT, LFW, LFWNotFoundError, PAIR_FILES, PAIR_SHA256, VARIANT_LABELS, variant_note
@@ -333,6 +344,8 @@ def run_checks(data: str | os.PathLike | None = None, speed: bool = True, second
     add(check_packages(() if in_colab() else extras))
     add(check_torch())
     torch_ok = out[-1].ok
+    if torch_ok:
+        add(check_threads())
     add(check_lfw(data) if torch_ok else Check("LFW", "FAIL", "not checked: torch does not work"))
     add(check_stem() if torch_ok else Check("MobileFaceNet stem", "FAIL", "not checked: torch does not work"))
     add(check_widgets())

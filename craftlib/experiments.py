@@ -19,6 +19,7 @@ from .activity import model_scores
 from .data import LFW, FaceSet, PairSet
 from .paths import atomic_write
 from .recipes import DEFAULT_ARMS, Recipe
+from .threads import worker_threads
 from .training import train
 from .verification import cosine_scores, embed, evaluate_scores
 
@@ -129,7 +130,7 @@ def forked(run, tasks: list[tuple], jobs: int):
         return
     import multiprocessing
 
-    _SHARED.update(run=run, threads=max(1, torch.get_num_threads() // jobs))
+    _SHARED.update(run=run, threads=worker_threads(jobs, torch.get_num_threads()))
     try:
         with multiprocessing.get_context("fork").Pool(jobs) as pool:
             yield from pool.imap_unordered(_forked_task, tasks)
