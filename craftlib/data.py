@@ -122,7 +122,7 @@ def _fetch(url: str, sha256: str, target: Path, progress: bool = True) -> Path:
     """Download ``url`` to ``target`` with a progress bar; keep it only if its SHA-256 is ``sha256``."""
     import urllib.request
 
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
     if target.is_file() and file_sha256(target) == sha256:
         return target
@@ -131,8 +131,8 @@ def _fetch(url: str, sha256: str, target: Path, progress: bool = True) -> Path:
     digest = hashlib.sha256()
     with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as out:
         total = int(response.headers.get("Content-Length") or 0) or None
-        with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=target.name,
-                  disable=not progress) as bar:
+        with progress_bar(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=target.name,
+                          disable=not progress) as bar:
             for chunk in iter(lambda: response.read(1 << 20), b""):
                 out.write(chunk)
                 digest.update(chunk)
@@ -402,10 +402,10 @@ def load_faces(image_root: Path, names: list[str], crop=DEFAULT_CROP, size: int 
                 return arr
         except (OSError, ValueError):
             pass  # a damaged cache is rebuilt, never trusted
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
     arr = np.empty((len(names), size, size, 3), dtype=np.uint8)
-    for i, name in enumerate(tqdm(names, desc="faces", disable=not progress, leave=False)):
+    for i, name in enumerate(progress_bar(names, desc="faces", disable=not progress, leave=False)):
         arr[i] = load_face(image_root / name, crop, size)
     if cache:
         def save(tmp: Path) -> None:

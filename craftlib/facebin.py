@@ -73,12 +73,12 @@ def consecutive_folds(n: int, folds: int = FOLDS) -> np.ndarray:
 
 def read_bin(path: str | os.PathLike, size: int = 112, progress: bool = False) -> PairSet:
     """Load a verification ``.bin`` as a ``PairSet`` of ``size`` px faces (pair i is images 2i and 2i+1)."""
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
     path = Path(path)
     bins, issame = _validate(_unpickle(path), path)
     images = np.empty((len(bins), size, size, 3), dtype=np.uint8)
-    for i, blob in enumerate(tqdm(bins, desc=path.name, disable=not progress, leave=False)):
+    for i, blob in enumerate(progress_bar(bins, desc=path.name, disable=not progress, leave=False)):
         images[i] = decode_face(io.BytesIO(blob), size, f"{path}: image {i} (pair {i // 2})")
     left = np.arange(0, len(bins), 2)
     return PairSet(images, left, left + 1, np.array(issame, dtype=bool), consecutive_folds(len(issame)),

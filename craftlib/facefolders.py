@@ -94,12 +94,12 @@ class FaceFolder(Dataset):
 
         The ``FaceSet`` keeps every identity in ``classes`` so that its labels mean the same as the dataset's.
         """
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
 
         n = len(self)
         index = np.arange(n) if limit is None or limit >= n else np.unique(np.linspace(0, n - 1, limit).round().astype(int))
         images = np.empty((len(index), self.size, self.size, 3), dtype=np.uint8)
-        for k, i in enumerate(tqdm(index, desc="faces", disable=not progress, leave=False)):
+        for k, i in enumerate(progress_bar(index, desc="faces", disable=not progress, leave=False)):
             images[k] = self.decode(i)
         return FaceSet(images, self.labels[index], list(self.classes), [self.files[i].decode() for i in index])
 

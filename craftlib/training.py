@@ -220,14 +220,14 @@ class Trainer:
 
     def fit(self, epochs: int | None = None) -> list[dict]:
         """Train until ``epochs`` (default: the config's) and return the per-epoch history."""
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
 
         end = self.config.epochs if epochs is None else min(epochs, self.config.epochs)
         self._start()
         while self.epoch < end:
             start, losses, accs = time.perf_counter(), [], []
-            bar = tqdm(self._batches(), total=self.steps_per_epoch, disable=not self.progress, leave=False,
-                       desc=f"epoch {self.epoch + 1}/{self.config.epochs}")
+            bar = progress_bar(self._batches(), total=self.steps_per_epoch, disable=not self.progress, leave=False,
+                               desc=f"epoch {self.epoch + 1}/{self.config.epochs}")
             self._run(bar, losses, accs, bar if self.progress else None)
             self._end_epoch(losses, accs, start)
         return self.history
