@@ -1,35 +1,77 @@
-"""Google Colab: the repository's address (one placeholder), each notebook's first cell, the README's badges.
+"""Google Colab: each notebook's first cell and the README's badges, built from the repository's one address.
 
-``REPOSITORY`` is the only place the repository's address is written. The notebooks' Colab cell and
-the README's "Open in Colab" badges are generated from it: after changing it, run
-``python -m craftlib.colab`` to rewrite them (``tests/test_doc_links.py`` checks they agree).
-Standard library only (it edits JSON and Markdown).
+The address is written once, as ``Repository`` under ``[project.urls]`` in pyproject.toml. Until the publisher
+sets it there is nothing for Colab to open or to install craftlib from, so the badges and the cells say plainly
+that Colab is not available yet, and how to turn it on, instead of pointing at a placeholder. After setting it,
+``python -m craftlib.colab`` rewrites them (``tests/test_colab.py`` checks they agree with the address and that
+no placeholder address is left anywhere). Standard library only (it edits JSON and Markdown).
 """
 from __future__ import annotations
 
 import json
 import re
 import sys
+from importlib import metadata
 from pathlib import Path
 
 from .paths import PACKAGE_DIR
 
-REPOSITORY = "https://github.com/OWNER/craft-workshop"  # PLACEHOLDER: the real address is not known yet
 BRANCH = "main"
 CELL_TAG = "colab-setup"
 CHECKOUT = PACKAGE_DIR.parent
+PYPROJECT = CHECKOUT / "pyproject.toml"
 NOTEBOOKS = CHECKOUT / "notebooks"
 README = CHECKOUT / "README.md"
 BADGE_START, BADGE_END = "<!-- colab-badges:start -->", "<!-- colab-badges:end -->"
+HOW_TO = '`docs/INSTALL.md`, section "Turning on Colab"'
+PLACEHOLDER = re.compile(r"github(?:\.com)?/(owner|<owner>|user|username|your-?(user)?name)/", re.I)
+"""An address that only stands for one: what no badge, cell or doc may point at."""
 
 
-def repository_slug(url: str = REPOSITORY) -> str:
+def repository(pyproject: Path = PYPROJECT) -> str | None:
+    """The repository's address (``[project.urls] Repository``), or None while the publisher has not set it.
+
+    Read from the checkout's pyproject.toml; an installed craftlib (or Python 3.10, which lacks ``tomllib``)
+    reads the same table from the package metadata pip wrote.
+    """
+    try:
+        import tomllib
+
+        url = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"].get("urls", {}).get("Repository")
+    except (ImportError, OSError):
+        try:
+            entries = metadata.metadata("craftlib").get_all("Project-URL") or []
+        except metadata.PackageNotFoundError:
+            entries = []
+        url = next((u.strip() for label, _, u in (e.partition(",") for e in entries)
+                    if label.strip().lower() == "repository"), None)
+    return check_address(url) if url else None
+
+
+def check_address(url: str) -> str:
+    """``url`` if it is a real GitHub repository address; a placeholder or another host is refused."""
+    if PLACEHOLDER.search(url) or not re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+/?", url):
+        raise ValueError(f"the repository address {url!r} must be https://github.com/<owner>/<name> with the real "
+                         f"owner: Colab opens and installs from it ({HOW_TO})")
+    return url.rstrip("/")
+
+
+def repository_slug(url: str) -> str:
     """``owner/name`` of a GitHub URL."""
     return url.rstrip("/").removesuffix(".git").split("github.com/", 1)[1]
 
 
-def cell_source(url: str = REPOSITORY, branch: str = BRANCH) -> str:
-    """The first code cell of every notebook: on Colab only, install craftlib and fetch LFW; elsewhere nothing."""
+def cell_source(url: str | None, branch: str = BRANCH) -> str:
+    """The first code cell of every notebook: on Colab, install craftlib and fetch LFW (or, without an address,
+    say that Colab is not available yet); elsewhere nothing."""
+    if url is None:
+        return f'''# Google Colab: not available yet. The repository has no public address, so Colab has nothing to install
+# craftlib from; the publisher turns it on in one step ({HOW_TO}).
+# Anywhere else (your laptop, the room kit) this cell does nothing.
+import sys
+if "google.colab" in sys.modules:
+    raise RuntimeError("Colab is not available for this workshop yet (craftlib has no published address): run "
+                       "the notebooks on a laptop (README: python -m craftlib lab) or ask the instructor")'''
     return f'''# Google Colab only: install craftlib and fetch LFW (2-5 minutes). Anywhere else this cell does nothing.
 import sys
 if "google.colab" in sys.modules:
@@ -40,12 +82,16 @@ if "google.colab" in sys.modules:
     craftlib.data.find_lfw()  # scikit-learn's funneled LFW, about 230 MB, with a progress bar'''
 
 
-def colab_url(notebook: str, url: str = REPOSITORY, branch: str = BRANCH) -> str:
+def colab_url(notebook: str, url: str, branch: str = BRANCH) -> str:
     return f"https://colab.research.google.com/github/{repository_slug(url)}/blob/{branch}/notebooks/{notebook}"
 
 
-def badges(notebooks: list[Path] | None = None, url: str = REPOSITORY) -> str:
-    """The README's block of badges, one per notebook."""
+def badges(url: str | None, notebooks: list[Path] | None = None) -> str:
+    """The README's block: one badge per notebook, or, without an address, why there are none yet."""
+    if url is None:
+        return "\n".join([BADGE_START, "**Colab is not available yet**: the repository has no public address, so a "
+                          "badge would open nothing.", "The publisher turns the badges and the notebooks' Colab cells "
+                          f"on in one step ({HOW_TO}).", BADGE_END])
     names = [p.name for p in (notebooks or sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")))]
     lines = [BADGE_START, "| notebook | Colab |", "|---|---|"]
     for name in names:
@@ -60,7 +106,7 @@ def has_cell(nb: dict) -> bool:
     return bool(cells) and CELL_TAG in cells[0].get("metadata", {}).get("tags", [])
 
 
-def add_cell(path: Path, url: str = REPOSITORY) -> bool:
+def add_cell(path: Path, url: str | None) -> bool:
     """Put the Colab cell first in ``path`` (or refresh it); read fresh, only that cell changes. True if written."""
     nb = json.loads(Path(path).read_text(encoding="utf-8"))
     source = cell_source(url)
@@ -78,11 +124,11 @@ def add_cell(path: Path, url: str = REPOSITORY) -> bool:
     return True
 
 
-def sync(url: str = REPOSITORY) -> list[str]:
+def sync(url: str | None) -> list[str]:
     """Rewrite every notebook's Colab cell and the README's badges from ``url``; return what changed."""
     changed = [p.name for p in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")) if add_cell(p, url)]
     text = README.read_text(encoding="utf-8")
-    block = badges(url=url)
+    block = badges(url)
     new = re.sub(re.escape(BADGE_START) + ".*?" + re.escape(BADGE_END), lambda _: block, text, flags=re.S)
     if new != text:
         README.write_text(new, encoding="utf-8")
@@ -91,4 +137,4 @@ def sync(url: str = REPOSITORY) -> list[str]:
 
 
 if __name__ == "__main__":
-    print("updated: " + (", ".join(sync()) or "nothing"), file=sys.stderr)
+    print("updated: " + (", ".join(sync(repository())) or "nothing"), file=sys.stderr)

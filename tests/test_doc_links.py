@@ -80,28 +80,3 @@ def test_the_checker_catches_a_dangling_name(tmp_path):
     doc = tmp_path / "x.md"
     assert not resolves("PROVENANCE.md", doc) and resolves("docs/DATA.md", doc) and resolves("RECIPE.md", doc)
     assert skipped("runs/demo/summary.json") and not skipped("docs/NOPE.md")
-
-
-def test_colab_cells_and_badges_come_from_the_one_repository_constant():
-    from craftlib import colab
-
-    readme = (REPO / "README.md").read_text()
-    assert colab.badges() in readme, "README's Colab badges are stale: run `python -m craftlib.colab`"
-    for nb in sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb")):
-        cells = json.loads(nb.read_text())["cells"]
-        assert colab.CELL_TAG in cells[0]["metadata"].get("tags", []), f"{nb.name}: no Colab cell first"
-        assert "".join(cells[0]["source"]) == colab.cell_source(), f"{nb.name}: stale Colab cell"
-        assert not cells[0]["outputs"] and cells[0]["execution_count"] is None
-    slug = colab.repository_slug()
-    stray = [str(p.relative_to(REPO)) for p in [*REPO.glob("*.md"), *REPO.glob("docs/*.md"), *REPO.glob("craftlib/*.py")]
-             if slug in p.read_text(encoding="utf-8") and p.name not in ("README.md", "colab.py")]
-    assert not stray, f"the repository address is written outside craftlib/colab.py: {stray}"
-
-
-def test_the_colab_cell_does_nothing_outside_colab(monkeypatch):
-    from craftlib import colab
-
-    calls = []
-    monkeypatch.setattr("subprocess.run", lambda *a, **k: calls.append(a))
-    exec(compile(colab.cell_source(), "colab-cell", "exec"), {})
-    assert calls == []
