@@ -14,13 +14,15 @@ Plain functions, no federated engine: ``flower_app`` wraps exactly these in Flow
   own model before aggregation, on its own faces).
 
 What crosses the boundary between a client and the server is only ever model arrays, class
-representations (embeddings), counts and filter indices: ``Channel`` carries all of it and keeps a log
-that the tests read. The seed study over these functions is ``federated_study``; its command line,
-``federated_cli``.
+representations (embeddings), counts and filter indices: ``Channel`` carries all of it, refuses faces however
+nested, and keeps a log that the tests read; the ``Server`` refuses any reply that is not exactly a reply
+(``federated_boundary``), with the reason logged, and aggregates without it. The seed study over these
+functions is ``federated_study``; its command line, ``federated_cli``.
 """
 from __future__ import annotations
 
 import io
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass, replace
@@ -31,6 +33,7 @@ import torch.nn.functional as F
 
 from .activity import model_scores
 from .data import LFW, FaceSet, PairSet, probe_batch
+from .federated_boundary import BoundaryError, Channel, ReplySpec, reply_problem
 from .losses import MarginHead
 from .models import FaceCNN
 from .reactivation import clear_optimizer_state, reactivate_model, stem_consumers
@@ -47,6 +50,7 @@ STRATEGY_LABELS = {"local": "local only", "fedavg": "FedAvg (private heads)",
                    "adafedfr": "AdaFedFR-style (shared negatives)", "central": "centralised (ceiling)",
                    "central_steps": "centralised, one site's step count (control)"}
 SILENT_TAU = CraftSpec().tau  # what "dead" means in every federated record: silent below this
+LOG = logging.getLogger(__name__)  # refused replies are logged here
 
 
 @dataclass(frozen=True)
@@ -172,35 +176,6 @@ def federation(lfw: LFW, fed: FedConfig, pairs: PairSet | None = None) -> Federa
     parts = partition(fed.identities, fed.clients, fed.split, fed.alpha, fed.seed, fed.min_identities)
     return Federation([subset(pool, p) for p in parts], subset(data, range(fed.identities, data.num_classes)),
                       pairs if pairs is not None else lfw.pairs("devtest"), pool)
-
-
-# ---------------------------------------------------------------------------------------------
-# what crosses the boundary
-
-
-class BoundaryError(RuntimeError):
-    """Something other than arrays of a model, embeddings, counts or indices tried to cross."""
-
-
-class Channel:
-    """The only way payloads move between server and clients; it checks and logs each one.
-
-    A payload is a dict of NumPy arrays and plain numbers/lists. Images are refused: any uint8 array,
-    or any array with a trailing ``(H, W, 3)`` face shape, raises ``BoundaryError``.
-    """
-
-    def __init__(self, face_shape: tuple[int, ...] | None = None):
-        self.face_shape = face_shape
-        self.log: list[dict] = []
-
-    def send(self, sender: str, receiver: str, payload: dict) -> dict:
-        for key, value in payload.items():
-            if isinstance(value, np.ndarray):
-                if value.dtype == np.uint8 or (self.face_shape and value.shape[-3:] == tuple(self.face_shape)):
-                    raise BoundaryError(f"{sender} -> {receiver}: {key!r} looks like face images "
-                                        f"({value.dtype}, shape {value.shape}); faces never leave a client")
-        self.log.append({"from": sender, "to": receiver, "payload": payload})
-        return payload
 
 
 # ---------------------------------------------------------------------------------------------
@@ -394,15 +369,57 @@ def server_reactivate(model: FaceCNN, spec: CraftSpec, probe: torch.Tensor, seed
 
 
 class Server:
-    """The server's state across rounds: the global model, the public faces, what to send next."""
+    """The server's state across rounds: the global model, the public faces, what to send next.
 
-    def __init__(self, recipe: Recipe, fed: FedConfig, public: FaceSet, pairs: PairSet | None = None):
+    ``assigned`` holds ``(identities, faces)`` the server dealt each site: a reply may not claim more faces, nor
+    send class means for other identities. Every reply is checked (``federated_boundary.reply_problem``); a bad
+    one is refused with a logged reason and the round aggregates the others (none: the model stays as it was).
+    """
+
+    def __init__(self, recipe: Recipe, fed: FedConfig, public: FaceSet, pairs: PairSet | None = None,
+                 assigned: list[tuple[int, int]] | None = None):
         self.recipe, self.fed, self.public, self.pairs = recipe, fed, public, pairs
+        if assigned is None or len(assigned) != fed.clients:
+            raise ValueError(f"the server needs (identities, faces) for each of its {fed.clients} sites, "
+                             f"got {assigned!r}")
+        self.assigned = [(int(n), int(f)) for n, f in assigned]
         self.model = global_model(recipe, fed.seed)
         self.probe = probe_batch(public.images)
         self.renewed: list[int] = []
-        self.negatives: np.ndarray | None = None
+        self.negatives: np.ndarray | dict[int, np.ndarray] | None = None  # public means, or each site's
         self.history: list[dict] = []
+        self.refused: list[dict] = []  # this round's refusals, moved into its record
+
+    def spec(self, client: int) -> ReplySpec:
+        """What a reply from ``client`` must look like this round."""
+        identities, faces = self.assigned[client]
+        return ReplySpec.of(arrays_of(self.model), faces=faces, identities=identities,
+                            embedding_dim=self.recipe.train.model.embedding_dim,
+                            filters=self.model.conv1.out_channels, want_means=self._wants_means())
+
+    def _wants_means(self) -> bool:
+        return self.fed.strategy == "adafedfr" and self.fed.negatives_source == "clients"
+
+    def refuse(self, round_: int, client, reason: str) -> None:
+        """Leave a reply out of the round: log why and keep the reason in the round's record."""
+        LOG.warning("round %d: refused the reply of client %s: %s", round_, client, reason)
+        self.refused.append({"client": client, "reason": reason})
+
+    def accept(self, round_: int, replies: list[dict], senders: list[int]) -> list[tuple[int, dict]]:
+        """The replies that pass ``reply_problem``, one per site in ``range(clients)``, as ``(client, reply)``."""
+        accepted = []
+        for client, reply in zip(senders, replies, strict=True):
+            if not (isinstance(client, int) and not isinstance(client, bool) and 0 <= client < self.fed.clients):
+                reason = f"no site {client!r} in this federation of {self.fed.clients}"
+            elif any(c == client for c, _ in accepted):
+                reason = f"site {client} already replied this round"
+            else:
+                reason = reply_problem(reply, self.spec(client))
+            if reason:
+                self.refuse(round_, client, reason)
+            else:
+                accepted.append((client, reply))
+        return accepted
 
     def message(self, client: int) -> dict:
         """What the server sends client ``client`` at the start of a round."""
@@ -414,23 +431,32 @@ class Server:
                 msg["negatives"] = self.negatives
             else:
                 msg["want_means"] = True
-                if self.negatives is not None:  # every other site's class means, never the site's own
-                    msg["negatives"] = np.concatenate([m for i, m in enumerate(self.negatives) if i != client]) \
-                        if len(self.negatives) > 1 else None
+                others = [m for i, m in (self.negatives or {}).items() if i != client]
+                if others:  # every other site's class means, never the site's own
+                    msg["negatives"] = np.concatenate(others)
         return msg
 
-    def finish_round(self, round_: int, replies: list[dict]) -> dict:
-        """Aggregate, re-activate (``craft='server'``), prepare the negatives, measure. Returns the round's record."""
-        if self.fed.strategy != "local":
-            load_arrays(self.model, aggregate(replies))
-        spec, stop = self.recipe.craft, self.recipe.craft.stop_epoch(self.fed.rounds * self.fed.local_epochs)
-        act = self.fed.craft == "server" and spec.first_epoch <= round_ * self.fed.local_epochs <= stop
-        self.renewed = server_reactivate(self.model, spec, self.probe, self.fed.seed, round_) if act else []
-        if self.fed.strategy == "adafedfr":
-            self.negatives = class_means(self.model, self.public) if self.fed.negatives_source == "public" \
-                else [r["class_means"] for r in replies]
+    def finish_round(self, round_: int, replies: list[dict], senders: list[int] | None = None) -> dict:
+        """Check the replies (``senders[i]`` sent ``replies[i]``; default: in site order), aggregate the accepted
+        ones, re-activate (``craft='server'``), prepare the negatives, measure. Returns the round's record.
+
+        With no reply accepted the global model, the renewed filters and the negatives stay as they were.
+        """
+        accepted = self.accept(round_, replies, list(range(len(replies))) if senders is None else list(senders))
+        replies = [r for _, r in accepted]
+        if replies:
+            if self.fed.strategy != "local":
+                load_arrays(self.model, aggregate(replies))
+            spec, stop = self.recipe.craft, self.recipe.craft.stop_epoch(self.fed.rounds * self.fed.local_epochs)
+            act = self.fed.craft == "server" and spec.first_epoch <= round_ * self.fed.local_epochs <= stop
+            self.renewed = server_reactivate(self.model, spec, self.probe, self.fed.seed, round_) if act else []
+            if self.fed.strategy == "adafedfr":
+                self.negatives = class_means(self.model, self.public) if self.fed.negatives_source == "public" \
+                    else {c: r["class_means"] for c, r in accepted}
         record = {"round": round_, "server_renewed": list(self.renewed),
                   "clients": [{k: v for k, v in r.items() if k not in ("arrays", "class_means")} for r in replies]}
+        if self.refused:
+            record["refused"], self.refused = self.refused, []
         if self.fed.strategy != "local":
             record["global_silent_fraction"] = float(np.mean(
                 model_scores(self.model, "silent", probe=self.probe) < SILENT_TAU))
@@ -461,6 +487,10 @@ class Client:
     def num_identities(self) -> int:
         return self._data.num_classes
 
+    @property
+    def num_faces(self) -> int:
+        return len(self._data.labels)
+
     def round(self, message: dict) -> dict:
         reply, self._blob = client_round(self._data, self._blob, message, self.recipe, self.fed, self.seed,
                                          self.seed + 7)
@@ -490,20 +520,28 @@ def run(recipe: Recipe, fed: FedConfig, fedn: Federation, clients: list[Client] 
         return run_central(recipe, fed, fedn, on_round=on_round, log=log)
     channel = channel or Channel(fedn.pool.images.shape[1:])
     clients = clients or [Client(i, c, recipe, fed) for i, c in enumerate(fedn.clients)]
-    server = Server(recipe, fed, fedn.public, fedn.pairs)
+    server = Server(recipe, fed, fedn.public, fedn.pairs, [(c.num_identities, c.num_faces) for c in clients])
     for round_ in range(1, fed.rounds + 1):
-        replies = []
+        replies, senders = [], []
         for c in clients:
             message = channel.send("server", f"client{c.cid}", server.message(c.cid))
-            replies.append(channel.send(f"client{c.cid}", "server", c.round(message)))
-        record = server.finish_round(round_, replies)
+            try:
+                replies.append(channel.send(f"client{c.cid}", "server", c.round(message)))
+                senders.append(c.cid)
+            except BoundaryError as err:  # the server refuses it like any other bad reply
+                server.refuse(round_, c.cid, str(err))
+        record = server.finish_round(round_, replies, senders)
+        refused = {r["client"] for r in record.get("refused", [])}
+        answered = [c for c in clients if c.cid not in refused]
         if fedn.pairs is not None and (evaluate_clients or round_ == fed.rounds):
-            for c, row in zip(clients, record["clients"]):
+            for c, row in zip(answered, record["clients"]):
                 row.update(accuracy=_verification(c.model(), fedn.pairs)["accuracy"], identities=c.num_identities)
         if fed.strategy == "local":
-            record["global"] = {"accuracy": float(np.mean([r["accuracy"] for r in record["clients"]]))} \
-                if "accuracy" in record["clients"][0] else None
-            record["global_silent_fraction"] = float(np.mean([r["silent_fraction"] for r in record["clients"]]))
+            rows = record["clients"]
+            record["global"] = {"accuracy": float(np.mean([r["accuracy"] for r in rows]))} \
+                if rows and "accuracy" in rows[0] else None
+            record["global_silent_fraction"] = \
+                float(np.mean([r["silent_fraction"] for r in rows])) if rows else math.nan
         if log:
             acc = (record.get("global") or {}).get("accuracy")
             log(f"  round {round_}/{fed.rounds}: DevTest {'n/a' if acc is None else f'{acc:.2%}'}, "

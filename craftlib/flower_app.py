@@ -6,12 +6,15 @@ keeps the client's private state (head, optimizer, schedule) in Flower's ``conte
 ``Strategy`` calls ``federated.Server``. So for the same seed, thread count and configuration, the
 global model of a real deployment equals the in-process one, bit for bit (``tests/test_flower.py``).
 
-A real deployment on one machine (``run_local_deployment`` does exactly this and the test calls it):
+A deployment is a SuperLink (the server) and one SuperNode per site; ``flower_deploy`` starts them, and
+``flwr run APP_DIR`` (``write_app_dir``) submits this app. Across a network every link is TLS and only registered
+SuperNodes may join (``flower_keys`` makes the certificates and keys; docs/SCALE.md has the commands, and
+``flower_deploy.run_local_deployment`` runs exactly that setup on 127.0.0.1). ``--insecure`` is for a
+federation that never leaves one machine, on 127.0.0.1 only.
 
-    flower-superlink --insecure        # the server: Fleet API (gRPC) on :9092, runtime/control API (HTTP) on :8000
-    flower-supernode --insecure --superlink 127.0.0.1:9092 --node-config "partition-id=0 num-partitions=2"
-    flower-supernode ... --node-config "partition-id=1 num-partitions=2"   # one per site
-    flwr run APP_DIR local                                        # APP_DIR from write_app_dir()
+Nothing a site sends is trusted: every reply crosses ``federated.Channel`` and is judged by
+``federated.Server`` (fields, shapes, dtypes, finite values, counts within what the site was dealt); a bad one
+is refused with a logged reason and the round aggregates without it.
 
 Flower 1.39 is the last release whose SuperNode <-> SuperLink link (the Fleet API) is gRPC; from 1.40
 it is HTTP. The CLI's Control API (``flwr run`` -> SuperLink) is HTTP in 1.39 already.
@@ -19,10 +22,6 @@ it is HTTP. The CLI's Control API (``flwr run`` -> SuperLink) is HTTP in 1.39 al
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -89,6 +88,12 @@ def faces_of(lfw: LFW, names: list[str]) -> FaceSet:
     return FaceSet(load_faces(lfw.image_root, files, lfw.crop, lfw.size), labels, list(names), files)
 
 
+def assigned_sizes(lfw: LFW, fed: federated.FedConfig) -> list[tuple[int, int]]:
+    """``(identities, faces)`` the server dealt each site, from the folder listing (no face is opened)."""
+    names, parts, _ = site_identities(lfw, fed)
+    return [(len(part), sum(len(lfw.people[names[i]]) for i in part)) for part in parts]
+
+
 def site_faces(lfw: LFW, fed: federated.FedConfig, partition_id: int) -> FaceSet:
     """Client ``partition_id``'s faces, identical to ``federated.federation(...).clients[partition_id]``."""
     names, parts, _ = site_identities(lfw, fed)
@@ -100,7 +105,8 @@ def site_faces(lfw: LFW, fed: federated.FedConfig, partition_id: int) -> FaceSet
 
 
 def _arrays(arrays: dict[str, np.ndarray]) -> ArrayRecord:
-    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
+    """Arrays as sent, 0-d ones included (``np.ascontiguousarray`` would make them 1-d: the server refuses that)."""
+    return ArrayRecord({k: Array(np.require(v, requirements="C")) for k, v in arrays.items()})
 
 
 def _numpy(record: ArrayRecord) -> dict[str, np.ndarray]:
@@ -138,14 +144,18 @@ def reply_records(reply: dict, partition_id: int) -> RecordDict:
 
 
 def reply_from_records(content: RecordDict) -> tuple[int, dict]:
+    """A client's ``RecordDict`` as ``(partition id, reply)``; values are passed on as sent, for the server to judge.
+
+    Raises ``KeyError`` or ``TypeError`` when the records are not a reply's at all.
+    """
     metrics = content["metrics"]
-    reply = {"arrays": _numpy(content["arrays"]), "num_examples": int(metrics["num-examples"]),
-             "train_loss": float(metrics["train_loss"]), "train_acc": float(metrics["train_acc"]),
-             "silent_fraction": float(metrics["silent_fraction"]), "renewed": list(content["info"]["renewed"]),
+    reply = {"arrays": _numpy(content["arrays"]), "num_examples": metrics["num-examples"],
+             "train_loss": metrics["train_loss"], "train_acc": metrics["train_acc"],
+             "silent_fraction": metrics["silent_fraction"], "renewed": list(content["info"]["renewed"]),
              "resumed": bool(metrics.get("resumed", 0))}
     if "class_means" in content:
         reply["class_means"] = content["class_means"]["class_means"].numpy()
-    return int(metrics["partition-id"]), reply
+    return metrics["partition-id"], reply
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,6 +178,7 @@ def client_train(msg: Message, context: Context) -> Message:
     reply, blob = federated.client_round(data, blob, from_records(msg.content), recipe, fed, seed, seed + 7)
     reply["resumed"] = STATE_KEY in context.state  # this site's private state came back from the last round
     context.state[STATE_KEY] = ArrayRecord({"blob": Array(np.frombuffer(blob, dtype=np.uint8).copy())})
+    federated.Channel(data.images.shape[1:], keep_log=False).send(f"site {pid}", "server", reply)  # no face leaves
     return Message(reply_records(reply, pid), reply_to=msg)
 
 
@@ -179,11 +190,14 @@ class CraftStrategy(Strategy):
     """FedAvg / AdaFedFR-style with server-side CRAFT: ``federated.Server`` behind Flower's Strategy API.
 
     Every connected node trains every round. Replies are ordered by partition id before averaging, so
-    the float64 sums run in the same order as in ``federated.run``.
+    the float64 sums run in the same order as in ``federated.run``. Every payload crosses the same boundary
+    as in-process (``federated.Channel``), and every reply is judged by the same ``Server``: a failed, malformed
+    or dishonest reply (or a node claiming another node's site) is refused with a logged reason, not averaged.
     """
 
     def __init__(self, server: federated.Server, wait_s: float = 120.0, out: Path | None = None):
         self.server, self.wait_s, self.out = server, wait_s, out
+        self.channel = federated.Channel(server.public.images.shape[1:], keep_log=False)
         self.partition_of: dict[int, int] = {}
         self.sent: list[dict] = []  # what crossed to the clients (numpy payloads), for inspection
 
@@ -198,20 +212,35 @@ class CraftStrategy(Strategy):
     def configure_train(self, server_round, arrays, config, grid):
         messages = []
         for node in self._nodes(grid):
-            payload = self.server.message(self.partition_of.get(node, -1))
+            payload = self.channel.send("server", f"node {node}", self.server.message(self.partition_of.get(node, -1)))
             self.sent.append({"round": server_round, "node": node, "keys": sorted(k for k, v in payload.items() if v is not None)})
             messages.append(Message(to_records(payload, server_round), dst_node_id=node, message_type=MessageType.TRAIN))
         return messages
 
-    def aggregate_train(self, server_round, replies):
-        received = []
-        for msg in replies:
+    def _receive(self, server_round: int, msg: Message) -> tuple[int, dict] | None:
+        """One node's reply as ``(site, reply)`` once it crossed the boundary, or ``None`` (refused, logged)."""
+        node = msg.metadata.src_node_id
+        try:
             if msg.has_error():
-                raise RuntimeError(f"client on node {msg.metadata.src_node_id} failed: {msg.error}")
+                raise federated.BoundaryError(f"its ClientApp failed (code {msg.error.code}): {msg.error.reason}")
             pid, reply = reply_from_records(msg.content)
-            self.partition_of[msg.metadata.src_node_id] = pid
-            received.append((pid, reply))
-        record = self.server.finish_round(server_round, [r for _, r in sorted(received, key=lambda x: x[0])])
+            self.channel.send(f"node {node}", "server", reply)
+        except KeyError as err:
+            self.server.refuse(server_round, f"on node {node}", f"its records are not a reply (no {err})")
+            return None
+        except (federated.BoundaryError, TypeError, ValueError) as err:
+            self.server.refuse(server_round, f"on node {node}", str(err) or type(err).__name__)
+            return None
+        if self.partition_of.setdefault(node, pid) != pid:
+            self.server.refuse(server_round, f"on node {node}", f"it answered for site {self.partition_of[node]} "
+                                                                 f"before, now for site {pid!r}")
+            return None
+        return pid, reply
+
+    def aggregate_train(self, server_round, replies):
+        received = [r for r in (self._receive(server_round, msg) for msg in replies) if r is not None]
+        received.sort(key=lambda x: x[0] if isinstance(x[0], int) else -1)  # a non-integer site is refused next
+        record = self.server.finish_round(server_round, [r for _, r in received], [pid for pid, _ in received])
         if self.out is not None:  # every round's global model, to compare with federated.run round by round
             np.savez(self.out / f"global_round{server_round}.npz", **federated.arrays_of(self.server.model))
         metrics = {"silent_fraction": record["global_silent_fraction"]}
@@ -240,7 +269,7 @@ def server_main(grid: Grid, context: Context) -> None:
     lfw = LFW(size=recipe.train.model.input_size, download=False)
     _, _, public_names = site_identities(lfw, fed)
     pairs = lfw.pairs("devtest") if context.run_config.get("evaluate", True) else None
-    server = federated.Server(recipe, fed, faces_of(lfw, public_names), pairs)
+    server = federated.Server(recipe, fed, faces_of(lfw, public_names), pairs, assigned_sizes(lfw, fed))
     out = Path(str(context.run_config["out"]))
     out.mkdir(parents=True, exist_ok=True)
     strategy = CraftStrategy(server, out=out)
@@ -250,7 +279,7 @@ def server_main(grid: Grid, context: Context) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# a real deployment on this machine: SuperLink + SuperNodes over 127.0.0.1
+# the Flower App folder that `flwr run` submits (flower_deploy starts the SuperLink and SuperNodes)
 
 
 APP_PYPROJECT = """\
@@ -288,142 +317,3 @@ def write_app_dir(path: str | Path, config: dict) -> Path:
     body = "\n".join(f"{k} = {_toml_value(v)}" for k, v in config.items())
     (path / "pyproject.toml").write_text(APP_PYPROJECT.format(config=body))
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _bin(name: str) -> str:
-    candidate = Path(sys.executable).parent / name
-    return str(candidate) if candidate.exists() else name
-
-
-FLOWER_ENTRY = {"superlink": "flwr.superlink.cli:flower_superlink", "supernode": "flwr.supernode.cli:flower_supernode"}
-CLAIM_WINDOW_S = 30  # Flower 1.39's HEARTBEAT_DEFAULT_INTERVAL: a launched ServerApp/ClientApp must call in by then
-
-
-def flower_command(component: str, args: list[str], claim_window_s: float = CLAIM_WINDOW_S) -> list[str]:
-    """The command that starts a SuperLink or SuperNode; with a longer ``claim_window_s`` than Flower's 30 s.
-
-    Flower hands each ServerApp/ClientApp process a task token that expires unless the process calls in
-    within ``HEARTBEAT_DEFAULT_INTERVAL`` (30 s). On a loaded 2-core machine starting Python + Flower alone
-    can take longer (we measured 20 s for ``import flwr.common.constant`` at nice 10 under load 17), and the
-    run then loops on ``Runtime task-token authentication failed``. So the process is started through a
-    one-line launcher that sets that constant first; at 30 s it is the plain console script.
-    """
-    if claim_window_s == CLAIM_WINDOW_S:
-        return [_bin(f"flower-{component}"), *args]
-    module, func = FLOWER_ENTRY[component].split(":")
-    code = (f"import sys, flwr.common.constant as c; c.HEARTBEAT_DEFAULT_INTERVAL = {int(claim_window_s)}; "
-            f"sys.argv[0] = 'flower-{component}'; from {module} import {func}; sys.exit({func}())")
-    return [sys.executable, "-c", code, *args]
-
-
-def run_local_deployment(app: str | Path, clients: int, workdir: str | Path, timeout: float = 900,
-                         env: dict | None = None, claim_window_s: float = CLAIM_WINDOW_S) -> dict:
-    """Start a SuperLink and ``clients`` SuperNodes on 127.0.0.1, ``flwr run`` the app, stop everything.
-
-    Returns the ports, the wall time and the path of each process's log. Raises ``RuntimeError`` with
-    the logs' tails if the run does not finish in ``timeout`` seconds. ``claim_window_s``: see
-    ``flower_command`` (raise it on a loaded machine).
-    """
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **(env or {}), "FLWR_HOME": str(workdir / "flwr_home"), "PYTHONUNBUFFERED": "1"}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    fleet, control = free_port(), free_port()
-    (workdir / "flwr_home").mkdir(exist_ok=True)
-    (workdir / "flwr_home" / "config.toml").write_text(
-        f'[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = "127.0.0.1:{control}"\ninsecure = true\n')
-    procs, logs = [], {}
-
-    def start(name: str, args: list[str]) -> None:
-        logs[name] = workdir / f"{name}.log"
-        procs.append(subprocess.Popen(args, stdout=open(logs[name], "w"), stderr=subprocess.STDOUT, env=env,
-                                      cwd=workdir, start_new_session=True))
-
-    start("superlink", flower_command("superlink", [
-        "--insecure", "--disable-runtime-dependency-installation", "--fleet-api-address", f"127.0.0.1:{fleet}",
-        "--host", "127.0.0.1", "--port", str(control)], claim_window_s))
-    for pid in range(clients):
-        start(f"supernode{pid}", flower_command("supernode", [
-            "--insecure", "--superlink", f"127.0.0.1:{fleet}", "--port", str(free_port()),
-            "--node-config", f"partition-id={pid} num-partitions={clients}"], claim_window_s))
-    started = time.perf_counter()
-    try:
-        _wait_port(control, max(60.0, claim_window_s), procs[0], logs["superlink"])  # slow starts on a loaded machine
-        logs["flwr-run"] = workdir / "flwr-run.log"
-        done = subprocess.run([_bin("flwr"), "run", str(app), "local", "--stream"], env=env, cwd=workdir,
-                              stdout=open(logs["flwr-run"], "w"), stderr=subprocess.STDOUT, timeout=timeout)
-        if done.returncode != 0:
-            raise RuntimeError(f"flwr run exited {done.returncode}\n{_tails(logs)}")
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"the deployment did not finish in {timeout:.0f} s\n{_tails(logs)}") from None
-    finally:
-        for p in reversed(procs):
-            _stop(p)
-    return {"ports": {"fleet": fleet, "runtime": control},
-            "seconds": time.perf_counter() - started, "logs": {k: str(v) for k, v in logs.items()}}
-
-
-def _wait_port(port: int, seconds: float, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"superlink exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.3)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {seconds:.0f} s:\n{log.read_text()[-3000:]}")
-
-
-def _descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (Linux ``/proc``; Flower's SuperExec starts its own session, so a
-    process-group signal would miss it). Empty where ``/proc`` is absent."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-        except (OSError, IndexError, ValueError):
-            continue
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """Stop one process we started and every process it started, politely first."""
-    import signal
-
-    if proc.poll() is not None:
-        return
-    family = _descendants(proc.pid)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in [proc.pid, *family]:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        try:
-            proc.wait(timeout=15)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    for pid in family:  # children that ignored SIGTERM
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def _tails(logs: dict) -> str:
-    return "\n".join(f"--- {name} ---\n{Path(path).read_text(errors='replace')[-2500:]}"
-                     for name, path in logs.items() if Path(path).exists())

@@ -5,6 +5,8 @@ Mechanics run on ``toy_faces`` (random 16 px faces, milliseconds); one test runs
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -73,6 +75,164 @@ def test_channel_refuses_faces():
         channel.send("client0", "server", {"x": np.zeros((2, 16, 16, 3), np.float32)})
     channel.send("server", "client0", {"w": np.zeros((4, 3), np.float32), "renewed": [1]})
     assert len(channel.log) == 1
+
+
+def test_channel_refuses_faces_nested_or_flattened(toy_faces):
+    """However a face is wrapped — deep in dicts and lists, flattened, as channel planes or plain numbers."""
+    channel = F.Channel(face_shape=(16, 16, 3))
+    faces = toy_faces.images[:2]
+    hidden = {
+        "in a nested dict": {"arrays": {"conv1.weight": np.zeros((8, 3, 3, 3), np.float32),
+                                        "extra": {"deep": faces.astype(np.float32)}}},
+        "in a list": {"renewed": [1, faces.astype(np.float32)]},
+        "flattened, one per row": {"class_means": faces.reshape(2, -1).astype(np.float32)},
+        "flattened, all in one vector": {"x": faces.astype(np.int16).ravel()},
+        "channel first": {"x": faces.transpose(0, 3, 1, 2).astype(np.float64)},
+        "one channel plane": {"x": faces[..., 0].astype(np.float32)},
+        "as a list of numbers": {"renewed": faces[0].ravel().tolist()},
+        "as nested lists": {"x": [faces[0].tolist()]},
+        "as bytes": {"x": faces.tobytes()},
+        "as a torch tensor": {"x": torch.from_numpy(faces)},
+        "as an object array": {"x": np.array([faces], dtype=object)},
+    }
+    for how, payload in hidden.items():
+        with pytest.raises(F.BoundaryError):
+            channel.send("client0", "server", payload)
+            pytest.fail(f"a face {how} crossed")
+    with pytest.raises(F.BoundaryError, match=r"client0 -> server\['arrays'\]\['extra'\]\['deep'\] looks like face"):
+        channel.send("client0", "server", hidden["in a nested dict"])
+    assert channel.log == []  # nothing refused was logged as sent
+
+
+def _honest(toy_faces, toy_recipe, fed):
+    """A toy federation of two sites, its server, and site 0's honest first-round reply."""
+    fedn = toy_federation(toy_faces, clients=2, public=1)
+    server = F.Server(toy_recipe, fed, fedn.public, None, [(c.num_classes, len(c.labels)) for c in fedn.clients])
+    reply = F.Client(0, fedn.clients[0], toy_recipe, fed).round(server.message(0))
+    return fedn, server, reply
+
+
+def _tampered(reply: dict, **changes) -> dict:
+    """A copy of ``reply`` with fields changed (``None`` removes one; ``arrays__NAME`` changes one array)."""
+    bad = {**reply, "arrays": dict(reply["arrays"])}
+    for key, value in changes.items():
+        target, key = (bad["arrays"], key[len("arrays__"):]) if key.startswith("arrays__") else (bad, key)
+        if value is None:
+            del target[key]
+        else:
+            target[key] = value
+    return bad
+
+
+def malicious_replies(reply: dict, faces: np.ndarray) -> dict[str, tuple[dict, str]]:
+    """Each hostile reply a site could send, with the reason the server must give."""
+    nan = reply["arrays"]["conv1.weight"].copy()
+    nan[0, 0, 0, 0] = np.nan
+    return {
+        "NaN weights": (_tampered(reply, **{"arrays__conv1.weight": nan}), "non-finite"),
+        "10^9 examples": (_tampered(reply, num_examples=10**9), "num_examples=1000000000"),
+        "a negative count": (_tampered(reply, num_examples=-5), "num_examples=-5"),
+        "a fractional count": (_tampered(reply, num_examples=3.5), "num_examples=3.5"),
+        "a scalar for conv1.weight": (_tampered(reply, **{"arrays__conv1.weight": np.array(0.5, np.float32)}),
+                                      r"conv1.weight'\] is float32 \(\), expected float32 \(8, 3, 3, 3\)"),
+        "a wrong shape": (_tampered(reply, **{"arrays__conv1.weight": np.zeros((8, 3, 5, 5), np.float32)}),
+                          "expected float32"),
+        "float64 weights": (_tampered(reply, **{"arrays__conv1.weight": nan.astype(np.float64)}), "is float64"),
+        "a missing tensor": ({**reply, "arrays": {k: v for k, v in reply["arrays"].items() if k != "bn1.weight"}},
+                             "missing"),
+        "faces beside the weights": (_tampered(reply, **{"arrays__faces": faces.astype(np.float32)}), "unexpected"),
+        "faces in an extra field": (_tampered(reply, debug={"faces": faces}), "unexpected"),
+        "a missing field": (_tampered(reply, train_loss=None), "missing"),
+        "a NaN loss": (_tampered(reply, train_loss=float("nan")), "train_loss"),
+        "an accuracy of 2": (_tampered(reply, train_acc=2.0), "train_acc"),
+        "filters out of range": (_tampered(reply, renewed=[0, 99]), "renewed"),
+        "not a dict": ([reply], "a reply is a dict"),
+    }
+
+
+def test_server_refuses_every_malicious_reply_and_keeps_its_model(toy_faces, toy_recipe, caplog):
+    """A bad reply alone: refused with its reason logged, the global model bit for bit as before the round."""
+    fed = F.FedConfig(strategy="fedavg", clients=2, rounds=2)
+    _, server, reply = _honest(toy_faces, toy_recipe, fed)
+    before = F.arrays_of(server.model)
+    for round_, (name, (bad, reason)) in enumerate(malicious_replies(reply, toy_faces.images[:2]).items(), start=1):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="craftlib.federated"):
+            record = server.finish_round(round_, [bad], [0])  # as the site that trained it
+        assert len(record["refused"]) == 1 and record["refused"][0]["client"] == 0, name
+        assert re.search(reason, record["refused"][0]["reason"]), (name, record["refused"][0]["reason"])
+        assert "refused the reply of client 0" in caplog.text and record["refused"][0]["reason"] in caplog.text
+        assert record["clients"] == [] and server.renewed == []
+        assert all(np.array_equal(v, before[k]) for k, v in F.arrays_of(server.model).items()), name
+    assert server.finish_round(99, [reply], [0]).get("refused") is None  # the honest reply passes the same checks
+
+
+def test_bad_reply_among_good_ones_leaves_no_trace(toy_faces, toy_recipe):
+    """The honest site's round alone and the same round beside a hostile site give the same global model."""
+    fed = F.FedConfig(strategy="fedavg", clients=2, rounds=2)
+    fedn, server, reply = _honest(toy_faces, toy_recipe, fed)
+    alone = F.Server(toy_recipe, fed, fedn.public, None, server.assigned)
+    alone.finish_round(1, [reply], [0])
+    bad = malicious_replies(reply, toy_faces.images[:2])
+    server.finish_round(1, [reply, bad["10^9 examples"][0]], [0, 1])
+    assert all(np.array_equal(v, F.arrays_of(alone.model)[k]) for k, v in F.arrays_of(server.model).items())
+    record = server.finish_round(2, [reply, reply], [0, 0])  # one site cannot answer twice
+    assert [r["reason"] for r in record["refused"]] == ["site 0 already replied this round"]
+    record = server.finish_round(3, [reply], [7])
+    assert "no site 7" in record["refused"][0]["reason"]
+
+
+def test_class_means_are_checked_when_asked(toy_faces, toy_recipe):
+    fed = F.FedConfig(strategy="adafedfr", negatives_source="clients", clients=2, rounds=2, negatives_k=1)
+    _, server, reply = _honest(toy_faces, toy_recipe, fed)
+    assert reply["class_means"].shape == (server.assigned[0][0], toy_recipe.train.model.embedding_dim)
+    for bad in (np.zeros((40, reply["class_means"].shape[1]), np.float32), reply["class_means"][:, :2],
+                np.full_like(reply["class_means"], np.inf)):
+        record = server.finish_round(1, [{**reply, "class_means": bad}], [0])
+        assert "class_means" in record["refused"][0]["reason"]
+    record = server.finish_round(1, [{k: v for k, v in reply.items() if k != "class_means"}], [0])
+    assert "missing: ['class_means']" in record["refused"][0]["reason"]
+    with pytest.raises(ValueError, match="needs \\(identities, faces\\) for each of its 2 sites"):
+        F.Server(toy_recipe, fed, F.subset(toy_faces, [3]))
+
+
+class HostileClient(F.Client):
+    """A site that trains honestly, then lies, round after round: a billion faces, a scalar for conv1, its faces."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.rounds = 0
+
+    def round(self, message: dict) -> dict:
+        reply = super().round(message)
+        lies = [_tampered(reply, num_examples=10**9),
+                _tampered(reply, **{"arrays__conv1.weight": np.array(0.5, np.float32)}),
+                _tampered(reply, renewed=[0, self._data.images[:1].astype(np.float32)])]
+        self.rounds += 1
+        return lies[(self.rounds - 1) % len(lies)]
+
+
+@pytest.mark.slow  # three toy federated runs
+def test_a_hostile_site_changes_nothing_in_a_whole_run(toy_faces, toy_recipe):
+    """FedAvg with an honest and a hostile site: every hostile reply refused (one at the Channel, as faces), and
+    the global model after every round is the honest site's own federation's, bit for bit."""
+    fedn = toy_federation(toy_faces, clients=2, public=1)
+    fed = F.FedConfig(strategy="fedavg", clients=2, rounds=3)
+    recipe = toy_recipe.but(epochs=3)
+    models = {}
+    for name, hostile in (("honest alone", None), ("with a hostile site", HostileClient)):
+        clients = [F.Client(0, fedn.clients[0], recipe, fed)]
+        if hostile:
+            clients.append(hostile(1, fedn.clients[1], recipe, fed))
+        keep = F.FedConfig(strategy="fedavg", clients=len(clients), rounds=3)
+        models[name] = []
+        record = F.run(recipe, keep, fedn, clients=clients, on_round=lambda r, m: models[name].append(F.arrays_of(m)))
+    refused = [r["refused"] for r in record["rounds"]]
+    assert [[x["client"] for x in r] for r in refused] == [[1], [1], [1]]
+    assert "num_examples=1000000000" in refused[0][0]["reason"] and "expected float32" in refused[1][0]["reason"]
+    assert "looks like face images" in refused[2][0]["reason"]
+    for honest, mixed in zip(models["honest alone"], models["with a hostile site"], strict=True):
+        assert all(np.array_equal(honest[k], mixed[k]) for k in honest)
 
 
 @pytest.mark.slow  # a few toy federated runs: seconds idle, a minute on the loaded 2-core machine
