@@ -80,6 +80,7 @@ study-report: install
 	  --metrics accuracy silent_fraction weight_fraction --figures docs/results
 	$(PY) -m craftlib report docs/results/study-early --curves --write docs/results/early_summary.json \
 	  --metrics accuracy silent_fraction --figures docs/results/early
+	$(PY) -m craftlib.hazard docs/results/study docs/results/study-early --write docs/results/survival_stratified.json
 
 ## the dose-response study (docs/STUDY.md): the workshop recipe at 5 weight decays (40 px) and 2 at 64 px, 10 paired
 ## seeds x 3 arms, seed-major. Resumable: one JSON per run under docs/results/dose/<level>/records; rerun to continue.

@@ -42,6 +42,7 @@ SUMMARY_FILE = RESULTS_DIR / "compare_summary.json"
 EARLY_FILE = RESULTS_DIR / "early_summary.json"
 REFERENCE_FILE = RESULTS_DIR / "reference.json"
 TIMES_FILE = RESULTS_DIR / "notebook_times.json"
+SURVIVAL_FILE = RESULTS_DIR / "survival_stratified.json"  # craftlib.hazard's tables of the study folders
 QUOTE = re.compile(r"(?<!`)<!--q:(?P<key>[\w.@\-/]+)(?:\|(?P<format>\w+))?-->(?P<text>.*?)<!--/q-->", re.S)
 WIDEN = 0.25
 
@@ -312,6 +313,11 @@ def value_of(key: str):
         return _study_value(rest, SUMMARY_FILE if head == "study" else EARLY_FILE)
     if head == "fast":
         return _fast_value(rest)
+    if head == "surv":  # surv.<folder>.<path>: e.g. surv.study.all.difference, surv.study.all.ci95.0
+        node = _read(SURVIVAL_FILE)
+        for part in rest.split("."):
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        return node
     raise KeyError(f"unknown quote key {key!r}")
 
 
@@ -358,7 +364,7 @@ def _sci(v: float) -> str:
 
 FORMATS = {
     "pct0": lambda v: f"{100 * v:.0f}%", "pct1": lambda v: f"{100 * v:.1f}%", "pct2": lambda v: f"{100 * v:.2f}%",
-    "pts": lambda v: fmt("accuracy", v, True), "upts": lambda v: f"{100 * v:.2f} pts", "p": lambda v: fmt("p", v), "int": lambda v: str(int(round(v))),
+    "pts": lambda v: fmt("accuracy", v, True), "pts1": lambda v: f"{100 * v:+.1f} pts", "upts": lambda v: f"{100 * v:.2f} pts", "p": lambda v: fmt("p", v), "int": lambda v: str(int(round(v))),
     "g": lambda v: f"{v:g}", "n": lambda v: f"{int(v):,}", "f0": lambda v: f"{v:.0f}", "f2": lambda v: f"{v:.2f}", "sci": _sci, "x": lambda v: f"{v:.0f}×", "s": lambda v: f"{v:.0f} s",
     "min": lambda v: f"{v / 60:.1f} min", "min0": lambda v: f"{max(1, round(v / 60)):.0f} min",
 }

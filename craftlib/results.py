@@ -349,6 +349,38 @@ def curve_markdown(summary: Summary, score: str = "silent", taus=(0.001, 0.01, 0
     return "\n".join(lines)
 
 
+SECONDARY = ("auc", "eer", "tar@far=0.01")
+"""The verification endpoints STUDY.md declared beside accuracy (TAR@FAR=1e-3 is not estimable on DevTest)."""
+
+
+def between(summary: Summary, metric: str, arm: str, other: str) -> Paired:
+    """``arm`` − ``other`` paired by seed on one metric (e.g. CRAFT − random: does the context matter?)."""
+    a, b = summary.arms[arm], summary.arms[other]
+    seeds = [s for s in a.seeds if s in b.seeds]
+    return paired([a.values[metric][a.seeds.index(s)] for s in seeds], [b.values[metric][b.seeds.index(s)] for s in seeds])
+
+
+def endpoints_markdown(summary: Summary, contrast: tuple[str, str] = ("contextual", "random_matched")) -> str:
+    """Every declared verification endpoint: Δ vs standard with Holm within the endpoint (two arms, as in
+    the summary) *and* across the whole secondary family (every endpoint × arm), then CRAFT − random."""
+    others = [a for a in summary.arms.values() if a.name != summary.baseline]
+    family = holm({(m, a.name): a.vs_baseline[m].t_pvalue for m in SECONDARY for a in others})
+    lines = ["| endpoint | comparison | seeds | Δ | 95% CI | p (t) | Holm, within endpoint | Holm, secondary family |",
+             "|---|---|---|---|---|---|---|---|"]
+    for m in ("accuracy",) + SECONDARY:
+        for a in others:
+            p = a.vs_baseline[m]
+            fam = "primary" if m == "accuracy" else fmt("p", family[(m, a.name)])
+            lines.append(f"| {METRIC_LABELS[m]} | {a.label} − standard | {p.n} | {fmt(m, p.mean_difference, True)} | "
+                         f"{fmt_ci(m, p.ci95)} | {fmt('p', p.t_pvalue)} | {fmt('p', p.holm_pvalue)} | {fam} |")
+        if all(c in summary.arms for c in contrast):
+            p = between(summary, m, *contrast)
+            lines.append(f"| {METRIC_LABELS[m]} | {summary.arms[contrast[0]].label} − {summary.arms[contrast[1]].label} | "
+                         f"{p.n} | {fmt(m, p.mean_difference, True)} | {fmt_ci(m, p.ci95)} | {fmt('p', p.t_pvalue)} | "
+                         "descriptive | descriptive |")
+    return "\n".join(lines)
+
+
 def headline(summary: Summary, arm: str = "contextual") -> str:
     """The comparison in two sentences, from the CI rather than the p-value."""
     if summary.baseline not in summary.arms or arm not in summary.arms:

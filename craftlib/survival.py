@@ -60,9 +60,13 @@ def survival(record: dict, config: TrainConfig, tau: float) -> list[dict]:
 
     ``ratio`` is its L2 norm relative to the moment of renewal, divided by the pure-decay factor over
     the same steps: ≈ 1 coasting on the schedule, > 1 held up by the task gradient, < 1 pushed down.
+    A filter renewed *again* later had died first (the detector found it silent), and the snapshot
+    after that event shows its replacement: from that epoch on the row counts it dead
+    (``renewed_again`` names the epoch), so a second renewal never passes for survival.
     """
     tl = record["timeline"]
     steps_per_epoch = tl["step"][1] - tl["step"][0]
+    renewed_at = _renewal_epochs(record)
     rows = []
     for event in record["events"]:
         if event["strategy"] == "none" or not event["filters"]:
@@ -71,23 +75,45 @@ def survival(record: dict, config: TrainConfig, tau: float) -> list[dict]:
         curve = decay_curve(config, steps_per_epoch, event["step"])
         for f in event["filters"]:
             later = range(col, len(tl["epoch"]))
+            again = min((e for e in renewed_at.get(f, ()) if e > event["epoch"]), default=None)
             silent = [float(relative(np.asarray(tl["output_std"][c]))[f]) for c in later]
             ratio = [tl["l2"][c][f] / tl["l2"][col][f] / curve[tl["step"][c] - event["step"]] for c in later]
+            alive = [s >= tau and (again is None or tl["epoch"][c] < again) for s, c in zip(silent, later)]
             rows.append({"filter": f, "epoch": event["epoch"], "silent_score": silent, "ratio": ratio,
-                         "alive": [s >= tau for s in silent]})
+                         "alive": alive, "renewed_again": again})
     return rows
 
 
-def new_deaths(record: dict, epochs: list[int], tau: float) -> list[dict]:
-    """For standard training: of the filters alive at each epoch in ``epochs``, which are alive later."""
+def _renewal_epochs(record: dict) -> dict[int, list[int]]:
+    """Filter -> the epochs at which it was renewed (not the baseline's logged detections)."""
+    out: dict[int, list[int]] = {}
+    for event in record["events"]:
+        if event["strategy"] != "none":
+            for f in event["filters"]:
+                out.setdefault(f, []).append(event["epoch"])
+    return out
+
+
+def new_deaths(record: dict, epochs: list[int], tau: float, config: TrainConfig | None = None) -> list[dict]:
+    """For standard training: of the filters alive at each epoch in ``epochs``, which are alive later.
+
+    With ``config``, each row also carries its norm against the pure-decay curve from that epoch on
+    (``ratio``), the same number renewed filters get, so the two can be compared at the same epochs.
+    """
     tl = record["timeline"]
+    steps_per_epoch = tl["step"][1] - tl["step"][0]
     rows = []
     for epoch in epochs:
         col = tl["epoch"].index(epoch)
         alive0 = _alive(tl, col, tau)
+        curve = decay_curve(config, steps_per_epoch, tl["step"][col]) if config is not None else None
         for f in np.flatnonzero(alive0):
-            rows.append({"filter": int(f), "epoch": epoch,
-                         "alive": [bool(_alive(tl, c, tau)[f]) for c in range(col, len(tl["epoch"]))]})
+            later = range(col, len(tl["epoch"]))
+            row = {"filter": int(f), "epoch": epoch, "alive": [bool(_alive(tl, c, tau)[f]) for c in later]}
+            if curve is not None:
+                row["ratio"] = [tl["l2"][c][f] / tl["l2"][col][f] / curve[tl["step"][c] - tl["step"][col]]
+                                for c in later]
+            rows.append(row)
     return rows
 
 

@@ -292,3 +292,32 @@ def test_curve_markdown_and_headline(summary):
     text = headline(summary)
     p = ctx.vs_baseline["accuracy"]
     assert fmt_ci("accuracy", p.ci95) in text and "5 paired seeds" in text and "MDE" in text
+
+
+def test_results_md_endpoint_table_is_the_committed_summary():
+    """Every declared endpoint, with both corrections, is rendered from compare_summary.json."""
+    import re
+
+    from craftlib.paths import REPO_ROOT
+    from craftlib.results import endpoints_markdown, load_summary
+
+    text = (REPO_ROOT / "docs/RESULTS.md").read_text()
+    block = re.search(r"<!-- endpoints:study -->\n(.*?)\n<!-- /endpoints:study -->", text, re.S).group(1)
+    assert block.strip() == endpoints_markdown(load_summary(REPO_ROOT / "docs/results/compare_summary.json")).strip()
+
+
+def test_endpoint_family_correction_is_holm_over_every_secondary_test(synthetic_records):
+    from craftlib.results import SECONDARY, endpoints_markdown, holm, summarize
+
+    s = summarize(synthetic_records)
+    family = holm({(m, a): s.arms[a].vs_baseline[m].t_pvalue for m in SECONDARY for a in ("contextual", "random_matched")})
+    table = endpoints_markdown(s)
+    assert table.count("| descriptive | descriptive |") == 4 and table.count("| primary |") == 2  # 4 endpoints
+    row = [line for line in table.splitlines() if line.startswith("| EER | CRAFT")][0]
+    assert row.split("|")[-2].strip() == fmt_p(family[("eer", "contextual")])
+
+
+def fmt_p(v):
+    from craftlib.results import fmt
+
+    return fmt("p", v)

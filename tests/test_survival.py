@@ -158,3 +158,79 @@ def test_survival_stats_resample_whole_seeds():
     assert survival_stats({0: [row(True, 2.0)]})["alive_end_ci95"] is None  # one run: no interval
     assert "ratio_end" not in survival_stats({0: [{"alive": [True, False]}]})  # standard training's rows
     assert survival_stats({}) == {"filters": 0, "runs": 0}
+
+
+def _run(epochs: int, renewals: dict[int, list[int]], silent_after: dict[int, int], arm: str = "contextual") -> dict:
+    """A record of ``epochs`` epochs, 8 filters: ``renewals`` epoch -> filters renewed then; ``silent_after``
+    filter -> the first snapshot at which it is silent (it stays silent after)."""
+    n, spe = 8, 4
+    std = np.ones((epochs + 1, n))
+    for f, e in silent_after.items():
+        std[e:, f] = 1e-4
+    events = [{"epoch": e, "step": spe * e, "strategy": "none" if arm == "none" else arm,
+               "filters": renewals.get(e, []), "total": n, "notes": [], "score": "silent"} for e in range(1, epochs)]
+    return {"arm": arm, "seed": 0, "events": events,
+            "timeline": {"epoch": list(range(epochs + 1)), "step": [spe * e for e in range(epochs + 1)],
+                         "l2": np.ones((epochs + 1, n)).tolist(), "output_std": std.tolist()}}
+
+
+def test_a_renewal_again_counts_as_a_death():
+    """Filter 3 renewed at epoch 1 goes silent, is detected and renewed again at epoch 3: the snapshot after
+    that event shows its loud replacement, yet the first renewal's row is dead from epoch 3 on."""
+    record = _run(5, {1: [3], 3: [3]}, {})
+    first, second = survival(record, FAST.train.but(epochs=5), tau=0.01)
+    assert first["epoch"] == 1 and first["renewed_again"] == 3
+    assert first["alive"] == [True, True, False, False, False]
+    assert second["epoch"] == 3 and second["renewed_again"] is None and all(second["alive"])
+
+
+def test_stratified_comparison_weights_to_the_renewal_epochs():
+    """Standard training loses half its live filters after epoch 1 and none after epoch 3. Renewals at
+    epoch 1 all survive (+50 pts there), renewals at epoch 3 survive like anything (0 pts): the weighted
+    difference follows CRAFT's epoch mix (1 renewal at epoch 1, 3 at epoch 3 -> +12.5 pts); the epoch-3
+    stratum is marked as one where nothing can die."""
+    from craftlib import hazard
+
+    config = FAST.train.but(epochs=5)
+    craft = _run(5, {1: [0], 3: [1, 2, 3]}, {})
+    base = _run(5, {}, {4: 2, 5: 2, 6: 2, 7: 2}, arm="none")  # 4 of 8 die at epoch 2
+    rows = hazard.rows_by_seed({0: craft, 1: craft}, {0: base, 1: base}, config, 0.01)
+    result = hazard.compare(rows, boot=50)
+    by_epoch = {r["epoch"]: r for r in result["strata"]}
+    assert by_epoch[1]["renewed_heard"] == 1.0 and by_epoch[1]["live_heard"] == 0.5 and by_epoch[1]["dying_possible"]
+    assert by_epoch[3]["live_heard"] == 1.0 and not by_epoch[3]["dying_possible"]
+    assert result["all"]["difference"] == pytest.approx(0.125)
+    assert result["possible"]["difference"] == pytest.approx(0.5) and result["possible"]["epochs"] == [1]
+    assert result["all"]["ci95"] == pytest.approx([0.125, 0.125])  # identical seeds: no spread
+    first = [h for h in result["hazard"] if h["epoch"] == 2][0]
+    assert first["live_at_risk"] == 16 and first["live_deaths"] == 8 and first["renewed_deaths"] == 0  # 2 seeds
+    assert "weighted to CRAFT's epoch mix" in hazard.markdown(result) and "| 2 |" in hazard.hazard_markdown(result)
+
+
+@pytest.mark.parametrize("folder", ["study", "study-early"])
+def test_results_md_survival_tables_are_the_committed_json(folder):
+    """RESULTS.md's stratified tables are ``craftlib.hazard``'s rendering of survival_stratified.json."""
+    import json
+    import re
+
+    from craftlib import hazard
+    from craftlib.paths import REPO_ROOT
+
+    result = json.loads((REPO_ROOT / "docs/results/survival_stratified.json").read_text())[folder]
+    text = (REPO_ROOT / "docs/RESULTS.md").read_text()
+    block = re.search(rf"<!-- survival-stratified:{folder} -->\n(.*?)\n<!-- /survival-stratified:{folder} -->", text, re.S)
+    assert block and block.group(1).strip() == (hazard.markdown(result) + "\n\n" + hazard.hazard_markdown(result)).strip()
+
+
+@pytest.mark.slow
+def test_committed_survival_json_is_the_records():
+    """The committed numbers are what the committed records give (point estimates; the bootstrap is not rerun)."""
+    import json
+
+    from craftlib import hazard
+    from craftlib.paths import REPO_ROOT
+
+    committed = json.loads((REPO_ROOT / "docs/results/survival_stratified.json").read_text())["study-early"]
+    fresh = hazard.of_folder(REPO_ROOT / "docs/results/study-early", boot=0)
+    assert fresh["strata"] == committed["strata"] and fresh["hazard"] == committed["hazard"]
+    assert fresh["all"]["difference"] == pytest.approx(committed["all"]["difference"], abs=1e-12)
