@@ -449,7 +449,7 @@ def _mark_events(axes, events: list[dict] | None, key: str) -> None:
             ax.axvline(event[key], color=EVENT, linestyle="--", linewidth=1.6, gid="event",
                        label="re-activation" if j == 0 else None)
         axes[-1].annotate(f"+{n}", (event[key], 1.0), xycoords=("data", "axes fraction"), fontsize=10,
-                          color=EVENT, ha="left", va="top")
+                          color="black", fontweight="bold", ha="left", va="top")  # sky blue text is too faint
 
 
 SHORT_SCORE = {"silent": "silent", "max": "small max|w|", "gamma": "small γ", "effective": "small w·γ/σ",

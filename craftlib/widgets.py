@@ -39,7 +39,10 @@ from .training import Trainer
 MAX_LAB_STEPS = 5000
 FIGURE_WIDTH = 13.4  # inches at 72 dpi: 965 px, inside JupyterLab's notebook on a 1366-px screen
 LAB_SCORES = ("silent", "max")  # what the network hears / the paper's small-weight reading
-LAB_GRID = 4.0  # inches: the lab's grid and curves row is 288 px tall, so the whole lab fits a 768-px screen
+LAB_GRID = 5.2  # inches: a 374-px grid (28-px tiles) beside the curves above the last renewal, ...
+LAB_CURVES, LAB_RENEWAL = 2.6, 2.4  # ... so that the whole lab, its result included, is under 640 px
+FAST_LAB_CAVEAT = ("FAST mode: a few dozen steps silence almost nothing, so Re-activate renews few filters, counts "
+                   "may rise and maps stay dark; the text describes full mode")
 
 
 def error_html(err: BaseException) -> str:
@@ -378,19 +381,22 @@ def _lab_grid(weight, mask, state_text: str) -> Figure:
 
 
 def _lab_curves(log: list[dict], events: list[dict], score: str, tau: float) -> Figure:
-    fig = viz.new_figure((FIGURE_WIDTH - LAB_GRID, LAB_GRID))
+    fig = viz.new_figure((FIGURE_WIDTH - LAB_GRID - 0.1, LAB_CURVES))
     viz.step_curves(log, events, fig=fig)
     fig.axes[1].set_title(f"inactive: {viz.SHORT_SCORE[score]} < τ = {viz.tau_text(tau)}", fontsize=10)
     return fig
 
 
 def _lab_before_after(result: dict | None, trainer: Trainer, face) -> Figure:
-    fig = viz.new_figure((FIGURE_WIDTH, 2.4 if face is not None else 1.7))
+    """The last renewal's filters (and maps on ``face``) before and after; a placeholder until there is one."""
+    fig = viz.new_figure((FIGURE_WIDTH - LAB_GRID - 0.1, LAB_RENEWAL if face is not None else 1.7))
     if result is None:
-        fig.text(0.5, 0.5, "nothing re-activated yet: press Re-activate", ha="center", va="center", fontsize=10)
+        fig.text(0.5, 0.5, "nothing re-activated yet: press Re-activate\n(the renewed filters will show here, "
+                 "before and after)", ha="center", va="center", fontsize=10, color="dimgrey")
         return fig
     viz.before_after(result["before"], result["after"], result["filters"], result["stem_before"],
-                     trainer.model.stem if result.get("stem_after") is None else result["stem_after"], face, fig=fig)
+                     trainer.model.stem if result.get("stem_after") is None else result["stem_after"], face, fig=fig,
+                     limit=8)
     return fig
 
 
@@ -418,11 +424,13 @@ class ReactivationLab:
 
     Every control change redraws every panel from one state (``lab_state``): the framed grid, its
     caption, the status line and the inactive curve always show the same count. ``spec`` (e.g.
-    ``recipe.craft``) sets the detector and τ to start from, and the resets re-activation applies.
+    ``recipe.craft``) sets the detector and τ to start from, and the resets re-activation applies; ``caveat``
+    is a line shown above the controls (``FAST_LAB_CAVEAT`` where the lab cannot show what the text says).
     """
 
     def __init__(self, trainer: Trainer, face=None, strategy: str = "contextual", tau: float | None = None,
-                 steps: int = 20, score: str | None = None, spec: CraftSpec | None = None):
+                 steps: int = 20, score: str | None = None, spec: CraftSpec | None = None,
+                 caveat: str | None = None):
         self.trainer, self.face, self.spec = trainer, face, spec
         score = score or (spec.score if spec is not None and spec.score in LAB_SCORES else "max")
         tau = tau if tau is not None else (spec.tau if spec is not None else 0.1)
@@ -455,16 +463,20 @@ class ReactivationLab:
                        (self.last_caption, "craft-lab-last")):
             w.add_class(cls)
         grid = W.VBox([self.grid_image, self.grid_caption])
-        self.widget = W.VBox([W.HBox([self.strategy, self.score, self.tau]),
+        right = W.VBox([self.curves_image, self.filters_image, self.last_caption])
+        self.caveat = W.HTML(f'<div style="background:#fff4d6;padding:2px 8px">{html.escape(caveat or "")}</div>')
+        self.caveat.add_class("craft-lab-caveat")
+        self.widget = W.VBox([self.caveat] * bool(caveat) + [W.HBox([self.strategy, self.score, self.tau]),
                               W.HBox([self.reactivate_button, self.steps, self.train_button, self.progress]),
-                              self.status, self.error, W.HBox([grid, self.curves_image]),
-                              self.filters_image, self.last_caption])
+                              self.status, self.error,
+                              W.HBox([grid, right], layout=W.Layout(flex_flow="row wrap"))])  # wraps when zoomed
         self.widget.add_class("craft-lab")
         self.reactivate_button.on_click(lambda _: self.run(self._reactivate))
         self.train_button.on_click(lambda _: self.run(self._train))
         self.tau.observe(lambda _: self.run(self._redraw_counts), names="value")
         self.score.observe(lambda _: self.run(self._redraw_counts), names="value")
         self.run(self._redraw_all)
+        self._show_last()  # the placeholder: never an empty (broken) image
 
     @property
     def buttons(self) -> list[W.Button]:
