@@ -55,6 +55,8 @@ def slope(groups: list[tuple[np.ndarray, np.ndarray]], boot: int = SLOPE_BOOT, s
     in every resample, so the interval reflects seed noise, not which levels happened to be drawn.
     """
     groups = [(np.asarray(x, float), np.asarray(y, float)) for x, y in groups if len(x)]
+    if not groups:
+        return {"n": 0, "slope": None, "ci95": None, "intercept": None}
     x, y = np.concatenate([g[0] for g in groups]), np.concatenate([g[1] for g in groups])
     if len(x) < 3 or np.ptp(x) == 0:
         return {"n": int(len(x)), "slope": None, "ci95": None, "intercept": None}
@@ -166,6 +168,20 @@ def summarize(root: str | Path = DEFAULT_ROOT, arms: tuple[str, ...] = ("context
     return out
 
 
+def committed(root: str | Path | None = None) -> tuple[dict | None, str]:
+    """The committed study's summary for the notebooks (no pair resampling: seconds), or ``None`` and why."""
+    from .paths import REPO_ROOT
+
+    root = Path(root) if root is not None else REPO_ROOT / DEFAULT_ROOT
+    levels = load(root)
+    if not levels:
+        return None, (f"no dose-study records under {root} (a pip install has no docs/; in a checkout, "
+                      "`make dose` runs the study)")
+    summary = summarize(root, pair_boot=0)
+    runs = sum(len(v) for v in levels.values())
+    return summary, (f"{runs} committed runs at {len(levels)} levels; declared reading so far: {summary['verdict']}")
+
+
 def _arm_means(records: list[dict], arm: str) -> dict:
     runs = list(by_seed(records, arm).values())
     values = [run_values(r) for r in runs]
@@ -257,6 +273,8 @@ def dose_figure(summary: dict, arm: str = "contextual"):
     ax, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     rows = [r for r in summary["rows"] if r["arm"] == arm]
     for r in rows:
+        if r["accuracy"]["mean"] is None:  # no paired seed at this level yet
+            continue
         acc, x = r["accuracy"], 100 * r["none"]["silent_fraction"]
         err = None if acc["ci95"] is None else [[100 * (acc["mean"] - acc["ci95"][0])], [100 * (acc["ci95"][1] - acc["mean"])]]
         ax.errorbar([x], [100 * acc["mean"]], yerr=err, fmt="o" if r["size"] == PRIMARY_SIZE else "s", capsize=3,
@@ -276,7 +294,8 @@ def dose_figure(summary: dict, arm: str = "contextual"):
     for name, color in (("none", "k"), (arm, "C0"), ("random_matched", "C2")):
         key = "none" if name == "none" else "arm_means"
         source = rows if name != "random_matched" else [r for r in summary["rows"] if r["arm"] == "random_matched"]
-        pts = sorted((r["weight_decay"], 100 * r[key]["silent_fraction"]) for r in source if r["size"] == PRIMARY_SIZE)
+        pts = sorted((r["weight_decay"], 100 * r[key]["silent_fraction"]) for r in source
+                     if r["size"] == PRIMARY_SIZE and r[key]["silent_fraction"] is not None)
         if pts:
             ax2.plot(*zip(*pts), "o-", color=color, label={"none": "standard", arm: "CRAFT"}.get(name, "random, matched"))
     ax2.set(xscale="log", xlabel=f"weight decay on all parameters ({PRIMARY_SIZE} px)", ylabel="silent conv1 filters (%)",

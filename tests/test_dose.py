@@ -101,3 +101,14 @@ def test_report_writes_table_json_and_figure(tmp_path, make_record):
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved["verdict"] in text and {r["level"] for r in saved["rows"]} == {"wd5e-4", "wd1e-2", "wd1e-2-64px"}
     assert saved["slopes"]["contextual"]["n"] == 6  # the 64-px level does not enter the slope
+
+
+def test_a_study_under_way_reads_and_draws(tmp_path, make_record):
+    """Only standard training recorded yet (the pilot): the table, verdict and figure still render."""
+    write_record(tmp_path / "wd5e-4", make_record("none", 0, 0.81, silent=0.0), {})
+    write_record(tmp_path / "wd1e-2", make_record("none", 0, 0.82, silent=0.3), {})
+    summary, why = dose_report.committed(tmp_path)
+    assert "2 committed runs at 2 levels" in why and summary["verdict"].startswith("not yet estimable")
+    assert "`wd1e-2`" in dose_report.markdown(summary)
+    assert dose_report.dose_figure(summary) is not None
+    assert dose_report.committed(tmp_path / "empty")[0] is None

@@ -201,6 +201,11 @@ def test_05_face_verification(executed):
         assert PNG in _mimes(_cell(nb, "committed-dashboard"))
     else:
         assert "No committed study to show" in committed
+    dose = _cell(nb, "dose-figure")  # the dose-response study, however far it has got
+    if any((runner.REPO_ROOT / "docs" / "results" / "dose").glob("*/records/*.json")):
+        assert "committed runs at" in _text(dose) and PNG in _mimes(dose)
+    else:
+        assert "no dose-study records" in _text(dose)
     _has_widget_state(nb)
 
 
