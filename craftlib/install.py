@@ -10,7 +10,9 @@ run without a shell, so the same code works on Windows, macOS and Linux.
   for PyPI's default Linux build with its CUDA libraries (torch 2.13 CPU vs 2.14 CUDA wheels for
   Python 3.11, measured on this project's machine).
 - **CI and developers** (``--dev``) add the test extras and install the exact versions of
-  ``constraints.txt``; those pins never reach a learner.
+  ``constraints.txt``; those pins never reach a learner. ``--torch`` applies here too: the CPU-only build
+  is then the pinned torch version from PyTorch's index (without its dependencies, which come from PyPI
+  at their pins).
 - **A room kit** (``--kit DIR``) installs from the kit's wheels with the network off.
 """
 from __future__ import annotations
@@ -81,17 +83,31 @@ def torch_requirement(pyproject: Path = CHECKOUT / "pyproject.toml") -> str:
     return match.group(1) if match else "torch"
 
 
+def pinned(name: str, constraints: Path = CHECKOUT / "constraints.txt") -> str:
+    """``name==version`` as ``constraints.txt`` pins it (``--dev`` installs exactly that)."""
+    for line in constraints.read_text().splitlines() if constraints.is_file() else []:
+        if line.split("==")[0].strip().lower() == name.lower() and "==" in line:
+            return line.split("#")[0].strip()
+    raise ValueError(f"{constraints} pins no {name}")
+
+
 def plan(python: str | os.PathLike, dev: bool = False, torch: str = "auto", kit: str | os.PathLike | None = None,
          editable: bool = True) -> list[list[str]]:
-    """The pip commands that install craftlib into ``python``'s environment, in order."""
+    """The pip commands that install craftlib into ``python``'s environment, in order.
+
+    ``torch`` (``auto``/``cpu``/``pypi``, see ``wants_cpu_torch``) holds for learners and ``dev`` alike; with
+    ``dev`` the CPU build is constraints.txt's version, installed without dependencies so that everything else
+    still comes from PyPI at its pin (a local ``+cpu`` build satisfies ``torch==X``).
+    """
     pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check"]
     if kit is not None:  # offline: only the kit's wheels
         wheels = str(Path(kit) / "wheels")
         return [pip + ["--no-index", "--find-links", wheels, "craftlib[lab]"]]
     target = f"{CHECKOUT}[lab,test]" if dev else f"{CHECKOUT}[lab]"
     steps = []
-    if not dev and wants_cpu_torch(torch):
-        steps.append(pip + ["--index-url", CPU_INDEX, "--retries", "1", "--timeout", "30", torch_requirement()])
+    if wants_cpu_torch(torch):
+        spec = ["--no-deps", pinned("torch")] if dev else [torch_requirement()]
+        steps.append(pip + ["--index-url", CPU_INDEX, "--retries", "1", "--timeout", "30", *spec])
     last = pip + (["-e", target] if editable else [target])
     if dev:  # CI's log stays short; learners see pip's progress
         last += ["--quiet", "-c", str(CHECKOUT / "constraints.txt")]

@@ -14,7 +14,13 @@
       licenses/            the MobileFaceNet stem's NOTICE and Apache-2.0 text, the JavaScript licences
       manifest.json        what was built, from what, how big, how long it took
 
-Learners then install with the network off (``pip install --no-index --find-links wheels "craftlib[lab]"``).
+Learners then install with the network off (``pip install --no-index --find-links wheels "craftlib[lab]"``;
+``craftlib[lab,federated]`` for notebook 08's Flower part, on Python >= 3.11 where Flower installs).
+
+The wheels are the versions the instructor tested, not the newest in range: every package of craftlib's
+``lab`` and ``federated`` dependency closure is pinned to what the running (instructor's) environment holds
+(``environment_pins``), for each target Python that version supports (``pins_for``; the rest, e.g. a package
+whose installed version needs a newer Python, is resolved in range and listed in the manifest).
 
 Two limits of ``pip download --platform`` are handled here: markers are evaluated for the *building*
 machine, so platform-only dependencies (``colorama`` on Windows, ``appnope`` on macOS, ...) are found
@@ -51,6 +57,10 @@ TARGETS = {  # name -> pip --platform tag (pip expands it to older compatible ta
                                             "os_name": "posix", "platform_machine": "x86_64"}),
 }
 TARGET_CONSTRAINTS = {"macos-x86_64": ["torch<2.3", "numpy<2"]}  # torch 2.2.2: the last Intel-Mac build
+KIT_EXTRAS = ("lab", "federated")
+FEDERATED_PYTHON = (3, 11)  # flwr 1.39 needs it (pyproject's marker); older Pythons get craftlib[lab] only
+
+
 def here() -> tuple[str, str]:
     """This machine's target name and Python version (``--platforms here --pythons here``)."""
     machine = platform.machine().lower()
@@ -175,6 +185,92 @@ def missing_requirements(folder: Path, target: str, python: str, root: str = "cr
     return missing
 
 
+# ---------------------------------------------------------------------------------------------
+# pins: what the instructor's environment holds
+
+
+def environment_pins(root: str = "craftlib", extras: tuple[str, ...] = KIT_EXTRAS) -> dict[str, tuple[str, str]]:
+    """``name -> (version, Requires-Python)`` of every installed package in ``root[extras]``'s dependency closure.
+
+    Read from the running environment's metadata (what ``pip freeze`` would list, less what the kit does not
+    need, such as the test packages); markers are this machine's.
+    """
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    installed = {canonicalize_name(d.metadata["Name"]): d for d in metadata.distributions() if d.metadata["Name"]}
+    todo, seen, pins = [(canonicalize_name(root), frozenset(extras))], set(), {}
+    while todo:
+        name, wanted = todo.pop()
+        if (name, wanted) in seen or name not in installed:
+            continue
+        seen.add((name, wanted))
+        dist = installed[name]
+        if name != canonicalize_name(root):
+            pins[name] = (dist.version, dist.metadata["Requires-Python"] or "")
+        for spec in dist.requires or []:
+            req = Requirement(spec)
+            if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in ["", *sorted(wanted)]):
+                todo.append((canonicalize_name(req.name), frozenset(req.extras)))
+    return pins
+
+
+def pins_for(pins: dict[str, tuple[str, str]], target: str, python: str) -> tuple[list[str], dict[str, str]]:
+    """The ``name==version`` constraints for one target and Python, and the packages left unpinned with why.
+
+    A local label (``+cpu``) is dropped: the CPU and CUDA builds of one torch version are the same release.
+    Left unpinned: what the target's own limits name (Intel Macs' torch and NumPy) and what needs another
+    Python than ``python`` (checked for a recent patch release of it).
+    """
+    from packaging.requirements import Requirement
+    from packaging.specifiers import SpecifierSet
+    from packaging.utils import canonicalize_name
+    from packaging.version import Version
+
+    limited = {canonicalize_name(Requirement(c).name): c for c in TARGET_CONSTRAINTS.get(target, [])}
+    lines, unpinned = [], {}
+    for name, (version, requires) in sorted(pins.items()):
+        if name in limited:
+            unpinned[name] = f"{version} is held back by {limited[name]} on {target}"
+        elif requires and not SpecifierSet(requires).contains(Version(f"{python}.99")):
+            unpinned[name] = f"{version} needs Python {requires}"
+        else:
+            lines.append(f"{name}=={Version(version).public}")
+    return lines, unpinned
+
+
+def kit_extras(python: str) -> tuple[str, ...]:
+    """craftlib's extras whose wheels the kit carries for ``python``: Flower's only where it installs."""
+    major, minor = (int(x) for x in python.split("."))
+    return KIT_EXTRAS if (major, minor) >= FEDERATED_PYTHON else ("lab",)
+
+
+def wheel_plan(targets: list[str], pythons: list[str], pins: dict[str, tuple[str, str]],
+               torch_spec: str | None = None, torch_index: str | None = None) -> list[dict]:
+    """What ``download_wheels`` asks pip for, per target and Python (no network: tests read it as it is).
+
+    Each entry: ``constraints`` (the target's limits, then the pins), ``extras``, ``cpu_torch`` (the requirement
+    fetched from ``torch_index`` first on Linux, or None) and ``unpinned``. ``torch_spec`` overrides the
+    pinned torch (the default: the environment's version, or pyproject's range where it is not pinned).
+    """
+    index = CPU_INDEX if torch_index is None else torch_index
+    plan = []
+    for target in targets:
+        for python in pythons:
+            lines, unpinned = pins_for(pins, target, python)
+            torch_pin = next((line for line in lines if line.startswith("torch==")), None)
+            if torch_spec:
+                lines = [line for line in lines if not line.startswith("torch==")] + [torch_spec]
+            spec = torch_spec or torch_pin or torch_requirement()
+            plan.append({"target": target, "python": python, "extras": kit_extras(python),
+                         "constraints": [*TARGET_CONSTRAINTS.get(target, []), *lines],
+                         "cpu_torch": spec if target.startswith("linux") and index else None,
+                         "index": index, "unpinned": unpinned})
+    return plan
+
+
 def _pip_download(args: list[str], log) -> int:
     cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--progress-bar", "off", *args]
     shown = [a for i, a in enumerate(cmd) if a != "--platform" and (i == 0 or cmd[i - 1] != "--platform")]
@@ -183,8 +279,9 @@ def _pip_download(args: list[str], log) -> int:
 
 
 def download_wheels(wheels: Path, targets: list[str], pythons: list[str], torch_spec: str | None = None,
-                    torch_index: str | None = None, log=print) -> dict:
-    """craftlib's wheel and every dependency for each (target, Python); returns what failed and why."""
+                    torch_index: str | None = None, log=print, pins: dict[str, tuple[str, str]] | None = None) -> dict:
+    """craftlib's wheel and every dependency for each (target, Python), at ``pins`` (default: this environment's,
+    ``environment_pins``); returns what was built, what failed and why, and what was left unpinned."""
     wheels.mkdir(parents=True, exist_ok=True)
     for old in wheels.glob("craftlib-*.whl"):
         old.unlink()
@@ -193,44 +290,44 @@ def download_wheels(wheels: Path, targets: list[str], pythons: list[str], torch_
     own = next(iter(wheels.glob("craftlib-*.whl")), None)
     if code or own is None:
         raise RuntimeError(f"could not build craftlib's wheel from {CHECKOUT}")
-    torch_spec = torch_spec or torch_requirement()
-    index = CPU_INDEX if torch_index is None else torch_index
-    done, failed = [], {}
-    for target in targets:
-        for python in pythons:
-            flags = ["--dest", str(wheels), "--find-links", str(wheels), "--only-binary=:all:",
-                     *[x for plat in pip_platforms(target) for x in ("--platform", plat)],
-                     "--python-version", python, "--implementation", "cp"]
-            constraints = list(TARGET_CONSTRAINTS.get(target, []))
-            if target.startswith("linux") and index:  # the CPU-only build from PyTorch's own index
-                if _pip_download(flags + ["--no-deps", "--index-url", index, torch_spec], log):
-                    failed[f"{target}/{python}"] = f"no CPU torch matching {torch_spec} on {index}"
-                    continue
+    pins = environment_pins() if pins is None else pins
+    done, failed, unpinned = [], {}, {}
+    for step in wheel_plan(targets, pythons, pins, torch_spec, torch_index):
+        key, target, python = f"{step['target']}/{step['python']}", step["target"], step["python"]
+        unpinned[key] = step["unpinned"]
+        flags = ["--dest", str(wheels), "--find-links", str(wheels), "--only-binary=:all:",
+                 *[x for plat in pip_platforms(target) for x in ("--platform", plat)],
+                 "--python-version", python, "--implementation", "cp"]
+        constraints = list(step["constraints"])
+        if step["cpu_torch"]:  # the CPU-only build from PyTorch's own index
+            if _pip_download(flags + ["--no-deps", "--index-url", step["index"], step["cpu_torch"]], log):
+                failed[key] = f"no CPU torch matching {step['cpu_torch']} on {step['index']}"
+                continue
             torch_here = wheels_for(wheels, target, python).get("torch")
-            if torch_here is not None and target.startswith("linux") and index:
+            if torch_here is not None:
                 constraints.append(f"torch=={torch_here.name.split('-')[1]}")
-            with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as c:
-                c.write("\n".join(constraints + [torch_spec]) + "\n")
-            try:
-                code = _pip_download(flags + ["-c", c.name, f"craftlib[lab] @ {own.resolve().as_uri()}"], log)
-            finally:
-                os.unlink(c.name)
-            if code:
-                failed[f"{target}/{python}"] = "pip download failed (no wheel for some dependency; see the log)"
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as c:
+            c.write("\n".join(constraints) + "\n")
+        try:
+            requirement = f"craftlib[{','.join(step['extras'])}] @ {own.resolve().as_uri()}"
+            if _pip_download(flags + ["-c", c.name, requirement], log):
+                failed[key] = "pip download failed (no wheel for some dependency; see the log)"
                 continue
             for _ in range(5):  # platform-only dependencies, then theirs
-                extra = missing_requirements(wheels, target, python)
+                extra = missing_requirements(wheels, target, python, extras=step["extras"])
                 if not extra:
                     break
-                log(f"{target}/{python}: adding what its markers need: {', '.join(extra)}")
-                if _pip_download(flags + ["--no-deps", *extra], log):
-                    failed[f"{target}/{python}"] = f"could not download {', '.join(extra)}"
+                log(f"{key}: adding what its markers need: {', '.join(extra)}")
+                if _pip_download(flags + ["--no-deps", "-c", c.name, *extra], log):
+                    failed[key] = f"could not download {', '.join(extra)}"
                     break
             else:
-                failed[f"{target}/{python}"] = "dependency closure did not settle"
-            if f"{target}/{python}" not in failed:
-                done.append(f"{target}/{python}")
-    return {"built": done, "failed": failed, "craftlib_wheel": own.name}
+                failed[key] = "dependency closure did not settle"
+        finally:
+            os.unlink(c.name)
+        if key not in failed:
+            done.append(key)
+    return {"built": done, "failed": failed, "craftlib_wheel": own.name, "pinned": len(pins), "unpinned": unpinned}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,7 +405,8 @@ Open a terminal *in this folder* and run, for your system:
     python3 -m venv .venv
     .venv/bin/python -m pip install --no-index --find-links wheels "craftlib[lab]"
 
-Wheels are included for: {targets}.{failed}
+Wheels are included for: {targets}, at the versions the instructor tested.{failed}
+For notebook 08's Flower part (Python 3.11 or newer), install `"craftlib[lab,federated]"` the same way.
 
 ## 2. Point craftlib at the kit's data and runs
 

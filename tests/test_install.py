@@ -164,3 +164,28 @@ def test_environment_yml_is_the_learner_environment():
     got = {str(Requirement(s)) for s in items if not s.startswith("-e")}
     want = {str(Requirement(s)) for s in project()["dependencies"] + project()["optional-dependencies"]["lab"]}
     assert got == want, f"only in environment.yml: {got - want}; only in pyproject: {want - got}"
+
+
+def test_dev_honours_torch_with_constraints_pins(monkeypatch):
+    """`setup --dev --torch cpu`: constraints.txt's torch from the CPU index (no deps), then everything at its pins."""
+    pin = install.pinned("torch")
+    assert pin == next(line for line in (REPO / "constraints.txt").read_text().splitlines() if line.startswith("torch=="))
+    cpu, rest = install.plan("py", dev=True, torch="cpu")
+    assert cpu[cpu.index("--index-url") + 1] == install.CPU_INDEX and cpu[-2:] == ["--no-deps", pin]
+    assert rest[-2:] == ["-c", str(REPO / "constraints.txt")] and "[lab,test]" in " ".join(rest)
+    assert len(install.plan("py", dev=True, torch="pypi")) == 1
+    monkeypatch.setattr(install, "has_nvidia_gpu", lambda: False)
+    monkeypatch.setattr(install.platform, "system", lambda: "Linux")
+    assert install.plan("py", dev=True, torch="auto")[0] == cpu  # auto means the same with --dev
+    monkeypatch.setattr(install, "has_nvidia_gpu", lambda: True)
+    assert len(install.plan("py", dev=True, torch="auto")) == 1
+    with pytest.raises(ValueError, match="pins no notapackage"):
+        install.pinned("notapackage")
+
+
+@pytest.mark.parametrize("torch,cpu", [("cpu", True), ("pypi", False)])
+def test_setup_dev_dry_run_shows_the_torch_choice(torch, cpu, tmp_path, capsys):
+    assert main(["setup", "--dev", "--torch", torch, "--dry-run", "--venv", str(tmp_path / "v")]) == 0
+    out = capsys.readouterr().out
+    assert (install.CPU_INDEX in out) == cpu and ("--no-deps " + install.pinned("torch") in out) == cpu
+    assert f"{REPO}[lab,test]" in out and "constraints.txt" in out and not (tmp_path / "v").exists()

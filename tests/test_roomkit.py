@@ -51,6 +51,82 @@ def test_wheel_tags_per_target():
     assert kit.TARGET_CONSTRAINTS["macos-x86_64"] == ["torch<2.3", "numpy<2"]
 
 
+def test_environment_pins_are_what_this_environment_holds():
+    """The kit pins craftlib[lab,federated]'s closure at the installed versions, nothing of the test extra."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = kit.environment_pins()
+    assert pins["torch"][0] == version("torch") and pins["numpy"][0] == version("numpy")
+    assert pins["jupyterlab"][0] == version("jupyterlab") and pins["ipywidgets"][0] == version("ipywidgets")
+    assert "craftlib" not in pins and not {"pytest", "pytest-timeout", "hypothesis", "playwright"} & set(pins)
+    try:
+        flwr = version("flwr")
+    except PackageNotFoundError:
+        flwr = None
+    assert pins.get("flwr", (None,))[0] == flwr  # the federated extra, when the instructor has it
+
+
+PINS = {"torch": ("2.14.1+cpu", ">=3.10"), "numpy": ("2.4.6", ">=3.11"), "ipython": ("9.18.1", ">=3.11"),
+        "tqdm": ("4.67.1", ">=3.7"), "soupsieve": ("4.1.2", ">=3.11.5"), "flwr": ("1.39.0", ">=3.11, <4.0")}
+
+
+def test_pins_per_target_and_python():
+    lines, unpinned = kit.pins_for(PINS, "linux-x86_64", "3.11")
+    assert lines == ["flwr==1.39.0", "ipython==9.18.1", "numpy==2.4.6", "soupsieve==4.1.2", "torch==2.14.1",
+                     "tqdm==4.67.1"] and unpinned == {}  # +cpu dropped: the same release on every platform
+    lines, unpinned = kit.pins_for(PINS, "windows-x86_64", "3.10")
+    assert lines == ["torch==2.14.1", "tqdm==4.67.1"]
+    assert unpinned["numpy"] == "2.4.6 needs Python >=3.11" and set(unpinned) == {"flwr", "ipython", "numpy",
+                                                                                  "soupsieve"}
+    lines, unpinned = kit.pins_for(PINS, "macos-x86_64", "3.12")
+    assert "torch==2.14.1" not in lines and "numpy==2.4.6" not in lines
+    assert unpinned == {"torch": "2.14.1+cpu is held back by torch<2.3 on macos-x86_64",
+                        "numpy": "2.4.6 is held back by numpy<2 on macos-x86_64"}
+
+
+def test_wheel_plan_pins_torch_and_carries_flower_where_it_installs():
+    plan = {(s["target"], s["python"]): s for s in kit.wheel_plan(list(kit.TARGETS), ["3.10", "3.11"], PINS)}
+    assert plan["linux-x86_64", "3.11"]["extras"] == ("lab", "federated")
+    assert plan["linux-x86_64", "3.10"]["extras"] == ("lab",)  # flwr 1.39 needs Python 3.11
+    assert plan["linux-x86_64", "3.11"]["cpu_torch"] == "torch==2.14.1"  # the instructor's version, not the newest
+    assert plan["windows-x86_64", "3.11"]["cpu_torch"] is None and "torch==2.14.1" in plan["windows-x86_64",
+                                                                                            "3.11"]["constraints"]
+    mac = plan["macos-x86_64", "3.11"]
+    assert mac["constraints"][:2] == ["torch<2.3", "numpy<2"] and not any("==" in c for c in mac["constraints"]
+                                                                          if c.startswith(("torch", "numpy")))
+    (own,) = kit.wheel_plan(["linux-x86_64"], ["3.11"], PINS, torch_spec="torch==2.13.0", torch_index="")
+    assert own["cpu_torch"] is None and "torch==2.13.0" in own["constraints"]
+    assert "torch==2.14.1" not in own["constraints"]
+    (loose,) = kit.wheel_plan(["linux-x86_64"], ["3.11"], {})
+    assert loose["cpu_torch"] == kit.torch_requirement()  # nothing installed to pin: pyproject's range
+
+
+def test_download_wheels_asks_pip_for_the_pinned_closure(tmp_path, monkeypatch):
+    """The wheel download without the network: pip's calls recorded, the constraints file read as pip gets it."""
+    calls = []
+
+    def fake_build(cmd, **kwargs):  # `pip wheel` of the checkout: a craftlib wheel with no dependencies
+        fake_wheel(Path(cmd[cmd.index("-w") + 1]), "craftlib", "0.2.0", "py3-none-any", [])
+        return 0
+
+    def fake_download(args, log):
+        constraints = Path(args[args.index("-c") + 1]).read_text().split() if "-c" in args else []
+        calls.append((args, constraints))
+        return 0
+
+    monkeypatch.setattr(kit.subprocess, "call", fake_build)
+    monkeypatch.setattr(kit, "_pip_download", fake_download)
+    result = kit.download_wheels(tmp_path / "wheels", ["linux-x86_64", "windows-x86_64"], ["3.11"], pins=PINS,
+                                 log=lambda *_: None)
+    assert result["built"] == ["linux-x86_64/3.11", "windows-x86_64/3.11"] and result["failed"] == {}
+    assert result["pinned"] == len(PINS) and result["unpinned"]["linux-x86_64/3.11"] == {}
+    cpu, linux, windows = calls
+    assert cpu[0][cpu[0].index("--index-url") + 1] == kit.CPU_INDEX and cpu[0][-1] == "torch==2.14.1"
+    for args, constraints in (linux, windows):
+        assert args[-1].startswith("craftlib[lab,federated] @ file:")
+        assert {"flwr==1.39.0", "numpy==2.4.6", "torch==2.14.1"} <= set(constraints)
+
+
 def test_offline_exporter_points_every_script_at_static():
     exporter = handout.offline_exporter()
     assert exporter.widget_renderer_url == "static/html-manager/embed-amd.js"
