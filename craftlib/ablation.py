@@ -168,7 +168,7 @@ def markdown(results: list[dict]) -> str:
         a, g = res["agreement"], res["groups"]
         sil = g.get("silent")
         matched = g.get("ordinary_matched", [])
-        lines.append(f"| `{Path(res['checkpoint']).parent.name}/{Path(res['checkpoint']).stem}` | {a['probe']} | "
+        lines.append(f"| `{res.get('name', Path(res['checkpoint']).stem)}` | {a['probe']} | "
                      f"{a['second_probe']['both']} | {a['second_probe']['only_other']} | {a['devtest_faces']['both']} | "
                      f"{a['devtest_faces']['only_other']} | "
                      + (f"{sil['d_loss']:+.4f} / {100 * sil['d_accuracy']:+.2f} pts" if sil else "—") + " | "
@@ -176,32 +176,64 @@ def markdown(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def ensure_checkpoint(level: str, arm: str, seed: int, models: str | Path, data: FaceSet, pairs: PairSet) -> Path:
+    """The dose study's checkpoint of (level, arm, seed), trained now if this machine does not have it.
+
+    Training is deterministic for a seed on one machine at one thread, so a rerun rebuilds the very model
+    the study recorded (its record's accuracy is the check).
+    """
+    from .dose import recipe
+    from .experiments import run_arm
+
+    path = Path(models) / level / f"{arm}-s{seed}.pt"
+    if not path.is_file():
+        torch.set_num_threads(1)  # as the study's workers trained it: the same summation order, the same model
+        run_arm(data, pairs, recipe(level), arm, seed, checkpoint=path)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m craftlib.ablation CHECKPOINT... --out FOLDER``: one JSON per model, then summary.md."""
+    """``python -m craftlib.ablation --levels L... --seeds N --out FOLDER``: one JSON per model, then summary.md.
+
+    Each model is a dose-study run (``--arm``, default standard training) read from ``--models`` or trained
+    there first; ``--checkpoints`` ablates given checkpoints instead. Resumable: a finished model is skipped.
+    """
     import argparse
 
     from .checkpoints import load_checkpoint
     from .data import LFW
+    from .dose import LEVELS, recipe
     from .paths import atomic_write
 
     ap = argparse.ArgumentParser(prog="python -m craftlib.ablation", description=main.__doc__)
-    ap.add_argument("checkpoints", nargs="+")
+    ap.add_argument("--levels", nargs="+", choices=list(LEVELS), default=[])
+    ap.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 of each level")
+    ap.add_argument("--arm", default="none")
+    ap.add_argument("--models", default="runs/dose-models", help="where the dose study keeps its checkpoints")
+    ap.add_argument("--checkpoints", nargs="*", default=[], help="ablate these checkpoints instead")
     ap.add_argument("--out", required=True, help="results folder (one JSON per model, summary.md)")
     ap.add_argument("--data", help="LFW folder (default: $CRAFTLIB_DATA, ...)")
     args = ap.parse_args(argv)
-    out = Path(args.out)
-    results, sets = [], {}
-    for path in args.checkpoints:
-        name = f"{Path(path).parent.name}-{Path(path).stem}"
+    out, sets = Path(args.out), {}
+
+    def faces(size: int):
+        if size not in sets:
+            lfw = LFW(args.data, size=size)
+            sets[size] = (lfw.training_set(), lfw.pairs("devtest"))
+        return sets[size]
+
+    jobs = [(f"{Path(p).parent.name}-{Path(p).stem}", lambda p=p: Path(p)) for p in args.checkpoints]
+    jobs += [(f"{lv}-{args.arm}-s{s}", lambda lv=lv, s=s: ensure_checkpoint(
+        lv, args.arm, s, args.models, *faces(recipe(lv).train.model.input_size)))
+        for lv in args.levels for s in range(args.seeds)]
+    results = []
+    for name, checkpoint in jobs:
         target = out / f"{name}.json"
-        if not target.is_file():  # resumable: a finished model is never redone
-            size = load_checkpoint(path)["config"]["model"]["input_size"]
-            if size not in sets:
-                lfw = LFW(args.data, size=size)
-                sets[size] = (lfw.training_set(), lfw.pairs("devtest"))
-            print(f"{name}: ablating every channel")
-            res = of_checkpoint(path, *sets[size], log=print)
-            atomic_write(target, lambda tmp: tmp.write_text(json.dumps(res, indent=1)))
+        if not target.is_file():
+            path = checkpoint()
+            print(f"{name}: ablating every channel of {path}")
+            res = of_checkpoint(path, *faces(load_checkpoint(path)["config"]["model"]["input_size"]), log=print)
+            atomic_write(target, lambda tmp: tmp.write_text(json.dumps({**res, "name": name}, indent=1)))
         results.append(json.loads(target.read_text()))
     text = markdown(results)
     atomic_write(out / "summary.md", lambda tmp: tmp.write_text(text + "\n"))
