@@ -15,6 +15,7 @@ from torch import nn
 
 from .callbacks import Callback
 from .runtime import evaluating, to_numpy
+from .validation import check
 
 WEIGHT_SCORES = ("max", "l1", "l2")
 PROBE_SCORES = ("activation", "silent")
@@ -119,10 +120,7 @@ def stem_response(model: nn.Module) -> Callable:
 
 def check_tau(tau: float) -> float:
     """An activity threshold must be a fraction of the reference: 0 <= tau <= 1."""
-    tau = float(tau)
-    if not np.isfinite(tau) or not 0.0 <= tau <= 1.0:
-        raise ValueError(f"tau must be a fraction of the reference in [0, 1], got {tau}")
-    return tau
+    return check("tau", float(tau))
 
 
 def inactive_mask(scores: np.ndarray, tau: float) -> np.ndarray:

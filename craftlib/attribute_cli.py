@@ -15,6 +15,7 @@ from pathlib import Path
 from . import attribute_study as study
 from .attribute_widgets import depth_curves_figure
 from .paths import REPO_ROOT, atomic_write, fast_mode
+from .validation import flag
 
 DEFAULT_OUT = REPO_ROOT / "docs" / "results" / "companion_attributes"
 DEFAULT_MODELS = ("runs/study-models", "runs/attribute-models")
@@ -36,10 +37,15 @@ def report(out: str | Path, figures: bool = True, log=print) -> str:
 
 
 def _seeds(text: str) -> list[int]:
-    if "-" in text:
-        a, b = text.split("-")
-        return list(range(int(a), int(b) + 1))
-    return [int(s) for s in text.split(",")]
+    """``0-4`` or ``0,1,2``: each seed in ``validation.RANGES["seed"]``, at least one."""
+    seed = flag("seed")
+    ends = text.split("-")
+    if len(ends) > 2:
+        raise argparse.ArgumentTypeError(f"must be FIRST-LAST or a comma-separated list of seeds, got {text!r}")
+    seeds = list(range(seed(ends[0]), seed(ends[1]) + 1)) if len(ends) == 2 else [seed(s) for s in text.split(",")]
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"{text!r} is an empty range of seeds")
+    return seeds
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,9 +28,13 @@ def save_checkpoint(path: str | Path, payload: dict) -> Path:
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
-def load_checkpoint(path: str | Path, expect_model: ModelConfig | None = None,
-                    expect_classes: int | None = None) -> dict:
-    """Load safely and check it fits: a clear ``CheckpointError`` instead of a shape traceback."""
+def load_checkpoint(path: str | Path, expect_model: ModelConfig | None = None, expect_classes: int | None = None,
+                    expect_names: list[str] | None = None, expect_variant: str | None = None) -> dict:
+    """Load safely and check it fits: a clear ``CheckpointError`` instead of a shape traceback.
+
+    ``expect_names`` and ``expect_variant`` refuse a checkpoint trained on other identities or on another LFW
+    variant (a checkpoint that does not record them is not checked).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
@@ -46,6 +50,15 @@ def load_checkpoint(path: str | Path, expect_model: ModelConfig | None = None,
         raise CheckpointError(f"{path}: model does not match (saved vs expected: {diff})")
     if expect_classes is not None and ckpt.get("num_classes") != expect_classes:
         raise CheckpointError(f"{path}: trained on {ckpt.get('num_classes')} identities, this run has {expect_classes}")
+    saved_names = ckpt.get("classes")
+    if expect_names is not None and saved_names is not None and list(saved_names) != list(expect_names):
+        differ = [(a, b) for a, b in zip(saved_names, expect_names) if a != b]
+        raise CheckpointError(f"{path}: trained on other identities ({len(differ)} of {len(expect_names)} differ, "
+                              f"e.g. {differ[0][0]!r} saved, {differ[0][1]!r} here); resume it on the data it was "
+                              "trained on (same LFW folder and --max-identities)")
+    saved_variant = ckpt.get("data_variant")
+    if expect_variant is not None and saved_variant is not None and saved_variant != expect_variant:
+        raise CheckpointError(f"{path}: trained on {saved_variant} LFW, this data is {expect_variant}")
     return ckpt
 
 

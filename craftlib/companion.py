@@ -25,6 +25,7 @@ from .data import LFW
 from .experiments import check_folder, fingerprint, forked, load_records, pending, record_path, write_record
 from .experiments import measure as experiment_record
 from .models import count_macs, count_params
+from .paths import folder_lock
 from .pairing import TWIN_APART, TWIN_COS, TWIN_SAME, pairing_summary, random_reference, twin_thresholds, twin_verdict
 from .recipes import WORKSHOP, Recipe
 from .results import SILENT_TAU, fmt, holm, paired, summarize
@@ -142,9 +143,6 @@ def compare(recipe: Recipe = WORKSHOP, seeds: list[int] = range(5), arms=tuple(A
     data = lfw.training_set(max_identities=recipe.max_identities)
     pairs = lfw.pairs("devtest")
     meta = folder_fingerprint(recipe, lfw.variant)
-    check_folder(out, meta)
-    tasks = pending(out, list(seeds), tuple(arms))
-    log(f"{len(tasks)} run(s) to do ({len(list(seeds)) * len(arms) - len(tasks)} already recorded)")
 
     def done(record: dict) -> None:
         write_record(out, record, meta)
@@ -153,8 +151,12 @@ def compare(recipe: Recipe = WORKSHOP, seeds: list[int] = range(5), arms=tuple(A
             f"pair μ {c['pairing']['mean']:+.3f}  shape bias {fmt('x', c['shapebias']['index'])}  "
             f"({record['train_seconds']:.0f} s)")
 
-    for record in forked(lambda seed, arm: run_one(data, pairs, recipe, arm, seed, models), tasks, jobs):
-        done(record)
+    with folder_lock(out):  # one writer per results folder
+        check_folder(out, meta)
+        tasks = pending(out, list(seeds), tuple(arms))
+        log(f"{len(tasks)} run(s) to do ({len(list(seeds)) * len(arms) - len(tasks)} already recorded)")
+        for record in forked(lambda seed, arm: run_one(data, pairs, recipe, arm, seed, models), tasks, jobs):
+            done(record)
     return load_records(out)
 
 

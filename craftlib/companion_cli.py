@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import companion
 from .paths import atomic_write, fast_mode
+from .validation import flag
 
 REPRODUCE = "make companion   # = python -m craftlib.companion_cli --seeds 5 --out docs/results/companion_sparsity"
 
@@ -57,11 +58,11 @@ def report(out: str | Path, log=print) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m craftlib.companion_cli", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5)")
+    ap.add_argument("--seeds", type=flag("seeds"), default=5, help="seeds 0..N-1 (default 5)")
     ap.add_argument("--arms", nargs="+", default=list(companion.ARMS), choices=list(companion.ARMS))
     ap.add_argument("--out", default=companion.DEFAULT_OUT, help="results folder (records/*.json)")
     ap.add_argument("--models", default="runs/companion-models", help="folder for the runs' checkpoints")
-    ap.add_argument("--jobs", type=int, default=1, help="trainings at once (forked, one thread each)")
+    ap.add_argument("--jobs", type=flag("jobs"), default=1, help="trainings at once (forked, one thread each)")
     ap.add_argument("--fast", action="store_true", help="the FAST recipe (CI smoke; numbers mean nothing)")
     ap.add_argument("--report", action="store_true", help="only rewrite the summary and figures from the records")
     ap.add_argument("--remeasure", action="store_true", help="recompute the companion measurements from checkpoints")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import tarfile
 import warnings
 from dataclasses import dataclass, field
@@ -22,7 +23,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .paths import ENV_DATA, REPO_ROOT, atomic_write, cache_dir, file_sha256, search_order
+from .paths import ENV_CACHE, ENV_DATA, REPO_ROOT, atomic_write, cache_dir, file_sha256, search_order
+from .validation import check
 
 IMAGE_DIRS = ("lfw-deepfunneled", "lfw_funneled", "lfw")
 VARIANTS = {"lfw-deepfunneled": "deepfunneled", "lfw_funneled": "funneled", "lfw": "original"}
@@ -74,6 +76,10 @@ class VariantWarning(UserWarning):
 
 class DataError(ValueError):
     """A corrupt image, a missing image or a malformed pair file, with the file (and line) named."""
+
+
+class CacheWarning(UserWarning):
+    """The face cache cannot be read or written; faces are decoded without it."""
 
 
 @dataclass(frozen=True)
@@ -177,9 +183,12 @@ def candidate_roots(path: str | os.PathLike | None = None) -> list[tuple[str, Pa
 def find_lfw(path: str | os.PathLike | None = None, download: bool = True) -> Path:
     """Return the LFW root folder (the one holding the image folder and pair files).
 
-    An explicit ``path`` or ``$CRAFTLIB_DATA`` that is set but unusable is an error, not a reason
-    to fall through silently: the user asked for that folder.
+    An explicit ``path`` or ``$CRAFTLIB_DATA`` that is set but unusable (or empty) is an error, not a
+    reason to fall through silently to a download: the user asked for that folder.
     """
+    if path is None and ENV_DATA in os.environ and not os.environ[ENV_DATA].strip():
+        raise LFWNotFoundError(f"${ENV_DATA} is set but empty: point it at an LFW folder, or unset it to "
+                               f"let craftlib search.\n{HOW_TO_GET_LFW}")
     for origin, root in candidate_roots(path):
         root = root.expanduser()
         if _image_dir(root) is not None:
@@ -292,6 +301,14 @@ def _index(field_: str, path: Path, lineno: int) -> int:
     return value
 
 
+def _person(name: str, path: Path, lineno: int) -> str:
+    """A pair line's person must be one folder inside the data folder: no path separator, no ``..``."""
+    if name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise DataError(f"{path}:{lineno}: {name!r} is not a person's folder name; pair names must stay "
+                        "inside the data folder")
+    return name
+
+
 def image_name(person: str, number: int) -> str:
     """Relative path of image ``number`` (1-based) of ``person``."""
     return f"{person}/{person}_{number:04d}.jpg"
@@ -321,6 +338,8 @@ def read_pairs(path: str | os.PathLike) -> list[Pair]:
     pairs = []
     for k, (lineno, line) in enumerate(body):
         parts = line.split()
+        for name in parts[::2]:
+            _person(name, path, lineno)
         if len(parts) == 3:
             left, right, same = image_name(parts[0], _index(parts[1], path, lineno)), image_name(parts[0], _index(parts[2], path, lineno)), True
         elif len(parts) == 4:
@@ -350,9 +369,19 @@ def identities_by_fold(pairs: list[Pair]) -> dict[int, set[str]]:
 
 
 def load_face(path: Path, crop: tuple[int, int, int, int] = DEFAULT_CROP, size: int = DEFAULT_SIZE) -> np.ndarray:
-    """Decode one image, crop the face box and resize to ``size``x``size`` RGB uint8."""
+    """Decode one image, crop the face box and resize to ``size``x``size`` RGB uint8.
+
+    Only a regular file is opened (a FIFO named ``*.jpg`` would block forever), and an image larger than
+    Pillow's ``MAX_IMAGE_PIXELS`` is refused as a decompression bomb (LFW's are 250x250).
+    """
     try:
-        with Image.open(path) as im:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise DataError(f"{path}: not a regular file (a pipe, device or folder named like an image); "
+                            "remove it from the data folder")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
             im = im.convert("RGB")
             if im.size != (250, 250):  # other LFW variants: scale the box to the frame
                 sx, sy = im.size[0] / 250, im.size[1] / 250
@@ -363,6 +392,11 @@ def load_face(path: Path, crop: tuple[int, int, int, int] = DEFAULT_CROP, size: 
             return np.asarray(face, dtype=np.uint8)
     except FileNotFoundError:
         raise DataError(f"{path}: image file is missing") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise DataError(f"{path}: refused as a possible decompression bomb ({err}); LFW images are 250x250 px, "
+                        "remove this file from the data folder") from None
+    except DataError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataError(f"{path}: cannot decode image ({err}); re-copy this file from LFW") from None
 
@@ -394,8 +428,8 @@ def load_faces(image_root: Path, names: list[str], crop=DEFAULT_CROP, size: int 
     if size < 8:
         raise ValueError(f"size {size} is too small; use at least 8 px")
     key = _cache_key(image_root.resolve(), list(names), crop, size)
-    target = cache_dir() / f"faces-{size}px-{key}.npy"
-    if cache and target.is_file():
+    target = _cache_file(f"faces-{size}px-{key}.npy") if cache else None
+    if target is not None and target.is_file():
         try:
             arr = np.load(target, allow_pickle=False)
             if arr.shape == (len(names), size, size, 3):
@@ -407,13 +441,27 @@ def load_faces(image_root: Path, names: list[str], crop=DEFAULT_CROP, size: int 
     arr = np.empty((len(names), size, size, 3), dtype=np.uint8)
     for i, name in enumerate(progress_bar(names, desc="faces", disable=not progress, leave=False)):
         arr[i] = load_face(image_root / name, crop, size)
-    if cache:
+    if target is not None:
         def save(tmp: Path) -> None:
             with open(tmp, "wb") as f:  # closed here: no ResourceWarning, no half-flushed file on rename
                 np.save(f, arr, allow_pickle=False)
 
-        atomic_write(target, save)
+        try:
+            atomic_write(target, save)
+        except OSError as err:  # read-only or full: the faces are decoded, the run goes on
+            warnings.warn(f"could not write the face cache {target} ({err}); going on without it "
+                          "(the faces are decoded again next time)", CacheWarning, stacklevel=2)
     return arr
+
+
+def _cache_file(name: str) -> Path | None:
+    """``name`` in the cache folder, or ``None`` (with a warning) when that folder cannot be made."""
+    try:
+        return cache_dir() / name
+    except OSError as err:
+        warnings.warn(f"no face cache: {err}; going on without it (set {ENV_CACHE} to a writable folder to keep "
+                      "decoded faces)", CacheWarning, stacklevel=3)
+        return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -521,6 +569,7 @@ class LFW:
         ``max_identities`` keeps the first N such identities in name order (a small, still disjoint, FAST set);
         ``exclude_people`` leaves out more names (e.g. one View 2 fold's people).
         """
+        check("max_identities", max_identities, optional=True)
         banned = (self.pair_identities(exclude) if exclude else set()) | set(exclude_people)
         people = [(n, f) for n, f in self.people.items() if len(f) >= min_images and n not in banned]
         if max_identities is not None:

@@ -9,11 +9,13 @@ study's own; this module only names the levels, schedules their runs and reads t
 """
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
 from .data import LFW
 from .experiments import check_folder, fingerprint, forked, record_path, run_arm, write_record
+from .paths import folder_lock
 from .recipes import DEFAULT_ARMS, WORKSHOP, Recipe
 
 DEFAULT_ROOT = Path("docs/results/dose")
@@ -52,28 +54,31 @@ def run(root: str | Path = DEFAULT_ROOT, seeds: list[int] = range(10), levels: l
     """
     levels = list(levels or LEVELS)
     recipes = {lv: recipe(lv) for lv in levels}
-    todo = tasks(root, list(seeds), levels, arms)
-    log(f"{len(todo)} run(s) to do ({len(list(seeds)) * len(levels) * len(arms) - len(todo)} already recorded)")
-    if not todo:
-        return 0
-    sets, metas = {}, {}
-    for size in sorted({recipes[lv].train.model.input_size for lv, _, _ in todo}):
-        lfw = LFW(data, size=size)
-        sets[size] = (lfw.training_set(), lfw.pairs("devtest"), lfw.variant)
-    for lv in levels:
-        size = recipes[lv].train.model.input_size
-        if size in sets:
-            metas[lv] = fingerprint(recipes[lv], sets[size][2])
-            check_folder(Path(root) / lv, metas[lv])
+    with ExitStack() as held:  # one writer per level folder: a second study (or compare) stops here
+        for lv in levels:
+            held.enter_context(folder_lock(Path(root) / lv))
+        todo = tasks(root, list(seeds), levels, arms)
+        log(f"{len(todo)} run(s) to do ({len(list(seeds)) * len(levels) * len(arms) - len(todo)} already recorded)")
+        if not todo:
+            return 0
+        sets, metas = {}, {}
+        for size in sorted({recipes[lv].train.model.input_size for lv, _, _ in todo}):
+            lfw = LFW(data, size=size)
+            sets[size] = (lfw.training_set(), lfw.pairs("devtest"), lfw.variant)
+        for lv in levels:
+            size = recipes[lv].train.model.input_size
+            if size in sets:
+                metas[lv] = fingerprint(recipes[lv], sets[size][2])
+                check_folder(Path(root) / lv, metas[lv])
 
-    def one(level: str, seed: int, arm: str) -> tuple[str, dict]:
-        r = recipes[level]
-        train_set, pairs, _ = sets[r.train.model.input_size]
-        ckpt = Path(models) / level / f"{arm}-s{seed}.pt" if models is not None else None
-        return level, run_arm(train_set, pairs, r, arm, seed, checkpoint=ckpt)
+        def one(level: str, seed: int, arm: str) -> tuple[str, dict]:
+            r = recipes[level]
+            train_set, pairs, _ = sets[r.train.model.input_size]
+            ckpt = Path(models) / level / f"{arm}-s{seed}.pt" if models is not None else None
+            return level, run_arm(train_set, pairs, r, arm, seed, checkpoint=ckpt)
 
-    for level, record in forked(one, todo, jobs):
-        write_record(Path(root) / level, record, metas[level])
-        log(f"{level:>12} seed {record['seed']} {record['arm']:>15}: accuracy {record['accuracy']:.2%}  "
-            f"({record['train_seconds']:.0f} s)")
-    return len(todo)
+        for level, record in forked(one, todo, jobs):
+            write_record(Path(root) / level, record, metas[level])
+            log(f"{level:>12} seed {record['seed']} {record['arm']:>15}: accuracy {record['accuracy']:.2%}  "
+                f"({record['train_seconds']:.0f} s)")
+        return len(todo)

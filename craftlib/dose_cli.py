@@ -10,22 +10,21 @@ import argparse
 
 from . import dose
 from .recipes import ARMS, DEFAULT_ARMS
+from .validation import flag
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m craftlib.dose_cli", description=__doc__.split("\n\n")[0])
     ap.add_argument("--root", default=str(dose.DEFAULT_ROOT), help="the study's folder (one sub-folder per level)")
-    ap.add_argument("--seeds", type=int, default=10, help="seeds FIRST..FIRST+N-1 (default 10)")
-    ap.add_argument("--first-seed", type=int, default=0)
+    ap.add_argument("--seeds", type=flag("seeds"), default=10, help="seeds FIRST..FIRST+N-1 (default 10)")
+    ap.add_argument("--first-seed", type=flag("first-seed"), default=0)
     ap.add_argument("--levels", nargs="+", choices=list(dose.LEVELS), help="default: every level")
     ap.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=list(DEFAULT_ARMS))
-    ap.add_argument("--jobs", type=int, default=2, help="trainings at once (forked, one thread each)")
+    ap.add_argument("--jobs", type=flag("jobs"), default=2, help="trainings at once (forked, one thread each)")
     ap.add_argument("--data", help="LFW folder (default: $CRAFTLIB_DATA, data/lfw, scikit-learn cache, download)")
     ap.add_argument("--models", help="keep each run's checkpoint under MODELS/<level>/ (for the ablation)")
     ap.add_argument("--report", action="store_true", help="only write the summary, table and figure")
     args = ap.parse_args(argv)
-    if args.seeds < 1 or args.first_seed < 0 or args.jobs < 1:
-        ap.error("--seeds and --jobs must be >= 1 and --first-seed >= 0")
     if args.report:
         from .dose_report import write_report
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import platform
+import signal
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +19,12 @@ import torch
 from . import __version__
 from .activity import model_scores
 from .data import LFW, FaceSet, PairSet
-from .paths import atomic_write
+from .paths import atomic_write, folder_lock, remove_orphans
 from .recipes import DEFAULT_ARMS, Recipe
 from .threads import worker_threads
+from .runtime import sigterm_as_interrupt
 from .training import train
+from .validation import check_batch
 from .verification import cosine_scores, embed, evaluate_scores
 
 RECORD_SCORES = ("max", "effective", "gamma", "silent")
@@ -99,10 +103,28 @@ def write_record(out: str | Path, record: dict, meta: dict) -> Path:
                         lambda tmp: tmp.write_text(json.dumps({**record, "fingerprint": meta})))
 
 
+class RecordError(ValueError):
+    """A run record that cannot be trusted (truncated, not JSON, not a record), with its file named."""
+
+
+def read_record(path: str | Path) -> dict:
+    """One run record, checked: a damaged file is named (and what to do about it), never half-read."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RecordError(f"{path}: not a readable run record ({err}); move it away and run the comparison "
+                          "again to redo that run") from None
+    if not isinstance(record, dict) or not isinstance(record.get("arm"), str) or \
+            not isinstance(record.get("seed"), int) or not isinstance(record.get("fingerprint"), dict):
+        raise RecordError(f"{path}: not a run record (it needs an arm, a seed and a fingerprint); move it away "
+                          "and run the comparison again to redo that run")
+    return record
+
+
 def load_records(folder: str | Path) -> list[dict]:
     """Every run record in a results folder (sorted by arm, then seed)."""
     paths = sorted(Path(folder).glob("records/*.json"))
-    return sorted((json.loads(p.read_text()) for p in paths), key=lambda r: (r["arm"], r["seed"]))
+    return sorted((read_record(p) for p in paths), key=lambda r: (r["arm"], r["seed"]))
 
 
 def pending(out: str | Path | None, seeds: list[int], arms: tuple[str, ...]) -> list[tuple[int, str]]:
@@ -118,6 +140,11 @@ def _forked_task(task: tuple) -> dict:
     return _SHARED["run"](*task)
 
 
+def _worker_start() -> None:
+    """A worker dies at once on SIGTERM (the pool's ``terminate``), whatever handler its parent had."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def forked(run, tasks: list[tuple], jobs: int):
     """Yield ``run(*task)`` for every task, as each finishes, ``jobs`` at once in forked processes.
 
@@ -131,8 +158,8 @@ def forked(run, tasks: list[tuple], jobs: int):
     import multiprocessing
 
     _SHARED.update(run=run, threads=worker_threads(jobs, torch.get_num_threads()))
-    try:
-        with multiprocessing.get_context("fork").Pool(jobs) as pool:
+    try:  # SIGTERM to this process leaves the pool's block, which terminates the workers with it
+        with multiprocessing.get_context("fork").Pool(jobs, _worker_start) as pool, sigterm_as_interrupt():
             yield from pool.imap_unordered(_forked_task, tasks)
     finally:
         _SHARED.clear()
@@ -150,18 +177,21 @@ def compare(recipe: Recipe, seeds: list[int], arms: tuple[str, ...] = DEFAULT_AR
     """
     lfw = lfw or LFW(size=recipe.train.model.input_size)
     data = lfw.training_set(max_identities=recipe.max_identities)
+    check_batch(recipe.train.batch_size, len(data.labels))
     pairs = lfw.pairs("devtest")
     meta = fingerprint(recipe, lfw.variant)
-    if out is not None:
-        check_folder(out, meta)
-    tasks = pending(out, seeds, arms)
-    log(f"{len(tasks)} run(s) to do ({len(seeds) * len(arms) - len(tasks)} already recorded)")
 
     def one(seed: int, arm: str) -> dict:
         ckpt = Path(models) / f"{arm}-s{seed}.pt" if models is not None else None
         return run_arm(data, pairs, recipe, arm, seed, progress=progress and jobs == 1, checkpoint=ckpt)
 
-    records = [_done(out, record, meta, log) for record in forked(one, tasks, jobs)]
+    with folder_lock(out) if out is not None else nullcontext():  # one writer: a second compare stops here
+        if out is not None:
+            check_folder(out, meta)
+            remove_orphans(Path(out) / "records")
+        tasks = pending(out, seeds, arms)
+        log(f"{len(tasks)} run(s) to do ({len(seeds) * len(arms) - len(tasks)} already recorded)")
+        records = [_done(out, record, meta, log) for record in forked(one, tasks, jobs)]
     return load_records(out) if out is not None else records
 
 
@@ -191,7 +221,7 @@ def same_kind(a: dict | None, b: dict | None) -> bool:
 def check_folder(out: str | Path, meta: dict) -> None:
     """Refuse to add runs to a folder whose existing records were made under another fingerprint."""
     for path in sorted(Path(out).glob("records/*.json"))[:1]:
-        theirs = json.loads(path.read_text()).get("fingerprint")
+        theirs = read_record(path)["fingerprint"]
         if not same_kind(theirs, meta):
             raise ValueError(f"{out} holds runs made with a different recipe, data variant or code version "
                              f"({fingerprint_diff(theirs, meta)}); use another --out folder")

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .runtime import evaluating
+from .validation import check
 
 STEM_ACTS = ("prelu", "relu", "crelu")
 TOPK_STAGES = (0, 1, 2, 3)
@@ -56,6 +57,9 @@ class ModelConfig:
     dropout: float = 0.0
     topk: float = 1.0
     topk_after: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        _check(self)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -84,8 +88,8 @@ class ModelConfig:
 
 
 def _check(c: ModelConfig) -> None:
-    if c.input_size % 8:
-        raise ValueError(f"input_size must be a multiple of 8, got {c.input_size}")
+    """Refuse an impossible architecture when the config is made (three stride-2 stages halve the input)."""
+    check("input_size", c.input_size)
     if c.stem_act not in STEM_ACTS:
         raise ValueError(f"stem_act must be one of {STEM_ACTS}, got {c.stem_act!r}")
     if c.crelu and c.stem_channels % 2:
@@ -186,7 +190,6 @@ class FaceCNN(nn.Module):
     def __init__(self, config: ModelConfig = ModelConfig()):
         super().__init__()
         c = config
-        _check(c)
         self.config = c
         self.conv1 = nn.Conv2d(3, c.conv1_filters, 3, 1, 1, bias=not c.stem_bn)
         self.bn1 = nn.BatchNorm2d(c.conv1_filters) if c.stem_bn else nn.Identity()

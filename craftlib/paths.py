@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 ENV_HOME = "CRAFTLIB_HOME"
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -79,6 +81,53 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def remove_orphans(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files a killed ``atomic_write`` left in ``folder`` (``.NAME.XXXX.tmp``).
+
+    Call it only as the folder's one writer (``folder_lock``): another writer's file in flight looks the same.
+    """
+    orphans = sorted(Path(folder).glob(".*.tmp")) if Path(folder).is_dir() else []
+    for path in orphans:
+        path.unlink(missing_ok=True)
+    return orphans
+
+
+LOCK_NAME = ".craftlib-lock"  # kept after release (removing a lock file races); .gitignore lists it
+OWNER_NAME = ".craftlib-lock.owner"  # who holds it, while they do
+
+
+class FolderInUseError(ValueError):
+    """Another process is writing into this folder (a ``ValueError``: the command line reports it with exit 2)."""
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
+    """Be the only writer of ``folder`` while the block runs, or fail at once with ``FolderInUseError``.
+
+    Two comparisons writing one results folder would overwrite each other's records; the lock (``filelock``:
+    an OS lock the kernel drops when its holder dies, so a crash never leaves the folder stuck) makes the
+    second one stop before it writes anything, with the first one's PID in the message.
+    """
+    from filelock import FileLock, Timeout
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(folder / LOCK_NAME, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        owner = folder / OWNER_NAME
+        holder = owner.read_text().strip() if owner.is_file() else "another process"
+        raise FolderInUseError(f"{folder} is in use by {holder}: one writer per folder. Wait for it to finish, "
+                               "or write somewhere else") from None
+    try:
+        (folder / OWNER_NAME).write_text(f"PID {os.getpid()} on {socket.gethostname()}\n")
+        yield folder
+    finally:
+        (folder / OWNER_NAME).unlink(missing_ok=True)
+        lock.release()
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -366,6 +366,13 @@ class ReactivationCallback(Callback):
         if self.last_epoch is None:
             self.last_epoch = trainer.config.epochs - 1
 
+    def state_dict(self) -> dict:
+        """The generator the new filters are drawn from: a resumed CRAFT run draws what the straight one would."""
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
     def scores(self, trainer) -> np.ndarray:
         """The detector's numbers for the current model (a subclass may agree on them across processes)."""
         return model_scores(trainer.model, self.score, self.reference, trainer.probe)

@@ -13,6 +13,7 @@ from .activity import SCORES, check_tau
 from .models import ModelConfig
 from .reactivation import DOWNSTREAM, ReactivationCallback, check_strategy
 from .training import TrainConfig
+from .validation import check
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,13 @@ class CraftSpec:
             raise ValueError(f"score must be one of {SCORES}, got {self.score!r}")
         if self.downstream not in DOWNSTREAM:
             raise ValueError(f"downstream must be one of {DOWNSTREAM}, got {self.downstream!r}")
-        if not 0.0 <= self.strong_quantile < 1.0:
-            raise ValueError(f"strong_quantile must be in [0, 1), got {self.strong_quantile}")
+        check("strong_quantile", self.strong_quantile)
+        check("first_epoch", self.first_epoch)
+        if check("last_epoch", self.last_epoch, optional=True) is not None and self.last_epoch < self.first_epoch:
+            raise ValueError(f"last_epoch must be >= first_epoch ({self.first_epoch}) so that CRAFT acts at all, "
+                             f"got {self.last_epoch}")
+        if self.every != "epoch":
+            check("every", self.every)
 
     def but(self, **changes) -> "CraftSpec":
         return replace(self, **changes)
@@ -99,6 +105,9 @@ class Recipe:
     craft: CraftSpec = field(default_factory=CraftSpec)
     max_identities: int | None = None
     description: str = ""
+
+    def __post_init__(self):
+        check("max_identities", self.max_identities, optional=True)
 
     @property
     def tau(self) -> float:

@@ -34,8 +34,8 @@ def train_cached(data: FaceSet, config: TrainConfig = TrainConfig(), callbacks: 
     ``<name>-<hash>-e<epoch>.pt``; the hash covers the config, the callbacks' settings and the data,
     including its LFW variant (``FaceSet.variant``), so a run kept on another variant is never loaded.
     Training stops after ``until`` epochs (default: all) and also saves at the epochs in ``keep``.
-    A later call resumes from the latest saved epoch not past ``until`` (identical for callback-free
-    runs; a callback's random generator restarts, so a resumed CRAFT run is a valid but different run).
+    A later call resumes from the latest saved epoch not past ``until``, bit for bit as if it had never
+    stopped (the checkpoint keeps the random generators, CRAFT's included).
     ``after_epoch(trainer)`` runs after every trained epoch (and once if everything was loaded), e.g.
     ``viz.LiveCurves`` to redraw the curves live.
     """

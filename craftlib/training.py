@@ -17,7 +17,8 @@ from .activity import activation_scores, stem_response
 from .data import FaceSet, probe_batch, to_input
 from .losses import MarginHead, margin_loss
 from .models import FaceCNN, ModelConfig
-from .runtime import pick_device, seed_everything
+from .runtime import pick_device, rng_state, seed_everything, set_rng_state
+from .validation import check
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -49,6 +50,15 @@ class TrainConfig:
     channels_last: bool = False  # NHWC activations: faster convolutions on CPU (docs/PERFORMANCE.md)
     compile: bool = False  # torch.compile the model (inductor); pays a one-off compile per process
     model: ModelConfig = ModelConfig()
+
+    def __post_init__(self):
+        """Refuse an impossible number when the config is made (``validation.RANGES``), not deep in a run."""
+        for name in ("epochs", "batch_size", "lr", "momentum", "weight_decay", "warmup_fraction", "scale", "seed"):
+            check(name, getattr(self, name))
+        for name in ("margin", "grad_clip", "threads"):
+            check(name, getattr(self, name), optional=True)
+        for value in self.weight_decay_overrides.values():
+            check("weight_decay", value)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "model": self.model.to_dict()}
@@ -153,6 +163,7 @@ class Trainer:
         self.epoch, self.step = 0, 0
         self.history: list[dict] = [self._record(loss=math.nan, acc=math.nan, seconds=0.0)]
         self.events: list[dict] = []  # callbacks append what they did (e.g. re-activations)
+        self.stamp: dict = {}  # extra entries every checkpoint carries (the CLI's run fingerprint)
 
     def build_model(self, config: TrainConfig) -> nn.Module:
         """The embedding network, built right after seeding (a subclass may build another backbone)."""
@@ -218,8 +229,12 @@ class Trainer:
         self.model.train()
         self.head.train()
 
-    def fit(self, epochs: int | None = None) -> list[dict]:
-        """Train until ``epochs`` (default: the config's) and return the per-epoch history."""
+    def fit(self, epochs: int | None = None, checkpoint: str | Path | None = None) -> list[dict]:
+        """Train until ``epochs`` (default: the config's) and return the per-epoch history.
+
+        With ``checkpoint``, ``save`` there at the end of every epoch: a run stopped by a signal, a NaN loss or
+        a crash loses at most the epoch under way, and ``resume`` continues it to the uninterrupted result.
+        """
         from .progress import progress_bar
 
         end = self.config.epochs if epochs is None else min(epochs, self.config.epochs)
@@ -230,6 +245,8 @@ class Trainer:
                                desc=f"epoch {self.epoch + 1}/{self.config.epochs}")
             self._run(bar, losses, accs, bar if self.progress else None)
             self._end_epoch(losses, accs, start)
+            if checkpoint is not None:
+                self.save(checkpoint)
         return self.history
 
     def train_steps(self, n: int) -> list[float]:
@@ -253,32 +270,49 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        """Write an atomic, ``weights_only``-loadable checkpoint with everything needed to resume."""
+        """Write an atomic, ``weights_only``-loadable checkpoint with everything needed to resume bit for bit.
+
+        Weights, optimizer, schedule, history, the global random generators and each callback's state (CRAFT's
+        generator); the data order needs nothing more, as each epoch's shuffle is drawn from (seed, epoch).
+        """
         return save_checkpoint(path, {
             "config": self.config.to_dict(), "epoch": self.epoch, "step": self.step,
             "model": self.model.state_dict(), "head": self.head.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "history": self.history, "events": self.events, "num_classes": self.data.num_classes,
             "classes": list(self.data.classes), "data_variant": getattr(self.data, "variant", "unknown"),
+            "rng": rng_state(), "callbacks": [{"type": type(cb).__name__, "state": cb.state_dict()}
+                                              for cb in self.callbacks], **self.stamp,
         })
 
     def resume(self, path: str | Path) -> "Trainer":
-        """Load a checkpoint written by ``save`` and continue from its epoch; refuses a mismatch."""
-        ckpt = load_checkpoint(path, expect_model=self.config.model, expect_classes=self.data.num_classes)
+        """Load a checkpoint written by ``save`` and continue from its epoch; refuses a checkpoint of another
+        architecture, other identities or another LFW variant."""
+        ckpt = load_checkpoint(path, expect_model=self.config.model, expect_classes=self.data.num_classes,
+                               expect_names=list(self.data.classes), expect_variant=getattr(self.data, "variant", None))
         self.model.load_state_dict(ckpt["model"])
         self.head.load_state_dict(ckpt["head"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.epoch, self.step = ckpt["epoch"], ckpt["step"]
         self.history, self.events = ckpt["history"], ckpt.get("events", [])
+        if "rng" in ckpt:  # older checkpoints: the generators go on from this trainer's seeding
+            set_rng_state(ckpt["rng"])
+        for cb, saved in zip(self.callbacks, ckpt.get("callbacks", [])):
+            if saved["type"] == type(cb).__name__:
+                cb.load_state_dict(saved["state"])
         return self
 
 
 def train(data: FaceSet, config: TrainConfig = TrainConfig(), callbacks: list[Callback] = (),
-          progress: bool = True, resume_from: str | Path | None = None) -> Trainer:
-    """Train a face CNN on ``data`` and return the trainer (model, head, history, events)."""
+          progress: bool = True, resume_from: str | Path | None = None,
+          checkpoint: str | Path | None = None) -> Trainer:
+    """Train a face CNN on ``data`` and return the trainer (model, head, history, events).
+
+    ``checkpoint``: saved there after every epoch (see ``Trainer.fit``).
+    """
     trainer = Trainer(data, config, callbacks, progress)
     if resume_from is not None:
         trainer.resume(resume_from)
-    trainer.fit()
+    trainer.fit(checkpoint=checkpoint)
     return trainer
