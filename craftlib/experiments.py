@@ -219,8 +219,9 @@ def same_kind(a: dict | None, b: dict | None) -> bool:
 
 
 def check_folder(out: str | Path, meta: dict) -> None:
-    """Refuse to add runs to a folder whose existing records were made under another fingerprint."""
-    for path in sorted(Path(out).glob("records/*.json"))[:1]:
+    """Refuse to add runs to a folder whose existing records were made under another fingerprint (or are
+    damaged: every record is read, so a truncated one is named before any training, not after)."""
+    for path in sorted(Path(out).glob("records/*.json")):
         theirs = read_record(path)["fingerprint"]
         if not same_kind(theirs, meta):
             raise ValueError(f"{out} holds runs made with a different recipe, data variant or code version "
