@@ -247,8 +247,28 @@ def prepare_workspace(source: Path, target: Path, refresh: bool = False) -> list
     return copied
 
 
+def notebook_to_open(workspace: Path, source: Path, name: str | None = None) -> str:
+    """The one notebook ``lab`` opens: ``name`` (a prefix such as ``03``), else the one saved last (where the
+    learner left off), else the first. A copy never saved keeps its source's time (``shutil.copy2``)."""
+    notebooks = sorted(workspace.glob("[0-9][0-9]_*.ipynb"))
+    if not notebooks:
+        raise FileNotFoundError(f"no workshop notebooks in {workspace}")
+    if name:
+        match = [p.name for p in notebooks if p.name.startswith(name)]
+        if not match:
+            raise ValueError(f"no notebook {name!r} in {workspace}; there are {', '.join(p.name for p in notebooks)}")
+        return match[0]
+    saved = [p for p in notebooks if not (source / p.name).is_file()
+             or p.stat().st_mtime != (source / p.name).stat().st_mtime]
+    return max(saved, key=lambda p: p.stat().st_mtime).name if saved else notebooks[0].name
+
+
 def cmd_lab(args) -> int:
-    """JupyterLab on a working copy of the notebooks (``workspace/``), so the tracked ones stay clean."""
+    """JupyterLab on a working copy of the notebooks (``workspace/``), so the tracked ones stay clean.
+
+    It opens one notebook (``notebook_to_open``) in a fresh layout (``?reset``): JupyterLab would otherwise
+    restore every tab of the last session and start a kernel for each.
+    """
     import os
     import subprocess
 
@@ -267,7 +287,13 @@ def cmd_lab(args) -> int:
     if args.seed is not None:
         env["CRAFT_SEED"] = str(args.seed)
     extra = args.lab_args[1:] if args.lab_args[:1] == ["--"] else args.lab_args
-    cmd = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={target}", *extra]
+    try:
+        first = notebook_to_open(target, source, args.open)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    cmd = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={target}",
+           f"--LabApp.default_url=/lab/tree/{first}?reset", *extra]
     if args.dry_run:
         print("$ " + " ".join(cmd))
         return 0
@@ -402,6 +428,7 @@ def _lab_parser(sub) -> None:
     p.add_argument("--notebooks", help="where the workshop notebooks are (default: notebooks/ in the checkout)")
     p.add_argument("--workspace", help="the working copy (default: workspace/ in the checkout, git-ignored)")
     p.add_argument("--refresh", action="store_true", help="start again from clean notebooks (old copies kept as .bak-N)")
+    p.add_argument("--open", metavar="NN", help="the notebook to open, e.g. 04 (default: the one saved last)")
     p.add_argument("--seed", type=int, help="this laptop's seed in the room's experiment (sets CRAFT_SEED)")
     p.add_argument("--dry-run", action="store_true", help="prepare the copy, print the command, do not start")
     p.add_argument("lab_args", nargs=argparse.REMAINDER, help="anything after -- goes to jupyter lab")
