@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .paths import atomic_write, fast_mode
+from .validation import flag
 
 
 def _recipe(args):
@@ -20,12 +21,12 @@ def _recipe(args):
     train = {k: getattr(args, k) for k in ("epochs", "batch_size", "optimizer", "lr", "weight_decay",
                                            "weight_decay_scope", "schedule", "head", "seed", "device")
              if getattr(args, k, None) is not None}
-    if getattr(args, "size", None):
+    if getattr(args, "size", None) is not None:
         train["model__input_size"] = args.size
     craft = {k: getattr(args, k) for k in ("strategy", "score", "tau", "last_epoch", "every", "strong_quantile",
                                            "downstream") if getattr(args, k, None) is not None}
     recipe = recipe.but(craft=craft, **train)
-    if getattr(args, "max_identities", None):
+    if getattr(args, "max_identities", None) is not None:
         recipe = replace(recipe, max_identities=args.max_identities)
     return recipe
 
@@ -52,35 +53,69 @@ def _write_json(path: Path, obj) -> None:
 
 
 def cmd_train(args) -> int:
-    from .activity import inactive_fraction, model_scores
+    """Train one run into ``--out``: checked first, a checkpoint per epoch, resumable, stamped with its fingerprint."""
     from .data import LFW
-    from .training import train
+    from .paths import folder_lock, remove_orphans
+    from .runfolder import CHECKPOINT, check_run, check_writable, resume_path, run_fingerprint, stopped_message
+    from .runtime import Terminated, sigterm_as_interrupt
+    from .training import NonFiniteLossError, Trainer
+    from .validation import check_batch
+
+    recipe, out = _recipe(args), Path(args.out)
+    check_writable(out)  # a file in the way or a read-only folder fails now, not after the training
+    lfw = LFW(args.data, size=recipe.train.model.input_size)
+    stamp, resume = run_fingerprint(recipe, lfw.variant, args.protocol), resume_path(args.resume, out)
+    check_run(out, stamp, resume)
+    if args.protocol == "view2-leakfree":
+        return _train_leakfree(args, lfw, recipe, out, stamp)
+    data = lfw.training_set(max_identities=recipe.max_identities, progress=True)
+    check_batch(recipe.train.batch_size, len(data.labels))
+    leakage = _refuse_overlap(lfw, data.classes, args.protocol, args.allow_overlap)
+    trainer = Trainer(data, recipe.train, [recipe.callback()], progress=not args.quiet)
+    if resume is not None:  # refuses a checkpoint of other identities, another variant or architecture
+        trainer.resume(resume)
+    trainer.stamp = {"run": stamp}
+    with folder_lock(out):
+        check_run(out, stamp, resume)  # again, now as the folder's only writer
+        remove_orphans(out)
+        try:
+            with sigterm_as_interrupt():
+                trainer.fit(checkpoint=out / CHECKPOINT)
+                _finish_run(args, lfw, recipe, trainer, out, leakage)
+        except (KeyboardInterrupt, NonFiniteLossError) as err:
+            print(stopped_message(out, err, recipe.train.epochs), file=sys.stderr)
+            return 2 if isinstance(err, NonFiniteLossError) else 143 if isinstance(err, Terminated) else 130
+    return 0
+
+
+def _finish_run(args, lfw, recipe, trainer, out: Path, leakage: str) -> None:
+    """The trained run's history and its verification report, both stamped with the run's fingerprint."""
+    from .activity import inactive_fraction, model_scores
     from .verification import evaluate
 
-    recipe = _recipe(args)
-    lfw = LFW(args.data, size=recipe.train.model.input_size)
-    if args.protocol == "view2-leakfree":
-        from .experiments import view2_leakfree
-
-        result = view2_leakfree(lfw, recipe, recipe.train.seed)
-        _write_json(Path(args.out) / "metrics.json", result)
-        print(f"View 2 without leakage ({args.strategy}): {result['accuracy']:.2%} ± {result['accuracy_std']:.2%}")
-        return 0
-    data = lfw.training_set(max_identities=recipe.max_identities, progress=True)
-    leakage = _refuse_overlap(lfw, data.classes, args.protocol, args.allow_overlap)
-    out = Path(args.out)
-    trainer = train(data, recipe.train, [recipe.callback()], progress=not args.quiet, resume_from=args.resume)
-    trainer.save(out / "checkpoint.pt")
     _write_json(out / "history.json", {"history": trainer.history, "events": trainer.events,
-                                      "recipe": recipe.to_dict(), "data_variant": lfw.variant})
+                                      "recipe": recipe.to_dict(), "data_variant": lfw.variant, **trainer.stamp})
     metrics = evaluate(trainer.model, lfw.pairs(args.protocol))
     metrics["inactive_fraction"] = inactive_fraction(model_scores(trainer.model, recipe.craft.score,
                                                                   probe=trainer.probe), recipe.tau)
-    metrics.update(data_variant=lfw.variant, leakage=leakage or None)
+    metrics.update(data_variant=lfw.variant, leakage=leakage or None, **trainer.stamp)
     _write_json(out / "metrics.json", metrics)
     print(f"{args.protocol} accuracy {metrics['accuracy']:.2%} ± {metrics['accuracy_std']:.2%}, "
           f"AUC {metrics['auc']:.3f}, inactive conv1 filters {metrics['inactive_fraction']:.0%} "
           f"({recipe.craft.score} < {recipe.tau:g}) -> {out}" + (f"\n{leakage}" if leakage else ""))
+
+
+def _train_leakfree(args, lfw, recipe, out: Path, stamp: dict) -> int:
+    """View 2 without leakage: ten trainings, one stamped metrics.json."""
+    from .experiments import view2_leakfree
+    from .paths import folder_lock
+    from .runfolder import check_run
+
+    result = view2_leakfree(lfw, recipe, recipe.train.seed)
+    with folder_lock(out):
+        check_run(out, stamp, None)
+        _write_json(out / "metrics.json", {**result, "run": stamp})
+    print(f"View 2 without leakage ({args.strategy}): {result['accuracy']:.2%} ± {result['accuracy_std']:.2%}")
     return 0
 
 
@@ -113,12 +148,19 @@ def cmd_compare(args) -> int:
     from .data import LFW
     from .experiments import compare
     from .results import render_text, summarize
+    from .runtime import Terminated, sigterm_as_interrupt
 
     recipe = _recipe(args)
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     lfw = LFW(args.data, size=recipe.train.model.input_size)
-    records = compare(recipe, seeds, tuple(args.arms), lfw=lfw, out=args.out, progress=not args.quiet,
-                      jobs=args.jobs, models=args.models)
+    try:
+        with sigterm_as_interrupt():
+            records = compare(recipe, seeds, tuple(args.arms), lfw=lfw, out=args.out, progress=not args.quiet,
+                              jobs=args.jobs, models=args.models)
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: the workers are gone, every finished run is kept
+        print(f"stopped ({str(err) or 'interrupted'}); every finished run is kept in {Path(args.out) / 'records'}: "
+              "run the same command again to continue", file=sys.stderr)
+        return 143 if isinstance(err, Terminated) else 130
     summary = summarize(records)
     _write_json(Path(args.out) / "summary.json", json.loads(summary.to_json()))
     print(render_text(summary))
@@ -312,6 +354,11 @@ def cmd_kit(args) -> int:
     return 0
 
 
+def _every(text: str) -> str | int:
+    """``--every``: ``epoch`` or a positive number of steps."""
+    return text if text == "epoch" else flag("every")(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .activity import SCORES
     from .reactivation import DOWNSTREAM, STRATEGIES
@@ -327,13 +374,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--quiet", action="store_true", help="no progress bars")
         if training:
             p.add_argument("--recipe", default="workshop", choices=sorted(RECIPES))
-            for name, typ in (("epochs", int), ("batch-size", int), ("lr", float), ("weight-decay", float),
-                              ("seed", int), ("size", int), ("tau", float), ("last-epoch", int),
-                              ("max-identities", int), ("strong-quantile", float)):
-                p.add_argument(f"--{name}", type=typ)
+            for name in ("epochs", "batch-size", "lr", "weight-decay", "seed", "size", "tau", "last-epoch",
+                         "max-identities", "strong-quantile"):
+                p.add_argument(f"--{name}", type=flag(name))
             p.add_argument("--score", choices=SCORES, help="detector (default: the recipe's, 'silent')")
             p.add_argument("--downstream", choices=DOWNSTREAM, help="next layer's input weights of a renewed channel")
-            p.add_argument("--every", type=lambda s: s if s == "epoch" else int(s), help="'epoch' or N steps")
+            p.add_argument("--every", type=_every, help="'epoch' or N steps")
             p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
             p.add_argument("--weight-decay-scope", choices=["all", "no_norm_bias"])
             p.add_argument("--schedule", choices=["onecycle", "cosine", "step", "constant"])
@@ -346,24 +392,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", default="devtest", choices=["devtest", "devtrain", "view2", "view2-leakfree"],
                    help="view2-leakfree trains one model per View 2 fold without that fold's people (10x the time)")
     p.add_argument("--allow-overlap", action="store_true", help="evaluate even where training identities are in the pairs")
-    p.add_argument("--resume", help="checkpoint to continue from")
+    p.add_argument("--resume", nargs="?", const="", metavar="CHECKPOINT",
+                   help="continue the run in --out (or from CHECKPOINT) after an interruption; bit-identical")
     p.set_defaults(func=cmd_train, out="runs/train")
 
     p = sub.add_parser("evaluate", help="verification report of a checkpoint (or of raw pixels)")
     common(p, training=False)
     p.add_argument("--checkpoint", help="checkpoint.pt from `train` (omit for the raw-pixel baseline)")
-    p.add_argument("--size", type=int, help="face size for the pixel baseline")
+    p.add_argument("--size", type=flag("size"), help="face size for the pixel baseline")
     p.add_argument("--protocol", default="devtest", choices=["devtest", "devtrain", "view2"])
     p.add_argument("--allow-overlap", action="store_true", help="evaluate even where training identities are in the pairs")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("compare", help="standard vs random vs CRAFT over seeds, with paired tests")
     common(p)
-    p.add_argument("--seeds", type=int, default=5, help="how many seeds")
-    p.add_argument("--first-seed", type=int, default=0, help="start there (a laptop in a room takes its own)")
+    p.add_argument("--seeds", type=flag("seeds"), default=5, help="how many seeds")
+    p.add_argument("--first-seed", type=flag("first-seed"), default=0, help="start there (a laptop in a room takes its own)")
     p.add_argument("--arms", nargs="+", default=list(DEFAULT_ARMS), choices=sorted(ARMS))
     p.add_argument("--figures", action="store_true", help="also write figures beside summary.json")
-    p.add_argument("--jobs", type=int, default=1, help="trainings at once (forked, one thread each)")
+    p.add_argument("--jobs", type=flag("jobs"), default=1, help="trainings at once (forked, one thread each)")
     p.add_argument("--models", help="also save each run's checkpoint in this folder (kept out of OUT)")
     p.set_defaults(func=cmd_compare, out="runs/compare")
 
@@ -381,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="is this machine ready? one OK / FAIL line per item, then a verdict")
     p.add_argument("--data", help="LFW folder (default: $CRAFTLIB_DATA, data/lfw, scikit-learn cache; never downloads)")
     p.add_argument("--no-speed", action="store_true", help="skip the ~20 s training speed probe")
-    p.add_argument("--seconds", type=float, help="length of the speed probe (default 20)")
+    p.add_argument("--seconds", type=flag("seconds"), help="length of the speed probe (default 20)")
     p.add_argument("--json", help="also write the checks to this JSON file")
     p.set_defaults(func=cmd_check)
 
@@ -429,7 +476,7 @@ def _lab_parser(sub) -> None:
     p.add_argument("--workspace", help="the working copy (default: workspace/ in the checkout, git-ignored)")
     p.add_argument("--refresh", action="store_true", help="start again from clean notebooks (old copies kept as .bak-N)")
     p.add_argument("--open", metavar="NN", help="the notebook to open, e.g. 04 (default: the one saved last)")
-    p.add_argument("--seed", type=int, help="this laptop's seed in the room's experiment (sets CRAFT_SEED)")
+    p.add_argument("--seed", type=flag("seed"), help="this laptop's seed in the room's experiment (sets CRAFT_SEED)")
     p.add_argument("--dry-run", action="store_true", help="prepare the copy, print the command, do not start")
     p.add_argument("lab_args", nargs=argparse.REMAINDER, help="anything after -- goes to jupyter lab")
     p.set_defaults(func=cmd_lab)
