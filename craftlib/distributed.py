@@ -209,6 +209,12 @@ def planned_events(callback: ReactivationCallback, trainer: Trainer) -> list[tup
     return plan
 
 
+def _plannable(callback: Callback) -> bool:
+    """A re-activation callback that schedules with ``ReactivationCallback``'s own hooks (a subclass may not)."""
+    return isinstance(callback, ReactivationCallback) and all(
+        getattr(type(callback), hook) is getattr(ReactivationCallback, hook) for hook in ("on_step_end", "on_epoch_end"))
+
+
 def _fingerprint(value) -> int:
     """63 bits of the SHA-256 of ``value``'s JSON: equal values give equal numbers on every rank."""
     text = json.dumps(value, sort_keys=True, default=str).encode()
@@ -225,7 +231,7 @@ def check_schedules(trainer: Trainer) -> None:
     _, world = rank_and_world()
     if world == 1:
         return
-    plans = [planned_events(cb, trainer) if isinstance(cb, ReactivationCallback) else [] for cb in trainer.callbacks]
+    plans = [planned_events(cb, trainer) if _plannable(cb) else [] for cb in trainer.callbacks]
     events = sorted(step for plan in plans for _, step in plan)
     parts = {"training loop (config, steps per epoch, position)":
              [trainer.config.to_dict(), trainer.steps_per_epoch, trainer.total_steps, trainer.epoch, trainer.step],
@@ -321,7 +327,9 @@ class DistributedTrainer(Trainer):
     ``data`` is a ``FaceSet`` (in memory) or a ``FaceFolder`` (decoded on the fly by ``workers`` processes; an
     evenly spread ``probe_size`` of its faces stands in for ``trainer.images``, e.g. for activation probes).
     ``amp``: ``None``, ``"bf16"`` (CUDA or CPU) or ``"fp16"`` (CUDA, with a ``GradScaler``). Without a process group
-    it is a single-device trainer; under ``torchrun`` call ``init_distributed`` first.
+    it is a single-device trainer; under ``torchrun`` call ``init_distributed`` first. ``replica_check`` appends a
+    ``ReplicaCheck`` (plans compared before the first step, every tensor after each event and epoch); ``save``
+    checks the replicas in any case.
     """
 
     def __init__(self, data: FaceSet | FaceFolder, config: TrainConfig = TrainConfig(),

@@ -132,8 +132,7 @@ def reply_problem(reply, spec: ReplySpec) -> str | None:
     expected = REPLY_FIELDS | ({"class_means"} if spec.want_means else set())
     missing, extra = sorted(expected - set(reply)), sorted(set(reply) - expected - {"resumed"})
     if missing or extra:
-        return f"fields {'missing: ' + str(missing) if missing else ''}{' ' if missing and extra else ''}" \
-               f"{'unexpected: ' + str(extra) if extra else ''}"
+        return "fields " + ", ".join([f"missing: {missing}"] * bool(missing) + [f"unexpected: {extra}"] * bool(extra))
     arrays = reply["arrays"]
     if not isinstance(arrays, dict) or set(arrays) != set(spec.arrays):
         names = set(arrays) if isinstance(arrays, dict) else set()

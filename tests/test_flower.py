@@ -312,3 +312,19 @@ def test_documented_federation_commands_are_the_tested_ones(tmp_path, monkeypatc
         assert K.main(tokens[3:]) == 0
     assert {p.name for p in tmp_path.rglob("*") if p.is_file()} == {"ca.crt", "server.pem", "server.key", "site",
                                                                    "site.pub"}
+
+
+def test_notebook_08_deployment_commands_stay_on_loopback():
+    """Notebook 08's section 7: every Flower command parses, and its --insecure never leaves 127.0.0.1."""
+    import nbformat
+
+    nb = nbformat.read(SCALE_MD.parent.parent / "notebooks" / "08_federated.ipynb", as_version=4)
+    section = next(c.source for c in nb.cells if c.cell_type == "markdown" and c.source.startswith("## 7."))
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1).replace("\\\n", " ")
+    commands = [shlex.split(line, comments=True) for line in block.splitlines() if line.startswith("flower-")]
+    link, node = flower_parsers()
+    assert [c[0] for c in commands] == ["flower-superlink", "flower-supernode", "flower-supernode"]
+    for tokens in commands:
+        args = (link if tokens[0] == "flower-superlink" else node).parse_args(tokens[1:])
+        address = getattr(args, "fleet_api_address", None) or args.superlink
+        assert args.insecure and address.startswith("127.0.0.1:") and args.host == "127.0.0.1", tokens
