@@ -15,6 +15,8 @@ from __future__ import annotations
 import copy
 import html
 import json
+import os
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -540,18 +542,32 @@ class ReactivationLab:
 # 3. comparison dashboard
 
 
-def pool_records(sources) -> tuple[list[dict], list[str]]:
+class Duplicate(str):
+    """A note on a run found in two folders; it knows its ``arm`` and ``seed``, so a view shows it only while that
+    run is selected."""
+
+    def __new__(cls, text: str, arm: str, seed: int):
+        note = super().__new__(cls, text)
+        note.arm, note.seed = arm, seed
+        return note
+
+
+def pool_records(sources) -> tuple[list[dict], list[Duplicate]]:
     """Every run record of one or several results folders (a room's laptops), and notes on what was dropped.
 
     The same arm and seed in two folders is one experiment run twice: the first folder's record is kept.
+    Folders are named relative to their common parent (a laptop's folder, not a full path).
     """
     folders = [sources] if isinstance(sources, (str, Path)) else list(sources)
+    common = Path(os.path.commonpath([Path(f).resolve() for f in folders])) if len(folders) > 1 else None
+    name = (lambda f: str(Path(f).resolve().relative_to(common)) or ".") if common else str
     records, seen, notes = [], {}, []
     for folder in folders:
         for record in load_records(folder):
             key = (record["arm"], record["seed"])
             if key in seen:
-                notes.append(f"{record['arm']} seed {record['seed']} is in {seen[key]} and in {folder}: kept the first")
+                notes.append(Duplicate(f"{record['arm']} seed {record['seed']} is in {name(seen[key])} and in "
+                                       f"{name(folder)}: kept the first", *key))
                 continue
             seen[key] = folder
             records.append(record)
@@ -577,14 +593,33 @@ def select(records: list[dict], arms=None, seeds=None) -> Summary:
     return summarize(rows)
 
 
+def not_estimable(summary: Summary, records: list[dict], metric: str) -> str | None:
+    """Why ``metric`` has no value in some runs of ``summary`` — for a TAR, a FAR too low for the impostor pairs
+    each threshold is set on (the records' ``tar_notes``) — or None when every run has one."""
+    values = [v for arm in summary.arms.values() for v in arm.values[metric]]
+    missing = sum(v is None for v in values)
+    if not missing:
+        return None
+    far = f"{float(metric.split('=', 1)[1]):g}" if metric.startswith("tar@far=") else None
+    reasons = sorted({r.get("tar_notes", {}).get(far) for r in records if r.get(metric, 0) is None} - {None})
+    return f"not estimable in {missing} of {len(values)} runs: {'; '.join(reasons) or 'no value recorded'}"
+
+
 def _comparison_figure(picked: Summary, records: list[dict], metric: str) -> Figure:
-    chosen = {}
+    chosen, picked_records = {}, []
     for r in sorted(records, key=lambda r: r["seed"]):
         if r["arm"] in picked.arms and r["seed"] in picked.arms[r["arm"]].seeds:
             chosen.setdefault(r["arm"], r)
+            picked_records.append(r)
     fig = viz.new_figure((FIGURE_WIDTH if chosen else 7.0, 4.6))
     axes = fig.subplots(1, 2 if chosen else 1, squeeze=False, width_ratios=[1.25, 1] if chosen else None)[0]
-    viz.draw_seed_comparison(axes[0], picked, metric)
+    if all(v is None for arm in picked.arms.values() for v in arm.values[metric]):  # nothing to draw: say why
+        axes[0].set_axis_off()
+        axes[0].set_title(f"{METRIC_LABELS[metric]}: not estimable")
+        axes[0].text(0.5, 0.5, textwrap.fill(not_estimable(picked, picked_records, metric), 45), ha="center",
+                     va="center", transform=axes[0].transAxes, fontsize=10, gid="not-estimable")
+    else:
+        viz.draw_seed_comparison(axes[0], picked, metric)
     if chosen:
         viz.draw_roc(axes[1], {f"{picked.arms[a].label} (seed {r['seed']})": r for a, r in chosen.items()})
     return fig
@@ -621,8 +656,11 @@ class ComparisonDashboard:
         self.table, self.error, self.image, self.caption = W.HTML(), W.HTML(), png_image("craft-figure"), W.HTML()
         self.table.add_class("craft-comparison-table")
         self.caption.add_class("craft-comparison-caption")
-        self.widget = W.VBox([W.HBox([self.arms, self.seeds, self.metric]), self.error, self.caption,
-                              self.table, self.image])
+        hint = W.HTML("<small>arms, seeds: Ctrl-click (⌘-click on a Mac) to add or drop one, Shift-click for a "
+                      "range</small>", layout=W.Layout(width="260px"))
+        hint.add_class("craft-select-hint")
+        self.widget = W.VBox([W.HBox([self.arms, self.seeds, W.VBox([self.metric, hint])]), self.error,
+                              self.caption, self.table, self.image])
         self.widget.add_class("craft-dashboard")
         for control in (self.arms, self.seeds, self.metric):
             control.observe(self.refresh, names="value")
@@ -634,14 +672,21 @@ class ComparisonDashboard:
             key = (tuple(sorted(self.arms.value)), tuple(sorted(self.seeds.value)))
             if key not in self._cache:  # a summary holds every metric: switching the metric costs no statistics
                 self._cache[key] = select(self.records, list(key[0]), list(key[1]))
-            picked = self.picked = self._cache[key]
-            self.image.value = render(_comparison_figure(picked, self.records, self.metric.value))
+            picked, metric = self._cache[key], self.metric.value
+            self.picked = picked
+            self.image.value = render(_comparison_figure(picked, self.records, metric))
+            chosen = [r for r in self.records if r["arm"] in key[0] and r["seed"] in key[1]]
+            reason = not_estimable(picked, chosen, metric)
+            pooled = "; ".join(n for n in self.notes if n.arm in key[0] and n.seed in key[1])  # the selection's
             seeds = sorted({s for a in picked.arms.values() for s in a.seeds})
-            pooled = "; ".join(self.notes)
-            self.caption.value = (f"<b>{METRIC_LABELS[self.metric.value]}</b>: {len(seeds)} seed(s), "
+            self.caption.value = (f"<b>{METRIC_LABELS[metric]}</b>: {len(seeds)} seed(s), "
                                   f"{sum(len(a.seeds) for a in picked.arms.values())} runs"
+                                  + (f' — <span class="craft-not-estimable">{html.escape(reason)}</span>'
+                                     if reason else "")
                                   + (f" <small>({html.escape(pooled)})</small>" if pooled else ""))
-            self.table.value = render_html(picked, self.metric.value)  # last, as in the explorer
+            estimable = any(v is not None for arm in picked.arms.values() for v in arm.values[metric])
+            self.table.value = (render_html(picked, metric) if estimable else
+                                f"<p>No {METRIC_LABELS[metric]} to compare: {html.escape(reason)}.</p>")
 
         _guarded(self.error, [], work)
 

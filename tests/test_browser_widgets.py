@@ -120,8 +120,13 @@ def lab_counts(lab) -> tuple[int, int]:
     return count(lab.locator(".craft-lab-status")), count(lab.locator(".craft-lab-count"))
 
 
+LAB_MAX_HEIGHT = 640  # JupyterLab leaves ~648 px of notebook at 1366x768: the whole lab, its result included
+
+
 def check_lab(page, lab, expect_dead: int | None = 8) -> None:
     fits(lab, "the re-activation lab")
+    renewal = lab.locator("img.craft-lab-filters")
+    assert renewal.evaluate("img => img.complete && img.naturalWidth > 0"), "a broken image before the first action"
     status = lab.locator(".craft-lab-status")
     until(lambda: lab_counts(lab), lambda c: c[0] == c[1], what="the lab's status and grid caption")
     if expect_dead is not None:
@@ -143,6 +148,9 @@ def check_lab(page, lab, expect_dead: int | None = 8) -> None:
     assert renewed == n_before, f"{n_before} were inactive, {renewed} re-activated"
     last = lab.locator(".craft-lab-last").inner_text()
     assert f"last re-activation: {renewed} filters" in last, last
+    height = lab.bounding_box()["height"]
+    assert height <= LAB_MAX_HEIGHT, f"the lab is {height:.0f} px tall with its result: over {LAB_MAX_HEIGHT} px"
+    assert renewal.bounding_box()["y"] + renewal.bounding_box()["height"] <= lab.bounding_box()["y"] + height
     status_n, caption_n = lab_counts(lab)
     assert status_n == caption_n, f"after Re-activate: status says {status_n}, the grid caption {caption_n}"
     lab.locator(".widget-text input").fill("6")
@@ -170,6 +178,11 @@ def check_dashboard(page) -> None:
     until(caption.inner_text, lambda t: "3 seed(s), 9 runs" in t, what="the caption after picking 3 seeds")
     rows = table.locator("tbody tr")
     assert [r.locator("td").nth(1).inner_text() for r in rows.all()] == ["3"] * rows.count()
+    assert "Ctrl-click" in dashboard.locator(".craft-select-hint").inner_text()
+    dashboard.locator("select").last.select_option(label="TAR@FAR=1e-3")  # no empty chart: the reason
+    until(caption.inner_text, lambda t: "not estimable in 9 of 9 runs" in t and "impostor pairs" in t,
+          what="the reason TAR@FAR=1e-3 is not estimable")
+    assert "not estimable" in table.inner_text()
     shot(dashboard, "comparison_dashboard.png")
 
 

@@ -254,6 +254,10 @@ def test_dashboard_pools_two_folders_with_a_ci(two_folders):
         change()
         assert_dashboard_consistent(dash)
     assert_readable(dash.image.value, dash_figure(dash))
+    dash.metric.value = "tar@far=0.001"  # 450 impostor pairs per split cannot set a threshold at FAR 1e-3
+    caption = html_text(dash.caption.value)
+    assert "not estimable in 8 of 8 runs" in caption and "impostor pairs per training split" in caption
+    assert "not estimable" in html_text(dash.table.value) and dash.error.value == ""
     dash.arms.value = ()
     assert "nothing selected" in dash.error.value
 

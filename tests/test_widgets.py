@@ -315,6 +315,23 @@ def test_pool_a_folder_several_folders_or_a_summary(records_dir, tmp_path, synth
     shutil.copytree(records_dir, other)
     pooled, notes = cw.pool_records([records_dir, other])
     assert len(pooled) == 15 and len(notes) == 15 and "kept the first" in notes[0]
+    assert f"in {records_dir.name} and in laptop2" in notes[0] and str(tmp_path) not in notes[0]  # no full paths
+    assert {(n.arm, n.seed) for n in notes} == {(r["arm"], r["seed"]) for r in pooled}
+
+
+@pytest.mark.slow
+def test_dashboard_notes_follow_the_selection_and_it_says_how_to_pick_several(records_dir, tmp_path):
+    other = tmp_path / "laptop2"
+    shutil.copytree(records_dir, other)
+    (other / "records" / "none-s0.json").unlink()
+    dash = cw.ComparisonDashboard([records_dir, other])
+    assert "none seed 1 is in" in dash.caption.value and "none seed 0 is in" not in dash.caption.value
+    dash.seeds.value = (0, 2)
+    assert "seed 1 is in" not in dash.caption.value and "contextual seed 2 is in" in dash.caption.value
+    dash.arms.value = ("none",)
+    assert "contextual seed" not in dash.caption.value and "none seed 2 is in" in dash.caption.value
+    hint = next(w for w in dash.widget.children[0].children[2].children if "craft-select-hint" in w._dom_classes)
+    assert "Ctrl-click" in hint.value and "Shift-click" in hint.value
     with pytest.raises(FileNotFoundError, match="no run records"):
         cw.pool(tmp_path / "empty")
 
@@ -342,8 +359,15 @@ def test_dashboard_controls_change_table_and_figure(records_dir):
     assert "3 seed(s)" in dash.caption.value and dash.image.value != first_png
     dash.metric.value = "silent_fraction"
     assert METRIC_LABELS["silent_fraction"] in dash.table.value
-    dash.metric.value = "tar@far=0.001"  # never estimable on DevTest: a table of n/a, not an error
-    assert dash.error.value == "" and "n/a" in dash.table.value
+    dash.metric.value = "tar@far=0.001"  # never estimable on DevTest: the reason, not an empty chart or an error
+    assert dash.error.value == ""
+    reason = "not estimable in 6 of 6 runs: not estimable: 450 impostor pairs per training split, fewer than 1/FAR"
+    assert reason in dash.caption.value and reason in dash.table.value and "<table" not in dash.table.value
+    figure = cw._comparison_figure(dash.picked, dash.records, "tar@far=0.001")
+    said = [t.get_text().replace("\n", " ") for t in figure.axes[0].texts if t.get_gid() == "not-estimable"]
+    assert said and "450 impostor pairs" in said[0] and "not estimable" in figure.axes[0].get_title()
+    dash.metric.value = "accuracy"
+    assert "not estimable" not in dash.caption.value and "<table" in dash.table.value
     dash.arms.value = ()
     assert "nothing selected" in dash.error.value  # shown, not raised
 
