@@ -407,7 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="standard vs random vs CRAFT over seeds, with paired tests")
     common(p)
     p.add_argument("--seeds", type=flag("seeds"), default=5, help="how many seeds")
-    p.add_argument("--first-seed", type=flag("first-seed"), default=0, help="start there (a laptop in a room takes its own)")
+    p.add_argument("--first-seed", type=flag("first-seed"), default=0,
+                   help="start there (a laptop in a room takes its own)")
     p.add_argument("--arms", nargs="+", default=list(DEFAULT_ARMS), choices=sorted(ARMS))
     p.add_argument("--figures", action="store_true", help="also write figures beside summary.json")
     p.add_argument("--jobs", type=flag("jobs"), default=1, help="trainings at once (forked, one thread each)")

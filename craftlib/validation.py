@@ -84,7 +84,8 @@ FLAG_NAMES = {"size": "input_size"}  # a flag whose field is named otherwise
 
 
 def check(name: str, value, optional: bool = False):
-    """``value`` if it is in ``RANGES[name]`` (or ``None`` where ``optional``), else a ``ValueError`` saying the range."""
+    """``value`` if it is in ``RANGES[name]`` (or ``None`` where ``optional``), else a ``ValueError`` naming
+    the range."""
     if optional and value is None:
         return value
     rule = RANGES[name]
