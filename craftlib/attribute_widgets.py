@@ -79,6 +79,14 @@ def heatmap_figure(results: ProbeResults, selected=None, title: str | None = Non
     return fig
 
 
+LABEL_COLUMN_PX = 240  # "eyeglasses (colour/texture)" on one line at 13 px; wrapped, it ran into the next row
+
+
+def short_name(name: str, width: int = 13) -> str:
+    """A person's name that fits under a 94-px face at 10 px (longer ones overlapped their neighbours)."""
+    return name if len(name) <= width else name[:width - 1] + "…"
+
+
 def worst_faces_figure(results: ProbeResults, attribute: str, stage: str, k: int = 8) -> Figure:
     """The ``k`` test faces the probe at ``stage`` is most confidently wrong about, with label and margin."""
     wrong = results.most_wrong(attribute, stage, k) if (attribute, stage) in results.probes else []
@@ -96,7 +104,7 @@ def worst_faces_figure(results: ProbeResults, attribute: str, stage: str, k: int
         ax.set_yticks([])
         truth = "yes" if w["label"] else "no"
         ax.set_title(f"label: {truth}\nmargin {abs(w['decision']):.1f}", fontsize=10)
-        ax.set_xlabel(w["file"].split("/")[0].replace("_", " ")[:16], fontsize=10)
+        ax.set_xlabel(short_name(w["file"].split("/")[0].replace("_", " ")), fontsize=10)
     fig.suptitle(f"{attribute} at {STAGE_LABELS.get(stage, stage)}: the faces the probe gets most wrong", fontsize=10)
     return fig
 
@@ -139,7 +147,8 @@ class ProbeExplorer:
                                                for s in stages]
         self.buttons: dict[tuple[str, str], W.Button] = {}
         for i, attr in enumerate(results.attributes):
-            cells.append(W.HTML(f"{html.escape(attr)} <span style='color:#666'>({results.kinds[i]})</span>"))
+            cells.append(W.HTML(f"<span style='white-space:nowrap'>{html.escape(attr)} <span style='color:#555'>"
+                                f"({html.escape(results.kinds[i])})</span></span>"))  # one line: a row is 28 px
             for j, stage in enumerate(stages):
                 v = results.balanced_accuracy[i, j]
                 b = W.Button(description="–" if not np.isfinite(v) else f"{100 * v:.0f}",
@@ -149,7 +158,8 @@ class ProbeExplorer:
                 b.on_click(lambda _b, a=attr, s=stage: self.select(a, s))
                 self.buttons[(attr, stage)] = b
                 cells.append(b)
-        self.grid = W.GridBox(cells, layout=W.Layout(grid_template_columns="170px " + " ".join(["64px"] * len(stages)),
+        self.grid = W.GridBox(cells, layout=W.Layout(grid_template_columns=f"{LABEL_COLUMN_PX}px "
+                                                     + " ".join(["64px"] * len(stages)),
                                                      grid_gap="2px"))
         self.caption = W.HTML()
         self.faces = W.Image(format="png", layout=W.Layout(align_self="flex-start"))

@@ -192,9 +192,15 @@ def topk_state(model: FaceCNN, face: np.ndarray, pairs: PairSet | None, fraction
     return state
 
 
+def stage_name(stage: int) -> str:
+    """One name per stage in the menu, the caption and the text: "stage 0 (stem)", "stage 1", ..."""
+    return "stage 0 (stem)" if stage == 0 else f"stage {stage}"
+
+
 def topk_caption(state: dict) -> str:
     m = state["maps"]
-    text = (f"K = {state['fraction']:.0%} of each {m['side']}×{m['side']} map after stage {state['stage']} "
+    after = stage_name(state["stage"])
+    text = (f"K = {state['fraction']:.0%} of each {m['side']}×{m['side']} map after {after} "
             f"({max(1, int(state['fraction'] * m['side'] ** 2))} values per map; {m['kept']:.0%} of the maps non-zero).")
     if "probe" in state:
         p = state["probe"]
@@ -260,8 +266,7 @@ class TopKExplorer:
         self.model, self.face, self.pairs = model, face, pairs
         self.fraction = W.FloatSlider(value=fraction, min=0.05, max=1.0, step=0.05, description="K (kept)",
                                       continuous_update=False, readout_format=".0%")
-        self.stage = W.Dropdown(options=[("stem", 0), ("stage 1", 1), ("stage 2", 2), ("stage 3", 3)], value=stage,
-                                description="after")
+        self.stage = W.Dropdown(options=[(stage_name(k), k) for k in range(4)], value=stage, description="after")
         self.image = W.Image(format="png", layout=W.Layout(align_self="flex-start"))
         self.caption = W.HTML()
         self.error = W.HTML()

@@ -58,6 +58,8 @@ def test_topk_state_sparsifies_the_maps_and_probes(toy_pairs):
     assert not model.sparsify  # the model's own layers are back
     explorer = sw.TopKExplorer(model, face, None, fraction=0.5, stage=0)
     assert explorer.error.value == "" and "probe" not in explorer.state
+    menu = dict((v, k) for k, v in explorer.stage.options)  # the menu, the caption and the text: one name
+    assert menu[0] == "stage 0 (stem)" and menu[2] == "stage 2" and "after stage 0 (stem)" in explorer.caption.value
     explorer.fraction.value = 0.1
     assert explorer.state["fraction"] == pytest.approx(0.1)
     assert len(sw.topk_view(model, face, None).axes) >= 3
