@@ -4,6 +4,7 @@ the comparison figures from a ``results.Summary`` (synthetic records here, a rea
 from __future__ import annotations
 
 import copy
+import struct
 
 import numpy as np
 import pytest
@@ -282,3 +283,44 @@ def test_figures_show_themselves_in_jupyter_without_pyplot(mfn_scores):
     fig = viz.score_bars(mfn_scores, 0.1)
     assert fig._repr_png_()[:4] == b"\x89PNG"  # what IPython displays for a returned figure
     assert viz.figure_png(fig, dpi=50)[:4] == b"\x89PNG"
+
+
+# ---------------------------------------------------------------------------------------------
+# projector mode
+
+
+def rendered(fig) -> dict:
+    """What a widget shows of ``fig``: its PNG's size, each text's font size in pixels, the grid's tiles in pixels."""
+    png = viz.figure_png(fig, dpi=viz.WIDGET_DPI)
+    texts = [t for t in fig.findobj(viz.matplotlib.text.Text) if t.get_visible() and t.get_text().strip()]
+    ax = fig.axes[0]
+    return {"png": struct.unpack(">II", png[16:24]), "font_px": [t.get_fontsize() * fig.dpi / 72 for t in texts],
+            "tile_px": ax.get_window_extent().width / (ax.get_xlim()[1] - ax.get_xlim()[0])}
+
+
+def test_projector_mode_draws_text_and_tiles_one_and_a_half_times_larger(stem):
+    """The lab's filter grid, as the widget renders it, with projector mode off and on."""
+    fig = viz.filter_grid(stem[0].weight, channels=False)
+    assert viz.render_scale() == 1.0
+    normal = rendered(fig)
+    try:
+        assert viz.presentation(True) == 1.5
+        big = rendered(fig)
+    finally:
+        viz.presentation(False)
+    assert len(big["font_px"]) == len(normal["font_px"]) > 64  # tile numbers, title
+    assert all(b >= 1.5 * n - 1e-9 for b, n in zip(big["font_px"], normal["font_px"]))
+    assert min(big["font_px"]) >= 15 and big["tile_px"] >= 1.5 * normal["tile_px"] - 1e-9
+    assert big["png"][0] >= 1.5 * normal["png"][0] - 1 and rendered(fig)["png"] == normal["png"]  # off again
+
+
+def test_projector_mode_refuses_a_silly_scale_and_reads_the_environment(monkeypatch):
+    with pytest.raises(ValueError, match="between 1 and 4"):
+        viz.presentation(True, scale=10)
+    assert viz.render_scale() == 1.0
+    for value, scale in (("1", 1.5), ("0", 1.0), ("2", 2.0)):
+        monkeypatch.setenv(viz.ENV_PRESENTATION, value)
+        assert viz._scale_from_env() == scale
+    monkeypatch.setenv(viz.ENV_PRESENTATION, "9")
+    with pytest.raises(ValueError, match="CRAFT_PRESENTATION"):
+        viz._scale_from_env()
