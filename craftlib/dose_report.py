@@ -221,6 +221,21 @@ def verdict(summary: dict, arm: str = "contextual") -> str:
     return f"no dose–response resolved (the slope's CI allows up to {100 * hi:+.2f} pts per 100 pts of silent)"
 
 
+def pilot_markdown(root: str | Path = DEFAULT_ROOT) -> str:
+    """The pilot: standard training at seed 0 of every level — does the span reach from none to most dying?"""
+    lines = ["| level | weight decay | input | silent conv1 (τ 0.01) | small-weight conv1 (max|w| < 0.1) | "
+             "DevTest accuracy |", "|---|---|---|---|---|---|"]
+    for level, records in load(root).items():
+        run = by_seed(records, "none").get(0)
+        if run is None:
+            continue
+        v = run_values(run)
+        wd, size = LEVELS[level]
+        lines.append(f"| `{level}` | {wd:g} | {size} px | {fmt('silent_fraction', v['silent_fraction'])} | "
+                     f"{fmt('weight_fraction', v['weight_fraction'])} | {fmt('accuracy', v['accuracy'])} |")
+    return "\n".join(lines)
+
+
 def markdown(summary: dict, arm: str = "contextual") -> str:
     """The per-level table of one arm against standard training, and the slope line under it."""
     head = ("| level | wd | px | seeds | silent, standard | silent, arm | accuracy, standard | Δ accuracy | "

@@ -112,3 +112,15 @@ def test_a_study_under_way_reads_and_draws(tmp_path, make_record):
     assert "`wd1e-2`" in dose_report.markdown(summary)
     assert dose_report.dose_figure(summary) is not None
     assert dose_report.committed(tmp_path / "empty")[0] is None
+
+
+def test_study_md_pilot_table_is_the_committed_records():
+    """The pilot table in docs/STUDY.md is what the committed seed-0 standard-training records give."""
+    import re
+
+    from craftlib.paths import REPO_ROOT
+
+    text = (REPO_ROOT / "docs/STUDY.md").read_text()
+    block = re.search(r"<!-- dose:pilot -->\n(.*?)\n<!-- /dose:pilot -->", text, re.S).group(1)
+    committed = dose_report.pilot_markdown(REPO_ROOT / dose.DEFAULT_ROOT).splitlines()
+    assert block.splitlines() == committed[: len(block.splitlines())]  # 64-px rows may arrive after the table
