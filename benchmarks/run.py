@@ -39,8 +39,8 @@ from craftlib.callbacks import Callback  # noqa: E402
 from craftlib.data import LFW, FaceSet, to_input  # noqa: E402
 from craftlib.losses import MarginHead  # noqa: E402
 from craftlib.models import FaceCNN  # noqa: E402
-from craftlib.reactivation import reactivate_model  # noqa: E402
-from craftlib.recipes import PAPER_READING, WORKSHOP  # noqa: E402
+from craftlib.reactivation import PAPER_READING, reactivate_model  # noqa: E402
+from craftlib.recipes import WORKSHOP  # noqa: E402
 from craftlib.runtime import seed_everything  # noqa: E402
 from craftlib.training import Trainer, conv1_snapshot, make_optimizer, make_schedule, parameter_groups  # noqa: E402
 from craftlib.verification import cosine_scores, embed, evaluate, evaluate_scores  # noqa: E402
@@ -277,7 +277,7 @@ def bench_reactivation(data: FaceSet, cfg, calls: int) -> dict:
                 model.conv1.weight.copy_(base)
                 model.conv1.weight[dead] *= 1e-3
             t0 = time.perf_counter()
-            result = reactivate_model(model, 0.1, "contextual", optimizer=opt, generator=g)
+            result = reactivate_model(model, PAPER_READING, opt, generator=g)
             times.append(time.perf_counter() - t0)
             count = len(result.filters)
         return times, count

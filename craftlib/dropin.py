@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .activity import PROBE_SCORES
-from .recipes import CraftSpec
+from .reactivation import CraftSpec
 
 
 @dataclass
@@ -51,7 +51,7 @@ class Craft:
                              "(e.g. 256 of them), or use a weight detector: spec.but(score='max')")
         self.spec = spec
         self.state = LoopState(model, optimizer, SimpleNamespace(epochs=epochs), probe)
-        self.callback = spec.callback(seed, epochs) if cls is None else spec.callback(seed, epochs, cls)
+        self.callback = spec.callback(seed, epochs, cls)
         self.callback.on_train_start(self.state)
 
     @property

@@ -36,11 +36,11 @@ from .data import LFW, FaceSet, PairSet, probe_batch
 from .federated_boundary import BoundaryError, Channel, ReplySpec, reply_problem
 from .losses import MarginHead
 from .models import FaceCNN
-from .reactivation import clear_optimizer_state, reactivate_model, stem_consumers
-from .recipes import WORKSHOP, CraftSpec, Recipe
+from .reactivation import CraftSpec, forget, reactivate_model, stem_parts, surroundings
+from .recipes import WORKSHOP, Recipe
 from .runtime import seed_everything
 from .training import Trainer, make_optimizer, make_schedule, parameter_groups
-from .verification import embed, evaluate
+from .verification import embed, evaluate, pair_scores
 
 SPLITS = ("iid", "dirichlet")
 STRATEGIES = ("local", "fedavg", "adafedfr", "central", "central_steps")
@@ -143,14 +143,6 @@ def subset(data: FaceSet, identities) -> FaceSet:
     keep = np.isin(data.labels, identities)
     return FaceSet(data.images[keep], np.array([remap[int(y)] for y in data.labels[keep]], dtype=np.int64),
                    [data.classes[i] for i in identities], [f for f, k in zip(data.files, keep) if k])
-
-
-def thin_pairs(pairs: PairSet, every: int = 4) -> PairSet:
-    """Every ``every``-th pair with only the images they use (both classes, all 10 folds): a cheaper DevTest."""
-    keep = np.arange(0, len(pairs), every)
-    used = np.unique(np.concatenate([pairs.left[keep], pairs.right[keep]]))
-    return PairSet(pairs.images[used], np.searchsorted(used, pairs.left[keep]), np.searchsorted(used, pairs.right[keep]),
-                   pairs.same[keep], pairs.folds[keep], [pairs.files[i] for i in used], pairs.name)
 
 
 @dataclass
@@ -281,22 +273,13 @@ def _restore(trainer: Trainer, blob: bytes) -> None:
 
 
 @torch.no_grad()
-def forget_renewed(trainer: Trainer, rows: list[int], reset_step: bool = False) -> None:
-    """The server renewed ``rows`` of conv1: clear this client's optimizer state for everything around them.
-
-    The same resets ``reactivation.reactivate`` does for a local optimizer (conv1 rows, BN, PReLU, the
-    consumers' input slices), so stale momentum does not push a renewed filter straight back to zero.
-    """
-    if not rows:
-        return
-    m, opt, idx = trainer.model, trainer.optimizer, torch.as_tensor(rows)
-    slope = getattr(m.act1, "weight", None)
-    for param in (m.conv1.weight, m.conv1.bias, getattr(m.bn1, "weight", None), getattr(m.bn1, "bias", None),
-                  slope if slope is not None and slope.numel() > 1 else None):
-        if param is not None:
-            clear_optimizer_state(opt, param, idx, reset_step=reset_step)
-    for conv in stem_consumers(m):
-        clear_optimizer_state(opt, conv.weight, idx, dim=1, reset_step=reset_step)
+def forget_renewed(trainer: Trainer, rows: list[int], spec: CraftSpec) -> None:
+    """The server renewed ``rows`` of conv1 by ``spec``: clear this client's optimizer state for what surrounds
+    them (``reactivation.surroundings``, as a local re-activation does), so stale momentum does not push a renewed
+    filter straight back to zero."""
+    if rows:
+        forget(trainer.optimizer, surroundings(*stem_parts(trainer.model), spec.downstream), torch.as_tensor(rows),
+               spec.reset_step)
 
 
 def class_means(model: torch.nn.Module, data: FaceSet) -> np.ndarray:
@@ -317,7 +300,7 @@ def client_round(data: FaceSet, blob: bytes | None, message: dict, recipe: Recip
         _restore(trainer, blob)
     if message.get("arrays") is not None:
         load_arrays(trainer.model, message["arrays"])
-    forget_renewed(trainer, list(message.get("renewed", [])), recipe.craft.reset_step)
+    forget_renewed(trainer, list(message.get("renewed", [])), recipe.craft)
     negatives = message.get("negatives")
     trainer.head.share(negatives, fed.negatives_k, adaptive_weight(data.num_classes, fed.negatives_k))
     events_before = len(trainer.events)
@@ -363,8 +346,7 @@ def server_reactivate(model: FaceCNN, spec: CraftSpec, probe: torch.Tensor, seed
     so re-running the server, or any client repeating it, draws the same new filters.
     """
     generator = torch.Generator().manual_seed(seed * 1_000_003 + round_)
-    result = reactivate_model(model, spec.tau, spec.strategy, spec.score, spec.reference, None, probe, generator,
-                              spec.strong_quantile, spec.downstream, spec.reset_step)
+    result = reactivate_model(model, spec, probe=probe, generator=generator)
     return [int(f) for f in result.filters] if spec.strategy != "none" else []
 
 
@@ -600,6 +582,8 @@ def _record(recipe: Recipe, fed: FedConfig, history: list[dict], seconds: float,
     final = {"accuracy": (last.get("global") or {}).get("accuracy"), "silent_fraction": last["global_silent_fraction"]}
     if model is not None:
         final["weight_fraction"] = float(np.mean(model_scores(model, "max") < 0.1))
+        if fedn.pairs is not None:  # per-pair DevTest scores of the final global model, for pair resampling
+            final["pair_scores"] = [round(float(v), 6) for v in pair_scores(model, fedn.pairs)]
     if clients:
         final["client_silent_fraction"] = [c.silent_fraction() for c in clients]
         final["client_accuracy"] = [row.get("accuracy") for row in last["clients"]]

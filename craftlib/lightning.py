@@ -14,7 +14,7 @@ import sys
 import torch
 
 from .dropin import Craft
-from .recipes import CraftSpec
+from .reactivation import CraftSpec
 
 if "lightning.pytorch" in sys.modules:
     import lightning.pytorch as pl

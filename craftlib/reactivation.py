@@ -11,20 +11,24 @@ Strategies (all behind ``new_filters``):
   compares directions only;
 - ``none``: detect and log only (standard training with the same bookkeeping).
 Every strategy but ``random`` is rescaled to the strong filters' median L2 norm so the new filter is heard.
+
+One object decides a CRAFT run: ``CraftSpec`` (detector, threshold, schedule, strategy, resets; its defaults are the
+study's). ``ReactivationCallback(spec)`` runs it in a training loop, ``reactivate_model(model, spec)`` once.
 """
 from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
 from torch import nn
 
-from .activity import check_tau, model_scores
+from .activity import SCORES, check_tau, model_scores
 from .callbacks import Callback
 from .runtime import to_numpy
+from .validation import check
 
 STRATEGIES = ("contextual", "perturbed", "orthogonal", "random", "random_matched", "none")
 STRATEGY_LABELS = {"none": "standard training", "random": "random re-init (Kaiming scale)",
@@ -58,6 +62,13 @@ def check_strategy(strategy: str) -> str:
     if strategy not in STRATEGIES and strategy not in SAMPLERS:
         raise ValueError(f"strategy must be one of {STRATEGIES + tuple(SAMPLERS)}, got {strategy!r}")
     return strategy
+
+
+def check_downstream(mode: str) -> str:
+    """The one place a ``downstream`` mode is validated."""
+    if mode not in DOWNSTREAM:
+        raise ValueError(f"downstream must be one of {DOWNSTREAM}, got {mode!r}")
+    return mode
 
 
 def _kaiming(n: int, fan_in: int, generator: torch.Generator) -> torch.Tensor:
@@ -169,6 +180,38 @@ def _warn(new: torch.Tensor, notes: list[str]) -> tuple[torch.Tensor, list[str]]
 # resetting what surrounds a new filter
 
 
+def surroundings(conv: nn.Conv2d, bn: nn.Module | None, act: nn.Module | None, consumers,
+                 downstream: str) -> list[tuple[torch.Tensor, int]]:
+    """What surrounds a renewed filter of ``conv``: each parameter that holds numbers of its output channel, with
+    the dimension that indexes the channel.
+
+    The filter and its bias, its BatchNorm's gamma and beta, and unless ``downstream="keep"`` a per-channel
+    activation slope and the input weights of the ``consumers`` (the convolutions that read the channel).
+    ``reactivate`` resets these and clears their optimizer state; ``federated.forget_renewed`` clears a client's.
+    """
+    around = [(conv.weight, 0)] + ([(conv.bias, 0)] if conv.bias is not None else [])
+    if isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.affine:
+        around += [(bn.weight, 0), (bn.bias, 0)]
+    if check_downstream(downstream) == "keep":  # "keep" leaves everything after BatchNorm as it was
+        return around
+    if isinstance(act, nn.PReLU) and act.weight.numel() > 1:
+        around.append((act.weight, 0))
+    return around + [(c.weight, 1) for c in consumers]
+
+
+def stem_parts(model: nn.Module) -> tuple[nn.Conv2d, nn.Module | None, nn.Module | None, list[nn.Conv2d]]:
+    """A FaceCNN-like model's first layer and what surrounds its filters: ``conv1``, ``bn1``, ``act1``, consumers."""
+    return model.conv1, getattr(model, "bn1", None), getattr(model, "act1", None), stem_consumers(model)
+
+
+def forget(optimizer: torch.optim.Optimizer | None, around: list[tuple[torch.Tensor, int]], rows,
+           reset_step: bool = False) -> None:
+    """Clear the optimizer's state for channels ``rows`` of every parameter ``around`` them (``surroundings``):
+    stale momentum would push a renewed filter straight back to where it died."""
+    for param, dim in around:
+        clear_optimizer_state(optimizer, param, rows, dim=dim, reset_step=reset_step)
+
+
 @torch.no_grad()
 def clear_optimizer_state(optimizer: torch.optim.Optimizer | None, param: torch.Tensor, index,
                           dim: int = 0, reset_step: bool = False) -> None:
@@ -189,34 +232,28 @@ def clear_optimizer_state(optimizer: torch.optim.Optimizer | None, param: torch.
 
 
 @torch.no_grad()
-def reset_batchnorm(bn: nn.Module | None, rows: torch.Tensor, optimizer: torch.optim.Optimizer | None = None,
-                    reset_step: bool = False) -> None:
+def reset_batchnorm(bn: nn.Module | None, rows: torch.Tensor) -> None:
     """Return BatchNorm channels to their initial state: gamma 1, beta 0, running mean 0 and var 1."""
     if not isinstance(bn, nn.modules.batchnorm._BatchNorm):
         return
     if bn.affine:
         bn.weight[rows] = 1.0
         bn.bias[rows] = 0.0
-        clear_optimizer_state(optimizer, bn.weight, rows, reset_step=reset_step)
-        clear_optimizer_state(optimizer, bn.bias, rows, reset_step=reset_step)
     if bn.track_running_stats:
         bn.running_mean[rows] = 0.0
         bn.running_var[rows] = 1.0
 
 
 @torch.no_grad()
-def reset_activation(act: nn.Module | None, rows: torch.Tensor, optimizer: torch.optim.Optimizer | None = None,
-                     reset_step: bool = False) -> None:
+def reset_activation(act: nn.Module | None, rows: torch.Tensor) -> None:
     """A per-channel PReLU slope goes back to its initial 0.25 (a slope learnt on a dead channel means nothing)."""
     if isinstance(act, nn.PReLU) and act.weight.numel() > 1:
         act.weight[rows] = PRELU_INIT
-        clear_optimizer_state(optimizer, act.weight, rows, reset_step=reset_step)
 
 
 @torch.no_grad()
 def reset_downstream(consumers: list[nn.Conv2d], rows: torch.Tensor, mode: str,
-                     optimizer: torch.optim.Optimizer | None = None, generator: torch.Generator | None = None,
-                     reset_step: bool = False) -> None:
+                     generator: torch.Generator | None = None) -> None:
     """What the next layer does with a renewed channel: its input weights for ``rows`` in every consumer.
 
     ``keep``: unchanged (they decayed while the channel was constant, so the new filter starts muted;
@@ -225,9 +262,7 @@ def reset_downstream(consumers: list[nn.Conv2d], rows: torch.Tensor, mode: str,
     ``zero``: ReDo / Continual Backprop's choice (the new unit starts unheard and must earn its way in);
     ``reinit``: fresh Kaiming weights for those input slices.
     """
-    if mode not in DOWNSTREAM:
-        raise ValueError(f"downstream must be one of {DOWNSTREAM}, got {mode!r}")
-    if mode == "keep" or len(rows) == 0:
+    if check_downstream(mode) == "keep" or len(rows) == 0:
         return
     for conv in consumers:
         w = conv.weight  # out x in x kh x kw: the renewed channels are input slices w[:, rows]
@@ -244,7 +279,6 @@ def reset_downstream(consumers: list[nn.Conv2d], rows: torch.Tensor, mode: str,
             target = torch.quantile(norms[live.to(norms.device)].double(), 0.5) if live.any() else norms.mean()
             current = norms[rows].clamp_min(1e-12)
             w[:, rows] *= (target / current).to(w.dtype).reshape(1, -1, 1, 1)
-        clear_optimizer_state(optimizer, w, rows, dim=1, reset_step=reset_step)
 
 
 @dataclass
@@ -266,9 +300,11 @@ def reactivate(conv: nn.Conv2d, mask, strategy: str = "contextual", bn: nn.Modul
 
     ``strong`` (default: every filter not in ``mask``) is the context the new filters are drawn from.
     Then the channel's BatchNorm and, unless ``downstream="keep"``, its PReLU slope and its input
-    weights in the ``consumers`` are reset, with the optimizer state of all of those: otherwise stale
-    momentum, a collapsed gamma or muted downstream weights push the new filter straight back to silence.
+    weights in the ``consumers`` are reset, with the optimizer state of all of those (``surroundings``):
+    otherwise stale momentum, a collapsed gamma or muted downstream weights push the new filter straight
+    back to silence.
     """
+    check_downstream(downstream)  # before anything is written
     mask = torch.as_tensor(to_numpy(mask), dtype=torch.bool)
     if mask.shape != (conv.out_channels,):
         raise ValueError(f"mask must have one entry per filter ({conv.out_channels}), got shape {tuple(mask.shape)}")
@@ -287,14 +323,13 @@ def reactivate(conv: nn.Conv2d, mask, strategy: str = "contextual", bn: nn.Modul
         raise FloatingPointError(f"{strategy}: produced non-finite filters; the strong filters may contain NaN")
     rows = rows.to(weight.device)
     weight[rows] = new.reshape(len(rows), *weight.shape[1:]).to(weight.device, weight.dtype)
-    clear_optimizer_state(optimizer, weight, rows, reset_step=reset_step)
     if conv.bias is not None:
         conv.bias[rows] = 0.0
-        clear_optimizer_state(optimizer, conv.bias, rows, reset_step=reset_step)
-    reset_batchnorm(bn, rows, optimizer, reset_step)
+    reset_batchnorm(bn, rows)
     if downstream != "keep":  # "keep" leaves everything after BatchNorm as it was (the first release)
-        reset_activation(act, rows, optimizer, reset_step)
-        reset_downstream(list(consumers), rows, downstream, optimizer, generator, reset_step)
+        reset_activation(act, rows)
+        reset_downstream(list(consumers), rows, downstream, generator)
+    forget(optimizer, surroundings(conv, bn, act, consumers, downstream), rows, reset_step)
     return result
 
 
@@ -304,8 +339,7 @@ def strong_mask(scores: np.ndarray, inactive: np.ndarray, quantile: float = 0.0)
     ``quantile=0`` is "every filter above τ" (the first reading); 0.5 keeps the stronger half, so
     near-dead filters just above τ do not pull the context toward zero.
     """
-    if not 0.0 <= quantile < 1.0:
-        raise ValueError(f"strong quantile must be in [0, 1), got {quantile}")
+    check("strong_quantile", quantile)
     return ~np.asarray(inactive) & (np.asarray(scores) >= np.quantile(scores, quantile))
 
 
@@ -314,23 +348,95 @@ def stem_consumers(model: nn.Module) -> list[nn.Conv2d]:
     return list(model.stem_consumers()) if hasattr(model, "stem_consumers") else []
 
 
-def reactivate_model(model: nn.Module, tau: float = 0.1, strategy: str = "contextual", score: str = "max",
-                     reference: str | float = "max", optimizer: torch.optim.Optimizer | None = None,
-                     probe: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                     strong_quantile: float = 0.0, downstream: str = "keep", reset_step: bool = False,
-                     scores: np.ndarray | None = None) -> Reactivation:
-    """Detect inactive ``conv1`` filters of a FaceCNN-like model and re-activate them in one call.
+# ---------------------------------------------------------------------------------------------
+# one CRAFT run: its spec, one call, the callback
 
-    ``scores`` (default: computed here by ``score``) lets a caller detect on numbers it has agreed on,
-    e.g. the same scores on every rank of a data-parallel run.
+
+@dataclass(frozen=True)
+class CraftSpec:
+    """Everything that decides what CRAFT does in a run: detector, threshold, schedule, strategy, resets.
+
+    The defaults are the study's CRAFT, defined here and nowhere else. ``score="silent"`` detects by what the
+    network hears (a channel whose output no longer varies on a fixed probe batch); ``score="max"`` is the
+    paper's reading (max |w| relative to the strongest filter). ``last_epoch=None`` stops re-activating 1/3
+    before the end. ``strong_quantile`` picks the context (filters at or above that quantile of the scores),
+    ``downstream`` what the next layer's input weights for a renewed channel become, ``reset_step`` whether
+    Adam's step counter restarts. Every field is checked here, once, when the spec is made.
     """
-    scores = model_scores(model, score, reference, probe) if scores is None else np.asarray(scores)
-    mask = scores < check_tau(tau)
-    if downstream != "keep" and not stem_consumers(model):
-        raise ValueError(f"downstream={downstream!r} needs model.stem_consumers(); {type(model).__name__} has none")
-    return reactivate(model.conv1, mask, strategy, getattr(model, "bn1", None), optimizer, generator,
-                      strong_mask(scores, mask, strong_quantile), getattr(model, "act1", None),
-                      stem_consumers(model), downstream, reset_step)
+
+    strategy: str = "contextual"
+    score: str = "silent"
+    tau: float = 0.01
+    reference: str | float = "max"
+    every: str | int = "epoch"
+    first_epoch: int = 1
+    last_epoch: int | None = None
+    strong_quantile: float = 0.5
+    downstream: str = "zero"
+    reset_step: bool = True
+
+    def __post_init__(self):
+        check_strategy(self.strategy)
+        check_tau(self.tau)
+        if self.score not in SCORES:
+            raise ValueError(f"score must be one of {SCORES}, got {self.score!r}")
+        check_downstream(self.downstream)
+        check("strong_quantile", self.strong_quantile)
+        check("first_epoch", self.first_epoch)
+        if check("last_epoch", self.last_epoch, optional=True) is not None and self.last_epoch < self.first_epoch:
+            raise ValueError(f"last_epoch must be >= first_epoch ({self.first_epoch}) so that CRAFT acts at all, "
+                             f"got {self.last_epoch}")
+        if self.every != "epoch":
+            check("every", self.every)
+
+    def but(self, **changes) -> "CraftSpec":
+        return replace(self, **changes)
+
+    def stop_epoch(self, epochs: int) -> int:
+        return self.last_epoch if self.last_epoch is not None else (2 * epochs) // 3
+
+    def callback(self, seed: int, epochs: int, cls: type | None = None) -> "ReactivationCallback":
+        """The training callback for this spec in a run of ``epochs`` at ``seed``: the one place craftlib builds
+        one (``cls``: a subclass, e.g. ``distributed.SyncedReactivation``; default ``ReactivationCallback``)."""
+        return (cls or ReactivationCallback)(self, seed=seed, epochs=epochs)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CraftSpec":
+        return cls(**d)
+
+
+PAPER_READING = CraftSpec(score="max", tau=0.1, strong_quantile=0.0, downstream="keep", reset_step=False)
+"""The first release's CRAFT: weight detector at τ = 0.1, every filter above τ as context, no downstream reset."""
+
+
+def _spec(spec: CraftSpec) -> CraftSpec:
+    if not isinstance(spec, CraftSpec):
+        raise TypeError(f"expected a CraftSpec, e.g. CraftSpec(tau=0.05) or PAPER_READING, got {spec!r}")
+    return spec
+
+
+def reactivate_model(model: nn.Module, spec: CraftSpec, optimizer: torch.optim.Optimizer | None = None,
+                     probe: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                     scores: np.ndarray | None = None) -> Reactivation:
+    """Detect inactive ``conv1`` filters of a FaceCNN-like model by ``spec`` and re-activate them in one call.
+
+    ``probe`` is the fixed batch a probe detector (``silent``) listens to. ``scores`` (default: computed here by
+    ``spec.score``) lets a caller detect on numbers it has agreed on, e.g. the same scores on every rank of a
+    data-parallel run.
+    """
+    spec = _spec(spec)
+    scores = model_scores(model, spec.score, spec.reference, probe) if scores is None else np.asarray(scores)
+    mask = scores < spec.tau
+    conv, bn, act, consumers = stem_parts(model)
+    if spec.downstream != "keep" and not consumers:
+        raise ValueError(f"downstream={spec.downstream!r} needs model.stem_consumers(); "
+                         f"{type(model).__name__} has none")
+    strong = strong_mask(scores, mask, spec.strong_quantile)
+    return reactivate(conv, mask, spec.strategy, bn, optimizer, generator, strong, act, consumers, spec.downstream,
+                      spec.reset_step)
 
 
 def event_record(trainer, result: Reactivation, **extra) -> dict:
@@ -342,29 +448,24 @@ def event_record(trainer, result: Reactivation, **extra) -> dict:
 
 
 class ReactivationCallback(Callback):
-    """CRAFT during training: detect inactive ``conv1`` filters and re-activate them on a schedule.
+    """CRAFT during training: detect inactive ``conv1`` filters and re-activate them on ``spec``'s schedule.
 
-    Built by ``recipes.CraftSpec.callback``; the fields are the spec's. ``every="epoch"`` acts at the
-    end of epochs ``first_epoch..last_epoch`` (1-based); an integer acts every that many steps while
-    ``epoch < last_epoch``. Each action is appended to ``trainer.events``.
+    ``ReactivationCallback(CraftSpec())`` runs the study's CRAFT; ``seed`` seeds the generator the new filters are
+    drawn from. A spec without ``last_epoch`` stops at ``spec.stop_epoch`` of the run's length: ``epochs``, or
+    the trainer's at the start of training. ``every="epoch"`` acts at the end of epochs
+    ``first_epoch..last_epoch`` (1-based); an integer acts every that many steps while ``epoch < last_epoch``.
+    Each action is appended to ``trainer.events``.
     """
 
-    def __init__(self, strategy: str = "contextual", tau: float = 0.1, score: str = "max",
-                 reference: str | float = "max", every: str | int = "epoch", first_epoch: int = 1,
-                 last_epoch: int | None = None, seed: int = 0, strong_quantile: float = 0.0,
-                 downstream: str = "keep", reset_step: bool = False):
-        if every != "epoch" and (not isinstance(every, int) or every < 1):
-            raise ValueError(f"every must be 'epoch' or a positive number of steps, got {every!r}")
-        if downstream not in DOWNSTREAM:
-            raise ValueError(f"downstream must be one of {DOWNSTREAM}, got {downstream!r}")
-        self.strategy, self.tau, self.score, self.reference = check_strategy(strategy), check_tau(tau), score, reference
-        self.every, self.first_epoch, self.last_epoch = every, first_epoch, last_epoch
-        self.strong_quantile, self.downstream, self.reset_step = strong_quantile, downstream, reset_step
+    def __init__(self, spec: CraftSpec, seed: int = 0, epochs: int | None = None):
+        self.spec = _spec(spec)
         self.generator = torch.Generator().manual_seed(seed)
+        # the spec's fields as plain attributes with last_epoch resolved: the hooks read them, runs._run_key hashes them
+        vars(self).update(spec.to_dict(), last_epoch=spec.last_epoch if epochs is None else spec.stop_epoch(epochs))
 
     def on_train_start(self, trainer) -> None:
         if self.last_epoch is None:
-            self.last_epoch = trainer.config.epochs - 1
+            self.last_epoch = self.spec.stop_epoch(trainer.config.epochs)
 
     def state_dict(self) -> dict:
         """The generator the new filters are drawn from: a resumed CRAFT run draws what the straight one would."""
@@ -375,18 +476,18 @@ class ReactivationCallback(Callback):
 
     def scores(self, trainer) -> np.ndarray:
         """The detector's numbers for the current model (a subclass may agree on them across processes)."""
-        return model_scores(trainer.model, self.score, self.reference, trainer.probe)
+        return model_scores(trainer.model, self.spec.score, self.spec.reference, trainer.probe)
 
     def _act(self, trainer) -> None:
-        result = reactivate_model(trainer.model, self.tau, self.strategy, optimizer=trainer.optimizer,
-                                  generator=self.generator, strong_quantile=self.strong_quantile,
-                                  downstream=self.downstream, reset_step=self.reset_step, scores=self.scores(trainer))
-        event_record(trainer, result, score=self.score)
+        result = reactivate_model(trainer.model, self.spec, trainer.optimizer, generator=self.generator,
+                                  scores=self.scores(trainer))
+        event_record(trainer, result, score=self.spec.score)
 
     def on_epoch_end(self, trainer) -> None:
         if self.every == "epoch" and self.first_epoch <= trainer.epoch <= self.last_epoch:
             self._act(trainer)
 
     def on_step_end(self, trainer) -> None:
-        if self.every != "epoch" and trainer.step % self.every == 0 and self.first_epoch - 1 <= trainer.epoch < self.last_epoch:
+        if (self.every != "epoch" and trainer.step % self.every == 0
+                and self.first_epoch - 1 <= trainer.epoch < self.last_epoch):
             self._act(trainer)

@@ -1,4 +1,4 @@
-"""Named recipes — a training config plus the one object that defines a CRAFT run (``CraftSpec``).
+"""Named recipes — a training config plus the ``reactivation.CraftSpec`` that defines its CRAFT run.
 
 Why the workshop recipe kills filters in minutes (see docs/RECIPE.md): weight decay 1e-2 on *all*
 parameters pulls every BatchNorm gamma toward zero; channels the task barely needs lose the race,
@@ -7,75 +7,13 @@ paper's wd 5e-4 does the same over 100k+ steps; 20x stronger decay compresses th
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
-from .activity import SCORES, check_tau
 from .models import ModelConfig
-from .reactivation import DOWNSTREAM, ReactivationCallback, check_strategy
+from .reactivation import PAPER_READING, CraftSpec, ReactivationCallback
 from .training import TrainConfig
 from .validation import check
 
-
-@dataclass(frozen=True)
-class CraftSpec:
-    """Everything that decides what CRAFT does in a run: detector, threshold, schedule, strategy, resets.
-
-    ``score="silent"`` detects by what the network hears (a channel whose output no longer varies on a
-    fixed probe batch); ``score="max"`` is the paper's reading (max |w| relative to the strongest
-    filter). ``last_epoch=None`` stops re-activating 1/3 before the end. ``strong_quantile`` picks the
-    context (filters at or above that quantile of the scores), ``downstream`` what the next layer's
-    input weights for a renewed channel become, ``reset_step`` whether Adam's step counter restarts.
-    """
-
-    strategy: str = "contextual"
-    score: str = "silent"
-    tau: float = 0.01
-    reference: str | float = "max"
-    every: str | int = "epoch"
-    first_epoch: int = 1
-    last_epoch: int | None = None
-    strong_quantile: float = 0.5
-    downstream: str = "zero"
-    reset_step: bool = True
-
-    def __post_init__(self):
-        check_strategy(self.strategy)
-        check_tau(self.tau)
-        if self.score not in SCORES:
-            raise ValueError(f"score must be one of {SCORES}, got {self.score!r}")
-        if self.downstream not in DOWNSTREAM:
-            raise ValueError(f"downstream must be one of {DOWNSTREAM}, got {self.downstream!r}")
-        check("strong_quantile", self.strong_quantile)
-        check("first_epoch", self.first_epoch)
-        if check("last_epoch", self.last_epoch, optional=True) is not None and self.last_epoch < self.first_epoch:
-            raise ValueError(f"last_epoch must be >= first_epoch ({self.first_epoch}) so that CRAFT acts at all, "
-                             f"got {self.last_epoch}")
-        if self.every != "epoch":
-            check("every", self.every)
-
-    def but(self, **changes) -> "CraftSpec":
-        return replace(self, **changes)
-
-    def stop_epoch(self, epochs: int) -> int:
-        return self.last_epoch if self.last_epoch is not None else (2 * epochs) // 3
-
-    def callback(self, seed: int, epochs: int, cls: type = ReactivationCallback) -> ReactivationCallback:
-        """The training callback for this spec: the one place craftlib builds it (``cls``: a subclass,
-        e.g. ``distributed.SyncedReactivation``)."""
-        return cls(self.strategy, self.tau, self.score, self.reference, self.every, self.first_epoch,
-                                    self.stop_epoch(epochs), seed, self.strong_quantile, self.downstream,
-                                    self.reset_step)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "CraftSpec":
-        return cls(**d)
-
-
-PAPER_READING = CraftSpec(score="max", tau=0.1, strong_quantile=0.0, downstream="keep", reset_step=False)
-"""The first release's CRAFT: weight detector at τ = 0.1, every filter above τ as context, no downstream reset."""
 
 ARMS: dict[str, dict] = {
     "none": dict(strategy="none"),
@@ -193,3 +131,21 @@ def get_recipe(name: str) -> Recipe:
     if name not in RECIPES:
         raise ValueError(f"recipe must be one of {sorted(RECIPES)}, got {name!r}")
     return RECIPES[name]
+
+
+TRAIN_FLAGS = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "weight_decay_scope", "schedule", "head",
+               "seed", "device", "grad_clip")
+MODEL_FLAGS = {"size": "input_size", "embedding_dim": "embedding_dim"}  # flag -> ModelConfig field
+CRAFT_FLAGS = ("strategy", "score", "tau", "last_epoch", "every", "strong_quantile", "downstream")
+
+
+def recipe_from_flags(args) -> Recipe:
+    """The named recipe (``args.recipe``) with every flag the user gave applied: training, model, CRAFT spec
+    and ``max_identities``. A command line without some flag simply has no such attribute (or ``None``)."""
+    def given(names) -> dict:
+        return {k: v for k in names if (v := getattr(args, k, None)) is not None}
+
+    train = given(TRAIN_FLAGS) | {f"model__{name}": v for flag, name in MODEL_FLAGS.items()
+                                  if (v := getattr(args, flag, None)) is not None}
+    recipe = get_recipe(args.recipe).but(craft=given(CRAFT_FLAGS), **train)
+    return replace(recipe, **given(("max_identities",)))

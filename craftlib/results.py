@@ -16,7 +16,8 @@ import numpy as np
 from scipy import integrate, optimize, special, stats
 
 from .experiments import fingerprint_diff, load_records, same_kind
-from .recipes import ARM_LABELS, PAPER_READING, CraftSpec
+from .reactivation import PAPER_READING, CraftSpec
+from .recipes import ARM_LABELS
 from .survival import new_deaths, survival, survival_curve, survival_stats
 from .training import TrainConfig
 

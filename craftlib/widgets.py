@@ -32,8 +32,8 @@ from .activity import (SCORE_LABELS, WEIGHT_SCORES, filter_scores, inactive_mask
                        snapshot_scores)
 from .data import to_input
 from .experiments import load_records
-from .reactivation import STRATEGIES, STRATEGY_LABELS, check_strategy, event_record, reactivate_model
-from .recipes import CraftSpec
+from .reactivation import (PAPER_READING, STRATEGIES, STRATEGY_LABELS, CraftSpec, check_strategy, event_record,
+                           reactivate_model)
 from .results import METRIC_LABELS, METRICS, Summary, render_html, summarize
 from .runtime import to_numpy
 from .training import Trainer
@@ -316,8 +316,7 @@ def _with_inactive(log: list[dict], score: str, tau: float) -> list[dict]:
 def lab_spec(spec: CraftSpec | None, strategy: str, tau: float, score: str) -> CraftSpec:
     """The spec a lab action uses: the recipe's (strong-filter quantile, downstream, resets) with the lab's
     strategy, τ and detector."""
-    return (spec or CraftSpec(score=score, tau=tau, strong_quantile=0.0, downstream="keep", reset_step=False)).but(
-        strategy=check_strategy(strategy), tau=float(tau), score=score)
+    return (spec or PAPER_READING).but(strategy=check_strategy(strategy), tau=float(tau), score=score)
 
 
 def lab_reactivate(trainer: Trainer, strategy: str, tau: float, score: str = "max",
@@ -332,8 +331,7 @@ def lab_reactivate(trainer: Trainer, strategy: str, tau: float, score: str = "ma
     before_model = copy.deepcopy(trainer.model)
     before = lab_scores(trainer, score)
     generator = torch.Generator().manual_seed(trainer.config.seed * 100_003 + trainer.step + len(trainer.events))
-    result = reactivate_model(trainer.model, use.tau, use.strategy, use.score, use.reference, trainer.optimizer,
-                              trainer.probe, generator, use.strong_quantile, use.downstream, use.reset_step)
+    result = reactivate_model(trainer.model, use, trainer.optimizer, trainer.probe, generator)
     event = event_record(trainer, result, source="lab", score=score)
     after = lab_scores(trainer, score)
     n, total = len(result.filters), result.total

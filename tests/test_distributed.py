@@ -33,7 +33,7 @@ from craftlib.facebin import consecutive_folds, write_bin
 from craftlib.facefolders import FaceFolder
 from craftlib.losses import MarginHead
 from craftlib.models import FaceCNN, ModelConfig
-from craftlib.reactivation import ReactivationCallback
+from craftlib.reactivation import PAPER_READING, CraftSpec, ReactivationCallback
 from craftlib.checkpoints import load_embedding_model
 from craftlib.scale_cli import build_parser, main
 from craftlib.training import TrainConfig
@@ -46,8 +46,8 @@ SCALE_MD = REPO / "docs" / "SCALE.md"
 SIZE = 16
 MODEL = ModelConfig(input_size=SIZE, stem_channels=16, widths=(8, 8, 8), embedding_dim=16)
 CONFIG = TrainConfig(epochs=2, batch_size=4, lr=0.05, schedule="constant", device="cpu", model=MODEL)
-CRAFT = dict(strategy="contextual", score="silent", tau=0.9, every=1, last_epoch=2, strong_quantile=0.5,
-             downstream="rescale", reset_step=True)  # tau 0.9: most filters renewed at every step
+CRAFT = CraftSpec(strategy="contextual", score="silent", tau=0.9, every=1, last_epoch=2, strong_quantile=0.5,
+                  downstream="rescale", reset_step=True)  # tau 0.9: most filters renewed at every step
 TINY = ["--recipe", "fast", "--backbone", "facecnn", "--size", str(SIZE), "--epochs", "2", "--batch-size", "4",
         "--lr", "0.05", "--device", "cpu", "--every", "1", "--tau", "0.5", "--workers", "0", "--quiet"]
 
@@ -134,7 +134,7 @@ def _without_buffer_averaging(device: str) -> dict:
 
     average, distributed.average_buffers = distributed.average_buffers, lambda module: None
     try:
-        return _train(SyncedReactivation(**CRAFT, seed=0), device)
+        return _train(SyncedReactivation(CRAFT, seed=0), device)
     finally:
         distributed.average_buffers = average
 
@@ -176,7 +176,7 @@ def _diverged_embedding_then_save(rank: int, device: str, out: str) -> dict:
 
 def _schedule_mismatch(rank: int, device: str) -> dict:
     """Rank 1 stops re-activating an epoch early: without the plan check it would meet rank 0 in another collective."""
-    callback = SyncedReactivation(**{**CRAFT, "last_epoch": 2 - rank}, seed=0)
+    callback = SyncedReactivation(CRAFT.but(last_epoch=2 - rank), seed=0)
     trainer = DistributedTrainer(synthetic_faces(), CONFIG.but(device=device), [callback], progress=False)
     return {**_outcome(lambda: {"history": trainer.fit()}), "steps": trainer.step}
 
@@ -189,8 +189,8 @@ def _worker(rank: int, port: int, out: str, device: str) -> None:
     assert init_distributed(device) == (rank, 2)
     try:
         result = {
-            "synced": _train(SyncedReactivation(**CRAFT, seed=0), device),
-            "desynced": _train(ReactivationCallback("contextual", tau=0.9, every=1, last_epoch=2, seed=rank), device),
+            "synced": _train(SyncedReactivation(CRAFT, seed=0), device),
+            "desynced": _train(ReactivationCallback(PAPER_READING.but(tau=0.9, every=1, last_epoch=2), seed=rank), device),
             "snippet": _plain_ddp_loop(rank, device),
             "unsynced_buffers": _without_buffer_averaging(device),
             "diverged_head": _diverged_head(rank, device),
@@ -286,7 +286,7 @@ def test_synced_reactivation_is_the_plain_callback_in_one_process():
     """SyncedReactivation re-does ReactivationCallback's detection; alone it must match it bit for bit."""
     runs = []
     for cls in (ReactivationCallback, SyncedReactivation):
-        trainer = DistributedTrainer(synthetic_faces(), CONFIG, [cls(**CRAFT, seed=0)], progress=False)
+        trainer = DistributedTrainer(synthetic_faces(), CONFIG, [cls(CRAFT, seed=0)], progress=False)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             trainer.fit()
@@ -321,8 +321,8 @@ def test_watched_tensors_cover_every_parameter_buffer_and_optimizer_state():
 
 def test_planned_events_are_the_callbacks_own_schedule():
     """The plan asked of the hooks equals what a real run does, for step- and epoch-scheduled re-activation."""
-    for craft in (CRAFT, {**CRAFT, "every": "epoch", "last_epoch": 1}, {**CRAFT, "first_epoch": 2, "last_epoch": 2}):
-        callback = ReactivationCallback(**craft, seed=0)
+    for craft in (CRAFT, CRAFT.but(every="epoch", last_epoch=1), CRAFT.but(first_epoch=2, last_epoch=2)):
+        callback = ReactivationCallback(craft, seed=0)
         trainer = DistributedTrainer(synthetic_faces(), CONFIG, [callback], progress=False)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -364,7 +364,7 @@ def test_mixed_precision_choices():
 @pytest.mark.parametrize("amp", ["fp16", "bf16"])
 def test_cuda_mixed_precision_with_reactivation(amp):
     trainer = DistributedTrainer(synthetic_faces(), CONFIG.but(device="cuda"),
-                                 [SyncedReactivation(**CRAFT, seed=0)], progress=False, backbone="iresnet18", amp=amp)
+                                 [SyncedReactivation(CRAFT, seed=0)], progress=False, backbone="iresnet18", amp=amp)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         losses = trainer.train_steps(4)

@@ -19,8 +19,7 @@ from craftlib.data import probe_batch, to_input
 from craftlib.dropin import Craft
 from craftlib.losses import MarginHead
 from craftlib.models import FaceCNN, ModelConfig
-from craftlib.reactivation import ReactivationCallback
-from craftlib.recipes import CraftSpec
+from craftlib.reactivation import CraftSpec, ReactivationCallback
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ModelConfig(input_size=32, stem_channels=8, widths=(4, 8, 8), embedding_dim=8)

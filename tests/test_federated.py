@@ -15,7 +15,8 @@ from craftlib import federated as F
 from craftlib import federated_cli as C
 from craftlib import federated_study as S
 from craftlib.losses import MarginHead
-from craftlib.recipes import CraftSpec, Recipe
+from craftlib.reactivation import CraftSpec
+from craftlib.recipes import Recipe
 from craftlib.training import Trainer
 
 
@@ -380,9 +381,12 @@ def test_forget_renewed_clears_momentum(toy_faces, toy_recipe):
     t.train_steps(2)
     buf = t.optimizer.state[t.model.conv1.weight]["momentum_buffer"]
     assert buf[2].abs().sum() > 0
-    F.forget_renewed(t, [2])
+    F.forget_renewed(t, [2], toy_recipe.craft)
     assert buf[2].abs().sum() == 0 and buf[3].abs().sum() > 0
-    assert t.optimizer.state[t.model.body[0][0].weight]["momentum_buffer"][:, 2].abs().sum() == 0
+    consumer = t.optimizer.state[t.model.body[0][0].weight]["momentum_buffer"]
+    assert consumer[:, 2].abs().sum() == 0
+    F.forget_renewed(t, [3], toy_recipe.craft.but(downstream="keep"))  # as reactivate: keep stops at BatchNorm
+    assert buf[3].abs().sum() == 0 and consumer[:, 3].abs().sum() > 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -447,6 +451,7 @@ def test_adafedfr_on_lfw_with_server_craft(lfw, devtest_subset):
     assert [r["round"] for r in record["rounds"]] == [1, 2]
     assert all(0.4 < r["global"]["accuracy"] <= 1 for r in record["rounds"])
     assert len(record["final"]["client_accuracy"]) == 3
+    assert len(record["final"]["pair_scores"]) == len(devtest_subset)  # the final global model's, kept per pair
 
 
 def test_a_study_folder_refuses_another_budget(tmp_path):

@@ -11,7 +11,8 @@ from craftlib import federated_cli as C
 from craftlib import federated_study as S
 from craftlib import federated_widgets as FW
 from craftlib.paths import REPO_ROOT
-from craftlib.recipes import CraftSpec, Recipe
+from craftlib.reactivation import CraftSpec
+from craftlib.recipes import Recipe
 from craftlib.survival import decay_curve
 
 FULL = REPO_ROOT / "docs" / "results" / "companion_federated_full"

@@ -5,7 +5,8 @@ import pytest
 
 from craftlib import federated as F
 from craftlib import federated_widgets as FW
-from craftlib.recipes import CraftSpec, Recipe
+from craftlib.reactivation import CraftSpec
+from craftlib.recipes import Recipe
 
 
 @pytest.fixture(scope="module")

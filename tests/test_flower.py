@@ -30,7 +30,8 @@ from craftlib import flower_keys as K  # noqa: E402
 @pytest.fixture(scope="module")
 def toy_recipe(toy_config):
     """The toy model at batch 64 (as tests/test_federated.py): one round is one SGD step."""
-    from craftlib.recipes import CraftSpec, Recipe
+    from craftlib.reactivation import CraftSpec
+    from craftlib.recipes import Recipe
 
     return Recipe("toy", toy_config.but(batch_size=64, epochs=4, lr=0.05), CraftSpec(tau=0.9, last_epoch=3))
 

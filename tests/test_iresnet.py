@@ -9,7 +9,7 @@ from craftlib.activity import model_scores
 from craftlib.iresnet import (IResNet, backbone_for, backbone_name, build_backbone, iresnet18,
                               iresnet_from_state_dict)
 from craftlib.models import FaceCNN, ModelConfig
-from craftlib.reactivation import reactivate_model
+from craftlib.reactivation import PAPER_READING, reactivate_model
 
 # Counted on arcface_torch's backbones/iresnet.py (insightface commit 04a433f) at 112 px and 512-d; the model zoo
 # quotes iResNet-50 as 43.6M and iResNet-100 as 65.2M parameters.
@@ -71,8 +71,7 @@ def test_activity_and_reactivation_work_unchanged():
         model.prelu.weight[dead] = 0.9
     before = model.conv1.weight.detach().clone()
     assert set(np.flatnonzero(model_scores(model) < 0.1)) == set(dead)
-    result = reactivate_model(model, tau=0.1, strategy="contextual", downstream="rescale",
-                              generator=torch.Generator().manual_seed(0))
+    result = reactivate_model(model, PAPER_READING.but(downstream="rescale"), generator=torch.Generator().manual_seed(0))
     assert result.filters == dead
     keep = [i for i in range(64) if i not in dead]
     assert torch.equal(model.conv1.weight[keep], before[keep])  # every other filter bit for bit

@@ -12,7 +12,7 @@ pl = lightning.pl
 from craftlib.data import to_input  # noqa: E402
 from craftlib.losses import MarginHead, margin_loss  # noqa: E402
 from craftlib.models import FaceCNN, ModelConfig  # noqa: E402
-from craftlib.recipes import CraftSpec  # noqa: E402
+from craftlib.reactivation import CraftSpec  # noqa: E402
 
 TINY = ModelConfig(input_size=32, stem_channels=8, widths=(4, 8, 8), embedding_dim=8)
 SILENCED = [0, 1, 2]

@@ -9,7 +9,7 @@ from torch import nn
 
 from craftlib.activity import model_scores
 from craftlib.models import CReLU, FaceCNN, ModelConfig, PhaseSplitConv, TopK, count_macs, count_params, topk_mask
-from craftlib.reactivation import reactivate_model
+from craftlib.reactivation import CraftSpec, reactivate_model
 
 SMALL = dict(input_size=16, stem_channels=8, widths=(4, 8, 8), embedding_dim=8)
 
@@ -72,8 +72,8 @@ def test_reactivation_on_a_crelu_stem_renews_a_filter_and_both_of_its_phase_inpu
     scores = model_scores(model, "silent", probe=probe)
     assert scores.shape == (4,) and scores[1] == 0 and (np.delete(scores, 1) > 0).all()
     pos, neg = [c.weight.detach().clone() for c in model.stem_consumers()]
-    result = reactivate_model(model, tau=0.01, strategy="contextual", score="silent", probe=probe,
-                              downstream="zero", generator=torch.Generator().manual_seed(0))
+    spec = CraftSpec(strong_quantile=0.0, reset_step=False)  # silent < 0.01, next layer zeroed
+    result = reactivate_model(model, spec, probe=probe, generator=torch.Generator().manual_seed(0))
     assert result.filters == [1] and model.conv1.weight[1].abs().sum() > 0
     for before, conv in zip((pos, neg), model.stem_consumers()):
         assert (conv.weight[:, 1] == 0).all()  # both phases of filter 1 start unheard
@@ -143,7 +143,6 @@ def test_checkpoints_refuse_a_model_option_mismatch(tmp_path, toy_faces, toy_con
 
 
 def test_a_crelu_topk_model_trains_with_craft(toy_faces, toy_config):
-    from craftlib.recipes import CraftSpec
     from craftlib.training import train
 
     cfg = toy_config.but(model__stem_act="crelu", model__topk=0.5, model__topk_after=(2,))

@@ -21,10 +21,11 @@ from torch import nn
 
 from craftlib.activity import max_cosine
 from craftlib.models import FaceCNN, ModelConfig
-from craftlib.reactivation import (DOWNSTREAM, PRELU_INIT, STRATEGIES, Reactivation, ReactivationWarning,
-                                   check_strategy, clear_optimizer_state, context_gaussian, event_record, new_filters,
-                                   principal_directions, reactivate, reactivate_model, reset_activation,
-                                   reset_batchnorm, reset_downstream, stem_consumers, strong_mask)
+from craftlib.reactivation import (DOWNSTREAM, PAPER_READING, PRELU_INIT, STRATEGIES, Reactivation,
+                                   ReactivationWarning, check_strategy, clear_optimizer_state, context_gaussian,
+                                   event_record, new_filters, principal_directions, reactivate, reactivate_model,
+                                   reset_activation, reset_batchnorm, reset_downstream, stem_consumers, stem_parts,
+                                   strong_mask, surroundings)
 
 RESCALED = ("contextual", "perturbed", "orthogonal", "random_matched")  # to the strong filters' median norm
 CHANGING = tuple(s for s in STRATEGIES if s != "none")
@@ -601,11 +602,37 @@ def test_reactivate_model_reaches_the_next_layer_of_a_facecnn():
     with torch.no_grad():
         model.conv1.weight[RENEWED] *= 1e-4
     consumer = model.body[0][0]
-    result = reactivate_model(model, 0.1, "contextual", "max", optimizer=opt, downstream="zero",
+    result = reactivate_model(model, PAPER_READING.but(downstream="zero"), opt,
                               generator=torch.Generator().manual_seed(0))
     assert result.filters == RENEWED
     assert torch.all(consumer.weight[:, RENEWED] == 0) and torch.all(model.act1.weight[RENEWED] == PRELU_INIT)
     assert stem_consumers(model) == [consumer]
+
+
+def test_surroundings_are_what_reactivate_clears():
+    """The one list of what surrounds a renewed filter: exactly the optimizer state ``reactivate`` clears."""
+    for downstream in DOWNSTREAM:
+        model, opt = face_model_with_state("sgd")
+        names = {id(p): n for n, p in model.named_parameters()}
+        around = {(names[id(p)], dim) for p, dim in surroundings(*stem_parts(model), downstream)}
+        mine = {("conv1.weight", 0), ("bn1.weight", 0), ("bn1.bias", 0)}
+        assert around == (mine if downstream == "keep" else mine | {("act1.weight", 0), ("body.0.0.weight", 1)})
+        before = model_state(model, opt)
+        renew(model, opt, downstream, reset_step=False)
+        after = model_state(model, opt)
+        cleared = {name.split(":")[1].rsplit(".", 1)[0] for name, value in before.items()
+                   if name.startswith("state:") and not torch.equal(after[name], value)}
+        assert cleared == {name for name, _ in around}, downstream
+
+
+def test_a_spec_is_required_and_a_bad_mode_writes_nothing():
+    model, opt = face_model_with_state("sgd")
+    with pytest.raises(TypeError, match="expected a CraftSpec"):
+        reactivate_model(model, 0.1)
+    before = model_state(model, opt)
+    with pytest.raises(ValueError, match="downstream must be one of"):
+        renew(model, opt, "mute", reset_step=False)
+    assert all(torch.equal(value, model_state(model, opt)[name]) for name, value in before.items())
 
 
 def test_downstream_needs_a_model_that_names_its_consumers():
@@ -620,9 +647,9 @@ def test_downstream_needs_a_model_that_names_its_consumers():
     bare = BareStem()
     assert stem_consumers(bare) == []
     with pytest.raises(ValueError, match="stem_consumers"):
-        reactivate_model(bare, 0.5, "contextual", downstream="rescale")
+        reactivate_model(bare, PAPER_READING.but(tau=0.5, downstream="rescale"))
     with pytest.warns(ReactivationWarning, match="only one strong filter"):
-        result = reactivate_model(bare, 1.0, "contextual", downstream="keep")  # keep needs no consumer
+        result = reactivate_model(bare, PAPER_READING.but(tau=1.0))  # downstream "keep" needs no consumer
     assert len(result.filters) == 7  # everything below the strongest
 
 
@@ -679,7 +706,7 @@ def test_strong_quantile_reaches_the_context():
     with torch.no_grad():
         model.conv1.weight[:4] *= 1e-4
     with pytest.warns(ReactivationWarning, match="only one strong filter"):
-        result = reactivate_model(model, 0.1, "contextual", strong_quantile=0.99)
+        result = reactivate_model(model, PAPER_READING.but(strong_quantile=0.99))
     assert result.filters == [0, 1, 2, 3] and result.notes
 
 

@@ -9,6 +9,7 @@ the runs of three or more epochs are marked slow.
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,8 +17,8 @@ import torch
 
 from craftlib.activity import model_scores, snapshot_scores
 from craftlib.callbacks import Callback
-from craftlib.reactivation import PRELU_INIT, STRATEGIES, ReactivationCallback
-from craftlib.recipes import PAPER_READING, CraftSpec
+from craftlib.models import FaceCNN, ModelConfig
+from craftlib.reactivation import PAPER_READING, PRELU_INIT, STRATEGIES, CraftSpec, ReactivationCallback
 from craftlib.training import Trainer
 
 KILLED = list(range(8))
@@ -177,7 +178,7 @@ def test_first_epoch_delays_the_start(tiny_faces, tiny_recipe):
 @pytest.mark.slow
 def test_none_logs_but_changes_nothing(tiny_faces, tiny_recipe):
     """Same seed with and without a ``none`` callback: it logs the dead filters, the models are identical."""
-    craft = ReactivationCallback("none", tau=TAU)  # the class's own default: last_epoch = epochs - 1
+    craft = ReactivationCallback(WEIGHT_SPEC.but(strategy="none"))  # no epochs: the spec's stop, set at the start
     logged = run(tiny_faces, tiny_recipe.train, 3, [Silence(), craft])
     plain = run(tiny_faces, tiny_recipe.train, 3, [Silence()])
     assert craft.last_epoch == 2
@@ -225,10 +226,51 @@ def test_silent_detector_with_downstream_rescale(tiny_faces, tiny_recipe):
     ({"downstream": "mute"}, "downstream"),
 ])
 def test_bad_arguments(kwargs, match):
+    """The spec refuses a bad field when it is made; the callback takes nothing but a spec (a seed, a run length)."""
     with pytest.raises(ValueError, match=match):
-        ReactivationCallback(**kwargs)
+        CraftSpec(**kwargs)
+    with pytest.raises(TypeError, match="expected a CraftSpec"):
+        ReactivationCallback(kwargs.get("strategy", "contextual"))
 
 
 def test_every_strategy_is_accepted():
     for strategy in STRATEGIES:
-        assert ReactivationCallback(strategy).strategy == strategy
+        assert ReactivationCallback(CraftSpec(strategy=strategy)).strategy == strategy
+
+
+def test_a_callback_from_a_spec_alone_is_the_studys_detector():
+    """Issue 23: ``ReactivationCallback(CraftSpec())``, no other argument, runs the study's CRAFT (silent < 0.01,
+    the stronger half as context, the next layer zeroed, Adam's step restarted), not the paper's reading.
+
+    Three channels are made silent (gamma and beta 0) with full-size filters: the weight detector cannot see them.
+    """
+    spec = CraftSpec()
+    assert (spec.score, spec.tau, spec.strong_quantile, spec.downstream, spec.reset_step) == \
+        ("silent", 0.01, 0.5, "zero", True)
+    model = FaceCNN(ModelConfig(input_size=16))
+    probe = torch.randn(32, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(probe).square().mean().backward()
+    opt.step()  # every tensor now has Adam state and a step counter
+    with torch.no_grad():
+        model.bn1.weight[:3], model.bn1.bias[:3] = 0.0, 0.0
+
+    def loop():
+        return SimpleNamespace(model=model, optimizer=opt, probe=probe, config=SimpleNamespace(epochs=3), epoch=1,
+                               step=1, events=[])
+
+    paper = ReactivationCallback(PAPER_READING)
+    paper.on_train_start(state := loop())
+    paper.on_epoch_end(state)
+    assert state.events[0]["filters"] == []  # max |w| sees nothing wrong with these filters
+
+    craft = ReactivationCallback(spec)
+    craft.on_train_start(state := loop())
+    assert craft.last_epoch == spec.stop_epoch(3) == 2  # the spec's stop from the loop's run length
+    craft.on_epoch_end(state)
+    (event,) = state.events
+    assert event["score"] == "silent" and event["filters"] == [0, 1, 2] and event["strategy"] == "contextual"
+    consumer = model.stem_consumers()[0].weight
+    assert torch.all(consumer[:, :3] == 0) and torch.all(consumer[:, 3:] != 0)  # downstream "zero"
+    assert opt.state[model.conv1.weight]["step"].item() == 0  # reset_step
+    assert torch.all(model.bn1.weight[:3] == 1)

@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import ast
 import json
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from craftlib.reactivation import ReactivationCallback
-from craftlib.recipes import (ARM_LABELS, ARMS, DEFAULT_ARMS, FAST, PAPER, PAPER_READING, RECIPES, WORKSHOP,
-                              WORKSHOP_EARLY, CraftSpec, Recipe, get_recipe)
+from craftlib.reactivation import PAPER_READING, CraftSpec, ReactivationCallback
+from craftlib.recipes import (ARM_LABELS, ARMS, DEFAULT_ARMS, FAST, PAPER, RECIPES, WORKSHOP, WORKSHOP_EARLY, Recipe,
+                              get_recipe, recipe_from_flags)
 from craftlib.training import TrainConfig
 
 PACKAGE = Path(__file__).resolve().parent.parent / "craftlib"
@@ -76,7 +76,7 @@ def test_the_callback_is_built_in_exactly_one_place_in_craftlib():
     """Issue #8: CLI, experiments, notebooks and DDP all go through ``CraftSpec.callback``.
 
     No module calls ``ReactivationCallback`` (or a subclass, e.g. DDP's) itself; ``CraftSpec.callback``
-    builds it, taking the class as an argument.
+    builds it, taking the class as an argument, from the spec alone (issue 23: one signature).
     """
     trees = {path.name: ast.parse(path.read_text()) for path in sorted(PACKAGE.glob("*.py"))}
     family = {"ReactivationCallback"}
@@ -88,10 +88,11 @@ def test_the_callback_is_built_in_exactly_one_place_in_craftlib():
     direct = [(name, node.lineno) for name, tree in trees.items() for node in ast.walk(tree)
               if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) in family]
     assert direct == []
-    spec = next(n for n in ast.walk(trees["recipes.py"]) if isinstance(n, ast.ClassDef) and n.name == "CraftSpec")
+    spec = next(n for n in ast.walk(trees["reactivation.py"]) if isinstance(n, ast.ClassDef) and n.name == "CraftSpec")
     build = next(n for n in spec.body if isinstance(n, ast.FunctionDef) and n.name == "callback")
-    assert [n.func.id for n in ast.walk(build) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)] == ["cls"]
-    assert build.args.args[-1].arg == "cls" and getattr(build.args.defaults[-1], "id", None) == "ReactivationCallback"
+    (call,) = [n for n in ast.walk(build) if isinstance(n, ast.Call)]
+    assert ast.unparse(call) == "(cls or ReactivationCallback)(self, seed=seed, epochs=epochs)"
+    assert build.args.args[-1].arg == "cls"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,3 +166,22 @@ def test_the_named_recipes():
     assert FAST.train.model.input_size == 32 and FAST.train.epochs == 3
     assert PAPER.train.weight_decay == 5e-4 and PAPER.train.schedule == "cosine"
     assert all(isinstance(r, Recipe) and r.description for r in RECIPES.values())
+
+
+def test_both_command_lines_build_their_recipe_with_one_function():
+    """``python -m craftlib train`` and ``python -m craftlib.scale_cli train`` share ``recipe_from_flags``: a flag
+    one parser lacks is simply not applied."""
+    from craftlib.cli import build_parser as craftlib_flags
+    from craftlib.scale_cli import build_parser as scale_flags
+
+    scaled = recipe_from_flags(scale_flags().parse_args(
+        ["train", "--data", "faces", "--recipe", "gpu", "--size", "64", "--embedding-dim", "128", "--grad-clip", "2",
+         "--tau", "0.05", "--every", "10", "--max-identities", "40"]))
+    assert (scaled.train.model.input_size, scaled.train.model.embedding_dim, scaled.train.grad_clip) == (64, 128, 2.0)
+    assert (scaled.craft.tau, scaled.craft.every, scaled.max_identities) == (0.05, 10, 40)
+    assert scaled.but(craft={"tau": 0.01, "every": "epoch"}, model__input_size=112, model__embedding_dim=512,
+                      grad_clip=5.0) == replace(RECIPES["gpu"], max_identities=40)
+    local = recipe_from_flags(craftlib_flags().parse_args(["train", "--recipe", "fast", "--weight-decay-scope",
+                                                            "no_norm_bias", "--downstream", "keep"]))
+    assert (local.train.weight_decay_scope, local.craft.downstream, local.train.grad_clip) == \
+        ("no_norm_bias", "keep", FAST.train.grad_clip)

@@ -21,7 +21,8 @@ import torch
 from craftlib import cli, training
 from craftlib.checkpoints import CheckpointError
 from craftlib.models import ModelConfig
-from craftlib.recipes import FAST, CraftSpec
+from craftlib.reactivation import CraftSpec
+from craftlib.recipes import FAST
 from craftlib.training import TrainConfig, Trainer
 from craftlib.validation import RANGES
 

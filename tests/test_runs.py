@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from craftlib.recipes import CraftSpec
+from craftlib.reactivation import CraftSpec
 from craftlib.runs import _run_key, train_cached
 from craftlib.training import Trainer
 
@@ -69,7 +69,8 @@ def test_callbacks_start_after_resume(toy_faces, toy_config, tmp_path):
     t = Trainer(toy_faces, toy_config, progress=False)
     t.fit(epochs=1)
     path = t.save(tmp_path / "ck.pt")
-    cb = ReactivationCallback("contextual", 0.6, score="max")  # last_epoch=None: set in on_train_start
+    spec = CraftSpec(tau=0.6, score="max")
+    cb = ReactivationCallback(spec)  # no epochs, no last_epoch: set in on_train_start
     resumed = Trainer(toy_faces, toy_config, [cb], progress=False).resume(path)
     resumed.fit()
-    assert cb.last_epoch == toy_config.epochs - 1 and resumed.events
+    assert cb.last_epoch == spec.stop_epoch(toy_config.epochs) and resumed.events

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from craftlib import viz
 from craftlib.activity import filter_scores, inactive_mask, model_scores, relative, timeline
 from craftlib.experiments import load_records
-from craftlib.reactivation import reactivate_model
+from craftlib.reactivation import PAPER_READING, reactivate_model
 from craftlib.results import ARM_LABELS, METRIC_LABELS, SILENT_TAU, summarize
 
 TAU = 0.3  # the tiny run re-activates silent filters below 0.3 (FAST's τ)
@@ -162,7 +162,7 @@ def test_before_after_shows_renewed_filters_and_their_maps(tiny_run, face):
     model = copy.deepcopy(tiny_run.model)
     before = model.conv1.weight.detach().clone()
     tau = float(np.sort(model_scores(model))[4]) + 1e-6
-    result = reactivate_model(model, tau, "contextual", generator=torch.Generator().manual_seed(0))
+    result = reactivate_model(model, PAPER_READING.but(tau=tau), generator=torch.Generator().manual_seed(0))
     assert len(result.filters) == 5
     fig = viz.before_after(before, model.conv1.weight, result.filters, tiny_run.model.stem, model.stem, face)
     assert len(fig.axes) == 4 * 5

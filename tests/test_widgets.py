@@ -18,7 +18,8 @@ from matplotlib.figure import Figure
 from craftlib import viz, widgets as cw
 from craftlib.activity import filter_scores, inactive_mask
 from craftlib.experiments import load_records
-from craftlib.recipes import ARM_LABELS, CraftSpec
+from craftlib.reactivation import CraftSpec
+from craftlib.recipes import ARM_LABELS
 from craftlib.results import METRIC_LABELS, render_html, summarize
 from craftlib.training import NonFiniteLossError
 
