@@ -103,9 +103,44 @@ def _check(c: ModelConfig) -> None:
         raise ValueError(f"set both topk < 1 and topk_after, or neither (got topk={c.topk}, topk_after={stages})")
 
 
+class _PReLUGrad(torch.autograd.Function):
+    """``F.prelu`` with a backward made of vectorised elementwise ops instead of ATen's scalar CPU kernel.
+
+    Why: on the CPU, torch's PReLU backward (``_prelu_kernel_backward``) runs element by element; on the stem's
+    64 x 64 x 40 x 40 output it cost as much as the widest convolution's backward (docs/PERFORMANCE.md). These
+    ops compute the same products and the same weight-gradient sum in the same order, so the gradients are the
+    same numbers (``tests/test_speed_fixes.py``); only the sign of an exact zero may differ.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        return F.prelu(x, weight)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, weight = ctx.saved_tensors
+        w = weight.reshape(1, -1, *[1] * (x.dim() - 2)) if weight.numel() > 1 else weight
+        pos = torch.ops.aten.threshold_backward(grad, x, 0)  # grad where x > 0, else 0
+        neg = grad - pos  # grad where x <= 0, else 0
+        grad_x = (neg * w).add_(pos)  # x > 0: grad; else weight * grad
+        grad_w = neg.mul_(x).sum_to_size(w.shape)  # autograd's own reduction of ATen's per-element x * grad
+        return grad_x, grad_w.reshape(weight.shape)
+
+
+class PReLU(nn.PReLU):
+    """``nn.PReLU`` (same parameters, checkpoints and outputs) whose backward runs at elementwise speed."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
+            return _PReLUGrad.apply(x, self.weight)
+        return F.prelu(x, self.weight)
+
+
 def _act(kind: str, channels: int) -> nn.Module:
     if kind == "prelu":
-        return nn.PReLU(channels)
+        return PReLU(channels)
     if kind == "relu":
         return nn.ReLU(inplace=True)
     if kind == "crelu":
@@ -175,7 +210,7 @@ class PhaseSplitConv(nn.Module):
 
 def _block(cin: int, cout: int, stride: int, split: bool = False) -> nn.Sequential:
     conv = PhaseSplitConv(cin, cout, stride) if split else nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-    return nn.Sequential(conv, nn.BatchNorm2d(cout), nn.PReLU(cout))
+    return nn.Sequential(conv, nn.BatchNorm2d(cout), PReLU(cout))
 
 
 class FaceCNN(nn.Module):

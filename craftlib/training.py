@@ -14,6 +14,7 @@ from torch import nn
 from .callbacks import Callback
 from .checkpoints import load_checkpoint, save_checkpoint
 from .activity import activation_scores, stem_response
+from .allocator import keep_freed_memory
 from .data import FaceSet, probe_batch, to_input
 from .losses import MarginHead, margin_loss
 from .models import FaceCNN, ModelConfig
@@ -143,6 +144,7 @@ class Trainer:
         self.config, self.data, self.callbacks, self.progress = config, data, list(callbacks), progress
         if config.threads:
             torch.set_num_threads(config.threads)
+        keep_freed_memory()  # each step reuses the last one's memory instead of faulting in fresh pages
         self.device = pick_device(config.device)
         seed_everything(config.seed)
         self.model = self.build_model(config).to(self.device)
@@ -182,9 +184,11 @@ class Trainer:
         flips = torch.rand(len(self.labels), generator=g) < 0.5
         for i in range(self.steps_per_epoch):
             idx = order[i * self.config.batch_size:(i + 1) * self.config.batch_size]
-            x = to_input(self.images[idx])  # a view of NHWC memory: already channels_last strides
-            if self.config.flip:
-                x = torch.where(flips[idx, None, None, None], x.flip(3), x)
+            faces = self.images.index_select(0, idx)  # row copies: several times faster than images[idx]
+            if self.config.flip:  # mirrored while still uint8: the same numbers as flipping the floats, far cheaper
+                turn = flips[idx].nonzero().squeeze(1)
+                faces.index_copy_(0, turn, faces.index_select(0, turn).flip(2))
+            x = to_input(faces)  # a view of NHWC memory: already channels_last strides
             yield x.to(self.device, non_blocking=True), self.labels[idx].to(self.device, non_blocking=True)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:

@@ -1,6 +1,8 @@
-"""The background-study scripts: they must run the code snapshot they take, not the working tree being edited."""
+"""The benchmark scripts: the background-study ones must run the code snapshot they take, not the working tree being
+edited; the training-step profile must find every layer and count its FLOPs as torch does."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -28,3 +30,47 @@ def test_study_scripts_parse_and_use_the_snapshot(script):
     text = (REPO / "benchmarks" / script).read_text()
     assert "source \"$(dirname \"$0\")/snapshot.sh\"" in text
     subprocess.run(["bash", "-n", str(REPO / "benchmarks" / script)], check=True)
+
+
+def test_step_profile_tables_on_a_tiny_model(toy_faces, toy_config, tmp_path, monkeypatch):
+    """benchmarks/step_profile.py on a tiny model: each layer clocked forward and backward and found by the profiler,
+    its FLOPs as torch's own counter counts them, the tables rendered and the other results sections kept."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from craftlib.losses import margin_loss
+    from craftlib.training import Trainer
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import step_profile as sp
+
+    monkeypatch.setattr(sp, "PEAK", (64, 64, 64))  # the reference sgemm, small for a test
+    trainer = Trainer(toy_faces, toy_config, progress=False)
+    cell = sp.measure_cell(trainer, steps=2, clocked=2, profiled=1, warmup=1)
+    layers, clock, ops = cell["layers"], cell["clock_ms"], cell["profile"]["ops"]
+    assert list(layers)[:3] == ["conv1", "bn1", "act1"] and list(layers)[-1] == "margin head"
+    for name, v in layers.items():
+        assert clock[f"{name}|fwd"] > 0
+        if v["type"] in ("Conv2d", "BatchNorm2d", "PReLU", "Linear", "MarginHead"):
+            assert clock[f"{name}|bwd"] > 0, name
+            assert any(k.startswith(f"{name}|bwd|") for k in ops), name  # backward ops matched to their layer
+    assert clock["step"] >= sum(v for k, v in clock.items() if k != "step" and not k.startswith(sp.REST))
+
+    x, y = next(trainer._batches())
+    with FlopCounterMode(display=False) as counter:
+        loss, _ = margin_loss(trainer.head, trainer.model(x), y)
+        loss.backward()
+    accuracy = 2 * x.shape[0] * trainer.head.weight.numel()  # the margin-free accuracy's cosines (no backward)
+    assert counter.get_total_flops() == sp.step_flops(layers) + accuracy
+
+    cells = [{**cell, "mode": mode, "round": 0} for mode in ("stock", "craftlib")]
+    r = {"machine": {"date": "today", "cpu": "cpu", "cores": 2, "platform": "linux", "torch": "2", "git_commit": "x"},
+         "rounds": 1, "steps": 2, "clocked": 2, "profiled": 1, "random": True, "quick": True, "wall_s": 60.0,
+         "loadavg_start": [1.0] * 3, "loadavg_end": [1.0] * 3, "cell_load": [1.0, 1.0], "fixes": sp.FIXES,
+         "candidates": sp.CANDIDATES, "cells": cells, "summary": sp.summarize(cells)}
+    text = sp.render(r)
+    assert all(f"`{name}` " in text for name in layers)
+    assert "**FLOP share:" in text and "| craftlib | every fix" in text
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"thread_policy": {"kept": True}}))
+    sp.write_results(r, results)
+    assert set(json.loads(results.read_text())) == {"thread_policy", sp.KEY}
