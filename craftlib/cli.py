@@ -6,29 +6,10 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
-from .paths import atomic_write, fast_mode
+from .paths import fast_mode, write_json
 from .validation import flag
-
-
-def _recipe(args):
-    """The named recipe with every flag the user gave applied: training fields and CRAFT spec fields."""
-    from .recipes import get_recipe
-
-    recipe = get_recipe(args.recipe)
-    train = {k: getattr(args, k) for k in ("epochs", "batch_size", "optimizer", "lr", "weight_decay",
-                                           "weight_decay_scope", "schedule", "head", "seed", "device")
-             if getattr(args, k, None) is not None}
-    if getattr(args, "size", None) is not None:
-        train["model__input_size"] = args.size
-    craft = {k: getattr(args, k) for k in ("strategy", "score", "tau", "last_epoch", "every", "strong_quantile",
-                                           "downstream") if getattr(args, k, None) is not None}
-    recipe = recipe.but(craft=craft, **train)
-    if getattr(args, "max_identities", None) is not None:
-        recipe = replace(recipe, max_identities=args.max_identities)
-    return recipe
 
 
 def _refuse_overlap(lfw, classes: list[str] | None, protocol: str, allow: bool) -> str:
@@ -48,20 +29,17 @@ def _refuse_overlap(lfw, classes: list[str] | None, protocol: str, allow: bool) 
     return f"LEAKAGE: {len(overlap)} training identities appear in the {protocol} pairs" if overlap else ""
 
 
-def _write_json(path: Path, obj) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=1)))
-
-
 def cmd_train(args) -> int:
     """Train one run into ``--out``: checked first, a checkpoint per epoch, resumable, stamped with its fingerprint."""
     from .data import LFW
     from .paths import folder_lock, remove_orphans
+    from .recipes import recipe_from_flags
     from .runfolder import CHECKPOINT, check_run, check_writable, resume_path, run_fingerprint, stopped_message
     from .runtime import Terminated, sigterm_as_interrupt
     from .training import NonFiniteLossError, Trainer
     from .validation import check_batch
 
-    recipe, out = _recipe(args), Path(args.out)
+    recipe, out = recipe_from_flags(args), Path(args.out)
     check_writable(out)  # a file in the way or a read-only folder fails now, not after the training
     lfw = LFW(args.data, size=recipe.train.model.input_size)
     stamp, resume = run_fingerprint(recipe, lfw.variant, args.protocol), resume_path(args.resume, out)
@@ -93,13 +71,13 @@ def _finish_run(args, lfw, recipe, trainer, out: Path, leakage: str) -> None:
     from .activity import inactive_fraction, model_scores
     from .verification import evaluate
 
-    _write_json(out / "history.json", {"history": trainer.history, "events": trainer.events,
-                                      "recipe": recipe.to_dict(), "data_variant": lfw.variant, **trainer.stamp})
+    write_json(out / "history.json", {"history": trainer.history, "events": trainer.events,
+                                     "recipe": recipe.to_dict(), "data_variant": lfw.variant, **trainer.stamp})
     metrics = evaluate(trainer.model, lfw.pairs(args.protocol))
     metrics["inactive_fraction"] = inactive_fraction(model_scores(trainer.model, recipe.craft.score,
                                                                   probe=trainer.probe), recipe.tau)
     metrics.update(data_variant=lfw.variant, leakage=leakage or None, **trainer.stamp)
-    _write_json(out / "metrics.json", metrics)
+    write_json(out / "metrics.json", metrics)
     print(f"{args.protocol} accuracy {metrics['accuracy']:.2%} ± {metrics['accuracy_std']:.2%}, "
           f"AUC {metrics['auc']:.3f}, inactive conv1 filters {metrics['inactive_fraction']:.0%} "
           f"({recipe.craft.score} < {recipe.tau:g}) -> {out}" + (f"\n{leakage}" if leakage else ""))
@@ -114,7 +92,7 @@ def _train_leakfree(args, lfw, recipe, out: Path, stamp: dict) -> int:
     result = view2_leakfree(lfw, recipe, recipe.train.seed)
     with folder_lock(out):
         check_run(out, stamp, None)
-        _write_json(out / "metrics.json", {**result, "run": stamp})
+        write_json(out / "metrics.json", {**result, "run": stamp})
     print(f"View 2 without leakage ({args.strategy}): {result['accuracy']:.2%} ± {result['accuracy_std']:.2%}")
     return 0
 
@@ -140,17 +118,18 @@ def cmd_evaluate(args) -> int:
     print(f"{what} on {args.protocol}: accuracy {metrics['accuracy']:.2%} ± {metrics['accuracy_std']:.2%}, "
           f"AUC {metrics['auc']:.3f}, EER {metrics['eer']:.3f}, TAR@FAR=1e-2 {metrics['tar@far=0.01']:.3f}")
     if args.out:
-        _write_json(Path(args.out) / "metrics.json", metrics)
+        write_json(Path(args.out) / "metrics.json", metrics)
     return 0
 
 
 def cmd_compare(args) -> int:
     from .data import LFW
     from .experiments import compare
+    from .recipes import recipe_from_flags
     from .results import render_text, summarize
     from .runtime import Terminated, sigterm_as_interrupt
 
-    recipe = _recipe(args)
+    recipe = recipe_from_flags(args)
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     lfw = LFW(args.data, size=recipe.train.model.input_size)
     try:
@@ -162,7 +141,7 @@ def cmd_compare(args) -> int:
               "run the same command again to continue", file=sys.stderr)
         return 143 if isinstance(err, Terminated) else 130
     summary = summarize(records)
-    _write_json(Path(args.out) / "summary.json", json.loads(summary.to_json()))
+    write_json(Path(args.out) / "summary.json", json.loads(summary.to_json()))
     print(render_text(summary))
     if args.figures:
         from .viz import save_comparison_figures
@@ -175,12 +154,13 @@ def cmd_demo(args) -> int:
     """The workshop pipeline headless: baseline, three arms at one seed, table, figures, JSON."""
     from .data import LFW
     from .experiments import check_folder, compare, fingerprint
+    from .recipes import recipe_from_flags
     from .results import render_text, summarize
     from .verification import evaluate_pixels
     from .viz import save_comparison_figures
 
     args.recipe = "fast" if args.fast else args.recipe
-    recipe = _recipe(args)
+    recipe = recipe_from_flags(args)
     out = Path(args.out)
     start = time.perf_counter()
     lfw = LFW(args.data, size=recipe.train.model.input_size)
@@ -193,8 +173,8 @@ def cmd_demo(args) -> int:
         shutil.rmtree(out / "records")
     records = compare(recipe, [args.seed], tuple(args.arms), lfw=lfw, out=out, progress=not args.quiet)
     summary = summarize(records)
-    _write_json(out / "summary.json", {**json.loads(summary.to_json()), "pixel_baseline_accuracy": pixels["accuracy"],
-                                       "wall_seconds": time.perf_counter() - start})
+    write_json(out / "summary.json", {**json.loads(summary.to_json()), "pixel_baseline_accuracy": pixels["accuracy"],
+                                      "wall_seconds": time.perf_counter() - start})
     for path in save_comparison_figures(summary, records, out):
         print(f"figure: {path}")
     print(f"\nraw pixels: {pixels['accuracy']:.2%}")
@@ -216,7 +196,7 @@ def cmd_report(args) -> int:
         print()
         print(survival_markdown(summary))
     if args.write:
-        _write_json(Path(args.write), json.loads(summary.to_json()))
+        write_json(Path(args.write), json.loads(summary.to_json()))
         print(f"summary of {sum(len(a.seeds) for a in summary.arms.values())} runs -> {args.write}")
     if args.figures:
         from .experiments import load_records
@@ -257,7 +237,7 @@ def cmd_check(args) -> int:
     checks = run_checks(args.data, speed=not args.no_speed, seconds=args.seconds or SPEED_BUDGET_S, report=show)
     failed = [c for c in checks if not c.ok]
     if args.json:
-        _write_json(Path(args.json), [c.__dict__ for c in checks])
+        write_json(Path(args.json), [c.__dict__ for c in checks])
     print()
     if failed:
         print(f"FAIL: {len(failed)} of {len(checks)} checks failed ({', '.join(c.name for c in failed)}): see the lines above")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import tempfile
@@ -81,6 +82,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def write_json(path: str | os.PathLike, obj) -> Path:
+    """``obj`` as indented JSON at ``path``, written atomically: the one JSON writer of the command lines."""
+    return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=1)))
 
 
 def remove_orphans(folder: str | os.PathLike) -> list[Path]:

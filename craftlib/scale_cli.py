@@ -6,35 +6,16 @@ checkpoint (craftlib's, or an arcface_torch ``model.pt``) on the field's verific
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 
-from .paths import atomic_write
+from .paths import write_json
 from .checkpoints import load_embedding_model
-from .recipes import Recipe, get_recipe
+from .recipes import recipe_from_flags
 
 PIXEL_SIZE = 40  # the raw-pixel floor at 112 px would hold 12,000 x 37,632 floats (1.8 GB) for lfw.bin
-
-TRAIN_FLAGS = ("epochs", "batch_size", "lr", "weight_decay", "optimizer", "schedule", "head", "seed", "device",
-               "grad_clip")
-CRAFT_FLAGS = ("strategy", "score", "tau", "every", "last_epoch")
-
-
-def _recipe(args) -> Recipe:
-    recipe = get_recipe(args.recipe)
-    train = {k: v for k in TRAIN_FLAGS if (v := getattr(args, k)) is not None}
-    if args.size is not None:
-        train["model__input_size"] = args.size
-    if args.embedding_dim is not None:
-        train["model__embedding_dim"] = args.embedding_dim
-    return recipe.but(craft={k: v for k in CRAFT_FLAGS if (v := getattr(args, k)) is not None}, **train)
-
-
-def _write_json(path: Path, obj) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=1)))
 
 
 def cmd_train(args) -> int:
@@ -42,7 +23,7 @@ def cmd_train(args) -> int:
     from .distributed import DistributedTrainer, SyncedReactivation, init_distributed
     from .facefolders import FaceFolder
 
-    recipe = _recipe(args)
+    recipe = recipe_from_flags(args)
     rank, world = init_distributed(recipe.train.device)
     torch.backends.cudnn.benchmark = True  # fixed 112 px shapes: let cuDNN pick its fastest kernels (arcface_torch)
     folder = FaceFolder(args.data, recipe.train.model.input_size, args.min_images, args.max_identities)
@@ -57,9 +38,9 @@ def cmd_train(args) -> int:
     out = Path(args.out)
     trainer.save(out / "checkpoint.pt")
     if rank == 0:
-        _write_json(out / "history.json", {"history": trainer.history, "events": trainer.events,
-                                          "recipe": recipe.to_dict(), "backbone": args.backbone,
-                                          "world_size": world, "amp": args.amp})
+        write_json(out / "history.json", {"history": trainer.history, "events": trainer.events,
+                                         "recipe": recipe.to_dict(), "backbone": args.backbone,
+                                         "world_size": world, "amp": args.amp})
         inactive = inactive_fraction(model_scores(trainer.model, recipe.craft.score, recipe.craft.reference,
                                                   trainer.probe), recipe.tau)
         print(f"{args.backbone} on {folder.num_classes} identities, {world} process(es): final loss "
@@ -88,7 +69,7 @@ def cmd_evaluate_bin(args) -> int:
               f"TAR@FAR=1e-3 {'n/a' if tar is None else f'{tar:.3f}'} ({m['n_pairs']} pairs, "
               f"{args.checkpoint or 'raw pixels'})")
     if args.out:
-        _write_json(Path(args.out) / "bin_metrics.json", results)
+        write_json(Path(args.out) / "bin_metrics.json", results)
     return 0
 
 

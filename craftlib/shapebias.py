@@ -122,14 +122,6 @@ def transformed_pairs(pairs: PairSet, transform: str, **kwargs) -> PairSet:
     return replace(pairs, images=TRANSFORMS[transform](pairs.images, **kwargs), name=f"{pairs.name}+{transform}")
 
 
-def subset(pairs: PairSet, every: int = 4) -> PairSet:
-    """Every ``every``-th pair with only the images it uses (both classes, all 10 folds): a quicker probe."""
-    keep = np.arange(0, len(pairs), every)
-    used = np.unique(np.concatenate([pairs.left[keep], pairs.right[keep]]))
-    return PairSet(pairs.images[used], np.searchsorted(used, pairs.left[keep]), np.searchsorted(used, pairs.right[keep]),
-                   pairs.same[keep], pairs.folds[keep], [pairs.files[i] for i in used], pairs.name)
-
-
 def probe(model, pairs: PairSet, sigma: float = SIGMA, grid: int = GRID, seed: int = SEED,
           shape: str = "low_pass", clean: float | None = None, fine_grid: int = FINE_GRID) -> dict:
     """Verification accuracy on clean, shape-kept and texture-kept DevTest faces, and the shape-bias index.

@@ -12,11 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from craftlib import cli
 from craftlib.cli import build_parser, main
 from craftlib.data import read_pairs
 from craftlib.experiments import load_records
-from craftlib.recipes import ARM_LABELS, FAST, WORKSHOP
+from craftlib.recipes import ARM_LABELS, FAST, WORKSHOP, recipe_from_flags
 from craftlib.results import load_summary, summarize_folders
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,7 +35,7 @@ def test_every_craft_flag_reaches_the_spec():
                                       "--tau", "0.2", "--last-epoch", "1", "--every", "5", "--strong-quantile", "0.25",
                                       "--downstream", "zero", "--epochs", "2", "--batch-size", "32", "--lr", "0.05",
                                       "--size", "40", "--max-identities", "30", "--seed", "3"])
-    recipe = cli._recipe(args)
+    recipe = recipe_from_flags(args)
     craft = recipe.craft
     assert (craft.strategy, craft.score, craft.tau, craft.last_epoch, craft.every) == ("orthogonal", "max", 0.2, 1, 5)
     assert (craft.strong_quantile, craft.downstream) == (0.25, "zero")
@@ -46,9 +45,9 @@ def test_every_craft_flag_reaches_the_spec():
 
 
 def test_without_flags_the_recipe_is_untouched():
-    recipe = cli._recipe(build_parser().parse_args(["compare", "--recipe", "workshop"]))
+    recipe = recipe_from_flags(build_parser().parse_args(["compare", "--recipe", "workshop"]))
     assert recipe == WORKSHOP
-    train = cli._recipe(build_parser().parse_args(["train", "--recipe", "fast"]))
+    train = recipe_from_flags(build_parser().parse_args(["train", "--recipe", "fast"]))
     assert train == FAST.but(craft={"strategy": "none"})  # train's own default strategy: standard training
     assert build_parser().parse_args(["train", "--every", "epoch"]).every == "epoch"
 

@@ -256,6 +256,16 @@ def test_every_real_pair_image_resolves(devtest):
     assert devtest.images.shape == (1549, 32, 32, 3)  # PROVENANCE.md: DevTest references 1,549 images
 
 
+def test_thinned_pairs_keep_every_nth_pair_with_its_own_images(devtest):
+    """``PairSet.thinned``: the same faces behind each kept pair, both classes and all 10 folds, no unused image."""
+    thin = devtest.thinned(4)
+    assert len(thin) == 250 and set(thin.folds) == set(range(10)) and set(thin.same) == {True, False}
+    for i, j in ((0, 0), (1, 4), (249, 996)):
+        assert thin.files[thin.left[i]] == devtest.files[devtest.left[j]]
+        assert np.array_equal(thin.images[thin.right[i]], devtest.images[devtest.right[j]])
+    assert len(thin.images) == len(np.union1d(thin.left, thin.right)) == len(thin.files)
+
+
 # --------------------------------------------------------------------------------------------
 # identity disjointness: no DevTest person is ever a training class
 

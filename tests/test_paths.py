@@ -50,3 +50,8 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
         paths.atomic_write(path, crash)
     assert path.read_text() == "old"
     assert [p.name for p in path.parent.iterdir()] == ["x.txt"]  # no temporary file left behind
+
+
+def test_write_json_is_atomic_and_indented(tmp_path):
+    path = paths.write_json(tmp_path / "out" / "m.json", {"accuracy": 0.8, "arms": ["none"]})
+    assert path.read_text() == '{\n "accuracy": 0.8,\n "arms": [\n  "none"\n ]\n}'
