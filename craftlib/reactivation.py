@@ -180,7 +180,7 @@ def _warn(new: torch.Tensor, notes: list[str]) -> tuple[torch.Tensor, list[str]]
 # resetting what surrounds a new filter
 
 
-def surroundings(conv: nn.Conv2d, bn: nn.Module | None, act: nn.Module | None, consumers,
+def surroundings(conv: nn.Conv2d, bn: nn.Module | None, act: nn.Module | None, consumers: list[nn.Conv2d],
                  downstream: str) -> list[tuple[torch.Tensor, int]]:
     """What surrounds a renewed filter of ``conv``: each parameter that holds numbers of its output channel, with
     the dimension that indexes the channel.
