@@ -25,7 +25,7 @@ from .threads import worker_threads
 from .runtime import sigterm_as_interrupt
 from .training import train
 from .validation import check_batch
-from .verification import cosine_scores, embed, evaluate_scores
+from .verification import evaluate_scores, pair_scores
 
 RECORD_SCORES = ("max", "effective", "gamma", "silent")
 """The per-filter scores kept for every run, final and per epoch (relative to the layer's strongest)."""
@@ -80,7 +80,7 @@ def measure(trainer, pairs: PairSet, recipe: Recipe, arm: str, seed: int, second
     """The record of a finished run of ``arm`` at ``seed`` (however it was trained: ``run_arm``, or a run
     the notebooks kept with ``runs.train_cached``)."""
     spec = recipe.arm(arm)
-    scores = cosine_scores(embed(trainer.model, pairs.images), pairs)  # what `evaluate` computes, kept per pair
+    scores = pair_scores(trainer.model, pairs)  # what `evaluate` computes, kept per pair
     report = evaluate_scores(scores, pairs.same, pairs.folds)
     return {
         "arm": arm, "seed": seed, "spec": spec.to_dict(), "train_seconds": seconds,
@@ -257,7 +257,7 @@ def view2_leakfree(lfw: LFW, recipe: Recipe, seed: int, arm: str | None = None, 
     for fold, names in people.items():
         data = lfw.training_set(exclude="", exclude_people=frozenset(names), max_identities=recipe.max_identities)
         trainer = train(data, recipe.train.but(seed=seed), [recipe.callback(seed, arm)], progress=False)
-        scores = cosine_scores(embed(trainer.model, pairs.images), pairs)
+        scores = pair_scores(trainer.model, pairs)
         test = pairs.folds == fold
         t = best_threshold(scores[~test], pairs.same[~test])
         accuracies.append(float(np.mean((scores[test] > t) == pairs.same[test])))

@@ -128,9 +128,14 @@ def evaluate_scores(scores: np.ndarray, same: np.ndarray, folds: np.ndarray | No
     return report
 
 
+def pair_scores(model: torch.nn.Module, pairs: PairSet, flip: bool = True) -> np.ndarray:
+    """The cosine score of every pair (each image embedded once): what a run record keeps for resampling."""
+    return cosine_scores(embed(model, pairs.images, flip=flip), pairs)
+
+
 def evaluate(model: torch.nn.Module, pairs: PairSet, flip: bool = True) -> dict:
     """Embed every image of ``pairs`` once and return the full verification report."""
-    return evaluate_scores(cosine_scores(embed(model, pairs.images, flip=flip), pairs), pairs.same, pairs.folds)
+    return evaluate_scores(pair_scores(model, pairs, flip), pairs.same, pairs.folds)
 
 
 def evaluate_pixels(pairs: PairSet) -> dict:

@@ -167,3 +167,16 @@ def test_compare_resumes_appends_and_merges(tmp_path, small_lfw, tiny_compare_re
         summarize_folders([a, other])
     with pytest.raises(ValueError, match="appears twice"):
         summarize_folders([a, c])
+
+
+def test_a_record_keeps_the_scores_its_accuracy_came_from(tiny_run, devtest_subset):
+    """Per-pair DevTest scores in every record: re-scoring them reproduces the record's accuracy exactly."""
+    from craftlib.experiments import measure
+    from craftlib.recipes import FAST
+    from craftlib.verification import evaluate_scores
+
+    record = measure(tiny_run, devtest_subset, FAST, "contextual", 0, 1.0)
+    scores = record["pair_scores"]
+    assert len(scores) == len(devtest_subset)
+    again = evaluate_scores(scores, devtest_subset.same, devtest_subset.folds)
+    assert again["accuracy"] == pytest.approx(record["accuracy"], abs=1e-9)
