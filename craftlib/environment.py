@@ -283,7 +283,9 @@ def speed_probe(seconds: float = SPEED_BUDGET_S, recipe=None, images: int = 6968
 
     The model, batch, optimizer and threads are the workshop's (``recipes.WORKSHOP``) and the head has
     its 1,262 identities, so a step here costs what a step there costs; a few warm-up steps are not
-    timed. Returns the seconds per step, the steps of one run and the predicted minutes.
+    timed. Returns the seconds per step, the steps of one run and the predicted minutes, also in CPU time
+    (``cpu_minutes``: on a shared machine it compares with a run's CPU time whatever the load).
+    ``benchmarks/speed_probe.py`` checks the prediction against full runs (docs/results/speed_probe.json).
     """
     import numpy as np
 
@@ -300,19 +302,20 @@ def speed_probe(seconds: float = SPEED_BUDGET_S, recipe=None, images: int = 6968
                     [f"p{i}" for i in range(classes)], [f"p{c}/x.jpg" for c in labels], variant="synthetic")
     start = time.perf_counter()
     trainer = Trainer(faces, config, progress=False)
-    trainer.train_steps(1)  # warm-up: first-call allocations
-    timed, t0 = 0, time.perf_counter()
+    trainer.train_steps(3)  # warm-up, not timed: a fresh model's first steps cost up to 2x (allocations)
+    timed, t0, c0 = 0, time.perf_counter(), time.process_time()
     while timed < 1 or (time.perf_counter() - start < seconds and timed < trainer.steps_per_epoch - 3):
         trainer.train_steps(1)
         timed += 1
-    per_step = (time.perf_counter() - t0) / timed
-    t1 = time.perf_counter()
+    per_step, cpu_step = (time.perf_counter() - t0) / timed, (time.process_time() - c0) / timed
+    t1, c1 = time.perf_counter(), time.process_time()
     trainer._record(loss=0.0, acc=0.0, seconds=0.0)  # what every epoch end adds (conv1 snapshot on the probe)
-    per_epoch = time.perf_counter() - t1
+    per_epoch, cpu_epoch = time.perf_counter() - t1, time.process_time() - c1
     steps = trainer.steps_per_epoch * config.epochs
     total = steps * per_step + config.epochs * per_epoch
     return {"seconds_per_step": per_step, "steps": steps, "epochs": config.epochs, "timed_steps": timed,
-            "minutes": total / 60, "probe_seconds": time.perf_counter() - start, "recipe": recipe.name}
+            "minutes": total / 60, "cpu_minutes": (steps * cpu_step + config.epochs * cpu_epoch) / 60,
+            "probe_seconds": time.perf_counter() - start, "recipe": recipe.name}
 
 
 def check_speed(seconds: float = SPEED_BUDGET_S, probe: Callable[..., dict] = speed_probe) -> Check:
