@@ -1,4 +1,4 @@
-"""docs/WORKSHOP_DAY.md, the one-page run sheet: every cell it names exists where it says, and it has what the day needs.
+"""docs/WORKSHOP_DAY.md, the one-page run sheet: every cell it names exists where it says; the day is all there.
 
 The sheet names cells as `NN:cell-id`, often followed by the section they are in ("(§6"); both are read
 from the notebooks. The schedule depends on 04's `random_matched` run: it must be a visible code cell.
