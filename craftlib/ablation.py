@@ -163,9 +163,9 @@ def summary_rows(results: list[dict]) -> list[dict]:
 
 def markdown(results: list[dict]) -> str:
     """The ablation table (one row per channel class) and the agreement of the silent sets."""
-    label = {"silent": "silent (spread < 0.01)", "small_live": "small but live (max|w| < 0.1, heard)",
+    label = {"silent": "silent (spread < 0.01)", "small_live": "small but live (max\\|w\\| < 0.1, heard)",
              "ordinary": "ordinary"}
-    lines = [f"{len(results)} trained models; every silent `conv1` channel, and up to 16 small-but-live and 16 ordinary "
+    lines = [f"{len(results)} trained model{'s' if len(results) != 1 else ''}; every silent `conv1` channel, and up to 16 small-but-live and 16 ordinary "
              "ones drawn at random, ablated alone (output := its probe mean).", "",
              "| channels | count | Δ loss, median | Δ loss, max | Δ DevTest accuracy, mean | min … max |",
              "|---|---|---|---|---|---|"]

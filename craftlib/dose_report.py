@@ -223,7 +223,7 @@ def verdict(summary: dict, arm: str = "contextual") -> str:
 
 def pilot_markdown(root: str | Path = DEFAULT_ROOT) -> str:
     """The pilot: standard training at seed 0 of every level — does the span reach from none to most dying?"""
-    lines = ["| level | weight decay | input | silent conv1 (τ 0.01) | small-weight conv1 (max|w| < 0.1) | "
+    lines = ["| level | weight decay | input | silent conv1 (τ 0.01) | small-weight conv1 (max\\|w\\| < 0.1) | "
              "DevTest accuracy |", "|---|---|---|---|---|---|"]
     for level, records in load(root).items():
         run = by_seed(records, "none").get(0)

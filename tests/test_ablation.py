@@ -75,3 +75,16 @@ def test_agreement_counts_add_up(planted):
         assert a[key]["both"] + a[key]["only_probe"] == a["probe"]
         assert a[key]["both"] + a[key]["only_other"] == a[key]["silent"]
     assert a["probe"] >= 1 and a["second_probe"]["both"] >= 1  # the constant channel is silent on any faces
+
+
+def test_results_md_ablation_table_is_the_committed_results():
+    """RESULTS.md's ablation tables are ``ablation.markdown`` of the committed per-model JSON files."""
+    import json
+    import re
+
+    from craftlib.paths import REPO_ROOT
+
+    files = sorted((REPO_ROOT / "docs/results/ablation").glob("*.json"))
+    text = (REPO_ROOT / "docs/RESULTS.md").read_text()
+    block = re.search(r"<!-- ablation:table -->\n(.*?)\n<!-- /ablation:table -->", text, re.S).group(1)
+    assert files and block.strip() == ablation.markdown([json.loads(f.read_text()) for f in files]).strip()
