@@ -8,13 +8,14 @@ SGD) on one thread, through ``Trainer`` itself: ``Trainer._batches`` (gather, ui
 ``Trainer.train_step``. Faces are real LFW (``CRAFTLIB_DATA``) or, with ``--random``, random uint8 faces of the
 same shape (the arithmetic is the same; only the loss values differ).
 
-Each *cell* is a fresh process running the step in one *mode*: ``stock`` (craftlib's speed fixes turned off:
-torch's own PReLU, glibc's malloc defaults, the former batch code), ``craftlib`` (the code as it is), each fix
-alone on top of ``stock``, and each candidate that was tried but not adopted on top of ``craftlib``. In a cell, in
-this order: single-core sgemm (``torch.mm``) at every GEMM shape of the step (a convolution as its im2col GEMM,
-forward, grad input and grad weight) and at 1024^3; timed steps; steps clocked per layer; steps under
-``torch.profiler``; sgemm again. Cells are interleaved over ``--rounds`` rounds, so a change in load hits every
-mode alike, and every number is a median over rounds.
+Each *cell* is a fresh process; its *modes* are trainers whose steps take turns, so they share every moment of
+the machine's load. ``stock`` has craftlib's speed fixes turned off (torch's own PReLU, glibc's malloc defaults,
+the former batch code) and runs alone in its cell, since glibc's thresholds belong to a process; the other cell
+runs ``craftlib`` (the code as it is) beside ``stock+allocator``, ``craftlib-FIX`` (every fix but one) and
+``craftlib+CANDIDATE`` (what was tried and not adopted). In a cell, in this order: single-core sgemm
+(``torch.mm``) at every GEMM shape of the step (a convolution as its im2col GEMM: forward, grad input, grad weight)
+and at 1024^3; timed steps; steps clocked per layer; steps under ``torch.profiler``; sgemm again. Each round runs
+both cells, in alternating order, and every number is a median over rounds.
 
 Times are CPU time, so that waiting for a core on a shared machine is not counted: steps and sgemm by
 ``time.process_time``; each layer's forward and backward by the thread CPU clock read in module hooks and in hooks
@@ -197,31 +198,27 @@ class LayerClock:
         node.register_hook(post)
 
 
-def clock_steps(trainer, batches, n: int) -> dict[str, float]:
-    """Median thread CPU ms over ``n`` steps of each layer's forward and backward, the data, the optimizer step
-    and the whole step; what no layer, the data or the optimizer took is ``REST|fwd``."""
-    layers = layers_of(trainer.model, trainer.head)
-    runs = []
-    for _ in range(n):
-        with LayerClock(layers) as clock:
+def clock_step(trainer, batches) -> dict[str, float]:
+    """Thread CPU ms of one step: each layer's forward and backward, the data, the optimizer step and the whole
+    step; what no layer, the data or the optimizer took (and the clock's own hooks) is ``REST|fwd``."""
+    opt = [0, 0]
+    pre = trainer.optimizer.register_step_pre_hook(lambda *a: opt.__setitem__(0, time.thread_time_ns()))
+    post = trainer.optimizer.register_step_post_hook(
+        lambda *a: opt.__setitem__(1, opt[1] + time.thread_time_ns() - opt[0]))
+    try:
+        with LayerClock(layers_of(trainer.model, trainer.head)) as clock:
             t0 = time.thread_time_ns()
             x, y = next(batches)
             t1 = time.thread_time_ns()
-            opt = [0, 0]
-            pre = trainer.optimizer.register_step_pre_hook(lambda *a: opt.__setitem__(0, time.thread_time_ns()))
-            post = trainer.optimizer.register_step_post_hook(
-                lambda *a: opt.__setitem__(1, opt[1] + time.thread_time_ns() - opt[0]))
-            try:
-                trainer.train_step(x, y)
-            finally:
-                pre.remove()
-                post.remove()
+            trainer.train_step(x, y)
             t2 = time.thread_time_ns()
-        ms = {k: v / 1e6 for k, v in clock.ns.items()}
-        ms.update({"data|fwd": (t1 - t0) / 1e6, "optimizer|step": opt[1] / 1e6, "step": (t2 - t0) / 1e6})
-        ms[f"{REST}|fwd"] = ms["step"] - sum(v for k, v in ms.items() if k != "step")
-        runs.append(ms)
-    return {k: statistics.median(r.get(k, 0.0) for r in runs) for k in runs[0]}
+    finally:
+        pre.remove()
+        post.remove()
+    ms = {k: v / 1e6 for k, v in clock.ns.items()}
+    ms.update({"data|fwd": (t1 - t0) / 1e6, "optimizer|step": opt[1] / 1e6, "step": (t2 - t0) / 1e6})
+    ms[f"{REST}|fwd"] = ms["step"] - sum(v for k, v in ms.items() if k != "step")
+    return ms
 
 
 # --------------------------------------------------------------------------------------------
@@ -352,27 +349,47 @@ def stream(trainer):
         yield from trainer._batches()
 
 
-def measure_cell(trainer, steps: int, clocked: int, profiled: int, warmup: int) -> dict:
-    """The step of ``trainer`` between two sgemm measurements: timed, clocked per layer, then profiled per op."""
+def measure_cells(trainers: dict, steps: int, clocked: int, profiled: int, warmup: int) -> dict:
+    """The steps of several trainers (one per mode) between two sgemm measurements, in one process.
+
+    Timed steps and clocked steps go round the trainers one step each (each round starting one trainer later), so
+    the modes of a process share every moment of the machine's load; then each is profiled. Returns the layers
+    (of the first trainer: every mode has the same network), the same-run sgemm and copy times, and per mode its
+    step CPU ms, page faults per step, median per-layer clock and per-op profile.
+    """
     import resource
 
-    batches = stream(trainer)
-    x, y = next(batches)
-    layers = describe_layers(layers_of(trainer.model, trainer.head), lambda: trainer.train_step(x, y))
+    names = list(trainers)
+    batches = {name: stream(t) for name, t in trainers.items()}
+    first = trainers[names[0]]
+    x, y = next(batches[names[0]])
+    layers = describe_layers(layers_of(first.model, first.head), lambda: first.train_step(x, y))
     shapes = sorted({tuple(g) for v in layers.values() for phase in v["gemms"].values() for g in phase})
-    for _ in range(warmup):
-        trainer.train_step(*next(batches))
+    for name in names:
+        for _ in range(warmup):
+            trainers[name].train_step(*next(batches[name]))
     sgemm_before = sgemm_set(shapes)
-    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    times = cpu_ms(lambda: trainer.train_step(*next(batches)), steps)
-    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / steps
-    clock = clock_steps(trainer, batches, clocked)
-    prof = profile_steps(trainer, batches, profiled)
+    times = {name: [] for name in names}
+    faults = {name: [] for name in names}
+    clocks = {name: [] for name in names}
+    for i in range(max(steps, clocked)):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            t, b = trainers[name], batches[name]
+            if i < steps:
+                f0, c0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.process_time()
+                t.train_step(*next(b))
+                times[name].append(1e3 * (time.process_time() - c0))
+                faults[name].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+            if i < clocked:
+                clocks[name].append(clock_step(t, b))
+    profiles = {name: profile_steps(trainers[name], batches[name], profiled) for name in names}
     sgemm_after = sgemm_set(shapes)
     copies = {name: copy_ms(v["out_bytes"] // 4) for name, v in layers.items()
               if not v["flops_fwd"] and v["out_bytes"] >= 1 << 18}
-    return {"threads": torch.get_num_threads(), "step_ms": times, "page_faults_per_step": faults,
-            "clock_ms": clock, "profile": prof, "layers": layers, "copy_ms": copies,
+    modes = {name: {"step_ms": times[name], "page_faults_per_step": statistics.mean(faults[name]),
+                    "clock_ms": {k: statistics.median(c.get(k, 0.0) for c in clocks[name]) for k in clocks[name][0]},
+                    **profiles[name]} for name in names}
+    return {"threads": torch.get_num_threads(), "layers": layers, "copy_ms": copies, "modes": modes,
             "sgemm": {k: statistics.median([sgemm_before[k], sgemm_after[k]]) for k in sgemm_before},
             "loadavg": list(os.getloadavg())}
 
@@ -393,27 +410,30 @@ CANDIDATES = {
 
 
 def parse_mode(mode: str) -> tuple[set[str], str | None]:
-    """(fixes on, candidate on) of a mode: ``craftlib`` (every fix), ``stock`` (none), ``stock+FIX`` (that one
-    alone), ``craftlib+CANDIDATE``."""
-    base, _, extra = mode.partition("+")
-    if base == "stock" and extra in ("", *FIXES):
+    """(fixes on, candidate on) of a mode: ``stock`` (no fix), ``stock+FIX`` (that one alone), ``craftlib`` (every
+    fix), ``craftlib-FIX`` (every fix but that one), ``craftlib+CANDIDATE``."""
+    for sep in "+-":
+        base, _, extra = mode.partition(sep)
+        if extra:
+            break
+    if base == "stock" and (not extra or (sep == "+" and extra in FIXES)):
         return ({extra} if extra else set()), None
-    if base == "craftlib" and extra in ("", *CANDIDATES):
-        return set(FIXES), extra or None
-    raise ValueError(f"mode must be stock, stock+FIX ({', '.join(FIXES)}), craftlib or craftlib+CANDIDATE "
-                     f"({', '.join(CANDIDATES)}); got {mode!r}")
+    if base == "craftlib" and (not extra or (sep == "-" and extra in FIXES)):
+        return set(FIXES) - {extra}, None
+    if base == "craftlib" and sep == "+" and extra in CANDIDATES:
+        return set(FIXES), extra
+    raise ValueError(f"mode must be stock, stock+FIX, craftlib, craftlib-FIX (FIX: {', '.join(FIXES)}) or "
+                     f"craftlib+CANDIDATE ({', '.join(CANDIDATES)}); got {mode!r}")
 
 
-def make_trainer(mode: str, random_faces: bool):
-    """The workshop recipe's ``Trainer`` on one thread, with the fixes ``mode`` leaves out turned off."""
-    import craftlib.training
+def make_trainer(mode: str, data):
+    """The workshop recipe's ``Trainer`` on one thread on ``data``, with the fixes ``mode`` leaves out turned off
+    (the allocator's is the process's: see ``worker``)."""
     from craftlib.recipes import WORKSHOP
+    from craftlib.training import Trainer
 
     fixes, candidate = parse_mode(mode)
-    if "allocator" not in fixes:  # before the Trainer exists: it is what calls keep_freed_memory
-        craftlib.training.keep_freed_memory = lambda: False
-    config = WORKSHOP.train.but(threads=1, channels_last=candidate == "channels_last")
-    trainer = craftlib.training.Trainer(faces(config.model.input_size, random_faces), config, progress=False)
+    trainer = Trainer(data, WORKSHOP.train.but(threads=1, channels_last=candidate == "channels_last"), progress=False)
     without_fixes(trainer, set(FIXES) - fixes)
     if candidate == "foreach":
         for group in trainer.optimizer.param_groups:
@@ -464,29 +484,46 @@ def faces(size: int, random_faces: bool):
 # --------------------------------------------------------------------------------------------
 # the run: cells interleaved over rounds, then medians
 
-MODES = ["stock", "craftlib", *[f"stock+{f}" for f in FIXES], *[f"craftlib+{c}" for c in CANDIDATES]]
+PROCESSES = {"glibc defaults": ["stock"],
+             "allocator": ["stock+allocator", "craftlib", *[f"craftlib-{f}" for f in FIXES if f != "allocator"],
+                           *[f"craftlib+{c}" for c in CANDIDATES]]}
+"""The modes each cell (a fresh process) runs, their steps taking turns. glibc's thresholds belong to the process,
+so ``stock`` runs alone (beside other trainers its freed memory would be reused by theirs); every other fix and
+candidate is a trainer of the ``allocator`` process, measured step by step against ``craftlib``."""
 
 
-def run_cell(mode: str, args) -> dict:
-    cmd = [sys.executable, __file__, "--worker", mode, "--steps", str(args.steps), "--clocked", str(args.clocked),
+def worker(process: str, args) -> dict:
+    """One cell: a fresh process with or without craftlib's allocator fix, running its modes side by side."""
+    import craftlib.training
+    from craftlib.recipes import WORKSHOP
+
+    torch.set_num_threads(1)
+    if process != "allocator":  # before any Trainer exists: Trainer is what calls keep_freed_memory
+        craftlib.training.keep_freed_memory = lambda: False
+    data = faces(WORKSHOP.train.model.input_size, args.random)
+    trainers = {mode: make_trainer(mode, data) for mode in PROCESSES[process]}
+    return measure_cells(trainers, args.steps, args.clocked, args.profiled, args.warmup)
+
+
+def run_cell(process: str, args) -> dict:
+    cmd = [sys.executable, __file__, "--worker", process, "--steps", str(args.steps), "--clocked", str(args.clocked),
            "--profiled", str(args.profiled), "--warmup", str(args.warmup)] + (["--random"] if args.random else [])
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
     if out.returncode != 0:
-        raise RuntimeError(f"cell {mode} failed:\n{out.stderr[-3000:]}")
+        raise RuntimeError(f"cell {process} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure(modes: list[str], args) -> list[dict]:
-    """Every mode once per round; each round starts one mode later, so no mode always runs first."""
+def measure(args) -> list[dict]:
+    """Both kinds of process once per round, in alternating order."""
     cells = []
     for r in range(args.rounds):
-        for k in range(len(modes)):
-            mode = modes[(k + r) % len(modes)]
-            cell = run_cell(mode, args)
-            cell["round"] = r
-            cells.append(cell)
-            log(f"round {r + 1}/{args.rounds} {mode}: step {statistics.median(cell['step_ms']):.0f} ms CPU, "
-                f"sgemm {cell['sgemm'][peak_key()]:.0f} GFLOP/s, load {cell['loadavg'][0]:.1f}")
+        for process in (list(PROCESSES) if r % 2 == 0 else list(PROCESSES)[::-1]):
+            cell = run_cell(process, args)
+            cells.append({"process": process, "round": r, **cell})
+            log(f"round {r + 1}/{args.rounds} {process}: " + ", ".join(
+                f"{m} {statistics.median(v['step_ms']):.0f} ms" for m, v in cell["modes"].items())
+                + f"; sgemm {cell['sgemm'][peak_key()]:.0f} GFLOP/s, load {cell['loadavg'][0]:.1f}")
     return cells
 
 
@@ -498,43 +535,68 @@ def step_flops(layers: dict[str, dict]) -> int:
     return sum(v["flops_fwd"] + v["flops_bwd"] for v in layers.values())
 
 
-def summarize_mode(cells: list[dict]) -> dict:
-    """Medians over a mode's cells (rounds): step time, FLOP share, and each layer's and op's milliseconds."""
-    flops = step_flops(cells[0]["layers"])
-    steps = [statistics.median(c["step_ms"]) for c in cells]
-    shares = [flops / (statistics.median(c["step_ms"]) * 1e6) / c["sgemm"][peak_key()] for c in cells]
+def _median_range(xs: list[float]) -> dict | None:
+    return {"median": statistics.median(xs), "range": [min(xs), max(xs)]} if xs else None
+
+
+def speed_ratios(cells: list[dict], mode: str, ref: str) -> list[float]:
+    """Per round, how much faster ``mode`` ran than ``ref``: within a cell (both in one process) the ratio of
+    their step times; across the round's two cells, of step times in units of each cell's sgemm speed."""
+    def cost(c, m):
+        return statistics.median(c["modes"][m]["step_ms"]) * c["sgemm"][peak_key()]
+
+    out = []
+    for r in sorted({c["round"] for c in cells}):
+        mine = next((c for c in cells if c["round"] == r and mode in c["modes"]), None)
+        theirs = next((c for c in cells if c["round"] == r and ref in c["modes"]), None)
+        if mine is not None and theirs is not None:
+            out.append(cost(theirs, ref) / cost(mine, mode))
+    return out
+
+
+def summarize_mode(mode: str, cells: list[dict], flops: int, batch: int) -> dict:
+    """Medians over rounds of a mode: step time, FLOP share (against its own cell's sgemm), each layer's and op's
+    milliseconds, and its speed against ``stock`` and against ``craftlib`` round by round."""
+    own = [(c, c["modes"][mode]) for c in cells if mode in c["modes"]]
+    steps = [statistics.median(o["step_ms"]) for _, o in own]
+    shares = [flops / (statistics.median(o["step_ms"]) * 1e6) / c["sgemm"][peak_key()] for c, o in own]
 
     def med(tables: list[dict[str, float]]) -> dict[str, float]:
         return {n: statistics.median([t.get(n, 0.0) for t in tables]) for n in {n for t in tables for n in t}}
 
-    return {"cells": len(cells), "step_ms": statistics.median(steps), "step_ms_range": [min(steps), max(steps)],
-            "images_per_cpu_s": 64e3 / statistics.median(steps) if cells[0]["layers"] else None,
-            "flop_share": statistics.median(shares), "flop_share_range": [min(shares), max(shares)],
-            "page_faults_per_step": statistics.median([c["page_faults_per_step"] for c in cells]),
-            "cpu_over_wall": statistics.median([c["profile"]["cpu_over_wall"] for c in cells]),
-            "layers": med([c["clock_ms"] for c in cells]), "ops": med([c["profile"]["ops"] for c in cells])}
+    return {"rounds": len(own), "step_ms": statistics.median(steps), "step_ms_range": [min(steps), max(steps)],
+            "images_per_cpu_s": batch * 1e3 / statistics.median(steps), "flop_share": statistics.median(shares),
+            "flop_share_range": [min(shares), max(shares)],
+            "speed_vs_stock": _median_range(speed_ratios(cells, mode, "stock")),
+            "speed_vs_craftlib": _median_range(speed_ratios(cells, mode, "craftlib")),
+            "page_faults_per_step": statistics.median(o["page_faults_per_step"] for _, o in own),
+            "cpu_over_wall": statistics.median(o["cpu_over_wall"] for _, o in own),
+            "layers": med([o["clock_ms"] for _, o in own]), "ops": med([o["ops"] for _, o in own])}
 
 
 def summarize(cells: list[dict]) -> dict:
-    """Per mode, the shares before/after, the same-run sgemm and the floor's explanation."""
-    first = cells[0]
-    sgemm = {k: statistics.median([c["sgemm"][k] for c in cells]) for k in first["sgemm"]}
-    modes = {}
-    for c in cells:
-        modes.setdefault(c["mode"], []).append(c)
-    per_mode = {m: summarize_mode(cs) for m, cs in modes.items()}
-    out = {"flops_per_step": step_flops(first["layers"]), "batch": first["layers"][next(iter(first["layers"]))][
-        "out_shape"][0], "layers": first["layers"], "sgemm_gflops": sgemm, "copy_ms": first["copy_ms"],
-        "modes": per_mode}
-    if "stock" in per_mode and "craftlib" in per_mode:
-        out["speedup"] = per_mode["stock"]["step_ms"] / per_mode["craftlib"]["step_ms"]
-        for m in per_mode:
-            per_mode[m]["speedup_vs_stock"] = per_mode["stock"]["step_ms"] / per_mode[m]["step_ms"]
-    best = per_mode.get("craftlib") or next(iter(per_mode.values()))
-    out["floor"] = floor(first["layers"], best, sgemm)
-    out["verdict"] = {"flop_share": round(best["flop_share"], 3), "target": TARGET,
-                      "holds": best["flop_share"] >= TARGET}
-    return out
+    """Per mode, the medians and shares; the same-run sgemm; the floor's explanation; the verdict."""
+    layers = cells[0]["layers"]
+    flops, batch = step_flops(layers), next(iter(layers.values()))["out_shape"][0]
+    sgemm = {k: statistics.median([c["sgemm"][k] for c in cells]) for k in cells[0]["sgemm"]}
+    names = [m for process in PROCESSES.values() for m in process if any(m in c["modes"] for c in cells)]
+    order = ["stock", "craftlib"] + [m for m in names if m not in ("stock", "craftlib")]
+    modes = {m: summarize_mode(m, cells, flops, batch) for m in order if m in names}
+    for m, x in modes.items():  # per op: the two modes the tables show, and only ops that take some time
+        x["ops"] = {k: v for k, v in x["ops"].items() if v >= 0.05} if m in ("stock", "craftlib") else {}
+    best = modes.get("craftlib") or next(iter(modes.values()))
+    return {"flops_per_step": flops, "batch": batch, "layers": layers, "sgemm_gflops": sgemm,
+            "copy_ms": cells[0]["copy_ms"], "modes": modes, "floor": floor(layers, best, sgemm, cells[0]["copy_ms"]),
+            "verdict": {"flop_share": round(best["flop_share"], 3), "target": TARGET,
+                        "holds": best["flop_share"] >= TARGET}}
+
+
+def slim(cell: dict) -> dict:
+    """What results.json keeps of a cell (the summary holds the medians of the rest)."""
+    return {"process": cell["process"], "round": cell["round"], "loadavg": cell["loadavg"],
+            "sgemm_1024": cell["sgemm"][peak_key()],
+            "modes": {m: {"step_ms": [round(t, 2) for t in v["step_ms"]], "page_faults_per_step": v[
+                "page_faults_per_step"]} for m, v in cell["modes"].items()}}
 
 
 def layer_ms(mode: dict, name: str) -> tuple[float, float]:
@@ -546,10 +608,10 @@ def at_sgemm_ms(shapes: list, sgemm: dict[str, float], shape_speed: bool = True)
     return sum(2 * m * k * n / sgemm[shape_key((m, k, n) if shape_speed else PEAK)] / 1e6 for m, k, n in shapes)
 
 
-def floor(layers: dict[str, dict], mode: dict, sgemm: dict[str, float]) -> dict:
+def floor(layers: dict[str, dict], mode: dict, sgemm: dict[str, float], copies: dict[str, float]) -> dict:
     """Where a clocked step's milliseconds go by kind, and the FLOP share it could reach were its GEMM layers as
     fast as sgemm (at their own shapes: what MKL does with such thin matrices; or at 1024^3) and everything else
-    as measured."""
+    as measured. ``largest``: the elementwise layers on the step's largest tensors, in copies of one of them."""
     kinds = {"gemm": 0.0, "elementwise": 0.0}
     at_shape = at_peak = 0.0
     for name, v in layers.items():
@@ -562,8 +624,14 @@ def floor(layers: dict[str, dict], mode: dict, sgemm: dict[str, float]) -> dict:
         kinds[name] = sum(mode["layers"].get(f"{name}|{p}", 0.0) for p in ("fwd", "bwd", "step"))
     total = mode["layers"]["step"]
     other = total - kinds["gemm"]
+    size = max(v["out_bytes"] for v in layers.values() if not v["flops_fwd"])
+    big = [n for n, v in layers.items() if not v["flops_fwd"] and v["out_bytes"] == size]
+    ms = sum(sum(layer_ms(mode, n)) for n in big)
+    copy = statistics.median(copies[n] for n in big if n in copies) if any(n in copies for n in big) else None
     return {"ms": kinds, "clocked_step_ms": total, "gemm_at_shape_ms": at_shape, "gemm_at_peak_ms": at_peak,
-            "ceiling_gemm_at_shape": at_peak / (at_shape + other), "ceiling_gemm_at_peak": at_peak / (at_peak + other)}
+            "ceiling_gemm_at_shape": at_peak / (at_shape + other), "ceiling_gemm_at_peak": at_peak / (at_peak + other),
+            "largest": {"layers": big, "shape": layers[big[0]]["out_shape"], "mb": size / 1e6, "ms": ms,
+                        "copy_ms": copy, "copies": ms / copy if copy else None}}
 
 
 # --------------------------------------------------------------------------------------------
@@ -625,10 +693,14 @@ def op_table(modes: dict[str, dict], top: int = 12) -> str:
 
 
 def describe_mode(mode: str, fixes: dict[str, str], candidates: dict[str, str]) -> str:
-    base, _, extra = mode.partition("+")
-    if base == "stock":
-        return f"+ {fixes[extra]} alone" if extra else "torch's own kernels and malloc settings (before)"
-    return f"+ {candidates[extra]}" if extra else "every fix (after: the code as it is)"
+    if mode == "stock":
+        return "torch's own kernels and glibc's malloc settings (before)"
+    if mode == "craftlib":
+        return "every fix (after: the code as it is)"
+    sep, extra = ("+", mode.split("+", 1)[1]) if "+" in mode else ("-", mode.split("-", 1)[1])
+    if mode.startswith("stock"):
+        return f"only: {fixes[extra]}"
+    return f"without: {fixes[extra]}" if sep == "-" else f"tried: {candidates[extra]}"
 
 
 def render(r: dict) -> str:
@@ -636,28 +708,41 @@ def render(r: dict) -> str:
     modes = s["modes"]
     shown = {k: modes[k] for k in ("stock", "craftlib") if k in modes} or modes
     f, v = s["floor"], s["verdict"]
+    cells = ", ".join(f"`{p}`: {', '.join(ms)}" for p, ms in PROCESSES.items())
     lines = [f"Measured {m['date']} on {m['cpu']} ({m['cores']} cores), {m['platform']}, torch {m['torch']}, one "
-             f"thread, commit {m['git_commit']}; per mode {r['rounds']} rounds of (sgemm, {r['steps']} timed steps, "
-             f"{r['clocked']} steps clocked per layer, {r['profiled']} profiled steps, sgemm); faces: "
-             f"{'random' if r['random'] else 'LFW'}; load average {r['loadavg_start'][0]:.2f} → "
-             f"{r['loadavg_end'][0]:.2f} (during cells {min(r['cell_load']):.1f}–{max(r['cell_load']):.1f}, on "
-             f"{m['cores']} cores); mode: {'quick' if r['quick'] else 'full'}; {r['wall_s'] / 60:.0f} min.", "",
+             f"thread, commit {m['git_commit']}; {r['rounds']} rounds, each two fresh processes whose modes take turns "
+             f"step by step ({cells}); per mode and round {r['steps']} timed steps, {r['clocked']} clocked per layer, "
+             f"{r['profiled']} profiled, between two sgemm measurements; faces: {'random' if r['random'] else 'LFW'}; "
+             f"load average {r['loadavg_start'][0]:.2f} → {r['loadavg_end'][0]:.2f} (during cells "
+             f"{min(r['cell_load']):.1f}–{max(r['cell_load']):.1f}, on {m['cores']} cores); mode: "
+             f"{'quick' if r['quick'] else 'full'}; {r['wall_s'] / 60:.0f} min.", "",
              f"One step: {s['flops_per_step'] / 1e9:.2f} GFLOP ({s['flops_per_step'] / s['batch'] / 1e6:.0f} MFLOP "
              f"per image, forward + backward); same-run single-core sgemm (1024³): "
-             f"{s['sgemm_gflops'][peak_key()]:.0f} GFLOP/s.", "",
+             f"{s['sgemm_gflops'][peak_key()]:.0f} GFLOP/s (median of the cells).", "",
              "| mode | what | step, CPU ms (range over rounds) | images / CPU-s | page faults / step "
-             "| FLOP share of sgemm (range) | speed vs stock |", "|---|---|---|---|---|---|---|"]
+             "| FLOP share of sgemm (range) | speed vs stock (range) | vs craftlib (range) |",
+             "|---|---|---|---|---|---|---|---|"]
+
+    def speed(x):
+        return f"{x['median']:.2f}× ({x['range'][0]:.2f}–{x['range'][1]:.2f})" if x and x["range"] != [1, 1] else ""
+
     for name, x in modes.items():
         lines.append(f"| {name} | {describe_mode(name, r['fixes'], r['candidates'])} | {x['step_ms']:.0f} "
                      f"({x['step_ms_range'][0]:.0f}–{x['step_ms_range'][1]:.0f}) | {x['images_per_cpu_s']:.0f} | "
                      f"{x['page_faults_per_step']:,.0f} | {x['flop_share']:.0%} ({x['flop_share_range'][0]:.0%}–"
-                     f"{x['flop_share_range'][1]:.0%}) | {x.get('speedup_vs_stock', 1.0):.2f}× |")
+                     f"{x['flop_share_range'][1]:.0%}) | {speed(x['speed_vs_stock'])} | "
+                     f"{speed(x['speed_vs_craftlib'])} |")
+    g = f["largest"]
+    big = (f"of which {' and '.join(f'`{n}`' for n in g['layers'])} on the {'×'.join(map(str, g['shape']))} "
+           f"tensors of {g['mb']:.0f} MB: {g['ms']:.0f} ms" + (f", the time of {g['copies']:.0f} copies of one, "
+                                                              f"{g['copy_ms']:.1f} ms each" if g["copies"] else ""))
     lines += ["", f"**FLOP share: {v['flop_share']:.1%}** of same-run sgemm "
                   f"({'holds' if v['holds'] else 'misses'} the ≥ {v['target']:.0%} target). Of a clocked step's "
                   f"{f['clocked_step_ms']:.0f} ms, the GEMM layers take {f['ms']['gemm']:.0f} ms (their FLOPs would "
                   f"take {f['gemm_at_shape_ms']:.0f} ms at the sgemm speed of their own shapes, "
-                  f"{f['gemm_at_peak_ms']:.0f} ms at 1024³ speed), the elementwise layers {f['ms']['elementwise']:.0f} "
-                  f"ms, data {f['ms']['data']:.1f} ms, the optimizer {f['ms']['optimizer']:.1f} ms, the rest "
+                  f"{f['gemm_at_peak_ms']:.0f} ms at 1024³ speed), the elementwise layers "
+                  f"{f['ms']['elementwise']:.0f} "
+                  f"ms ({big}), data {f['ms']['data']:.1f} ms, the optimizer {f['ms']['optimizer']:.1f} ms, the rest "
                   f"{f['ms'][REST]:.1f} ms. With everything but the GEMMs as measured, the share could reach "
                   f"{f['ceiling_gemm_at_shape']:.0%} with the GEMMs at their shapes' sgemm speed and "
                   f"{f['ceiling_gemm_at_peak']:.0%} at 1024³ speed.", "",
@@ -688,20 +773,27 @@ def write_results(r: dict, path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 round, few steps; writes benchmarks/out only")
-    ap.add_argument("--rounds", type=int, default=4, help="interleaved rounds over the modes (default 4)")
-    ap.add_argument("--steps", type=int, default=12, help="timed steps per cell (default 12)")
-    ap.add_argument("--clocked", type=int, default=6, help="steps clocked per layer per cell (default 6)")
-    ap.add_argument("--profiled", type=int, default=3, help="steps under torch.profiler per cell (default 3)")
+    ap.add_argument("--rounds", type=int, default=6, help="rounds, each a cell of both processes (default 6)")
+    ap.add_argument("--steps", type=int, default=12, help="timed steps per mode in a cell (default 12)")
+    ap.add_argument("--clocked", type=int, default=6, help="steps clocked per layer per mode (default 6)")
+    ap.add_argument("--profiled", type=int, default=3, help="steps under torch.profiler per mode (default 3)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
     ap.add_argument("--random", action="store_true", help="random uint8 faces instead of LFW")
     ap.add_argument("--no-doc", action="store_true", help="do not touch docs/PERFORMANCE.md")
-    ap.add_argument("--worker", metavar="MODE", help=argparse.SUPPRESS)
+    ap.add_argument("--render", metavar="RESULTS", help="only redraw the doc's block from a results file's section")
+    ap.add_argument("--worker", metavar="PROCESS", choices=list(PROCESSES), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.render:
+        r = json.loads(Path(args.render).read_text())[KEY]
+        s = r["summary"]  # the floor is derived from the medians: redrawn with the code's reading of them
+        s["floor"] = floor(s["layers"], s["modes"].get("craftlib") or next(iter(s["modes"].values())),
+                           s["sgemm_gflops"], s["copy_ms"])
+        print(render(r))
+        if update_doc(r):
+            print(f"updated the generated block of {DOC.relative_to(REPO)}")
+        return
     if args.worker is not None:
-        torch.set_num_threads(1)
-        trainer = make_trainer(args.worker, args.random)
-        cell = measure_cell(trainer, args.steps, args.clocked, args.profiled, args.warmup)
-        print(json.dumps({"mode": args.worker, **cell}))
+        print(json.dumps(worker(args.worker, args)))
         return
     if args.quick:
         args.rounds, args.steps, args.clocked, args.profiled, args.warmup = 1, 3, 2, 2, 1
@@ -709,11 +801,12 @@ def main() -> None:
 
     start = time.perf_counter()
     r = {"machine": machine(), "quick": args.quick, "rounds": args.rounds, "steps": args.steps,
-         "clocked": args.clocked, "profiled": args.profiled, "random": args.random, "fixes": FIXES, "candidates": CANDIDATES,
+         "clocked": args.clocked, "profiled": args.profiled, "random": args.random, "fixes": FIXES,
+         "candidates": CANDIDATES,
          "command": " ".join([Path(sys.executable).name, *sys.argv]), "loadavg_start": list(os.getloadavg())}
-    r["cells"] = measure(MODES, args)
-    r["cell_load"] = [c["loadavg"][0] for c in r["cells"]]
-    r["summary"] = summarize(r["cells"])
+    cells = measure(args)
+    r["cell_load"] = [c["loadavg"][0] for c in cells]
+    r["summary"], r["cells"] = summarize(cells), [slim(c) for c in cells]
     r["loadavg_end"], r["wall_s"] = list(os.getloadavg()), time.perf_counter() - start
     out = QUICK_OUT if args.quick else RESULTS
     write_results(r, out)

@@ -2,8 +2,8 @@
 
 Why: on the CPU, torch allocates every activation and gradient of a step afresh. By default glibc hands large
 blocks back to the system when they are freed (``mmap`` blocks, and free memory at the top of the heap beyond its
-trim threshold), so each step's tensors are mapped and zero-filled by the kernel again: thousands of page faults
-per workshop step (batch 64, 40 px) and a tenth or more of its time on the project's 2-core machine
+trim threshold), so each step's tensors are mapped and zero-filled by the kernel again: about 16,000 page faults
+per workshop step (batch 64, 40 px), a fifth of its time on the project's 2-core machine
 (``benchmarks/step_profile.py``, docs/PERFORMANCE.md). With the thresholds raised, each step reuses the memory the
 last one freed. It changes no number (the same arithmetic at other addresses) and costs little memory: the process
 keeps about what its largest step needed (tens of MB more resident for the workshop recipe).

@@ -106,10 +106,11 @@ def _check(c: ModelConfig) -> None:
 class _PReLUGrad(torch.autograd.Function):
     """``F.prelu`` with a backward made of vectorised elementwise ops instead of ATen's scalar CPU kernel.
 
-    Why: on the CPU, torch's PReLU backward (``_prelu_kernel_backward``) runs element by element; on the stem's
-    64 x 64 x 40 x 40 output it cost as much as the widest convolution's backward (docs/PERFORMANCE.md). These
-    ops compute the same products and the same weight-gradient sum in the same order, so the gradients are the
-    same numbers (``tests/test_speed_fixes.py``); only the sign of an exact zero may differ.
+    Why: on the CPU, torch's PReLU backward (``_prelu_kernel_backward``) runs element by element with a branch on
+    each element's sign, so its speed depends on the data; on random faces it costs twice these ops, on real faces
+    a few percent of a workshop step more (docs/PERFORMANCE.md). These ops compute the same products and the same
+    weight-gradient sum in the same order, so the gradients are the same numbers (``tests/test_speed_fixes.py``);
+    only the sign of an exact zero may differ.
     """
 
     @staticmethod
