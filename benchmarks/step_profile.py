@@ -1,7 +1,8 @@
 """Where does a workshop training step spend its time? Each layer's forward and backward against same-run sgemm.
 
-    .venv/bin/python benchmarks/step_profile.py           # the measurement (~20 min on 2 cores): results.json + doc
-    .venv/bin/python benchmarks/step_profile.py --quick   # smoke run (~4 min): benchmarks/out/step_profile.json only
+    .venv/bin/python benchmarks/step_profile.py           # the measurement (12-25 min on 2 cores): results + doc
+    .venv/bin/python benchmarks/step_profile.py --quick   # smoke run (~2 min): benchmarks/out/step_profile.json only
+    .venv/bin/python benchmarks/step_profile.py --render benchmarks/results.json   # redraw the doc's block
 
 One workshop training step (recipe ``workshop``: batch 64, 40 px, ``FaceCNN``, CosFace head over 1,262 identities,
 SGD) on one thread, through ``Trainer`` itself: ``Trainer._batches`` (gather, uint8 -> float, mirror) and
