@@ -222,7 +222,8 @@ def pins_for(pins: dict[str, tuple[str, str]], target: str, python: str) -> tupl
 
     A local label (``+cpu``) is dropped: the CPU and CUDA builds of one torch version are the same release.
     Left unpinned: what the target's own limits name (Intel Macs' torch and NumPy) and what needs another
-    Python than ``python`` (checked for a recent patch release of it).
+    Python than ``python``, checked at its first release (``x.y.0``): pip's ``--python-version x.y`` checks there
+    too, and a learner's 3.11.2 must install what the kit carries (soupsieve 4.1 needs 3.11.5, say).
     """
     from packaging.requirements import Requirement
     from packaging.specifiers import SpecifierSet
@@ -234,7 +235,7 @@ def pins_for(pins: dict[str, tuple[str, str]], target: str, python: str) -> tupl
     for name, (version, requires) in sorted(pins.items()):
         if name in limited:
             unpinned[name] = f"{version} is held back by {limited[name]} on {target}"
-        elif requires and not SpecifierSet(requires).contains(Version(f"{python}.99")):
+        elif requires and not SpecifierSet(requires).contains(Version(python)):
             unpinned[name] = f"{version} needs Python {requires}"
         else:
             lines.append(f"{name}=={Version(version).public}")
