@@ -38,7 +38,7 @@ test: install-dev
 ## frontend packages, everything else read from $(VENV) through a .pth file (seconds to build)
 IPYW7 = .venv-ipywidgets7
 test-ipywidgets7: install-dev
-	$(PY) -m craftlib.install --ipywidgets7 $(IPYW7) --base $(VENV)
+	$(PY) -m craftlib.workshop.install --ipywidgets7 $(IPYW7) --base $(VENV)
 	$(IPYW7)/bin/python -m pytest -p no:cacheprovider tests/test_widgets.py tests/test_check.py -k "widget or ipywidgets"
 
 ## is this machine ready? one OK / FAIL line per item (python, packages, torch, LFW and its variant, stem, widgets, speed)
@@ -55,7 +55,7 @@ kit: install
 
 ## execute every notebook (FAST unless CRAFT_FAST=0) and render HTML under build/
 html: install
-	CRAFT_FAST=$${CRAFT_FAST:-1} $(PY) -m craftlib.notebooks --html build/html
+	CRAFT_FAST=$${CRAFT_FAST:-1} $(PY) -m craftlib.workshop.notebooks --html build/html
 
 ## regenerate the README's widget screenshots from the real-browser tests
 screenshots: install
@@ -80,7 +80,7 @@ study-report: install
 	  --metrics accuracy silent_fraction weight_fraction --figures docs/results
 	$(PY) -m craftlib report docs/results/study-early --curves --write docs/results/early_summary.json \
 	  --metrics accuracy silent_fraction --figures docs/results/early
-	$(PY) -m craftlib.hazard docs/results/study docs/results/study-early --write docs/results/survival_stratified.json
+	$(PY) -m craftlib.study.hazard docs/results/study docs/results/study-early --write docs/results/survival_stratified.json
 
 ## the dose-response study (docs/STUDY.md): the workshop recipe at 5 weight decays (40 px) and 2 at 64 px, 10 paired
 ## seeds x 3 arms, seed-major. Resumable: one JSON per run under docs/results/dose/<level>/records; rerun to continue.
@@ -89,24 +89,24 @@ dose: install
 	$(MAKE) dose-report
 
 dose-report: install
-	$(PY) -m craftlib.dose_cli --report
+	$(PY) -m craftlib.study.dose_cli --report
 
 ## the companion study (notebook 06): standard / CRAFT / CReLU stem / Top-K, 5 paired seeds of the workshop recipe,
 ## with pairing, shape-bias, params and MACs. Resumable: one JSON per run under docs/results/companion_sparsity/records.
 COMPANION_SEEDS ?= 5
 COMPANION_JOBS ?= 1
 companion: install
-	$(PY) -m craftlib.companion_cli --seeds $(COMPANION_SEEDS) --jobs $(COMPANION_JOBS) \
+	$(PY) -m craftlib.companions.sparsity.cli --seeds $(COMPANION_SEEDS) --jobs $(COMPANION_JOBS) \
 	  --out docs/results/companion_sparsity --models runs/companion-models
 
 ## the federated study (notebook 08): 17 arms x 3 seeds at the small budget, then the larger budget in two
 ## background workers, then its declared extension (seeds 3-9 of four arms); then the larger budget's tables and
 ## death figure. Resumable: one JSON per run under docs/results/companion_federated*/records.
 federated-study: install
-	OMP_NUM_THREADS=1 $(PY) -m craftlib.federated_cli --out docs/results/companion_federated --seeds 3
+	OMP_NUM_THREADS=1 $(PY) -m craftlib.companions.federated.cli --out docs/results/companion_federated --seeds 3
 	bash benchmarks/federated_full.sh
 	FIRST_SEED=3 SEEDS=7 ARMS="central-all-none central_steps-all-none fedavg-iid-none local-iid-none" bash benchmarks/federated_full.sh
-	$(PY) -m craftlib.federated_cli --out docs/results/companion_federated_full --report
+	$(PY) -m craftlib.companions.federated.cli --out docs/results/companion_federated_full --report
 
 constraints: install
 	$(PY) -m pip freeze --exclude-editable | sed '/^craftlib/d' > constraints.new && \

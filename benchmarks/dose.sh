@@ -5,7 +5,7 @@
 #   SEEDS=1 ARMS=none bash benchmarks/dose.sh      # the pilot: standard training at seed 0 of every level
 source "$(dirname "$0")/snapshot.sh" dose
 # shellcheck disable=SC2086
-nice -n "${NICE:-10}" $PY -m craftlib.dose_cli --seeds "${SEEDS:-10}" --first-seed "${FIRST_SEED:-0}" \
+nice -n "${NICE:-10}" $PY -m craftlib.study.dose_cli --seeds "${SEEDS:-10}" --first-seed "${FIRST_SEED:-0}" \
     --arms ${ARMS:-none contextual random_matched} ${LEVELS:+--levels $LEVELS} --jobs "${JOBS:-2}" \
     --models runs/dose-models >> runs/dose.log 2>&1
 echo "DOSE DONE" >> runs/dose.log

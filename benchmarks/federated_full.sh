@@ -10,10 +10,10 @@
 TAG=${ARMS:+-arms}
 source "$(dirname "$0")/snapshot.sh" "federated$TAG"
 OUT=docs/results/companion_federated_full
-mapfile -t halves < <($PY -c "import craftlib.federated_study as S; n = '${ARMS:-}'.split() or list(S.arm_names()); print(' '.join(n[0::2])); print(' '.join(n[1::2]))")
+mapfile -t halves < <($PY -c "import craftlib.companions.federated.study as S; n = '${ARMS:-}'.split() or list(S.arm_names()); print(' '.join(n[0::2])); print(' '.join(n[1::2]))")
 for i in 0 1; do
   # shellcheck disable=SC2086
-  nice -n "${NICE:-10}" $PY -m craftlib.federated_cli --out "$OUT" --identities 1202 --rounds 10 --seeds "${SEEDS:-3}" \
+  nice -n "${NICE:-10}" $PY -m craftlib.companions.federated.cli --out "$OUT" --identities 1202 --rounds 10 --seeds "${SEEDS:-3}" \
       --first-seed "${FIRST_SEED:-0}" --arms ${halves[$i]} >> "runs/federated_full$TAG.$i.log" 2>&1 &
 done
 wait

@@ -16,9 +16,9 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from craftlib.experiments import load_records  # noqa: E402
-from craftlib.results import SILENT_TAU, run_values  # noqa: E402
-from craftlib.survival import survival  # noqa: E402
+from craftlib.study.experiments import load_records  # noqa: E402
+from craftlib.study.results import SILENT_TAU, run_values  # noqa: E402
+from craftlib.study.survival import survival  # noqa: E402
 from craftlib.training import TrainConfig  # noqa: E402
 
 

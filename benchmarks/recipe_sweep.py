@@ -15,7 +15,7 @@ import torch
 
 from craftlib.activity import timeline
 from craftlib.data import LFW
-from craftlib.experiments import run_arm
+from craftlib.study.experiments import run_arm
 from craftlib.recipes import WORKSHOP
 
 GRIDS = [

@@ -4,8 +4,7 @@
                                          # (about 3.5 min of probes + one run: 6 min on 2 idle cores)
 
 The probe (``environment.speed_probe``) predicts the minutes of one workshop run from a few seconds of
-training; the full run is what notebook 01's training cell does (``room.train_arm(train, WORKSHOP, "none",
-seed)`` into a fresh folder, so it really trains). On a shared machine (here: beside a niced background study
+training; the full run is what notebook 01's training cell does (``runs.train_or_load(train, WORKSHOP, seed)`` into a fresh folder, so it really trains). On a shared machine (here: beside a niced background study
 and other jobs) absolute times move with the load, so the two are compared under the same conditions: the
 probe runs before the first epoch and after every epoch (``after_epoch``), each epoch's wall time is taken
 between them, and each epoch is predicted by the mean of the two probes around it. The ratio is
@@ -31,9 +30,10 @@ OUT = REPO / "docs" / "results" / "speed_probe.json"
 
 def interleaved_run(seconds: float, seed: int = 0) -> dict:
     """Notebook 01's training cell with a probe before it and after each epoch: per-epoch times and predictions."""
-    from craftlib import recipes, room
+    from craftlib import recipes
+    from craftlib import runs
     from craftlib.data import LFW
-    from craftlib.environment import speed_probe
+    from craftlib.workshop.environment import speed_probe
 
     recipe = recipes.WORKSHOP
     train = LFW(size=recipe.train.model.input_size).training_set(max_identities=recipe.max_identities)
@@ -47,7 +47,7 @@ def interleaved_run(seconds: float, seed: int = 0) -> dict:
         mark[:] = [time.perf_counter(), time.process_time()]
 
     with tempfile.TemporaryDirectory() as folder:
-        trainer = room.train_arm(train, recipe, "none", seed, keep=(recipe.last_epoch,), folder=folder,
+        trainer = runs.train_or_load(train, recipe, seed, keep=(recipe.last_epoch,), folder=folder,
                                  progress=False, log=lambda *_: None, after_epoch=between_epochs)
     n = recipe.train.epochs
     predicted = [(a["minutes"] + b["minutes"]) * 30 / n for a, b in zip(probes, probes[1:])]  # s per epoch
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     import torch
 
-    from craftlib.environment import SPEED_BUDGET_S
+    from craftlib.workshop.environment import SPEED_BUDGET_S
 
     seconds = args.seconds or SPEED_BUDGET_S
     result = interleaved_run(seconds)

@@ -471,7 +471,7 @@ def faces(size: int, random_faces: bool):
     """The workshop's training set (real LFW), or random uint8 faces of the same shape and identity count."""
     import numpy as np
 
-    from craftlib.data import LFW, FaceSet
+    from craftlib.data import FaceSet, LFW
 
     if not random_faces:
         return LFW(size=size, download=False).training_set()

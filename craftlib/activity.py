@@ -20,6 +20,8 @@ from .validation import check
 WEIGHT_SCORES = ("max", "l1", "l2")
 PROBE_SCORES = ("activation", "silent")
 SCORES = WEIGHT_SCORES + ("gamma", "effective") + PROBE_SCORES
+SILENT_TAU = 0.01
+"""What *silent* means everywhere (detector, records, figures): output spread below 1% of the loudest channel's."""
 SCORE_LABELS = {"max": "max |w|", "l1": "L1 norm", "l2": "L2 norm", "gamma": "BN |γ|",
                 "effective": "effective filter max |w·γ/σ|", "activation": "mean |activation| (ReDo)",
                 "silent": "output spread (std after BN + activation)"}

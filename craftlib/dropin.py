@@ -38,7 +38,7 @@ class Craft:
 
     ``probe``: a fixed batch of training images (e.g. 256, spread over the set) that the default ``silent``
     detector listens to; a weight detector (``spec.but(score="max")``) needs none. ``cls`` is passed to
-    ``CraftSpec.callback`` (``craftlib.distributed.SyncedReactivation`` under DDP).
+    ``CraftSpec.callback`` (``craftlib.scale.distributed.SyncedReactivation`` under DDP).
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, epochs: int, spec: CraftSpec = CraftSpec(),

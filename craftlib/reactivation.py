@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .activity import SCORES, check_tau, model_scores
+from .activity import SCORES, SILENT_TAU, check_tau, model_scores
 from .callbacks import Callback
 from .runtime import to_numpy
 from .validation import check
@@ -366,7 +366,7 @@ class CraftSpec:
 
     strategy: str = "contextual"
     score: str = "silent"
-    tau: float = 0.01
+    tau: float = SILENT_TAU
     reference: str | float = "max"
     every: str | int = "epoch"
     first_epoch: int = 1

@@ -1,4 +1,9 @@
-"""Runs kept on disk and reused: the notebooks resume each other's trainings instead of retraining."""
+"""Runs kept on disk and reused: the notebooks resume each other's trainings instead of retraining.
+
+``train_or_load(train, recipe, seed)`` is the notebooks' one way to train: a recipe's run at a seed, standard
+training or a re-activation strategy, trained once and loaded after (``train_cached`` finds it by its config,
+callback and name). Notebook 05 finds the runs notebooks 01 and 04 made at the same seed.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -10,6 +15,7 @@ from .callbacks import Callback
 from .checkpoints import CheckpointError
 from .data import FaceSet
 from .paths import runs_dir
+from .recipes import Recipe
 from .training import TrainConfig, Trainer
 
 
@@ -64,3 +70,17 @@ def train_cached(data: FaceSet, config: TrainConfig = TrainConfig(), callbacks: 
     if after_epoch is not None and not trained:
         after_epoch(trainer)
     return trainer
+
+
+def train_or_load(data: FaceSet, recipe: Recipe, seed: int, strategy: str = "none", until: int | None = None,
+                  keep: tuple[int, ...] = (), folder: str | Path | None = None, progress: bool = True, log=print,
+                  after_epoch: Callable[[Trainer], None] | None = None) -> Trainer:
+    """``recipe``'s run at ``seed`` with ``strategy`` (``"none"``: standard training; else a name of
+    ``recipes.ARMS``), trained once and then loaded.
+
+    Every run, standard training included, carries the recipe's re-activation callback (``"none"`` detects and
+    logs only), exactly as the seed study trains it: the notebooks' runs are the study's runs.
+    """
+    config = recipe.train.but(seed=seed)
+    return train_cached(data, config, [recipe.callback(seed=seed, arm=strategy)], name=strategy, until=until,
+                        keep=keep, folder=folder, progress=progress, log=log, after_epoch=after_epoch)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from craftlib.attributes import PROBE_ATTRIBUTES, ProbeSet, identity_split
+from craftlib.companions.attributes.labels import PROBE_ATTRIBUTES, ProbeSet, identity_split
 from craftlib.models import FaceCNN, ModelConfig
 
 TOY = ModelConfig(input_size=16, stem_channels=8, widths=(4, 8, 8), embedding_dim=8)

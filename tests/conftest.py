@@ -167,7 +167,7 @@ def comparison_dir(tmp_path_factory, tiny_faces, tiny_recipe, lfw, devtest_subse
     250 DevTest pairs). Four real runs: slow."""
     from dataclasses import replace
 
-    from craftlib.experiments import fingerprint, run_arm, write_record
+    from craftlib.study.experiments import fingerprint, run_arm, write_record
 
     out = tmp_path_factory.mktemp("comparison")
     recipe = replace(tiny_recipe.but(epochs=2, craft={"last_epoch": 1}), max_identities=TINY_IDENTITIES)
@@ -215,7 +215,7 @@ def make_record():
     below ``results.SILENT_TAU``; ``renewed`` the filters renewed at the end of epoch 1 (arms other than
     ``none``; ``none`` logs the same filters as detected).
     """
-    from craftlib.experiments import fingerprint
+    from craftlib.study.experiments import fingerprint
     from craftlib.recipes import FAST
 
     meta = fingerprint(FAST, "deepfunneled")
@@ -270,7 +270,7 @@ def synthetic_records(make_record) -> list[dict]:
 @pytest.fixture
 def records_dir(tmp_path, synthetic_records) -> Path:
     """``synthetic_records`` written as a results folder (``records/<arm>-s<seed>.json``)."""
-    from craftlib.experiments import write_record
+    from craftlib.study.experiments import write_record
 
     out = tmp_path / "results"
     for record in synthetic_records:
@@ -347,7 +347,7 @@ def workshop_executed(lfw_root, tmp_path_factory) -> dict:
     it raised; ``"_times"`` maps name -> seconds (also written to ``build/notebook_times.json``)."""
     import nbformat
 
-    from craftlib import notebooks as runner
+    from craftlib.workshop import notebooks as runner
 
     folder = tmp_path_factory.mktemp("workshop")
     env = {"CRAFTLIB_RUNS": str(tmp_path_factory.mktemp("runs")), "CRAFTLIB_DATA": str(lfw_root)}

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from craftlib import ablation
+from craftlib.study import ablation
 from craftlib.data import PairSet, probe_batch
 from craftlib.losses import MarginHead
 from craftlib.models import FaceCNN

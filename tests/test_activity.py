@@ -21,7 +21,7 @@ from craftlib.activity import (SCORES, ActivityRecorder, activation_scores, chec
                                snapshot_scores, timeline, track)
 from craftlib.data import load_face, probe_batch, read_pairs, to_input
 from craftlib.models import FaceCNN, ModelConfig
-from craftlib.reactivation import PAPER_READING, CraftSpec
+from craftlib.reactivation import CraftSpec, PAPER_READING
 from craftlib.training import Trainer, conv1_snapshot
 
 DEAD_IN_MOBILEFACENET = 31

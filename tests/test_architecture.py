@@ -1,4 +1,7 @@
-"""The layering in docs/ARCHITECTURE.md is the code's: no upward import, no cycle, no module left out."""
+"""The house in docs/ARCHITECTURE.md is the code's: each part imports only the parts beneath it, and no import
+loops. The core (``craftlib/*.py``) imports no subpackage; ``study`` imports only the core; a companion imports the
+core and ``study``, never another companion; ``scale`` imports only the core; ``workshop`` and ``__main__`` sit on
+top."""
 from __future__ import annotations
 
 import ast
@@ -11,48 +14,65 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "craftlib"
 
 
-def floors() -> dict[str, int]:
-    """Module -> floor, read from the table in docs/ARCHITECTURE.md."""
-    table = {}
-    for line in (ROOT / "docs" / "ARCHITECTURE.md").read_text().splitlines():
-        match = re.match(r"\|\s*(\d+)[^|]*\|([^|]*)\|", line)
-        if match:
-            for module in re.findall(r"`([\w]+)`", match.group(2)):
-                table[module] = int(match.group(1))
-    return table
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 def imports(path: Path) -> set[str]:
-    """craftlib modules a file imports (relative imports, also inside functions)."""
+    """craftlib modules a file imports (absolute or relative, also inside functions), as dotted names."""
+    here = module_name(path).split(".")
+    package = here if path.name == "__init__.py" else here[:-1]
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            if node.module:
-                found.add(node.module.split(".")[0])
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
             else:
-                found.update(alias.name if (PACKAGE / f"{alias.name}.py").exists() else "__init__"
-                             for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("craftlib."):
-            found.add(node.module.split(".")[1])
-    return found
+                target = node.module or ""
+            if target.split(".")[0] != "craftlib":
+                continue
+            submodules = [f"{target}.{a.name}" for a in node.names
+                          if (ROOT / Path(*f"{target}.{a.name}".split("."))).with_suffix(".py").exists()
+                          or (ROOT / Path(*f"{target}.{a.name}".split("."))).is_dir()]
+            found.update(submodules or [target])
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.split(".")[0] == "craftlib")
+    return found - {module_name(path)}
 
 
-GRAPH = {p.stem: imports(p) for p in sorted(PACKAGE.glob("*.py"))}
+def part(module: str) -> str:
+    """core, study, scale, workshop, companions.<name>, or entry (``__main__``)."""
+    parts = module.split(".")
+    if len(parts) == 1 or (len(parts) == 2 and not (PACKAGE / parts[1]).is_dir()):
+        return "entry" if parts[-1] == "__main__" else "core"
+    return ".".join(parts[1:3]) if parts[1] == "companions" and len(parts) > 2 else parts[1]
 
 
-def test_every_module_has_a_floor():
-    missing = sorted(set(GRAPH) - set(floors()))
-    stale = sorted(set(floors()) - set(GRAPH))
-    assert not missing, f"modules missing from docs/ARCHITECTURE.md's table: {missing}"
-    assert not stale, f"docs/ARCHITECTURE.md names modules that do not exist: {stale}"
+def allowed(src: str, dst: str) -> bool:
+    """The rule of ARCHITECTURE.md, in code."""
+    if src == dst or src in ("workshop", "entry"):
+        return True
+    if dst in ("workshop", "entry"):
+        return False
+    if src in ("core", "companions"):
+        return dst == "core"
+    if src in ("study", "scale"):
+        return dst == "core"
+    if src.startswith("companions."):
+        return dst in ("core", "study", "companions")
+    raise AssertionError(f"unknown part {src}")
+
+
+MODULES = sorted(PACKAGE.rglob("*.py"))
+GRAPH = {module_name(p): imports(p) for p in MODULES}
 
 
 @pytest.mark.parametrize("module", sorted(GRAPH))
-def test_no_upward_import(module):
-    table = floors()
-    upward = sorted(m for m in GRAPH[module] if table.get(m, -1) > table.get(module, -1))
-    assert not upward, f"{module} (floor {table.get(module)}) imports from higher floors: " + \
-        ", ".join(f"{m} (floor {table[m]})" for m in upward)
+def test_imports_follow_the_house(module):
+    bad = sorted(m for m in GRAPH[module] if not allowed(part(module), part(m)))
+    assert not bad, f"{module} ({part(module)}) imports " + ", ".join(f"{m} ({part(m)})" for m in bad)
 
 
 def test_no_import_cycle():
@@ -72,8 +92,22 @@ def test_no_import_cycle():
             visit(module, [module])
 
 
-def test_the_check_catches_an_upward_import(tmp_path):
-    """The parser sees function-level imports too (a test of the test)."""
-    sample = tmp_path / "sample.py"
-    sample.write_text("def f():\n    from .viz import new_figure\n    from . import __version__\n")
-    assert imports(sample) == {"viz", "__init__"}
+def test_the_picture_names_every_module():
+    """docs/ARCHITECTURE.md's picture lists every module under its part, and nothing that does not exist."""
+    text = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
+    picture = text[text.index("<!-- house:start -->"):text.index("<!-- house:end -->")]
+    drawn = set(re.findall(r"\b([a-z_]+)\.py\b", picture))
+    files = {p.stem for p in MODULES if p.stem != "__init__"}
+    assert not files - drawn, f"modules missing from ARCHITECTURE.md's picture: {sorted(files - drawn)}"
+    assert not drawn - files, f"ARCHITECTURE.md's picture names modules that do not exist: {sorted(drawn - files)}"
+
+
+def test_the_check_sees_relative_absolute_and_late_imports(tmp_path):
+    """A test of the test: the parser resolves every import form to a dotted module."""
+    study = PACKAGE / "study" / "results.py"
+    found = imports(study)
+    assert "craftlib.study.experiments" in found and "craftlib.activity" in found
+    assert part("craftlib.companions.federated.federation") == "companions.federated"
+    assert part("craftlib.viz") == "core" and part("craftlib.study.dose") == "study"
+    assert not allowed("core", "study") and not allowed("companions.federated", "companions.sparsity")
+    assert allowed("companions.federated", "study") and not allowed("study", "companions.federated")

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from attribute_data import probe_record
-from craftlib import attribute_study as S
-from craftlib.attributes import UNKNOWN
+from craftlib.companions.attributes import study as S
+from craftlib.companions.attributes.labels import UNKNOWN
 from craftlib.data import PairSet
 
 
@@ -129,7 +129,7 @@ def test_find_models_first_folder_wins(tmp_path):
 @pytest.mark.timeout(3600)  # about a minute on an idle 2-core machine
 def test_fast_study_end_to_end(tmp_path, lfw_root):
     """FAST settings on real LFW and labels: a FAST run, its records (probes + branching), the report."""
-    from craftlib.attributes import LabelsNotFoundError, load_labels
+    from craftlib.companions.attributes.labels import LabelsNotFoundError, load_labels
     from craftlib.data import LFW
     from craftlib.recipes import FAST
     from craftlib.training import train
@@ -140,7 +140,7 @@ def test_fast_study_end_to_end(tmp_path, lfw_root):
         pytest.skip(str(err))
     settings = S.FAST_SETTINGS
     study = S.prepare(settings, LFW(lfw_root, download=False, size=settings.size), labels)
-    from craftlib.attributes import training_identities
+    from craftlib.companions.attributes.labels import training_identities
 
     assert not set(study.probe_set.identities) & training_identities(LFW(lfw_root, download=False, size=settings.size))
     trainer = train(study.train, FAST.train, progress=False)
@@ -163,10 +163,10 @@ def test_fast_study_end_to_end(tmp_path, lfw_root):
 
 def test_results_md_shows_what_the_committed_records_say():
     """docs/RESULTS.md's attribute tables are ``render_markdown`` of the committed records, digit for digit."""
-    from craftlib.attribute_cli import DEFAULT_OUT
+    from craftlib.companions.attributes.cli import DEFAULT_OUT
     from craftlib.paths import REPO_ROOT
 
     records = S.load_records(DEFAULT_OUT, S.StudySettings())
     assert {r["seed"] for r in records if r["kind"] == "probe" and r["arm"] == "contextual"} >= set(S.FIRST_SEEDS)
     results = (REPO_ROOT / "docs" / "RESULTS.md").read_text()
-    assert S.render_markdown(records) in results, "regenerate: python -m craftlib.attribute_cli report, paste summary.md"
+    assert S.render_markdown(records) in results, "regenerate: python -m craftlib.companions.attributes.cli report, paste summary.md"

@@ -5,10 +5,9 @@ import pytest
 from matplotlib.figure import Figure
 
 from attribute_data import probe_record, toy_model, toy_probe_set
-from craftlib import attribute_study as S
-from craftlib import attribute_widgets as AW
+from craftlib.companions.attributes import study as S, widgets as AW
 from craftlib import viz
-from craftlib.probes import run_probes
+from craftlib.companions.attributes.linear_probes import run_probes
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from craftlib import attributes as A
+from craftlib.companions.attributes import labels as A
 
 PEOPLE = {"Alice_Aa": 3, "Bob_Bb": 2, "Carol_Cc": 2, "Dave_Dd": 1, "Eve_Ee": 2}
 

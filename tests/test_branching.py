@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from attribute_data import TOY, toy_model
-from craftlib import branching as B
+from craftlib.companions.attributes import branching as B
 from craftlib.data import FaceSet
 from craftlib.losses import MarginHead
 from craftlib.models import count_macs

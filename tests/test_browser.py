@@ -14,7 +14,7 @@ import pytest
 from lab_browser import NEEDS_CHROMIUM, lab_page, quiet_kernel, run_all, running_lab, shot, until
 
 from craftlib.recipes import ARM_LABELS
-from craftlib.results import METRIC_LABELS
+from craftlib.study.results import METRIC_LABELS
 
 NOTEBOOK = Path(__file__).parent / "notebooks" / "widgets_browser.ipynb"
 

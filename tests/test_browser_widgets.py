@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from lab_browser import NEEDS_CHROMIUM, lab_page, notebook, quiet_kernel, run_all, running_lab, shot, until
 
-from craftlib import reference
+from craftlib.study import reference
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE_NOTEBOOK = Path(__file__).parent / "notebooks" / "widgets_state.ipynb"

@@ -6,8 +6,9 @@ import hashlib
 import pytest
 import torch
 
-from craftlib import environment, pretrained
-from craftlib.cli import main
+from craftlib import pretrained
+from craftlib.workshop import environment
+from craftlib.workshop.cli import main
 
 
 def lines(capsys) -> dict[str, str]:
@@ -191,7 +192,7 @@ def test_tampered_packaged_stem_is_refused(no_models, monkeypatch, tmp_path):
 @pytest.mark.timeout(2400)  # about a minute on a quiet 2-core machine; 16 minutes were seen on a shared, overloaded one
 def test_notebook_02_runs_to_the_end_without_craftlib_models_or_network(lfw_root, tmp_path, monkeypatch):
     """FAST mode, CRAFTLIB_MODELS unset, every HTTP(S) request sent to a dead proxy: the packaged stem carries it."""
-    from craftlib import notebooks
+    from craftlib.workshop import notebooks
 
     monkeypatch.delenv("CRAFTLIB_MODELS", raising=False)
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from craftlib.checkpoints import FORMAT, CheckpointError, load_checkpoint, load_model, save_checkpoint
+from craftlib.checkpoints import CheckpointError, FORMAT, load_checkpoint, load_model, save_checkpoint
 from craftlib.models import ModelConfig
 from craftlib.paths import atomic_write
 from craftlib.recipes import FAST

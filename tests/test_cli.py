@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from craftlib.cli import build_parser, main
+from craftlib.workshop.cli import build_parser, main
 from craftlib.data import read_pairs
-from craftlib.experiments import load_records
+from craftlib.study.experiments import load_records
 from craftlib.recipes import ARM_LABELS, FAST, WORKSHOP, recipe_from_flags
-from craftlib.results import load_summary, summarize_folders
+from craftlib.study.results import load_summary, summarize_folders
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -248,7 +248,7 @@ def test_report_prints_and_writes_the_pooled_summary(records_dir, tmp_path, caps
 
 
 def test_report_refuses_folders_of_different_recipes(records_dir, tmp_path, capsys, make_record):
-    from craftlib.experiments import fingerprint, write_record
+    from craftlib.study.experiments import fingerprint, write_record
 
     other = tmp_path / "other"
     record = make_record("none", 11, 0.8)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from craftlib import colab
+from craftlib.workshop import colab
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -38,7 +38,7 @@ def test_the_placeholder_check_catches_the_old_links():
 def test_badges_and_cells_agree_with_the_address_in_pyproject():
     url = colab.repository()
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    assert colab.badges(url) in readme, "README's Colab block is stale: run `python -m craftlib.colab`"
+    assert colab.badges(url) in readme, "README's Colab block is stale: run `python -m craftlib.workshop.colab`"
     for nb in NOTEBOOKS:
         first = json.loads(nb.read_text(encoding="utf-8"))["cells"][0]
         assert colab.CELL_TAG in first["metadata"].get("tags", []), f"{nb.name}: no Colab cell first"

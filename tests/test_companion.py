@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from craftlib import companion
+from craftlib.companions.sparsity import study as companion
 from craftlib.recipes import WORKSHOP
 
 
@@ -21,7 +21,7 @@ def test_arm_recipes_change_only_the_model():
 
 def test_folder_fingerprint_names_the_arms():
     meta = companion.folder_fingerprint(WORKSHOP, "deepfunneled")
-    assert meta["recipe"]["name"] == "workshop" and set(meta["companion_arms"]) == set(companion.ARMS)
+    assert meta["recipe"]["name"] == "workshop" and set(meta["companion_arms"]) == set(companion.COMPANION_ARMS)
 
 
 def _with_extra(record, seed, arm):
@@ -43,7 +43,7 @@ def records(make_record):
     out = []
     for arm in acc:
         for s in range(5):
-            record = make_record(companion.ARMS[arm]["craft"], s, acc[arm] + 0.005 * s)  # trained as that CRAFT arm
+            record = make_record(companion.COMPANION_ARMS[arm]["craft"], s, acc[arm] + 0.005 * s)  # trained as that CRAFT arm
             out.append(_with_extra({**record, "arm": arm}, s, arm))
     return out
 
@@ -56,10 +56,10 @@ def test_summary_pairs_every_metric_against_standard(records):
     assert p.n == 5 and p.mean_difference == pytest.approx(0.2, abs=0.02) and p.holm_pvalue is not None
     assert s["main"].arms["topk"].vs_baseline["accuracy"].mean_difference == pytest.approx(-0.02)
     table = companion.render_markdown(s)
-    assert table.count("\n") == 1 + len(companion.ARMS)
+    assert table.count("\n") == 1 + len(companion.COMPANION_ARMS)
     assert "CReLU stem" in table and "707,328" in table and "21.6 M" in table
     shape = companion.render_shape_table(s)
-    assert shape.count("\n") == 1 + len(companion.ARMS) and "| standard training | 80.0% ± 0.0% |" not in shape
+    assert shape.count("\n") == 1 + len(companion.COMPANION_ARMS) and "| standard training | 80.0% ± 0.0% |" not in shape
     assert "70.0% ± 0.0%" in shape  # the blurred accuracy of every run
     texture = s["extra"]["crelu"]["vs_baseline"]["texture_retention"]
     assert texture.mean_difference == pytest.approx(0.2) and "+0.20" in shape.splitlines()[4]
@@ -69,7 +69,7 @@ def test_summary_pairs_every_metric_against_standard(records):
 @pytest.mark.slow
 def test_runs_write_records_that_summarize(tiny_faces, devtest_subset, lfw, tmp_path):
     """Two arms of a FAST-budget run on 30 identities: a CReLU model with its companion block, resumable."""
-    from craftlib.experiments import load_records, write_record
+    from craftlib.study.experiments import load_records, write_record
     from craftlib.recipes import FAST
 
     recipe = FAST.but(epochs=2, batch_size=32, craft={"last_epoch": 1})
@@ -100,7 +100,7 @@ def test_runs_write_records_that_summarize(tiny_faces, devtest_subset, lfw, tmp_
 
 def test_results_md_shows_what_the_committed_records_say():
     """docs/RESULTS.md's companion tables are the renderers' output on the committed records, digit for digit."""
-    from craftlib.experiments import load_records
+    from craftlib.study.experiments import load_records
     from craftlib.paths import REPO_ROOT
 
     records = load_records(REPO_ROOT / companion.DEFAULT_OUT)
@@ -108,7 +108,7 @@ def test_results_md_shows_what_the_committed_records_say():
     s = companion.summary(records)
     results = (REPO_ROOT / "docs" / "RESULTS.md").read_text()
     for table in (companion.render_markdown(s), companion.render_shape_table(s)):
-        assert table in results, "regenerate: python -m craftlib.companion_cli --report, then paste summary.md"
+        assert table in results, "regenerate: python -m craftlib.companions.sparsity.cli --report, then paste summary.md"
 
 
 def test_results_md_twins_block_is_the_committed_measurement():
@@ -116,7 +116,7 @@ def test_results_md_twins_block_is_the_committed_measurement():
     verdict is the declared rule applied to its gaps."""
     import json
 
-    from craftlib.pairing import twin_verdict
+    from craftlib.companions.sparsity.pairing import twin_verdict
     from craftlib.paths import REPO_ROOT
 
     blob = json.loads((REPO_ROOT / companion.DEFAULT_OUT / "twins.json").read_text())
@@ -124,4 +124,4 @@ def test_results_md_twins_block_is_the_committed_measurement():
     assert blob["verdict"] == twin_verdict([t["gap"] for pairs in blob["seeds"].values() for t in pairs])
     results = (REPO_ROOT / "docs" / "RESULTS.md").read_text()
     block = results.split("<!-- twins:result -->\n")[1].split("\n<!-- /twins:result -->")[0]
-    assert block == companion.render_twins(blob), "regenerate: python -m craftlib.companion_cli --twins"
+    assert block == companion.render_twins(blob), "regenerate: python -m craftlib.companions.sparsity.cli --twins"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from craftlib import decay
-from craftlib.survival import decay_curve
+from craftlib.study.survival import decay_curve
 from craftlib.training import TrainConfig
 
 

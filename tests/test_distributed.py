@@ -27,15 +27,15 @@ from torch.nn.parallel import DistributedDataParallel
 
 from craftlib.checkpoints import CheckpointError
 from craftlib.data import FaceSet, PairSet
-from craftlib.distributed import (DistributedTrainer, ReplicaMismatchError, ScheduleMismatchError, SyncedReactivation,
+from craftlib.scale.distributed import (DistributedTrainer, ReplicaMismatchError, ScheduleMismatchError, SyncedReactivation,
                                   check_replicas, checksum, init_distributed, planned_events, watched_tensors)
-from craftlib.facebin import consecutive_folds, write_bin
-from craftlib.facefolders import FaceFolder
+from craftlib.scale.facebin import consecutive_folds, write_bin
+from craftlib.scale.facefolders import FaceFolder
 from craftlib.losses import MarginHead
 from craftlib.models import FaceCNN, ModelConfig
-from craftlib.reactivation import PAPER_READING, CraftSpec, ReactivationCallback
+from craftlib.reactivation import CraftSpec, PAPER_READING, ReactivationCallback
 from craftlib.checkpoints import load_embedding_model
-from craftlib.scale_cli import build_parser, main
+from craftlib.scale.cli import build_parser, main
 from craftlib.training import TrainConfig
 
 from craftlib.callbacks import Callback
@@ -130,7 +130,7 @@ def _plain_ddp_loop(rank: int, device: str) -> dict:
 
 def _without_buffer_averaging(device: str) -> dict:
     """The control: DDP with broadcast_buffers=False and no averaging lets BatchNorm statistics drift apart."""
-    import craftlib.distributed as distributed
+    import craftlib.scale.distributed as distributed
 
     average, distributed.average_buffers = distributed.average_buffers, lambda module: None
     try:
@@ -417,10 +417,10 @@ def test_every_documented_command_is_valid():
 
     blocks = re.findall(r"```bash\n(.*?)```", SCALE_MD.read_text(), re.S)
     commands = [shlex.split(line) for block in blocks for line in block.splitlines()
-                if line and line[0] != "#" and "craftlib.scale_cli" in line]  # the Flower commands: tests/test_flower.py
+                if line and line[0] != "#" and "craftlib.scale.cli" in line]  # the Flower commands: tests/test_flower.py
     assert len(commands) == 4
     for tokens in commands:
-        cli = tokens.index("craftlib.scale_cli")
+        cli = tokens.index("craftlib.scale.cli")
         if tokens[0] == "torchrun":
             get_args_parser().parse_args(tokens[1:])
         build_parser().parse_args(tokens[cli + 1:])
@@ -431,10 +431,10 @@ def test_one_gpu_command_then_evaluate_bin_command(tmp_path, monkeypatch, capsys
     """SCALE.md's one-GPU training and its .bin evaluation, run as written (CPU, tiny data, tiny budget)."""
     data, bins = _face_folder(tmp_path / "casia"), _bins(tmp_path / "bins")
     monkeypatch.chdir(tmp_path)
-    train = documented("python -m craftlib.scale_cli train", DATA=str(data))
+    train = documented("python -m craftlib.scale.cli train", DATA=str(data))
     assert main(train[3:] + TINY) == 0
     assert "8 identities, 1 process(es)" in capsys.readouterr().out
-    evaluate = documented("python -m craftlib.scale_cli evaluate-bin", BINS=str(bins))
+    evaluate = documented("python -m craftlib.scale.cli evaluate-bin", BINS=str(bins))
     assert main(evaluate[3:] + ["--device", "cpu", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert all(f"{name}: accuracy" in out for name in ("lfw", "cfp_fp", "agedb_30", "calfw", "cplfw"))

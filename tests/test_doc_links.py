@@ -41,7 +41,8 @@ def resolves(name: str, where: Path) -> bool:
     name = name.split("#", 1)[0].rstrip("/")
     if not name:
         return True
-    bases = [where.parent, REPO, REPO / "docs", REPO / "notebooks", REPO / "craftlib", REPO / "tests"]
+    packages = [d for d in (REPO / "craftlib").rglob("*") if d.is_dir() and d.name != "__pycache__"]
+    bases = [where.parent, REPO, REPO / "docs", REPO / "notebooks", REPO / "craftlib", *packages, REPO / "tests"]
     return any((base / name).exists() for base in bases)
 
 

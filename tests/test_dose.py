@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from craftlib import dose, dose_report
-from craftlib.experiments import write_record
+from craftlib.study import dose, dose_report
+from craftlib.study.experiments import write_record
 from craftlib.recipes import WORKSHOP
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from craftlib import environment
+from craftlib.workshop import environment
 
 
 def test_report_names_versions_device_threads_and_where_things_are(lfw_root, monkeypatch):

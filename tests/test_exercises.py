@@ -14,7 +14,7 @@ import nbformat
 import pytest
 from conftest import WORKSHOP_NOTEBOOKS, solutions
 
-from craftlib import notebooks as runner
+from craftlib.workshop import notebooks as runner
 
 pytestmark = [pytest.mark.notebooks, pytest.mark.slow, pytest.mark.timeout(7200)]
 

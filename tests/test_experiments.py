@@ -15,10 +15,10 @@ import torch
 
 from craftlib import __version__
 from craftlib.data import LFW
-from craftlib.experiments import (RECORD_SCORES, check_folder, compare, fingerprint, fingerprint_diff, load_records,
+from craftlib.study.experiments import (RECORD_SCORES, check_folder, compare, fingerprint, fingerprint_diff, load_records,
                                   pending, record_path, run_arm, write_record)
 from craftlib.recipes import FAST
-from craftlib.results import summarize, summarize_folders
+from craftlib.study.results import summarize, summarize_folders
 
 ARMS = ("none", "contextual")
 
@@ -171,7 +171,7 @@ def test_compare_resumes_appends_and_merges(tmp_path, small_lfw, tiny_compare_re
 
 def test_a_record_keeps_the_scores_its_accuracy_came_from(tiny_run, devtest_subset):
     """Per-pair DevTest scores in every record: re-scoring them reproduces the record's accuracy exactly."""
-    from craftlib.experiments import measure
+    from craftlib.study.experiments import measure
     from craftlib.recipes import FAST
     from craftlib.verification import evaluate_scores
 

@@ -12,10 +12,10 @@ from PIL import Image
 from sklearn.model_selection import KFold
 
 from craftlib.data import DataError, PairSet
-from craftlib.facebin import consecutive_folds, read_bin, write_bin
+from craftlib.scale.facebin import consecutive_folds, read_bin, write_bin
 from craftlib.iresnet import build_backbone
 from craftlib.models import FaceCNN, ModelConfig
-from craftlib.scale_cli import main
+from craftlib.scale.cli import main
 from craftlib.verification import evaluate
 
 SIZE = 16

@@ -8,7 +8,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from craftlib.data import DataError
-from craftlib.facefolders import FaceFolder, load_face_folder
+from craftlib.scale.facefolders import FaceFolder, load_face_folder
 
 SIZE = 16
 PEOPLE = {"0042_bob": 3, "0007_alice": 2, "0100_carol": 1}  # sorted: alice, bob, carol

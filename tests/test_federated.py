@@ -1,4 +1,4 @@
-"""Federated face recognition (craftlib.federated): what crosses the boundary, FedAvg = centralised on identical
+"""Federated face recognition (craftlib.companions.federated.federation): what crosses the boundary, FedAvg = centralised on identical
 clients, server-side re-activation identical everywhere, the AdaFedFR-style head, the study table.
 
 Mechanics run on ``toy_faces`` (random 16 px faces, milliseconds); one test runs the real pipeline on LFW.
@@ -11,9 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from craftlib import federated as F
-from craftlib import federated_cli as C
-from craftlib import federated_study as S
+from craftlib.companions.federated import federation as F, cli as C, study as S
 from craftlib.losses import MarginHead
 from craftlib.reactivation import CraftSpec
 from craftlib.recipes import Recipe
@@ -158,7 +156,7 @@ def test_server_refuses_every_malicious_reply_and_keeps_its_model(toy_faces, toy
     before = F.arrays_of(server.model)
     for round_, (name, (bad, reason)) in enumerate(malicious_replies(reply, toy_faces.images[:2]).items(), start=1):
         caplog.clear()
-        with caplog.at_level("WARNING", logger="craftlib.federated"):
+        with caplog.at_level("WARNING", logger="craftlib.companions.federated.federation"):
             record = server.finish_round(round_, [bad], [0])  # as the site that trained it
         assert len(record["refused"]) == 1 and record["refused"][0]["client"] == 0, name
         assert re.search(reason, record["refused"][0]["reason"]), (name, record["refused"][0]["reason"])
@@ -484,7 +482,7 @@ def test_results_md_federated_table_is_the_committed_records():
     S.check_study_folder(REPO_ROOT / "docs" / "results" / "companion_federated", F.FedConfig(), F.FEDERATED)
     results = (REPO_ROOT / "docs" / "RESULTS.md").read_text()
     block = results.split("<!-- federated:table -->\n")[1].split("\n<!-- /federated:table -->")[0]
-    assert block == S.study_table(records), "regenerate: python -m craftlib.federated_cli --report, then paste"
+    assert block == S.study_table(records), "regenerate: python -m craftlib.companions.federated.cli --report, then paste"
 
 
 def test_central_steps_takes_one_sites_step_count(toy_faces, toy_recipe, monkeypatch):
@@ -525,4 +523,4 @@ def test_results_md_privacy_block_is_the_committed_measurement():
     assert blob["fed"]["negatives_source"] == "clients" and blob["fed"]["identities"] == 1202 and blob["accuracy"] > 0.7
     results = (REPO_ROOT / "docs" / "RESULTS.md").read_text()
     block = results.split("<!-- federated:privacy -->\n")[1].split("\n<!-- /federated:privacy -->")[0]
-    assert block == F.privacy_table(blob), "regenerate: python -m craftlib.federated_cli --privacy ..."
+    assert block == F.privacy_table(blob), "regenerate: python -m craftlib.companions.federated.cli --privacy ..."

@@ -8,7 +8,7 @@ import re
 import nbformat
 import pytest
 
-from craftlib import notebooks as runner
+from craftlib.workshop import notebooks as runner
 
 PATH = runner.NOTEBOOK_DIR / "08_federated.ipynb"
 pytestmark = pytest.mark.notebooks

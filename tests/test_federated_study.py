@@ -1,4 +1,4 @@
-"""The federated study's readings (craftlib.federated_study): the decay budget of FedAvg's averaged model, checked
+"""The federated study's readings (craftlib.companions.federated.study): the decay budget of FedAvg's averaged model, checked
 on a real run; the death and re-activation tables on records whose answers are known; and the committed tables of
 the larger budget in docs/RESULTS.md, which must be these functions of the committed records."""
 from __future__ import annotations
@@ -6,14 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from craftlib import federated as F
-from craftlib import federated_cli as C
-from craftlib import federated_study as S
-from craftlib import federated_widgets as FW
+from craftlib.companions.federated import federation as F, cli as C, study as S, widgets as FW
 from craftlib.paths import REPO_ROOT
 from craftlib.reactivation import CraftSpec
 from craftlib.recipes import Recipe
-from craftlib.survival import decay_curve
+from craftlib.study.survival import decay_curve
 
 FULL = REPO_ROOT / "docs" / "results" / "companion_federated_full"
 

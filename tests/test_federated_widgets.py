@@ -1,10 +1,9 @@
-"""The federated rounds explorer (craftlib.federated_widgets) and its static twin, on toy federated runs."""
+"""The federated rounds explorer (craftlib.companions.federated.widgets) and its static twin, on toy federated runs."""
 from __future__ import annotations
 
 import pytest
 
-from craftlib import federated as F
-from craftlib import federated_widgets as FW
+from craftlib.companions.federated import federation as F, widgets as FW
 from craftlib.reactivation import CraftSpec
 from craftlib.recipes import Recipe
 

@@ -1,4 +1,4 @@
-"""The Flower adapter (craftlib.flower_app) and its deployment (flower_deploy, flower_keys): records round-trip, each
+"""The Flower adapter (craftlib.companions.federated.flower_app) and its deployment (flower_deploy, flower_keys): records round-trip, each
 site reads only its own faces, every reply crosses the same boundary as in-process and a hostile one is refused,
 ``--insecure`` exists only on loopback, and a real multi-process deployment — TLS, registered SuperNodes only, a
 SuperLink and two SuperNodes over 127.0.0.1 — turns away two intruders and finishes with the global model that
@@ -22,10 +22,10 @@ import torch
 
 flwr = pytest.importorskip("flwr", reason="the federated extra is not installed: pip install -e '.[federated]'")
 
-from craftlib import federated as F  # noqa: E402
-from craftlib import flower_app as A  # noqa: E402
-from craftlib import flower_deploy as D  # noqa: E402
-from craftlib import flower_keys as K  # noqa: E402
+from craftlib.companions.federated import federation as F  # noqa: E402
+from craftlib.companions.federated import flower_app as A  # noqa: E402
+from craftlib.companions.federated import flower_deploy as D  # noqa: E402
+from craftlib.companions.federated import flower_keys as K  # noqa: E402
 
 @pytest.fixture(scope="module")
 def toy_recipe(toy_config):
@@ -68,7 +68,7 @@ def test_run_config_round_trip(tmp_path):
     import tomli
 
     parsed = tomli.loads((app / "pyproject.toml").read_text())
-    assert parsed["tool"]["flwr"]["app"]["components"]["clientapp"] == "craftlib.flower_app:client_app"
+    assert parsed["tool"]["flwr"]["app"]["components"]["clientapp"] == "craftlib.companions.federated.flower_app:client_app"
     assert A.settings(parsed["tool"]["flwr"]["app"]["config"])[1] == TINY
     with pytest.raises(ValueError, match="needs no federation"):
         A.run_config("fast", TINY.but(strategy="local", craft="none"), tmp_path)
@@ -210,7 +210,7 @@ def test_strategy_refuses_hostile_replies_and_keeps_the_honest_model(toy_faces, 
     for round_, (name, (content, reason)) in enumerate(lies.items(), start=1):
         caplog.clear()
         reply = _reply_message(content, 8, error="boom" if content is None else None)
-        with caplog.at_level("WARNING", logger="craftlib.federated"):
+        with caplog.at_level("WARNING", logger="craftlib.companions.federated.federation"):
             strategy.aggregate_train(round_, [_reply_message(good, 7), reply])
         record = server.history[-1]
         assert [r["client"] for r in record.get("refused", [])] in ([1], ["on node 8"]), (name, record.get("refused"))
@@ -309,7 +309,7 @@ def test_documented_federation_commands_are_the_tested_ones(tmp_path, monkeypatc
                                                          ["flwr", "supernode", "register", "site0.pub"],
                                                          ["flwr", "run", "fed-app", "workshop"]]
     monkeypatch.chdir(tmp_path)
-    for tokens in (c for c in commands if c[:3] == ["python", "-m", "craftlib.flower_keys"]):
+    for tokens in (c for c in commands if c[:3] == ["python", "-m", "craftlib.companions.federated.flower_keys"]):
         assert K.main(tokens[3:]) == 0
     assert {p.name for p in tmp_path.rglob("*") if p.is_file()} == {"ca.crt", "server.pem", "server.key", "site",
                                                                    "site.pub"}

@@ -11,8 +11,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
-from craftlib import install
-from craftlib.cli import main, prepare_workspace
+from craftlib.workshop import install
+from craftlib.workshop.cli import main, prepare_workspace
 
 REPO = Path(__file__).resolve().parent.parent
 PYENV = Path("/root/.pyenv/versions")

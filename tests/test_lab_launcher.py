@@ -20,7 +20,7 @@ import nbformat
 import pytest
 from lab_browser import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, free_port, quiet_lab_settings, until
 
-from craftlib.cli import main, notebook_to_open
+from craftlib.workshop.cli import main, notebook_to_open
 
 NAMES = ("00_setup.ipynb", "01_train.ipynb", "02_dying.ipynb", "03_lab.ipynb")
 

@@ -8,7 +8,7 @@ from unittest.mock import patch
 import nbformat
 import pytest
 
-from craftlib import notebooks as runner
+from craftlib.workshop import notebooks as runner
 
 pytestmark = pytest.mark.notebooks
 

@@ -6,7 +6,7 @@ import os
 import nbformat
 import pytest
 
-from craftlib import notebooks as runner
+from craftlib.workshop import notebooks as runner
 
 PATH = runner.NOTEBOOK_DIR / "07_face_attributes.ipynb"
 WIDGET = "application/vnd.jupyter.widget-view+json"
@@ -24,7 +24,7 @@ def test_has_its_exercises_questionnaire_reading_and_widgets():
 
 
 def _labels_available() -> bool:
-    from craftlib.attributes import LabelsNotFoundError, find_labels
+    from craftlib.companions.attributes.labels import LabelsNotFoundError, find_labels
 
     try:
         find_labels(download=False)

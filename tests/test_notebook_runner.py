@@ -1,4 +1,4 @@
-"""``craftlib.notebooks``, the headless runner, without a kernel: listing, cleaning, timing records, FAST.
+"""``craftlib.workshop.notebooks``, the headless runner, without a kernel: listing, cleaning, timing records, FAST.
 
 (``tests/test_notebooks.py`` executes the real notebooks with it; that takes minutes.)
 """
@@ -9,7 +9,7 @@ import json
 import nbformat
 import pytest
 
-from craftlib import notebooks
+from craftlib.workshop import notebooks
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 (a) every notebook in ``notebooks/`` is stored without outputs, execution counts or widget state;
 (b) the session fixture ``workshop_executed`` (conftest) executes 00-05 once (FAST, fresh ``$CRAFTLIB_RUNS``
-so that every training really runs, solutions appended) with ``craftlib.notebooks``, and one test per
+so that every training really runs, solutions appended) with ``craftlib.workshop.notebooks``, and one test per
 notebook opens the executed copy and checks the outputs of its key cells (found by cell id): a notebook
 that silently skips its work fails; the companions 06-08 have their own test files;
 (c) the execution times go to ``build/notebook_times.json``.
@@ -18,7 +18,7 @@ import pytest
 
 from conftest import WORKSHOP_NOTEBOOKS
 
-from craftlib import notebooks as runner
+from craftlib.workshop import notebooks as runner
 from craftlib.recipes import ARM_LABELS, DEFAULT_ARMS
 
 pytestmark = pytest.mark.notebooks
@@ -44,7 +44,7 @@ def test_the_nine_notebooks_are_there():
 def test_committed_clean(path):
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
-    assert runner.problems(nb) == [], f"{path.name} has stored outputs: run `python -m craftlib.notebooks --clean`"
+    assert runner.problems(nb) == [], f"{path.name} has stored outputs: run `python -m craftlib.workshop.notebooks --clean`"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

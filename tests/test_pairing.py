@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from craftlib.pairing import (anti_partner, pair_cosines, pairing_summary, planted_pairs, random_reference)
+from craftlib.companions.sparsity.pairing import (anti_partner, pair_cosines, pairing_summary, planted_pairs, random_reference)
 
 
 def test_planted_pairs_are_found():
@@ -73,7 +73,7 @@ def test_matched_reference_separates_pairs_from_crowded_directions():
 
 
 def test_matched_reference_has_the_layers_second_moment():
-    from craftlib.pairing import second_moment
+    from craftlib.companions.sparsity.pairing import second_moment
 
     layer = planted_pairs(4)
     m = second_moment(layer)
@@ -100,7 +100,7 @@ def _twin_model(beta_i: float, beta_j: float):
 
 def test_twins_with_mirrored_shifts_cut_at_one_threshold():
     """β_j = −β_i: relu(z_i) and relu(−z_j) fire on exactly the same positions (gap 0, nothing disagrees)."""
-    from craftlib.pairing import twin_thresholds, twin_verdict
+    from craftlib.companions.sparsity.pairing import twin_thresholds, twin_verdict
 
     torch.manual_seed(0)
     model, faces = _twin_model(0.3, -0.3), torch.randn(4, 3, 16, 16)
@@ -113,7 +113,7 @@ def test_twins_with_mirrored_shifts_cut_at_one_threshold():
 
 def test_twins_with_different_shifts_have_the_predicted_gap():
     """z_i = c + β_i, z_j = −c + β_j: j's zero crossing is at z_i = β_i + β_j, i.e. that many sd of c apart."""
-    from craftlib.pairing import twin_thresholds, twin_verdict
+    from craftlib.companions.sparsity.pairing import twin_thresholds, twin_verdict
 
     torch.manual_seed(0)
     model, faces = _twin_model(0.5, 0.4), torch.randn(4, 3, 16, 16)

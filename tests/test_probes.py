@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from attribute_data import toy_model, toy_probe_set
-from craftlib import probes
-from craftlib.attributes import Attribute, UNKNOWN, identity_split
-from craftlib.branching import STAGES
+from craftlib.companions.attributes import linear_probes as probes
+from craftlib.companions.attributes.labels import Attribute, UNKNOWN, identity_split
+from craftlib.companions.attributes.branching import STAGES
 
 
 def test_stage_features_shapes_hooks_removed_mode_restored():

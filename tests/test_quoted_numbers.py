@@ -1,7 +1,7 @@
 """One source for every number: quoted numbers agree with docs/results/, which agrees with the code and data.
 
 Numbers in the notebooks' Markdown and in the docs are marked ``<!--q:KEY|FORMAT-->text<!--/q-->``
-(``craftlib.reference`` explains the keys); this test recomputes each from the committed file it names
+(``craftlib.workshop.quotes`` explains the keys); this test recomputes each from the committed file it names
 and fails when the text differs — or when the file it needs is not committed. Then the committed files
 themselves are checked: the FAST comparison against the FAST recipe, ``reference.json`` against the
 MobileFaceNet and LFW it was computed from, and the notebook times against the notebooks.
@@ -14,9 +14,11 @@ import re
 import nbformat
 import pytest
 
-from craftlib import recipes, reference
-from craftlib.notebooks import list_notebooks as _all_notebooks
-from craftlib.results import summarize_folders
+from craftlib import recipes
+from craftlib.study import reference
+from craftlib.workshop import quotes
+from craftlib.workshop.notebooks import list_notebooks as _all_notebooks
+from craftlib.study.results import summarize_folders
 
 
 def list_notebooks():
@@ -24,20 +26,20 @@ def list_notebooks():
     return [p for p in _all_notebooks() if p.stem[:2] in {"00", "01", "02", "03", "04", "05"}]
 
 
-TEXTS = reference.quoted_files()
+TEXTS = quotes.quoted_files()
 
 
 @pytest.mark.parametrize("where", sorted(TEXTS))
 def test_every_quoted_number_agrees_with_its_committed_source(where):
-    problems = reference.quote_problems(TEXTS[where], where)
+    problems = quotes.quote_problems(TEXTS[where], where)
     assert not problems, "quoted numbers disagree with docs/results/ (fix the text, or run " \
-                         "`python -m craftlib.reference --fix` after a new result):\n" + "\n".join(problems)
+                         "`python -m craftlib.workshop.quotes --fix` after a new result):\n" + "\n".join(problems)
 
 
 def test_the_notebooks_and_the_guide_quote_numbers():
     for nb in list_notebooks():
-        assert reference.find_quotes(TEXTS[f"notebooks/{nb.name}"]), f"{nb.name} quotes no checked number"
-    assert len(reference.find_quotes(TEXTS["docs/WORKSHOP.md"])) >= 12
+        assert quotes.find_quotes(TEXTS[f"notebooks/{nb.name}"]), f"{nb.name} quotes no checked number"
+    assert len(quotes.find_quotes(TEXTS["docs/WORKSHOP.md"])) >= 12
 
 
 @pytest.mark.parametrize("path", list_notebooks(), ids=lambda p: p.stem)
@@ -45,23 +47,23 @@ def test_expected_runtimes_are_quoted_from_the_measured_times(path):
     first = next(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
     runtime = first[first.index("**Expected runtime**"):]
     number = path.stem[:2]
-    keys = {k for k, _, _ in reference.find_quotes(runtime)}
+    keys = {k for k, _, _ in quotes.find_quotes(runtime)}
     assert {f"time.full.{number}", f"time.fast.{number}"} <= keys, f"{path.name}: runtimes are not quoted from " \
                                                                     "docs/results/notebook_times.json"
 
 
 def test_a_drifted_number_is_caught():
     good = "<!--q:mfn.dead-->31 / 64<!--/q--> and <!--q:recipe.workshop.train.weight_decay|sci-->1e-2<!--/q-->"
-    assert reference.quote_problems(good) == []
+    assert quotes.quote_problems(good) == []
     bad = "<!--q:mfn.dead-->30 / 64<!--/q--> <!--q:mfn.largest_dead|pct1-->0.3%<!--/q--> <!--q:nope.key-->1<!--/q-->"
-    problems = reference.quote_problems(bad, "x.md")
+    problems = quotes.quote_problems(bad, "x.md")
     assert len(problems) == 3 and "'30 / 64'" in problems[0] and "'1.2%'" in problems[1] and "unknown" in problems[2]
-    assert reference.fix_quotes(bad).startswith("<!--q:mfn.dead-->31 / 64<!--/q--> <!--q:mfn.largest_dead|pct1-->1.2%")
+    assert quotes.fix_quotes(bad).startswith("<!--q:mfn.dead-->31 / 64<!--/q--> <!--q:mfn.largest_dead|pct1-->1.2%")
 
 
 def test_a_missing_source_is_reported_not_guessed(monkeypatch, tmp_path):
     monkeypatch.setattr(reference, "SUMMARY_FILE", tmp_path / "compare_summary.json")
-    problems = reference.quote_problems("<!--q:study.delta.contextual|pts-->+0.70 pts<!--/q-->")
+    problems = quotes.quote_problems("<!--q:study.delta.contextual|pts-->+0.70 pts<!--/q-->")
     assert len(problems) == 1 and "not been committed" in problems[0]
 
 
@@ -73,20 +75,20 @@ def test_study_keys_read_the_summary_and_its_survival_table(monkeypatch, tmp_pat
     monkeypatch.setattr(reference, "EARLY_FILE", tmp_path / "early_summary.json")
     ctx = summary.arms["contextual"]
     for head in ("study", "early"):
-        assert reference.value_of(f"{head}.seeds.contextual") == len(ctx.seeds)
-        assert reference.value_of(f"{head}.sd.contextual") == ctx.vs_baseline["accuracy"].sd_difference
-        assert reference.value_of(f"{head}.area.contextual.max") == ctx.curve_area("max")
-        assert reference.value_of(f"{head}.renewed.contextual") == ctx.renewal["filters"] > 0
-        assert reference.value_of(f"{head}.alive_end.contextual") == ctx.renewal["alive_end"]
-        assert reference.value_of(f"{head}.alive_low.contextual") == ctx.renewal["alive_end_ci95"][0]
-        assert reference.value_of(f"{head}.ratio_end.contextual") == ctx.renewal["ratio_end"][1]
-        assert reference.value_of(f"{head}.alive_end.none") == summary.baseline_renewal["alive_end"]
+        assert quotes.value_of(f"{head}.seeds.contextual") == len(ctx.seeds)
+        assert quotes.value_of(f"{head}.sd.contextual") == ctx.vs_baseline["accuracy"].sd_difference
+        assert quotes.value_of(f"{head}.area.contextual.max") == ctx.curve_area("max")
+        assert quotes.value_of(f"{head}.renewed.contextual") == ctx.renewal["filters"] > 0
+        assert quotes.value_of(f"{head}.alive_end.contextual") == ctx.renewal["alive_end"]
+        assert quotes.value_of(f"{head}.alive_low.contextual") == ctx.renewal["alive_end_ci95"][0]
+        assert quotes.value_of(f"{head}.ratio_end.contextual") == ctx.renewal["ratio_end"][1]
+        assert quotes.value_of(f"{head}.alive_end.none") == summary.baseline_renewal["alive_end"]
     monkeypatch.setattr(reference, "EARLY_FILE", tmp_path / "missing.json")
-    assert "not been committed" in reference.quote_problems("<!--q:early.alive_end.none|pct0-->9%<!--/q-->")[0]
+    assert "not been committed" in quotes.quote_problems("<!--q:early.alive_end.none|pct0-->9%<!--/q-->")[0]
 
 
 def test_formats():
-    f = reference.FORMATS
+    f = quotes.FORMATS
     assert (f["pct0"](0.484), f["pct1"](0.01176), f["pct2"](0.602), f["sci"](0.01), f["sci"](5e-4), f["x"](20.0),
             f["s"](61.6), f["min"](161.0), f["min0"](20)) == ("48%", "1.2%", "60.20%", "1e-2", "5e-4", "20×", "62 s",
                                                               "2.7 min", "1 min")
@@ -177,7 +179,7 @@ def test_the_guide_has_minutes_and_answer_notes_for_every_notebook():
 
 def test_results_md_early_tables_are_the_committed_early_summary():
     """The workshop-early tables in docs/RESULTS.md are the renderers' output on early_summary.json, 10 seeds per arm."""
-    from craftlib.results import curve_markdown, render_markdown, survival_markdown
+    from craftlib.study.results import curve_markdown, render_markdown, survival_markdown
 
     summary, note = reference.committed_summary(reference.EARLY_FILE)
     assert summary is not None, note
@@ -191,7 +193,7 @@ def test_results_md_early_tables_are_the_committed_early_summary():
 
 def test_results_md_tables_are_the_committed_summary():
     """The study's tables in docs/RESULTS.md are the renderers' output on compare_summary.json, digit for digit."""
-    from craftlib.results import curve_markdown, render_markdown, survival_markdown
+    from craftlib.study.results import curve_markdown, render_markdown, survival_markdown
 
     summary, note = reference.committed_summary()
     assert summary is not None, note

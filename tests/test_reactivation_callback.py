@@ -18,7 +18,7 @@ import torch
 from craftlib.activity import model_scores, snapshot_scores
 from craftlib.callbacks import Callback
 from craftlib.models import FaceCNN, ModelConfig
-from craftlib.reactivation import PAPER_READING, PRELU_INIT, STRATEGIES, CraftSpec, ReactivationCallback
+from craftlib.reactivation import CraftSpec, PAPER_READING, PRELU_INIT, ReactivationCallback, STRATEGIES
 from craftlib.training import Trainer
 
 KILLED = list(range(8))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from craftlib.reactivation import PAPER_READING, CraftSpec, ReactivationCallback
+from craftlib.reactivation import CraftSpec, PAPER_READING, ReactivationCallback
 from craftlib.recipes import (ARM_LABELS, ARMS, DEFAULT_ARMS, FAST, PAPER, RECIPES, WORKSHOP, WORKSHOP_EARLY, Recipe,
                               get_recipe, recipe_from_flags)
 from craftlib.training import TrainConfig
@@ -169,10 +169,10 @@ def test_the_named_recipes():
 
 
 def test_both_command_lines_build_their_recipe_with_one_function():
-    """``python -m craftlib train`` and ``python -m craftlib.scale_cli train`` share ``recipe_from_flags``: a flag
+    """``python -m craftlib train`` and ``python -m craftlib.scale.cli train`` share ``recipe_from_flags``: a flag
     one parser lacks is simply not applied."""
-    from craftlib.cli import build_parser as craftlib_flags
-    from craftlib.scale_cli import build_parser as scale_flags
+    from craftlib.workshop.cli import build_parser as craftlib_flags
+    from craftlib.scale.cli import build_parser as scale_flags
 
     scaled = recipe_from_flags(scale_flags().parse_args(
         ["train", "--data", "faces", "--recipe", "gpu", "--size", "64", "--embedding-dim", "128", "--grad-clip", "2",

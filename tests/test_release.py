@@ -40,6 +40,6 @@ def test_changelog_has_the_current_version_and_every_wave():
 def test_ci_builds_checks_and_installs_the_wheel():
     assert "bash .ci/wheel" in (REPO / ".ci" / "run").read_text()
     script = (REPO / ".ci" / "wheel").read_text()
-    for step in ("-m build", "twine check --strict", "--no-index", "craftlib\" check --no-speed", "craftlib.notebooks"):
+    for step in ("-m build", "twine check --strict", "--no-index", "craftlib\" check --no-speed", "craftlib.workshop.notebooks"):
         assert step in script, step
     subprocess.run(["bash", "-n", str(REPO / ".ci" / "wheel")], check=True)

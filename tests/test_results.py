@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from craftlib.experiments import fingerprint
+from craftlib.study.experiments import fingerprint
 from craftlib.recipes import ARM_LABELS, FAST
-from craftlib.results import (CURVE_SCORES, Arm, DELTA_STAR, METRICS, SCHEMA, SILENT_TAU, TAUS, WEIGHT_TAU, Paired,
+from craftlib.study.results import (CURVE_SCORES, Arm, DELTA_STAR, METRICS, SCHEMA, SILENT_TAU, TAUS, WEIGHT_TAU, Paired,
                               Summary, curve_markdown, first_runs, fmt, fmt_ci, headline, holm, load_summary, mde,
                               paired, power, render_html, render_markdown, render_text, summarize, summarize_folders,
                               survival_markdown, table_rows)
-from craftlib.survival import survival
+from craftlib.study.survival import survival
 
 # ---------------------------------------------------------------------------------------------
 # power and the minimum detectable effect (two-sided paired t-test, alpha 0.05)
@@ -299,7 +299,7 @@ def test_results_md_endpoint_table_is_the_committed_summary():
     import re
 
     from craftlib.paths import REPO_ROOT
-    from craftlib.results import endpoints_markdown, load_summary
+    from craftlib.study.results import endpoints_markdown, load_summary
 
     text = (REPO_ROOT / "docs/RESULTS.md").read_text()
     block = re.search(r"<!-- endpoints:study -->\n(.*?)\n<!-- /endpoints:study -->", text, re.S).group(1)
@@ -307,7 +307,7 @@ def test_results_md_endpoint_table_is_the_committed_summary():
 
 
 def test_endpoint_family_correction_is_holm_over_every_secondary_test(synthetic_records):
-    from craftlib.results import SECONDARY, endpoints_markdown, holm, summarize
+    from craftlib.study.results import SECONDARY, endpoints_markdown, holm, summarize
 
     s = summarize(synthetic_records)
     family = holm({(m, a): s.arms[a].vs_baseline[m].t_pvalue for m in SECONDARY for a in ("contextual", "random_matched")})
@@ -318,6 +318,6 @@ def test_endpoint_family_correction_is_holm_over_every_secondary_test(synthetic_
 
 
 def fmt_p(v):
-    from craftlib.results import fmt
+    from craftlib.study.results import fmt
 
     return fmt("p", v)

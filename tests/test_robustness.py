@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from craftlib import cli, training
+from craftlib import training
+from craftlib.workshop import cli
 from craftlib.checkpoints import CheckpointError
 from craftlib.models import ModelConfig
 from craftlib.reactivation import CraftSpec
@@ -77,14 +78,14 @@ def test_study_flags_are_checked_too(argv, words, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("module, argv, words", [
-    ("dose_cli", ["--seeds", "0"], "argument --seeds: must be an integer >= 1"),
-    ("dose_cli", ["--jobs", "-2"], "argument --jobs: must be an integer >= 1"),
-    ("dose_cli", ["--first-seed", "-1"], "argument --first-seed: must be an integer in [0, "),
-    ("companion_cli", ["--seeds", "-1"], "argument --seeds: must be an integer >= 1"),
-    ("companion_cli", ["--jobs", "0"], "argument --jobs: must be an integer >= 1"),
-    ("attribute_cli", ["run", "--seeds", "3-1"], "argument --seeds: '3-1' is an empty range of seeds"),
-    ("attribute_cli", ["run", "--seeds", "0,-4"], "argument --seeds: must be an integer in [0, "),
-    ("attribute_cli", ["run", "--branching-seeds", "x"], "argument --branching-seeds: must be an integer in [0, "),
+    ("study.dose_cli", ["--seeds", "0"], "argument --seeds: must be an integer >= 1"),
+    ("study.dose_cli", ["--jobs", "-2"], "argument --jobs: must be an integer >= 1"),
+    ("study.dose_cli", ["--first-seed", "-1"], "argument --first-seed: must be an integer in [0, "),
+    ("companions.sparsity.cli", ["--seeds", "-1"], "argument --seeds: must be an integer >= 1"),
+    ("companions.sparsity.cli", ["--jobs", "0"], "argument --jobs: must be an integer >= 1"),
+    ("companions.attributes.cli", ["run", "--seeds", "3-1"], "argument --seeds: '3-1' is an empty range of seeds"),
+    ("companions.attributes.cli", ["run", "--seeds", "0,-4"], "argument --seeds: must be an integer in [0, "),
+    ("companions.attributes.cli", ["run", "--branching-seeds", "x"], "argument --branching-seeds: must be an integer in [0, "),
 ])
 def test_the_study_commands_share_the_checks(module, argv, words, tmp_path, capsys):
     import importlib
@@ -92,7 +93,7 @@ def test_the_study_commands_share_the_checks(module, argv, words, tmp_path, caps
     main = importlib.import_module(f"craftlib.{module}").main
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exit_:
-        main([*argv, "--out" if module != "dose_cli" else "--root", str(out)])
+        main([*argv, "--out" if module != "study.dose_cli" else "--root", str(out)])
     assert exit_.value.code == 2 and words in capsys.readouterr().err
     assert not out.exists()
 
@@ -353,8 +354,8 @@ def test_a_held_folder_refuses_a_second_writer_with_the_holder_named(tmp_path):
 @pytest.mark.slow
 def test_two_concurrent_compares_with_different_recipes_the_second_is_refused_and_no_record_lost(lfw_root, tmp_path,
                                                                                                  capsys):
-    from craftlib.experiments import load_records
-    from craftlib.results import summarize_folders
+    from craftlib.study.experiments import load_records
+    from craftlib.study.results import summarize_folders
 
     out = tmp_path / "cmp"
     argv = ["compare", "--data", str(lfw_root), *TINY, "--epochs", "1", "--last-epoch", "1", "--arms", "none",
@@ -376,7 +377,7 @@ def test_two_concurrent_compares_with_different_recipes_the_second_is_refused_an
 
 
 def test_a_truncated_or_malformed_record_is_named_when_read(records_dir, capsys):
-    from craftlib.experiments import RecordError, check_folder, fingerprint, load_records
+    from craftlib.study.experiments import RecordError, check_folder, fingerprint, load_records
 
     path = sorted((records_dir / "records").glob("*.json"))[3]
     text = path.read_text()
@@ -458,7 +459,7 @@ def no_hang():
 
 @pytest.mark.parametrize("side", [10_000, 20_000])  # over Pillow's limit (a warning there) and over twice it
 def test_a_decompression_bomb_in_the_training_folder_is_refused_with_the_file_named(fake_lfw, side):
-    from craftlib.data import LFW, DataError
+    from craftlib.data import DataError, LFW
 
     root = fake_lfw()
     bomb = root / "lfw-deepfunneled" / "Carol_Cc" / "Carol_Cc_0002.jpg"
@@ -468,7 +469,7 @@ def test_a_decompression_bomb_in_the_training_folder_is_refused_with_the_file_na
 
 
 def test_a_pipe_named_like_an_image_is_refused_not_waited_on(fake_lfw, no_hang):
-    from craftlib.data import LFW, DataError, load_face
+    from craftlib.data import DataError, LFW, load_face
 
     root = fake_lfw()
     pipe = root / "lfw-deepfunneled" / "Carol_Cc" / "Carol_Cc_0002.jpg"
@@ -483,7 +484,7 @@ def test_a_pipe_named_like_an_image_is_refused_not_waited_on(fake_lfw, no_hang):
 @pytest.mark.parametrize("line, shown", [("../../etc\t1\t2", "'../../etc'"), ("Alice_Aa\t1\t../x\t2", "'../x'"),
                                          ("..\t1\t2", "'..'")])
 def test_pair_names_cannot_leave_the_data_folder(fake_lfw, line, shown):
-    from craftlib.data import LFW, DataError
+    from craftlib.data import DataError, LFW
 
     pairs = "2\nAlice_Aa\t1\t2\nBob_Bb\t1\t2\nAlice_Aa\t3\tBob_Bb\t1\nAlice_Aa\t1\tBob_Bb\t2\n".splitlines()
     pairs[2 if line.count("\t") == 2 else 3] = line
@@ -495,7 +496,7 @@ def test_pair_names_cannot_leave_the_data_folder(fake_lfw, line, shown):
 
 
 def test_a_cache_that_cannot_be_made_or_written_degrades_to_no_cache(fake_lfw, tmp_path, monkeypatch):
-    from craftlib.data import LFW, CacheWarning, _cache_key
+    from craftlib.data import CacheWarning, LFW, _cache_key
 
     root = fake_lfw()
     blocker = tmp_path / "a-file"

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from craftlib import reference, results, room, widgets
-from craftlib.experiments import load_records
+from craftlib.study import dashboard
+from craftlib import runs
+from craftlib.study import reference, results, room
+from craftlib.study.experiments import load_records
 
 
 @pytest.fixture(scope="module")
@@ -40,14 +42,14 @@ def test_two_small_folders_pool_into_one_paired_analysis_with_a_ci(tmp_path, fas
         p, q = pooled.arms[arm].vs_baseline["accuracy"], alone.arms[arm].vs_baseline["accuracy"]
         assert p.n == 8 and p.ci95 is not None and p.holm_pvalue is not None and p.mde is not None
         assert p.ci95 == pytest.approx(q.ci95) and p.t_pvalue == pytest.approx(q.t_pvalue)
-    summary, records = widgets.pool([a, b])
+    summary, records = dashboard.pool([a, b])
     assert len(records) == 24 and summary.arms["contextual"].vs_baseline["accuracy"].n == 8
     assert "95% CI" in results.headline(summary)
 
 
 def test_the_same_seed_in_two_folders_counts_once(tmp_path, fast_records):
     a, b = laptops(tmp_path, fast_records, {"a": {0, 1, 2}, "b": {2, 3}})
-    records, notes = widgets.pool_records([a, b])
+    records, notes = dashboard.pool_records([a, b])
     assert len(records) == 12 and len(notes) == 3 and all("seed 2" in n and "kept the first" in n for n in notes)
 
 
@@ -86,11 +88,11 @@ def test_seat_seed_reads_craft_seed(monkeypatch):
 
 def test_uploaded_records_land_in_a_folder_and_pool(tmp_path, fast_records):
     files = [{"name": p.name, "content": memoryview(p.read_bytes())} for p in fast_records[:6]]
-    written = widgets.save_uploads(files, tmp_path / "uploads")
+    written = dashboard.save_uploads(files, tmp_path / "uploads")
     assert len(written) == 6 and len(load_records(tmp_path / "uploads")) == 6
     with pytest.raises(ValueError, match="not a run record"):
-        widgets.save_uploads([{"name": "notes.json", "content": memoryview(b'{"hello": 1}')}], tmp_path / "uploads")
-    upload = widgets.RecordUpload(tmp_path / "more")
+        dashboard.save_uploads([{"name": "notes.json", "content": memoryview(b'{"hello": 1}')}], tmp_path / "uploads")
+    upload = dashboard.RecordUpload(tmp_path / "more")
     upload._save()  # nothing uploaded yet: no error, nothing written
     assert upload.error.value == "" and not (tmp_path / "more").exists()
 
@@ -102,13 +104,13 @@ def test_uploaded_records_land_in_a_folder_and_pool(tmp_path, fast_records):
 @pytest.mark.slow
 def test_run_seat_reuses_saved_runs_resumes_and_matches_compare(lfw_root, tmp_path, monkeypatch):
     from craftlib.data import LFW
-    from craftlib.experiments import run_arm
+    from craftlib.study.experiments import run_arm
     from craftlib.recipes import FAST
 
     monkeypatch.setenv("CRAFTLIB_RUNS", str(tmp_path / "runs"))
     lfw = LFW(lfw_root, download=False, size=FAST.train.model.input_size)
     data = lfw.training_set(max_identities=FAST.max_identities)
-    room.train_arm(data, FAST, "none", 0, progress=False, log=lambda *_: None)  # what notebook 01 does
+    runs.train_or_load(data, FAST, 0, progress=False, log=lambda *_: None)  # what notebook 01 does
     lines: list[str] = []
     out = tmp_path / "seat"
     records = room.run_seat(FAST, 0, out, ("none", "contextual"), lfw=lfw, progress=False, log=lines.append)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from craftlib import handout, kit
-from craftlib.install import venv_python
+from craftlib.workshop import handout, kit
+from craftlib.workshop.install import venv_python
 
 CHROMIUM = Path("/usr/bin/chromium")
 CDNS = ("cdnjs.cloudflare.com", "unpkg.com", "cdn.jsdelivr.net")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from craftlib import shapebias as sb
+from craftlib.companions.sparsity import shapebias as sb
 
 
 @pytest.fixture(scope="module")

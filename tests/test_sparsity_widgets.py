@@ -4,8 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from craftlib import pairing
-from craftlib import sparsity_widgets as sw
+from craftlib.companions.sparsity import pairing, widgets as sw
 from craftlib.data import PairSet
 from craftlib.models import FaceCNN, ModelConfig
 

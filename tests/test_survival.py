@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from craftlib.callbacks import Callback
-from craftlib.experiments import _timeline
+from craftlib.study.experiments import _timeline
 from craftlib.reactivation import clear_optimizer_state
 from craftlib.recipes import FAST, WORKSHOP
-from craftlib.survival import decay_curve, learning_rates, new_deaths, survival, survival_curve, survival_stats
+from craftlib.study.survival import decay_curve, learning_rates, new_deaths, survival, survival_curve, survival_stats
 from craftlib.training import Trainer
 
 FROZEN = 11  # no task gradient from the start
@@ -189,7 +189,7 @@ def test_stratified_comparison_weights_to_the_renewal_epochs():
     epoch 1 all survive (+50 pts there), renewals at epoch 3 survive like anything (0 pts): the weighted
     difference follows CRAFT's epoch mix (1 renewal at epoch 1, 3 at epoch 3 -> +12.5 pts); the epoch-3
     stratum is marked as one where nothing can die."""
-    from craftlib import hazard
+    from craftlib.study import hazard
 
     config = FAST.train.but(epochs=5)
     craft = _run(5, {1: [0], 3: [1, 2, 3]}, {})
@@ -209,11 +209,11 @@ def test_stratified_comparison_weights_to_the_renewal_epochs():
 
 @pytest.mark.parametrize("folder", ["study", "study-early"])
 def test_results_md_survival_tables_are_the_committed_json(folder):
-    """RESULTS.md's stratified tables are ``craftlib.hazard``'s rendering of survival_stratified.json."""
+    """RESULTS.md's stratified tables are ``craftlib.study.hazard``'s rendering of survival_stratified.json."""
     import json
     import re
 
-    from craftlib import hazard
+    from craftlib.study import hazard
     from craftlib.paths import REPO_ROOT
 
     result = json.loads((REPO_ROOT / "docs/results/survival_stratified.json").read_text())[folder]
@@ -227,7 +227,7 @@ def test_committed_survival_json_is_the_records():
     """The committed numbers are what the committed records give (point estimates; the bootstrap is not rerun)."""
     import json
 
-    from craftlib import hazard
+    from craftlib.study import hazard
     from craftlib.paths import REPO_ROOT
 
     committed = json.loads((REPO_ROOT / "docs/results/survival_stratified.json").read_text())["study-early"]

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from craftlib import cli, threads
-from craftlib.environment import check_threads
-from craftlib.experiments import forked
+from craftlib import threads
+from craftlib.workshop import cli
+from craftlib.workshop.environment import check_threads
+from craftlib.study.experiments import forked
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -120,7 +120,7 @@ def test_checkpoints_record_the_variant(toy_faces, toy_config, tmp_path):
 
 
 def test_comparison_records_of_two_variants_refuse_to_pool(tmp_path):
-    from craftlib.experiments import check_folder, fingerprint
+    from craftlib.study.experiments import check_folder, fingerprint
     from craftlib.recipes import FAST
 
     out = tmp_path / "results"

@@ -11,11 +11,12 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
+from craftlib.study import figures
 from craftlib import viz
 from craftlib.activity import filter_scores, inactive_mask, model_scores, relative, timeline
-from craftlib.experiments import load_records
+from craftlib.study.experiments import load_records
 from craftlib.reactivation import PAPER_READING, reactivate_model
-from craftlib.results import ARM_LABELS, METRIC_LABELS, SILENT_TAU, summarize
+from craftlib.study.results import ARM_LABELS, METRIC_LABELS, SILENT_TAU, summarize
 
 TAU = 0.3  # the tiny run re-activates silent filters below 0.3 (FAST's τ)
 
@@ -209,7 +210,7 @@ def test_roc_curves_log_far_axis(synthetic_records):
 
 
 def test_seed_comparison_boxes_points_and_the_paired_ci(summary):
-    fig = viz.seed_comparison(summary, "accuracy")
+    fig = figures.seed_comparison(summary, "accuracy")
     (ax,) = fig.axes
     assert [t.get_text() for t in ax.get_xticklabels()] == [ARM_LABELS[a] for a in summary.arms]
     points = sum(len(c.get_offsets()) for c in ax.collections)
@@ -217,19 +218,19 @@ def test_seed_comparison_boxes_points_and_the_paired_ci(summary):
     notes = [t.get_text() for t in ax.texts if t.get_gid() == "pvalue"]
     assert notes[0] == "baseline" and notes[1].startswith("Δ +") and "CI [" in notes[1] and "p = " in notes[1]
     assert "5 seed(s)" in ax.get_title() and METRIC_LABELS["accuracy"] in ax.get_title()
-    one = viz.seed_comparison(summary, "accuracy", arms=["none", "contextual"])
+    one = figures.seed_comparison(summary, "accuracy", arms=["none", "contextual"])
     assert len(one.axes[0].get_xticklabels()) == 2
 
 
 def test_seed_comparison_of_a_metric_that_is_never_estimable(summary):
     """TAR@FAR=1e-3 on DevTest is None in every run: the figure says n/a instead of failing."""
-    fig = viz.seed_comparison(summary, "tar@far=0.001")
+    fig = figures.seed_comparison(summary, "tar@far=0.001")
     notes = [t.get_text() for t in fig.axes[0].texts if t.get_gid() == "pvalue"]
     assert notes[1].startswith("Δ n/a") and "0 seed(s)" in fig.axes[0].get_title()
 
 
 def test_tau_curves_one_line_per_arm(summary):
-    fig = viz.tau_curves(summary, "silent")
+    fig = figures.tau_curves(summary, "silent")
     (ax,) = fig.axes
     assert len(ax.lines) == 3 and ax.get_xscale() == "log"
     for line, arm in zip(ax.lines, summary.arms.values()):
@@ -238,7 +239,7 @@ def test_tau_curves_one_line_per_arm(summary):
 
 
 def test_survival_curves_against_standard_training(summary):
-    fig = viz.survival_curves(summary)
+    fig = figures.survival_curves(summary)
     (ax,) = fig.axes
     labels = [l.get_label() for l in ax.lines]
     assert labels == [f"{ARM_LABELS['contextual']}: re-activated filters",
@@ -249,17 +250,17 @@ def test_survival_curves_against_standard_training(summary):
 
 def test_record_matrix_is_relative_per_epoch(synthetic_records):
     record = synthetic_records[0]
-    m = viz.record_matrix(record)
+    m = figures.record_matrix(record)
     assert m.shape == (64, len(record["timeline"]["epoch"]))
     np.testing.assert_allclose(m[:, 1], relative(np.asarray(record["timeline"]["output_std"][1])))
-    assert viz.record_matrix(record, "max").shape == m.shape
+    assert figures.record_matrix(record, "max").shape == m.shape
     with pytest.raises(KeyError):
-        viz.record_matrix(record, "effective")
+        figures.record_matrix(record, "effective")
 
 
 @pytest.mark.slow
 def test_save_comparison_figures_writes_every_png(summary, synthetic_records, tmp_path):
-    paths = viz.save_comparison_figures(summary, synthetic_records, tmp_path / "figs")
+    paths = figures.save_comparison_figures(summary, synthetic_records, tmp_path / "figs")
     names = sorted(p.name for p in paths)
     assert names == sorted(["seeds_accuracy.png", "seeds_silent_fraction.png", "tau_curve_silent.png",
                             "tau_curve_max.png", "survival.png", "roc.png", "timeline_none.png",
@@ -272,9 +273,9 @@ def test_comparison_figures_of_a_real_comparison(comparison_dir, tmp_path):
     records = load_records(comparison_dir)
     summary = summarize(records)
     assert list(summary.arms) == ["none", "contextual"] and summary.arms["none"].seeds == [0, 1]
-    paths = viz.save_comparison_figures(summary, records, tmp_path)
+    paths = figures.save_comparison_figures(summary, records, tmp_path)
     assert len(paths) == 8 and all(p.read_bytes()[:4] == b"\x89PNG" for p in paths)  # 2 arms: 2 timelines
-    fig = viz.death_timeline(viz.record_matrix(records[0]), SILENT_TAU, records[0]["events"],
+    fig = viz.death_timeline(figures.record_matrix(records[0]), SILENT_TAU, records[0]["events"],
                              x=records[0]["timeline"]["epoch"])
     assert main_axes(fig)[0].images[0].get_array().shape == (64, 3)
 

@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from craftlib import decay, recipes, reference, viz, widgets as cw
+from craftlib import decay, recipes, viz, widgets as cw
+from craftlib.study import reference
 from craftlib.data import FaceSet
-from craftlib.results import fmt
+from craftlib.study.results import fmt
 from craftlib.training import Trainer
 
 MAX_W, MAX_H = 1000, 640  # inside JupyterLab's notebook area on a 1366x768 screen (side bar folded)

@@ -15,12 +15,14 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from craftlib import viz, widgets as cw
+from craftlib import viz
+from craftlib import widgets as cw
+from craftlib.study import dashboard
 from craftlib.activity import filter_scores, inactive_mask
-from craftlib.experiments import load_records
+from craftlib.study.experiments import load_records
 from craftlib.reactivation import CraftSpec
 from craftlib.recipes import ARM_LABELS
-from craftlib.results import METRIC_LABELS, render_html, summarize
+from craftlib.study.results import METRIC_LABELS, render_html, summarize
 from craftlib.training import NonFiniteLossError
 
 
@@ -309,12 +311,12 @@ def table_rows(table: str) -> int:
 
 @pytest.mark.slow
 def test_pool_a_folder_several_folders_or_a_summary(records_dir, tmp_path, synthetic_records):
-    summary, records = cw.pool(records_dir)
+    summary, records = dashboard.pool(records_dir)
     assert summary == summarize(synthetic_records) and len(records) == 15
-    assert cw.pool(summary) == (summary, [])
+    assert dashboard.pool(summary) == (summary, [])
     other = tmp_path / "laptop2"
     shutil.copytree(records_dir, other)
-    pooled, notes = cw.pool_records([records_dir, other])
+    pooled, notes = dashboard.pool_records([records_dir, other])
     assert len(pooled) == 15 and len(notes) == 15 and "kept the first" in notes[0]
     assert f"in {records_dir.name} and in laptop2" in notes[0] and str(tmp_path) not in notes[0]  # no full paths
     assert {(n.arm, n.seed) for n in notes} == {(r["arm"], r["seed"]) for r in pooled}
@@ -325,7 +327,7 @@ def test_dashboard_notes_follow_the_selection_and_it_says_how_to_pick_several(re
     other = tmp_path / "laptop2"
     shutil.copytree(records_dir, other)
     (other / "records" / "none-s0.json").unlink()
-    dash = cw.ComparisonDashboard([records_dir, other])
+    dash = dashboard.ComparisonDashboard([records_dir, other])
     assert "none seed 1 is in" in dash.caption.value and "none seed 0 is in" not in dash.caption.value
     dash.seeds.value = (0, 2)
     assert "seed 1 is in" not in dash.caption.value and "contextual seed 2 is in" in dash.caption.value
@@ -334,22 +336,22 @@ def test_dashboard_notes_follow_the_selection_and_it_says_how_to_pick_several(re
     hint = next(w for w in dash.widget.children[0].children[2].children if "craft-select-hint" in w._dom_classes)
     assert "Ctrl-click" in hint.value and "Shift-click" in hint.value
     with pytest.raises(FileNotFoundError, match="no run records"):
-        cw.pool(tmp_path / "empty")
+        dashboard.pool(tmp_path / "empty")
 
 
 def test_select_recomputes_on_a_subset(records_dir):
-    _, records = cw.pool(records_dir)
-    one = cw.select(records, seeds=[1])
+    _, records = dashboard.pool(records_dir)
+    one = dashboard.select(records, seeds=[1])
     assert one.arms["none"].seeds == [1] and one.arms["contextual"].vs_baseline["accuracy"].t_pvalue is None
-    two = cw.select(records, arms=["none", "contextual"], seeds=[0, 1, 2])
+    two = dashboard.select(records, arms=["none", "contextual"], seeds=[0, 1, 2])
     assert list(two.arms) == ["none", "contextual"] and two.arms["contextual"].vs_baseline["accuracy"].n == 3
     with pytest.raises(ValueError, match="nothing selected"):
-        cw.select(records, arms=[])
+        dashboard.select(records, arms=[])
 
 
 @pytest.mark.slow
 def test_dashboard_controls_change_table_and_figure(records_dir):
-    dash = cw.ComparisonDashboard(records_dir)
+    dash = dashboard.ComparisonDashboard(records_dir)
     assert table_rows(dash.table.value) == 3 and dash.error.value == ""
     assert dash.table.value == render_html(dash.picked, "accuracy")
     assert "15 runs" in dash.caption.value
@@ -364,7 +366,7 @@ def test_dashboard_controls_change_table_and_figure(records_dir):
     assert dash.error.value == ""
     reason = "not estimable in 6 of 6 runs: not estimable: 450 impostor pairs per training split, fewer than 1/FAR"
     assert reason in dash.caption.value and reason in dash.table.value and "<table" not in dash.table.value
-    figure = cw._comparison_figure(dash.picked, dash.records, "tar@far=0.001")
+    figure = dashboard._comparison_figure(dash.picked, dash.records, "tar@far=0.001")
     said = [t.get_text().replace("\n", " ") for t in figure.axes[0].texts if t.get_gid() == "not-estimable"]
     assert said and "450 impostor pairs" in said[0] and "not estimable" in figure.axes[0].get_title()
     dash.metric.value = "accuracy"
@@ -378,34 +380,34 @@ def test_dashboard_pools_folders_and_refuses_a_bare_summary(records_dir, tmp_pat
     (half / "records").mkdir(parents=True)
     for path in sorted((records_dir / "records").glob("*-s[34].json")):
         shutil.move(str(path), half / "records" / path.name)
-    dash = cw.ComparisonDashboard([records_dir, half])
+    dash = dashboard.ComparisonDashboard([records_dir, half])
     assert dash.summary.arms["contextual"].seeds == [0, 1, 2, 3, 4]
     with pytest.raises(TypeError, match="run records"):
-        cw.ComparisonDashboard(dash.summary)
+        dashboard.ComparisonDashboard(dash.summary)
 
 
 @pytest.mark.slow
 def test_comparison_view_static_twin(records_dir):
-    summary, _ = cw.pool(records_dir)
-    assert len(cw.comparison_view(records_dir, "accuracy").axes) == 2  # seed spread and ROC
-    assert len(cw.comparison_view(summary, "auc").axes) == 1  # a summary alone: no runs, no ROC
-    fig = cw.comparison_view(records_dir, "accuracy", arms=["none", "random_matched"], seeds=[0, 1])
+    summary, _ = dashboard.pool(records_dir)
+    assert len(dashboard.comparison_view(records_dir, "accuracy").axes) == 2  # seed spread and ROC
+    assert len(dashboard.comparison_view(summary, "auc").axes) == 1  # a summary alone: no runs, no ROC
+    fig = dashboard.comparison_view(records_dir, "accuracy", arms=["none", "random_matched"], seeds=[0, 1])
     labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert labels == [ARM_LABELS["none"], ARM_LABELS["random_matched"]]
 
 
 def test_uploaded_records_land_in_the_folder(records_dir, tmp_path):
     files = [{"name": p.name, "content": p.read_bytes()} for p in sorted((records_dir / "records").glob("none-*"))]
-    written = cw.save_uploads(files, tmp_path / "room")
+    written = dashboard.save_uploads(files, tmp_path / "room")
     assert [p.name for p in written] == [f["name"] for f in files]
     assert load_records(tmp_path / "room") == [r for r in load_records(records_dir) if r["arm"] == "none"]
     with pytest.raises(ValueError, match="not a run record"):
-        cw.save_uploads([{"name": "notes.json", "content": json.dumps({"hello": 1}).encode()}], tmp_path / "room")
+        dashboard.save_uploads([{"name": "notes.json", "content": json.dumps({"hello": 1}).encode()}], tmp_path / "room")
 
 
 @pytest.mark.slow
 def test_dashboard_on_a_real_comparison(comparison_dir):
-    dash = cw.ComparisonDashboard(comparison_dir)
+    dash = dashboard.ComparisonDashboard(comparison_dir)
     assert table_rows(dash.table.value) == 2 and dash.error.value == ""
     assert ARM_LABELS["contextual"] in dash.table.value and dash.image.value[:4] == b"\x89PNG"
     dash.seeds.value = (0,)

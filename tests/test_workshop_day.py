@@ -10,7 +10,7 @@ import re
 import nbformat
 import pytest
 
-from craftlib.notebooks import list_notebooks
+from craftlib.workshop.notebooks import list_notebooks
 from craftlib.paths import REPO_ROOT
 
 SHEET = (REPO_ROOT / "docs" / "WORKSHOP_DAY.md").read_text()
