@@ -8,7 +8,7 @@ DEV_STAMP = $(VENV)/.installed-dev-stamp
 TORCH  ?= auto
 PYTEST_ARGS ?=
 
-.PHONY: install install-dev demo test test-ipywidgets7 check lab kit html screenshots bench study study-report dose dose-report companion federated-study constraints clean
+.PHONY: install install-dev demo lint test test-ipywidgets7 check lab kit html screenshots bench study study-report dose dose-report companion federated-study constraints clean
 
 ## learners: craftlib + JupyterLab from pyproject's ranges (no test packages); TORCH=cpu|pypi|auto (auto: CPU-only
 ## torch on Linux without an NVIDIA GPU, about 190 MB instead of 3 GB)
@@ -28,6 +28,11 @@ install-dev: $(DEV_STAMP)
 ## the main job: LFW -> baseline + standard / random / CRAFT at one seed -> table, figures, runs/demo/summary.json
 demo: install
 	$(PY) -m craftlib demo --out runs/demo
+
+## ruff over the whole tree: lint, then the format check (pyproject's [tool.ruff]; CI runs it before the tests)
+lint: install-dev
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 ## the whole test suite (CRAFTLIB_DATA must point at LFW when offline), then the widget tests under ipywidgets 7
 test: install-dev

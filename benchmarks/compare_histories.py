@@ -1,4 +1,5 @@
-"""Are two runs bit-identical? Compare the ``history.json`` files that ``python -m craftlib train`` writes.
+"""Are two runs bit-identical? Compare the ``history.json`` files that ``python -m craftlib train``
+writes.
 
     .venv/bin/python benchmarks/compare_histories.py RUN_A/history.json RUN_B/history.json
 
@@ -7,6 +8,7 @@ wall-clock ``seconds``; fields only one side has are listed (a newer version may
 status 0 when everything shared is identical, 1 otherwise. Used to prove that a refactor changed no
 number (docs/ARCHITECTURE.md) and that a seed repeats on the same machine.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,8 +44,10 @@ def main(argv: list[str]) -> int:
     a, b = (json.loads(Path(p).read_text()) for p in argv[:2])
     diff, extra = differences(a["history"], b["history"], "history")
     event_diff, event_extra = differences(a.get("events", []), b.get("events", []), "events")
-    print(f"{len(a['history'])} history entries and {len(a.get('events', []))} events compared; "
-          f"{len(diff) + len(event_diff)} differing values")
+    print(
+        f"{len(a['history'])} history entries and {len(a.get('events', []))} events compared; "
+        f"{len(diff) + len(event_diff)} differing values"
+    )
     for line in (diff + event_diff)[:20]:
         print("  DIFF", line)
     only = sorted({e.split("[")[0] + "." + e.rsplit(".", 1)[-1] for e in extra + event_extra})

@@ -1,4 +1,5 @@
-"""The pilot that chose CRAFT's ``downstream`` and ``strong_quantile`` defaults (docs/STUDY.md), as a table.
+"""The pilot that chose CRAFT's ``downstream`` and ``strong_quantile`` defaults (docs/STUDY.md), as
+a table.
 
     .venv/bin/python benchmarks/pilot_report.py docs/results/pilot
 
@@ -6,6 +7,7 @@ For every configuration folder (``ds-<downstream>-q<quantile>``): how many filte
 share of them not silent at the end (the criterion), their median norm relative to the pure-decay
 curve at the end (> 1: held up by the task), the silent fraction at the end and DevTest accuracy.
 """
+
 from __future__ import annotations
 
 import sys
@@ -35,15 +37,21 @@ def rows(folder: Path) -> list[str]:
             ratio = np.median([row["ratio"][-1] for row in renewed]) if renewed else float("nan")
             silent = np.mean([run_values(r)["silent_fraction"] for r in records])
             accuracy = np.mean([r["accuracy"] for r in records])
-            out.append(f"| {sub.name} | {arm} | {len(records)} | {len(renewed)} | {alive:.0%} | {ratio:.2f} "
-                       f"| {silent:.1%} | {accuracy:.2%} |")
+            out.append(
+                f"| {sub.name} | {arm} | {len(records)} | {len(renewed)} | {alive:.0%} | "
+                f"{ratio:.2f} "
+                f"| {silent:.1%} | {accuracy:.2%} |"
+            )
     return out
 
 
 def main(argv: list[str]) -> int:
     folder = Path(argv[0] if argv else REPO / "docs" / "results" / "pilot")
-    print("| configuration | arm | seeds | renewed filters | not silent at the end | norm / pure decay (median) "
-          "| silent at the end | DevTest accuracy |")
+    print(
+        "| configuration | arm | seeds | renewed filters | not silent at the end | norm / pure "
+        "decay (median) "
+        "| silent at the end | DevTest accuracy |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     print("\n".join(rows(folder)))
     return 0

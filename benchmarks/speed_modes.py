@@ -1,16 +1,19 @@
-"""Which execution mode trains the workshop model fastest on a CPU? (channels_last, torch.compile, threads, batch)
+"""Which execution mode trains the workshop model fastest on a CPU? (channels_last, torch.compile,
+threads, batch)
 
-    .venv/bin/python benchmarks/speed_modes.py                # ~5 min; writes benchmarks/speed_modes.json
-    .venv/bin/python benchmarks/speed_modes.py --steps 10     # a quick look
+    .venv/bin/python benchmarks/speed_modes.py                # ~5 min; writes
+    benchmarks/speed_modes.json .venv/bin/python benchmarks/speed_modes.py --steps 10     # a quick
+    look
 
 Each mode runs the workshop recipe's training step (model, CosFace head, SGD, one-cycle schedule) on
 real LFW faces for ``--steps`` steps after a warm-up, modes interleaved over ``--repeats`` rounds so
-that a change in machine load hits every mode alike. Speed is reported both as wall-clock images/s and
-as images per CPU-second of this process (``time.process_time``), which is much less sensitive to
-other jobs sharing the machine. Each mode is also run twice from the same seed to check that it stays
-deterministic (identical loss sequence). The result decides what ``TrainConfig`` enables by default:
-a mode is adopted only if it is ≥ 1.3x faster and deterministic.
+that a change in machine load hits every mode alike. Speed is reported both as wall-clock images/s
+and as images per CPU-second of this process (``time.process_time``), which is much less sensitive
+to other jobs sharing the machine. Each mode is also run twice from the same seed to check that it
+stays deterministic (identical loss sequence). The result decides what ``TrainConfig`` enables by
+default: a mode is adopted only if it is ≥ 1.3x faster and deterministic.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -81,7 +84,11 @@ def measure(mode: dict, images, labels, steps: int) -> dict:
     wall, cpu = time.perf_counter(), time.process_time()
     run()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return {"images_per_s": steps * batch / wall, "images_per_cpu_s": steps * batch / cpu, "setup_s": setup}
+    return {
+        "images_per_s": steps * batch / wall,
+        "images_per_cpu_s": steps * batch / cpu,
+        "setup_s": setup,
+    }
 
 
 def deterministic(mode: dict, images, labels, steps: int) -> bool:
@@ -94,29 +101,48 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "speed_modes.json"))
-    ap.add_argument("--skip", nargs="*", default=[], help="leave out modes whose name contains this text")
+    ap.add_argument(
+        "--skip", nargs="*", default=[], help="leave out modes whose name contains this text"
+    )
     args = ap.parse_args(argv)
     modes = {k: v for k, v in MODES.items() if not any(s in k for s in args.skip)}
     data = LFW(size=WORKSHOP.train.model.input_size).training_set()
     images, labels = torch.from_numpy(data.images), torch.from_numpy(data.labels)
     rounds = {name: [] for name in modes}
     for r in range(args.repeats):
-        for name, mode in (modes.items() if r % 2 == 0 else reversed(modes.items())):
+        for name, mode in modes.items() if r % 2 == 0 else reversed(modes.items()):
             rounds[name].append(measure(mode, images, labels, args.steps))
-            print(f"round {r + 1} {name:<36} {rounds[name][-1]['images_per_cpu_s']:7.1f} img/CPU-s "
-                  f"{rounds[name][-1]['images_per_s']:7.1f} img/s", flush=True)
+            print(
+                f"round {r + 1} {name:<36} {rounds[name][-1]['images_per_cpu_s']:7.1f} img/CPU-s "
+                f"{rounds[name][-1]['images_per_s']:7.1f} img/s",
+                flush=True,
+            )
     base = statistics.median(m["images_per_cpu_s"] for m in rounds[next(iter(modes))])
     result = {}
     for name, mode in modes.items():
         cpu = statistics.median(m["images_per_cpu_s"] for m in rounds[name])
-        result[name] = {"images_per_cpu_s": cpu, "speedup_per_core": cpu / base,
-                        "images_per_s": statistics.median(m["images_per_s"] for m in rounds[name]),
-                        "setup_s": statistics.median(m["setup_s"] for m in rounds[name]),
-                        "deterministic": deterministic(mode, images, labels, min(args.steps, 10))}
-        print(f"{name:<36} x{result[name]['speedup_per_core']:.2f} per core, "
-              f"deterministic {result[name]['deterministic']}")
-    Path(args.out).write_text(json.dumps({"steps": args.steps, "repeats": args.repeats, "modes": result,
-                                          "torch": torch.__version__}, indent=1))
+        result[name] = {
+            "images_per_cpu_s": cpu,
+            "speedup_per_core": cpu / base,
+            "images_per_s": statistics.median(m["images_per_s"] for m in rounds[name]),
+            "setup_s": statistics.median(m["setup_s"] for m in rounds[name]),
+            "deterministic": deterministic(mode, images, labels, min(args.steps, 10)),
+        }
+        print(
+            f"{name:<36} x{result[name]['speedup_per_core']:.2f} per core, "
+            f"deterministic {result[name]['deterministic']}"
+        )
+    Path(args.out).write_text(
+        json.dumps(
+            {
+                "steps": args.steps,
+                "repeats": args.repeats,
+                "modes": result,
+                "torch": torch.__version__,
+            },
+            indent=1,
+        )
+    )
     return 0
 
 

@@ -1,13 +1,16 @@
 """CRAFT in your own training loop: two calls, the study's defaults (``docs/DROPIN.md``).
 
-``Craft`` holds a model, its optimizer and a ``CraftSpec`` (default: the spec the study ran), and builds its
-callback with ``CraftSpec.callback`` — the one place craftlib builds one — so a plain loop, the Lightning callback
-(``craftlib.lightning``) and craftlib's own ``Trainer`` run the same CRAFT. Call ``after_step()`` after each
-optimizer step and ``after_epoch()`` after each epoch; each re-activation is appended to ``events``.
+``Craft`` holds a model, its optimizer and a ``CraftSpec`` (default: the spec the study ran), and
+builds its callback with ``CraftSpec.callback`` — the one place craftlib builds one — so a plain
+loop, the Lightning callback (``craftlib.lightning``) and craftlib's own ``Trainer`` run the same
+CRAFT. Call ``after_step()`` after each optimizer step and ``after_epoch()`` after each epoch; each
+re-activation is appended to ``events``.
 
-The model must be FaceCNN-like: a first convolution ``conv1`` (with ``bn1`` and ``act1`` where it has them, and
+The model must be FaceCNN-like: a first convolution ``conv1`` (with ``bn1`` and ``act1`` where it
+has them, and
 ``stem()`` for the probe detectors), as ``craftlib.models.FaceCNN`` and ``craftlib.iresnet`` are.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -22,7 +25,8 @@ from .reactivation import CraftSpec
 
 @dataclass
 class LoopState:
-    """What a CRAFT callback reads from a loop: the attributes craftlib's ``Trainer`` has under the same names."""
+    """What a CRAFT callback reads from a loop: the attributes craftlib's ``Trainer`` has under the
+    same names."""
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -34,21 +38,36 @@ class LoopState:
 
 
 class Craft:
-    """CRAFT for a plain PyTorch loop: ``after_step()`` after every optimizer step, ``after_epoch()`` after every epoch.
+    """CRAFT for a plain PyTorch loop: ``after_step()`` after every optimizer step,
+    ``after_epoch()`` after every epoch.
 
-    ``probe``: a fixed batch of training images (e.g. 256, spread over the set) that the default ``silent``
-    detector listens to; a weight detector (``spec.but(score="max")``) needs none. ``cls`` is passed to
+    ``probe``: a fixed batch of training images (e.g. 256, spread over the set) that the default
+    ``silent`` detector listens to; a weight detector (``spec.but(score="max")``) needs none.
+    ``cls`` is passed to
     ``CraftSpec.callback`` (``craftlib.scale.distributed.SyncedReactivation`` under DDP).
     """
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, epochs: int, spec: CraftSpec = CraftSpec(),
-                 seed: int = 0, probe: torch.Tensor | None = None, cls: type | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        epochs: int,
+        spec: CraftSpec = CraftSpec(),
+        seed: int = 0,
+        probe: torch.Tensor | None = None,
+        cls: type | None = None,
+    ):
         if not isinstance(getattr(model, "conv1", None), nn.Conv2d):
-            raise ValueError(f"CRAFT renews the filters of model.conv1; {type(model).__name__} has no conv1 "
-                             "convolution (craftlib.iresnet and craftlib.models.FaceCNN have one)")
+            raise ValueError(
+                f"CRAFT renews the filters of model.conv1; {type(model).__name__} has no conv1 "
+                "convolution (craftlib.iresnet and craftlib.models.FaceCNN have one)"
+            )
         if spec.score in PROBE_SCORES and probe is None:
-            raise ValueError(f"the {spec.score!r} detector listens to a fixed batch of training images: pass probe= "
-                             "(e.g. 256 of them), or use a weight detector: spec.but(score='max')")
+            raise ValueError(
+                f"the {spec.score!r} detector listens to a fixed batch of training images: pass "
+                f"probe= "
+                "(e.g. 256 of them), or use a weight detector: spec.but(score='max')"
+            )
         self.spec = spec
         self.state = LoopState(model, optimizer, SimpleNamespace(epochs=epochs), probe)
         self.callback = spec.callback(seed, epochs, cls)

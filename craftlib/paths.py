@@ -1,4 +1,5 @@
 """Where craftlib looks for data, models and its cache, and how it writes files safely."""
+
 from __future__ import annotations
 
 import hashlib
@@ -15,10 +16,12 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def _root() -> Path:
-    """The checkout this package lives in; for a plain install (Colab, a room kit's wheel) a work folder.
+    """The checkout this package lives in; for a plain install (Colab, a room kit's wheel) a work
+    folder.
 
     An editable checkout has ``pyproject.toml`` beside ``craftlib/``; an installed wheel sits in
-    site-packages, where ``data/`` and ``runs/`` must not go: then ``$CRAFTLIB_HOME`` or ``~/craftlib``.
+    site-packages, where ``data/`` and ``runs/`` must not go: then ``$CRAFTLIB_HOME`` or
+    ``~/craftlib``.
     """
     if (PACKAGE_DIR.parent / "pyproject.toml").is_file():
         return PACKAGE_DIR.parent
@@ -26,8 +29,8 @@ def _root() -> Path:
 
 
 REPO_ROOT = _root()
-"""The checkout this package lives in (``data/`` and ``runs/`` sit beside ``craftlib/``), or for a plain
-install ``$CRAFTLIB_HOME`` (default ``~/craftlib``)."""
+"""The checkout this package lives in (``data/`` and ``runs/`` sit beside ``craftlib/``), or for a
+plain install ``$CRAFTLIB_HOME`` (default ``~/craftlib``)."""
 IS_CHECKOUT = REPO_ROOT == PACKAGE_DIR.parent
 
 ENV_DATA = "CRAFTLIB_DATA"
@@ -45,7 +48,8 @@ def cache_dir() -> Path:
 
 
 def runs_dir() -> Path:
-    """Folder for training runs the notebooks keep and reuse: ``$CRAFTLIB_RUNS`` or ``runs/`` in the repo."""
+    """Folder for training runs the notebooks keep and reuse: ``$CRAFTLIB_RUNS`` or ``runs/`` in the
+    repo."""
     path = Path(os.environ.get(ENV_RUNS) or REPO_ROOT / "runs")
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -85,14 +89,16 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
 
 
 def write_json(path: str | os.PathLike, obj) -> Path:
-    """``obj`` as indented JSON at ``path``, written atomically: the one JSON writer of the command lines."""
+    """``obj`` as indented JSON at ``path``, written atomically: the one JSON writer of the command
+    lines."""
     return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=1)))
 
 
 def remove_orphans(folder: str | os.PathLike) -> list[Path]:
     """Delete the temporary files a killed ``atomic_write`` left in ``folder`` (``.NAME.XXXX.tmp``).
 
-    Call it only as the folder's one writer (``folder_lock``): another writer's file in flight looks the same.
+    Call it only as the folder's one writer (``folder_lock``): another writer's file in flight looks
+    the same.
     """
     orphans = sorted(Path(folder).glob(".*.tmp")) if Path(folder).is_dir() else []
     for path in orphans:
@@ -105,16 +111,19 @@ OWNER_NAME = ".craftlib-lock.owner"  # who holds it, while they do
 
 
 class FolderInUseError(ValueError):
-    """Another process is writing into this folder (a ``ValueError``: the command line reports it with exit 2)."""
+    """Another process is writing into this folder (a ``ValueError``: the command line reports it
+    with exit 2)."""
 
 
 @contextmanager
 def folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
-    """Be the only writer of ``folder`` while the block runs, or fail at once with ``FolderInUseError``.
+    """Be the only writer of ``folder`` while the block runs, or fail at once with
+    ``FolderInUseError``.
 
-    Two comparisons writing one results folder would overwrite each other's records; the lock (``filelock``:
-    an OS lock the kernel drops when its holder dies, so a crash never leaves the folder stuck) makes the
-    second one stop before it writes anything, with the first one's PID in the message.
+    Two comparisons writing one results folder would overwrite each other's records; the lock
+    (``filelock``: an OS lock the kernel drops when its holder dies, so a crash never leaves the
+    folder stuck) makes the second one stop before it writes anything, with the first one's PID in
+    the message.
     """
     from filelock import FileLock, Timeout
 
@@ -126,8 +135,10 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
     except Timeout:
         owner = folder / OWNER_NAME
         holder = owner.read_text().strip() if owner.is_file() else "another process"
-        raise FolderInUseError(f"{folder} is in use by {holder}: one writer per folder. Wait for it to finish, "
-                               "or write somewhere else") from None
+        raise FolderInUseError(
+            f"{folder} is in use by {holder}: one writer per folder. Wait for it to finish, "
+            "or write somewhere else"
+        ) from None
     try:
         (folder / OWNER_NAME).write_text(f"PID {os.getpid()} on {socket.gethostname()}\n")
         yield folder
@@ -137,7 +148,8 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file, read in 1 MiB chunks (downloads and packaged tensors are checked with it)."""
+    """SHA-256 of a file, read in 1 MiB chunks (downloads and packaged tensors are checked with
+    it)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -146,7 +158,8 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def search_order(path: str | os.PathLike | None, env: str, in_repo: Path) -> list[tuple[str, Path]]:
-    """Where a data folder is looked for, first hit wins: an explicit argument, ``$env``, then ``in_repo``.
+    """Where a data folder is looked for, first hit wins: an explicit argument, ``$env``, then
+    ``in_repo``.
 
     Each place comes with a label saying where it came from, for error messages.
     """

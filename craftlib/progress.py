@@ -1,15 +1,21 @@
-"""Progress bars that suit where they are shown: a live bar on a terminal, text in a notebook, lines in a log.
+"""Progress bars that suit where they are shown: a live bar on a terminal, text in a notebook, lines
+in a log.
 
-Why not ``tqdm.auto``: in a notebook it draws *widget* bars, and a saved notebook keeps only a reference to the
-widget's model, so after a reload every bar reads "Error displaying widget: model not found"; in a log (CI,
-``make demo > log``) a terminal bar's redraws are carriage-return frames, hundreds of KB per demo. So
+Why not ``tqdm.auto``: in a notebook it draws *widget* bars, and a saved notebook keeps only a
+reference to the widget's model, so after a reload every bar reads "Error displaying widget: model
+not found"; in a log (CI,
+``make demo > log``) a terminal bar's redraws are carriage-return frames, hundreds of KB per demo.
+So
 ``progress_bar`` takes tqdm's arguments and picks, by ``where()``:
 
 - ``terminal`` (stderr is a TTY): tqdm's own bar;
-- ``notebook`` (an IPython kernel): one plain-text output per bar, redrawn in place and kept when the bar closes,
+- ``notebook`` (an IPython kernel): one plain-text output per bar, redrawn in place and kept when
+  the bar closes,
   so the saved notebook shows what ran (one line per epoch of training);
-- ``log`` (anything else): one line when a bar closes and one every ``LOG_EVERY_S`` seconds while it runs.
+- ``log`` (anything else): one line when a bar closes and one every ``LOG_EVERY_S`` seconds while it
+  runs.
 """
+
 from __future__ import annotations
 
 import io
@@ -19,7 +25,8 @@ import time
 from tqdm.std import tqdm
 
 LOG_EVERY_S = 30.0
-"""Seconds between two lines of a running bar in a log (a bar that finishes sooner writes one line)."""
+"""Seconds between two lines of a running bar in a log (a bar that finishes sooner writes one
+line)."""
 
 
 def where() -> str:
@@ -39,7 +46,8 @@ class _Nowhere(io.TextIOBase):
 
 
 class NotebookBar(tqdm):
-    """A bar drawn as one ``text/plain`` output of the cell, updated in place; its last state stays (``leave``)."""
+    """A bar drawn as one ``text/plain`` output of the cell, updated in place; its last state stays
+    (``leave``)."""
 
     def __init__(self, *args, **kwargs):
         self._handle = None
@@ -60,7 +68,8 @@ class NotebookBar(tqdm):
 
 
 class LogBar(tqdm):
-    """A bar for logs: a line at most every ``LOG_EVERY_S`` seconds while it runs, and one when it closes."""
+    """A bar for logs: a line at most every ``LOG_EVERY_S`` seconds while it runs, and one when it
+    closes."""
 
     def __init__(self, *args, **kwargs):
         self._last_line = time.monotonic()
@@ -69,7 +78,9 @@ class LogBar(tqdm):
         super().__init__(*args, **kwargs)
 
     def display(self, msg: str | None = None, pos: int | None = None) -> bool:
-        closing = msg == ""  # tqdm's close() clears a bar with an empty message: write its final state instead
+        closing = (
+            msg == ""
+        )  # tqdm's close() clears a bar with an empty message: write its final state instead
         if closing or (self.n and time.monotonic() - self._last_line >= LOG_EVERY_S):
             self.fp.write(self.__str__() + "\n")
             self.fp.flush()

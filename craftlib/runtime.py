@@ -1,4 +1,5 @@
 """Where and how tensors run: device choice, seeding, and borrowing a module in eval mode."""
+
 from __future__ import annotations
 
 import random
@@ -31,14 +32,24 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict:
-    """The global generators' state (Python, NumPy, torch; CUDA when in use) as ``weights_only``-loadable values.
+    """The global generators' state (Python, NumPy, torch; CUDA when in use) as
+    ``weights_only``-loadable values.
 
-    Saved in every checkpoint so that a resumed run draws what the uninterrupted one would have drawn.
+    Saved in every checkpoint so that a resumed run draws what the uninterrupted one would have
+    drawn.
     """
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
-             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                       "has_gauss": int(has_gauss), "gauss": float(gauss)}}
+    state = {
+        "python": random.getstate(),
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -49,21 +60,25 @@ def set_rng_state(state: dict) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so that ``finally`` blocks, pools and locks clean up on the way out."""
+    """SIGTERM, raised like Ctrl-C so that ``finally`` blocks, pools and locks clean up on the way
+    out."""
 
 
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """While the block runs, SIGTERM raises ``Terminated`` (a ``KeyboardInterrupt``) instead of killing the process
-    on the spot: a training stops at its last checkpoint and a pool takes its workers down with it.
-    (Signals are only handled by the main thread; elsewhere the block runs unchanged.)"""
+    """While the block runs, SIGTERM raises ``Terminated`` (a ``KeyboardInterrupt``) instead of
+    killing the process on the spot: a training stops at its last checkpoint and a pool takes its
+    workers down with it. (Signals are only handled by the main thread; elsewhere the block runs
+    unchanged.)"""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -80,7 +95,8 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 @contextmanager
 def evaluating(module: nn.Module) -> Iterator[nn.Module]:
-    """Run a block with ``module`` in eval mode (BatchNorm uses running statistics), then restore its mode."""
+    """Run a block with ``module`` in eval mode (BatchNorm uses running statistics), then restore
+    its mode."""
     was_training = module.training
     module.eval()
     try:

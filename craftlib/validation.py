@@ -1,9 +1,11 @@
 """The allowed range of every numeric setting, defined once.
 
-The config objects (``TrainConfig``, ``ModelConfig``, ``CraftSpec``, ``Recipe``) check their fields with
-``check``, and the command lines parse their flags with ``flag``: a notebook and a terminal refuse the same
-values with the same words, before anything is trained or written.
+The config objects (``TrainConfig``, ``ModelConfig``, ``CraftSpec``, ``Recipe``) check their fields
+with
+``check``, and the command lines parse their flags with ``flag``: a notebook and a terminal refuse
+the same values with the same words, before anything is trained or written.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,8 +17,9 @@ from typing import Callable
 
 @dataclass(frozen=True)
 class Range:
-    """Integers (``integer``) or finite numbers from ``low`` to ``high`` (``None``: unbounded), ends included
-    unless ``open_low``/``open_high``; ``multiple_of`` for sizes the network halves three times."""
+    """Integers (``integer``) or finite numbers from ``low`` to ``high`` (``None``: unbounded), ends
+    included unless ``open_low``/``open_high``; ``multiple_of`` for sizes the network halves three
+    times."""
 
     integer: bool
     low: float | None = None
@@ -30,8 +33,11 @@ class Range:
         if self.multiple_of > 1:
             kind = f"a multiple of {self.multiple_of}"
         if self.low is not None and self.high is not None:
-            return (f"{kind} in {'(' if self.open_low else '['}{_number(self.low)}, {_number(self.high)}"
-                    f"{')' if self.open_high else ']'}")
+            return (
+                f"{kind} in {'(' if self.open_low else '['}{_number(self.low)}, "
+                f"{_number(self.high)}"
+                f"{')' if self.open_high else ']'}"
+            )
         if self.low is not None:
             return f"{kind} {'>' if self.open_low else '>='} {_number(self.low)}"
         return kind
@@ -84,8 +90,8 @@ FLAG_NAMES = {"size": "input_size"}  # a flag whose field is named otherwise
 
 
 def check(name: str, value, optional: bool = False):
-    """``value`` if it is in ``RANGES[name]`` (or ``None`` where ``optional``), else a ``ValueError`` naming
-    the range."""
+    """``value`` if it is in ``RANGES[name]`` (or ``None`` where ``optional``), else a
+    ``ValueError`` naming the range."""
     if optional and value is None:
         return value
     rule = RANGES[name]
@@ -95,8 +101,8 @@ def check(name: str, value, optional: bool = False):
 
 
 def flag(name: str) -> Callable[[str], int | float]:
-    """An argparse ``type=`` for the setting ``name`` (``"batch-size"`` or ``"batch_size"``): parses the text and
-    checks ``RANGES``; argparse then exits 2 with "argument --NAME: must be ..."."""
+    """An argparse ``type=`` for the setting ``name`` (``"batch-size"`` or ``"batch_size"``): parses
+    the text and checks ``RANGES``; argparse then exits 2 with "argument --NAME: must be ..."."""
     key = name.replace("-", "_")
     rule = RANGES[FLAG_NAMES.get(key, key)]
 
@@ -116,6 +122,8 @@ def flag(name: str) -> Callable[[str], int | float]:
 def check_batch(batch_size: int, faces: int) -> int:
     """A batch larger than the training set would make every epoch one short step: refuse it."""
     if batch_size > faces:
-        raise ValueError(f"batch_size must be at most the {faces} training faces (an epoch is at least one full "
-                         f"batch), got {batch_size}")
+        raise ValueError(
+            f"batch_size must be at most the {faces} training faces (an epoch is at least one full "
+            f"batch), got {batch_size}"
+        )
     return batch_size

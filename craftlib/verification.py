@@ -1,4 +1,6 @@
-"""Face verification on LFW pairs: embeddings with flip TTA, cosine scores and the 10-fold protocol."""
+"""Face verification on LFW pairs: embeddings with flip TTA, cosine scores and the 10-fold
+protocol."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,8 +16,11 @@ FARS = (1e-2, 1e-3)
 
 
 @torch.no_grad()
-def embed(model: torch.nn.Module, images: np.ndarray, batch_size: int = 256, flip: bool = True) -> np.ndarray:
-    """L2-normalised embeddings; with ``flip`` the image and its mirror are summed first (insightface).
+def embed(
+    model: torch.nn.Module, images: np.ndarray, batch_size: int = 256, flip: bool = True
+) -> np.ndarray:
+    """L2-normalised embeddings; with ``flip`` the image and its mirror are summed first
+    (insightface).
 
     The model is borrowed in eval mode and handed back in the mode it came in.
     """
@@ -23,7 +28,7 @@ def embed(model: torch.nn.Module, images: np.ndarray, batch_size: int = 256, fli
     out = []
     with evaluating(model):
         for i in range(0, len(images), batch_size):
-            x = to_input(torch.from_numpy(images[i:i + batch_size])).to(device)
+            x = to_input(torch.from_numpy(images[i : i + batch_size])).to(device)
             e = model(x)
             if flip:
                 e = e + model(x.flip(3))
@@ -46,7 +51,9 @@ def cosine_scores(emb: np.ndarray, pairs: PairSet) -> np.ndarray:
 def _check(scores: np.ndarray, same: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     scores, same = np.asarray(scores, dtype=np.float64), np.asarray(same, dtype=bool)
     if scores.shape != same.shape or scores.ndim != 1:
-        raise ValueError(f"scores {scores.shape} and labels {same.shape} must be 1-D and the same length")
+        raise ValueError(
+            f"scores {scores.shape} and labels {same.shape} must be 1-D and the same length"
+        )
     if not np.all(np.isfinite(scores)):
         raise ValueError("scores contain NaN or inf; check the model's embeddings")
     if same.all() or not same.any():
@@ -84,15 +91,21 @@ def threshold_at_far(scores: np.ndarray, same: np.ndarray, far: float) -> float:
 
 
 def splits(n: int, folds: np.ndarray | None = None, n_splits: int = 10):
-    """Official folds when given (``PredefinedSplit``), otherwise 10 contiguous folds (``KFold``)."""
+    """Official folds when given (``PredefinedSplit``), otherwise 10 contiguous folds
+    (``KFold``)."""
     if folds is not None:
         return PredefinedSplit(np.asarray(folds)).split()
     return KFold(n_splits=n_splits, shuffle=False).split(np.arange(n))
 
 
-def evaluate_scores(scores: np.ndarray, same: np.ndarray, folds: np.ndarray | None = None,
-                    fars: tuple[float, ...] = FARS) -> dict:
-    """The standard LFW report: 10-fold accuracy (threshold from the other 9 folds), AUC, EER, TAR@FAR.
+def evaluate_scores(
+    scores: np.ndarray,
+    same: np.ndarray,
+    folds: np.ndarray | None = None,
+    fars: tuple[float, ...] = FARS,
+) -> dict:
+    """The standard LFW report: 10-fold accuracy (threshold from the other 9 folds), AUC, EER,
+    TAR@FAR.
 
     A TAR at a FAR is reported only where every training split holds at least 1/FAR impostor pairs
     (otherwise the threshold cannot be set at that FAR): ``None``, with the reason in ``tar_notes``.
@@ -112,24 +125,31 @@ def evaluate_scores(scores: np.ndarray, same: np.ndarray, folds: np.ndarray | No
     fpr, tpr, roc_thr = roc_curve(same, scores)
     i = int(np.argmin(np.abs(fpr - (1 - tpr))))
     report = {
-        "accuracy": float(np.mean(accs)), "accuracy_std": float(np.std(accs)), "fold_accuracies": accs,
-        "thresholds": thresholds, "auc": float(roc_auc_score(same, scores)),
-        "eer": float((fpr[i] + 1 - tpr[i]) / 2), "n_pairs": int(len(scores)),
+        "accuracy": float(np.mean(accs)),
+        "accuracy_std": float(np.std(accs)),
+        "fold_accuracies": accs,
+        "thresholds": thresholds,
+        "auc": float(roc_auc_score(same, scores)),
+        "eer": float((fpr[i] + 1 - tpr[i]) / 2),
+        "n_pairs": int(len(scores)),
         "roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist()},
     }
     report["tar_notes"] = {}
     for far in fars:
         if min(impostors) * far < 1:
             report[f"tar@far={far:g}"] = None
-            report["tar_notes"][f"{far:g}"] = (f"not estimable: {min(impostors)} impostor pairs per training split, "
-                                               f"fewer than 1/FAR = {1 / far:.0f}")
+            report["tar_notes"][f"{far:g}"] = (
+                f"not estimable: {min(impostors)} impostor pairs per training split, "
+                f"fewer than 1/FAR = {1 / far:.0f}"
+            )
         else:
             report[f"tar@far={far:g}"] = float(np.nanmean(tars[far]))
     return report
 
 
 def pair_scores(model: torch.nn.Module, pairs: PairSet, flip: bool = True) -> np.ndarray:
-    """The cosine score of every pair (each image embedded once): what a run record keeps for resampling."""
+    """The cosine score of every pair (each image embedded once): what a run record keeps for
+    resampling."""
     return cosine_scores(embed(model, pairs.images, flip=flip), pairs)
 
 
@@ -140,4 +160,6 @@ def evaluate(model: torch.nn.Module, pairs: PairSet, flip: bool = True) -> dict:
 
 def evaluate_pixels(pairs: PairSet) -> dict:
     """The raw-pixel cosine baseline on the same pairs and folds."""
-    return evaluate_scores(cosine_scores(pixel_embeddings(pairs.images), pairs), pairs.same, pairs.folds)
+    return evaluate_scores(
+        cosine_scores(pixel_embeddings(pairs.images), pairs), pairs.same, pairs.folds
+    )

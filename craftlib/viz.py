@@ -1,17 +1,19 @@
-"""Figures: filters, activity scores, death over time, activation maps, training curves, comparisons.
+"""Figures: filters, activity scores, death over time, activation maps, training curves,
+comparisons.
 
 Every public function returns a ``matplotlib.figure.Figure`` built without pyplot: nothing is shown
-twice in Jupyter, no global state is touched (the projector mode aside), and a figure nobody keeps is
-simply garbage-collected.
-The ``draw_*`` / ``update_*`` helpers work on one axes; the widgets use them to change a figure in place.
+twice in Jupyter, no global state is touched (the projector mode aside), and a figure nobody keeps
+is simply garbage-collected. The ``draw_*`` / ``update_*`` helpers work on one axes; the widgets use
+them to change a figure in place.
 
-Colour conventions used everywhere, from the colour-blind-safe Okabe–Ito palette (no red/green pair):
-vermillion marks *inactive* filters, blue *active* ones, sky blue *re-activation* events; every line
-plot cycles through the same palette, and one symmetric weight scale is shared by all filters of a
-figure, so a dead filter looks flat. Text is never smaller than 10 px where a figure is shown
-(``small_text`` checks it): 10 pt in figures the widgets render at 72 dpi. For a projector,
+Colour conventions used everywhere, from the colour-blind-safe Okabe–Ito palette (no red/green
+pair): vermillion marks *inactive* filters, blue *active* ones, sky blue *re-activation* events;
+every line plot cycles through the same palette, and one symmetric weight scale is shared by all
+filters of a figure, so a dead filter looks flat. Text is never smaller than 10 px where a figure is
+shown (``small_text`` checks it): 10 pt in figures the widgets render at 72 dpi. For a projector,
 ``presentation(True)`` draws everything 1.5 times larger (text, filter tiles, lines).
 """
+
 from __future__ import annotations
 
 import io
@@ -31,21 +33,48 @@ from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import PercentFormatter
 from torch import nn
 
-from .activity import SCORE_LABELS, event_x, death_times, filter_norms, inactive_mask, inactive_over_time, relative, renewals
+from .activity import (
+    SCORE_LABELS,
+    death_times,
+    event_x,
+    filter_norms,
+    inactive_mask,
+    inactive_over_time,
+    relative,
+    renewals,
+)
 from .data import to_input
 from .runtime import evaluating, to_numpy
 
-OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky blue": "#56B4E9", "bluish green": "#009E73",
-             "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "reddish purple": "#CC79A7"}
-"""Okabe & Ito (2008), *Color Universal Design*: eight colours told apart with every common colour deficiency."""
+OKABE_ITO = {
+    "black": "#000000",
+    "orange": "#E69F00",
+    "sky blue": "#56B4E9",
+    "bluish green": "#009E73",
+    "yellow": "#F0E442",
+    "blue": "#0072B2",
+    "vermillion": "#D55E00",
+    "reddish purple": "#CC79A7",
+}
+"""Okabe & Ito (2008), *Color Universal Design*: eight colours told apart with every common colour
+deficiency."""
 INACTIVE = OKABE_ITO["vermillion"]
 ACTIVE = OKABE_ITO["blue"]
 EVENT = OKABE_ITO["sky blue"]
-PALETTE = [OKABE_ITO[c] for c in ("blue", "orange", "black", "reddish purple", "sky blue", "vermillion")]
-"""The line colours, in order (no bluish green: it would pair with vermillion for red/green readers)."""
-ARM_COLORS = {"none": OKABE_ITO["black"], "contextual": OKABE_ITO["blue"], "random_matched": OKABE_ITO["orange"],
-              "random": OKABE_ITO["reddish purple"], "perturbed": OKABE_ITO["sky blue"],
-              "orthogonal": OKABE_ITO["yellow"], "contextual_weight": OKABE_ITO["vermillion"]}
+PALETTE = [
+    OKABE_ITO[c] for c in ("blue", "orange", "black", "reddish purple", "sky blue", "vermillion")
+]
+"""The line colours, in order (no bluish green: it would pair with vermillion for red/green
+readers)."""
+ARM_COLORS = {
+    "none": OKABE_ITO["black"],
+    "contextual": OKABE_ITO["blue"],
+    "random_matched": OKABE_ITO["orange"],
+    "random": OKABE_ITO["reddish purple"],
+    "perturbed": OKABE_ITO["sky blue"],
+    "orthogonal": OKABE_ITO["yellow"],
+    "contextual_weight": OKABE_ITO["vermillion"],
+}
 WEIGHT_CMAP = "PuOr_r"  # signed weights: purple < 0 < orange; no red, which means "inactive"
 MAP_CMAP = "inferno"  # activation maps: zero is black, as in the paper's teaser
 SCORE_CMAP = "cividis"  # scores over time: perceptually uniform and colour-blind safe
@@ -61,7 +90,9 @@ def _scale_from_env() -> float:
         return 1.0
     scale = PRESENTATION_SCALE if value == "1" else float(value)
     if not 1.0 <= scale <= 4.0:
-        raise ValueError(f"${ENV_PRESENTATION} must be 0, 1 or a scale between 1 and 4, got {value!r}")
+        raise ValueError(
+            f"${ENV_PRESENTATION} must be 0, 1 or a scale between 1 and 4, got {value!r}"
+        )
     return scale
 
 
@@ -69,9 +100,10 @@ _render = {"scale": _scale_from_env()}
 
 
 def presentation(on: bool = True, scale: float = PRESENTATION_SCALE) -> float:
-    """Projector mode: every figure and widget drawn from now on has its text, tiles and lines ``scale`` times
-    larger in pixels (10 px text is readable on a laptop, not from the back of a room). Re-run a widget's cell
-    to redraw it at the new size; ``$CRAFT_PRESENTATION=1`` turns it on for a whole session. Returns the scale."""
+    """Projector mode: every figure and widget drawn from now on has its text, tiles and lines
+    ``scale`` times larger in pixels (10 px text is readable on a laptop, not from the back of a
+    room). Re-run a widget's cell to redraw it at the new size; ``$CRAFT_PRESENTATION=1`` turns it
+    on for a whole session. Returns the scale."""
     if not 1.0 <= scale <= 4.0:
         raise ValueError(f"scale must be between 1 and 4, got {scale}")
     _render["scale"] = float(scale) if on else 1.0
@@ -88,7 +120,8 @@ def render_scale() -> float:
 
 
 class CraftFigure(Figure):
-    """A Figure that shows itself in Jupyter without pyplot (IPython calls ``_repr_png_``), in the palette."""
+    """A Figure that shows itself in Jupyter without pyplot (IPython calls ``_repr_png_``), in the
+    palette."""
 
     def add_subplot(self, *args, **kwargs):
         ax = super().add_subplot(*args, **kwargs)
@@ -121,10 +154,14 @@ def figure_png(fig: Figure, dpi: int = 80) -> bytes:
 
 
 def small_text(fig: Figure, dpi: float, min_px: float = MIN_TEXT_PX) -> list[str]:
-    """Visible, non-empty texts of ``fig`` (titles, labels, ticks, legends) smaller than ``min_px`` at ``dpi``."""
+    """Visible, non-empty texts of ``fig`` (titles, labels, ticks, legends) smaller than ``min_px``
+    at ``dpi``."""
     fig.canvas.draw()  # lay out first: tick labels exist only once drawn
-    return [f"{t.get_text()!r}: {t.get_fontsize() * dpi / 72:.1f} px" for t in fig.findobj(matplotlib.text.Text)
-            if t.get_visible() and t.get_text().strip() and t.get_fontsize() * dpi / 72 < min_px - 1e-6]
+    return [
+        f"{t.get_text()!r}: {t.get_fontsize() * dpi / 72:.1f} px"
+        for t in fig.findobj(matplotlib.text.Text)
+        if t.get_visible() and t.get_text().strip() and t.get_fontsize() * dpi / 72 < min_px - 1e-6
+    ]
 
 
 def as_weight(weight) -> np.ndarray:
@@ -135,8 +172,11 @@ def as_weight(weight) -> np.ndarray:
     return w
 
 
-def resolve_mask(weight: np.ndarray, scores=None, tau: float | None = None, mask=None) -> np.ndarray:
-    """Inactive filters: ``mask`` if given, else ``scores < tau`` (scores default to relative max |w|)."""
+def resolve_mask(
+    weight: np.ndarray, scores=None, tau: float | None = None, mask=None
+) -> np.ndarray:
+    """Inactive filters: ``mask`` if given, else ``scores < tau`` (scores default to relative max
+    |w|)."""
     if mask is not None:
         return np.asarray(mask, dtype=bool)
     if tau is None:
@@ -147,7 +187,7 @@ def resolve_mask(weight: np.ndarray, scores=None, tau: float | None = None, mask
 
 
 def count_text(mask: np.ndarray) -> str:
-    """"31 / 64 inactive (48%)": the sentence every view repeats."""
+    """ "31 / 64 inactive (48%)": the sentence every view repeats."""
     k, n = int(np.sum(mask)), len(mask)
     return f"{k} / {n} inactive ({k / n:.0%})" if n else "no filters"
 
@@ -168,27 +208,34 @@ def filter_tile(w: np.ndarray, vmax: float, channels: bool = True) -> np.ndarray
     if not channels:
         return composite
     cmap, norm = matplotlib.colormaps[WEIGHT_CMAP], Normalize(-vmax, vmax)
-    sigma = np.sqrt((w ** 2).mean(0))
+    sigma = np.sqrt((w**2).mean(0))
     panels = [cmap(norm(p))[..., :3] for p in (sigma, w[0], w[1], w[2])]
     side = 2 * k + 1
     tile = np.ones((side, 2 * side, 3))
-    tile[:2 * k, :2 * k] = composite.repeat(2, 0).repeat(2, 1)
+    tile[: 2 * k, : 2 * k] = composite.repeat(2, 0).repeat(2, 1)
     for i, panel in enumerate(panels):  # 2 x 2 block right of the composite, 1 px apart
         r, c = divmod(i, 2)
-        tile[r * (k + 1):r * (k + 1) + k, side + c * (k + 1):side + c * (k + 1) + k] = panel
+        tile[r * (k + 1) : r * (k + 1) + k, side + c * (k + 1) : side + c * (k + 1) + k] = panel
     return tile
 
 
 def _grid_layout(n: int, tile_h: int, tile_w: int) -> tuple[tuple[int, int], list[tuple[int, int]]]:
-    """Canvas shape and each tile's top-left corner: 8 tiles a row, a 1 px margin for the frames, room for labels."""
+    """Canvas shape and each tile's top-left corner: 8 tiles a row, a 1 px margin for the frames,
+    room for labels."""
     cols, gap_x, gap_y = min(8, n), 2, max(3, tile_h // 2 + 1)
     rows = math.ceil(n / cols)
-    origins = [(1 + (i % cols) * (tile_w + gap_x), (i // cols) * (tile_h + gap_y) + gap_y) for i in range(n)]
+    origins = [
+        (1 + (i % cols) * (tile_w + gap_x), (i // cols) * (tile_h + gap_y) + gap_y)
+        for i in range(n)
+    ]
     return (rows * (tile_h + gap_y) + 1, cols * (tile_w + gap_x)), origins
 
 
-def draw_filter_grid(ax, weight, mask: np.ndarray, channels: bool = True, fontsize: float = 10) -> float:
-    """Draw every filter as a tile on one axes, frame the inactive ones; returns the shared scale."""
+def draw_filter_grid(
+    ax, weight, mask: np.ndarray, channels: bool = True, fontsize: float = 10
+) -> float:
+    """Draw every filter as a tile on one axes, frame the inactive ones; returns the shared
+    scale."""
     w = as_weight(weight)
     vmax = float(np.abs(w).max())
     tiles = [filter_tile(f, vmax, channels) for f in w]
@@ -196,19 +243,37 @@ def draw_filter_grid(ax, weight, mask: np.ndarray, channels: bool = True, fontsi
     shape, origins = _grid_layout(len(w), h, tw)
     canvas = np.ones(shape + (3,))
     for (x, y), tile in zip(origins, tiles):
-        canvas[y:y + h, x:x + tw] = tile
+        canvas[y : y + h, x : x + tw] = tile
     ax.imshow(canvas, interpolation="nearest")
     for i, (x, y) in enumerate(origins):
-        ax.add_patch(Rectangle((x - 1, y - 1), tw + 1, h + 1, fill=False, edgecolor=INACTIVE, linewidth=2,
-                               gid=f"frame-{i}"))
-        ax.text(x + tw / 2 - 0.5, y - 0.6, str(i), ha="center", va="bottom", fontsize=fontsize, gid=f"label-{i}")
+        ax.add_patch(
+            Rectangle(
+                (x - 1, y - 1),
+                tw + 1,
+                h + 1,
+                fill=False,
+                edgecolor=INACTIVE,
+                linewidth=2,
+                gid=f"frame-{i}",
+            )
+        )
+        ax.text(
+            x + tw / 2 - 0.5,
+            y - 0.6,
+            str(i),
+            ha="center",
+            va="bottom",
+            fontsize=fontsize,
+            gid=f"label-{i}",
+        )
     ax.set_axis_off()
     mark_filters(ax, mask)
     return vmax
 
 
 def mark_filters(ax, mask: np.ndarray) -> None:
-    """Show the frame and a "✕ n" label (vermillion) on exactly the filters where ``mask`` is True (in place)."""
+    """Show the frame and a "✕ n" label (vermillion) on exactly the filters where ``mask`` is True
+    (in place)."""
     for artist in list(ax.patches) + list(ax.texts):
         kind, _, idx = str(artist.get_gid()).partition("-")
         if kind == "frame":
@@ -222,8 +287,11 @@ def mark_filters(ax, mask: np.ndarray) -> None:
 
 def marked_filters(ax) -> list[int]:
     """Indices of the filters currently framed as inactive (what a test or a reader can check)."""
-    return [int(p.get_gid().split("-")[1]) for p in ax.patches
-            if str(p.get_gid()).startswith("frame-") and p.get_visible()]
+    return [
+        int(p.get_gid().split("-")[1])
+        for p in ax.patches
+        if str(p.get_gid()).startswith("frame-") and p.get_visible()
+    ]
 
 
 def _weight_colorbar(fig: Figure, ax, vmax: float) -> None:
@@ -231,12 +299,19 @@ def _weight_colorbar(fig: Figure, ax, vmax: float) -> None:
     fig.colorbar(mappable, ax=ax, shrink=0.6, pad=0.01, label="weight (σ panel: RMS over R, G, B)")
 
 
-def filter_grid(weight, scores=None, tau: float | None = None, mask=None, channels: bool = True,
-                title: str | None = None) -> Figure:
+def filter_grid(
+    weight,
+    scores=None,
+    tau: float | None = None,
+    mask=None,
+    channels: bool = True,
+    title: str | None = None,
+) -> Figure:
     """All first-layer filters, inactive ones framed (vermillion).
 
     With ``channels`` each tile is the RGB composite followed by the paper's four 3x3 panels
-    (σ, R over G, B). Pass ``mask`` directly, or ``tau`` (with ``scores``, default relative max |w|).
+    (σ, R over G, B). Pass ``mask`` directly, or ``tau`` (with ``scores``, default relative max
+    |w|).
     """
     w = as_weight(weight)
     mask = resolve_mask(w, scores, tau, mask)
@@ -247,8 +322,10 @@ def filter_grid(weight, scores=None, tau: float | None = None, mask=None, channe
         _weight_colorbar(fig, ax, vmax)
     at_tau = f" at τ = {tau_text(tau)}" if tau is not None else ""
     layout = "tile: RGB composite | σ R / G B" if channels else "RGB composites"
-    ax.set_title(title or f"conv1 filters ({layout}, shared scale ±{vmax:.2g}): {count_text(mask)}{at_tau}",
-                 fontsize=10)
+    ax.set_title(
+        title or f"conv1 filters ({layout}, shared scale ±{vmax:.2g}): {count_text(mask)}{at_tau}",
+        fontsize=10,
+    )
     return fig
 
 
@@ -256,11 +333,14 @@ def filter_grid(weight, scores=None, tau: float | None = None, mask=None, channe
 # scores
 
 
-def draw_score_bars(ax, scores: np.ndarray, tau: float, label: str = "max |w| / strongest", log: bool = False) -> None:
-    """Sorted bars (weakest first), τ as a dashed line, inactive bars red; ``update_score_bars`` changes it.
+def draw_score_bars(
+    ax, scores: np.ndarray, tau: float, label: str = "max |w| / strongest", log: bool = False
+) -> None:
+    """Sorted bars (weakest first), τ as a dashed line, inactive bars red; ``update_score_bars``
+    changes it.
 
-    ``log`` draws the scores on a log axis: silent channels at 0.1 % of the loudest are bars there, not
-    the 0-2 px they are on a linear one.
+    ``log`` draws the scores on a log axis: silent channels at 0.1 % of the loudest are bars there,
+    not the 0-2 px they are on a linear one.
     """
     n = len(scores)
     if log:
@@ -268,39 +348,54 @@ def draw_score_bars(ax, scores: np.ndarray, tau: float, label: str = "max |w| / 
     ax.bar(np.arange(n), np.ones(n), width=0.8)  # heights set below
     ax.axhline(tau, color="black", linestyle="--", linewidth=1, gid="tau")
     ax.set_xlim(-0.7, n - 0.3)
-    ax.set_xticks([])  # 64 tick labels would cost more to draw than everything else; the grid shows numbers
+    ax.set_xticks(
+        []
+    )  # 64 tick labels would cost more to draw than everything else; the grid shows numbers
     ax.set_xlabel("filters, sorted by score (weakest left)")
-    handles = [Patch(color=INACTIVE, label="inactive (< τ)"), Patch(color=ACTIVE, label="active"),
-               Line2D([], [], color="black", linestyle="--", label="τ")]
+    handles = [
+        Patch(color=INACTIVE, label="inactive (< τ)"),
+        Patch(color=ACTIVE, label="active"),
+        Line2D([], [], color="black", linestyle="--", label="τ"),
+    ]
     if log and np.any(np.asarray(scores) <= 0):
-        handles.append(Patch(facecolor=INACTIVE, edgecolor="white", hatch="////", label="exactly 0"))
+        handles.append(
+            Patch(facecolor=INACTIVE, edgecolor="white", hatch="////", label="exactly 0")
+        )
     ax.legend(handles=handles, loc="upper left", fontsize=10, ncols=len(handles) if log else 1)
     update_score_bars(ax, scores, tau, label)
 
 
 def update_score_bars(ax, scores: np.ndarray, tau: float, label: str | None = None) -> None:
-    """Re-sort the bars, recolour them, move the τ line and retitle: the explorer's in-place update."""
+    """Re-sort the bars, recolour them, move the τ line and retitle: the explorer's in-place
+    update."""
     scores = np.asarray(scores, dtype=float)
     order = np.argsort(scores, kind="stable")
     mask = inactive_mask(scores, tau)
     top, log = max(1.0, float(scores.max())), ax.get_yscale() == "log"
     positive = scores[scores > 0]
-    floor = max(min(float(positive.min()) if positive.size else 1.0, tau if tau > 0 else 1.0) / 2, 1e-6)
-    for bar, i in zip(ax.patches, order):  # on a log axis a score of exactly 0 is a hatched stub at the floor
+    floor = max(
+        min(float(positive.min()) if positive.size else 1.0, tau if tau > 0 else 1.0) / 2, 1e-6
+    )
+    for bar, i in zip(
+        ax.patches, order
+    ):  # on a log axis a score of exactly 0 is a hatched stub at the floor
         bar.set_height(scores[i] if scores[i] > 0 or not log else floor)
         bar.set_color(INACTIVE if mask[i] else ACTIVE)
         bar.set_hatch("////" if log and scores[i] <= 0 else None)
         bar.set_edgecolor("white")
     tau_line = next(l for l in ax.lines if l.get_gid() == "tau")
     tau_line.set_ydata([tau, tau])
-    ax.set_ylim(*((floor / 10, top * 4) if log else (0, top * 1.05)))  # log: room above for the legend
+    ax.set_ylim(
+        *((floor / 10, top * 4) if log else (0, top * 1.05))
+    )  # log: room above for the legend
     if label is not None:
         ax.set_ylabel(label + (" (log scale)" if ax.get_yscale() == "log" else ""))
     ax.set_title(f"{count_text(mask)} at τ = {tau_text(tau)}")
 
 
 def tau_text(tau: float) -> str:
-    """τ as every view writes it: two decimals, or two significant digits below 0.1 (0.01, 0.005)."""
+    """τ as every view writes it: two decimals, or two significant digits below 0.1 (0.01,
+    0.005)."""
     return f"{tau:.2f}" if tau >= 0.095 or tau == 0 else f"{tau:.2g}"
 
 
@@ -312,16 +407,28 @@ def score_bars(scores, tau: float, label: str = "max |w| / strongest") -> Figure
 
 
 def score_histogram(scores, tau: float, log: bool = False, label: str = "relative score") -> Figure:
-    """Histogram of scores, split at τ. ``log`` spreads the dead filters (0.1-1 %) apart from the live ones."""
+    """Histogram of scores, split at τ. ``log`` spreads the dead filters (0.1-1 %) apart from the
+    live ones."""
     scores = np.asarray(scores, dtype=float)
     mask = inactive_mask(scores, tau)
     top = max(1.0, float(scores.max()))
-    bins = np.geomspace(max(float(scores[scores > 0].min()), 1e-4) / 1.5, top, 40) if log else np.linspace(0, top, 41)
+    bins = (
+        np.geomspace(max(float(scores[scores > 0].min()), 1e-4) / 1.5, top, 40)
+        if log
+        else np.linspace(0, top, 41)
+    )
     fig = new_figure((6, 3.5))
     ax = fig.subplots()
-    ax.hist([scores[~mask], scores[mask]], bins=bins, stacked=True, color=[ACTIVE, INACTIVE],
-            label=["active", "inactive (< τ)"])
-    ax.axvline(tau, color="black", linestyle="--", linewidth=1, label=f"τ = {tau_text(tau)}", gid="tau")
+    ax.hist(
+        [scores[~mask], scores[mask]],
+        bins=bins,
+        stacked=True,
+        color=[ACTIVE, INACTIVE],
+        label=["active", "inactive (< τ)"],
+    )
+    ax.axvline(
+        tau, color="black", linestyle="--", linewidth=1, label=f"τ = {tau_text(tau)}", gid="tau"
+    )
     if log:
         ax.set_xscale("log")
     ax.set(xlabel=label, ylabel="filters", title=f"{count_text(mask)} at τ = {tau_text(tau)}")
@@ -333,39 +440,80 @@ def score_histogram(scores, tau: float, log: bool = False, label: str = "relativ
 # death over time
 
 
-def death_timeline(matrix, tau: float, events: list[dict] | None = None, x=None, xlabel: str = "epoch",
-                   log: bool = False, label: str = "relative score") -> Figure:
-    """Filters x time heatmap of scores, rows ordered by time of death (first drop below τ or renewal).
+def death_timeline(
+    matrix,
+    tau: float,
+    events: list[dict] | None = None,
+    x=None,
+    xlabel: str = "epoch",
+    log: bool = False,
+    label: str = "relative score",
+) -> Figure:
+    """Filters x time heatmap of scores, rows ordered by time of death (first drop below τ or
+    renewal).
 
-    Vermillion crosses mark each filter's first drop below τ seen in the data; sky-blue dashed lines mark
-    re-activation events (``trainer.events``) with dots on the filters they renewed. ``x`` labels the
-    columns (default 0..T-1). ``log`` colours on a log scale from 0.001 (for the silent score, whose τ is
-    a hundredth of the loudest channel).
+    Vermillion crosses mark each filter's first drop below τ seen in the data; sky-blue dashed lines
+    mark re-activation events (``trainer.events``) with dots on the filters they renewed. ``x``
+    labels the columns (default 0..T-1). ``log`` colours on a log scale from 0.001 (for the silent
+    score, whose τ is a hundredth of the loudest channel).
     """
     m = np.asarray(matrix, dtype=float)
     x = np.arange(m.shape[1]) if x is None else np.asarray(x, dtype=float)
-    order = np.lexsort((m[:, -1], death_times(m, tau, events, x, xlabel)))  # earliest first, then weakest
+    order = np.lexsort(
+        (m[:, -1], death_times(m, tau, events, x, xlabel))
+    )  # earliest first, then weakest
     dx = (x[-1] - x[0]) / max(len(x) - 1, 1) or 1.0
     fig = new_figure((8, 9.5))
     ax = fig.subplots()
     top = max(1.0, float(m.max()))
     norm = LogNorm(1e-3, top, clip=True) if log else Normalize(0, top)
-    image = ax.imshow(np.maximum(m[order], 1e-3) if log else m[order], aspect="auto", cmap=SCORE_CMAP, norm=norm,
-                      extent=(x[0] - dx / 2, x[-1] + dx / 2, len(m) - 0.5, -0.5), interpolation="nearest")
+    image = ax.imshow(
+        np.maximum(m[order], 1e-3) if log else m[order],
+        aspect="auto",
+        cmap=SCORE_CMAP,
+        norm=norm,
+        extent=(x[0] - dx / 2, x[-1] + dx / 2, len(m) - 0.5, -0.5),
+        interpolation="nearest",
+    )
     fig.colorbar(image, ax=ax, label=label + (" (log)" if log else ""), pad=0.01)
     rows, seen = np.arange(len(m)), death_times(m, tau)[order]
     dead = np.isfinite(seen)
-    ax.scatter(x[seen[dead].astype(int)], rows[dead], marker="x", color=INACTIVE, s=18, zorder=3,
-               label=f"first score < τ = {tau_text(tau)} ({int(dead.sum())} filters)", gid="deaths")
+    ax.scatter(
+        x[seen[dead].astype(int)],
+        rows[dead],
+        marker="x",
+        color=INACTIVE,
+        s=18,
+        zorder=3,
+        label=f"first score < τ = {tau_text(tau)} ({int(dead.sum())} filters)",
+        gid="deaths",
+    )
     position = {f: r for r, f in enumerate(order)}
     for j, event in enumerate(renewals(events)):
         ex = event_x(event, xlabel)
-        ax.axvline(ex, color=EVENT, linestyle="--", linewidth=1.2, label="re-activation" if j == 0 else None)
+        ax.axvline(
+            ex,
+            color=EVENT,
+            linestyle="--",
+            linewidth=1.2,
+            label="re-activation" if j == 0 else None,
+        )
         renewed = [position[f] for f in event.get("filters", [])]
-        ax.scatter([ex] * len(renewed), renewed, marker="o", color=EVENT, edgecolor="black", s=24, gid="renewed")
+        ax.scatter(
+            [ex] * len(renewed),
+            renewed,
+            marker="o",
+            color=EVENT,
+            edgecolor="black",
+            s=24,
+            gid="renewed",
+        )
     ax.set_yticks(rows, [str(f) for f in order], fontsize=7.5)
-    ax.set(xlabel=xlabel, ylabel="filter (ordered by time of death)",
-           title=f"conv1 activity over training: {count_text(m[:, -1] < tau)} at the end")
+    ax.set(
+        xlabel=xlabel,
+        ylabel="filter (ordered by time of death)",
+        title=f"conv1 activity over training: {count_text(m[:, -1] < tau)} at the end",
+    )
     ax.legend(loc="lower left", fontsize=9, framealpha=0.9)
     return fig
 
@@ -375,13 +523,15 @@ def death_timeline(matrix, tau: float, events: list[dict] | None = None, x=None,
 
 
 def _owner(stem: Callable) -> nn.Module | None:
-    """The module whose mode matters: the stem itself, or the model a bound ``model.stem`` belongs to."""
+    """The module whose mode matters: the stem itself, or the model a bound ``model.stem`` belongs
+    to."""
     return stem if isinstance(stem, nn.Module) else getattr(stem, "__self__", None)
 
 
 @torch.no_grad()
 def stem_maps(stem: Callable, face: np.ndarray) -> np.ndarray:
-    """Channel x H x W output of ``stem`` (conv -> BN -> activation) on one uint8 face, in eval mode."""
+    """Channel x H x W output of ``stem`` (conv -> BN -> activation) on one uint8 face, in eval
+    mode."""
     owner = _owner(stem)
     owner = nn.Identity() if owner is None else owner
     device = next(owner.parameters(), torch.empty(0)).device
@@ -396,12 +546,20 @@ def _draw_face(ax, face: np.ndarray, title: str = "face") -> None:
     ax.set_axis_off()
 
 
-def activation_maps(stem: Callable, face: np.ndarray, filters=None, scores=None, tau: float | None = None,
-                    mask=None, title: str | None = None) -> Figure:
+def activation_maps(
+    stem: Callable,
+    face: np.ndarray,
+    filters=None,
+    scores=None,
+    tau: float | None = None,
+    mask=None,
+    title: str | None = None,
+) -> Figure:
     """The face and the chosen filters' maps after the stem, on one colour scale where 0 is black.
 
-    ``stem`` is ``model.stem`` (FaceCNN) or ``craftlib.pretrained.mobilefacenet_stem()``. Filters marked
-    inactive (``mask``, or ``scores < tau``) get red titles; their maps are flat, usually black.
+    ``stem`` is ``model.stem`` (FaceCNN) or ``craftlib.pretrained.mobilefacenet_stem()``. Filters
+    marked inactive (``mask``, or ``scores < tau``) get red titles; their maps are flat, usually
+    black.
     """
     maps = stem_maps(stem, face)
     filters = list(range(len(maps))) if filters is None else [int(f) for f in filters]
@@ -416,32 +574,58 @@ def activation_maps(stem: Callable, face: np.ndarray, filters=None, scores=None,
     vmax = float(maps[filters].max()) or 1.0
     image = None
     for ax, f in zip(axes[1:], filters):
-        image = ax.imshow(maps[f], cmap=MAP_CMAP, vmin=0, vmax=vmax)  # <= 0 is black: nothing passed on
-        ax.set_title(f"✕ {f}" if mask[f] else f"#{f}", fontsize=10, color=INACTIVE if mask[f] else "black")
+        image = ax.imshow(
+            maps[f], cmap=MAP_CMAP, vmin=0, vmax=vmax
+        )  # <= 0 is black: nothing passed on
+        ax.set_title(
+            f"✕ {f}" if mask[f] else f"#{f}", fontsize=10, color=INACTIVE if mask[f] else "black"
+        )
         ax.set_axis_off()
-    for ax in axes[len(filters) + 1:]:
+    for ax in axes[len(filters) + 1 :]:
         ax.remove()
     if image is not None:
-        fig.colorbar(image, ax=list(axes[:len(filters) + 1]), shrink=0.8, pad=0.01, label="activation (≤ 0 black)")
-    fig.suptitle(title or f"activation maps ({count_text(mask[filters])} among those shown)", fontsize=10)
+        fig.colorbar(
+            image,
+            ax=list(axes[: len(filters) + 1]),
+            shrink=0.8,
+            pad=0.01,
+            label="activation (≤ 0 black)",
+        )
+    fig.suptitle(
+        title or f"activation maps ({count_text(mask[filters])} among those shown)", fontsize=10
+    )
     return fig
 
 
-def before_after(weight_before, weight_after, filters, stem_before: Callable | None = None,
-                 stem_after: Callable | None = None, face: np.ndarray | None = None, fig=None,
-                 limit: int = 12) -> Figure:
-    """The chosen filters (the first ``limit``) before and after re-activation, and their maps on ``face``.
+def before_after(
+    weight_before,
+    weight_after,
+    filters,
+    stem_before: Callable | None = None,
+    stem_after: Callable | None = None,
+    face: np.ndarray | None = None,
+    fig=None,
+    limit: int = 12,
+) -> Figure:
+    """The chosen filters (the first ``limit``) before and after re-activation, and their maps on
+    ``face``.
 
-    Both rows share one weight scale, so "grey before, colourful after" reads directly. The title says
-    how many filters there are and how many are shown. ``fig`` may be a subfigure to draw into (the
-    lab composes this with its other panels).
+    Both rows share one weight scale, so "grey before, colourful after" reads directly. The title
+    says how many filters there are and how many are shown. ``fig`` may be a subfigure to draw into
+    (the lab composes this with its other panels).
     """
     wb, wa = as_weight(weight_before), as_weight(weight_after)
     total = len(list(filters))
     filters = [int(f) for f in filters][:limit]
     with_maps = face is not None and stem_before is not None and stem_after is not None
-    heights = [0.55, 0.55, 1, 1] if with_maps else [1, 1]  # a tile is twice as wide as tall; maps are square
-    fig = fig if fig is not None else new_figure((max(3.0, 1.3 * len(filters) + 1.2), 1.4 * sum(heights) + 0.6))
+    heights = (
+        [0.55, 0.55, 1, 1] if with_maps else [1, 1]
+    )  # a tile is twice as wide as tall; maps are square
+    fig = (
+        fig
+        if fig is not None
+        else new_figure((max(3.0, 1.3 * len(filters) + 1.2), 1.4 * sum(heights) + 0.6))
+    )
     if not filters:
         fig.text(0.5, 0.5, "no filters were re-activated", ha="center", va="center")
         return fig
@@ -464,7 +648,9 @@ def before_after(weight_before, weight_after, filters, stem_before: Callable | N
             ax.set_title(f"#{filters[col]}", fontsize=10)
         if col == 0:
             ax.set_ylabel(names[row], fontsize=10, rotation=0, ha="right", va="center")
-    shown = f"{total} re-activated filter(s)" + (f", the first {len(filters)} shown" if total > len(filters) else "")
+    shown = f"{total} re-activated filter(s)" + (
+        f", the first {len(filters)} shown" if total > len(filters) else ""
+    )
     fig.suptitle(f"{shown}: before / after (shared scale ±{vmax:.2g})", fontsize=10)
     return fig
 
@@ -477,18 +663,44 @@ def _mark_events(axes, events: list[dict] | None, key: str) -> None:
     for j, event in enumerate(renewals(events)):
         n = len(event.get("filters", []))
         for ax in axes:
-            ax.axvline(event[key], color=EVENT, linestyle="--", linewidth=1.6, gid="event",
-                       label="re-activation" if j == 0 else None)
-        axes[-1].annotate(f"+{n}", (event[key], 1.0), xycoords=("data", "axes fraction"), fontsize=10,
-                          color="black", fontweight="bold", ha="left", va="top")  # sky blue text is too faint
+            ax.axvline(
+                event[key],
+                color=EVENT,
+                linestyle="--",
+                linewidth=1.6,
+                gid="event",
+                label="re-activation" if j == 0 else None,
+            )
+        axes[-1].annotate(
+            f"+{n}",
+            (event[key], 1.0),
+            xycoords=("data", "axes fraction"),
+            fontsize=10,
+            color="black",
+            fontweight="bold",
+            ha="left",
+            va="top",
+        )  # sky blue text is too faint
 
 
-SHORT_SCORE = {"silent": "silent", "max": "small max|w|", "gamma": "small γ", "effective": "small w·γ/σ",
-               "l1": "small L1", "l2": "small L2", "activation": "quiet (ReDo)"}
+SHORT_SCORE = {
+    "silent": "silent",
+    "max": "small max|w|",
+    "gamma": "small γ",
+    "effective": "small w·γ/σ",
+    "l1": "small L1",
+    "l2": "small L2",
+    "activation": "quiet (ReDo)",
+}
 
 
-def training_curves(history: list[dict], events: list[dict] | None = None, tau: float = 0.1,
-                    score: str = "max", second: tuple[str, float] | None = None) -> Figure:
+def training_curves(
+    history: list[dict],
+    events: list[dict] | None = None,
+    tau: float = 0.1,
+    score: str = "max",
+    second: tuple[str, float] | None = None,
+) -> Figure:
     """Loss, train accuracy and inactive fraction per epoch, re-activation events marked.
 
     The third panel counts filters whose ``score`` is below ``tau``; ``second=(score, tau)`` adds a
@@ -500,9 +712,13 @@ def training_curves(history: list[dict], events: list[dict] | None = None, tau: 
     axes[0].plot(epochs, [h["loss"] for h in history], "o-", label="loss")
     axes[1].plot(epochs, [h["train_acc"] for h in history], "o-", label="train accuracy")
     for (name, t), style in zip([(score, tau)] + ([second] if second else []), ("o-", "s--")):
-        axes[2].plot(epochs, inactive_over_time(history, t, name), style,
-                     color=INACTIVE if name == score else "black",
-                     label=f"{SHORT_SCORE.get(name, name)} (< τ = {tau_text(t)})")
+        axes[2].plot(
+            epochs,
+            inactive_over_time(history, t, name),
+            style,
+            color=INACTIVE if name == score else "black",
+            label=f"{SHORT_SCORE.get(name, name)} (< τ = {tau_text(t)})",
+        )
     axes[1].yaxis.set_major_formatter(PercentFormatter(1.0))
     axes[2].yaxis.set_major_formatter(PercentFormatter(1.0))
     axes[2].set_ylim(0, 1)
@@ -515,16 +731,24 @@ def training_curves(history: list[dict], events: list[dict] | None = None, tau: 
 
 
 def step_curves(log: list[dict], events: list[dict] | None = None, fig=None) -> Figure:
-    """Loss and inactive fraction against optimisation step (the lab's record: ``step``/``loss``/``inactive``)."""
+    """Loss and inactive fraction against optimisation step (the lab's record:
+    ``step``/``loss``/``inactive``)."""
     fig = fig if fig is not None else new_figure((9, 3))
     axes = fig.subplots(1, 2, sharex=True)
     for ax, key, color in ((axes[0], "loss", ACTIVE), (axes[1], "inactive", INACTIVE)):
-        points = [(r["step"], r[key]) for r in log if r.get(key) is not None and np.isfinite(r[key])]
+        points = [
+            (r["step"], r[key]) for r in log if r.get(key) is not None and np.isfinite(r[key])
+        ]
         if points:
             ax.plot(*zip(*points), ".-", color=color, label=key)
         else:
-            ax.text(0.5, 0.5, "nothing recorded yet", transform=ax.transAxes, ha="center", color="grey")
-        ax.set(xlabel="step", title={"loss": "training loss", "inactive": "inactive conv1 filters"}[key])
+            ax.text(
+                0.5, 0.5, "nothing recorded yet", transform=ax.transAxes, ha="center", color="grey"
+            )
+        ax.set(
+            xlabel="step",
+            title={"loss": "training loss", "inactive": "inactive conv1 filters"}[key],
+        )
     axes[1].yaxis.set_major_formatter(PercentFormatter(1.0))
     axes[1].set_ylim(0, 1)
     _mark_events(axes, events, "step")
@@ -550,30 +774,22 @@ def draw_roc(ax, reports: dict[str, dict]) -> None:
     chance = np.geomspace(lowest, 1, 50)
     ax.plot(chance, chance, color="grey", linestyle=":", label="chance")
     ax.set_xscale("log")
-    ax.set(xlim=(lowest, 1), ylim=(0, 1.01), xlabel="false accept rate (FAR, log)",
-           ylabel="true accept rate (TAR)", title="ROC on the verification pairs")
+    ax.set(
+        xlim=(lowest, 1),
+        ylim=(0, 1.01),
+        xlabel="false accept rate (FAR, log)",
+        ylabel="true accept rate (TAR)",
+        title="ROC on the verification pairs",
+    )
     ax.legend(fontsize=10, loc="lower right")
 
 
 def roc_curves(reports: dict[str, dict]) -> Figure:
-    """One ROC per ``verification.evaluate`` report (or run dict with ``roc``), keyed by legend label."""
+    """One ROC per ``verification.evaluate`` report (or run dict with ``roc``), keyed by legend
+    label."""
     fig = new_figure((6, 4.5))
     draw_roc(fig.subplots(), reports)
     return fig
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -583,31 +799,65 @@ def roc_curves(reports: dict[str, dict]) -> Figure:
 def draw_decay_race(axes, race) -> None:
     """γ(t) and ‖w‖(t) of a ``decay.Race`` on two log axes, against the gradient-free decay curves.
 
-    A log axis cannot draw a negative value, and heavy momentum swings γ (and a gradient-free weight)
-    through 0: sizes are drawn, and the stretches where γ < 0 are overdrawn in orange and say so.
+    A log axis cannot draw a negative value, and heavy momentum swings γ (and a gradient-free
+    weight) through 0: sizes are drawn, and the stretches where γ < 0 are overdrawn in orange and
+    say so.
     """
     ax_g, ax_w = axes
     floor = 1e-4
     swings = np.any(race.decay_momentum < -1e-12)
     for ax, values, name in ((ax_g, race.gamma, "BatchNorm |γ|"), (ax_w, race.norm, "filter ‖w‖")):
-        ax.plot(race.steps, np.maximum(np.abs(values), floor), color=ACTIVE, linewidth=2, label=name, gid="simulated")
-        ax.plot(race.steps, np.maximum(race.decay, floor), color="grey", linestyle="--",
-                label=f"(1 − lr·wd)ⁿ = {1 - race.lr * race.wd:.4g}ⁿ", gid="decay")
-        ax.plot(race.steps, np.maximum(np.abs(race.decay_momentum), floor), color="black", linestyle=":",
-                label=f"no gradient, momentum {race.momentum:g}" + (" (size; swings through 0)" if swings else ""),
-                gid="decay-momentum")
+        ax.plot(
+            race.steps,
+            np.maximum(np.abs(values), floor),
+            color=ACTIVE,
+            linewidth=2,
+            label=name,
+            gid="simulated",
+        )
+        ax.plot(
+            race.steps,
+            np.maximum(race.decay, floor),
+            color="grey",
+            linestyle="--",
+            label=f"(1 − lr·wd)ⁿ = {1 - race.lr * race.wd:.4g}ⁿ",
+            gid="decay",
+        )
+        ax.plot(
+            race.steps,
+            np.maximum(np.abs(race.decay_momentum), floor),
+            color="black",
+            linestyle=":",
+            label=f"no gradient, momentum {race.momentum:g}"
+            + (" (size; swings through 0)" if swings else ""),
+            gid="decay-momentum",
+        )
         ax.set_yscale("log")
         ax.set_ylim(floor, max(2.0, float(np.max(np.abs(values))) * 1.5))
         ax.set_xlim(0, race.steps[-1])
         ax.set(xlabel="step", title=f"{name} (both start at 1)")
     if np.any(race.gamma < 0):
         negative = np.where(race.gamma < 0, np.maximum(-race.gamma, floor), np.nan)
-        ax_g.plot(race.steps, negative, color=OKABE_ITO["orange"], linewidth=3, label="γ < 0 (sign flipped)",
-                  gid="gamma-negative")
-    ax_g.axhline(race.tau, color=INACTIVE, linewidth=1, label=f"τ = {tau_text(race.tau)}", gid="tau")
+        ax_g.plot(
+            race.steps,
+            negative,
+            color=OKABE_ITO["orange"],
+            linewidth=3,
+            label="γ < 0 (sign flipped)",
+            gid="gamma-negative",
+        )
+    ax_g.axhline(
+        race.tau, color=INACTIVE, linewidth=1, label=f"τ = {tau_text(race.tau)}", gid="tau"
+    )
     if race.silent_step is not None:
-        ax_g.axvline(race.silent_step, color=INACTIVE, linestyle="-.", linewidth=1,
-                     label=f"|γ| < τ for good from step {race.silent_step}", gid="silent")
+        ax_g.axvline(
+            race.silent_step,
+            color=INACTIVE,
+            linestyle="-.",
+            linewidth=1,
+            label=f"|γ| < τ for good from step {race.silent_step}",
+            gid="silent",
+        )
     ax_g.legend(fontsize=10, loc="lower left")
     ax_w.legend(fontsize=10, loc="lower left", handles=ax_w.get_legend_handles_labels()[0][:3])
 
@@ -616,8 +866,11 @@ def decay_race(race) -> Figure:
     """The decay race as a figure (the static twin of ``widgets.DecayRace``)."""
     fig = new_figure((12.5, 3.9))
     draw_decay_race(fig.subplots(1, 2), race)
-    fig.suptitle(f"lr {race.lr:g}, wd {race.wd:g}, momentum {race.momentum:g}, task gradient {race.grad:g}: "
-                 + race.verdict().split(";")[0], fontsize=10)
+    fig.suptitle(
+        f"lr {race.lr:g}, wd {race.wd:g}, momentum {race.momentum:g}, task gradient {race.grad:g}: "
+        + race.verdict().split(";")[0],
+        fontsize=10,
+    )
     return fig
 
 
@@ -645,7 +898,8 @@ def face_grid(images, titles=None, cols: int = 8, title: str | None = None) -> F
 
 
 def crop_preview(path, crop=None, size: int = 40) -> Figure:
-    """One LFW photo (250 x 250) with the face box craftlib crops, and the resulting ``size`` px input."""
+    """One LFW photo (250 x 250) with the face box craftlib crops, and the resulting ``size`` px
+    input."""
     from PIL import Image
 
     from .data import DEFAULT_CROP, load_face
@@ -656,8 +910,16 @@ def crop_preview(path, crop=None, size: int = 40) -> Figure:
     fig = new_figure((7, 3.4))
     left, right = fig.subplots(1, 2)
     left.imshow(full)
-    left.add_patch(Rectangle((crop[0], crop[1]), crop[2] - crop[0], crop[3] - crop[1], fill=False,
-                             edgecolor=ACTIVE, linewidth=2))
+    left.add_patch(
+        Rectangle(
+            (crop[0], crop[1]),
+            crop[2] - crop[0],
+            crop[3] - crop[1],
+            fill=False,
+            edgecolor=ACTIVE,
+            linewidth=2,
+        )
+    )
     left.set_title(f"{Path(path).name}: {full.shape[1]}x{full.shape[0]}, box {crop}", fontsize=9)
     right.imshow(load_face(Path(path), crop, size), interpolation="nearest")
     right.set_title(f"network input: {size}x{size}", fontsize=9)
@@ -680,14 +942,25 @@ def pair_grid(pairs, n: int = 4, seed: int = 0) -> Figure:
             ax.imshow(pairs.images[idx], interpolation="nearest")
             ax.set_axis_off()
             ax.set_title(pairs.files[idx].split("/")[0].replace("_", " ")[:14], fontsize=8)
-        axes[0, col].text(0.5, 1.35, "same" if pairs.same[k] else "different", transform=axes[0, col].transAxes,
-                          ha="center", fontsize=9, fontweight="bold", color=ACTIVE if pairs.same[k] else OKABE_ITO["orange"])
-    fig.suptitle(f"{pairs.name or 'pairs'}: {n} same-person and {n} different-person pairs", fontsize=10)
+        axes[0, col].text(
+            0.5,
+            1.35,
+            "same" if pairs.same[k] else "different",
+            transform=axes[0, col].transAxes,
+            ha="center",
+            fontsize=9,
+            fontweight="bold",
+            color=ACTIVE if pairs.same[k] else OKABE_ITO["orange"],
+        )
+    fig.suptitle(
+        f"{pairs.name or 'pairs'}: {n} same-person and {n} different-person pairs", fontsize=10
+    )
     return fig
 
 
 def margin_curves(scale: float = 30.0, kinds=("cosface", "arcface")) -> Figure:
-    """The target-class logit against the angle θ to its class centre: plain softmax vs margin heads.
+    """The target-class logit against the angle θ to its class centre: plain softmax vs margin
+    heads.
 
     Computed by ``losses.MarginHead`` itself (an embedding at angle θ to a single class centre).
     """
@@ -698,15 +971,28 @@ def margin_curves(scale: float = 30.0, kinds=("cosface", "arcface")) -> Figure:
     labels = torch.zeros(len(theta), dtype=torch.long)
     fig = new_figure((6, 3.6))
     ax = fig.subplots()
-    ax.plot(np.degrees(theta), scale * np.cos(theta.numpy()), color="grey", linestyle="--", label="softmax: s·cos θ")
+    ax.plot(
+        np.degrees(theta),
+        scale * np.cos(theta.numpy()),
+        color="grey",
+        linestyle="--",
+        label="softmax: s·cos θ",
+    )
     for kind in kinds:
         head = MarginHead(2, 1, kind, scale)
         with torch.no_grad():
             head.weight.copy_(torch.tensor([[1.0, 0.0]]))
             logit = head(emb, labels)[:, 0].numpy()
-        ax.plot(np.degrees(theta), logit, label=f"{kind} (m1, m2, m3) = ({head.m1:g}, {head.m2:g}, {head.m3:g})")
-    ax.set(xlabel="angle θ between embedding and its class centre (degrees)", ylabel="target logit",
-           title=f"margin heads make the true class harder (s = {scale:g})")
+        ax.plot(
+            np.degrees(theta),
+            logit,
+            label=f"{kind} (m1, m2, m3) = ({head.m1:g}, {head.m2:g}, {head.m3:g})",
+        )
+    ax.set(
+        xlabel="angle θ between embedding and its class centre (degrees)",
+        ylabel="target logit",
+        title=f"margin heads make the true class harder (s = {scale:g})",
+    )
     ax.legend(fontsize=10)
     return fig
 
@@ -718,24 +1004,42 @@ def pair_score_histogram(scores, same, threshold: float | None = None) -> Figure
     ax = fig.subplots()
     bins = np.linspace(scores.min(), scores.max(), 41)
     ax.hist(scores[same], bins=bins, alpha=0.6, color=ACTIVE, label=f"same person ({same.sum()})")
-    ax.hist(scores[~same], bins=bins, alpha=0.6, color=OKABE_ITO["orange"], label=f"different people ({(~same).sum()})")
+    ax.hist(
+        scores[~same],
+        bins=bins,
+        alpha=0.6,
+        color=OKABE_ITO["orange"],
+        label=f"different people ({(~same).sum()})",
+    )
     if threshold is not None:
         acc = float(np.mean((scores > threshold) == same))
-        ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3f}: {acc:.1%} of these pairs right")
-    ax.set(xlabel="cosine similarity of the two embeddings", ylabel="pairs", title="verification scores")
+        ax.axvline(
+            threshold,
+            color="black",
+            linestyle="--",
+            label=f"threshold {threshold:.3f}: {acc:.1%} of these pairs right",
+        )
+    ax.set(
+        xlabel="cosine similarity of the two embeddings",
+        ylabel="pairs",
+        title="verification scores",
+    )
     ax.legend(fontsize=10)
     return fig
 
 
 def context_figure(strong, mean, cov) -> Figure:
-    """CRAFT's context: the strong filters, their mean filter, and the 27 x 27 covariance of their weights."""
+    """CRAFT's context: the strong filters, their mean filter, and the 27 x 27 covariance of their
+    weights."""
     strong, mean, cov = (to_numpy(a).astype(float) for a in (strong, mean, cov))
     k = int(round(math.sqrt(len(mean) / 3)))
     fig = new_figure((12, 4))
     ax_mean, ax_std, ax_cov = fig.subplots(1, 3, width_ratios=[1, 1, 1.4])
     vmax = float(np.abs(strong).max()) if strong.size else 1.0
     ax_mean.imshow(filter_tile(mean.reshape(3, k, k), vmax), interpolation="nearest")
-    ax_mean.set_title(f"mean of {len(strong)} strong filters\n(RGB | σ R / G B, scale ±{vmax:.2g})", fontsize=9)
+    ax_mean.set_title(
+        f"mean of {len(strong)} strong filters\n(RGB | σ R / G B, scale ±{vmax:.2g})", fontsize=9
+    )
     std = np.sqrt(np.diag(cov)).reshape(3, k, k)
     image = ax_std.imshow(np.concatenate(list(std), axis=1), cmap="viridis", vmin=0)
     ax_std.set_title("std per weight (R | G | B)", fontsize=9)
@@ -755,8 +1059,13 @@ def context_figure(strong, mean, cov) -> Figure:
     return fig
 
 
-def score_traces(traces: dict, tau: float, filters=None, title: str = "re-activated filters after the event",
-                 ylabel: str = "relative score") -> Figure:
+def score_traces(
+    traces: dict,
+    tau: float,
+    filters=None,
+    title: str = "re-activated filters after the event",
+    ylabel: str = "relative score",
+) -> Figure:
     """Median (line) and range (band) of some filters' scores over steps, one colour per condition.
 
     ``traces`` maps a label to ``(steps, matrix)`` with ``matrix`` = filters x steps (as returned by
@@ -770,7 +1079,7 @@ def score_traces(traces: dict, tau: float, filters=None, title: str = "re-activa
             m = m[np.asarray(filters, dtype=int)]
         if m.size == 0:
             continue
-        line, = ax.plot(steps, np.median(m, 0), ".-", label=label)
+        (line,) = ax.plot(steps, np.median(m, 0), ".-", label=label)
         ax.fill_between(steps, m.min(0), m.max(0), color=line.get_color(), alpha=0.15)
     ax.axhline(tau, color="black", linestyle="--", linewidth=1, label=f"τ = {tau_text(tau)}")
     ax.set(xlabel="step", ylabel=ylabel, title=title, ylim=(0, None))
@@ -778,12 +1087,18 @@ def score_traces(traces: dict, tau: float, filters=None, title: str = "re-activa
     return fig
 
 
-def inactive_curves(histories: dict, tau: float, events: dict | None = None, score: str = "max",
-                    second: tuple[str, float] | None = None) -> Figure:
-    """Inactive conv1 fraction per epoch for several runs (``{label: trainer.history}``), renewals marked.
+def inactive_curves(
+    histories: dict,
+    tau: float,
+    events: dict | None = None,
+    score: str = "max",
+    second: tuple[str, float] | None = None,
+) -> Figure:
+    """Inactive conv1 fraction per epoch for several runs (``{label: trainer.history}``), renewals
+    marked.
 
-    One panel per reading: ``score`` below ``tau``, and with ``second=(score, tau)`` a second one beside it
-    (silent outputs and small weights need not agree).
+    One panel per reading: ``score`` below ``tau``, and with ``second=(score, tau)`` a second one
+    beside it (silent outputs and small weights need not agree).
     """
     readings = [(score, tau)] + ([second] if second else [])
     fig = new_figure((7 * len(readings), 3.8))
@@ -791,44 +1106,73 @@ def inactive_curves(histories: dict, tau: float, events: dict | None = None, sco
     for ax, (name, t) in zip(axes, readings):
         for label, history in histories.items():
             fraction = inactive_over_time(history, t, name)
-            line, = ax.plot([h["epoch"] for h in history], fraction, "o-", label=label)
+            (line,) = ax.plot([h["epoch"] for h in history], fraction, "o-", label=label)
             for j, event in enumerate(renewals((events or {}).get(label, []))):
-                ax.axvline(event["epoch"], color=line.get_color(), linestyle=":", linewidth=1.2,
-                           label=f"{label}: re-activation" if j == 0 else None)
+                ax.axvline(
+                    event["epoch"],
+                    color=line.get_color(),
+                    linestyle=":",
+                    linewidth=1.2,
+                    label=f"{label}: re-activation" if j == 0 else None,
+                )
         ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-        ax.set(xlabel="epoch", ylabel="share of conv1 filters", ylim=(0, 1),
-               title=f"{SHORT_SCORE.get(name, name)}: {SCORE_LABELS.get(name, name)} < τ = {tau_text(t)}")
+        ax.set(
+            xlabel="epoch",
+            ylabel="share of conv1 filters",
+            ylim=(0, 1),
+            title=f"{SHORT_SCORE.get(name, name)}: {SCORE_LABELS.get(name, name)} < τ = "
+            f"{tau_text(t)}",
+        )
         ax.title.set_fontsize(10)
         ax.legend(fontsize=10)
     return fig
 
 
-def renewed_vs_decay(rows: list[dict], title: str = "renewed filters against the pure-decay curve") -> Figure:
-    """Each renewed filter's ‖w‖ ratio to a gradient-free weight (``survival.survival`` rows), per epoch since
-    its renewal: 1 = coasting on the schedule's decay, above 1 = held up by the task, below 1 = pushed down."""
+def renewed_vs_decay(
+    rows: list[dict], title: str = "renewed filters against the pure-decay curve"
+) -> Figure:
+    """Each renewed filter's ‖w‖ ratio to a gradient-free weight (``survival.survival`` rows), per
+    epoch since its renewal: 1 = coasting on the schedule's decay, above 1 = held up by the task,
+    below 1 = pushed down."""
     fig = new_figure((7, 3.8))
     ax = fig.subplots()
     horizon = max((len(r["ratio"]) for r in rows), default=0)
     for r in rows:
         ax.plot(range(len(r["ratio"])), r["ratio"], color=ACTIVE, alpha=0.15, linewidth=1)
     if rows:
-        median = [np.median([r["ratio"][k] for r in rows if len(r["ratio"]) > k]) for k in range(horizon)]
-        ax.plot(range(horizon), median, "o-", color="black", linewidth=2, label=f"median of {len(rows)} renewals")
+        median = [
+            np.median([r["ratio"][k] for r in rows if len(r["ratio"]) > k]) for k in range(horizon)
+        ]
+        ax.plot(
+            range(horizon),
+            median,
+            "o-",
+            color="black",
+            linewidth=2,
+            label=f"median of {len(rows)} renewals",
+        )
     ax.axhline(1.0, color=INACTIVE, linestyle="--", label="pure weight decay (no task gradient)")
     ax.set_yscale("log")
-    ax.set(xlabel="epochs since re-activation", ylabel="‖w‖ / (‖w‖ at renewal × decay factor)", title=title)
+    ax.set(
+        xlabel="epochs since re-activation",
+        ylabel="‖w‖ / (‖w‖ at renewal × decay factor)",
+        title=title,
+    )
     ax.legend(fontsize=10)
     return fig
 
 
 class LiveCurves:
-    """``after_epoch`` hook (``runs.train_cached``): one notebook output that redraws ``training_curves``.
+    """``after_epoch`` hook (``runs.train_cached``): one notebook output that redraws
+    ``training_curves``.
 
     Outside IPython it does nothing; the final figure stays in the notebook once training ends.
     ``score``/``tau`` are the inactive panel's reading, ``second`` an optional second one.
     """
 
-    def __init__(self, tau: float = 0.1, score: str = "max", second: tuple[str, float] | None = None):
+    def __init__(
+        self, tau: float = 0.1, score: str = "max", second: tuple[str, float] | None = None
+    ):
         self.tau, self.score, self.second, self.handle = tau, score, second, None
 
     def __call__(self, trainer) -> None:

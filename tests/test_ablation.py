@@ -1,19 +1,22 @@
-"""Ablating a channel: a planted constant channel costs nothing; a loud one does; the probes are disjoint."""
+"""Ablating a channel: a planted constant channel costs nothing; a loud one does; the probes are
+disjoint."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from craftlib.study import ablation
 from craftlib.data import PairSet, probe_batch
 from craftlib.losses import MarginHead
 from craftlib.models import FaceCNN
+from craftlib.study import ablation
 
 
 @pytest.fixture()
 def planted(toy_faces, toy_config):
-    """A toy FaceCNN whose channel 2 outputs the constant 0.3 (BN γ = 0, β = 0.3), and toy DevTest pairs."""
+    """A toy FaceCNN whose channel 2 outputs the constant 0.3 (BN γ = 0, β = 0.3), and toy DevTest
+    pairs."""
     torch.manual_seed(0)
     model = FaceCNN(toy_config.model).eval()
     with torch.no_grad():
@@ -23,8 +26,12 @@ def planted(toy_faces, toy_config):
     n = len(toy_faces.images)
     left, right = np.arange(0, n, 2), np.arange(1, n, 2)
     same = toy_faces.labels[left] == toy_faces.labels[right]
-    same[::5] = False  # both kinds of pair, whatever the labels say: the numbers only need to be repeatable
-    pairs = PairSet(toy_faces.images, left, right, same, np.arange(len(left)) % 4, toy_faces.files, "toy")
+    same[::5] = (
+        False  # both kinds of pair, whatever the labels say: the numbers only need to be repeatable
+    )
+    pairs = PairSet(
+        toy_faces.images, left, right, same, np.arange(len(left)) % 4, toy_faces.files, "toy"
+    )
     return model, head, pairs
 
 
@@ -34,7 +41,9 @@ def test_a_constant_channel_ablates_to_nothing(planted, toy_faces):
     rows = {r["channel"]: r for r in result["channels"]}
     assert rows[2]["class"] == "silent"
     assert rows[2]["d_loss"] == 0.0 and rows[2]["d_accuracy"] == 0.0
-    assert rows[0]["class"] != "silent" and abs(rows[0]["d_loss"]) > 1e-6  # a heard channel: ablating it shows
+    assert (
+        rows[0]["class"] != "silent" and abs(rows[0]["d_loss"]) > 1e-6
+    )  # a heard channel: ablating it shows
     assert result["counts"]["silent"] == 1 and result["groups"]["silent"]["d_loss"] == 0.0
 
 
@@ -48,7 +57,8 @@ def test_the_hook_is_removed_and_the_model_unchanged(planted, toy_faces):
 
 
 def test_the_second_probe_is_disjoint_from_the_first():
-    """Faces whose pixels spell their index (red = i // 256, green = i % 256): decode which faces each probe took."""
+    """Faces whose pixels spell their index (red = i // 256, green = i % 256): decode which faces
+    each probe took."""
     i = np.arange(1000)
     images = np.zeros((1000, 2, 2, 3), np.uint8)
     images[..., 0], images[..., 1] = (i // 256)[:, None, None], (i % 256)[:, None, None]
@@ -68,17 +78,24 @@ def test_agreement_counts_add_up(planted):
 
     model, _, pairs = planted
     rng = np.random.default_rng(1)
-    faces = FaceSet(rng.integers(0, 256, (600, 16, 16, 3), dtype=np.uint8), np.repeat(np.arange(4), 150),
-                    [f"P{i}" for i in range(4)], [f"f{i}.jpg" for i in range(600)])
+    faces = FaceSet(
+        rng.integers(0, 256, (600, 16, 16, 3), dtype=np.uint8),
+        np.repeat(np.arange(4), 150),
+        [f"P{i}" for i in range(4)],
+        [f"f{i}.jpg" for i in range(600)],
+    )
     a = ablation.agreement(model, faces, pairs)
     for key in ("second_probe", "devtest_faces"):
         assert a[key]["both"] + a[key]["only_probe"] == a["probe"]
         assert a[key]["both"] + a[key]["only_other"] == a[key]["silent"]
-    assert a["probe"] >= 1 and a["second_probe"]["both"] >= 1  # the constant channel is silent on any faces
+    assert (
+        a["probe"] >= 1 and a["second_probe"]["both"] >= 1
+    )  # the constant channel is silent on any faces
 
 
 def test_results_md_ablation_table_is_the_committed_results():
-    """RESULTS.md's ablation tables are ``ablation.markdown`` of the committed per-model JSON files."""
+    """RESULTS.md's ablation tables are ``ablation.markdown`` of the committed per-model JSON
+    files."""
     import json
     import re
 
@@ -86,5 +103,10 @@ def test_results_md_ablation_table_is_the_committed_results():
 
     files = sorted((REPO_ROOT / "docs/results/ablation").glob("*.json"))
     text = (REPO_ROOT / "docs/RESULTS.md").read_text()
-    block = re.search(r"<!-- ablation:table -->\n(.*?)\n<!-- /ablation:table -->", text, re.S).group(1)
-    assert files and block.strip() == ablation.markdown([json.loads(f.read_text()) for f in files]).strip()
+    block = re.search(
+        r"<!-- ablation:table -->\n(.*?)\n<!-- /ablation:table -->", text, re.S
+    ).group(1)
+    assert (
+        files
+        and block.strip() == ablation.markdown([json.loads(f.read_text()) for f in files]).strip()
+    )

@@ -6,6 +6,7 @@ channels have a collapsed BatchNorm gamma, and on real faces those channels outp
 Then the *silent* detector (what the next layer hears, not how small the weights are) and the scores
 over a training history: timelines, times of death, renewals.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,17 +16,37 @@ import pytest
 import torch
 from torch import nn
 
-from craftlib.activity import (SCORES, ActivityRecorder, activation_scores, check_tau, death_times, effective_weight,
-                               event_x, filter_norms, filter_scores, inactive_fraction, inactive_mask,
-                               inactive_over_time, max_cosine, model_scores, relative, renewals, report,
-                               snapshot_scores, timeline, track)
+from craftlib.activity import (
+    SCORES,
+    ActivityRecorder,
+    activation_scores,
+    check_tau,
+    death_times,
+    effective_weight,
+    event_x,
+    filter_norms,
+    filter_scores,
+    inactive_fraction,
+    inactive_mask,
+    inactive_over_time,
+    max_cosine,
+    model_scores,
+    relative,
+    renewals,
+    report,
+    snapshot_scores,
+    timeline,
+    track,
+)
 from craftlib.data import load_face, probe_batch, read_pairs, to_input
 from craftlib.models import FaceCNN, ModelConfig
-from craftlib.reactivation import CraftSpec, PAPER_READING
+from craftlib.reactivation import PAPER_READING, CraftSpec
 from craftlib.training import Trainer, conv1_snapshot
 
 DEAD_IN_MOBILEFACENET = 31
-SILENT_TAU = CraftSpec().tau  # the functional detector's default threshold (0.01 of the loudest channel)
+SILENT_TAU = (
+    CraftSpec().tau
+)  # the functional detector's default threshold (0.01 of the loudest channel)
 
 
 @pytest.fixture(scope="module")
@@ -63,16 +84,20 @@ def test_dead_filters_have_collapsed_gamma(stem, dead):
 
 
 def test_effective_filter_of_mobilefacenet(stem, dead):
-    """Folding BN into the conv adds one more filter below 5% (32) and another below 10% (33), per PROVENANCE.md."""
+    """Folding BN into the conv adds one more filter below 5% (32) and another below 10% (33), per
+    PROVENANCE.md."""
     eff = filter_scores(stem[0], "effective", bn=stem[1])
     assert (eff < 0.05).sum() == 32 and (eff < 0.10).sum() == 33
     assert np.all(eff[dead] < 0.05)  # every raw-dead filter stays dead after folding
 
 
 def test_dead_channels_are_silent_on_real_faces(stem, dead, lfw):
-    """ReDo's activation score on 16 DevTest faces at the model's 112 px: the dead channels output ~0."""
+    """ReDo's activation score on 16 DevTest faces at the model's 112 px: the dead channels output
+    ~0."""
     pairs = read_pairs(lfw.pair_file("devtest"))[:8]
-    images = np.stack([load_face(lfw.image_root / name, size=112) for p in pairs for name in (p.left, p.right)])
+    images = np.stack(
+        [load_face(lfw.image_root / name, size=112) for p in pairs for name in (p.left, p.right)]
+    )
     probe = to_input(torch.from_numpy(images))
     assert probe.shape == (16, 3, 112, 112)
     act = filter_scores(stem[0], "activation", stem=stem, probe=probe)  # relative to the layer mean
@@ -132,7 +157,9 @@ def test_relative_references():
     assert np.allclose(relative(values, "max"), values / 8)
     assert np.allclose(relative(values, "mean"), values / 3.75)
     assert np.allclose(relative(values, 50), values / 3.0)
-    assert np.all(relative(np.zeros(4)) == 0)  # an all-zero layer: everything inactive, no division by zero
+    assert np.all(
+        relative(np.zeros(4)) == 0
+    )  # an all-zero layer: everything inactive, no division by zero
     for bad in ("median", 0, 101, -5):
         with pytest.raises(ValueError, match="reference"):
             relative(values, bad)
@@ -164,11 +191,14 @@ def test_effective_filter_is_w_gamma_over_sigma():
     expected = conv.weight * (bn.weight / torch.sqrt(bn.running_var + 1e-3)).reshape(-1, 1, 1, 1)
     assert torch.allclose(effective_weight(conv, bn), expected)
     assert np.allclose(filter_scores(conv, "effective", bn=bn), relative(filter_norms(expected)))
-    assert np.allclose(filter_scores(conv, "gamma", bn=bn), relative(bn.weight.detach().abs().numpy()))
+    assert np.allclose(
+        filter_scores(conv, "gamma", bn=bn), relative(bn.weight.detach().abs().numpy())
+    )
 
 
 def test_effective_filter_equals_folded_conv_output():
-    """The effective filter really is what the network sees: conv+BN (eval) = conv with the effective weight + bias."""
+    """The effective filter really is what the network sees: conv+BN (eval) = conv with the
+    effective weight + bias."""
     conv, bn = random_conv_bn()
     bn.eval()
     x = torch.randn(2, 3, 8, 8)
@@ -221,7 +251,9 @@ def test_snapshot_scores_match_live_scores():
     probe = torch.randn(8, 3, 32, 32)
     snap = conv1_snapshot(model, probe)
     for score in ("max", "l1", "l2", "gamma", "effective", "silent"):
-        assert np.allclose(snapshot_scores(snap, score), model_scores(model, score, probe=probe), atol=1e-6), score
+        assert np.allclose(
+            snapshot_scores(snap, score), model_scores(model, score, probe=probe), atol=1e-6
+        ), score
     with pytest.raises(ValueError, match="probe"):
         snapshot_scores(snap, "activation")  # mean |output| is not stored; the spread is
     with pytest.raises(ValueError, match="output_std"):
@@ -229,18 +261,28 @@ def test_snapshot_scores_match_live_scores():
 
 
 def test_activation_scores_statistics():
-    """``mean_abs`` is ReDo's mean |output|, ``std`` the spread over faces and positions, per channel."""
+    """``mean_abs`` is ReDo's mean |output|, ``std`` the spread over faces and positions, per
+    channel."""
     stem = nn.Sequential(nn.Conv2d(3, 4, 1, bias=True))
     with torch.no_grad():
         stem[0].weight.zero_()
         stem[0].weight[0, 0] = 2.0  # channel 0 = 2 * red
-        stem[0].bias.copy_(torch.tensor([0.0, 3.0, 0.0, -1.0]))  # 1: constant 3; 2: zero; 3: constant -1
+        stem[0].bias.copy_(
+            torch.tensor([0.0, 3.0, 0.0, -1.0])
+        )  # 1: constant 3; 2: zero; 3: constant -1
     probe = torch.randn(5, 3, 4, 4, dtype=torch.float64).float()
     red = probe[:, 0].double()
-    np.testing.assert_allclose(activation_scores(stem, probe, statistic="mean_abs"),
-                               [2 * red.abs().mean().item(), 3.0, 0.0, 1.0], rtol=1e-6)
-    np.testing.assert_allclose(activation_scores(stem, probe, statistic="std"),
-                               [2 * red.std(correction=0).item(), 0.0, 0.0, 0.0], rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(
+        activation_scores(stem, probe, statistic="mean_abs"),
+        [2 * red.abs().mean().item(), 3.0, 0.0, 1.0],
+        rtol=1e-6,
+    )
+    np.testing.assert_allclose(
+        activation_scores(stem, probe, statistic="std"),
+        [2 * red.std(correction=0).item(), 0.0, 0.0, 0.0],
+        rtol=1e-6,
+        atol=1e-12,
+    )
     with pytest.raises(ValueError, match="statistic"):
         activation_scores(stem, probe, statistic="median")
 
@@ -259,7 +301,8 @@ def test_max_cosine():
 
 
 def recalibrate_batchnorm(model: FaceCNN, probe: torch.Tensor) -> None:
-    """Let BatchNorm's running statistics catch up with the current filters, as training forwards would."""
+    """Let BatchNorm's running statistics catch up with the current filters, as training forwards
+    would."""
     model.bn1.reset_running_stats()
     model.bn1.momentum = None  # cumulative average: one pass gives the probe's own statistics
     model.train()
@@ -270,7 +313,8 @@ def recalibrate_batchnorm(model: FaceCNN, probe: torch.Tensor) -> None:
 
 @pytest.fixture
 def face_model(tiny_faces):
-    """A fresh FaceCNN whose stem BatchNorm statistics are those of the real probe faces, and that probe."""
+    """A fresh FaceCNN whose stem BatchNorm statistics are those of the real probe faces, and that
+    probe."""
     torch.manual_seed(0)
     model = FaceCNN(ModelConfig(input_size=32))
     probe = probe_batch(tiny_faces.images)
@@ -279,15 +323,18 @@ def face_model(tiny_faces):
 
 
 def test_silent_iff_the_output_is_zero_not_when_the_weights_are_small(face_model):
-    """Channel 5: γ = β = 0, so BN outputs 0 (silent, healthy weights). Channel 9: weights x 1e-3 with a
-    healthy γ, so BN rescales it (heard, tiny weights). The silent score flags exactly 5, max |w| exactly 9."""
+    """Channel 5: γ = β = 0, so BN outputs 0 (silent, healthy weights). Channel 9: weights x 1e-3
+    with a healthy γ, so BN rescales it (heard, tiny weights). The silent score flags exactly 5, max
+    |w| exactly 9."""
     model, probe = face_model
     silenced, shrunk = 5, 9
     with torch.no_grad():
         model.bn1.weight[silenced] = 0.0
         model.bn1.bias[silenced] = 0.0
         model.conv1.weight[shrunk] *= 1e-3
-    recalibrate_batchnorm(model, probe)  # BN now sees the small filter's small spread and rescales it
+    recalibrate_batchnorm(
+        model, probe
+    )  # BN now sees the small filter's small spread and rescales it
     model.eval()
     with torch.no_grad():
         out = model.stem(probe)
@@ -301,11 +348,14 @@ def test_silent_iff_the_output_is_zero_not_when_the_weights_are_small(face_model
     assert np.flatnonzero(silent < SILENT_TAU).tolist() == [silenced]
     assert np.flatnonzero(weight < PAPER_READING.tau).tolist() == [shrunk]
     assert silent[shrunk] > 2 * SILENT_TAU and weight[silenced] > 0.3
-    assert model_scores(model, "gamma")[silenced] == 0  # the BN score agrees with the silent one here
+    assert (
+        model_scores(model, "gamma")[silenced] == 0
+    )  # the BN score agrees with the silent one here
 
 
 def test_a_constant_channel_is_silent_too(face_model):
-    """γ = 0 with β ≠ 0: the channel outputs the same number for every face, which carries no signal."""
+    """γ = 0 with β ≠ 0: the channel outputs the same number for every face, which carries no
+    signal."""
     model, probe = face_model
     with torch.no_grad():
         model.bn1.weight[7] = 0.0
@@ -335,7 +385,9 @@ def test_silent_score_reads_the_same_from_a_history_snapshot(face_model):
         model.bn1.weight[3] = 0.0
         model.bn1.bias[3] = 0.0
     snap = conv1_snapshot(model, probe)
-    np.testing.assert_allclose(snapshot_scores(snap, "silent"), model_scores(model, "silent", probe=probe), rtol=1e-12)
+    np.testing.assert_allclose(
+        snapshot_scores(snap, "silent"), model_scores(model, "silent", probe=probe), rtol=1e-12
+    )
     assert snapshot_scores(snap, "silent")[3] == 0
 
 
@@ -359,9 +411,14 @@ def test_timeline_is_filters_by_epochs(recorded_run):
         assert t.shape == (64, 3), score  # column 0 is the initialisation
         assert np.isfinite(t).all() and np.allclose(t.max(0), 1.0)
     assert np.allclose(timeline(trainer.history)[:, -1], model_scores(trainer.model), atol=1e-6)
-    np.testing.assert_allclose(timeline(trainer.history, "silent")[:, -1],
-                               model_scores(trainer.model, "silent", probe=trainer.probe), rtol=1e-9)
-    assert not np.allclose(timeline(trainer.history)[:, 0], timeline(trainer.history)[:, -1])  # it trained
+    np.testing.assert_allclose(
+        timeline(trainer.history, "silent")[:, -1],
+        model_scores(trainer.model, "silent", probe=trainer.probe),
+        rtol=1e-9,
+    )
+    assert not np.allclose(
+        timeline(trainer.history)[:, 0], timeline(trainer.history)[:, -1]
+    )  # it trained
 
 
 def test_recorder_records_every_k_steps(recorded_run):
@@ -369,7 +426,9 @@ def test_recorder_records_every_k_steps(recorded_run):
     assert trainer.steps_per_epoch == 3
     assert recorder.steps == [2, 4, 6]
     assert recorder.matrix().shape == (64, 3)
-    assert np.allclose(recorder.matrix()[:, -1], model_scores(trainer.model), atol=1e-6)  # step 6 is the last
+    assert np.allclose(
+        recorder.matrix()[:, -1], model_scores(trainer.model), atol=1e-6
+    )  # step 6 is the last
     assert ActivityRecorder().matrix().shape == (0, 0)
 
 
@@ -390,9 +449,16 @@ def test_track_records_before_and_during_and_detaches(toy_faces, toy_config):
     assert not any(isinstance(cb, ActivityRecorder) for cb in t.callbacks)
 
 
-EVENTS = [{"epoch": 1, "step": 10, "strategy": "contextual", "filters": [2, 3]},
-          {"epoch": 2, "step": 20, "strategy": "none", "filters": [0]},  # detected and logged, not renewed
-          {"epoch": 3, "step": 30, "strategy": "random_matched", "filters": []}]
+EVENTS = [
+    {"epoch": 1, "step": 10, "strategy": "contextual", "filters": [2, 3]},
+    {
+        "epoch": 2,
+        "step": 20,
+        "strategy": "none",
+        "filters": [0],
+    },  # detected and logged, not renewed
+    {"epoch": 3, "step": 30, "strategy": "random_matched", "filters": []},
+]
 
 
 def test_renewals_are_events_that_changed_filters():
@@ -403,10 +469,14 @@ def test_renewals_are_events_that_changed_filters():
 
 
 def test_death_times_first_drop_below_tau_or_renewal():
-    matrix = np.array([[1.0, 0.5, 0.05, 0.5],   # 0: dies at column 2 (recovers later: still died at 2)
-                       [1.0, 1.0, 1.0, 1.0],    # 1: never
-                       [1.0, 1.0, 1.0, 1.0],    # 2: renewed at epoch 1, so dead from column 1
-                       [0.01, 1.0, 1.0, 1.0]])  # 3: dead at the start
+    matrix = np.array(
+        [
+            [1.0, 0.5, 0.05, 0.5],  # 0: dies at column 2 (recovers later: still died at 2)
+            [1.0, 1.0, 1.0, 1.0],  # 1: never
+            [1.0, 1.0, 1.0, 1.0],  # 2: renewed at epoch 1, so dead from column 1
+            [0.01, 1.0, 1.0, 1.0],
+        ]
+    )  # 3: dead at the start
     assert death_times(matrix, 0.1).tolist() == [2, np.inf, np.inf, 0]
     assert death_times(matrix, 0.1, EVENTS).tolist() == [2, np.inf, 1, 0]  # "none" changes nothing
     steps = [0, 10, 20, 30]

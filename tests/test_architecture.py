@@ -1,7 +1,8 @@
-"""The house in docs/ARCHITECTURE.md is the code's: each part imports only the parts beneath it, and no import
-loops. The core (``craftlib/*.py``) imports no subpackage; ``study`` imports only the core; a companion imports the
-core and ``study``, never another companion; ``scale`` imports only the core; ``workshop`` and ``__main__`` sit on
-top."""
+"""The house in docs/ARCHITECTURE.md is the code's: each part imports only the parts beneath it, and
+no import loops. The core (``craftlib/*.py``) imports no subpackage; ``study`` imports only the
+core; a companion imports the core and ``study``, never another companion; ``scale`` imports only
+the core; ``workshop`` and ``__main__`` sit on top."""
+
 from __future__ import annotations
 
 import ast
@@ -20,7 +21,8 @@ def module_name(path: Path) -> str:
 
 
 def imports(path: Path) -> set[str]:
-    """craftlib modules a file imports (absolute or relative, also inside functions), as dotted names."""
+    """craftlib modules a file imports (absolute or relative, also inside functions), as dotted
+    names."""
     here = module_name(path).split(".")
     package = here if path.name == "__init__.py" else here[:-1]
     found = set()
@@ -33,9 +35,12 @@ def imports(path: Path) -> set[str]:
                 target = node.module or ""
             if target.split(".")[0] != "craftlib":
                 continue
-            submodules = [f"{target}.{a.name}" for a in node.names
-                          if (ROOT / Path(*f"{target}.{a.name}".split("."))).with_suffix(".py").exists()
-                          or (ROOT / Path(*f"{target}.{a.name}".split("."))).is_dir()]
+            submodules = [
+                f"{target}.{a.name}"
+                for a in node.names
+                if (ROOT / Path(*f"{target}.{a.name}".split("."))).with_suffix(".py").exists()
+                or (ROOT / Path(*f"{target}.{a.name}".split("."))).is_dir()
+            ]
             found.update(submodules or [target])
         elif isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name.split(".")[0] == "craftlib")
@@ -72,7 +77,9 @@ GRAPH = {module_name(p): imports(p) for p in MODULES}
 @pytest.mark.parametrize("module", sorted(GRAPH))
 def test_imports_follow_the_house(module):
     bad = sorted(m for m in GRAPH[module] if not allowed(part(module), part(m)))
-    assert not bad, f"{module} ({part(module)}) imports " + ", ".join(f"{m} ({part(m)})" for m in bad)
+    assert not bad, f"{module} ({part(module)}) imports " + ", ".join(
+        f"{m} ({part(m)})" for m in bad
+    )
 
 
 def test_no_import_cycle():
@@ -82,7 +89,9 @@ def test_no_import_cycle():
         state[node] = 1
         for nxt in sorted(GRAPH.get(node, ())):
             if state.get(nxt) == 1:
-                raise AssertionError("import cycle: " + " -> ".join(path[path.index(nxt):] + [nxt]))
+                raise AssertionError(
+                    "import cycle: " + " -> ".join(path[path.index(nxt) :] + [nxt])
+                )
             if nxt not in state:
                 visit(nxt, path + [nxt])
         state[node] = 2
@@ -93,13 +102,18 @@ def test_no_import_cycle():
 
 
 def test_the_picture_names_every_module():
-    """docs/ARCHITECTURE.md's picture lists every module under its part, and nothing that does not exist."""
+    """docs/ARCHITECTURE.md's picture lists every module under its part, and nothing that does not
+    exist."""
     text = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
-    picture = text[text.index("<!-- house:start -->"):text.index("<!-- house:end -->")]
+    picture = text[text.index("<!-- house:start -->") : text.index("<!-- house:end -->")]
     drawn = set(re.findall(r"\b([a-z_]+)\.py\b", picture))
     files = {p.stem for p in MODULES if p.stem != "__init__"}
-    assert not files - drawn, f"modules missing from ARCHITECTURE.md's picture: {sorted(files - drawn)}"
-    assert not drawn - files, f"ARCHITECTURE.md's picture names modules that do not exist: {sorted(drawn - files)}"
+    assert not files - drawn, (
+        f"modules missing from ARCHITECTURE.md's picture: {sorted(files - drawn)}"
+    )
+    assert not drawn - files, (
+        f"ARCHITECTURE.md's picture names modules that do not exist: {sorted(drawn - files)}"
+    )
 
 
 def test_the_check_sees_relative_absolute_and_late_imports(tmp_path):
@@ -109,5 +123,7 @@ def test_the_check_sees_relative_absolute_and_late_imports(tmp_path):
     assert "craftlib.study.experiments" in found and "craftlib.activity" in found
     assert part("craftlib.companions.federated.federation") == "companions.federated"
     assert part("craftlib.viz") == "core" and part("craftlib.study.dose") == "study"
-    assert not allowed("core", "study") and not allowed("companions.federated", "companions.sparsity")
+    assert not allowed("core", "study") and not allowed(
+        "companions.federated", "companions.sparsity"
+    )
     assert allowed("companions.federated", "study") and not allowed("study", "companions.federated")

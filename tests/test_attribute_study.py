@@ -1,4 +1,6 @@
-"""The companion attribute study: per-group verification, paired summaries, records, and a FAST end-to-end run."""
+"""The companion attribute study: per-group verification, paired summaries, records, and a FAST
+end-to-end run."""
+
 from __future__ import annotations
 
 import json
@@ -6,10 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from attribute_data import probe_record
 from craftlib.companions.attributes import study as S
 from craftlib.companions.attributes.labels import UNKNOWN
 from craftlib.data import PairSet
+
+from attribute_data import probe_record
 
 
 def test_wilson():
@@ -21,7 +24,8 @@ def test_wilson():
 
 
 def synthetic_pairs(seed=0):
-    """200 pairs over 120 images in 10 folds; images 0-59 group 1, 60-109 group 0, 110-119 unlabelled."""
+    """200 pairs over 120 images in 10 folds; images 0-59 group 1, 60-109 group 0, 110-119
+    unlabelled."""
     rng = np.random.default_rng(seed)
     n = 200
     left, right = rng.integers(0, 120, n), rng.integers(0, 120, n)
@@ -29,7 +33,9 @@ def synthetic_pairs(seed=0):
     folds = np.repeat(np.arange(10), 20)
     groups = np.array([1] * 60 + [0] * 50 + [UNKNOWN] * 10, dtype=np.int8)
     scores = np.where(same, 0.6, 0.3) + 0.2 * rng.standard_normal(n)
-    pairs = PairSet(np.zeros((120, 4, 4, 3), np.uint8), left, right, same, folds, [f"f{i}" for i in range(120)])
+    pairs = PairSet(
+        np.zeros((120, 4, 4, 3), np.uint8), left, right, same, folds, [f"f{i}" for i in range(120)]
+    )
     return scores, pairs, groups
 
 
@@ -48,14 +54,16 @@ def test_group_verification_counts_and_one_threshold():
     mixed = both & (gl != gr)
     assert out["mixed"]["pairs"] == mixed.sum()
     assert out["unlabelled_pairs"] == (~both).sum()
-    assert out["groups"]["men"]["pairs"] + out["groups"]["women"]["pairs"] + out["mixed"]["pairs"] \
-        + out["unlabelled_pairs"] == len(pairs)
-    # the per-group decisions use the 10-fold thresholds: pooled over everyone they give the overall accuracy
+    assert out["groups"]["men"]["pairs"] + out["groups"]["women"]["pairs"] + out["mixed"][
+        "pairs"
+    ] + out["unlabelled_pairs"] == len(pairs)
+    # the per-group decisions use the 10-fold thresholds: pooled over everyone they give the overall
+    # accuracy
     from craftlib.verification import evaluate_scores
 
     report = evaluate_scores(scores, pairs.same, pairs.folds)
     assert out["accuracy"] == pytest.approx(report["accuracy"])
-    correct = ((scores > np.asarray(report["thresholds"])[pairs.folds]) == pairs.same)
+    correct = (scores > np.asarray(report["thresholds"])[pairs.folds]) == pairs.same
     assert correct.mean() == pytest.approx(report["accuracy"])
 
 
@@ -78,11 +86,14 @@ def test_footprint_is_paired_with_holm(records):
 
 
 def test_first_report_and_replication_are_reported_apart():
-    records = [probe_record(arm, s, shift=0.02 if arm == "contextual" and s >= 5 else 0.0)
-               for arm in ("none", "contextual") for s in range(8)]
+    records = [
+        probe_record(arm, s, shift=0.02 if arm == "contextual" and s >= 5 else 0.0)
+        for arm in ("none", "contextual")
+        for s in range(8)
+    ]
     text = S.footprint_markdown(records)
-    first = text[text.index("Primary contrast"):text.index("Replication")]
-    again = text[text.index("Replication"):]
+    first = text[text.index("Primary contrast") : text.index("Replication")]
+    again = text[text.index("Replication") :]
     assert "seeds 0–4" in first and "+0.00 pts" in first and "(n = 5)" in first
     assert "seeds 5–7" in again and "+2.00 pts" in again and "(n = 3)" in again
     assert "Replication" not in S.footprint_markdown([r for r in records if r["seed"] < 5])
@@ -100,8 +111,16 @@ def test_depth_curves_and_markdown(records):
     curves = S.depth_curves(records)
     assert curves["none"]["mean"].shape == (3, 3) and curves["none"]["seeds"] == [0, 1, 2, 3, 4]
     text = S.render_markdown(records)
-    for needle in ("**standard**", "**CRAFT**", "untrained", "CRAFT − standard", "Primary contrast",
-                   "DevTest verification by gender", "mixed (impostors by construction)", "Accuracy gap men − women"):
+    for needle in (
+        "**standard**",
+        "**CRAFT**",
+        "untrained",
+        "CRAFT − standard",
+        "Primary contrast",
+        "DevTest verification by gender",
+        "mixed (impostors by construction)",
+        "Accuracy gap men − women",
+    ):
         assert needle in text, needle
     assert "pts" in text  # the project's formatter writes differences in points
 
@@ -128,7 +147,8 @@ def test_find_models_first_folder_wins(tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(3600)  # about a minute on an idle 2-core machine
 def test_fast_study_end_to_end(tmp_path, lfw_root):
-    """FAST settings on real LFW and labels: a FAST run, its records (probes + branching), the report."""
+    """FAST settings on real LFW and labels: a FAST run, its records (probes + branching), the
+    report."""
     from craftlib.companions.attributes.labels import LabelsNotFoundError, load_labels
     from craftlib.data import LFW
     from craftlib.recipes import FAST
@@ -142,7 +162,9 @@ def test_fast_study_end_to_end(tmp_path, lfw_root):
     study = S.prepare(settings, LFW(lfw_root, download=False, size=settings.size), labels)
     from craftlib.companions.attributes.labels import training_identities
 
-    assert not set(study.probe_set.identities) & training_identities(LFW(lfw_root, download=False, size=settings.size))
+    assert not set(study.probe_set.identities) & training_identities(
+        LFW(lfw_root, download=False, size=settings.size)
+    )
     trainer = train(study.train, FAST.train, progress=False)
     trainer.save(tmp_path / "models" / "none-s0.pt")
     models = S.find_models([tmp_path / "models"], ["none"], [0])
@@ -153,7 +175,9 @@ def test_fast_study_end_to_end(tmp_path, lfw_root):
     assert set(br["configs"]) == {"control", "embedding", "best"}
     assert br["macs"]["shared"] < br["macs"]["separate_full"]
     before = (tmp_path / "out" / "records" / "probe-none-s0.json").stat().st_mtime_ns
-    S.run_study(study, models, tmp_path / "out", branching_seeds=(0,), log=lambda *_: None)  # resumes: nothing redone
+    S.run_study(
+        study, models, tmp_path / "out", branching_seeds=(0,), log=lambda *_: None
+    )  # resumes: nothing redone
     assert (tmp_path / "out" / "records" / "probe-none-s0.json").stat().st_mtime_ns == before
     cov = json.loads((tmp_path / "out" / "coverage.json").read_text())
     assert cov["coverage"]["images"] >= len(study.probe_set.files)
@@ -162,11 +186,16 @@ def test_fast_study_end_to_end(tmp_path, lfw_root):
 
 
 def test_results_md_shows_what_the_committed_records_say():
-    """docs/RESULTS.md's attribute tables are ``render_markdown`` of the committed records, digit for digit."""
+    """docs/RESULTS.md's attribute tables are ``render_markdown`` of the committed records, digit
+    for digit."""
     from craftlib.companions.attributes.cli import DEFAULT_OUT
     from craftlib.paths import REPO_ROOT
 
     records = S.load_records(DEFAULT_OUT, S.StudySettings())
-    assert {r["seed"] for r in records if r["kind"] == "probe" and r["arm"] == "contextual"} >= set(S.FIRST_SEEDS)
+    assert {r["seed"] for r in records if r["kind"] == "probe" and r["arm"] == "contextual"} >= set(
+        S.FIRST_SEEDS
+    )
     results = (REPO_ROOT / "docs" / "RESULTS.md").read_text()
-    assert S.render_markdown(records) in results, "regenerate: python -m craftlib.companions.attributes.cli report, paste summary.md"
+    assert S.render_markdown(records) in results, (
+        "regenerate: python -m craftlib.companions.attributes.cli report, paste summary.md"
+    )

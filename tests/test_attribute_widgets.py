@@ -1,13 +1,17 @@
-"""The attribute × depth heat map: cells open the most-wrong faces; the static twin draws the same."""
+"""The attribute × depth heat map: cells open the most-wrong faces; the static twin draws the
+same."""
+
 from __future__ import annotations
 
 import pytest
 from matplotlib.figure import Figure
 
-from attribute_data import probe_record, toy_model, toy_probe_set
-from craftlib.companions.attributes import study as S, widgets as AW
 from craftlib import viz
+from craftlib.companions.attributes import study as S
+from craftlib.companions.attributes import widgets as AW
 from craftlib.companions.attributes.linear_probes import run_probes
+
+from attribute_data import probe_record, toy_model, toy_probe_set
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +52,10 @@ def test_explorer_click_selects_a_cell(results):
     ex.buttons[(attr, stage)].click()
     assert ex.selected == (attr, stage)
     assert attr in ex.caption.value and ex.faces.value != first
-    assert ex.buttons[(attr, stage)].layout.border and not ex.buttons[AW.default_cell(results)].layout.border
+    assert (
+        ex.buttons[(attr, stage)].layout.border
+        and not ex.buttons[AW.default_cell(results)].layout.border
+    )
 
 
 def test_worst_faces_figure_shows_only_wrong(results):
@@ -59,26 +66,41 @@ def test_worst_faces_figure_shows_only_wrong(results):
 
 
 def test_labels_neither_wrap_nor_overlap(results):
-    """The names under the faces stay apart, and each attribute label fits its column on one line (a wrapped one
-    ran into the next row of buttons)."""
+    """The names under the faces stay apart, and each attribute label fits its column on one line (a
+    wrapped one ran into the next row of buttons)."""
     from matplotlib.font_manager import FontProperties
     from matplotlib.textpath import TextPath
 
     fig = AW.worst_faces_figure(results, results.attributes[1], "stem", k=8)
     fig.canvas.draw()
-    boxes = sorted((a.xaxis.label.get_window_extent() for a in fig.axes if a.images and a.get_xlabel()),
-                   key=lambda b: b.x0)
-    assert all(left.x1 <= right.x0 for left, right in zip(boxes, boxes[1:])), "names under the faces overlap"
-    assert AW.short_name("Arnold Schwarzenegger") == "Arnold Schwa…" and AW.short_name("Tony Blair") == "Tony Blair"
-    widest = max(TextPath((0, 0), f"{a} ({k})", size=13, prop=FontProperties(family="DejaVu Sans")).get_extents().width
-                 for a, k in zip(results.attributes, results.kinds))
+    boxes = sorted(
+        (a.xaxis.label.get_window_extent() for a in fig.axes if a.images and a.get_xlabel()),
+        key=lambda b: b.x0,
+    )
+    assert all(left.x1 <= right.x0 for left, right in zip(boxes, boxes[1:])), (
+        "names under the faces overlap"
+    )
+    assert (
+        AW.short_name("Arnold Schwarzenegger") == "Arnold Schwa…"
+        and AW.short_name("Tony Blair") == "Tony Blair"
+    )
+    widest = max(
+        TextPath((0, 0), f"{a} ({k})", size=13, prop=FontProperties(family="DejaVu Sans"))
+        .get_extents()
+        .width
+        for a, k in zip(results.attributes, results.kinds)
+    )
     assert widest + 10 <= AW.LABEL_COLUMN_PX
     explorer = AW.ProbeExplorer(results, k=4)
-    labels = [c.value for c in explorer.grid.children if "white-space:nowrap" in getattr(c, "value", "")]
+    labels = [
+        c.value for c in explorer.grid.children if "white-space:nowrap" in getattr(c, "value", "")
+    ]
     assert len(labels) == len(results.attributes)
 
 
 def test_depth_curves_figure():
-    recs = [probe_record("none", s) for s in range(3)] + [probe_record("contextual", s, 0.01) for s in range(3)]
+    recs = [probe_record("none", s) for s in range(3)] + [
+        probe_record("contextual", s, 0.01) for s in range(3)
+    ]
     fig = AW.depth_curves_figure(S.depth_curves(recs))
     assert len(fig.axes) == 3 and len(fig.axes[0].lines) >= 2

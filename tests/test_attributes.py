@@ -1,4 +1,6 @@
-"""LFW attribute labels: parsing with errors that name file and line, discovery, coverage, identity-disjoint splits."""
+"""LFW attribute labels: parsing with errors that name file and line, discovery, coverage,
+identity-disjoint splits."""
+
 from __future__ import annotations
 
 import os
@@ -31,7 +33,8 @@ def keys_of(people=PEOPLE):
 
 @pytest.fixture
 def label_dir(tmp_path, monkeypatch):
-    """A labels folder for the fake LFW's people: Kumar matrix (all but Eve's 2nd image), gender lists, smile."""
+    """A labels folder for the fake LFW's people: Kumar matrix (all but Eve's 2nd image), gender
+    lists, smile."""
     monkeypatch.delenv(A.ENV_LABELS, raising=False)
     folder = tmp_path / "lfw_labels"
     folder.mkdir()
@@ -39,10 +42,16 @@ def label_dir(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     label = rng.integers(0, 2, (len(keys), len(A.KUMAR_NAMES)))
     write_mat(folder / A.KUMAR_MAT, keys, label)
-    (folder / A.MALE_LIST).write_text("Bob_Bb_0001.jpg\r\nBob_Bb_0002.jpg\r\nDave_Dd_0001.jpg\r\nCarol_Cc_0001.jpg\r\n")
-    (folder / A.FEMALE_LIST).write_text("Carol_Cc_0001.jpg\r\nAlice_Aa_0001.jpg\r\nAlice_Aa_0002.jpg\r\n"
-                                        "Alice_Aa_0003.jpg\r\nCarol_Cc_0002.jpg\r\nEve_Ee_0001.jpg\r\n")
-    (folder / A.SMILE_FILE).write_text("./lfw/Alice_Aa/Alice_Aa_0001.jpg 1\n./lfw/Bob_Bb/Bob_Bb_0001.jpg 0\n")
+    (folder / A.MALE_LIST).write_text(
+        "Bob_Bb_0001.jpg\r\nBob_Bb_0002.jpg\r\nDave_Dd_0001.jpg\r\nCarol_Cc_0001.jpg\r\n"
+    )
+    (folder / A.FEMALE_LIST).write_text(
+        "Carol_Cc_0001.jpg\r\nAlice_Aa_0001.jpg\r\nAlice_Aa_0002.jpg\r\n"
+        "Alice_Aa_0003.jpg\r\nCarol_Cc_0002.jpg\r\nEve_Ee_0001.jpg\r\n"
+    )
+    (folder / A.SMILE_FILE).write_text(
+        "./lfw/Alice_Aa/Alice_Aa_0001.jpg 1\n./lfw/Bob_Bb/Bob_Bb_0001.jpg 0\n"
+    )
     return folder, keys, label
 
 
@@ -60,19 +69,29 @@ def test_name_list_error_names_file_and_line(tmp_path):
 def test_name_list_duplicate_names_both_lines(tmp_path):
     bad = tmp_path / "female_names.txt"
     bad.write_text("Ann_Bb_0001.jpg\nAnn_Bb_0002.jpg\n\nAnn_Bb_0001.jpg\n")
-    with pytest.raises(A.LabelError, match=rf"{bad}:4: Ann_Bb_0001.jpg is listed twice \(first on line 1\)"):
+    with pytest.raises(
+        A.LabelError, match=rf"{bad}:4: Ann_Bb_0001.jpg is listed twice \(first on line 1\)"
+    ):
         A.read_name_list(bad)
 
 
 def test_name_list_reads_crlf_and_keys(tmp_path):
     f = tmp_path / "male_names.txt"
     f.write_text("Aaron_Eckhart_0001.jpg\r\nJean-Pierre_Raffarin_0003.jpg\n")
-    assert A.read_name_list(f) == {"Aaron_Eckhart/Aaron_Eckhart_0001.jpg": 1,
-                                   "Jean-Pierre_Raffarin/Jean-Pierre_Raffarin_0003.jpg": 2}
+    assert A.read_name_list(f) == {
+        "Aaron_Eckhart/Aaron_Eckhart_0001.jpg": 1,
+        "Jean-Pierre_Raffarin/Jean-Pierre_Raffarin_0003.jpg": 2,
+    }
 
 
-@pytest.mark.parametrize("line, why", [("./lfw/A_B/A_B_0001.jpg 2", "0|1"), ("./lfw/A_B/A_B_0001.jpg", "0|1"),
-                                       ("./lfw/A_B/A_B_01.jpg 1", "expected an LFW image name")])
+@pytest.mark.parametrize(
+    "line, why",
+    [
+        ("./lfw/A_B/A_B_0001.jpg 2", "0|1"),
+        ("./lfw/A_B/A_B_0001.jpg", "0|1"),
+        ("./lfw/A_B/A_B_01.jpg 1", "expected an LFW image name"),
+    ],
+)
 def test_smile_file_errors(tmp_path, line, why):
     f = tmp_path / "lfw_with_smile_label.txt"
     f.write_text(f"./lfw/A_B/A_B_0002.jpg 0\n{line}\n")
@@ -83,7 +102,11 @@ def test_smile_file_errors(tmp_path, line, why):
 def test_kumar_text_errors_name_the_line(tmp_path):
     f = tmp_path / "lfw_attributes.txt"
     good = "Aaron Eckhart\t1\t" + "\t".join(["0.5"] * 73)
-    f.write_text("# comment\n#\tperson\timagenum\t" + "\t".join(A.KUMAR_NAMES) + f"\n{good}\nAaron Eckhart\t2\t1.0\n")
+    f.write_text(
+        "# comment\n#\tperson\timagenum\t"
+        + "\t".join(A.KUMAR_NAMES)
+        + f"\n{good}\nAaron Eckhart\t2\t1.0\n"
+    )
     with pytest.raises(A.LabelError, match=rf"{f}:4: expected person, imagenum and 73 scores"):
         A.read_kumar_txt(f)
     f.write_text(f"{good}\n" + "Aaron Eckhart\t2\t" + "\t".join(["x"] * 73) + "\n")
@@ -101,14 +124,19 @@ def test_kumar_mat_errors_name_the_row(tmp_path):
     f = tmp_path / A.KUMAR_MAT
     label[3, 5] = 7
     write_mat(f, keys, label)
-    with pytest.raises(A.LabelError, match=rf"{f}: row 4 \(Bob_Bb\\Bob_Bb_0001.jpg\): Child = 7, expected 0 or 1"):
+    with pytest.raises(
+        A.LabelError, match=rf"{f}: row 4 \(Bob_Bb\\Bob_Bb_0001.jpg\): Child = 7, expected 0 or 1"
+    ):
         A.read_kumar_mat(f)
     label[3, 5] = 0
     write_mat(f, keys[:2] + ["Bob_Bb\\Alice_Aa_0001.jpg"] + keys[3:], label)
     with pytest.raises(A.LabelError, match=rf"{f}: row 3: name .* is not"):
         A.read_kumar_mat(f)
     write_mat(f, keys[:-1] + keys[:1], label)
-    with pytest.raises(A.LabelError, match=rf"{f}: row {len(keys)}: Alice_Aa/Alice_Aa_0001.jpg already labelled in row 1"):
+    with pytest.raises(
+        A.LabelError,
+        match=rf"{f}: row {len(keys)}: Alice_Aa/Alice_Aa_0001.jpg already labelled in row 1",
+    ):
         A.read_kumar_mat(f)
     write_mat(f, keys, label[:, :72], names=A.KUMAR_NAMES[:72])
     with pytest.raises(A.LabelError, match=r"AttrName column 73"):
@@ -128,7 +156,10 @@ def test_load_labels_merges_files(label_dir):
     assert labels.sources["gender"] == "male_names.txt + female_names.txt"
     got = labels.lookup(keys, ["Male", "Smiling"])
     np.testing.assert_array_equal(got, label[:, [0, 17]])
-    gender = labels.lookup(["Bob_Bb/Bob_Bb_0001.jpg", "Alice_Aa/Alice_Aa_0002.jpg", "Eve_Ee/Eve_Ee_0002.jpg"], ["gender"])
+    gender = labels.lookup(
+        ["Bob_Bb/Bob_Bb_0001.jpg", "Alice_Aa/Alice_Aa_0002.jpg", "Eve_Ee/Eve_Ee_0002.jpg"],
+        ["gender"],
+    )
     assert gender[:, 0].tolist() == [1, 0, A.UNKNOWN]
     # Carol_Cc_0001 is in both lists: female, and the decision is written down
     assert labels.lookup(["Carol_Cc/Carol_Cc_0001.jpg"], ["gender"])[0, 0] == 0
@@ -185,10 +216,14 @@ def test_coverage_counts_images_without_labels(label_dir):
     files = keys_of() + ["Zed_Zz/Zed_Zz_0001.jpg"]
     cov = A.coverage(labels, files)
     assert cov["images"] == len(files)
-    assert cov["no_label_at_all"] == 2  # Zed, and Eve's 2nd image: in no list and without a Kumar row
+    assert (
+        cov["no_label_at_all"] == 2
+    )  # Zed, and Eve's 2nd image: in no list and without a Kumar row
     assert cov["attributes"]["smiling"]["missing"] == 2
     assert cov["attributes"]["male"]["missing"] == 2  # Eve_Ee_0002 and Zed are in neither list
-    assert cov["attributes"]["male"]["labelled"] + cov["attributes"]["male"]["missing"] == len(files)
+    assert cov["attributes"]["male"]["labelled"] + cov["attributes"]["male"]["missing"] == len(
+        files
+    )
     text = A.coverage_report(cov)
     assert "2 without any label" in text and "both gender lists" in text
 
@@ -214,7 +249,11 @@ def test_training_identities_match_the_training_set(fake_lfw):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.integers(0, 30), min_size=2, max_size=200), st.floats(0.05, 0.95), st.integers(0, 10_000))
+@given(
+    st.lists(st.integers(0, 30), min_size=2, max_size=200),
+    st.floats(0.05, 0.95),
+    st.integers(0, 10_000),
+)
 def test_identity_split_is_disjoint_and_complete(ids, fraction, seed):
     ids = np.array([f"P{i}" for i in ids])
     if len(np.unique(ids)) < 2:
@@ -252,7 +291,8 @@ def real_labels():
 
 @pytest.mark.slow
 def test_real_labels_and_probe_set(real_labels, lfw):
-    """The shared labels parse; the probe set holds only people LFW's training set never uses, split by person."""
+    """The shared labels parse; the probe set holds only people LFW's training set never uses, split
+    by person."""
     assert len(real_labels.names) >= 74 and "gender" in real_labels.names
     train = lfw.training_set()
     assert A.training_identities(lfw) == set(train.classes)

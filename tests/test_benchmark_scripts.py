@@ -1,5 +1,7 @@
-"""The benchmark scripts: the background-study ones must run the code snapshot they take, not the working tree being
-edited; the training-step profile must find every layer and count its FLOPs as torch does."""
+"""The benchmark scripts: the background-study ones must run the code snapshot they take, not the
+working tree being edited; the training-step profile must find every layer and count its FLOPs as
+torch does."""
+
 from __future__ import annotations
 
 import json
@@ -16,10 +18,18 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="PYTHONSAFEPATH needs Python 3.11")
 def test_snapshot_sh_makes_python_import_the_snapshot(tmp_path):
     name = f"pytest-{tmp_path.name}"
-    script = f'source benchmarks/snapshot.sh {name}; $PY -c "import craftlib; print(craftlib.__file__)"'
+    script = (
+        f'source benchmarks/snapshot.sh {name}; $PY -c "import craftlib; print(craftlib.__file__)"'
+    )
     try:
-        out = subprocess.run(["bash", "-c", script], cwd=REPO, capture_output=True, text=True,
-                             timeout=120, check=True).stdout.strip()
+        out = subprocess.run(
+            ["bash", "-c", script],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout.strip()
         assert Path(out) == REPO / "runs" / f"{name}-code" / "craftlib" / "__init__.py", out
     finally:
         shutil.rmtree(REPO / "runs" / f"{name}-code", ignore_errors=True)
@@ -28,13 +38,14 @@ def test_snapshot_sh_makes_python_import_the_snapshot(tmp_path):
 @pytest.mark.parametrize("script", ["study.sh", "federated_full.sh"])
 def test_study_scripts_parse_and_use_the_snapshot(script):
     text = (REPO / "benchmarks" / script).read_text()
-    assert "source \"$(dirname \"$0\")/snapshot.sh\"" in text
+    assert 'source "$(dirname "$0")/snapshot.sh"' in text
     subprocess.run(["bash", "-n", str(REPO / "benchmarks" / script)], check=True)
 
 
 def test_step_profile_tables_on_a_tiny_model(toy_faces, toy_config, tmp_path, monkeypatch):
-    """benchmarks/step_profile.py on a tiny model: each layer clocked forward and backward and found by the profiler,
-    its FLOPs as torch's own counter counts them, the tables rendered and the other results sections kept."""
+    """benchmarks/step_profile.py on a tiny model: each layer clocked forward and backward and found
+    by the profiler, its FLOPs as torch's own counter counts them, the tables rendered and the other
+    results sections kept."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from craftlib.losses import margin_loss
@@ -44,31 +55,63 @@ def test_step_profile_tables_on_a_tiny_model(toy_faces, toy_config, tmp_path, mo
     import step_profile as sp
 
     monkeypatch.setattr(sp, "PEAK", (64, 64, 64))  # the reference sgemm, small for a test
-    trainers = {mode: Trainer(toy_faces, toy_config, progress=False) for mode in ("stock", "craftlib")}
+    trainers = {
+        mode: Trainer(toy_faces, toy_config, progress=False) for mode in ("stock", "craftlib")
+    }
     sp.without_fixes(trainers["stock"], set(sp.FIXES))
     cell = sp.measure_cells(trainers, steps=2, clocked=2, profiled=1, warmup=1)
     trainer = trainers["craftlib"]
-    layers, clock, ops = cell["layers"], cell["modes"]["craftlib"]["clock_ms"], cell["modes"]["craftlib"]["ops"]
+    layers, clock, ops = (
+        cell["layers"],
+        cell["modes"]["craftlib"]["clock_ms"],
+        cell["modes"]["craftlib"]["ops"],
+    )
     assert list(layers)[:3] == ["conv1", "bn1", "act1"] and list(layers)[-1] == "margin head"
     for name, v in layers.items():
         assert clock[f"{name}|fwd"] > 0
         if v["type"] in ("Conv2d", "BatchNorm2d", "PReLU", "Linear", "MarginHead"):
             assert clock[f"{name}|bwd"] > 0, name
-            assert any(k.startswith(f"{name}|bwd|") for k in ops), name  # backward ops matched to their layer
-    assert clock["step"] >= sum(v for k, v in clock.items() if k != "step" and not k.startswith(sp.REST))
+            assert any(k.startswith(f"{name}|bwd|") for k in ops), (
+                name
+            )  # backward ops matched to their layer
+    assert clock["step"] >= sum(
+        v for k, v in clock.items() if k != "step" and not k.startswith(sp.REST)
+    )
 
     x, y = next(trainer._batches())
     with FlopCounterMode(display=False) as counter:
         loss, _ = margin_loss(trainer.head, trainer.model(x), y)
         loss.backward()
-    accuracy = 2 * x.shape[0] * trainer.head.weight.numel()  # the margin-free accuracy's cosines (no backward)
+    accuracy = (
+        2 * x.shape[0] * trainer.head.weight.numel()
+    )  # the margin-free accuracy's cosines (no backward)
     assert counter.get_total_flops() == sp.step_flops(layers) + accuracy
 
     cells = [{**cell, "process": "allocator", "round": 0}]
-    r = {"machine": {"date": "today", "cpu": "cpu", "cores": 2, "platform": "linux", "torch": "2", "git_commit": "x"},
-         "rounds": 1, "steps": 2, "clocked": 2, "profiled": 1, "random": True, "quick": True, "wall_s": 60.0,
-         "loadavg_start": [1.0] * 3, "loadavg_end": [1.0] * 3, "cell_load": [1.0, 1.0], "fixes": sp.FIXES,
-         "candidates": sp.CANDIDATES, "summary": sp.summarize(cells), "cells": [sp.slim(c) for c in cells]}
+    r = {
+        "machine": {
+            "date": "today",
+            "cpu": "cpu",
+            "cores": 2,
+            "platform": "linux",
+            "torch": "2",
+            "git_commit": "x",
+        },
+        "rounds": 1,
+        "steps": 2,
+        "clocked": 2,
+        "profiled": 1,
+        "random": True,
+        "quick": True,
+        "wall_s": 60.0,
+        "loadavg_start": [1.0] * 3,
+        "loadavg_end": [1.0] * 3,
+        "cell_load": [1.0, 1.0],
+        "fixes": sp.FIXES,
+        "candidates": sp.CANDIDATES,
+        "summary": sp.summarize(cells),
+        "cells": [sp.slim(c) for c in cells],
+    }
     text = sp.render(r)
     assert all(f"`{name}` " in text for name in layers)
     assert "**FLOP share:" in text and "| craftlib | every fix" in text and "| stock | " in text

@@ -1,25 +1,38 @@
-"""Branching attribute heads: the shared trunk computes once for all heads; MACs; joint fine-tuning runs."""
+"""Branching attribute heads: the shared trunk computes once for all heads; MACs; joint fine-tuning
+runs."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from attribute_data import TOY, toy_model
 from craftlib.companions.attributes import branching as B
 from craftlib.data import FaceSet
 from craftlib.losses import MarginHead
 from craftlib.models import count_macs
 
-BRANCHES = {"black_hair": "stem", "blond_hair": "block1", "smiling": "block3", "mouth_open": "block3",
-            "male": "embedding", "senior": "block5", "young": "block4"}
+from attribute_data import TOY, toy_model
+
+BRANCHES = {
+    "black_hair": "stem",
+    "blond_hair": "block1",
+    "smiling": "block3",
+    "mouth_open": "block3",
+    "male": "embedding",
+    "senior": "block5",
+    "young": "block4",
+}
 
 
 def count_calls(model):
     """Forward calls per trunk stage (and per conv1), counted with forward hooks."""
     calls = {}
     mods = {**B.stage_modules(model), "conv1": model.conv1}
-    handles = [m.register_forward_hook(lambda *_a, n=n: calls.__setitem__(n, calls.get(n, 0) + 1)) for n, m in mods.items()]
+    handles = [
+        m.register_forward_hook(lambda *_a, n=n: calls.__setitem__(n, calls.get(n, 0) + 1))
+        for n, m in mods.items()
+    ]
     return calls, handles
 
 
@@ -82,16 +95,32 @@ def test_finetune_trains_heads_and_trunk_and_skips_unknown_labels():
     data = toy_data()
     trunk = toy_model()
     net = B.BranchingNet(trunk, {"bright": "stem", "coin": "embedding"})
-    y = np.stack([(data.images.mean((1, 2, 3)) > 127.5), np.random.default_rng(0).random(len(data.labels)) < 0.5], 1)
+    y = np.stack(
+        [
+            (data.images.mean((1, 2, 3)) > 127.5),
+            np.random.default_rng(0).random(len(data.labels)) < 0.5,
+        ],
+        1,
+    )
     y = y.astype(np.int8)
     y[::5, 1] = -1
     head = MarginHead(TOY.embedding_dim, data.num_classes)
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    history = B.finetune(net, head, data, y, B.FinetuneConfig(epochs=2, batch_size=16, lr=0.05, head_lr=0.1))
-    assert [h["epoch"] for h in history] == [1, 2] and all(np.isfinite(h["attribute_loss"]) for h in history)
+    history = B.finetune(
+        net, head, data, y, B.FinetuneConfig(epochs=2, batch_size=16, lr=0.05, head_lr=0.1)
+    )
+    assert [h["epoch"] for h in history] == [1, 2] and all(
+        np.isfinite(h["attribute_loss"]) for h in history
+    )
     assert not net.training
-    changed = [k for k, v in net.state_dict().items() if v.dtype.is_floating_point and not torch.equal(v, before[k])]
-    assert any(k.startswith("trunk.conv1") for k in changed) and any(k.startswith("heads.coin") for k in changed)
+    changed = [
+        k
+        for k, v in net.state_dict().items()
+        if v.dtype.is_floating_point and not torch.equal(v, before[k])
+    ]
+    assert any(k.startswith("trunk.conv1") for k in changed) and any(
+        k.startswith("heads.coin") for k in changed
+    )
     out = B.predict(net, data.images)
     assert set(out) == {"bright", "coin"} and out["bright"].shape == (len(data.labels),)
     with pytest.raises(ValueError, match="expected"):
@@ -103,8 +132,13 @@ def test_finetune_max_steps_and_control():
     net = B.BranchingNet(toy_model(), {"a": "block1"})
     y = np.zeros((len(data.labels), 1), dtype=np.int8)
     before = {k: v.clone() for k, v in net.heads.state_dict().items()}
-    history = B.finetune(net, MarginHead(TOY.embedding_dim, data.num_classes), data, y,
-                         B.FinetuneConfig(epochs=3, batch_size=16, max_steps=2, attribute_weight=0.0))
+    history = B.finetune(
+        net,
+        MarginHead(TOY.embedding_dim, data.num_classes),
+        data,
+        y,
+        B.FinetuneConfig(epochs=3, batch_size=16, max_steps=2, attribute_weight=0.0),
+    )
     assert history[-1]["step"] == 2
     after = net.heads.state_dict()  # weight 0: the heads get no gradient (BN running stats aside)
     assert torch.equal(before["a.linear.weight"], after["a.linear.weight"])

@@ -1,20 +1,23 @@
 """The widgets in a real browser: JupyterLab on loopback, Debian's Chromium driven by Playwright.
 
-Runs ``tests/notebooks/widgets_browser.ipynb``, moves the explorer's τ slider with the keyboard, presses the
-lab's *Re-activate* button and changes the dashboard's metric, checking each time that what is *displayed*
-changes. Screenshots go to ``test-artifacts/`` and, when ``CRAFTLIB_SCREENSHOTS`` is set, to that folder too
-(``make screenshots`` writes the README's set into ``docs/img``).
+Runs ``tests/notebooks/widgets_browser.ipynb``, moves the explorer's τ slider with the keyboard,
+presses the lab's *Re-activate* button and changes the dashboard's metric, checking each time that
+what is *displayed* changes. Screenshots go to ``test-artifacts/`` and, when
+``CRAFTLIB_SCREENSHOTS`` is set, to that folder too (``make screenshots`` writes the README's set
+into ``docs/img``).
 """
+
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
 import pytest
-from lab_browser import NEEDS_CHROMIUM, lab_page, quiet_kernel, run_all, running_lab, shot, until
 
 from craftlib.recipes import ARM_LABELS
 from craftlib.study.results import METRIC_LABELS
+
+from lab_browser import NEEDS_CHROMIUM, lab_page, quiet_kernel, run_all, running_lab, shot, until
 
 NOTEBOOK = Path(__file__).parent / "notebooks" / "widgets_browser.ipynb"
 
@@ -23,8 +26,11 @@ pytestmark = [pytest.mark.browser, NEEDS_CHROMIUM]
 
 @pytest.fixture(scope="module")
 def lab_server(tmp_path_factory, comparison_dir):
-    """JupyterLab serving the widgets notebook, with a results folder of real run records for its dashboard."""
-    with running_lab(tmp_path_factory.mktemp("lab"), [NOTEBOOK], {"CRAFT_TEST_RESULTS": str(comparison_dir)}) as lab:
+    """JupyterLab serving the widgets notebook, with a results folder of real run records for its
+    dashboard."""
+    with running_lab(
+        tmp_path_factory.mktemp("lab"), [NOTEBOOK], {"CRAFT_TEST_RESULTS": str(comparison_dir)}
+    ) as lab:
         yield lab
 
 
@@ -35,10 +41,12 @@ def wait_for_change(read, before, timeout: float = 60):
 
 def test_widgets_respond_in_jupyterlab(lab_server):
     with lab_page(lab_server, {"width": 1400, "height": 1700}, "browser_failure") as page:
-        phases = {"run all cells": lambda: run_all(page, lab_server["url"](NOTEBOOK.name), timeout=180),
-                  "threshold explorer": lambda: check_threshold_explorer(page),
-                  "re-activation lab": lambda: check_reactivation_lab(page),
-                  "comparison dashboard": lambda: check_comparison_dashboard(page)}
+        phases = {
+            "run all cells": lambda: run_all(page, lab_server["url"](NOTEBOOK.name), timeout=180),
+            "threshold explorer": lambda: check_threshold_explorer(page),
+            "re-activation lab": lambda: check_reactivation_lab(page),
+            "comparison dashboard": lambda: check_comparison_dashboard(page),
+        }
         for name, phase in phases.items():  # timings show with -rP, or on failure
             start = time.monotonic()
             phase()

@@ -1,4 +1,5 @@
 """Checkpoints: round trip, atomic writes, ``weights_only`` loading and clear refusals."""
+
 from __future__ import annotations
 
 import pickle
@@ -7,7 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from craftlib.checkpoints import CheckpointError, FORMAT, load_checkpoint, load_model, save_checkpoint
+from craftlib.checkpoints import (
+    FORMAT,
+    CheckpointError,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+)
 from craftlib.models import ModelConfig
 from craftlib.paths import atomic_write
 from craftlib.recipes import FAST
@@ -19,7 +26,8 @@ CFG = FAST.train.but(batch_size=32, epochs=1)
 
 @pytest.fixture(scope="module")
 def trained(tiny_faces, tmp_path_factory):
-    """A trainer after a few steps (so BatchNorm statistics are not the defaults) and its checkpoint."""
+    """A trainer after a few steps (so BatchNorm statistics are not the defaults) and its
+    checkpoint."""
     trainer = Trainer(tiny_faces, CFG, progress=False)
     trainer.train_steps(2)
     path = trainer.save(tmp_path_factory.mktemp("ckpt") / "checkpoint.pt")
@@ -42,14 +50,28 @@ def test_checkpoint_is_plain_data_for_weights_only(trained):
     _, path = trained
     ckpt = torch.load(path, weights_only=True)  # raises on anything but tensors and plain values
     assert ckpt["format"] == FORMAT
-    assert {"config", "model", "head", "optimizer", "scheduler", "history", "epoch", "step", "classes"} <= set(ckpt)
+    assert {
+        "config",
+        "model",
+        "head",
+        "optimizer",
+        "scheduler",
+        "history",
+        "epoch",
+        "step",
+        "classes",
+    } <= set(ckpt)
 
 
 def test_checkpoint_names_its_training_identities(trained, tiny_faces):
-    """``evaluate`` checks these against the pairs of a protocol (leakage), so they must be stored."""
+    """``evaluate`` checks these against the pairs of a protocol (leakage), so they must be
+    stored."""
     _, path = trained
     ckpt = load_checkpoint(path)
-    assert ckpt["classes"] == list(tiny_faces.classes) and ckpt["num_classes"] == len(ckpt["classes"]) == 30
+    assert (
+        ckpt["classes"] == list(tiny_faces.classes)
+        and ckpt["num_classes"] == len(ckpt["classes"]) == 30
+    )
 
 
 def test_save_leaves_no_temporary_files(trained):
@@ -82,7 +104,9 @@ def test_different_number_of_classes_is_refused(trained, faces):
     _, path = trained
     with pytest.raises(CheckpointError, match="identities"):
         load_checkpoint(path, expect_classes=999)
-    with pytest.raises(CheckpointError, match="30 identities"):  # a trainer on 100 identities cannot resume it
+    with pytest.raises(
+        CheckpointError, match="30 identities"
+    ):  # a trainer on 100 identities cannot resume it
         Trainer(faces, CFG, progress=False).resume(path)
 
 

@@ -1,4 +1,6 @@
-"""The companion comparison: arm recipes, its records' extra block, the paired summary and its tables."""
+"""The companion comparison: arm recipes, its records' extra block, the paired summary and its
+tables."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,19 +23,34 @@ def test_arm_recipes_change_only_the_model():
 
 def test_folder_fingerprint_names_the_arms():
     meta = companion.folder_fingerprint(WORKSHOP, "deepfunneled")
-    assert meta["recipe"]["name"] == "workshop" and set(meta["companion_arms"]) == set(companion.COMPANION_ARMS)
+    assert meta["recipe"]["name"] == "workshop" and set(meta["companion_arms"]) == set(
+        companion.COMPANION_ARMS
+    )
 
 
 def _with_extra(record, seed, arm):
     rng = np.random.default_rng([seed, sum(map(ord, arm))])
     shift = {"none": 0.0, "contextual": 0.02, "crelu": 0.2, "topk": 0.1}[arm]
     record["companion"] = {
-        "params": 708320 if arm != "crelu" else 707328, "macs": 21606400,
-        "pairing": {"mean": -0.6 + shift + rng.normal(0, 0.01), "paired_fraction": 0.5 - shift, "cos": [-0.6] * 64,
-                    "matched": {"paired_fraction": 0.1}},
-        "shapebias": {"clean": record["accuracy"], "low_pass": 0.7, "edge_map": 0.6, "patch_shuffle": 0.6,
-                      "index": 0.6 + shift / 2 + rng.normal(0, 0.01), "index_edges": 0.5,
-                      "shape_retention": 0.6 + rng.normal(0, 0.01), "texture_retention": shift}}
+        "params": 708320 if arm != "crelu" else 707328,
+        "macs": 21606400,
+        "pairing": {
+            "mean": -0.6 + shift + rng.normal(0, 0.01),
+            "paired_fraction": 0.5 - shift,
+            "cos": [-0.6] * 64,
+            "matched": {"paired_fraction": 0.1},
+        },
+        "shapebias": {
+            "clean": record["accuracy"],
+            "low_pass": 0.7,
+            "edge_map": 0.6,
+            "patch_shuffle": 0.6,
+            "index": 0.6 + shift / 2 + rng.normal(0, 0.01),
+            "index_edges": 0.5,
+            "shape_retention": 0.6 + rng.normal(0, 0.01),
+            "texture_retention": shift,
+        },
+    }
     return record
 
 
@@ -43,7 +60,9 @@ def records(make_record):
     out = []
     for arm in acc:
         for s in range(5):
-            record = make_record(companion.COMPANION_ARMS[arm]["craft"], s, acc[arm] + 0.005 * s)  # trained as that CRAFT arm
+            record = make_record(
+                companion.COMPANION_ARMS[arm]["craft"], s, acc[arm] + 0.005 * s
+            )  # trained as that CRAFT arm
             out.append(_with_extra({**record, "arm": arm}, s, arm))
     return out
 
@@ -53,13 +72,18 @@ def test_summary_pairs_every_metric_against_standard(records):
     assert list(s["main"].arms)[0] == "none"
     assert s["main"].arms["crelu"].label.startswith("CReLU")
     p = s["extra"]["crelu"]["vs_baseline"]["pair_mean"]
-    assert p.n == 5 and p.mean_difference == pytest.approx(0.2, abs=0.02) and p.holm_pvalue is not None
+    assert (
+        p.n == 5 and p.mean_difference == pytest.approx(0.2, abs=0.02) and p.holm_pvalue is not None
+    )
     assert s["main"].arms["topk"].vs_baseline["accuracy"].mean_difference == pytest.approx(-0.02)
     table = companion.render_markdown(s)
     assert table.count("\n") == 1 + len(companion.COMPANION_ARMS)
     assert "CReLU stem" in table and "707,328" in table and "21.6 M" in table
     shape = companion.render_shape_table(s)
-    assert shape.count("\n") == 1 + len(companion.COMPANION_ARMS) and "| standard training | 80.0% ± 0.0% |" not in shape
+    assert (
+        shape.count("\n") == 1 + len(companion.COMPANION_ARMS)
+        and "| standard training | 80.0% ± 0.0% |" not in shape
+    )
     assert "70.0% ± 0.0%" in shape  # the blurred accuracy of every run
     texture = s["extra"]["crelu"]["vs_baseline"]["texture_retention"]
     assert texture.mean_difference == pytest.approx(0.2) and "+0.20" in shape.splitlines()[4]
@@ -68,14 +92,17 @@ def test_summary_pairs_every_metric_against_standard(records):
 
 @pytest.mark.slow
 def test_runs_write_records_that_summarize(tiny_faces, devtest_subset, lfw, tmp_path):
-    """Two arms of a FAST-budget run on 30 identities: a CReLU model with its companion block, resumable."""
-    from craftlib.study.experiments import load_records, write_record
+    """Two arms of a FAST-budget run on 30 identities: a CReLU model with its companion block,
+    resumable."""
     from craftlib.recipes import FAST
+    from craftlib.study.experiments import load_records, write_record
 
     recipe = FAST.but(epochs=2, batch_size=32, craft={"last_epoch": 1})
     meta = companion.folder_fingerprint(recipe, lfw.variant)
     for arm in ("none", "crelu", "topk"):
-        record = companion.run_one(tiny_faces, devtest_subset, recipe, arm, 0, models=tmp_path / "models")
+        record = companion.run_one(
+            tiny_faces, devtest_subset, recipe, arm, 0, models=tmp_path / "models"
+        )
         write_record(tmp_path / "out", record, meta)
     records = load_records(tmp_path / "out")
     crelu = next(r for r in records if r["arm"] == "crelu")
@@ -83,13 +110,21 @@ def test_runs_write_records_that_summarize(tiny_faces, devtest_subset, lfw, tmp_
     c = crelu["companion"]
     standard = next(r for r in records if r["arm"] == "none")
     assert c["pairing"]["n"] == 32 and len(c["pairing"]["cos"]) == 32
-    assert c["params"] < standard["companion"]["params"] and c["macs"] < standard["companion"]["macs"]
+    assert (
+        c["params"] < standard["companion"]["params"] and c["macs"] < standard["companion"]["macs"]
+    )
     assert {"clean", "low_pass", "edge_map", "patch_shuffle", "index"} <= set(c["shapebias"])
     assert c["shapebias"]["clean"] == crelu["accuracy"]
-    again = companion.run_one(tiny_faces, devtest_subset, recipe, "crelu", 0, models=tmp_path / "models")
+    again = companion.run_one(
+        tiny_faces, devtest_subset, recipe, "crelu", 0, models=tmp_path / "models"
+    )
     assert again["accuracy"] == crelu["accuracy"]  # loaded from its checkpoint, not retrained
     s = companion.summary(records)
-    assert set(s["main"].arms) == {"none", "crelu", "topk"} and "CReLU" in companion.render_markdown(s)
+    assert set(s["main"].arms) == {
+        "none",
+        "crelu",
+        "topk",
+    } and "CReLU" in companion.render_markdown(s)
     twins = companion.twins(tmp_path / "out", tmp_path / "models", lfw=lfw)
     assert list(twins["seeds"]) == ["0"] and twins["probe_faces"] == 256
     assert all(t["cos"] < -0.97 and t["gap"] >= 0 for t in twins["seeds"]["0"])
@@ -99,21 +134,24 @@ def test_runs_write_records_that_summarize(tiny_faces, devtest_subset, lfw, tmp_
 
 
 def test_results_md_shows_what_the_committed_records_say():
-    """docs/RESULTS.md's companion tables are the renderers' output on the committed records, digit for digit."""
-    from craftlib.study.experiments import load_records
+    """docs/RESULTS.md's companion tables are the renderers' output on the committed records, digit
+    for digit."""
     from craftlib.paths import REPO_ROOT
+    from craftlib.study.experiments import load_records
 
     records = load_records(REPO_ROOT / companion.DEFAULT_OUT)
     assert len(records) >= 20 and {r["seed"] for r in records} >= set(range(5))
     s = companion.summary(records)
     results = (REPO_ROOT / "docs" / "RESULTS.md").read_text()
     for table in (companion.render_markdown(s), companion.render_shape_table(s)):
-        assert table in results, "regenerate: python -m craftlib.companions.sparsity.cli --report, then paste summary.md"
+        assert table in results, (
+            "regenerate: python -m craftlib.companions.sparsity.cli --report, then paste summary.md"
+        )
 
 
 def test_results_md_twins_block_is_the_committed_measurement():
-    """The twins table and verdict in docs/RESULTS.md are ``render_twins`` of the committed twins.json, and the
-    verdict is the declared rule applied to its gaps."""
+    """The twins table and verdict in docs/RESULTS.md are ``render_twins`` of the committed
+    twins.json, and the verdict is the declared rule applied to its gaps."""
     import json
 
     from craftlib.companions.sparsity.pairing import twin_verdict
@@ -121,7 +159,11 @@ def test_results_md_twins_block_is_the_committed_measurement():
 
     blob = json.loads((REPO_ROOT / companion.DEFAULT_OUT / "twins.json").read_text())
     assert set(blob["seeds"]) == {str(s) for s in range(5)}
-    assert blob["verdict"] == twin_verdict([t["gap"] for pairs in blob["seeds"].values() for t in pairs])
+    assert blob["verdict"] == twin_verdict(
+        [t["gap"] for pairs in blob["seeds"].values() for t in pairs]
+    )
     results = (REPO_ROOT / "docs" / "RESULTS.md").read_text()
     block = results.split("<!-- twins:result -->\n")[1].split("\n<!-- /twins:result -->")[0]
-    assert block == companion.render_twins(blob), "regenerate: python -m craftlib.companions.sparsity.cli --twins"
+    assert block == companion.render_twins(blob), (
+        "regenerate: python -m craftlib.companions.sparsity.cli --twins"
+    )

@@ -1,18 +1,29 @@
-"""LFW discovery, layouts, bad inputs, pair files, identity disjointness and the preprocessing cache."""
+"""LFW discovery, layouts, bad inputs, pair files, identity disjointness and the preprocessing
+cache."""
+
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
-
-import inspect
 
 import numpy as np
 import pytest
 import torch
 
 import craftlib.data as data
-from craftlib.data import (LFW, DataError, LFWNotFoundError, Pair, find_lfw, identities_by_fold, load_faces,
-                           probe_batch, read_pairs, to_input)
+from craftlib.data import (
+    LFW,
+    DataError,
+    LFWNotFoundError,
+    Pair,
+    find_lfw,
+    identities_by_fold,
+    load_faces,
+    probe_batch,
+    read_pairs,
+    to_input,
+)
 
 # --------------------------------------------------------------------------------------------
 # discovery order: argument -> $CRAFTLIB_DATA -> repo data/lfw -> scikit-learn cache -> download
@@ -45,7 +56,9 @@ def every_source(fake_lfw, no_lfw_anywhere, monkeypatch):
         "download": fake_lfw(name="downloaded"),
     }
     monkeypatch.setenv("CRAFTLIB_DATA", str(roots["env"]))
-    monkeypatch.setattr(data, "download_lfw", lambda: (no_lfw_anywhere.append("download"), roots["download"])[1])
+    monkeypatch.setattr(
+        data, "download_lfw", lambda: (no_lfw_anywhere.append("download"), roots["download"])[1]
+    )
     return roots
 
 
@@ -152,8 +165,13 @@ def test_corrupt_jpeg_is_a_data_error_naming_the_file(fake_lfw, damage):
     root = fake_lfw()
     bad = root / "lfw-deepfunneled" / "Bob_Bb" / "Bob_Bb_0002.jpg"
     content = bad.read_bytes()
-    bad.write_bytes({"garbage": b"this is not a jpeg" * 10, "truncated": content[: len(content) // 2],
-                     "empty": b""}[damage])
+    bad.write_bytes(
+        {
+            "garbage": b"this is not a jpeg" * 10,
+            "truncated": content[: len(content) // 2],
+            "empty": b"",
+        }[damage]
+    )
     with pytest.raises(DataError) as err:
         LFW(root, download=False, size=32).pairs("devtest")
     assert "Bob_Bb_0002.jpg" in str(err.value)
@@ -183,18 +201,29 @@ def test_unknown_protocol_is_refused(fake_lfw):
         LFW(fake_lfw(), download=False).pair_file("view3")
 
 
-@pytest.mark.parametrize("text, line, words", [
-    ("1\nAlice\t1\nAlice\t1\tBob\t1\n", 2, "expected"),  # wrong field count
-    ("1\nAlice\t1\t2\tBob\t3\nAlice\t1\tBob\t1\n", 2, "expected"),  # five fields
-    ("1\nAlice\t1\ttwo\nAlice\t1\tBob\t1\n", 2, "not an integer"),
-    ("1\nAlice\t1\t2\nAlice\t0\tBob\t1\n", 3, "1-based"),
-    ("1\nAlice\t1\t2\nAlice\t-1\tBob\t1\n", 3, "1-based"),
-    ("2\nAlice\t1\t2\nAlice\t1\tBob\t1\n", 1, "header promises 4"),  # header count mismatch
-    ("1\nAlice\t1\tBob\t1\nAlice\t1\t2\n", 2, "different-person pair"),  # same/different order violated
-    ("2\t1\nA\t1\t2\nA\t1\tB\t1\nA\t1\tB\t2\nA\t1\t2\n", 4, "different-person pair"),  # View 2, fold 2
-    ("one\nAlice\t1\t2\nAlice\t1\tBob\t1\n", 1, "header"),
-    ("", 1, "empty"),
-])
+@pytest.mark.parametrize(
+    "text, line, words",
+    [
+        ("1\nAlice\t1\nAlice\t1\tBob\t1\n", 2, "expected"),  # wrong field count
+        ("1\nAlice\t1\t2\tBob\t3\nAlice\t1\tBob\t1\n", 2, "expected"),  # five fields
+        ("1\nAlice\t1\ttwo\nAlice\t1\tBob\t1\n", 2, "not an integer"),
+        ("1\nAlice\t1\t2\nAlice\t0\tBob\t1\n", 3, "1-based"),
+        ("1\nAlice\t1\t2\nAlice\t-1\tBob\t1\n", 3, "1-based"),
+        ("2\nAlice\t1\t2\nAlice\t1\tBob\t1\n", 1, "header promises 4"),  # header count mismatch
+        (
+            "1\nAlice\t1\tBob\t1\nAlice\t1\t2\n",
+            2,
+            "different-person pair",
+        ),  # same/different order violated
+        (
+            "2\t1\nA\t1\t2\nA\t1\tB\t1\nA\t1\tB\t2\nA\t1\t2\n",
+            4,
+            "different-person pair",
+        ),  # View 2, fold 2
+        ("one\nAlice\t1\t2\nAlice\t1\tBob\t1\n", 1, "header"),
+        ("", 1, "empty"),
+    ],
+)
 def test_malformed_pair_file_names_file_and_line(tmp_path, text, line, words):
     path = tmp_path / "pairs_bad.txt"
     path.write_text(text)
@@ -213,7 +242,9 @@ def test_fake_pair_files_parse_with_folds(fake_lfw):
     pairs = read_pairs(root / "pairs.txt")
     assert [p.fold for p in pairs] == [0, 0, 1, 1]
     assert [p.line for p in pairs] == [2, 3, 4, 5]
-    assert pairs[1].left == "Alice_Aa/Alice_Aa_0001.jpg" and pairs[1].right == "Bob_Bb/Bob_Bb_0001.jpg"
+    assert (
+        pairs[1].left == "Alice_Aa/Alice_Aa_0001.jpg" and pairs[1].right == "Bob_Bb/Bob_Bb_0001.jpg"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -253,13 +284,21 @@ def test_view1_folds_are_ten_contiguous_blocks_per_class(lfw, protocol):
 
 def test_every_real_pair_image_resolves(devtest):
     assert len(devtest) == 1000 and devtest.folds.max() == 9
-    assert devtest.images.shape == (1549, 32, 32, 3)  # PROVENANCE.md: DevTest references 1,549 images
+    assert devtest.images.shape == (
+        1549,
+        32,
+        32,
+        3,
+    )  # PROVENANCE.md: DevTest references 1,549 images
 
 
 def test_thinned_pairs_keep_every_nth_pair_with_its_own_images(devtest):
-    """``PairSet.thinned``: the same faces behind each kept pair, both classes and all 10 folds, no unused image."""
+    """``PairSet.thinned``: the same faces behind each kept pair, both classes and all 10 folds, no
+    unused image."""
     thin = devtest.thinned(4)
-    assert len(thin) == 250 and set(thin.folds) == set(range(10)) and set(thin.same) == {True, False}
+    assert (
+        len(thin) == 250 and set(thin.folds) == set(range(10)) and set(thin.same) == {True, False}
+    )
     for i, j in ((0, 0), (1, 4), (249, 996)):
         assert thin.files[thin.left[i]] == devtest.files[devtest.left[j]]
         assert np.array_equal(thin.images[thin.right[i]], devtest.images[devtest.right[j]])
@@ -271,7 +310,11 @@ def test_thinned_pairs_keep_every_nth_pair_with_its_own_images(devtest):
 
 
 def test_full_training_set_is_disjoint_from_devtest(lfw, monkeypatch):
-    monkeypatch.setattr(data, "load_faces", lambda root, names, crop, size, **kw: np.zeros((len(names), size, size, 3), np.uint8))
+    monkeypatch.setattr(
+        data,
+        "load_faces",
+        lambda root, names, crop, size, **kw: np.zeros((len(names), size, size, 3), np.uint8),
+    )
     train = lfw.training_set()
     assert not set(train.classes) & lfw.pair_identities("devtest")
     assert train.num_classes == 1262 and len(train.files) == 6968  # the counts in PROVENANCE.md
@@ -291,7 +334,10 @@ def test_devtest_and_devtrain_share_no_identity(lfw):
 
 
 def test_identities_by_fold():
-    pairs = [Pair("A/A_0001.jpg", "A/A_0002.jpg", True, 0, 2), Pair("B/B_0001.jpg", "C/C_0001.jpg", False, 1, 3)]
+    pairs = [
+        Pair("A/A_0001.jpg", "A/A_0002.jpg", True, 0, 2),
+        Pair("B/B_0001.jpg", "C/C_0001.jpg", False, 1, 3),
+    ]
     assert identities_by_fold(pairs) == {0: {"A"}, 1: {"B", "C"}}
 
 
@@ -299,8 +345,10 @@ def test_identities_by_fold():
 # which LFW, and which training identities leak into which protocol
 
 
-@pytest.mark.parametrize("layout, variant", [("lfw-deepfunneled", "deepfunneled"), ("lfw_funneled", "funneled"),
-                                             ("lfw", "original")])
+@pytest.mark.parametrize(
+    "layout, variant",
+    [("lfw-deepfunneled", "deepfunneled"), ("lfw_funneled", "funneled"), ("lfw", "original")],
+)
 def test_variant_is_named_from_the_image_folder(fake_lfw, layout, variant):
     lfw = LFW(fake_lfw(layout=layout), download=False, size=32)
     assert lfw.variant == variant and variant in repr(lfw)
@@ -317,7 +365,11 @@ def test_overlap_of_training_identities_with_each_protocol(fake_lfw):
 
 def test_the_real_workshop_identities_leak_into_view2_and_devtrain(lfw, monkeypatch):
     """PROVENANCE.md / issue #9: 1,220 of the 1,262 training identities appear in pairs.txt."""
-    monkeypatch.setattr(data, "load_faces", lambda root, names, crop, size, **kw: np.zeros((len(names), size, size, 3), np.uint8))
+    monkeypatch.setattr(
+        data,
+        "load_faces",
+        lambda root, names, crop, size, **kw: np.zeros((len(names), size, size, 3), np.uint8),
+    )
     classes = lfw.training_set().classes
     assert len(lfw.overlap(classes, "view2")) == 1220
     assert len(lfw.overlap(classes, "devtrain")) > 0
@@ -342,7 +394,9 @@ def test_probe_batch_is_fixed_and_spread_over_the_set():
     assert probe.shape == (256, 3, 2, 2)
     assert torch.equal(probe, probe_batch(images))  # fixed, not random
     index = np.linspace(0, 999, 256).round().astype(int)
-    assert torch.equal(probe, to_input(torch.from_numpy(images[index])))  # first, last and evenly between
+    assert torch.equal(
+        probe, to_input(torch.from_numpy(images[index]))
+    )  # first, last and evenly between
     assert probe_batch(images, n=8).shape == (8, 3, 2, 2)
     assert probe_batch(images[:10]).shape == (10, 3, 2, 2)  # fewer faces than n: all of them, once
 
@@ -357,8 +411,9 @@ def test_probe_batch_of_the_real_faces(faces):
 
 
 def test_download_lfw_fetches_scikit_learns_files_with_progress(tmp_path, monkeypatch):
-    """The download takes scikit-learn's files (its URLs and SHA-256s) into its folder, with a progress bar,
-    and uses no private scikit-learn API (issue #8 asked for public fetchers; #10 for progress, which
+    """The download takes scikit-learn's files (its URLs and SHA-256s) into its folder, with a
+    progress bar, and uses no private scikit-learn API (issue #8 asked for public fetchers; #10 for
+    progress, which
     ``fetch_lfw_pairs`` cannot show, so the same published files are fetched directly)."""
     import tarfile
 
@@ -381,9 +436,12 @@ def test_download_lfw_fetches_scikit_learns_files_with_progress(tmp_path, monkey
     monkeypatch.setattr(data, "_fetch", fake_fetch)
     home = data.download_lfw(progress=False)
     assert home == tmp_path / "sk" / "lfw_home"
-    assert (home / "lfw_funneled" / "A_B" / "A_B_0001.jpg").is_file() and not (home / "lfw-funneled.tgz").exists()
-    assert sorted(name for *_, name in fetched) == sorted(["pairsDevTrain.txt", "pairsDevTest.txt", "pairs.txt",
-                                                          "lfw-funneled.tgz"])
+    assert (home / "lfw_funneled" / "A_B" / "A_B_0001.jpg").is_file() and not (
+        home / "lfw-funneled.tgz"
+    ).exists()
+    assert sorted(name for *_, name in fetched) == sorted(
+        ["pairsDevTrain.txt", "pairsDevTest.txt", "pairs.txt", "lfw-funneled.tgz"]
+    )
     assert all(len(sha) == 64 for _, sha, _ in fetched)  # every file is checked
     assert "_check_fetch_lfw" not in inspect.getsource(data)  # no private scikit-learn API
 
@@ -425,7 +483,9 @@ def test_second_load_is_served_from_the_cache(fake_lfw, tmp_cache, counted_load_
 
 
 @pytest.mark.parametrize("change", ["size", "crop", "mtime", "file list"])
-def test_changing_a_pixel_parameter_invalidates_the_cache(fake_lfw, tmp_cache, counted_load_face, change):
+def test_changing_a_pixel_parameter_invalidates_the_cache(
+    fake_lfw, tmp_cache, counted_load_face, change
+):
     image_root, names = _faces(fake_lfw())
     load_faces(image_root, names, size=32)
     counted_load_face.clear()
@@ -478,7 +538,9 @@ def test_real_face_crop_is_deterministic(lfw):
     assert a.std() > 10  # a real face, not a blank crop
 
 
-@pytest.mark.parametrize("kwargs", [dict(crop=(100, 0, 50, 250)), dict(crop=(0, 100, 250, 100)), dict(size=4)])
+@pytest.mark.parametrize(
+    "kwargs", [dict(crop=(100, 0, 50, 250)), dict(crop=(0, 100, 250, 100)), dict(size=4)]
+)
 def test_bad_crop_or_size_is_refused(fake_lfw, kwargs):
     image_root, names = _faces(fake_lfw())
     with pytest.raises(ValueError):

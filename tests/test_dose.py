@@ -1,4 +1,6 @@
-"""The dose–response study: its levels, its seed-major schedule, and its analysis on planted records."""
+"""The dose–response study: its levels, its seed-major schedule, and its analysis on planted
+records."""
+
 from __future__ import annotations
 
 import json
@@ -6,16 +8,19 @@ import json
 import numpy as np
 import pytest
 
+from craftlib.recipes import WORKSHOP
 from craftlib.study import dose, dose_report
 from craftlib.study.experiments import write_record
-from craftlib.recipes import WORKSHOP
 
 
 def test_levels_change_only_the_dose():
     for level, (wd, size) in dose.LEVELS.items():
         r = dose.recipe(level)
         assert r.train.weight_decay == wd and r.train.model.input_size == size
-        assert r.train.but(weight_decay=WORKSHOP.train.weight_decay, model__input_size=40) == WORKSHOP.train
+        assert (
+            r.train.but(weight_decay=WORKSHOP.train.weight_decay, model__input_size=40)
+            == WORKSHOP.train
+        )
         assert r.craft == WORKSHOP.craft
     with pytest.raises(ValueError, match="level must be one of"):
         dose.recipe("wd9")
@@ -24,27 +29,41 @@ def test_levels_change_only_the_dose():
 def test_tasks_are_seed_major_and_skip_recorded(tmp_path, make_record):
     levels = ["wd5e-4", "wd1e-2"]
     todo = dose.tasks(tmp_path, [0, 1], levels, ("none", "contextual"))
-    assert todo[:4] == [("wd5e-4", 0, "none"), ("wd5e-4", 0, "contextual"), ("wd1e-2", 0, "none"),
-                        ("wd1e-2", 0, "contextual")]
+    assert todo[:4] == [
+        ("wd5e-4", 0, "none"),
+        ("wd5e-4", 0, "contextual"),
+        ("wd1e-2", 0, "none"),
+        ("wd1e-2", 0, "contextual"),
+    ]
     write_record(tmp_path / "wd1e-2", make_record("none", 0, 0.8), {})
     assert ("wd1e-2", 0, "none") not in dose.tasks(tmp_path, [0, 1], levels, ("none", "contextual"))
     assert len(dose.tasks(tmp_path, [0, 1], levels, ("none", "contextual"))) == 7
 
 
 def _plant(root, make_record, level, seeds, silent_none, gain, rng):
-    """A level whose CRAFT gain is ``gain`` (plus noise) and whose standard training ends ``silent_none`` silent."""
+    """A level whose CRAFT gain is ``gain`` (plus noise) and whose standard training ends
+    ``silent_none`` silent."""
     for s in seeds:
         base = 0.80 + rng.normal(0, 0.005)
-        for arm, acc, silent in (("none", base, silent_none), ("contextual", base + gain + rng.normal(0, 0.002), 0.02),
-                                 ("random_matched", base + rng.normal(0, 0.002), 0.03)):
+        for arm, acc, silent in (
+            ("none", base, silent_none),
+            ("contextual", base + gain + rng.normal(0, 0.002), 0.02),
+            ("random_matched", base + rng.normal(0, 0.002), 0.03),
+        ):
             write_record(root / level, make_record(arm, s, acc, silent=silent), {})
 
 
 def test_slope_recovers_a_planted_dose_response(tmp_path, make_record):
-    """Gain = 4 pts per 100 pts of silent (plus noise): the slope's CI covers 4 and excludes 0; the random
-    arm, with no gain, has a slope CI around 0; the verdict reads growth."""
+    """Gain = 4 pts per 100 pts of silent (plus noise): the slope's CI covers 4 and excludes 0; the
+    random arm, with no gain, has a slope CI around 0; the verdict reads growth."""
     rng = np.random.default_rng(0)
-    for level, silent in (("wd5e-4", 0.0), ("wd2e-3", 0.1), ("wd5e-3", 0.3), ("wd1e-2", 0.5), ("wd2e-2", 0.8)):
+    for level, silent in (
+        ("wd5e-4", 0.0),
+        ("wd2e-3", 0.1),
+        ("wd5e-3", 0.3),
+        ("wd1e-2", 0.5),
+        ("wd2e-2", 0.8),
+    ):
         _plant(tmp_path, make_record, level, range(6), silent, 0.04 * silent, rng)
     s = dose_report.summarize(tmp_path, pair_boot=0, slope_boot=500)
     craft = s["slopes"]["contextual"]
@@ -68,8 +87,9 @@ def test_no_gain_reads_no_dose_response(tmp_path, make_record):
 
 
 def test_two_level_ci_is_wider_than_zero_and_centred_on_a_planted_gap():
-    """Arm a's scores separate the pairs better than b's by construction: the interval is above zero; with
-    identical scores the interval is exactly [0, 0] (the same resample serves both arms)."""
+    """Arm a's scores separate the pairs better than b's by construction: the interval is above
+    zero; with identical scores the interval is exactly [0, 0] (the same resample serves both
+    arms)."""
     rng = np.random.default_rng(0)
     n = 400
     same = np.tile([True, False], n // 2)
@@ -89,7 +109,9 @@ def test_cv_accuracy_matches_the_protocol():
     same = rng.random(300) < 0.5
     scores = same + rng.normal(0, 1, 300)
     folds = np.repeat(np.arange(10), 30)
-    assert dose_report.cv_accuracy(scores, same, folds) == pytest.approx(evaluate_scores(scores, same, folds)["accuracy"])
+    assert dose_report.cv_accuracy(scores, same, folds) == pytest.approx(
+        evaluate_scores(scores, same, folds)["accuracy"]
+    )
 
 
 def test_report_writes_table_json_and_figure(tmp_path, make_record):
@@ -99,23 +121,31 @@ def test_report_writes_table_json_and_figure(tmp_path, make_record):
     text = dose_report.write_report(tmp_path, log=lambda *_: None)
     assert (tmp_path / "dose.png").stat().st_size > 10_000
     saved = json.loads((tmp_path / "summary.json").read_text())
-    assert saved["verdict"] in text and {r["level"] for r in saved["rows"]} == {"wd5e-4", "wd1e-2", "wd1e-2-64px"}
+    assert saved["verdict"] in text and {r["level"] for r in saved["rows"]} == {
+        "wd5e-4",
+        "wd1e-2",
+        "wd1e-2-64px",
+    }
     assert saved["slopes"]["contextual"]["n"] == 6  # the 64-px level does not enter the slope
 
 
 def test_a_study_under_way_reads_and_draws(tmp_path, make_record):
-    """Only standard training recorded yet (the pilot): the table, verdict and figure still render."""
+    """Only standard training recorded yet (the pilot): the table, verdict and figure still
+    render."""
     write_record(tmp_path / "wd5e-4", make_record("none", 0, 0.81, silent=0.0), {})
     write_record(tmp_path / "wd1e-2", make_record("none", 0, 0.82, silent=0.3), {})
     summary, why = dose_report.committed(tmp_path)
-    assert "2 committed runs at 2 levels" in why and summary["verdict"].startswith("not yet estimable")
+    assert "2 committed runs at 2 levels" in why and summary["verdict"].startswith(
+        "not yet estimable"
+    )
     assert "`wd1e-2`" in dose_report.markdown(summary)
     assert dose_report.dose_figure(summary) is not None
     assert dose_report.committed(tmp_path / "empty")[0] is None
 
 
 def test_study_md_pilot_table_is_the_committed_records():
-    """The pilot table in docs/STUDY.md is what the committed seed-0 standard-training records give."""
+    """The pilot table in docs/STUDY.md is what the committed seed-0 standard-training records
+    give."""
     import re
 
     from craftlib.paths import REPO_ROOT
@@ -123,4 +153,6 @@ def test_study_md_pilot_table_is_the_committed_records():
     text = (REPO_ROOT / "docs/STUDY.md").read_text()
     block = re.search(r"<!-- dose:pilot -->\n(.*?)\n<!-- /dose:pilot -->", text, re.S).group(1)
     committed = dose_report.pilot_markdown(REPO_ROOT / dose.DEFAULT_ROOT).splitlines()
-    assert block.splitlines() == committed[: len(block.splitlines())]  # 64-px rows may arrive after the table
+    assert (
+        block.splitlines() == committed[: len(block.splitlines())]
+    )  # 64-px rows may arrive after the table

@@ -1,4 +1,6 @@
-"""Verification .bin files: the standard format round-trips, anything but plain data is refused with no side effect."""
+"""Verification .bin files: the standard format round-trips, anything but plain data is refused with
+no side effect."""
+
 from __future__ import annotations
 
 import io
@@ -12,22 +14,30 @@ from PIL import Image
 from sklearn.model_selection import KFold
 
 from craftlib.data import DataError, PairSet
-from craftlib.scale.facebin import consecutive_folds, read_bin, write_bin
 from craftlib.iresnet import build_backbone
 from craftlib.models import FaceCNN, ModelConfig
 from craftlib.scale.cli import main
+from craftlib.scale.facebin import consecutive_folds, read_bin, write_bin
 from craftlib.verification import evaluate
 
 SIZE = 16
 
 
 def synthetic_pairs(n_pairs: int = 20, size: int = SIZE, seed: int = 0) -> PairSet:
-    """``n_pairs`` pairs over ``2 n_pairs`` random faces, alternating same/different, in 10 equal folds."""
+    """``n_pairs`` pairs over ``2 n_pairs`` random faces, alternating same/different, in 10 equal
+    folds."""
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (2 * n_pairs, size, size, 3), dtype=np.uint8)
     left = np.arange(0, 2 * n_pairs, 2)
-    return PairSet(images, left, left + 1, np.arange(n_pairs) % 2 == 0, consecutive_folds(n_pairs),
-                   [f"img{i}" for i in range(2 * n_pairs)], "synthetic")
+    return PairSet(
+        images,
+        left,
+        left + 1,
+        np.arange(n_pairs) % 2 == 0,
+        consecutive_folds(n_pairs),
+        [f"img{i}" for i in range(2 * n_pairs)],
+        "synthetic",
+    )
 
 
 def _dump(path, obj) -> str:
@@ -71,12 +81,19 @@ def test_pairs_are_written_fold_by_fold(tmp_path):
     """LFW's View 1 folds interleave; written fold by fold they read back as the same 10 folds."""
     pairs = synthetic_pairs()
     order = np.random.default_rng(1).permutation(20)
-    shuffled = PairSet(pairs.images, pairs.left[order], pairs.right[order], pairs.same[order], pairs.folds[order],
-                       pairs.files)
+    shuffled = PairSet(
+        pairs.images,
+        pairs.left[order],
+        pairs.right[order],
+        pairs.same[order],
+        pairs.folds[order],
+        pairs.files,
+    )
     back = read_bin(write_bin(tmp_path / "x.bin", shuffled), size=SIZE)
     for k in range(10):
-        assert sorted(map(tuple, back.images[back.left[back.folds == k]].reshape(2, -1).tolist())) == \
-               sorted(map(tuple, pairs.images[pairs.left[pairs.folds == k]].reshape(2, -1).tolist()))
+        assert sorted(
+            map(tuple, back.images[back.left[back.folds == k]].reshape(2, -1).tolist())
+        ) == sorted(map(tuple, pairs.images[pairs.left[pairs.folds == k]].reshape(2, -1).tolist()))
 
 
 @pytest.mark.parametrize("n", [20, 25, 6000, 7000])
@@ -95,25 +112,34 @@ def test_a_pickled_function_is_refused_and_never_called(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("payload, named", [
-    (Payload(), "test_facebin.Payload"),
-    (np.array([True] * 10), "numpy"),
-])
+@pytest.mark.parametrize(
+    "payload, named",
+    [
+        (Payload(), "test_facebin.Payload"),
+        (np.array([True] * 10), "numpy"),
+    ],
+)
 def test_any_other_object_is_refused(tmp_path, payload, named):
     path = _dump(tmp_path / "other.bin", ([b"x"] * 20, payload))
     with pytest.raises(DataError, match=rf"refused: it names .*{named}"):
         read_bin(path)
 
 
-@pytest.mark.parametrize("obj, message", [
-    ([b"a"] * 20, "expected a pair"),
-    (([b"a"] * 20, [True] * 9 + [2]), "list of bools"),
-    ((["not bytes"] * 20, [True] * 10), "bytes"),
-    (([b"a"] * 19, [True] * 10), "two images per pair"),
-    (([b"a"] * 8, [True] * 4), "at least 10"),
-    (({"bins": 1}, [True]), "bytes"),
-    (([b"a"] * 20, {True, False}), "list of bools"),  # containers the unpickler can build are type-checked after
-])
+@pytest.mark.parametrize(
+    "obj, message",
+    [
+        ([b"a"] * 20, "expected a pair"),
+        (([b"a"] * 20, [True] * 9 + [2]), "list of bools"),
+        ((["not bytes"] * 20, [True] * 10), "bytes"),
+        (([b"a"] * 19, [True] * 10), "two images per pair"),
+        (([b"a"] * 8, [True] * 4), "at least 10"),
+        (({"bins": 1}, [True]), "bytes"),
+        (
+            ([b"a"] * 20, {True, False}),
+            "list of bools",
+        ),  # containers the unpickler can build are type-checked after
+    ],
+)
 def test_malformed_content_is_explained(tmp_path, obj, message):
     with pytest.raises(DataError, match=message):
         read_bin(_dump(tmp_path / "bad.bin", obj))
@@ -134,20 +160,46 @@ def test_damaged_files_name_the_file(tmp_path):
 
 def test_verification_evaluates_a_bin_unchanged(tmp_path):
     pairs = read_bin(write_bin(tmp_path / "calfw.bin", synthetic_pairs()), size=SIZE)
-    report = evaluate(FaceCNN(ModelConfig(input_size=SIZE, widths=(8, 8, 8), embedding_dim=16)), pairs)
+    report = evaluate(
+        FaceCNN(ModelConfig(input_size=SIZE, widths=(8, 8, 8), embedding_dim=16)), pairs
+    )
     assert report["n_pairs"] == 20 and len(report["fold_accuracies"]) == 10
 
 
 @pytest.mark.slow
 def test_evaluate_bin_command_on_pixels_and_on_an_arcface_torch_model(tmp_path, capsys):
-    """``evaluate-bin`` as docs/SCALE.md shows it, on raw pixels and on a bare iResNet state_dict (model.pt)."""
-    bins = [str(write_bin(tmp_path / f"{name}.bin", synthetic_pairs(seed=k))) for k, name in enumerate(("lfw", "cplfw"))]
+    """``evaluate-bin`` as docs/SCALE.md shows it, on raw pixels and on a bare iResNet state_dict
+    (model.pt)."""
+    bins = [
+        str(write_bin(tmp_path / f"{name}.bin", synthetic_pairs(seed=k)))
+        for k, name in enumerate(("lfw", "cplfw"))
+    ]
     assert main(["evaluate-bin", "--bins", *bins, "--size", str(SIZE), "--quiet"]) == 0
     torch.manual_seed(0)
-    torch.save(build_backbone("iresnet18", input_size=SIZE, num_features=32).state_dict(), tmp_path / "model.pt")
-    assert main(["evaluate-bin", "--checkpoint", str(tmp_path / "model.pt"), "--bins", *bins, "--device", "cpu",
-                 "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    torch.save(
+        build_backbone("iresnet18", input_size=SIZE, num_features=32).state_dict(),
+        tmp_path / "model.pt",
+    )
+    assert (
+        main(
+            [
+                "evaluate-bin",
+                "--checkpoint",
+                str(tmp_path / "model.pt"),
+                "--bins",
+                *bins,
+                "--device",
+                "cpu",
+                "--out",
+                str(tmp_path / "out"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "lfw: accuracy" in out and "cplfw: accuracy" in out and "raw pixels" in out
     assert (tmp_path / "out" / "bin_metrics.json").is_file()
-    assert main(["evaluate-bin", "--checkpoint", str(tmp_path / "nothing.pt"), "--bins", *bins]) == 2
+    assert (
+        main(["evaluate-bin", "--checkpoint", str(tmp_path / "nothing.pt"), "--bins", *bins]) == 2
+    )

@@ -1,4 +1,6 @@
-"""Aligned face folders: labels, filters, lazy decoding, and LFW's bad-input rules on a tiny synthetic tree."""
+"""Aligned face folders: labels, filters, lazy decoding, and LFW's bad-input rules on a tiny
+synthetic tree."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,7 +24,8 @@ def _face(path, seed: int, size: int = 112, fmt: str | None = None):
 
 @pytest.fixture
 def tree(tmp_path):
-    """Three identities of 112 px faces (one PNG), a stray text file and an empty identity folder."""
+    """Three identities of 112 px faces (one PNG), a stray text file and an empty identity
+    folder."""
     root = tmp_path / "casia"
     for k, (person, n) in enumerate(PEOPLE.items()):
         for i in range(n):
@@ -35,7 +38,11 @@ def tree(tmp_path):
 
 def test_loads_identities_in_name_order(tree):
     faces = load_face_folder(tree, size=SIZE)
-    assert faces.classes == ["0007_alice", "0042_bob", "0100_carol"]  # the empty folder has no image: left out
+    assert faces.classes == [
+        "0007_alice",
+        "0042_bob",
+        "0100_carol",
+    ]  # the empty folder has no image: left out
     assert faces.images.shape == (7, SIZE, SIZE, 3) and faces.images.dtype == np.uint8
     assert faces.labels.dtype == np.int64 and faces.labels.tolist() == [0, 0, 0, 1, 1, 1, 2]
     assert faces.files[:3] == ["0007_alice/000.jpg", "0007_alice/001.jpg", "0007_alice/extra.PNG"]
@@ -58,7 +65,9 @@ def test_lazy_dataset_decodes_the_same_faces(tree):
     assert np.array_equal(image.numpy(), eager.images[4])
     batch, labels = next(iter(DataLoader(lazy, batch_size=7)))
     assert np.array_equal(batch.numpy(), eager.images) and labels.tolist() == eager.labels.tolist()
-    assert isinstance(lazy.files, np.ndarray)  # one array, shared by DataLoader workers, not 5.8M str objects
+    assert isinstance(
+        lazy.files, np.ndarray
+    )  # one array, shared by DataLoader workers, not 5.8M str objects
 
 
 def test_a_spread_sample_keeps_every_class(tree):
@@ -89,7 +98,9 @@ def test_empty_or_missing_folders_are_explained(tmp_path):
         FaceFolder(tmp_path / "nowhere")
     (tmp_path / "flat").mkdir()
     _face(tmp_path / "flat" / "a.jpg", 0)
-    with pytest.raises(DataError, match=r"holds no identity folders \(expected root/<identity>/<image>"):
+    with pytest.raises(
+        DataError, match=r"holds no identity folders \(expected root/<identity>/<image>"
+    ):
         FaceFolder(tmp_path / "flat")
     with pytest.raises(ValueError, match="min_images"):
         FaceFolder(tmp_path / "flat", min_images=0)

@@ -1,5 +1,7 @@
-"""Notebook 08 (federated, optional module): committed clean, structured like the others, and it runs in FAST mode
-on real LFW with its key cells showing their work. (Its own file: tests/test_notebooks.py covers 00-06.)"""
+"""Notebook 08 (federated, optional module): committed clean, structured like the others, and it
+runs in FAST mode on real LFW with its key cells showing their work. (Its own file:
+tests/test_notebooks.py covers 00-06.)"""
+
 from __future__ import annotations
 
 import os
@@ -18,22 +20,34 @@ def test_committed_clean_and_structured():
     nb = nbformat.read(PATH, as_version=4)
     nbformat.validate(nb)
     assert runner.problems(nb) == []
-    first = next(c for c in nb.cells if "colab-setup" not in c.metadata.get("tags", []))  # after the Colab cell
-    assert first.cell_type == "markdown" and "Learning goals" in first.source and "Expected runtime" in first.source
+    first = next(
+        c for c in nb.cells if "colab-setup" not in c.metadata.get("tags", [])
+    )  # after the Colab cell
+    assert (
+        first.cell_type == "markdown"
+        and "Learning goals" in first.source
+        and "Expected runtime" in first.source
+    )
     params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1 and "FAST = paths.fast_mode(default=False)" in params[0].source
     markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
-    assert markdown.count("<details><summary>Solution</summary>") >= 3 and "## Questionnaire" in markdown
+    assert (
+        markdown.count("<details><summary>Solution</summary>") >= 3
+        and "## Questionnaire" in markdown
+    )
     assert "Checkpoint 1" in markdown and "Checkpoint 2" in markdown
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     assert "from craftlib import" in code
-    assert not re.search(r"^\s*(def|class)\s", code, re.M), "notebooks call craftlib; logic belongs in the library"
+    assert not re.search(r"^\s*(def|class)\s", code, re.M), (
+        "notebooks call craftlib; logic belongs in the library"
+    )
     assert len({c.id for c in nb.cells}) == len(nb.cells)
 
 
 @pytest.mark.timeout(3600)
 def test_runs_in_fast_mode(lfw_root, tmp_path):
-    """FAST on real LFW, with every exercise's solution appended as a cell (a solution that no longer runs fails)."""
+    """FAST on real LFW, with every exercise's solution appended as a cell (a solution that no
+    longer runs fails)."""
     from conftest import solutions
 
     nb = nbformat.read(PATH, as_version=4)
@@ -62,7 +76,9 @@ def test_runs_in_fast_mode(lfw_root, tmp_path):
             assert not [o for o in c.outputs if o.output_type == "error"], c.id
 
     def text(cid):
-        return "".join(o.get("text", "") + o.get("data", {}).get("text/plain", "") for o in cells[cid].outputs)
+        return "".join(
+            o.get("text", "") + o.get("data", {}).get("text/plain", "") for o in cells[cid].outputs
+        )
 
     def markdown(cid):
         return "".join(o.get("data", {}).get("text/markdown", "") for o in cells[cid].outputs)
@@ -71,18 +87,26 @@ def test_runs_in_fast_mode(lfw_root, tmp_path):
         return {m for o in cells[cid].outputs for m in o.get("data", {})}
 
     def solution(marker):
-        return text(f"solution-{next(k for k, (_, code) in enumerate(found) if marker in code) + 1}")
+        return text(
+            f"solution-{next(k for k, (_, code) in enumerate(found) if marker in code) + 1}"
+        )
 
     assert "✓ identities dealt once" in text("checkpoint-sites")
     assert "->" in text("payloads") and "uint8" not in text("payloads")
     assert text("compare").count("DevTest") == 4
     assert "identically both times" in text("checkpoint-determinism")
     assert "top-1" in text("privacy")
-    steps = solution('"central_steps"')  # exercise 4: the step-count control beside the two it separates
-    assert all(f"{s}: " in steps for s in ("central", "central_steps", "fedavg")) and "SGD steps per model" in steps
+    steps = solution(
+        '"central_steps"'
+    )  # exercise 4: the step-count control beside the two it separates
+    assert (
+        all(f"{s}: " in steps for s in ("central", "central_steps", "fedavg"))
+        and "SGD steps per model" in steps
+    )
     sites = solution("decay_factors")  # exercise 5: each committed local-only site, seeds 0-2
     assert sites.count("seed ") == 12 and "decay 0." in sites and "silent" in sites
-    # section 8 reads the committed larger budget: its three tables, the death figure, the explorer over seed SEED
+    # section 8 reads the committed larger budget: its three tables, the death figure, the explorer
+    # over seed SEED
     assert "79 committed runs" in text("study") and "step-matched control" in markdown("death")
     assert "image/png" in mimes("death") and "renewed on" in markdown("reactivation")
     assert "application/vnd.jupyter.widget-view+json" in mimes("committed-explorer")

@@ -1,9 +1,12 @@
-"""The federated rounds explorer (craftlib.companions.federated.widgets) and its static twin, on toy federated runs."""
+"""The federated rounds explorer (craftlib.companions.federated.widgets) and its static twin, on toy
+federated runs."""
+
 from __future__ import annotations
 
 import pytest
 
-from craftlib.companions.federated import federation as F, widgets as FW
+from craftlib.companions.federated import federation as F
+from craftlib.companions.federated import widgets as FW
 from craftlib.reactivation import CraftSpec
 from craftlib.recipes import Recipe
 
@@ -16,8 +19,13 @@ def toy_runs(toy_faces, toy_config):
     parts = F.partition(n, 2, "iid")
     fedn = F.Federation([F.subset(pool, p) for p in parts], F.subset(toy_faces, [3]), None, pool)
     runs = {}
-    for name, strategy, craft in (("fedavg+server", "fedavg", "server"), ("local", "local", "none")):
-        runs[name] = F.run(recipe, F.FedConfig(strategy=strategy, craft=craft, clients=2, rounds=3), fedn)
+    for name, strategy, craft in (
+        ("fedavg+server", "fedavg", "server"),
+        ("local", "local", "none"),
+    ):
+        runs[name] = F.run(
+            recipe, F.FedConfig(strategy=strategy, craft=craft, clients=2, rounds=3), fedn
+        )
     for rec in runs.values():  # no DevTest here: give the global curve numbers to draw
         for i, row in enumerate(rec["rounds"]):
             row["global"] = {"accuracy": 0.5 + 0.05 * i}

@@ -1,13 +1,14 @@
-"""The install matrix: learners install from ranges (no test packages, CPU torch on Linux laptops), CI from pins,
-and `python -m craftlib setup|lab` work from a bare Python on any system."""
+"""The install matrix: learners install from ranges (no test packages, CPU torch on Linux laptops),
+CI from pins, and `python -m craftlib setup|lab` work from a bare Python on any system."""
+
 from __future__ import annotations
 
 import os
 import subprocess
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
@@ -45,17 +46,29 @@ def test_python_310_to_313_are_admitted():
 
 
 def test_ranges_admit_what_learners_have():
-    assert admits("ipywidgets", "7.7.1") and admits("ipywidgets", "8.1.9")  # Colab's 7.x, JupyterLab 4's 8.x
+    assert admits("ipywidgets", "7.7.1") and admits(
+        "ipywidgets", "8.1.9"
+    )  # Colab's 7.x, JupyterLab 4's 8.x
     assert admits("torch", "2.2.2")  # the last Intel-Mac torch
-    assert admits("torch", "2.5.0") and admits("torch", "2.14.1")  # the first for Python 3.13 ... the newest here
+    assert admits("torch", "2.5.0") and admits(
+        "torch", "2.14.1"
+    )  # the first for Python 3.13 ... the newest here
     intel_mac = [r for r in ranges()["numpy"] if r.marker is not None]
-    assert intel_mac and intel_mac[0].marker.evaluate({"platform_system": "Darwin", "platform_machine": "x86_64"})
-    assert not intel_mac[0].marker.evaluate({"platform_system": "Linux", "platform_machine": "x86_64"})
+    assert intel_mac and intel_mac[0].marker.evaluate(
+        {"platform_system": "Darwin", "platform_machine": "x86_64"}
+    )
+    assert not intel_mac[0].marker.evaluate(
+        {"platform_system": "Linux", "platform_machine": "x86_64"}
+    )
 
 
 def test_no_exact_pins_in_pyproject_and_no_test_packages_for_learners():
-    every = [s for s in project()["dependencies"]] + [s for g in project()["optional-dependencies"].values() for s in g]
-    assert not [s for s in every if "==" in str(Requirement(s).specifier)], "exact pins belong in constraints.txt (CI)"
+    every = [s for s in project()["dependencies"]] + [
+        s for g in project()["optional-dependencies"].values() for s in g
+    ]
+    assert not [s for s in every if "==" in str(Requirement(s).specifier)], (
+        "exact pins belong in constraints.txt (CI)"
+    )
     learner = set(ranges()) | set(ranges("lab"))
     assert not learner & {"pytest", "pytest-timeout", "hypothesis", "playwright"}
 
@@ -65,7 +78,9 @@ def test_the_learner_path_never_reads_the_constraints():
     assert len(learner) == 1 and not any("constraints" in a for a in learner[0])
     assert learner[0][-1].endswith("[lab]") and "test" not in learner[0][-1]
     dev = install.plan("py", dev=True)
-    assert dev[-1][-2:] == ["-c", str(REPO / "constraints.txt")] and "[lab,test]" in " ".join(dev[-1])
+    assert dev[-1][-2:] == ["-c", str(REPO / "constraints.txt")] and "[lab,test]" in " ".join(
+        dev[-1]
+    )
     makefile = (REPO / "Makefile").read_text()
     stamp_recipe = makefile.split("$(STAMP): pyproject.toml", 1)[1].split("\n\n", 1)[0]
     assert "constraints" not in stamp_recipe and "--dev" not in stamp_recipe
@@ -74,17 +89,25 @@ def test_the_learner_path_never_reads_the_constraints():
 def test_cpu_torch_on_linux_laptops_without_an_nvidia_gpu():
     assert install.wants_cpu_torch("auto", system="Linux", gpu=False)
     assert not install.wants_cpu_torch("auto", system="Linux", gpu=True)
-    assert not install.wants_cpu_torch("auto", system="Windows", gpu=False)  # PyPI's Windows/macOS torch is CPU already
-    assert install.wants_cpu_torch("cpu", system="Darwin") and not install.wants_cpu_torch("pypi", system="Linux")
+    assert not install.wants_cpu_torch(
+        "auto", system="Windows", gpu=False
+    )  # PyPI's Windows/macOS torch is CPU already
+    assert install.wants_cpu_torch("cpu", system="Darwin") and not install.wants_cpu_torch(
+        "pypi", system="Linux"
+    )
     steps = install.plan("py", torch="cpu")
     assert steps[0][steps[0].index("--index-url") + 1] == install.CPU_INDEX
-    assert steps[0][-1] == install.torch_requirement() == "torch>=2.1,<2.15"  # pyproject's range, one source
+    assert (
+        steps[0][-1] == install.torch_requirement() == "torch>=2.1,<2.15"
+    )  # pyproject's range, one source
     assert "190 MB" in install.TORCH_SIZES and "3.0 GB" in install.TORCH_SIZES
 
 
 def test_kit_install_is_offline():
     (step,) = install.plan("py", kit="/k")
-    assert "--no-index" in step and step[step.index("--find-links") + 1] == str(Path("/k") / "wheels")
+    assert "--no-index" in step and step[step.index("--find-links") + 1] == str(
+        Path("/k") / "wheels"
+    )
 
 
 def test_venv_paths_per_system():
@@ -94,15 +117,37 @@ def test_venv_paths_per_system():
 
 @pytest.mark.parametrize("version", ["3.10", "3.13"])
 def test_setup_runs_on_a_bare_python_before_anything_is_installed(version, tmp_path):
-    """`python -m craftlib setup` imports neither torch nor anything else not in the standard library."""
+    """`python -m craftlib setup` imports neither torch nor anything else not in the standard
+    library."""
     pythons = sorted(PYENV.glob(f"{version}.*/bin/python"))
     if not pythons:
         pytest.skip(f"no Python {version} on this machine")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    out = subprocess.run([str(pythons[-1]), "-S", "-m", "craftlib", "setup", "--dry-run", "--torch", "cpu",
-                          "--venv", str(tmp_path / "v")], cwd=REPO, capture_output=True, text=True, env=env, timeout=60)
+    out = subprocess.run(
+        [
+            str(pythons[-1]),
+            "-S",
+            "-m",
+            "craftlib",
+            "setup",
+            "--dry-run",
+            "--torch",
+            "cpu",
+            "--venv",
+            str(tmp_path / "v"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
-    assert install.CPU_INDEX in out.stdout and f"{REPO}[lab]" in out.stdout and "constraints" not in out.stdout
+    assert (
+        install.CPU_INDEX in out.stdout
+        and f"{REPO}[lab]" in out.stdout
+        and "constraints" not in out.stdout
+    )
 
 
 def test_lab_opens_a_working_copy_and_never_overwrites_edits(tmp_path, capsys):
@@ -111,14 +156,35 @@ def test_lab_opens_a_working_copy_and_never_overwrites_edits(tmp_path, capsys):
     (source / "00_a.ipynb").write_text("clean 0")
     (source / "01_b.ipynb").write_text("clean 1")
     (source / "helper.ipynb").write_text("not a workshop notebook")
-    assert main(["lab", "--notebooks", str(source), "--workspace", str(work), "--dry-run", "--seed", "7"]) == 0
+    assert (
+        main(
+            [
+                "lab",
+                "--notebooks",
+                str(source),
+                "--workspace",
+                str(work),
+                "--dry-run",
+                "--seed",
+                "7",
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in work.iterdir()) == ["00_a.ipynb", "01_b.ipynb"]
     assert "jupyterlab" in capsys.readouterr().out
     (work / "00_a.ipynb").write_text("my edits")
     assert prepare_workspace(source, work) == []
-    assert (work / "00_a.ipynb").read_text() == "my edits" and (source / "00_a.ipynb").read_text() == "clean 0"
-    assert [p.name for p in prepare_workspace(source, work, refresh=True)] == ["00_a.ipynb", "01_b.ipynb"]
-    assert (work / "00_a.ipynb.bak-1").read_text() == "my edits" and (work / "00_a.ipynb").read_text() == "clean 0"
+    assert (work / "00_a.ipynb").read_text() == "my edits" and (
+        source / "00_a.ipynb"
+    ).read_text() == "clean 0"
+    assert [p.name for p in prepare_workspace(source, work, refresh=True)] == [
+        "00_a.ipynb",
+        "01_b.ipynb",
+    ]
+    assert (work / "00_a.ipynb.bak-1").read_text() == "my edits" and (
+        work / "00_a.ipynb"
+    ).read_text() == "clean 0"
 
 
 def test_workspace_and_kits_are_git_ignored():
@@ -133,26 +199,54 @@ def test_make_lab_calls_the_one_implementation():
 
 
 def test_delegation_runs_in_the_venv_only_when_this_python_lacks_torch(tmp_path, monkeypatch):
-    assert install.delegate(["check"], tmp_path / "v") is None  # this Python has torch: it runs here
+    assert (
+        install.delegate(["check"], tmp_path / "v") is None
+    )  # this Python has torch: it runs here
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
-    assert install.delegate(["check"], tmp_path / "none") == 1  # no venv: tells the user to run setup
+    assert (
+        install.delegate(["check"], tmp_path / "none") == 1
+    )  # no venv: tells the user to run setup
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)  # torch alone is a 555 MB download
-@pytest.mark.skipif(not os.environ.get("CRAFTLIB_INSTALL_TESTS"), reason="downloads about 3 GB: set CRAFTLIB_INSTALL_TESTS=1")
+@pytest.mark.skipif(
+    not os.environ.get("CRAFTLIB_INSTALL_TESTS"),
+    reason="downloads about 3 GB: set CRAFTLIB_INSTALL_TESTS=1",
+)
 def test_fresh_venv_on_the_oldest_python_installs_from_ranges(tmp_path):
-    """A fresh Python 3.10 venv, `craftlib[lab]` from pyproject's ranges (no constraints), then `check`."""
+    """A fresh Python 3.10 venv, `craftlib[lab]` from pyproject's ranges (no constraints), then
+    `check`."""
     pythons = sorted(PYENV.glob("3.10.*/bin/python"))
     if not pythons:
         pytest.skip("no Python 3.10 here")
-    code = subprocess.call([str(pythons[-1]), "-m", "craftlib", "setup", "--torch", "pypi", "--venv", str(tmp_path / "v")],
-                           cwd=REPO, timeout=3000)
+    code = subprocess.call(
+        [
+            str(pythons[-1]),
+            "-m",
+            "craftlib",
+            "setup",
+            "--torch",
+            "pypi",
+            "--venv",
+            str(tmp_path / "v"),
+        ],
+        cwd=REPO,
+        timeout=3000,
+    )
     assert code == 0
     py = install.venv_python(tmp_path / "v")
-    out = subprocess.run([str(py), "-m", "craftlib", "check", "--no-speed"], cwd=REPO, capture_output=True, text=True)
-    verdict = {line[6:25].strip(): line[:4].strip() for line in out.stdout.splitlines() if line[:4].strip() in ("OK", "FAIL")}
-    assert verdict["python"] == "OK" and verdict["packages"] == "OK" and verdict["torch"] == "OK", out.stdout
+    out = subprocess.run(
+        [str(py), "-m", "craftlib", "check", "--no-speed"], cwd=REPO, capture_output=True, text=True
+    )
+    verdict = {
+        line[6:25].strip(): line[:4].strip()
+        for line in out.stdout.splitlines()
+        if line[:4].strip() in ("OK", "FAIL")
+    }
+    assert verdict["python"] == "OK" and verdict["packages"] == "OK" and verdict["torch"] == "OK", (
+        out.stdout
+    )
     assert "3.10" in out.stdout
 
 
@@ -160,16 +254,28 @@ def test_environment_yml_is_the_learner_environment():
     """conda's file lists exactly pyproject's dependencies and its `lab` extra: no test packages."""
     lines = (REPO / "environment.yml").read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.strip() == "- pip:")
-    items = [line.strip()[2:].strip().strip('"') for line in lines[start + 1:] if line.strip().startswith("- ")]
+    items = [
+        line.strip()[2:].strip().strip('"')
+        for line in lines[start + 1 :]
+        if line.strip().startswith("- ")
+    ]
     got = {str(Requirement(s)) for s in items if not s.startswith("-e")}
-    want = {str(Requirement(s)) for s in project()["dependencies"] + project()["optional-dependencies"]["lab"]}
+    want = {
+        str(Requirement(s))
+        for s in project()["dependencies"] + project()["optional-dependencies"]["lab"]
+    }
     assert got == want, f"only in environment.yml: {got - want}; only in pyproject: {want - got}"
 
 
 def test_dev_honours_torch_with_constraints_pins(monkeypatch):
-    """`setup --dev --torch cpu`: constraints.txt's torch from the CPU index (no deps), then everything at its pins."""
+    """`setup --dev --torch cpu`: constraints.txt's torch from the CPU index (no deps), then
+    everything at its pins."""
     pin = install.pinned("torch")
-    assert pin == next(line for line in (REPO / "constraints.txt").read_text().splitlines() if line.startswith("torch=="))
+    assert pin == next(
+        line
+        for line in (REPO / "constraints.txt").read_text().splitlines()
+        if line.startswith("torch==")
+    )
     cpu, rest = install.plan("py", dev=True, torch="cpu")
     assert cpu[cpu.index("--index-url") + 1] == install.CPU_INDEX and cpu[-2:] == ["--no-deps", pin]
     assert rest[-2:] == ["-c", str(REPO / "constraints.txt")] and "[lab,test]" in " ".join(rest)
@@ -185,7 +291,11 @@ def test_dev_honours_torch_with_constraints_pins(monkeypatch):
 
 @pytest.mark.parametrize("torch,cpu", [("cpu", True), ("pypi", False)])
 def test_setup_dev_dry_run_shows_the_torch_choice(torch, cpu, tmp_path, capsys):
-    assert main(["setup", "--dev", "--torch", torch, "--dry-run", "--venv", str(tmp_path / "v")]) == 0
+    assert (
+        main(["setup", "--dev", "--torch", torch, "--dry-run", "--venv", str(tmp_path / "v")]) == 0
+    )
     out = capsys.readouterr().out
-    assert (install.CPU_INDEX in out) == cpu and ("--no-deps " + install.pinned("torch") in out) == cpu
+    assert (install.CPU_INDEX in out) == cpu and (
+        "--no-deps " + install.pinned("torch") in out
+    ) == cpu
     assert f"{REPO}[lab,test]" in out and "constraints.txt" in out and not (tmp_path / "v").exists()

@@ -1,9 +1,11 @@
-"""``python -m craftlib lab`` opens one notebook — where the learner left off — not every tab of the last session.
+"""``python -m craftlib lab`` opens one notebook — where the learner left off — not every tab of the
+last session.
 
-JupyterLab restores the previous session's tabs and starts a kernel for each (nine after a workshop day);
-the launcher asks for ``/lab/tree/<notebook>?reset`` instead. The browser test starts the real launcher twice
-on the same workspace, as a learner does before and after the break.
+JupyterLab restores the previous session's tabs and starts a kernel for each (nine after a workshop
+day); the launcher asks for ``/lab/tree/<notebook>?reset`` instead. The browser test starts the real
+launcher twice on the same workspace, as a learner does before and after the break.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,9 +20,17 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from lab_browser import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, free_port, quiet_lab_settings, until
 
 from craftlib.workshop.cli import main, notebook_to_open
+
+from lab_browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    NEEDS_CHROMIUM,
+    free_port,
+    quiet_lab_settings,
+    until,
+)
 
 NAMES = ("00_setup.ipynb", "01_train.ipynb", "02_dying.ipynb", "03_lab.ipynb")
 
@@ -38,7 +48,9 @@ def source(tmp_path) -> Path:
 
 def test_a_fresh_copy_opens_the_first_notebook_then_the_one_saved_last(source, tmp_path, capsys):
     workspace = tmp_path / "workspace"
-    assert main(["lab", "--notebooks", str(source), "--workspace", str(workspace), "--dry-run"]) == 0
+    assert (
+        main(["lab", "--notebooks", str(source), "--workspace", str(workspace), "--dry-run"]) == 0
+    )
     assert "--LabApp.default_url=/lab/tree/00_setup.ipynb?reset" in capsys.readouterr().out
     saved = workspace / "02_dying.ipynb"
     os.utime(saved, (time.time() + 5, time.time() + 5))  # what JupyterLab's save does
@@ -48,7 +60,21 @@ def test_a_fresh_copy_opens_the_first_notebook_then_the_one_saved_last(source, t
 
 def test_an_unknown_notebook_or_an_empty_folder_is_a_clear_error(source, tmp_path, capsys):
     workspace = tmp_path / "workspace"
-    assert main(["lab", "--notebooks", str(source), "--workspace", str(workspace), "--open", "09", "--dry-run"]) == 2
+    assert (
+        main(
+            [
+                "lab",
+                "--notebooks",
+                str(source),
+                "--workspace",
+                str(workspace),
+                "--open",
+                "09",
+                "--dry-run",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "no notebook '09'" in err and "00_setup.ipynb" in err
     with pytest.raises(FileNotFoundError, match="no workshop notebooks"):
@@ -57,18 +83,47 @@ def test_an_unknown_notebook_or_an_empty_folder_is_a_clear_error(source, tmp_pat
 
 @contextmanager
 def launcher(source: Path, workspace: Path, home: Path, *options: str):
-    """The real ``python -m craftlib lab`` on loopback (no browser of its own); yields (base url, token)."""
+    """The real ``python -m craftlib lab`` on loopback (no browser of its own); yields (base url,
+    token)."""
     token, port = secrets.token_hex(16), free_port()
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_DATA_DIR": str(home / "data"),
-           "JUPYTER_RUNTIME_DIR": str(home / "runtime"), "IPYTHONDIR": str(home / "ipython")}
+    env = {
+        **os.environ,
+        "JUPYTER_CONFIG_DIR": str(home / "config"),
+        "JUPYTER_DATA_DIR": str(home / "data"),
+        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+        "IPYTHONDIR": str(home / "ipython"),
+    }
     with open(home / "jupyter.log", "a") as log:
         server = subprocess.Popen(
-            [sys.executable, "-m", "craftlib", "lab", "--notebooks", str(source), "--workspace", str(workspace),
-             *options, "--", "--no-browser", f"--ServerApp.token={token}", f"--ServerApp.port={port}",
-             "--ServerApp.ip=127.0.0.1", "--allow-root"], env=env, stdout=log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "craftlib",
+                "lab",
+                "--notebooks",
+                str(source),
+                "--workspace",
+                str(workspace),
+                *options,
+                "--",
+                "--no-browser",
+                f"--ServerApp.token={token}",
+                f"--ServerApp.port={port}",
+                "--ServerApp.ip=127.0.0.1",
+                "--allow-root",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
-        until(lambda: _answers(f"{base}/api/status?token={token}", server), bool, timeout=180, what="the launcher")
+        until(
+            lambda: _answers(f"{base}/api/status?token={token}", server),
+            bool,
+            timeout=180,
+            what="the launcher",
+        )
         yield base, token
     finally:
         server.terminate()
@@ -101,21 +156,38 @@ def test_after_a_session_with_every_tab_open_the_launcher_opens_one_notebook(sou
     tabs = ".lm-DockPanel-tabBar .lm-TabBar-tab"
     with sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
-            user_data_dir=str(tmp_path / "chromium"), executable_path=str(CHROMIUM), headless=True,
-            args=CHROMIUM_ARGS, viewport={"width": 1366, "height": 768})
+            user_data_dir=str(tmp_path / "chromium"),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1366, "height": 768},
+        )
         page = context.new_page()
-        with launcher(source, workspace, home) as (base, token):  # before the break: every notebook opened
+        with launcher(source, workspace, home) as (
+            base,
+            token,
+        ):  # before the break: every notebook opened
             for name in NAMES:
                 page.goto(f"{base}/lab/tree/{name}?token={token}")
                 page.locator(f"{tabs}:has-text('{name}')").wait_for(timeout=60_000)
                 time.sleep(3)  # JupyterLab saves its layout (the workspace) a moment after a change
-            until(lambda: page.locator(tabs).count(), lambda n: n == len(NAMES), what="four open tabs")
+            until(
+                lambda: page.locator(tabs).count(), lambda n: n == len(NAMES), what="four open tabs"
+            )
             until(lambda: kernels(base, token), lambda n: n == len(NAMES), what="a kernel per tab")
-        os.utime(workspace / "02_dying.ipynb", (time.time() + 5, time.time() + 5))  # the notebook saved last
-        with launcher(source, workspace, home) as (base, token):  # after the break: what the browser opens
+        os.utime(
+            workspace / "02_dying.ipynb", (time.time() + 5, time.time() + 5)
+        )  # the notebook saved last
+        with launcher(source, workspace, home) as (
+            base,
+            token,
+        ):  # after the break: what the browser opens
             page.goto(f"{base}/?token={token}")
             page.locator(".jp-NotebookPanel:visible").first.wait_for(timeout=60_000)
             time.sleep(3)  # a restored layout would have reopened its tabs by now
             assert page.locator(tabs).all_inner_texts() == ["02_dying.ipynb"]
-            assert until(lambda: kernels(base, token), lambda n: n >= 1, what="the notebook's kernel") == 1
+            assert (
+                until(lambda: kernels(base, token), lambda n: n >= 1, what="the notebook's kernel")
+                == 1
+            )
         context.close()

@@ -1,12 +1,16 @@
-"""CRAFT as a Lightning callback (craftlib.lightning): Lightning's own Trainer on the CPU, a small face CNN on real
-LFW faces; a filter silenced mid-run is renewed and its optimizer state reset, the other filters keep theirs."""
+"""CRAFT as a Lightning callback (craftlib.lightning): Lightning's own Trainer on the CPU, a small
+face CNN on real LFW faces; a filter silenced mid-run is renewed and its optimizer state reset, the
+other filters keep theirs."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-lightning = pytest.importorskip("craftlib.lightning", reason="the optional extra: pip install 'craftlib[lightning]'")
+lightning = pytest.importorskip(
+    "craftlib.lightning", reason="the optional extra: pip install 'craftlib[lightning]'"
+)
 pl = lightning.pl
 
 from craftlib.data import to_input  # noqa: E402
@@ -38,7 +42,8 @@ def momentum(trainer, param: torch.Tensor) -> torch.Tensor:
 
 
 class Silence(pl.Callback):
-    """Before CRAFT at the end of epoch 1: filters 0-2 stop answering (weights zeroed), their momentum left as is."""
+    """Before CRAFT at the end of epoch 1: filters 0-2 stop answering (weights zeroed), their
+    momentum left as is."""
 
     def on_train_epoch_end(self, trainer, module):
         if trainer.current_epoch == 0:
@@ -55,26 +60,55 @@ class Look(pl.Callback):
             net = module.backbone
             self.conv1 = net.conv1.weight.detach().clone()
             self.gamma = net.bn1.weight.detach().clone()
-            self.momentum = {name: momentum(trainer, p) for name, p in
-                             (("conv1", net.conv1.weight), ("bn1", net.bn1.weight), ("next", net.stem_consumers()[0].weight))}
+            self.momentum = {
+                name: momentum(trainer, p)
+                for name, p in (
+                    ("conv1", net.conv1.weight),
+                    ("bn1", net.bn1.weight),
+                    ("next", net.stem_consumers()[0].weight),
+                )
+            }
 
 
 @pytest.fixture(scope="module")
 def fitted(tiny_faces, tmp_path_factory):
-    images, labels = to_input(torch.from_numpy(tiny_faces.images)), torch.from_numpy(tiny_faces.labels)
-    silence, craft, look = Silence(), lightning.CraftCallback(CraftSpec(), seed=0, backbone="backbone"), Look()
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=3, callbacks=[silence, craft, look], logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         default_root_dir=str(tmp_path_factory.mktemp("lightning")))
-    trainer.fit(FaceModule(tiny_faces.num_classes), DataLoader(TensorDataset(images, labels), batch_size=32))
+    images, labels = (
+        to_input(torch.from_numpy(tiny_faces.images)),
+        torch.from_numpy(tiny_faces.labels),
+    )
+    silence, craft, look = (
+        Silence(),
+        lightning.CraftCallback(CraftSpec(), seed=0, backbone="backbone"),
+        Look(),
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=3,
+        callbacks=[silence, craft, look],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path_factory.mktemp("lightning")),
+    )
+    trainer.fit(
+        FaceModule(tiny_faces.num_classes), DataLoader(TensorDataset(images, labels), batch_size=32)
+    )
     return silence, craft, look, trainer
 
 
 @pytest.mark.slow
 def test_lightning_runs_crafts_schedule_on_the_cpu(fitted):
     _, craft, _, trainer = fitted
-    assert [e["epoch"] for e in craft.events] == [1, 2]  # the end of epochs 1 .. 2/3 of 3 (the study's schedule)
-    assert [e["step"] for e in craft.events] == [trainer.global_step // 3, 2 * trainer.global_step // 3]
+    assert [e["epoch"] for e in craft.events] == [
+        1,
+        2,
+    ]  # the end of epochs 1 .. 2/3 of 3 (the study's schedule)
+    assert [e["step"] for e in craft.events] == [
+        trainer.global_step // 3,
+        2 * trainer.global_step // 3,
+    ]
     assert craft.craft.state.probe.shape[0] == 32  # the first batch's images (of at most 256)
 
 
@@ -86,7 +120,13 @@ def test_a_silenced_filter_is_renewed_and_its_optimizer_state_reset(fitted):
     kept = [i for i in range(TINY.stem_channels) if i not in renewed]
     assert silence.momentum[SILENCED].abs().sum() > 0  # there was momentum to reset
     assert look.conv1[SILENCED].abs().sum() > 0 and torch.all(look.gamma[renewed] == 1.0)
-    assert torch.all(look.momentum["conv1"][renewed] == 0) and torch.all(look.momentum["bn1"][renewed] == 0)
-    assert torch.all(look.momentum["next"][:, renewed] == 0)  # downstream="zero": the next layer's input slices
-    assert torch.equal(look.momentum["conv1"][kept], silence.momentum[kept])  # the others keep theirs
+    assert torch.all(look.momentum["conv1"][renewed] == 0) and torch.all(
+        look.momentum["bn1"][renewed] == 0
+    )
+    assert torch.all(
+        look.momentum["next"][:, renewed] == 0
+    )  # downstream="zero": the next layer's input slices
+    assert torch.equal(
+        look.momentum["conv1"][kept], silence.momentum[kept]
+    )  # the others keep theirs
     assert all(look.momentum["conv1"][i].abs().sum() > 0 for i in kept)

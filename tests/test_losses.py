@@ -1,4 +1,5 @@
 """The CosFace / ArcFace margin heads on hand-checked values."""
+
 from __future__ import annotations
 
 import math
@@ -18,7 +19,9 @@ def _head(kind: str, theta_deg: float, scale: float = 30.0, margin=None):
     with torch.no_grad():
         head.weight.copy_(torch.eye(2))
     t = math.radians(theta_deg)
-    emb = torch.tensor([[math.cos(t), math.sin(t)]], dtype=torch.float32) * 3.0  # norm must not matter
+    emb = (
+        torch.tensor([[math.cos(t), math.sin(t)]], dtype=torch.float32) * 3.0
+    )  # norm must not matter
     return head, emb, t
 
 
@@ -26,7 +29,9 @@ def test_cosface_target_logit():
     head, emb, t = _head("cosface", 60.0)
     logits = head(emb, torch.tensor([0]))
     assert logits[0, 0].item() == pytest.approx(30 * (0.5 - 0.35), abs=1e-4)  # 4.5
-    assert logits[0, 1].item() == pytest.approx(30 * math.sin(t), abs=1e-4)  # other class: no margin
+    assert logits[0, 1].item() == pytest.approx(
+        30 * math.sin(t), abs=1e-4
+    )  # other class: no margin
 
 
 def test_arcface_target_logit():
@@ -38,9 +43,13 @@ def test_arcface_target_logit():
 
 def test_custom_margin_and_scale():
     head, emb, t = _head("arcface", 30.0, scale=64.0, margin=0.2)
-    assert head(emb, torch.tensor([0]))[0, 0].item() == pytest.approx(64 * math.cos(t + 0.2), abs=1e-3)
+    assert head(emb, torch.tensor([0]))[0, 0].item() == pytest.approx(
+        64 * math.cos(t + 0.2), abs=1e-3
+    )
     head, emb, t = _head("cosface", 30.0, scale=10.0, margin=0.1)
-    assert head(emb, torch.tensor([0]))[0, 0].item() == pytest.approx(10 * (math.cos(t) - 0.1), abs=1e-4)
+    assert head(emb, torch.tensor([0]))[0, 0].item() == pytest.approx(
+        10 * (math.cos(t) - 0.1), abs=1e-4
+    )
 
 
 def test_arcface_stays_monotonic_past_pi():
@@ -64,7 +73,10 @@ def test_margin_loss_returns_loss_and_margin_free_accuracy():
     assert acc.item() == 0.0
 
 
-@pytest.mark.parametrize("kwargs", [dict(kind="softmax"), dict(margin=-0.1), dict(scale=0.0), dict(kind="arcface", margin=-1)])
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(kind="softmax"), dict(margin=-0.1), dict(scale=0.0), dict(kind="arcface", margin=-1)],
+)
 def test_bad_head_arguments_raise(kwargs):
     with pytest.raises(ValueError):
         MarginHead(8, 4, **kwargs)

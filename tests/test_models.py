@@ -1,4 +1,6 @@
-"""FaceCNN: shapes, the ArcFace-like first layer, its config round trip, MAC count and the stem's consumers."""
+"""FaceCNN: shapes, the ArcFace-like first layer, its config round trip, MAC count and the stem's
+consumers."""
+
 from __future__ import annotations
 
 import pytest
@@ -43,8 +45,15 @@ def test_bad_model_config_raises(bad):
 def test_count_macs_matches_a_hand_count():
     model = FaceCNN(ModelConfig(input_size=32))
     conv = lambda side, cout, cin: side * side * cout * cin * 9  # noqa: E731
-    expected = (conv(32, 64, 3) + conv(16, 32, 64) + conv(8, 64, 32) + conv(8, 64, 64)
-                + conv(4, 128, 64) + conv(4, 128, 128) + 128 * 4 * 4 * 128)
+    expected = (
+        conv(32, 64, 3)
+        + conv(16, 32, 64)
+        + conv(8, 64, 32)
+        + conv(8, 64, 64)
+        + conv(4, 128, 64)
+        + conv(4, 128, 128)
+        + 128 * 4 * 4 * 128
+    )
     assert count_macs(model) == expected
     assert model.training  # count_macs leaves the mode as it found it
 
@@ -53,7 +62,9 @@ def test_count_macs_leaves_an_eval_model_in_eval_mode_and_takes_a_size():
     model = FaceCNN(ModelConfig(input_size=32)).eval()
     at_32 = count_macs(model)
     assert not model.training and at_32 > 0
-    conv = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False))  # no config: the size is an argument
+    conv = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False)
+    )  # no config: the size is an argument
     assert count_macs(conv, input_size=16) == 16 * 16 * 8 * 3 * 9
 
 

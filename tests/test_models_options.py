@@ -1,4 +1,6 @@
-"""The optional CReLU stem and Top-K layers of FaceCNN: exact semantics, gradients, re-activation, checkpoints."""
+"""The optional CReLU stem and Top-K layers of FaceCNN: exact semantics, gradients, re-activation,
+checkpoints."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +10,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from craftlib.activity import model_scores
-from craftlib.models import CReLU, FaceCNN, ModelConfig, PhaseSplitConv, TopK, count_macs, count_params, topk_mask
+from craftlib.models import (
+    CReLU,
+    FaceCNN,
+    ModelConfig,
+    PhaseSplitConv,
+    TopK,
+    count_macs,
+    count_params,
+    topk_mask,
+)
 from craftlib.reactivation import CraftSpec, reactivate_model
 
 SMALL = dict(input_size=16, stem_channels=8, widths=(4, 8, 8), embedding_dim=8)
@@ -36,7 +47,11 @@ def test_options_off_build_the_same_network_bit_for_bit():
 
 def test_crelu_stem_outputs_both_phases_of_its_conv():
     model = FaceCNN(ModelConfig(input_size=32, stem_act="crelu")).eval()
-    assert model.conv1.out_channels == 32 and model.bn1.num_features == 32 and isinstance(model.act1, CReLU)
+    assert (
+        model.conv1.out_channels == 32
+        and model.bn1.num_features == 32
+        and isinstance(model.act1, CReLU)
+    )
     x = torch.randn(3, 3, 32, 32)
     z = model.bn1(model.conv1(x))
     out = model.stem(x)
@@ -53,12 +68,19 @@ def test_crelu_consumer_is_one_convolution_split_by_phase():
     assert model.stem_consumers() == [first.pos, first.neg]
     assert first.pos.in_channels == first.neg.in_channels == model.conv1.out_channels
     h = torch.randn(2, 64, 32, 32)
-    np.testing.assert_allclose(first(h).detach(), F.conv2d(h, first.weight, stride=2, padding=1).detach(), atol=1e-5)
+    np.testing.assert_allclose(
+        first(h).detach(), F.conv2d(h, first.weight, stride=2, padding=1).detach(), atol=1e-5
+    )
 
 
 def test_crelu_halves_conv1_and_costs_fewer_macs():
-    std, cre = FaceCNN(ModelConfig(input_size=32)), FaceCNN(ModelConfig(input_size=32, stem_act="crelu"))
-    assert count_params(std) - count_params(cre) == 32 * 27 + 2 * 32 + 64  # conv1 half, BN half, no PReLU slopes
+    std, cre = (
+        FaceCNN(ModelConfig(input_size=32)),
+        FaceCNN(ModelConfig(input_size=32, stem_act="crelu")),
+    )
+    assert (
+        count_params(std) - count_params(cre) == 32 * 27 + 2 * 32 + 64
+    )  # conv1 half, BN half, no PReLU slopes
     assert count_macs(std) - count_macs(cre) == 32 * 32 * 32 * 27
 
 
@@ -77,7 +99,9 @@ def test_reactivation_on_a_crelu_stem_renews_a_filter_and_both_of_its_phase_inpu
     assert result.filters == [1] and model.conv1.weight[1].abs().sum() > 0
     for before, conv in zip((pos, neg), model.stem_consumers()):
         assert (conv.weight[:, 1] == 0).all()  # both phases of filter 1 start unheard
-        assert torch.equal(conv.weight[:, [0, 2, 3]], before[:, [0, 2, 3]])  # other filters untouched
+        assert torch.equal(
+            conv.weight[:, [0, 2, 3]], before[:, [0, 2, 3]]
+        )  # other filters untouched
 
 
 def test_topk_keeps_exactly_k_values_per_channel_map():
@@ -89,13 +113,16 @@ def test_topk_keeps_exactly_k_values_per_channel_map():
         flat, yflat = x.flatten(2).abs(), y.flatten(2).abs()
         smallest_kept = torch.where(yflat > 0, yflat, torch.inf).amin(2)
         largest_dropped = torch.where(yflat == 0, flat, -torch.inf).amax(2)
-        assert (smallest_kept > largest_dropped).all()  # the K largest by magnitude, negatives included
+        assert (
+            smallest_kept > largest_dropped
+        ).all()  # the K largest by magnitude, negatives included
         assert torch.equal(y[y != 0], x[y != 0])  # kept values unchanged
     assert torch.equal(TopK(1.0)(x), x)
 
 
 def test_topk_gradient_flows_through_kept_entries_only():
-    """As the paper's code: out = mask * x with a constant mask, so d out / d x is the mask (no straight-through)."""
+    """As the paper's code: out = mask * x with a constant mask, so d out / d x is the mask (no
+    straight-through)."""
     x = torch.randn(2, 4, 6, 6, requires_grad=True)
     y = TopK(0.25)(x)
     upstream = torch.randn_like(y)
@@ -119,8 +146,17 @@ def test_topk_model_sparsifies_the_chosen_stages():
     assert torch.allclose(model(x), model.head(model.stage_outputs(x)[-1]))
 
 
-@pytest.mark.parametrize("bad", [dict(topk=0.0), dict(topk=0.2), dict(topk_after=(1,)), dict(topk=0.5, topk_after=(4,)),
-                                 dict(stem_act="crelu", stem_channels=7), dict(topk=0.5, topk_after=(1, 1))])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(topk=0.0),
+        dict(topk=0.2),
+        dict(topk_after=(1,)),
+        dict(topk=0.5, topk_after=(4,)),
+        dict(stem_act="crelu", stem_channels=7),
+        dict(topk=0.5, topk_after=(1, 1)),
+    ],
+)
 def test_bad_options_raise(bad):
     with pytest.raises(ValueError):
         FaceCNN(ModelConfig(**{**SMALL, **bad}))
@@ -135,7 +171,11 @@ def test_checkpoints_refuse_a_model_option_mismatch(tmp_path, toy_faces, toy_con
     trainer.train_steps(1)
     path = trainer.save(tmp_path / "c.pt")
     assert load_checkpoint(path, expect_model=cfg.model)
-    for other in (toy_config.model, cfg.but(model__topk=0.3).model, cfg.but(model__stem_act="prelu").model):
+    for other in (
+        toy_config.model,
+        cfg.but(model__topk=0.3).model,
+        cfg.but(model__stem_act="prelu").model,
+    ):
         with pytest.raises(CheckpointError, match="model does not match"):
             load_checkpoint(path, expect_model=other)
     with pytest.raises(CheckpointError):

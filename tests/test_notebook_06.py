@@ -1,4 +1,6 @@
-"""Notebook 06 (CReLU pairs and Top-K sparsity, optional module) runs in FAST mode on real LFW and shows its work."""
+"""Notebook 06 (CReLU pairs and Top-K sparsity, optional module) runs in FAST mode on real LFW and
+shows its work."""
+
 from __future__ import annotations
 
 import os
@@ -18,8 +20,11 @@ PNG = "image/png"
 
 
 def test_has_its_exercises_questionnaire_and_reading():
-    """(Clean copy, goals, runtime, parameters cell and no logic: ``tests/test_notebooks.py`` for all nine.)"""
-    text = "\n".join(c.source for c in nbformat.read(PATH, as_version=4).cells if c.cell_type == "markdown")
+    """(Clean copy, goals, runtime, parameters cell and no logic: ``tests/test_notebooks.py`` for
+    all nine.)"""
+    text = "\n".join(
+        c.source for c in nbformat.read(PATH, as_version=4).cells if c.cell_type == "markdown"
+    )
     assert text.count("<details><summary>Solution</summary>") >= 3
     assert "## Questionnaire" in text and "## Further reading" in text and "You should see" in text
 
@@ -28,7 +33,9 @@ def test_has_its_exercises_questionnaire_and_reading():
 def executed(lfw_root, tmp_path_factory, stem):
     env = {"CRAFTLIB_RUNS": str(tmp_path_factory.mktemp("runs")), "CRAFTLIB_DATA": str(lfw_root)}
     with patch.dict(os.environ, env):  # the kernel inherits this environment; restored afterwards
-        nb, seconds = runner.execute(PATH, tmp_path_factory.mktemp("executed"), timeout=900, fast=True)
+        nb, seconds = runner.execute(
+            PATH, tmp_path_factory.mktemp("executed"), timeout=900, fast=True
+        )
     runner.record_times({PATH.stem: seconds}, fast=True)
     return nb
 
@@ -38,7 +45,10 @@ def _cell(nb, cell_id):
 
 
 def _text(cell) -> str:
-    return "".join(o.text if o.output_type == "stream" else o.get("data", {}).get("text/plain", "") for o in cell.outputs)
+    return "".join(
+        o.text if o.output_type == "stream" else o.get("data", {}).get("text/plain", "")
+        for o in cell.outputs
+    )
 
 
 def _mimes(cell) -> set[str]:
@@ -68,5 +78,7 @@ def test_06_runs_in_fast_mode_and_shows_its_work(executed):
         assert WIDGET in _mimes(_cell(nb, cid)), cid
     committed = _cell(nb, "committed")
     markdown = "".join(o.get("data", {}).get("text/markdown", "") for o in committed.outputs)
-    assert "| standard training | 5 |" in markdown and "R texture (2×2)" in markdown  # the committed 5-seed tables
+    assert (
+        "| standard training | 5 |" in markdown and "R texture (2×2)" in markdown
+    )  # the committed 5-seed tables
     assert PNG in _mimes(committed)

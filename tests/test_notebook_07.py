@@ -1,4 +1,6 @@
-"""Notebook 07 (face attributes): committed clean, thin, and it runs in FAST mode on real LFW and labels."""
+"""Notebook 07 (face attributes): committed clean, thin, and it runs in FAST mode on real LFW and
+labels."""
+
 from __future__ import annotations
 
 import os
@@ -14,7 +16,8 @@ PNG = "image/png"
 
 
 def test_has_its_exercises_questionnaire_reading_and_widgets():
-    """(Clean copy, goals, runtime, parameters cell and no logic: ``tests/test_notebooks.py`` for all nine.)"""
+    """(Clean copy, goals, runtime, parameters cell and no logic: ``tests/test_notebooks.py`` for
+    all nine.)"""
     nb = nbformat.read(PATH, as_version=4)
     markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     assert markdown.count("<details><summary>Solution</summary>") >= 4
@@ -44,17 +47,23 @@ def test_runs_in_fast_mode(lfw_root, tmp_path, monkeypatch):
     cells = {c.id: c for c in nb.cells}
 
     def text(cid):
-        return "".join(o.get("text", "") + "".join(o.get("data", {}).get("text/plain", ""))
-                       for o in cells[cid].outputs)
+        return "".join(
+            o.get("text", "") + "".join(o.get("data", {}).get("text/plain", ""))
+            for o in cells[cid].outputs
+        )
 
     assert "identity-disjoint" in text("probeset") and "without any label" in text("probeset")
     assert "none trained the network" in text("checkpoint-split")
     assert "best at" in text("run-probes")
-    assert any(WIDGET in o.get("data", {}) for o in cells["widget"].outputs), "the explorer rendered"
+    assert any(WIDGET in o.get("data", {}) for o in cells["widget"].outputs), (
+        "the explorer rendered"
+    )
     assert any(PNG in o.get("data", {}) for o in cells["static"].outputs), "the static twin drew"
     assert "probes fitted" in text("checkpoint-probes")
     assert "DevTest accuracy before" in text("finetune")
     fair = "".join(o.get("data", {}).get("text/markdown", "") for o in cells["fair"].outputs)
     assert "| men |" in fair and "| women |" in fair and "| mixed |" in fair
-    budget = float(os.environ.get("CRAFT_NOTEBOOK07_BUDGET_S", 900))  # 1-2 min on an idle 2-core machine
+    budget = float(
+        os.environ.get("CRAFT_NOTEBOOK07_BUDGET_S", 900)
+    )  # 1-2 min on an idle 2-core machine
     assert seconds < budget, f"notebook 07 took {seconds:.0f} s in FAST mode"

@@ -1,12 +1,15 @@
-"""The workshop notebooks: committed clean, and each one runs in FAST mode on real LFW and shows its work.
+"""The workshop notebooks: committed clean, and each one runs in FAST mode on real LFW and shows its
+work.
 
 (a) every notebook in ``notebooks/`` is stored without outputs, execution counts or widget state;
-(b) the session fixture ``workshop_executed`` (conftest) executes 00-05 once (FAST, fresh ``$CRAFTLIB_RUNS``
-so that every training really runs, solutions appended) with ``craftlib.workshop.notebooks``, and one test per
-notebook opens the executed copy and checks the outputs of its key cells (found by cell id): a notebook
-that silently skips its work fails; the companions 06-08 have their own test files;
-(c) the execution times go to ``build/notebook_times.json``.
+(b) the session fixture ``workshop_executed`` (conftest) executes 00-05 once (FAST, fresh
+``$CRAFTLIB_RUNS`` so that every training really runs, solutions appended) with
+``craftlib.workshop.notebooks``, and one test per notebook opens the executed copy and checks the
+outputs of its key cells (found by cell id): a notebook that silently skips its work fails; the
+companions 06-08 have their own test files; (c) the execution times go to
+``build/notebook_times.json``.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,20 +19,30 @@ import re
 import nbformat
 import pytest
 
-from conftest import WORKSHOP_NOTEBOOKS
-
-from craftlib.workshop import notebooks as runner
 from craftlib.recipes import ARM_LABELS, DEFAULT_ARMS
+from craftlib.workshop import notebooks as runner
+
+from conftest import WORKSHOP_NOTEBOOKS
 
 pytestmark = pytest.mark.notebooks
 
 NOTEBOOKS = runner.list_notebooks()
-EXPECTED = ["00_setup_and_data", "01_train_a_face_cnn", "02_dying_filters", "03_contextual_reactivation",
-            "04_training_with_craft", "05_face_verification",  # the workshop
-            "06_crelu_and_topk", "07_face_attributes", "08_federated"]  # the companions
+EXPECTED = [
+    "00_setup_and_data",
+    "01_train_a_face_cnn",
+    "02_dying_filters",
+    "03_contextual_reactivation",
+    "04_training_with_craft",
+    "05_face_verification",  # the workshop
+    "06_crelu_and_topk",
+    "07_face_attributes",
+    "08_federated",
+]  # the companions
 WIDGET = "application/vnd.jupyter.widget-view+json"
 PNG = "image/png"
-BUDGET_S = float(os.environ.get("CRAFT_NOTEBOOK_BUDGET_S", 600))  # 00-05 with their solutions, FAST, 2 cores
+BUDGET_S = float(
+    os.environ.get("CRAFT_NOTEBOOK_BUDGET_S", 600)
+)  # 00-05 with their solutions, FAST, 2 cores
 
 
 # ---------------------------------------------------------------------------------------------
@@ -44,21 +57,36 @@ def test_the_nine_notebooks_are_there():
 def test_committed_clean(path):
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
-    assert runner.problems(nb) == [], f"{path.name} has stored outputs: run `python -m craftlib.workshop.notebooks --clean`"
+    assert runner.problems(nb) == [], (
+        f"{path.name} has stored outputs: run `python -m craftlib.workshop.notebooks --clean`"
+    )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_structure(path):
-    """Goals and runtime first, a papermill parameters cell with FAST, solutions to reveal, logic imported."""
+    """Goals and runtime first, a papermill parameters cell with FAST, solutions to reveal, logic
+    imported."""
     nb = nbformat.read(path, as_version=4)
-    first = next(c for c in nb.cells if "colab-setup" not in c.metadata.get("tags", []))  # after the Colab cell
-    assert first.cell_type == "markdown" and "Learning goals" in first.source and "Expected runtime" in first.source
+    first = next(
+        c for c in nb.cells if "colab-setup" not in c.metadata.get("tags", [])
+    )  # after the Colab cell
+    assert (
+        first.cell_type == "markdown"
+        and "Learning goals" in first.source
+        and "Expected runtime" in first.source
+    )
     params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1 and "FAST = paths.fast_mode(default=False)" in params[0].source
-    assert any("<details><summary>Solution</summary>" in c.source for c in nb.cells if c.cell_type == "markdown")
+    assert any(
+        "<details><summary>Solution</summary>" in c.source
+        for c in nb.cells
+        if c.cell_type == "markdown"
+    )
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     assert "from craftlib import" in code
-    assert not re.search(r"^\s*(def|class)\s", code, re.M), "notebooks call craftlib; logic belongs in the library"
+    assert not re.search(r"^\s*(def|class)\s", code, re.M), (
+        "notebooks call craftlib; logic belongs in the library"
+    )
     ids = [c.id for c in nb.cells]
     assert len(ids) == len(set(ids))
 
@@ -69,8 +97,12 @@ def test_structure(path):
 
 @pytest.fixture(scope="session")
 def executed(workshop_executed):
-    """Notebooks 00-05 as the shared fixture executed them (with their solutions appended): name -> notebook."""
-    return {name: v if name == "_times" or isinstance(v, Exception) else v[0] for name, v in workshop_executed.items()}
+    """Notebooks 00-05 as the shared fixture executed them (with their solutions appended): name ->
+    notebook."""
+    return {
+        name: v if name == "_times" or isinstance(v, Exception) else v[0]
+        for name, v in workshop_executed.items()
+    }
 
 
 def _executed(executed, name):
@@ -112,7 +144,9 @@ def _check_all_ran(nb):
 
 def _has_widget_state(nb):
     state = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {})
-    assert state.get("state"), "the executed notebook stores no widget state (widgets would not render in HTML)"
+    assert state.get("state"), (
+        "the executed notebook stores no widget state (widgets would not render in HTML)"
+    )
 
 
 TIMEOUT = pytest.mark.timeout(2400)  # the first test also pays for running all six notebooks
@@ -148,9 +182,19 @@ def test_02_dying_filters(executed):
     nb = _executed(executed, "02_dying_filters")
     _check_all_ran(nb)
     assert "31 / 64" in _text(_cell(nb, "mobilefacenet-count"))
-    assert "exactly the same channels as the dead filters: True" in _text(_cell(nb, "mobilefacenet-gamma"))
-    for cid in ("mobilefacenet-grid", "mobilefacenet-histogram", "mobilefacenet-maps", "ours-grid",
-                "threshold-static", "death-timeline", "gamma-timeline", "decay-experiment"):
+    assert "exactly the same channels as the dead filters: True" in _text(
+        _cell(nb, "mobilefacenet-gamma")
+    )
+    for cid in (
+        "mobilefacenet-grid",
+        "mobilefacenet-histogram",
+        "mobilefacenet-maps",
+        "ours-grid",
+        "threshold-static",
+        "death-timeline",
+        "gamma-timeline",
+        "decay-experiment",
+    ):
         assert PNG in _mimes(_cell(nb, cid)), cid
     assert WIDGET in _mimes(_cell(nb, "threshold-explorer"))
     assert "no decay on BN / biases" in _text(_cell(nb, "decay-experiment"))
@@ -162,7 +206,14 @@ def test_02_dying_filters(executed):
 def test_03_contextual_reactivation(executed):
     nb = _executed(executed, "03_contextual_reactivation")
     _check_all_ran(nb)
-    for cid in ("start", "context", "strategies", "lab-static", "reset-activation", "reset-weights"):
+    for cid in (
+        "start",
+        "context",
+        "strategies",
+        "lab-static",
+        "reset-activation",
+        "reset-weights",
+    ):
         assert PNG in _mimes(_cell(nb, cid)), cid
     assert WIDGET in _mimes(_cell(nb, "reactivation-lab"))
     pressed = _text(_cell(nb, "lab-press"))
@@ -176,7 +227,14 @@ def test_03_contextual_reactivation(executed):
 def test_04_training_with_craft(executed):
     nb = _executed(executed, "04_training_with_craft")
     _check_all_ran(nb)
-    for cid in ("craft-train", "inactive-fraction", "craft-timeline", "before-after", "grid-standard", "grid-craft"):
+    for cid in (
+        "craft-train",
+        "inactive-fraction",
+        "craft-timeline",
+        "before-after",
+        "grid-standard",
+        "grid-craft",
+    ):
         assert PNG in _mimes(_cell(nb, cid)), cid
     events = _text(_cell(nb, "events"))
     assert "re-activation events:" in events and "filters renewed" in events
@@ -221,4 +279,6 @@ def test_times_recorded_and_within_budget(executed):
         assert data["fast"][name] == pytest.approx(times[name], abs=0.1)
     total = sum(times.values())
     assert len(times) == len(WORKSHOP_NOTEBOOKS), f"only {sorted(times)} executed"
-    assert total <= BUDGET_S, f"FAST notebooks took {total:.0f} s together (budget {BUDGET_S:.0f} s): {times}"
+    assert total <= BUDGET_S, (
+        f"FAST notebooks took {total:.0f} s together (budget {BUDGET_S:.0f} s): {times}"
+    )

@@ -1,11 +1,13 @@
-"""The install story stays consistent: pyproject, environment.yml, constraints.txt, README, and no data in git."""
+"""The install story stays consistent: pyproject, environment.yml, constraints.txt, README, and no
+data in git."""
+
 from __future__ import annotations
 
 import subprocess
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -37,7 +39,7 @@ def environment_pip_requirements() -> set[tuple[str, str, str]]:
     start = next(i for i, line in enumerate(lines) if line.strip() == "- pip:")
     indent = len(lines[start]) - len(lines[start].lstrip())
     specs = []
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         if len(line) - len(line.lstrip()) <= indent:
@@ -50,7 +52,10 @@ def environment_pip_requirements() -> set[tuple[str, str, str]]:
 
 def test_environment_yml_matches_pyproject():
     env, project = environment_pip_requirements(), pyproject_requirements(LEARNER)
-    assert env == project, f"only in environment.yml: {sorted(env - project)}; only in pyproject: {sorted(project - env)}"
+    assert env == project, (
+        f"only in environment.yml: {sorted(env - project)}; only in pyproject: "
+        f"{sorted(project - env)}"
+    )
 
 
 def test_environment_yml_parses_as_yaml_too():
@@ -72,8 +77,9 @@ def test_constraints_pin_every_dependency():
         if marker and not Marker(marker).evaluate():
             continue  # e.g. numpy<2 on Intel Macs only: CI's pins are for this platform
         assert name in pins, f"constraints.txt does not pin {name}"
-        assert Requirement(f"{name}{spec}").specifier.contains(pins[name], prereleases=True), \
+        assert Requirement(f"{name}{spec}").specifier.contains(pins[name], prereleases=True), (
             f"constraints.txt pins {name}=={pins[name]}, outside pyproject's {spec}"
+        )
 
 
 def test_readme_names_the_two_commands():
@@ -85,11 +91,21 @@ def test_readme_names_the_two_commands():
 
 def test_no_lfw_data_is_tracked_by_git():
     try:
-        files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+        files = subprocess.run(
+            ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.split()
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("not a git checkout")
     images = [f for f in files if f.lower().endswith((".jpg", ".jpeg", ".npy", ".tgz"))]
-    pair_files = [f for f in files if Path(f).name in {"pairs.txt", "pairsDevTrain.txt", "pairsDevTest.txt",
-                                                       "people.txt", "lfw-names.txt"}]
-    lfw_dirs = [f for f in files if any(part in {"lfw-deepfunneled", "lfw_funneled", "lfw_home"} for part in Path(f).parts)]
+    pair_files = [
+        f
+        for f in files
+        if Path(f).name
+        in {"pairs.txt", "pairsDevTrain.txt", "pairsDevTest.txt", "people.txt", "lfw-names.txt"}
+    ]
+    lfw_dirs = [
+        f
+        for f in files
+        if any(part in {"lfw-deepfunneled", "lfw_funneled", "lfw_home"} for part in Path(f).parts)
+    ]
     assert not images and not pair_files and not lfw_dirs, images[:5] + pair_files + lfw_dirs[:5]

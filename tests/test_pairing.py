@@ -1,11 +1,19 @@
-"""The CReLU pairing measure: planted φ/−φ pairs are found, orthogonal filters show none, random is the reference."""
+"""The CReLU pairing measure: planted φ/−φ pairs are found, orthogonal filters show none, random is
+the reference."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from craftlib.companions.sparsity.pairing import (anti_partner, pair_cosines, pairing_summary, planted_pairs, random_reference)
+from craftlib.companions.sparsity.pairing import (
+    anti_partner,
+    pair_cosines,
+    pairing_summary,
+    planted_pairs,
+    random_reference,
+)
 
 
 def test_planted_pairs_are_found():
@@ -27,7 +35,9 @@ def test_a_scaled_negative_copy_is_still_a_pair():
 
 
 def test_orthogonal_filters_have_no_pairs():
-    q = torch.linalg.qr(torch.randn(27, 27, dtype=torch.float64, generator=torch.Generator().manual_seed(0))).Q
+    q = torch.linalg.qr(
+        torch.randn(27, 27, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    ).Q
     layer = q.T[:16].reshape(16, 3, 3, 3)
     cos, _ = pair_cosines(layer)
     np.testing.assert_allclose(cos, 0.0, atol=1e-12)
@@ -37,10 +47,16 @@ def test_orthogonal_filters_have_no_pairs():
 
 def test_random_filters_sit_between_and_define_the_threshold():
     ref = random_reference((64, 3, 3, 3), draws=50)
-    assert ref.shape == (64 * 50,) and -0.6 < ref.mean() < -0.3  # 27 dims: random pairs are far from −1
-    s = pairing_summary(torch.randn(64, 3, 3, 3, generator=torch.Generator().manual_seed(1)), draws=50)
+    assert (
+        ref.shape == (64 * 50,) and -0.6 < ref.mean() < -0.3
+    )  # 27 dims: random pairs are far from −1
+    s = pairing_summary(
+        torch.randn(64, 3, 3, 3, generator=torch.Generator().manual_seed(1)), draws=50
+    )
     assert abs(s["shift"]) < 0.05 and s["paired_fraction"] < 0.1
-    assert s["threshold"] == pytest.approx(np.percentile(random_reference((64, 3, 3, 3), draws=50), 1.0))
+    assert s["threshold"] == pytest.approx(
+        np.percentile(random_reference((64, 3, 3, 3), draws=50), 1.0)
+    )
 
 
 def test_mask_restricts_the_comparison():
@@ -61,10 +77,13 @@ def test_released_mobilefacenet_stem_is_more_paired_than_random(stem):
 
 
 def test_matched_reference_separates_pairs_from_crowded_directions():
-    """Filters crowded into 3 directions look "paired" against isotropic random filters, not against matched ones."""
+    """Filters crowded into 3 directions look "paired" against isotropic random filters, not against
+    matched ones."""
     g = torch.Generator().manual_seed(0)
-    crowded = (torch.randn(64, 3, generator=g, dtype=torch.float64)
-               @ torch.randn(3, 27, generator=g, dtype=torch.float64)).reshape(64, 3, 3, 3)
+    crowded = (
+        torch.randn(64, 3, generator=g, dtype=torch.float64)
+        @ torch.randn(3, 27, generator=g, dtype=torch.float64)
+    ).reshape(64, 3, 3, 3)
     s = pairing_summary(crowded, draws=50)
     assert s["paired_fraction"] > 0.9 and s["matched"]["paired_fraction"] < 0.05
     planted = pairing_summary(planted_pairs(8), draws=50)
@@ -83,10 +102,15 @@ def test_matched_reference_has_the_layers_second_moment():
 
 
 def _twin_model(beta_i: float, beta_j: float):
-    """A CReLU stem whose filters 0 and 1 are exact twins (w1 = −w0) and whose other filters are random."""
+    """A CReLU stem whose filters 0 and 1 are exact twins (w1 = −w0) and whose other filters are
+    random."""
     from craftlib.models import FaceCNN, ModelConfig
 
-    model = FaceCNN(ModelConfig(input_size=16, stem_channels=8, stem_act="crelu", widths=(4, 8, 8), embedding_dim=8))
+    model = FaceCNN(
+        ModelConfig(
+            input_size=16, stem_channels=8, stem_act="crelu", widths=(4, 8, 8), embedding_dim=8
+        )
+    )
     with torch.no_grad():
         w = torch.randn_like(model.conv1.weight)
         w[1] = -w[0]
@@ -99,7 +123,8 @@ def _twin_model(beta_i: float, beta_j: float):
 
 
 def test_twins_with_mirrored_shifts_cut_at_one_threshold():
-    """β_j = −β_i: relu(z_i) and relu(−z_j) fire on exactly the same positions (gap 0, nothing disagrees)."""
+    """β_j = −β_i: relu(z_i) and relu(−z_j) fire on exactly the same positions (gap 0, nothing
+    disagrees)."""
     from craftlib.companions.sparsity.pairing import twin_thresholds, twin_verdict
 
     torch.manual_seed(0)
@@ -112,7 +137,8 @@ def test_twins_with_mirrored_shifts_cut_at_one_threshold():
 
 
 def test_twins_with_different_shifts_have_the_predicted_gap():
-    """z_i = c + β_i, z_j = −c + β_j: j's zero crossing is at z_i = β_i + β_j, i.e. that many sd of c apart."""
+    """z_i = c + β_i, z_j = −c + β_j: j's zero crossing is at z_i = β_i + β_j, i.e. that many sd of
+    c apart."""
     from craftlib.companions.sparsity.pairing import twin_thresholds, twin_verdict
 
     torch.manual_seed(0)
@@ -124,6 +150,8 @@ def test_twins_with_different_shifts_have_the_predicted_gap():
     expected = 0.9 * float(np.sqrt(1 + model.bn1.eps)) / float(c.std(unbiased=False))
     assert t["gap"] == pytest.approx(expected, rel=1e-4)
     z = c.numpy() / np.sqrt(1 + model.bn1.eps)
-    assert t["disagree"] == pytest.approx(np.mean((z > -0.5) & (z < 0.4)), abs=1e-6)  # the band between the zeros
+    assert t["disagree"] == pytest.approx(
+        np.mean((z > -0.5) & (z < 0.4)), abs=1e-6
+    )  # the band between the zeros
     assert twin_verdict([t["gap"]]) == ("two thresholds" if expected >= 0.5 else "inconclusive")
     assert twin_verdict([]) == "no twins"

@@ -1,4 +1,5 @@
 """Where craftlib puts files, the FAST switch, and atomic writes."""
+
 from __future__ import annotations
 
 import os
@@ -18,8 +19,19 @@ def test_cache_and_runs_dirs_follow_the_environment(tmp_path, monkeypatch):
     assert paths.runs_dir() == paths.REPO_ROOT / "runs"
 
 
-@pytest.mark.parametrize("value, expected", [("1", True), ("true", True), (" Yes ", True), ("on", True),
-                                             ("0", False), ("no", False), ("", False), ("off", False)])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("1", True),
+        ("true", True),
+        (" Yes ", True),
+        ("on", True),
+        ("0", False),
+        ("no", False),
+        ("", False),
+        ("off", False),
+    ],
+)
 def test_fast_mode(monkeypatch, value, expected):
     monkeypatch.setenv(paths.ENV_FAST, value)
     assert paths.fast_mode() is expected

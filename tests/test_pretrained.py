@@ -1,7 +1,10 @@
-"""The released MobileFaceNet anchor: found by ``$CRAFTLIB_MODELS``, checksum-pinned, a clear error otherwise.
+"""The released MobileFaceNet anchor: found by ``$CRAFTLIB_MODELS``, checksum-pinned, a clear error
+otherwise.
 
-(What its first layer says — 31 of 64 filters dead — is tested with the scores in ``test_activity.py``.)
+(What its first layer says — 31 of 64 filters dead — is tested with the scores in
+``test_activity.py``.)
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -14,7 +17,11 @@ import craftlib.pretrained as pretrained
 
 
 def test_stem_is_conv_bn_relu6_in_eval_mode(stem):
-    assert isinstance(stem[0], nn.Conv2d) and isinstance(stem[1], nn.BatchNorm2d) and isinstance(stem[2], nn.ReLU6)
+    assert (
+        isinstance(stem[0], nn.Conv2d)
+        and isinstance(stem[1], nn.BatchNorm2d)
+        and isinstance(stem[2], nn.ReLU6)
+    )
     assert stem[0].weight.shape == (64, 3, 3, 3) and stem[0].stride == (2, 2)
     assert not stem.training
     assert stem(torch.zeros(1, 3, 112, 112)).shape == (1, 64, 56, 56)
@@ -73,7 +80,10 @@ def test_failed_download_explains(models_dir, monkeypatch):
 
 def test_pinned_checksum_matches_provenance():
     """The pin in the code is the one in PROVENANCE.md (and the URL names the same commit)."""
-    assert pretrained.MOBILEFACENET["sha256"] == "90a00ba1d8b0b688af3deb731ed53dca582e6106805d1bc3cfdef55f570493f4"
+    assert (
+        pretrained.MOBILEFACENET["sha256"]
+        == "90a00ba1d8b0b688af3deb731ed53dca582e6106805d1bc3cfdef55f570493f4"
+    )
     assert "a6cc9032a659b615f477833e1a70b5e7931bcccc" in pretrained.MOBILEFACENET["url"]
 
 

@@ -1,4 +1,6 @@
-"""Progress bars that suit their output (craftlib.progress): lines in a log, text in a notebook, bars on a terminal."""
+"""Progress bars that suit their output (craftlib.progress): lines in a log, text in a notebook,
+bars on a terminal."""
+
 from __future__ import annotations
 
 import io
@@ -67,7 +69,8 @@ print("trained", trainer.step, "steps")
 
 @pytest.mark.slow
 def test_a_notebook_keeps_training_progress_as_text_not_widgets(lfw_root, tmp_path):
-    """In a kernel each epoch's bar is one text/plain output, updated in place: it survives save and reopen."""
+    """In a kernel each epoch's bar is one text/plain output, updated in place: it survives save and
+    reopen."""
     from nbclient import NotebookClient
 
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(NOTEBOOK_CELL)])
@@ -76,7 +79,11 @@ def test_a_notebook_keeps_training_progress_as_text_not_widgets(lfw_root, tmp_pa
     nbformat.write(nb, path)
     outputs = nbformat.read(path, as_version=4).cells[0].outputs
     shown = [o for o in outputs if o.output_type == "display_data"]
-    assert [o.data["text/plain"].split(":")[0] for o in shown] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert [o.data["text/plain"].split(":")[0] for o in shown] == [
+        "epoch 1/3",
+        "epoch 2/3",
+        "epoch 3/3",
+    ]
     assert all(set(o.data) == {"text/plain"} and "100%" in o.data["text/plain"] for o in shown)
     assert not [o for o in outputs if o.output_type == "stream" and o.name == "stderr"]
     assert any("trained" in o.get("text", "") for o in outputs)
@@ -84,12 +91,34 @@ def test_a_notebook_keeps_training_progress_as_text_not_widgets(lfw_root, tmp_pa
 
 @pytest.mark.slow
 def test_the_command_line_logs_one_progress_line_per_epoch(lfw_root, tmp_path):
-    """What `make demo > log` and CI see: stderr is a pipe, so one line per epoch and no redraw frames."""
-    out = subprocess.run([sys.executable, "-m", "craftlib", "train", "--recipe", "fast", "--epochs", "2",
-                          "--max-identities", "40", "--data", str(lfw_root), "--out", str(tmp_path)],
-                         capture_output=True, text=True, timeout=600)
+    """What `make demo > log` and CI see: stderr is a pipe, so one line per epoch and no redraw
+    frames."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "craftlib",
+            "train",
+            "--recipe",
+            "fast",
+            "--epochs",
+            "2",
+            "--max-identities",
+            "40",
+            "--data",
+            str(lfw_root),
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "\r" not in out.stderr
     epochs = [line for line in out.stderr.splitlines() if line.startswith("epoch ")]
-    assert [line.split(":")[0] for line in epochs] == ["epoch 1/2", "epoch 2/2"] and "100%" in epochs[-1]
+    assert [line.split(":")[0] for line in epochs] == [
+        "epoch 1/2",
+        "epoch 2/2",
+    ] and "100%" in epochs[-1]
     assert len(out.stderr) < 4_000, out.stderr  # the whole demo is 3 arms x 10 such lines: a few KB

@@ -1,13 +1,16 @@
-"""Re-activation: properties for every strategy, what each strategy draws, and everything around a new filter.
+"""Re-activation: properties for every strategy, what each strategy draws, and everything around a
+new filter.
 
 Hypothesis draws conv layers (2-64 filters, 1-4 input channels, 1x1 or 3x3, with or without bias and
-a following BatchNorm, float32 or float16), a random mask of filters to re-activate whose weights are
-zero, tiny or ordinary, and an optimizer (SGD-momentum, Adam, AdamW) whose state has been populated.
-Then each strategy's draw (``orthogonal``: RePr-like, orthonormal and orthogonal to the strong filters'
-principal directions), the downstream modes on a FaceCNN (next conv's input weights, PReLU slope, BN,
-every optimizer state, Adam's step) and the detector helpers. The callback inside training is in
+a following BatchNorm, float32 or float16), a random mask of filters to re-activate whose weights
+are zero, tiny or ordinary, and an optimizer (SGD-momentum, Adam, AdamW) whose state has been
+populated. Then each strategy's draw (``orthogonal``: RePr-like, orthonormal and orthogonal to the
+strong filters' principal directions), the downstream modes on a FaceCNN (next conv's input weights,
+PReLU slope, BN, every optimizer state, Adam's step) and the detector helpers. The callback inside
+training is in
 ``test_reactivation_callback.py``.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -21,13 +24,36 @@ from torch import nn
 
 from craftlib.activity import max_cosine
 from craftlib.models import FaceCNN, ModelConfig
-from craftlib.reactivation import (DOWNSTREAM, PAPER_READING, PRELU_INIT, STRATEGIES, Reactivation,
-                                   ReactivationWarning, check_strategy, clear_optimizer_state, context_gaussian,
-                                   event_record, new_filters, principal_directions, reactivate, reactivate_model,
-                                   reset_activation, reset_batchnorm, reset_downstream, stem_consumers, stem_parts,
-                                   strong_mask, surroundings)
+from craftlib.reactivation import (
+    DOWNSTREAM,
+    PAPER_READING,
+    PRELU_INIT,
+    STRATEGIES,
+    Reactivation,
+    ReactivationWarning,
+    check_strategy,
+    clear_optimizer_state,
+    context_gaussian,
+    event_record,
+    new_filters,
+    principal_directions,
+    reactivate,
+    reactivate_model,
+    reset_activation,
+    reset_batchnorm,
+    reset_downstream,
+    stem_consumers,
+    stem_parts,
+    strong_mask,
+    surroundings,
+)
 
-RESCALED = ("contextual", "perturbed", "orthogonal", "random_matched")  # to the strong filters' median norm
+RESCALED = (
+    "contextual",
+    "perturbed",
+    "orthogonal",
+    "random_matched",
+)  # to the strong filters' median norm
 CHANGING = tuple(s for s in STRATEGIES if s != "none")
 PROPERTY = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -46,9 +72,21 @@ def make_optimizer(kind: str | None, params: list[torch.Tensor]) -> torch.optim.
     return None
 
 
-def build_layer(out: int, cin: int, k: int, bias: bool, with_bn: bool, dtype: torch.dtype, opt_kind: str | None,
-                mask: np.ndarray, dead_scale: float, seed: int, device: str = "cpu"):
-    """conv (+BN) in ``dtype`` on ``device``; masked filters scaled by ``dead_scale``; optimizer stepped twice."""
+def build_layer(
+    out: int,
+    cin: int,
+    k: int,
+    bias: bool,
+    with_bn: bool,
+    dtype: torch.dtype,
+    opt_kind: str | None,
+    mask: np.ndarray,
+    dead_scale: float,
+    seed: int,
+    device: str = "cpu",
+):
+    """conv (+BN) in ``dtype`` on ``device``; masked filters scaled by ``dead_scale``; optimizer
+    stepped twice."""
     g = torch.Generator().manual_seed(seed)
     conv = nn.Conv2d(cin, out, k, bias=bias)
     bn = nn.BatchNorm2d(out) if with_bn else None
@@ -62,7 +100,9 @@ def build_layer(out: int, cin: int, k: int, bias: bool, with_bn: bool, dtype: to
             for p in params:
                 p.grad = torch.randn(p.shape, generator=g).to(device, dtype)
             opt.step()
-    with torch.no_grad():  # then set the weights we want: ordinary strong filters, (near-)dead masked ones
+    with (
+        torch.no_grad()
+    ):  # then set the weights we want: ordinary strong filters, (near-)dead masked ones
         scale = float(torch.empty(1).uniform_(0.05, 1.0, generator=g))
         w = torch.randn(conv.weight.shape, generator=g, dtype=torch.float64) * scale
         w[torch.as_tensor(mask)] *= dead_scale
@@ -81,39 +121,71 @@ def tensors(conv: nn.Conv2d, bn: nn.BatchNorm2d | None, opt) -> dict[str, torch.
     """Every tensor re-activation may touch, cloned, keyed by a readable name."""
     out = {"weight": conv.weight, "bias": conv.bias}
     if bn is not None:
-        out.update({"bn.weight": bn.weight, "bn.bias": bn.bias, "bn.running_mean": bn.running_mean,
-                    "bn.running_var": bn.running_var, "bn.num_batches_tracked": bn.num_batches_tracked})
+        out.update(
+            {
+                "bn.weight": bn.weight,
+                "bn.bias": bn.bias,
+                "bn.running_mean": bn.running_mean,
+                "bn.running_var": bn.running_var,
+                "bn.num_batches_tracked": bn.num_batches_tracked,
+            }
+        )
     if opt is not None:
         for pname, p in [("weight", conv.weight), ("bias", conv.bias)] + (
-                [("bn.weight", bn.weight), ("bn.bias", bn.bias)] if bn is not None else []):
+            [("bn.weight", bn.weight), ("bn.bias", bn.bias)] if bn is not None else []
+        ):
             if p is not None:
                 for sname, v in opt.state[p].items():
                     out[f"state[{pname}].{sname}"] = v
     return {k: v.detach().clone() for k, v in out.items() if v is not None}
 
 
-layer_specs = st.fixed_dictionaries({
-    "out": st.integers(2, 64),
-    "cin": st.integers(1, 4),
-    "k": st.sampled_from([1, 3]),
-    "bias": st.booleans(),
-    "with_bn": st.booleans(),
-    "dtype": st.sampled_from([torch.float32, torch.float16]),
-    "opt_kind": st.sampled_from(["sgd", "adam", "adamw", None]),
-    "dead_scale": st.sampled_from([0.0, 1e-6, 1e-3, 1.0]),
-    "seed": st.integers(0, 2**31 - 1),
-}).flatmap(lambda spec: st.lists(st.booleans(), min_size=spec["out"], max_size=spec["out"]).map(
-    lambda mask: {**spec, "mask": np.array(mask, dtype=bool)}))
+layer_specs = st.fixed_dictionaries(
+    {
+        "out": st.integers(2, 64),
+        "cin": st.integers(1, 4),
+        "k": st.sampled_from([1, 3]),
+        "bias": st.booleans(),
+        "with_bn": st.booleans(),
+        "dtype": st.sampled_from([torch.float32, torch.float16]),
+        "opt_kind": st.sampled_from(["sgd", "adam", "adamw", None]),
+        "dead_scale": st.sampled_from([0.0, 1e-6, 1e-3, 1.0]),
+        "seed": st.integers(0, 2**31 - 1),
+    }
+).flatmap(
+    lambda spec: st.lists(st.booleans(), min_size=spec["out"], max_size=spec["out"]).map(
+        lambda mask: {**spec, "mask": np.array(mask, dtype=bool)}
+    )
+)
 
 
 def run_reactivate(spec: dict, strategy: str, device: str = "cpu", seed: int = 1):
-    conv, bn, opt = build_layer(spec["out"], spec["cin"], spec["k"], spec["bias"], spec["with_bn"], spec["dtype"],
-                                spec["opt_kind"], spec["mask"], spec["dead_scale"], spec["seed"], device)
+    conv, bn, opt = build_layer(
+        spec["out"],
+        spec["cin"],
+        spec["k"],
+        spec["bias"],
+        spec["with_bn"],
+        spec["dtype"],
+        spec["opt_kind"],
+        spec["mask"],
+        spec["dead_scale"],
+        spec["seed"],
+        device,
+    )
     before = tensors(conv, bn, opt)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ReactivationWarning)  # degenerate masks are tested on their own below
-        result = reactivate(conv, spec["mask"], strategy, bn=bn, optimizer=opt,
-                            generator=torch.Generator().manual_seed(seed))
+        warnings.simplefilter(
+            "ignore", ReactivationWarning
+        )  # degenerate masks are tested on their own below
+        result = reactivate(
+            conv,
+            spec["mask"],
+            strategy,
+            bn=bn,
+            optimizer=opt,
+            generator=torch.Generator().manual_seed(seed),
+        )
     return conv, bn, opt, before, tensors(conv, bn, opt), result
 
 
@@ -125,7 +197,9 @@ def check_properties(spec: dict, strategy: str, device: str = "cpu") -> None:
     assert result.filters == rows.tolist() and result.total == spec["out"]
 
     for name in before:  # shapes, dtypes and finiteness of everything
-        assert after[name].shape == before[name].shape and after[name].dtype == before[name].dtype, name
+        assert (
+            after[name].shape == before[name].shape and after[name].dtype == before[name].dtype
+        ), name
         if after[name].is_floating_point():
             assert torch.isfinite(after[name]).all(), name
 
@@ -143,7 +217,9 @@ def check_properties(spec: dict, strategy: str, device: str = "cpu") -> None:
 
     w_new, w_old = after["weight"][mask], before["weight"][mask]
     for i in range(len(rows)):
-        assert not torch.equal(w_new[i], w_old[i]), f"filter {rows[i].item()} was not re-initialised"
+        assert not torch.equal(w_new[i], w_old[i]), (
+            f"filter {rows[i].item()} was not re-initialised"
+        )
 
     strong = before["weight"][~mask].double().flatten(1).cpu()
     new = w_new.double().flatten(1).cpu()
@@ -153,22 +229,38 @@ def check_properties(spec: dict, strategy: str, device: str = "cpu") -> None:
         np.testing.assert_allclose(new.norm(dim=1).numpy(), target, rtol=rtol)
     if strategy == "orthogonal" and len(strong) > 0 and len(rows) <= strong.shape[1]:
         unit = new / new.norm(dim=1, keepdim=True)
-        tol = 2e-3 if spec["dtype"] == torch.float16 else 1e-4  # the cast to the weight's dtype rounds
-        q = principal_directions(strong, len(rows))  # none when n = d: then the result says so in a note
-        assert q.shape[1] == 0 and result.notes or (unit @ q).abs().max() < tol  # orthogonal to them
-        np.testing.assert_allclose((unit @ unit.T).numpy(), np.eye(len(rows)), atol=tol)  # and to each other
+        tol = (
+            2e-3 if spec["dtype"] == torch.float16 else 1e-4
+        )  # the cast to the weight's dtype rounds
+        q = principal_directions(
+            strong, len(rows)
+        )  # none when n = d: then the result says so in a note
+        assert (
+            q.shape[1] == 0 and result.notes or (unit @ q).abs().max() < tol
+        )  # orthogonal to them
+        np.testing.assert_allclose(
+            (unit @ unit.T).numpy(), np.eye(len(rows)), atol=tol
+        )  # and to each other
 
     if spec["bias"]:
         assert torch.all(after["bias"][mask] == 0)
     if bn is not None:  # the channel starts over: gamma 1, beta 0, running statistics of a fresh BN
         assert torch.all(after["bn.weight"][mask] == 1) and torch.all(after["bn.bias"][mask] == 0)
-        assert torch.all(after["bn.running_mean"][mask] == 0) and torch.all(after["bn.running_var"][mask] == 1)
+        assert torch.all(after["bn.running_mean"][mask] == 0) and torch.all(
+            after["bn.running_var"][mask] == 1
+        )
     for name in after:  # momentum_buffer / exp_avg / exp_avg_sq of the re-activated rows are zero
         if name.startswith("state[") and after[name].ndim >= 1:
             assert torch.all(after[name][mask] == 0), name
     if opt is not None:
-        expected = {"sgd": {"momentum_buffer"}, "adam": {"exp_avg", "exp_avg_sq"}, "adamw": {"exp_avg", "exp_avg_sq"}}
-        assert expected[spec["opt_kind"]] <= {n.split(".", 1)[1] for n in after if n.startswith("state[weight]")}
+        expected = {
+            "sgd": {"momentum_buffer"},
+            "adam": {"exp_avg", "exp_avg_sq"},
+            "adamw": {"exp_avg", "exp_avg_sq"},
+        }
+        assert expected[spec["opt_kind"]] <= {
+            n.split(".", 1)[1] for n in after if n.startswith("state[weight]")
+        }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,15 +287,30 @@ def test_same_seed_same_filters(strategy, spec):
 
 @pytest.mark.parametrize("strategy", CHANGING)
 def test_different_seed_different_filters(strategy):
-    spec = {"out": 16, "cin": 3, "k": 3, "bias": False, "with_bn": True, "dtype": torch.float32,
-            "opt_kind": "sgd", "dead_scale": 1e-3, "seed": 0, "mask": np.arange(16) < 5}
+    spec = {
+        "out": 16,
+        "cin": 3,
+        "k": 3,
+        "bias": False,
+        "with_bn": True,
+        "dtype": torch.float32,
+        "opt_kind": "sgd",
+        "dead_scale": 1e-3,
+        "seed": 0,
+        "mask": np.arange(16) < 5,
+    }
     a, b = run_reactivate(spec, strategy, seed=1)[4], run_reactivate(spec, strategy, seed=2)[4]
     assert not torch.equal(a["weight"], b["weight"])
 
 
 @pytest.mark.parametrize("strategy", CHANGING)
 @settings(max_examples=25, deadline=None)
-@given(k=st.integers(1, 40), d=st.sampled_from([3, 12, 27]), n=st.integers(1, 20), seed=st.integers(0, 2**31 - 1))
+@given(
+    k=st.integers(1, 40),
+    d=st.sampled_from([3, 12, 27]),
+    n=st.integers(1, 20),
+    seed=st.integers(0, 2**31 - 1),
+)
 def test_new_filters_shape_dtype_finite(strategy, k, d, n, seed):
     strong = torch.randn(k, d, generator=torch.Generator().manual_seed(seed))
     with warnings.catch_warnings():
@@ -234,11 +341,17 @@ def test_context_gaussian_is_the_strong_filters_mean_and_shrunk_covariance():
     mean, cov = context_gaussian(strong)
     assert torch.allclose(mean, strong.mean(0))
     sample_cov = torch.cov(strong.T)  # shrunk 10% toward its mean variance (k < d needs that)
-    expected = 0.9 * sample_cov + 0.1 * sample_cov.diagonal().mean() * torch.eye(27, dtype=torch.float64)
+    expected = 0.9 * sample_cov + 0.1 * sample_cov.diagonal().mean() * torch.eye(
+        27, dtype=torch.float64
+    )
     assert torch.allclose(cov, expected) and torch.allclose(cov, cov.T)
-    assert torch.linalg.eigvalsh(context_gaussian(strong[:5])[1]).min() > 0  # k < d: still full rank
+    assert (
+        torch.linalg.eigvalsh(context_gaussian(strong[:5])[1]).min() > 0
+    )  # k < d: still full rank
     one_mean, one_cov = context_gaussian(strong[:1])
-    assert torch.equal(one_mean, strong[0]) and torch.allclose(one_cov, one_cov.diagonal()[0] * torch.eye(27, dtype=torch.float64))
+    assert torch.equal(one_mean, strong[0]) and torch.allclose(
+        one_cov, one_cov.diagonal()[0] * torch.eye(27, dtype=torch.float64)
+    )
     with pytest.raises(ValueError, match="no strong filters"):
         context_gaussian(torch.empty(0, 27))
 
@@ -251,17 +364,23 @@ def test_contextual_draws_from_the_context_gaussian_at_the_strong_scale():
     drawn = mean + z @ torch.linalg.cholesky(cov).T
     target = torch.quantile(strong.norm(dim=1), 0.5)
     assert notes == []
-    assert torch.allclose(new, unit(drawn) * target)  # the Gaussian's direction, the strong filters' median norm
+    assert torch.allclose(
+        new, unit(drawn) * target
+    )  # the Gaussian's direction, the strong filters' median norm
 
 
 def test_contextual_is_not_random_at_the_same_scale():
-    """The ablation's point: at one and the same scale, contextual filters point like the strong ones."""
+    """The ablation's point: at one and the same scale, contextual filters point like the strong
+    ones."""
     strong = strong_filters()
     ctx, _ = new_filters("contextual", strong, 500, torch.Generator().manual_seed(0))
     matched, _ = new_filters("random_matched", strong, 500, torch.Generator().manual_seed(1))
     np.testing.assert_allclose(ctx.norm(dim=1).numpy(), matched.norm(dim=1).numpy(), rtol=1e-12)
     mean_dir = strong.mean(0) / strong.mean(0).norm()
-    along_ctx, along_matched = unit(ctx) @ mean_dir, unit(matched) @ mean_dir  # cosines to the mean filter
+    along_ctx, along_matched = (
+        unit(ctx) @ mean_dir,
+        unit(matched) @ mean_dir,
+    )  # cosines to the mean filter
     assert abs(along_matched.mean()) < 0.03  # random directions: no lean toward the strong filters
     assert along_ctx.mean() > 0.3 and along_ctx.mean() > 2 * along_matched.abs().mean()
 
@@ -270,9 +389,13 @@ def test_random_matched_is_isotropic_at_the_median_strong_norm():
     strong = strong_filters()
     new, notes = new_filters("random_matched", strong, 4000, torch.Generator().manual_seed(1))
     assert notes == []
-    np.testing.assert_allclose(new.norm(dim=1).numpy(), np.median(strong.norm(dim=1).numpy()), rtol=1e-12)
+    np.testing.assert_allclose(
+        new.norm(dim=1).numpy(), np.median(strong.norm(dim=1).numpy()), rtol=1e-12
+    )
     directions = unit(new)
-    assert directions.mean(0).abs().max() < 0.05  # no preferred direction (1/sqrt(4000 * 27) ~ 0.003 per weight)
+    assert (
+        directions.mean(0).abs().max() < 0.05
+    )  # no preferred direction (1/sqrt(4000 * 27) ~ 0.003 per weight)
     second_moment = directions.T @ directions / len(directions)  # isotropic: I / d
     assert torch.allclose(second_moment, torch.eye(27, dtype=torch.float64) / 27, atol=0.01)
 
@@ -289,7 +412,10 @@ def test_perturbed_copies_point_like_a_strong_filter():
     new, _ = new_filters("perturbed", strong, 200, torch.Generator().manual_seed(0))
     matched, _ = new_filters("random_matched", strong, 200, torch.Generator().manual_seed(0))
     near = torch.as_tensor(max_cosine(new, strong))
-    assert near.median() > 0.85 and near.median() > 2 * torch.as_tensor(max_cosine(matched, strong)).median()
+    assert (
+        near.median() > 0.85
+        and near.median() > 2 * torch.as_tensor(max_cosine(matched, strong)).median()
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,14 +431,17 @@ def test_principal_directions_hold_90_percent_of_the_energy():
     assert energy[r - 1] >= 0.9 > energy[r - 2]  # the fewest leading directions reaching 90%
     assert torch.allclose(q.T @ q, torch.eye(r, dtype=torch.float64), atol=1e-12)
     assert torch.allclose(q.abs(), vh[:r].T.abs())
-    assert principal_directions(strong, 27 - 3).shape[1] == min(r, 3)  # capped at d - n: room for n new filters
+    assert principal_directions(strong, 27 - 3).shape[1] == min(
+        r, 3
+    )  # capped at d - n: room for n new filters
     assert principal_directions(strong, 27).shape[1] == 0
 
 
 @settings(max_examples=40, deadline=None)
 @given(k=st.integers(1, 60), n=st.integers(1, 27), seed=st.integers(0, 2**31 - 1))
 def test_orthogonal_is_orthonormal_and_orthogonal_to_the_principal_directions(k, n, seed):
-    """Also with 27 or more strong filters, where the first release fell back to random without a word."""
+    """Also with 27 or more strong filters, where the first release fell back to random without a
+    word."""
     strong = strong_filters(k=k, seed=seed % 1000)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ReactivationWarning)
@@ -322,10 +451,14 @@ def test_orthogonal_is_orthonormal_and_orthogonal_to_the_principal_directions(k,
     if q.shape[1]:
         assert (u @ q).abs().max() < 1e-10
     assert torch.allclose(u @ u.T, torch.eye(n, dtype=torch.float64), atol=1e-10)
-    np.testing.assert_allclose(new.norm(dim=1).numpy(), np.median(strong.norm(dim=1).numpy()), rtol=1e-9)
+    np.testing.assert_allclose(
+        new.norm(dim=1).numpy(), np.median(strong.norm(dim=1).numpy()), rtol=1e-9
+    )
     full = principal_directions(strong, 0).shape[1]
     assert bool(notes) == (q.shape[1] < full)  # a note exactly when fewer directions had to be kept
-    assert [str(w.message) for w in caught] == notes  # and every note is also a warning: never silent
+    assert [
+        str(w.message) for w in caught
+    ] == notes  # and every note is also a warning: never silent
     if notes:
         assert f"kept {q.shape[1]} principal directions" in notes[0]
 
@@ -347,20 +480,27 @@ def test_orthogonal_warns_and_notes_when_more_filters_than_dimensions():
     assert str(caught[0].message) == notes[0]
     u = unit(new)
     for start in (0, 4, 8):  # orthonormal within each group of d = 4
-        block = u[start:start + 4]
-        assert torch.allclose(block @ block.T, torch.eye(len(block), dtype=torch.float64), atol=1e-10)
-    np.testing.assert_allclose(new.norm(dim=1).numpy(), np.median(strong.norm(dim=1).numpy()), rtol=1e-9)
+        block = u[start : start + 4]
+        assert torch.allclose(
+            block @ block.T, torch.eye(len(block), dtype=torch.float64), atol=1e-10
+        )
+    np.testing.assert_allclose(
+        new.norm(dim=1).numpy(), np.median(strong.norm(dim=1).numpy()), rtol=1e-9
+    )
 
 
 def test_reactivate_reports_the_orthogonal_note_too():
     conv = nn.Conv2d(1, 6, 1, bias=False)  # d = 1: two renewed filters cannot be orthogonal
     with pytest.warns(ReactivationWarning, match="only 1 dimensions"):
-        result = reactivate(conv, np.arange(6) < 2, "orthogonal", generator=torch.Generator().manual_seed(0))
+        result = reactivate(
+            conv, np.arange(6) < 2, "orthogonal", generator=torch.Generator().manual_seed(0)
+        )
     assert result.notes and "2 new filters but only 1 dimensions" in result.notes[0]
 
 
 def test_rescale_uses_the_ordinary_median():
-    """With an even number of strong filters the target is the mean of the two middle norms (np.median)."""
+    """With an even number of strong filters the target is the mean of the two middle norms
+    (np.median)."""
     strong = torch.zeros(4, 4, dtype=torch.float64)
     strong[:, 0] = torch.tensor([1.0, 2.0, 3.0, 10.0])
     for strategy in RESCALED:
@@ -410,12 +550,20 @@ def test_all_inactive_warns_and_falls_back_to_kaiming(strategy):
     with torch.no_grad():
         conv.weight.mul_(1e-4)
     with pytest.warns(ReactivationWarning, match="no strong filters"):
-        result = reactivate(conv, np.ones(8, bool), strategy, bn=bn, optimizer=opt,
-                            generator=torch.Generator().manual_seed(3))
+        result = reactivate(
+            conv,
+            np.ones(8, bool),
+            strategy,
+            bn=bn,
+            optimizer=opt,
+            generator=torch.Generator().manual_seed(3),
+        )
     assert result.notes and torch.isfinite(conv.weight).all()
     kaiming, _, _ = simple_layer()
     reactivate(kaiming, np.ones(8, bool), "random", generator=torch.Generator().manual_seed(3))
-    assert torch.equal(conv.weight, kaiming.weight)  # exactly the Kaiming draw of the random baseline
+    assert torch.equal(
+        conv.weight, kaiming.weight
+    )  # exactly the Kaiming draw of the random baseline
 
 
 @pytest.mark.parametrize("strategy", ["contextual", "perturbed"])
@@ -428,7 +576,9 @@ def test_one_strong_filter_warns(strategy):
         result = reactivate(conv, mask, strategy, bn=bn, optimizer=opt)
     assert result.notes and torch.isfinite(conv.weight).all()
     assert torch.equal(conv.weight[5], keep)
-    np.testing.assert_allclose(conv.weight.detach().flatten(1).norm(dim=1).numpy(), keep.norm().item(), rtol=1e-5)
+    np.testing.assert_allclose(
+        conv.weight.detach().flatten(1).norm(dim=1).numpy(), keep.norm().item(), rtol=1e-5
+    )
 
 
 def test_orthogonal_with_one_strong_filter_is_orthogonal_to_it():
@@ -440,7 +590,9 @@ def test_orthogonal_with_one_strong_filter_is_orthogonal_to_it():
     assert cos.abs().max() < 1e-4
 
 
-@pytest.mark.parametrize("bad", [np.ones(7, bool), np.ones(9, bool), np.ones((8, 1), bool), np.ones((2, 4), bool)])
+@pytest.mark.parametrize(
+    "bad", [np.ones(7, bool), np.ones(9, bool), np.ones((8, 1), bool), np.ones((2, 4), bool)]
+)
 def test_mask_of_wrong_shape(bad):
     conv, bn, opt = simple_layer()
     with pytest.raises(ValueError, match="one entry per filter"):
@@ -470,7 +622,8 @@ def test_non_finite_strong_filters_are_refused(strategy, bad):
 
 
 def test_helpers_ignore_missing_pieces():
-    """No optimizer, a parameter the optimizer never saw, or no BatchNorm: nothing to reset, no error."""
+    """No optimizer, a parameter the optimizer never saw, or no BatchNorm: nothing to reset, no
+    error."""
     conv, bn, opt = simple_layer()
     other = nn.Parameter(torch.ones(8))
     clear_optimizer_state(None, conv.weight, torch.tensor([0]))
@@ -481,18 +634,24 @@ def test_helpers_ignore_missing_pieces():
 
 
 # ---------------------------------------------------------------------------------------------
-# downstream of a renewed channel: next conv's input weights, PReLU slope, BN and every optimizer state
+# downstream of a renewed channel: next conv's input weights, PReLU slope, BN and every optimizer
+# state
 
 
 RENEWED = [1, 5, 6, 20, 41, 63]
 
 
 def face_model_with_state(opt_kind: str, seed: int = 0):
-    """A FaceCNN (16 px) and an optimizer after two real steps, PReLU slopes moved away from 0.25."""
+    """A FaceCNN (16 px) and an optimizer after two real steps, PReLU slopes moved away from
+    0.25."""
     torch.manual_seed(seed)
     model = FaceCNN(ModelConfig(input_size=16))
     params = list(model.parameters())
-    opt = torch.optim.SGD(params, lr=0.01, momentum=0.9) if opt_kind == "sgd" else torch.optim.Adam(params, lr=1e-3)
+    opt = (
+        torch.optim.SGD(params, lr=0.01, momentum=0.9)
+        if opt_kind == "sgd"
+        else torch.optim.Adam(params, lr=1e-3)
+    )
     for _ in range(2):
         opt.zero_grad()
         model(torch.randn(8, 3, 16, 16)).pow(2).mean().backward()
@@ -510,15 +669,26 @@ def model_state(model: nn.Module, opt) -> dict[str, torch.Tensor]:
     out.update({f"buffer:{n}": b.clone() for n, b in model.named_buffers()})
     for n, p in model.named_parameters():
         for key, value in opt.state[p].items():
-            out[f"state:{n}.{key}"] = value.clone() if torch.is_tensor(value) else torch.tensor(value)
+            out[f"state:{n}.{key}"] = (
+                value.clone() if torch.is_tensor(value) else torch.tensor(value)
+            )
     return out
 
 
 def renew(model, opt, downstream: str, reset_step: bool, strategy: str = "contextual"):
     mask = np.isin(np.arange(64), RENEWED)
-    return reactivate(model.conv1, mask, strategy, bn=model.bn1, optimizer=opt,
-                      generator=torch.Generator().manual_seed(0), act=model.act1,
-                      consumers=model.stem_consumers(), downstream=downstream, reset_step=reset_step)
+    return reactivate(
+        model.conv1,
+        mask,
+        strategy,
+        bn=model.bn1,
+        optimizer=opt,
+        generator=torch.Generator().manual_seed(0),
+        act=model.act1,
+        consumers=model.stem_consumers(),
+        downstream=downstream,
+        reset_step=reset_step,
+    )
 
 
 @pytest.mark.parametrize("opt_kind", ["sgd", "adam"])
@@ -537,11 +707,17 @@ def test_reactivate_resets_exactly_what_is_documented(downstream, reset_step, op
 
     # the renewed channel: new filter, fresh BatchNorm, PReLU slope back to 0.25 (not for "keep")
     assert not torch.equal(after["param:conv1.weight"][rows], before["param:conv1.weight"][rows])
-    assert torch.all(after["param:bn1.weight"][rows] == 1) and torch.all(after["param:bn1.bias"][rows] == 0)
+    assert torch.all(after["param:bn1.weight"][rows] == 1) and torch.all(
+        after["param:bn1.bias"][rows] == 0
+    )
     assert torch.all(after["buffer:bn1.running_mean"][rows] == 0)
     assert torch.all(after["buffer:bn1.running_var"][rows] == 1)
     slope = after["param:act1.weight"][rows]
-    assert torch.all(slope == PRELU_INIT) if touches_downstream else torch.equal(slope, before["param:act1.weight"][rows])
+    assert (
+        torch.all(slope == PRELU_INIT)
+        if touches_downstream
+        else torch.equal(slope, before["param:act1.weight"][rows])
+    )
 
     # the next conv's input slices for those channels
     w_before, w_after = before[f"param:{consumer}"], after[f"param:{consumer}"]
@@ -573,12 +749,16 @@ def test_reactivate_resets_exactly_what_is_documented(downstream, reset_step, op
         else:
             assert torch.equal(slope_state, before[f"state:act1.weight.{key}"][rows])
             assert torch.equal(consumer_state, before[f"state:{consumer}.{key}"][:, rows])
-        assert before[f"state:conv1.weight.{key}"][rows].abs().sum() > 0  # there was something to clear
+        assert (
+            before[f"state:conv1.weight.{key}"][rows].abs().sum() > 0
+        )  # there was something to clear
 
     # Adam's per-tensor step: back to 0 for every reset tensor with reset_step, untouched otherwise
-    reset_tensors = {"conv1.weight", "bn1.weight", "bn1.bias"} | ({"act1.weight", consumer} if touches_downstream else set())
+    reset_tensors = {"conv1.weight", "bn1.weight", "bn1.bias"} | (
+        {"act1.weight", consumer} if touches_downstream else set()
+    )
     for name in [k for k in before if k.endswith(".step")]:
-        tensor = name[len("state:"):-len(".step")]
+        tensor = name[len("state:") : -len(".step")]
         if reset_step and tensor in reset_tensors:
             assert after[name].item() == 0, name
         else:
@@ -588,8 +768,19 @@ def test_reactivate_resets_exactly_what_is_documented(downstream, reset_step, op
     for name, value in before.items():
         if name.endswith(".step"):
             continue
-        tensor = name.split(":", 1)[1].rsplit(".", 1)[0] if name.startswith("state:") else name.split(":", 1)[1]
-        if tensor in ("conv1.weight", "bn1.weight", "bn1.bias", "bn1.running_mean", "bn1.running_var", "act1.weight"):
+        tensor = (
+            name.split(":", 1)[1].rsplit(".", 1)[0]
+            if name.startswith("state:")
+            else name.split(":", 1)[1]
+        )
+        if tensor in (
+            "conv1.weight",
+            "bn1.weight",
+            "bn1.bias",
+            "bn1.running_mean",
+            "bn1.running_var",
+            "act1.weight",
+        ):
             assert torch.equal(after[name][live], value[live]), name
         elif tensor == consumer:
             assert torch.equal(after[name][:, live], value[:, live]), name
@@ -602,26 +793,35 @@ def test_reactivate_model_reaches_the_next_layer_of_a_facecnn():
     with torch.no_grad():
         model.conv1.weight[RENEWED] *= 1e-4
     consumer = model.body[0][0]
-    result = reactivate_model(model, PAPER_READING.but(downstream="zero"), opt,
-                              generator=torch.Generator().manual_seed(0))
+    result = reactivate_model(
+        model, PAPER_READING.but(downstream="zero"), opt, generator=torch.Generator().manual_seed(0)
+    )
     assert result.filters == RENEWED
-    assert torch.all(consumer.weight[:, RENEWED] == 0) and torch.all(model.act1.weight[RENEWED] == PRELU_INIT)
+    assert torch.all(consumer.weight[:, RENEWED] == 0) and torch.all(
+        model.act1.weight[RENEWED] == PRELU_INIT
+    )
     assert stem_consumers(model) == [consumer]
 
 
 def test_surroundings_are_what_reactivate_clears():
-    """The one list of what surrounds a renewed filter: exactly the optimizer state ``reactivate`` clears."""
+    """The one list of what surrounds a renewed filter: exactly the optimizer state ``reactivate``
+    clears."""
     for downstream in DOWNSTREAM:
         model, opt = face_model_with_state("sgd")
         names = {id(p): n for n, p in model.named_parameters()}
         around = {(names[id(p)], dim) for p, dim in surroundings(*stem_parts(model), downstream)}
         mine = {("conv1.weight", 0), ("bn1.weight", 0), ("bn1.bias", 0)}
-        assert around == (mine if downstream == "keep" else mine | {("act1.weight", 0), ("body.0.0.weight", 1)})
+        assert around == (
+            mine if downstream == "keep" else mine | {("act1.weight", 0), ("body.0.0.weight", 1)}
+        )
         before = model_state(model, opt)
         renew(model, opt, downstream, reset_step=False)
         after = model_state(model, opt)
-        cleared = {name.split(":")[1].rsplit(".", 1)[0] for name, value in before.items()
-                   if name.startswith("state:") and not torch.equal(after[name], value)}
+        cleared = {
+            name.split(":")[1].rsplit(".", 1)[0]
+            for name, value in before.items()
+            if name.startswith("state:") and not torch.equal(after[name], value)
+        }
         assert cleared == {name for name, _ in around}, downstream
 
 
@@ -639,7 +839,11 @@ def test_downstream_needs_a_model_that_names_its_consumers():
     class BareStem(nn.Module):
         def __init__(self):
             super().__init__()
-            self.conv1, self.bn1, self.act1 = nn.Conv2d(3, 8, 3, bias=False), nn.BatchNorm2d(8), nn.PReLU(8)
+            self.conv1, self.bn1, self.act1 = (
+                nn.Conv2d(3, 8, 3, bias=False),
+                nn.BatchNorm2d(8),
+                nn.PReLU(8),
+            )
 
         def stem(self, x):
             return self.act1(self.bn1(self.conv1(x)))
@@ -649,7 +853,9 @@ def test_downstream_needs_a_model_that_names_its_consumers():
     with pytest.raises(ValueError, match="stem_consumers"):
         reactivate_model(bare, PAPER_READING.but(tau=0.5, downstream="rescale"))
     with pytest.warns(ReactivationWarning, match="only one strong filter"):
-        result = reactivate_model(bare, PAPER_READING.but(tau=1.0))  # downstream "keep" needs no consumer
+        result = reactivate_model(
+            bare, PAPER_READING.but(tau=1.0)
+        )  # downstream "keep" needs no consumer
     assert len(result.filters) == 7  # everything below the strongest
 
 
@@ -658,11 +864,18 @@ def test_reset_helpers_on_their_own():
     before = conv.weight.detach().clone()
     with pytest.raises(ValueError, match="downstream must be one of"):
         reset_downstream([conv], torch.tensor([1]), "shrink")
-    reset_downstream([conv], torch.tensor([], dtype=torch.long), "zero")  # nothing renewed: nothing to do
+    reset_downstream(
+        [conv], torch.tensor([], dtype=torch.long), "zero"
+    )  # nothing renewed: nothing to do
     assert torch.equal(conv.weight, before)
     reset_downstream([conv], torch.tensor([1]), "zero")
-    assert torch.all(conv.weight[:, 1] == 0) and torch.equal(conv.weight[:, [0, 2, 3]], before[:, [0, 2, 3]])
-    shared, relu = nn.PReLU(), nn.ReLU()  # one slope for all channels, or no slope at all: nothing per channel
+    assert torch.all(conv.weight[:, 1] == 0) and torch.equal(
+        conv.weight[:, [0, 2, 3]], before[:, [0, 2, 3]]
+    )
+    shared, relu = (
+        nn.PReLU(),
+        nn.ReLU(),
+    )  # one slope for all channels, or no slope at all: nothing per channel
     reset_activation(shared, torch.tensor([0]))
     reset_activation(relu, torch.tensor([0]))
     assert shared.weight.item() == pytest.approx(0.25)
@@ -680,7 +893,10 @@ def test_clear_optimizer_state_along_a_dimension_and_the_step():
     opt.step()
     opt.step()
     clear_optimizer_state(opt, w, [1], dim=1)
-    assert opt.state[w]["exp_avg"][:, 1].abs().sum() == 0 and opt.state[w]["exp_avg"][:, [0, 2]].abs().min() > 0
+    assert (
+        opt.state[w]["exp_avg"][:, 1].abs().sum() == 0
+        and opt.state[w]["exp_avg"][:, [0, 2]].abs().min() > 0
+    )
     assert opt.state[w]["step"].item() == 2
     clear_optimizer_state(opt, w, [0], reset_step=True)
     assert opt.state[w]["step"].item() == 0 and opt.state[w]["exp_avg_sq"][0].abs().sum() == 0
@@ -693,8 +909,15 @@ def test_clear_optimizer_state_along_a_dimension_and_the_step():
 def test_strong_mask_takes_a_top_quantile_of_the_live_filters():
     scores = np.array([0.01, 0.05, 0.2, 0.4, 0.6, 0.8, 1.0, 0.3])
     inactive = scores < 0.1
-    assert strong_mask(scores, inactive).tolist() == (~inactive).tolist()  # quantile 0: everything above τ
-    assert np.flatnonzero(strong_mask(scores, inactive, 0.5)).tolist() == [3, 4, 5, 6]  # the stronger half
+    assert (
+        strong_mask(scores, inactive).tolist() == (~inactive).tolist()
+    )  # quantile 0: everything above τ
+    assert np.flatnonzero(strong_mask(scores, inactive, 0.5)).tolist() == [
+        3,
+        4,
+        5,
+        6,
+    ]  # the stronger half
     for bad in (-0.1, 1.0, 1.5):
         with pytest.raises(ValueError, match="quantile"):
             strong_mask(scores, inactive, bad)
@@ -715,10 +938,20 @@ def test_event_record_appends_what_happened():
         epoch, step, events = 2, 17, []
 
     run = Run()
-    event = event_record(run, Reactivation("orthogonal", [3, 4], 64, ["a note"]), score="silent", source="lab")
+    event = event_record(
+        run, Reactivation("orthogonal", [3, 4], 64, ["a note"]), score="silent", source="lab"
+    )
     assert run.events == [event]
-    assert event == {"epoch": 2, "step": 17, "strategy": "orthogonal", "filters": [3, 4], "total": 64,
-                     "notes": ["a note"], "score": "silent", "source": "lab"}
+    assert event == {
+        "epoch": 2,
+        "step": 17,
+        "strategy": "orthogonal",
+        "filters": [3, 4],
+        "total": 64,
+        "notes": ["a note"],
+        "score": "silent",
+        "source": "lab",
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -730,9 +963,21 @@ def test_event_record_appends_what_happened():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_reactivate_on_gpu(strategy, dtype):
     mask = np.arange(32) % 3 == 0
-    spec = {"out": 32, "cin": 3, "k": 3, "bias": True, "with_bn": True, "dtype": dtype, "opt_kind": "adam",
-            "dead_scale": 1e-4, "seed": 0, "mask": mask}
+    spec = {
+        "out": 32,
+        "cin": 3,
+        "k": 3,
+        "bias": True,
+        "with_bn": True,
+        "dtype": dtype,
+        "opt_kind": "adam",
+        "dead_scale": 1e-4,
+        "seed": 0,
+        "mask": mask,
+    }
     check_properties(spec, strategy, device="cuda")
     conv, _, _ = build_layer(32, 3, 3, False, False, dtype, None, mask, 1e-4, 0, "cuda")
-    reactivate(conv, torch.as_tensor(mask, device="cuda"), strategy)  # a mask living on the GPU works too
+    reactivate(
+        conv, torch.as_tensor(mask, device="cuda"), strategy
+    )  # a mask living on the GPU works too
     assert conv.weight.device.type == "cuda" and torch.isfinite(conv.weight).all()

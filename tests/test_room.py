@@ -1,4 +1,6 @@
-"""The room as one experiment: pooling laptops' folders, the seat's seed, uploads, and notebook 05's reuse of runs."""
+"""The room as one experiment: pooling laptops' folders, the seat's seed, uploads, and notebook 05's
+reuse of runs."""
+
 from __future__ import annotations
 
 import json
@@ -7,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from craftlib.study import dashboard
 from craftlib import runs
-from craftlib.study import reference, results, room
+from craftlib.study import dashboard, reference, results, room
 from craftlib.study.experiments import load_records
 
 
@@ -50,7 +51,11 @@ def test_two_small_folders_pool_into_one_paired_analysis_with_a_ci(tmp_path, fas
 def test_the_same_seed_in_two_folders_counts_once(tmp_path, fast_records):
     a, b = laptops(tmp_path, fast_records, {"a": {0, 1, 2}, "b": {2, 3}})
     records, notes = dashboard.pool_records([a, b])
-    assert len(records) == 12 and len(notes) == 3 and all("seed 2" in n and "kept the first" in n for n in notes)
+    assert (
+        len(records) == 12
+        and len(notes) == 3
+        and all("seed 2" in n and "kept the first" in n for n in notes)
+    )
 
 
 def test_poolable_leaves_out_a_foreign_or_empty_folder_with_the_reason(tmp_path, fast_records):
@@ -71,8 +76,10 @@ def test_poolable_leaves_out_a_foreign_or_empty_folder_with_the_reason(tmp_path,
 def test_room_folders_finds_every_laptop_under_a_shared_folder(tmp_path, fast_records):
     laptops(tmp_path / "shared", fast_records, {"seat-0": {0}, "nested/seat-1": {1}})
     (tmp_path / "shared" / "notes").mkdir()
-    assert [p.name for p in room.room_folders(tmp_path / "shared")] == ["seat-1", "seat-0"] or \
-        sorted(p.name for p in room.room_folders(tmp_path / "shared")) == ["seat-0", "seat-1"]
+    assert [p.name for p in room.room_folders(tmp_path / "shared")] == [
+        "seat-1",
+        "seat-0",
+    ] or sorted(p.name for p in room.room_folders(tmp_path / "shared")) == ["seat-0", "seat-1"]
     assert room.room_folders(None) == []
 
 
@@ -91,7 +98,9 @@ def test_uploaded_records_land_in_a_folder_and_pool(tmp_path, fast_records):
     written = dashboard.save_uploads(files, tmp_path / "uploads")
     assert len(written) == 6 and len(load_records(tmp_path / "uploads")) == 6
     with pytest.raises(ValueError, match="not a run record"):
-        dashboard.save_uploads([{"name": "notes.json", "content": memoryview(b'{"hello": 1}')}], tmp_path / "uploads")
+        dashboard.save_uploads(
+            [{"name": "notes.json", "content": memoryview(b'{"hello": 1}')}], tmp_path / "uploads"
+        )
     upload = dashboard.RecordUpload(tmp_path / "more")
     upload._save()  # nothing uploaded yet: no error, nothing written
     assert upload.error.value == "" and not (tmp_path / "more").exists()
@@ -104,8 +113,8 @@ def test_uploaded_records_land_in_a_folder_and_pool(tmp_path, fast_records):
 @pytest.mark.slow
 def test_run_seat_reuses_saved_runs_resumes_and_matches_compare(lfw_root, tmp_path, monkeypatch):
     from craftlib.data import LFW
-    from craftlib.study.experiments import run_arm
     from craftlib.recipes import FAST
+    from craftlib.study.experiments import run_arm
 
     monkeypatch.setenv("CRAFTLIB_RUNS", str(tmp_path / "runs"))
     lfw = LFW(lfw_root, download=False, size=FAST.train.model.input_size)
@@ -113,7 +122,9 @@ def test_run_seat_reuses_saved_runs_resumes_and_matches_compare(lfw_root, tmp_pa
     runs.train_or_load(data, FAST, 0, progress=False, log=lambda *_: None)  # what notebook 01 does
     lines: list[str] = []
     out = tmp_path / "seat"
-    records = room.run_seat(FAST, 0, out, ("none", "contextual"), lfw=lfw, progress=False, log=lines.append)
+    records = room.run_seat(
+        FAST, 0, out, ("none", "contextual"), lfw=lfw, progress=False, log=lines.append
+    )
     assert any("none: loaded epoch" in line for line in lines), lines  # 01's run, not retrained
     assert sum("about" in line and "left" in line for line in lines) <= 1
     assert [r["arm"] for r in records] == ["contextual", "none"]

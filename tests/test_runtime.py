@@ -1,4 +1,5 @@
 """Device choice, seeding, borrowing a module in eval mode, and tensors to NumPy."""
+
 from __future__ import annotations
 
 import random
@@ -13,7 +14,9 @@ from craftlib.runtime import evaluating, pick_device, seed_everything, to_numpy
 
 def test_pick_device_names_and_auto():
     assert pick_device("cpu") == torch.device("cpu")
-    assert pick_device("cuda:1") == torch.device("cuda:1")  # a name is taken as given, even if absent
+    assert pick_device("cuda:1") == torch.device(
+        "cuda:1"
+    )  # a name is taken as given, even if absent
     expected = "cuda" if torch.cuda.is_available() else None
     auto = pick_device()
     assert auto.type in {"cpu", "cuda", "mps"}
@@ -66,7 +69,9 @@ def test_evaluating_keeps_batchnorm_statistics():
     bn = nn.BatchNorm1d(3).train()
     with evaluating(bn), torch.no_grad():
         bn(torch.randn(8, 3) * 5 + 2)
-    assert torch.equal(bn.running_mean, torch.zeros(3)) and torch.equal(bn.running_var, torch.ones(3))
+    assert torch.equal(bn.running_mean, torch.zeros(3)) and torch.equal(
+        bn.running_var, torch.ones(3)
+    )
 
 
 def test_to_numpy():

@@ -1,4 +1,6 @@
-"""The face shape-vs-texture probe: transforms that keep exactly one cue, the index, and its validation."""
+"""The face shape-vs-texture probe: transforms that keep exactly one cue, the index, and its
+validation."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,17 +21,23 @@ def test_patch_shuffle_preserves_each_images_pixel_histogram(images, grid):
     assert out.shape == images.shape and out.dtype == np.uint8
     for a, b in zip(images, out):
         for c in range(3):
-            np.testing.assert_array_equal(np.bincount(a[..., c].ravel(), minlength=256),
-                                          np.bincount(b[..., c].ravel(), minlength=256))
+            np.testing.assert_array_equal(
+                np.bincount(a[..., c].ravel(), minlength=256),
+                np.bincount(b[..., c].ravel(), minlength=256),
+            )
         # the same multiset of RGB pixels, not only per channel
         assert sorted(map(tuple, a.reshape(-1, 3))) == sorted(map(tuple, b.reshape(-1, 3)))
     assert not np.array_equal(out, images)  # and the arrangement did change
-    np.testing.assert_array_equal(sb.patch_shuffle(images, grid, seed=1), out)  # fixed seed: same mosaic
+    np.testing.assert_array_equal(
+        sb.patch_shuffle(images, grid, seed=1), out
+    )  # fixed seed: same mosaic
 
 
 def test_patch_shuffle_moves_whole_tiles(images):
     out = sb.patch_shuffle(images, 4, seed=2)
-    tiles = lambda x: {x[i:i + 10, j:j + 10].tobytes() for i in range(0, 40, 10) for j in range(0, 40, 10)}  # noqa: E731
+    tiles = lambda x: {
+        x[i : i + 10, j : j + 10].tobytes() for i in range(0, 40, 10) for j in range(0, 40, 10)
+    }  # noqa: E731
     for a, b in zip(images, out):
         assert tiles(a) == tiles(b)
 
@@ -38,7 +46,9 @@ def test_low_pass_and_edges_remove_texture_but_keep_layout():
     x = np.zeros((1, 40, 40, 3), dtype=np.uint8)
     x[:, 10:30, 10:30] = 200  # a "face": a bright square
     rng = np.random.default_rng(0)
-    noisy = np.clip(x + rng.integers(-40, 40, x.shape), 0, 255).astype(np.uint8)  # plus fine texture
+    noisy = np.clip(x + rng.integers(-40, 40, x.shape), 0, 255).astype(
+        np.uint8
+    )  # plus fine texture
     blurred = sb.low_pass(noisy, 2.0)
     assert blurred[0, 20, 20].mean() > 150 and blurred[0, 2, 2].mean() < 50  # layout kept
     assert blurred[0, 14:26, 14:26].std() < noisy[0, 14:26, 14:26].std() / 3  # texture gone
@@ -61,7 +71,8 @@ def test_index_from_accuracies():
 
 @pytest.mark.slow
 def test_index_separates_a_texture_trained_from_a_normally_trained_model(faces, devtest_subset):
-    """The probe's validation: train on patch-shuffled faces and the index must drop (FAST budget, 32 px)."""
+    """The probe's validation: train on patch-shuffled faces and the index must drop (FAST budget,
+    32 px)."""
     from craftlib.recipes import FAST
 
     config = FAST.train.but(epochs=4, threads=1)

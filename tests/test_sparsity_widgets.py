@@ -1,10 +1,13 @@
-"""Notebook 06's views: the anti-partner state and widget, the Top-K state and widget, the study figures."""
+"""Notebook 06's views: the anti-partner state and widget, the Top-K state and widget, the study
+figures."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from craftlib.companions.sparsity import pairing, widgets as sw
+from craftlib.companions.sparsity import pairing
+from craftlib.companions.sparsity import widgets as sw
 from craftlib.data import PairSet
 from craftlib.models import FaceCNN, ModelConfig
 
@@ -16,16 +19,30 @@ def toy_pairs():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (40, 16, 16, 3), dtype=np.uint8)
     n = 40
-    return PairSet(images, np.arange(n) % 40, (np.arange(n) + 1) % 40, np.arange(n) % 2 == 0,
-                   np.repeat(np.arange(10), 4), [f"f{i}" for i in range(40)], "toy")
+    return PairSet(
+        images,
+        np.arange(n) % 40,
+        (np.arange(n) + 1) % 40,
+        np.arange(n) % 2 == 0,
+        np.repeat(np.arange(10), 4),
+        [f"f{i}" for i in range(40)],
+        "toy",
+    )
 
 
 def test_pair_state_finds_the_planted_partner():
     layer = pairing.planted_pairs(4).numpy()
     state = sw.pair_state(layer, 2)
-    assert state["partner"] == 3 and state["cos"] == pytest.approx(-1) and state["paired"] and state["mutual"]
+    assert (
+        state["partner"] == 3
+        and state["cos"] == pytest.approx(-1)
+        and state["paired"]
+        and state["mutual"]
+    )
     assert state["paired_matched"] and state["matched_fraction"] == 1.0
-    assert "filter 2 → anti-partner 3" in sw.pair_caption(state) and "a pair" in sw.pair_caption(state)
+    assert "filter 2 → anti-partner 3" in sw.pair_caption(state) and "a pair" in sw.pair_caption(
+        state
+    )
     with pytest.raises(ValueError):
         sw.pair_state(layer, 8)
 
@@ -41,7 +58,10 @@ def test_pair_view_and_explorer_agree():
     explorer.layer.value = "model"
     assert explorer.filter.max == 7 and explorer.error.value == ""
     explorer.filter.value = 5
-    assert explorer.state["index"] == 5 and explorer.state["partner"] == sw.pair_state(model, 5)["partner"]
+    assert (
+        explorer.state["index"] == 5
+        and explorer.state["partner"] == sw.pair_state(model, 5)["partner"]
+    )
 
 
 @pytest.mark.slow
@@ -57,8 +77,14 @@ def test_topk_state_sparsifies_the_maps_and_probes(toy_pairs):
     assert not model.sparsify  # the model's own layers are back
     explorer = sw.TopKExplorer(model, face, None, fraction=0.5, stage=0)
     assert explorer.error.value == "" and "probe" not in explorer.state
-    menu = dict((v, k) for k, v in explorer.stage.options)  # the menu, the caption and the text: one name
-    assert menu[0] == "stage 0 (stem)" and menu[2] == "stage 2" and "after stage 0 (stem)" in explorer.caption.value
+    menu = dict(
+        (v, k) for k, v in explorer.stage.options
+    )  # the menu, the caption and the text: one name
+    assert (
+        menu[0] == "stage 0 (stem)"
+        and menu[2] == "stage 2"
+        and "after stage 0 (stem)" in explorer.caption.value
+    )
     explorer.fraction.value = 0.1
     assert explorer.state["fraction"] == pytest.approx(0.1)
     assert len(sw.topk_view(model, face, None).axes) >= 3
@@ -66,4 +92,6 @@ def test_topk_state_sparsifies_the_maps_and_probes(toy_pairs):
 
 def test_pairing_histograms_take_models_and_weights():
     fig = sw.pairing_histograms({"model": FaceCNN(SMALL), "planted": pairing.planted_pairs(4)})
-    assert len(fig.axes) == 2 and "paired 100% (isotropic) / 100% (matched)" in fig.axes[1].get_title()
+    assert (
+        len(fig.axes) == 2 and "paired 100% (isotropic) / 100% (matched)" in fig.axes[1].get_title()
+    )

@@ -1,8 +1,11 @@
-"""Survival of renewed filters against the schedule's own decay: the analytic curve, and the record readers.
+"""Survival of renewed filters against the schedule's own decay: the analytic curve, and the record
+readers.
 
-The key check (issue #9): a ``conv1`` filter that receives no task gradient, trained with the workshop
-recipe's optimizer and one-cycle schedule, shrinks exactly as ``survival.decay_curve`` says.
+The key check (issue #9): a ``conv1`` filter that receives no task gradient, trained with the
+workshop recipe's optimizer and one-cycle schedule, shrinks exactly as ``survival.decay_curve``
+says.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,26 +13,38 @@ import pytest
 import torch
 
 from craftlib.callbacks import Callback
-from craftlib.study.experiments import _timeline
 from craftlib.reactivation import clear_optimizer_state
 from craftlib.recipes import FAST, WORKSHOP
-from craftlib.study.survival import decay_curve, learning_rates, new_deaths, survival, survival_curve, survival_stats
+from craftlib.study.experiments import _timeline
+from craftlib.study.survival import (
+    decay_curve,
+    learning_rates,
+    new_deaths,
+    survival,
+    survival_curve,
+    survival_stats,
+)
 from craftlib.training import Trainer
 
 FROZEN = 11  # no task gradient from the start
-RESTARTED = 40  # no task gradient either, and its momentum is cleared after epoch 1, as re-activation does
+RESTARTED = (
+    40  # no task gradient either, and its momentum is cleared after epoch 1, as re-activation does
+)
 
 
 class RestartMomentum(Callback):
     def on_epoch_end(self, trainer) -> None:
         if trainer.epoch == 1:
-            clear_optimizer_state(trainer.optimizer, trainer.model.conv1.weight, torch.tensor([RESTARTED]))
+            clear_optimizer_state(
+                trainer.optimizer, trainer.model.conv1.weight, torch.tensor([RESTARTED])
+            )
 
 
 @pytest.fixture(scope="module")
 def gradient_free_run(tiny_faces):
-    """The workshop recipe (SGD momentum 0.9, wd 1e-2 on everything, one-cycle over 10 epochs) at 32 px and
-    batch 32: 3 steps per epoch on ``tiny_faces``. Two conv1 filters get their task gradient zeroed."""
+    """The workshop recipe (SGD momentum 0.9, wd 1e-2 on everything, one-cycle over 10 epochs) at 32
+    px and batch 32: 3 steps per epoch on ``tiny_faces``. Two conv1 filters get their task gradient
+    zeroed."""
     config = WORKSHOP.train.but(batch_size=32, model__input_size=32)
     trainer = Trainer(tiny_faces, config, [RestartMomentum()], progress=False)
     rows = torch.tensor([FROZEN, RESTARTED])
@@ -39,7 +54,12 @@ def gradient_free_run(tiny_faces):
 
 
 def norms(trainer: Trainer, f: int) -> np.ndarray:
-    return np.array([np.linalg.norm(np.asarray(h["conv1"]["weight"][f], dtype=np.float64)) for h in trainer.history])
+    return np.array(
+        [
+            np.linalg.norm(np.asarray(h["conv1"]["weight"][f], dtype=np.float64))
+            for h in trainer.history
+        ]
+    )
 
 
 @pytest.mark.slow
@@ -50,9 +70,13 @@ def test_a_gradient_free_filter_follows_the_decay_curve(gradient_free_run):
     curve = decay_curve(trainer.config, spe, 0)
     w = norms(trainer, FROZEN)
     np.testing.assert_allclose(w / w[0], curve[::spe], rtol=1e-5)  # at every epoch, 0..10
-    assert curve[-1] < 0.95  # it did decay, by far more than the tolerance (so the comparison means something)
+    assert (
+        curve[-1] < 0.95
+    )  # it did decay, by far more than the tolerance (so the comparison means something)
     live = norms(trainer, 0)
-    assert abs(live[-1] / live[0] - curve[-1]) > 1e-3  # a filter with a task gradient does not follow it
+    assert (
+        abs(live[-1] / live[0] - curve[-1]) > 1e-3
+    )  # a filter with a task gradient does not follow it
 
 
 @pytest.mark.slow
@@ -63,17 +87,24 @@ def test_the_curve_restarts_with_the_momentum(gradient_free_run):
     w = norms(trainer, RESTARTED)
     curve = decay_curve(trainer.config, spe, spe)
     np.testing.assert_allclose(w[1:] / w[1], curve[::spe], rtol=1e-5)
-    assert not np.allclose(w[1:] / w[1], decay_curve(trainer.config, spe, 0)[::spe][: len(w) - 1], rtol=1e-5)
+    assert not np.allclose(
+        w[1:] / w[1], decay_curve(trainer.config, spe, 0)[::spe][: len(w) - 1], rtol=1e-5
+    )
 
 
 @pytest.mark.slow
 def test_survival_ratio_of_a_coasting_filter_is_one(gradient_free_run):
-    """Read through a run record as ``compare`` stores it: a renewed filter with no gradient has ratio 1."""
+    """Read through a run record as ``compare`` stores it: a renewed filter with no gradient has
+    ratio 1."""
     trainer = gradient_free_run
     spe = trainer.steps_per_epoch
-    record = {"timeline": _timeline(trainer.history),
-              "events": [{"epoch": 1, "step": spe, "strategy": "contextual", "filters": [RESTARTED]},
-                         {"epoch": 1, "step": spe, "strategy": "none", "filters": [FROZEN]}]}  # not a renewal
+    record = {
+        "timeline": _timeline(trainer.history),
+        "events": [
+            {"epoch": 1, "step": spe, "strategy": "contextual", "filters": [RESTARTED]},
+            {"epoch": 1, "step": spe, "strategy": "none", "filters": [FROZEN]},
+        ],
+    }  # not a renewal
     (row,) = survival(record, trainer.config, tau=0.01)
     assert row["filter"] == RESTARTED and row["epoch"] == 1 and len(row["ratio"]) == 10
     np.testing.assert_allclose(row["ratio"], 1.0, rtol=1e-4)
@@ -94,7 +125,9 @@ def test_learning_rates_are_the_trainers(tiny_faces):
     assert len(lrs) == 6 and 0 < lrs.min() <= lrs.max() <= config.lr
     trainer.callbacks.append(Lr())
     trainer.train_steps(5)
-    np.testing.assert_allclose(seen, lrs[1:6], rtol=1e-12)  # the lr after each step is the next step's
+    np.testing.assert_allclose(
+        seen, lrs[1:6], rtol=1e-12
+    )  # the lr after each step is the next step's
 
 
 def test_decay_curve_by_hand():
@@ -135,7 +168,9 @@ def test_new_deaths_follow_standard_trainings_live_filters(make_record):
     assert len(rows) == len(alive_at[1]) + len(alive_at[2])
     for r in rows:
         assert r["alive"][0] is True and len(r["alive"]) == 4 - r["epoch"]
-        assert r["alive"] == [bool(std[c, r["filter"]] / std[c].max() >= 0.5) for c in range(r["epoch"], 4)]
+        assert r["alive"] == [
+            bool(std[c, r["filter"]] / std[c].max() >= 0.5) for c in range(r["epoch"], 4)
+        ]
 
 
 def test_survival_curve_fractions_and_gaps():
@@ -145,9 +180,12 @@ def test_survival_curve_fractions_and_gaps():
 
 
 def test_survival_stats_resample_whole_seeds():
-    """Seed 0's two filters survive, seed 1's three die: 40% pooled; the interval moves by whole runs."""
+    """Seed 0's two filters survive, seed 1's three die: 40% pooled; the interval moves by whole
+    runs."""
+
     def row(alive, ratio):
         return {"alive": [True, alive], "ratio": [1.0, ratio]}
+
     rows = {0: [row(True, 4.0), row(True, 6.0)], 1: [row(False, 1.0)] * 3, 2: []}
     s = survival_stats(rows)
     assert s["filters"] == 5 and s["runs"] == 2 and s["alive_end"] == pytest.approx(0.4)
@@ -156,27 +194,53 @@ def test_survival_stats_resample_whole_seeds():
     np.testing.assert_allclose(s["ratio_end"], np.percentile([4, 6, 1, 1, 1], [25, 50, 75]))
     assert survival_stats(rows) == s  # seeded: the same table every time
     assert survival_stats({0: [row(True, 2.0)]})["alive_end_ci95"] is None  # one run: no interval
-    assert "ratio_end" not in survival_stats({0: [{"alive": [True, False]}]})  # standard training's rows
+    assert "ratio_end" not in survival_stats(
+        {0: [{"alive": [True, False]}]}
+    )  # standard training's rows
     assert survival_stats({}) == {"filters": 0, "runs": 0}
 
 
-def _run(epochs: int, renewals: dict[int, list[int]], silent_after: dict[int, int], arm: str = "contextual") -> dict:
-    """A record of ``epochs`` epochs, 8 filters: ``renewals`` epoch -> filters renewed then; ``silent_after``
-    filter -> the first snapshot at which it is silent (it stays silent after)."""
+def _run(
+    epochs: int,
+    renewals: dict[int, list[int]],
+    silent_after: dict[int, int],
+    arm: str = "contextual",
+) -> dict:
+    """A record of ``epochs`` epochs, 8 filters: ``renewals`` epoch -> filters renewed then;
+    ``silent_after`` filter -> the first snapshot at which it is silent (it stays silent after)."""
     n, spe = 8, 4
     std = np.ones((epochs + 1, n))
     for f, e in silent_after.items():
         std[e:, f] = 1e-4
-    events = [{"epoch": e, "step": spe * e, "strategy": "none" if arm == "none" else arm,
-               "filters": renewals.get(e, []), "total": n, "notes": [], "score": "silent"} for e in range(1, epochs)]
-    return {"arm": arm, "seed": 0, "events": events,
-            "timeline": {"epoch": list(range(epochs + 1)), "step": [spe * e for e in range(epochs + 1)],
-                         "l2": np.ones((epochs + 1, n)).tolist(), "output_std": std.tolist()}}
+    events = [
+        {
+            "epoch": e,
+            "step": spe * e,
+            "strategy": "none" if arm == "none" else arm,
+            "filters": renewals.get(e, []),
+            "total": n,
+            "notes": [],
+            "score": "silent",
+        }
+        for e in range(1, epochs)
+    ]
+    return {
+        "arm": arm,
+        "seed": 0,
+        "events": events,
+        "timeline": {
+            "epoch": list(range(epochs + 1)),
+            "step": [spe * e for e in range(epochs + 1)],
+            "l2": np.ones((epochs + 1, n)).tolist(),
+            "output_std": std.tolist(),
+        },
+    }
 
 
 def test_a_renewal_again_counts_as_a_death():
-    """Filter 3 renewed at epoch 1 goes silent, is detected and renewed again at epoch 3: the snapshot after
-    that event shows its loud replacement, yet the first renewal's row is dead from epoch 3 on."""
+    """Filter 3 renewed at epoch 1 goes silent, is detected and renewed again at epoch 3: the
+    snapshot after that event shows its loud replacement, yet the first renewal's row is dead from
+    epoch 3 on."""
     record = _run(5, {1: [3], 3: [3]}, {})
     first, second = survival(record, FAST.train.but(epochs=5), tau=0.01)
     assert first["epoch"] == 1 and first["renewed_again"] == 3
@@ -185,10 +249,10 @@ def test_a_renewal_again_counts_as_a_death():
 
 
 def test_stratified_comparison_weights_to_the_renewal_epochs():
-    """Standard training loses half its live filters after epoch 1 and none after epoch 3. Renewals at
-    epoch 1 all survive (+50 pts there), renewals at epoch 3 survive like anything (0 pts): the weighted
-    difference follows CRAFT's epoch mix (1 renewal at epoch 1, 3 at epoch 3 -> +12.5 pts); the epoch-3
-    stratum is marked as one where nothing can die."""
+    """Standard training loses half its live filters after epoch 1 and none after epoch 3. Renewals
+    at epoch 1 all survive (+50 pts there), renewals at epoch 3 survive like anything (0 pts): the
+    weighted difference follows CRAFT's epoch mix (1 renewal at epoch 1, 3 at epoch 3 -> +12.5 pts);
+    the epoch-3 stratum is marked as one where nothing can die."""
     from craftlib.study import hazard
 
     config = FAST.train.but(epochs=5)
@@ -197,40 +261,62 @@ def test_stratified_comparison_weights_to_the_renewal_epochs():
     rows = hazard.rows_by_seed({0: craft, 1: craft}, {0: base, 1: base}, config, 0.01)
     result = hazard.compare(rows, boot=50)
     by_epoch = {r["epoch"]: r for r in result["strata"]}
-    assert by_epoch[1]["renewed_heard"] == 1.0 and by_epoch[1]["live_heard"] == 0.5 and by_epoch[1]["dying_possible"]
+    assert (
+        by_epoch[1]["renewed_heard"] == 1.0
+        and by_epoch[1]["live_heard"] == 0.5
+        and by_epoch[1]["dying_possible"]
+    )
     assert by_epoch[3]["live_heard"] == 1.0 and not by_epoch[3]["dying_possible"]
     assert result["all"]["difference"] == pytest.approx(0.125)
-    assert result["possible"]["difference"] == pytest.approx(0.5) and result["possible"]["epochs"] == [1]
+    assert result["possible"]["difference"] == pytest.approx(0.5) and result["possible"][
+        "epochs"
+    ] == [1]
     assert result["all"]["ci95"] == pytest.approx([0.125, 0.125])  # identical seeds: no spread
     first = [h for h in result["hazard"] if h["epoch"] == 2][0]
-    assert first["live_at_risk"] == 16 and first["live_deaths"] == 8 and first["renewed_deaths"] == 0  # 2 seeds
-    assert "weighted to CRAFT's epoch mix" in hazard.markdown(result) and "| 2 |" in hazard.hazard_markdown(result)
+    assert (
+        first["live_at_risk"] == 16 and first["live_deaths"] == 8 and first["renewed_deaths"] == 0
+    )  # 2 seeds
+    assert "weighted to CRAFT's epoch mix" in hazard.markdown(
+        result
+    ) and "| 2 |" in hazard.hazard_markdown(result)
 
 
 @pytest.mark.parametrize("folder", ["study", "study-early"])
 def test_results_md_survival_tables_are_the_committed_json(folder):
-    """RESULTS.md's stratified tables are ``craftlib.study.hazard``'s rendering of survival_stratified.json."""
+    """RESULTS.md's stratified tables are ``craftlib.study.hazard``'s rendering of
+    survival_stratified.json."""
     import json
     import re
 
-    from craftlib.study import hazard
     from craftlib.paths import REPO_ROOT
+    from craftlib.study import hazard
 
     result = json.loads((REPO_ROOT / "docs/results/survival_stratified.json").read_text())[folder]
     text = (REPO_ROOT / "docs/RESULTS.md").read_text()
-    block = re.search(rf"<!-- survival-stratified:{folder} -->\n(.*?)\n<!-- /survival-stratified:{folder} -->", text, re.S)
-    assert block and block.group(1).strip() == (hazard.markdown(result) + "\n\n" + hazard.hazard_markdown(result)).strip()
+    block = re.search(
+        rf"<!-- survival-stratified:{folder} -->\n(.*?)\n<!-- /survival-stratified:{folder} -->",
+        text,
+        re.S,
+    )
+    assert (
+        block
+        and block.group(1).strip()
+        == (hazard.markdown(result) + "\n\n" + hazard.hazard_markdown(result)).strip()
+    )
 
 
 @pytest.mark.slow
 def test_committed_survival_json_is_the_records():
-    """The committed numbers are what the committed records give (point estimates; the bootstrap is not rerun)."""
+    """The committed numbers are what the committed records give (point estimates; the bootstrap is
+    not rerun)."""
     import json
 
-    from craftlib.study import hazard
     from craftlib.paths import REPO_ROOT
+    from craftlib.study import hazard
 
-    committed = json.loads((REPO_ROOT / "docs/results/survival_stratified.json").read_text())["study-early"]
+    committed = json.loads((REPO_ROOT / "docs/results/survival_stratified.json").read_text())[
+        "study-early"
+    ]
     fresh = hazard.of_folder(REPO_ROOT / "docs/results/study-early", boot=0)
     assert fresh["strata"] == committed["strata"] and fresh["hazard"] == committed["hazard"]
     assert fresh["all"]["difference"] == pytest.approx(committed["all"]["difference"], abs=1e-12)

@@ -1,4 +1,6 @@
-"""The training loop: determinism, callbacks, history, weight-decay groups, optimizers, failures, resume."""
+"""The training loop: determinism, callbacks, history, weight-decay groups, optimizers, failures,
+resume."""
+
 from __future__ import annotations
 
 import math
@@ -12,8 +14,15 @@ from craftlib.activity import activation_scores, model_scores, snapshot_scores
 from craftlib.callbacks import Callback
 from craftlib.data import probe_batch
 from craftlib.recipes import FAST
-from craftlib.training import (NonFiniteLossError, TrainConfig, Trainer, conv1_snapshot, make_optimizer,
-                               make_schedule, parameter_groups)
+from craftlib.training import (
+    NonFiniteLossError,
+    TrainConfig,
+    Trainer,
+    conv1_snapshot,
+    make_optimizer,
+    make_schedule,
+    parameter_groups,
+)
 
 CFG = FAST.train.but(batch_size=32, epochs=2)  # 105 faces -> 3 steps per epoch on tiny_faces
 
@@ -102,10 +111,21 @@ def test_history_records_each_epoch(tiny_faces):
     assert [h["step"] for h in history] == [0, 3, 6]
     assert math.isnan(history[0]["loss"])
     for h in history[1:]:
-        assert np.isfinite(h["loss"]) and 0 <= h["train_acc"] <= 1 and h["lr"] >= 0 and h["seconds"] > 0
+        assert (
+            np.isfinite(h["loss"])
+            and 0 <= h["train_acc"] <= 1
+            and h["lr"] >= 0
+            and h["seconds"] > 0
+        )
     snap = history[-1]["conv1"]
     assert np.array(snap["weight"]).shape == (64, 3, 3, 3)
-    assert len(snap["gamma"]) == len(snap["beta"]) == len(snap["running_var"]) == len(snap["slope"]) == 64
+    assert (
+        len(snap["gamma"])
+        == len(snap["beta"])
+        == len(snap["running_var"])
+        == len(snap["slope"])
+        == 64
+    )
     assert snap["weight"] == trainer.model.conv1.weight.tolist()
     assert snap["slope"] == trainer.model.act1.weight.tolist()
     assert history[0]["conv1"]["weight"] != snap["weight"]
@@ -123,14 +143,18 @@ def test_probe_is_a_fixed_batch_of_the_training_faces(tiny_faces):
 
 @pytest.mark.slow
 def test_history_records_the_output_spread_on_the_probe(tiny_faces):
-    """``output_std`` is the silent score's raw number, measured in eval mode without touching BatchNorm."""
+    """``output_std`` is the silent score's raw number, measured in eval mode without touching
+    BatchNorm."""
     trainer = _trainer(tiny_faces, epochs=1)
     trainer.fit()
     snap = trainer.history[-1]["conv1"]
     expected = activation_scores(trainer.model.stem, trainer.probe, trainer.model, "std")
     np.testing.assert_allclose(snap["output_std"], expected, rtol=1e-12)
-    np.testing.assert_allclose(snapshot_scores(snap, "silent"), model_scores(trainer.model, "silent", probe=trainer.probe),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        snapshot_scores(snap, "silent"),
+        model_scores(trainer.model, "silent", probe=trainer.probe),
+        rtol=1e-12,
+    )
     assert trainer.model.training  # the measurement handed the model back in training mode
     running = trainer.model.bn1.running_mean.clone()
     conv1_snapshot(trainer.model, trainer.probe)
@@ -151,7 +175,10 @@ def test_callback_changes_show_in_the_epoch_snapshot(tiny_faces):
 def test_history_without_stem_bn_or_prelu(tiny_faces):
     trainer = _trainer(tiny_faces, epochs=1, model__stem_bn=False, model__stem_act="relu")
     trainer.fit()
-    assert set(trainer.history[-1]["conv1"]) == {"weight", "output_std"}  # no BatchNorm, no per-channel slope
+    assert set(trainer.history[-1]["conv1"]) == {
+        "weight",
+        "output_std",
+    }  # no BatchNorm, no per-channel slope
 
 
 # --------------------------------------------------------------------------------------------
@@ -163,7 +190,9 @@ def _groups(cfg: TrainConfig) -> dict[float, set[str]]:
     from craftlib.models import FaceCNN
 
     model, head = FaceCNN(cfg.model), MarginHead(cfg.model.embedding_dim, 10)
-    names = {id(p): n for n, p in model.named_parameters()} | {id(p): f"head.{n}" for n, p in head.named_parameters()}
+    names = {id(p): n for n, p in model.named_parameters()} | {
+        id(p): f"head.{n}" for n, p in head.named_parameters()
+    }
     groups = parameter_groups(model, head, cfg)
     assert sum(len(g["params"]) for g in groups) == len(names)  # every parameter exactly once
     return {g["weight_decay"]: {names[id(p)] for p in g["params"]} for g in groups}
@@ -184,7 +213,9 @@ def test_weight_decay_no_norm_bias_spares_vectors():
 
 
 def test_weight_decay_overrides_by_name_prefix():
-    groups = _groups(TrainConfig(weight_decay=5e-4, weight_decay_overrides={"conv1": 0.1, "bn1": 0.0}))
+    groups = _groups(
+        TrainConfig(weight_decay=5e-4, weight_decay_overrides={"conv1": 0.1, "bn1": 0.0})
+    )
     assert sorted(groups) == [0.0, 5e-4, 0.1]
     assert groups[0.1] == {"conv1.weight"}
     assert groups[0.0] == {"bn1.weight", "bn1.bias"}
@@ -195,7 +226,10 @@ def test_unknown_weight_decay_scope_raises():
         _groups(TrainConfig(weight_decay_scope="norm_only"))
 
 
-@pytest.mark.parametrize("name, cls", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)])
+@pytest.mark.parametrize(
+    "name, cls",
+    [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)],
+)
 @pytest.mark.parametrize("schedule", ["onecycle", "cosine", "step", "constant"])
 def test_optimizers_and_schedules_construct_and_step(name, cls, schedule):
     w = torch.nn.Parameter(torch.ones(4))
@@ -223,12 +257,22 @@ def test_unknown_optimizer_or_schedule_raises(field, value):
     cfg = TrainConfig(**{field: value})
     opt = torch.optim.SGD([torch.nn.Parameter(torch.ones(1))], lr=0.1)
     with pytest.raises(ValueError, match=field):
-        make_optimizer(opt.param_groups, cfg) if field == "optimizer" else make_schedule(opt, cfg, 10)
+        make_optimizer(opt.param_groups, cfg) if field == "optimizer" else make_schedule(
+            opt, cfg, 10
+        )
 
 
 def test_trainer_with_adamw_and_no_norm_bias_trains(tiny_faces):
-    trainer = _trainer(tiny_faces, epochs=1, optimizer="adamw", lr=1e-3, weight_decay_scope="no_norm_bias",
-                       schedule="cosine", head="arcface", grad_clip=5.0)
+    trainer = _trainer(
+        tiny_faces,
+        epochs=1,
+        optimizer="adamw",
+        lr=1e-3,
+        weight_decay_scope="no_norm_bias",
+        schedule="cosine",
+        head="arcface",
+        grad_clip=5.0,
+    )
     trainer.fit()
     assert np.isfinite(trainer.history[-1]["loss"])
 
@@ -238,7 +282,9 @@ def test_trainer_with_adamw_and_no_norm_bias_trains(tiny_faces):
 
 
 def test_nan_loss_raises_with_advice(tiny_faces, monkeypatch):
-    monkeypatch.setattr(training, "margin_loss", lambda head, emb, y: (emb.sum() * float("nan"), torch.tensor(0.0)))
+    monkeypatch.setattr(
+        training, "margin_loss", lambda head, emb, y: (emb.sum() * float("nan"), torch.tensor(0.0))
+    )
     trainer = _trainer(tiny_faces)
     before = trainer.model.conv1.weight.detach().clone()
     with pytest.raises(NonFiniteLossError) as err:
@@ -257,8 +303,12 @@ def test_huge_learning_rate_ends_in_non_finite_loss_error(tiny_faces):
 @pytest.mark.slow
 def test_train_steps_crosses_epoch_ends_like_fit(tiny_faces):
     stepped, fitted = _trainer(tiny_faces), _trainer(tiny_faces)
-    losses = stepped.train_steps(2) + stepped.train_steps(3)  # 5 steps: epoch 1 done, 2 into epoch 2
-    assert len(losses) == 5 and (stepped.epoch, stepped.step) == (1, 5) and len(stepped.history) == 2
+    losses = stepped.train_steps(2) + stepped.train_steps(
+        3
+    )  # 5 steps: epoch 1 done, 2 into epoch 2
+    assert (
+        len(losses) == 5 and (stepped.epoch, stepped.step) == (1, 5) and len(stepped.history) == 2
+    )
     losses += stepped.train_steps(1)
     assert (stepped.epoch, stepped.step) == (2, 6) and len(stepped.history) == 3
     fitted.fit()
@@ -298,5 +348,7 @@ def test_train_function_resumes_from_a_checkpoint(tiny_faces, tmp_path):
     first = _trainer(tiny_faces, epochs=1)
     first.fit()
     first.save(tmp_path / "ckpt.pt")
-    trainer = training.train(tiny_faces, CFG.but(epochs=1), progress=False, resume_from=tmp_path / "ckpt.pt")
+    trainer = training.train(
+        tiny_faces, CFG.but(epochs=1), progress=False, resume_from=tmp_path / "ckpt.pt"
+    )
     assert trainer.step == 3 and len(trainer.history) == 2  # nothing left to do: not trained twice

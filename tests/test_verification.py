@@ -1,4 +1,5 @@
 """The LFW verification protocol on scores with known answers, and on the real DevTest pairs."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +7,15 @@ import pytest
 import torch
 
 from craftlib.models import FaceCNN, ModelConfig
-from craftlib.verification import (best_threshold, embed, evaluate, evaluate_pixels, evaluate_scores, splits,
-                                   threshold_at_far)
+from craftlib.verification import (
+    best_threshold,
+    embed,
+    evaluate,
+    evaluate_pixels,
+    evaluate_scores,
+    splits,
+    threshold_at_far,
+)
 
 
 def _separable(n: int = 600, seed: int = 0):
@@ -34,7 +42,8 @@ def test_anti_correlated_scores_are_worst():
 def test_best_threshold_on_a_hand_built_case():
     scores = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
     same = np.array([0, 0, 1, 1, 0, 1, 1], dtype=bool)
-    # cut at 0.25: 2 rejects + 4 accepts right = 6/7; cut at 0.55: 3 + 2 = 5/7; anything else is worse
+    # cut at 0.25: 2 rejects + 4 accepts right = 6/7; cut at 0.55: 3 + 2 = 5/7; anything else is
+    # worse
     t = best_threshold(scores, same)
     assert t == pytest.approx(0.25)
     assert np.mean((scores > t) == same) == pytest.approx(6 / 7)
@@ -49,8 +58,12 @@ def test_best_threshold_never_cuts_between_ties():
 
 
 def test_best_threshold_at_the_ends():
-    assert best_threshold(np.array([0.1, 0.2, 0.3]), np.array([True, True, True])) < 0.1  # accept all
-    assert best_threshold(np.array([0.1, 0.2, 0.3]), np.array([False, False, False])) > 0.3  # reject all
+    assert (
+        best_threshold(np.array([0.1, 0.2, 0.3]), np.array([True, True, True])) < 0.1
+    )  # accept all
+    assert (
+        best_threshold(np.array([0.1, 0.2, 0.3]), np.array([False, False, False])) > 0.3
+    )  # reject all
 
 
 def test_predefined_folds_versus_contiguous_kfold():
@@ -71,7 +84,9 @@ def test_evaluate_scores_uses_the_folds_it_is_given():
     assert len(by_fold["fold_accuracies"]) == 4
     assert by_fold["fold_accuracies"] == [0.99, 1.0, 1.0, 1.0]
     contiguous = evaluate_scores(scores, same)
-    assert len(contiguous["fold_accuracies"]) == 10 and contiguous["fold_accuracies"][0] == pytest.approx(0.975)
+    assert len(contiguous["fold_accuracies"]) == 10 and contiguous["fold_accuracies"][
+        0
+    ] == pytest.approx(0.975)
 
 
 def test_threshold_at_far_on_constructed_scores():
@@ -80,7 +95,9 @@ def test_threshold_at_far_on_constructed_scores():
     for far, accepted in ((0.01, 1), (0.05, 5), (0.5, 50)):
         t = threshold_at_far(scores, same, far)
         assert np.sum(scores[~same] > t) == accepted  # exactly far * 100 impostors get in
-        assert np.mean(scores[~same] > t - 0.011) > far  # the lowest such threshold, to the grid's step
+        assert (
+            np.mean(scores[~same] > t - 0.011) > far
+        )  # the lowest such threshold, to the grid's step
 
 
 def test_tar_at_far_on_constructed_scores():
@@ -92,9 +109,14 @@ def test_tar_at_far_on_constructed_scores():
     scores[same] = np.where(j % 10 < 3, 1.5, -0.5)
     report = evaluate_scores(scores, same)
     assert report["tar@far=0.01"] == pytest.approx(0.3)
-    assert report["tar@far=0.001"] is None  # 450 impostors per training split cannot set a 1e-3 threshold
+    assert (
+        report["tar@far=0.001"] is None
+    )  # 450 impostors per training split cannot set a 1e-3 threshold
     report = evaluate_scores(scores, same, fars=(0.2,))
-    assert set(k for k in report if k.startswith("tar@")) == {"tar@far=0.2"} and report["tar_notes"] == {}
+    assert (
+        set(k for k in report if k.startswith("tar@")) == {"tar@far=0.2"}
+        and report["tar_notes"] == {}
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -102,12 +124,20 @@ def test_tar_at_far_on_constructed_scores():
 
 
 def test_tar_at_far_1e3_is_not_estimable_on_devtest(devtest):
-    """DevTest: 1,000 pairs in 10 folds, so each threshold is set on 450 impostor pairs (< 1/FAR = 1,000)."""
-    scores = np.where(devtest.same, 0.7, 0.2) + np.random.default_rng(0).normal(0, 0.2, len(devtest))
+    """DevTest: 1,000 pairs in 10 folds, so each threshold is set on 450 impostor pairs (< 1/FAR =
+    1,000)."""
+    scores = np.where(devtest.same, 0.7, 0.2) + np.random.default_rng(0).normal(
+        0, 0.2, len(devtest)
+    )
     report = evaluate_scores(scores, devtest.same, devtest.folds)
     assert report["tar@far=0.001"] is None
-    assert report["tar_notes"]["0.001"].startswith("not estimable") and "450 impostor pairs" in report["tar_notes"]["0.001"]
-    assert isinstance(report["tar@far=0.01"], float) and "0.01" not in report["tar_notes"]  # 4.5 impostors: enough
+    assert (
+        report["tar_notes"]["0.001"].startswith("not estimable")
+        and "450 impostor pairs" in report["tar_notes"]["0.001"]
+    )
+    assert (
+        isinstance(report["tar@far=0.01"], float) and "0.01" not in report["tar_notes"]
+    )  # 4.5 impostors: enough
 
 
 def test_tar_at_far_1e3_is_a_number_at_view2_size():
@@ -117,7 +147,10 @@ def test_tar_at_far_1e3_is_a_number_at_view2_size():
     folds = np.repeat(np.arange(10), 600)
     scores = np.where(same, rng.normal(0.7, 0.15, 6000), rng.normal(0.1, 0.15, 6000))
     report = evaluate_scores(scores, same, folds)
-    assert isinstance(report["tar@far=0.001"], float) and 0 < report["tar@far=0.001"] <= report["tar@far=0.01"] <= 1
+    assert (
+        isinstance(report["tar@far=0.001"], float)
+        and 0 < report["tar@far=0.001"] <= report["tar@far=0.01"] <= 1
+    )
     assert report["tar_notes"] == {}
 
 
@@ -132,14 +165,17 @@ def test_tar_at_far_needs_one_over_far_impostors_per_training_split(impostors, e
     assert ("0.01" in report["tar_notes"]) != estimable
 
 
-@pytest.mark.parametrize("scores, same, match", [
-    (np.array([0.1, np.nan, 0.3, 0.4]), np.array([0, 0, 1, 1], bool), "NaN"),
-    (np.array([0.1, np.inf, 0.3, 0.4]), np.array([0, 0, 1, 1], bool), "NaN or inf"),
-    (np.array([0.1, 0.2, 0.3, 0.4]), np.array([1, 1, 1, 1], bool), "both"),
-    (np.array([0.1, 0.2, 0.3, 0.4]), np.array([0, 0, 0, 0], bool), "both"),
-    (np.array([0.1, 0.2, 0.3]), np.array([0, 0, 1, 1], bool), "same length"),
-    (np.ones((4, 2)), np.ones((4, 2), bool), "1-D"),
-])
+@pytest.mark.parametrize(
+    "scores, same, match",
+    [
+        (np.array([0.1, np.nan, 0.3, 0.4]), np.array([0, 0, 1, 1], bool), "NaN"),
+        (np.array([0.1, np.inf, 0.3, 0.4]), np.array([0, 0, 1, 1], bool), "NaN or inf"),
+        (np.array([0.1, 0.2, 0.3, 0.4]), np.array([1, 1, 1, 1], bool), "both"),
+        (np.array([0.1, 0.2, 0.3, 0.4]), np.array([0, 0, 0, 0], bool), "both"),
+        (np.array([0.1, 0.2, 0.3]), np.array([0, 0, 1, 1], bool), "same length"),
+        (np.ones((4, 2)), np.ones((4, 2), bool), "1-D"),
+    ],
+)
 def test_bad_inputs_raise(scores, same, match):
     with pytest.raises(ValueError, match=match):
         evaluate_scores(scores, same)
@@ -173,28 +209,51 @@ def test_flip_embedding_is_flip_invariant(devtest):
     a, b = embed(model, images), embed(model, mirrored)
     np.testing.assert_allclose(a, b, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
-    assert not np.allclose(embed(model, images, flip=False), embed(model, mirrored, flip=False), atol=1e-3)
+    assert not np.allclose(
+        embed(model, images, flip=False), embed(model, mirrored, flip=False), atol=1e-3
+    )
 
 
 def test_embed_is_batch_size_independent(devtest):
     model = FaceCNN(ModelConfig(input_size=32))
     images = devtest.images[:20]
-    np.testing.assert_allclose(embed(model, images, batch_size=7), embed(model, images, batch_size=64), atol=1e-5)
+    np.testing.assert_allclose(
+        embed(model, images, batch_size=7), embed(model, images, batch_size=64), atol=1e-5
+    )
 
 
 def test_evaluate_on_devtest_reports_everything(devtest_subset):
-    small = ModelConfig(input_size=32, stem_channels=8, widths=(8, 8, 8), embedding_dim=16)  # seconds on 1 core
+    small = ModelConfig(
+        input_size=32, stem_channels=8, widths=(8, 8, 8), embedding_dim=16
+    )  # seconds on 1 core
     report = evaluate(FaceCNN(small), devtest_subset)
-    assert {"accuracy", "accuracy_std", "auc", "eer", "tar@far=0.01", "tar@far=0.001", "roc", "thresholds",
-            "tar_notes"} <= set(report)
+    assert {
+        "accuracy",
+        "accuracy_std",
+        "auc",
+        "eer",
+        "tar@far=0.01",
+        "tar@far=0.001",
+        "roc",
+        "thresholds",
+        "tar_notes",
+    } <= set(report)
     assert 0.3 < report["accuracy"] < 0.8  # an untrained network: near chance, but a number
-    assert report["n_pairs"] == 250 and report["tar@far=0.001"] is None and "0.001" in report["tar_notes"]
+    assert (
+        report["n_pairs"] == 250
+        and report["tar@far=0.001"] is None
+        and "0.001" in report["tar_notes"]
+    )
 
 
 @pytest.mark.parametrize("training", [True, False])
 def test_embed_hands_the_model_back_in_its_mode(devtest_subset, training):
-    model = FaceCNN(ModelConfig(input_size=32, stem_channels=8, widths=(8, 8, 8), embedding_dim=16)).train(training)
+    model = FaceCNN(
+        ModelConfig(input_size=32, stem_channels=8, widths=(8, 8, 8), embedding_dim=16)
+    ).train(training)
     running = model.bn1.running_mean.clone()
     embed(model, devtest_subset.images[:8])
     assert model.training == training
-    assert torch.equal(model.bn1.running_mean, running)  # embedded with running statistics, not the batch's
+    assert torch.equal(
+        model.bn1.running_mean, running
+    )  # embedded with running statistics, not the batch's

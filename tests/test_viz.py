@@ -1,6 +1,8 @@
-"""Every figure of craftlib.viz drawn from real data: LFW faces, a real CRAFT run, the released MobileFaceNet;
-the comparison figures from a ``results.Summary`` (synthetic records here, a real comparison in one slow test).
+"""Every figure of craftlib.viz drawn from real data: LFW faces, a real CRAFT run, the released
+MobileFaceNet; the comparison figures from a ``results.Summary`` (synthetic records here, a real
+comparison in one slow test).
 """
+
 from __future__ import annotations
 
 import copy
@@ -11,11 +13,11 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from craftlib.study import figures
 from craftlib import viz
 from craftlib.activity import filter_scores, inactive_mask, model_scores, relative, timeline
-from craftlib.study.experiments import load_records
 from craftlib.reactivation import PAPER_READING, reactivate_model
+from craftlib.study import figures
+from craftlib.study.experiments import load_records
 from craftlib.study.results import ARM_LABELS, METRIC_LABELS, SILENT_TAU, summarize
 
 TAU = 0.3  # the tiny run re-activates silent filters below 0.3 (FAST's τ)
@@ -80,7 +82,11 @@ def test_score_bars_sorted_coloured_and_tau_line(mfn_scores):
     (ax,) = fig.axes
     heights = [p.get_height() for p in ax.patches]
     assert len(heights) == 64 and heights == sorted(heights)
-    red = [p for p in ax.patches if np.allclose(p.get_facecolor()[:3], viz.matplotlib.colors.to_rgb(viz.INACTIVE))]
+    red = [
+        p
+        for p in ax.patches
+        if np.allclose(p.get_facecolor()[:3], viz.matplotlib.colors.to_rgb(viz.INACTIVE))
+    ]
     assert len(red) == 31
     tau_line = next(l for l in ax.lines if l.get_gid() == "tau")
     assert list(tau_line.get_ydata()) == [0.1, 0.1]
@@ -103,7 +109,13 @@ def test_score_histogram_splits_at_tau(mfn_scores, log):
 
 
 def test_tau_text():
-    assert [viz.tau_text(t) for t in (0.1, 0.3, 0.01, 0.005, 0.0)] == ["0.10", "0.30", "0.01", "0.005", "0.00"]
+    assert [viz.tau_text(t) for t in (0.1, 0.3, 0.01, 0.005, 0.0)] == [
+        "0.10",
+        "0.30",
+        "0.01",
+        "0.005",
+        "0.00",
+    ]
 
 
 def test_death_timeline_orders_by_death_and_marks_events(tiny_run):
@@ -126,12 +138,16 @@ def test_death_timeline_orders_by_death_and_marks_events(tiny_run):
 @pytest.mark.slow
 def test_death_timeline_ignores_detect_only_events_and_takes_steps(tiny_run):
     matrix = timeline(tiny_run.history, "silent")
-    detected = [{**e, "strategy": "none"} for e in tiny_run.events]  # the standard arm logs, renews nothing
+    detected = [
+        {**e, "strategy": "none"} for e in tiny_run.events
+    ]  # the standard arm logs, renews nothing
     ax = main_axes(viz.death_timeline(matrix, TAU, detected))[0]
     assert not [c for c in ax.collections if c.get_gid() == "renewed"]
     assert not [l for l in ax.lines if l.get_color() == viz.EVENT]
     steps = [h["step"] for h in tiny_run.history]
-    ax = main_axes(viz.death_timeline(matrix, TAU, tiny_run.events, x=steps, xlabel="step", log=True))[0]
+    ax = main_axes(
+        viz.death_timeline(matrix, TAU, tiny_run.events, x=steps, xlabel="step", log=True)
+    )[0]
     event_lines = [l for l in ax.lines if l.get_color() == viz.EVENT]
     assert sorted(l.get_xdata()[0] for l in event_lines) == [e["step"] for e in tiny_run.events]
 
@@ -163,19 +179,30 @@ def test_before_after_shows_renewed_filters_and_their_maps(tiny_run, face):
     model = copy.deepcopy(tiny_run.model)
     before = model.conv1.weight.detach().clone()
     tau = float(np.sort(model_scores(model))[4]) + 1e-6
-    result = reactivate_model(model, PAPER_READING.but(tau=tau), generator=torch.Generator().manual_seed(0))
+    result = reactivate_model(
+        model, PAPER_READING.but(tau=tau), generator=torch.Generator().manual_seed(0)
+    )
     assert len(result.filters) == 5
-    fig = viz.before_after(before, model.conv1.weight, result.filters, tiny_run.model.stem, model.stem, face)
+    fig = viz.before_after(
+        before, model.conv1.weight, result.filters, tiny_run.model.stem, model.stem, face
+    )
     assert len(fig.axes) == 4 * 5
     labels = [ax.get_ylabel() for ax in fig.axes[::5]]
-    assert [("filter" in l, "before" in l) for l in labels] == [(True, True), (True, False), (False, True), (False, False)]
+    assert [("filter" in l, "before" in l) for l in labels] == [
+        (True, True),
+        (True, False),
+        (False, True),
+        (False, False),
+    ]
     assert "after" in labels[1] and labels[2].startswith("map") and "after" in labels[3]
     assert len(viz.before_after(before, model.conv1.weight, result.filters).axes) == 2 * 5
     assert "no filters" in viz.before_after(before, before, []).texts[0].get_text()
 
 
 def test_training_curves_three_panels_event_lines_and_a_second_reading(tiny_run):
-    fig = viz.training_curves(tiny_run.history, tiny_run.events, tau=TAU, score="silent", second=("max", 0.1))
+    fig = viz.training_curves(
+        tiny_run.history, tiny_run.events, tau=TAU, score="silent", second=("max", 0.1)
+    )
     assert len(fig.axes) == 3
     for ax in fig.axes:
         assert len([l for l in ax.lines if l.get_gid() == "event"]) == len(tiny_run.events)
@@ -186,8 +213,11 @@ def test_training_curves_three_panels_event_lines_and_a_second_reading(tiny_run)
 
 
 def test_step_curves_from_a_lab_log():
-    log = [{"step": 0, "loss": float("nan"), "inactive": 0.0}, {"step": 5, "loss": 9.0, "inactive": None},
-           {"step": 10, "loss": 8.5, "inactive": 0.25}]
+    log = [
+        {"step": 0, "loss": float("nan"), "inactive": 0.0},
+        {"step": 5, "loss": 9.0, "inactive": None},
+        {"step": 10, "loss": 8.5, "inactive": 0.25},
+    ]
     fig = viz.step_curves(log, [{"epoch": 0, "step": 10, "filters": [1, 2]}])
     loss_ax, inactive_ax = fig.axes
     assert list(loss_ax.lines[0].get_xdata()) == [5, 10]
@@ -205,7 +235,10 @@ def test_roc_curves_log_far_axis(synthetic_records):
     (ax,) = fig.axes
     assert ax.get_xscale() == "log"
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels[0] == f"none seed 0 (AUC {synthetic_records[0]['auc']:.3f})" and labels[-1] == "chance"
+    assert (
+        labels[0] == f"none seed 0 (AUC {synthetic_records[0]['auc']:.3f})"
+        and labels[-1] == "chance"
+    )
     assert len(labels) == 4
 
 
@@ -216,7 +249,12 @@ def test_seed_comparison_boxes_points_and_the_paired_ci(summary):
     points = sum(len(c.get_offsets()) for c in ax.collections)
     assert points == 15  # 3 arms x 5 seeds
     notes = [t.get_text() for t in ax.texts if t.get_gid() == "pvalue"]
-    assert notes[0] == "baseline" and notes[1].startswith("Δ +") and "CI [" in notes[1] and "p = " in notes[1]
+    assert (
+        notes[0] == "baseline"
+        and notes[1].startswith("Δ +")
+        and "CI [" in notes[1]
+        and "p = " in notes[1]
+    )
     assert "5 seed(s)" in ax.get_title() and METRIC_LABELS["accuracy"] in ax.get_title()
     one = figures.seed_comparison(summary, "accuracy", arms=["none", "contextual"])
     assert len(one.axes[0].get_xticklabels()) == 2
@@ -234,7 +272,10 @@ def test_tau_curves_one_line_per_arm(summary):
     (ax,) = fig.axes
     assert len(ax.lines) == 3 and ax.get_xscale() == "log"
     for line, arm in zip(ax.lines, summary.arms.values()):
-        assert list(line.get_xdata()) == list(summary.taus) and list(line.get_ydata()) == arm.curves["silent"]
+        assert (
+            list(line.get_xdata()) == list(summary.taus)
+            and list(line.get_ydata()) == arm.curves["silent"]
+        )
         assert f"area {arm.curve_area('silent'):.3f}" in line.get_label()
 
 
@@ -242,9 +283,11 @@ def test_survival_curves_against_standard_training(summary):
     fig = figures.survival_curves(summary)
     (ax,) = fig.axes
     labels = [l.get_label() for l in ax.lines]
-    assert labels == [f"{ARM_LABELS['contextual']}: re-activated filters",
-                      f"{ARM_LABELS['random_matched']}: re-activated filters",
-                      "standard training: filters alive at the same epochs"]
+    assert labels == [
+        f"{ARM_LABELS['contextual']}: re-activated filters",
+        f"{ARM_LABELS['random_matched']}: re-activated filters",
+        "standard training: filters alive at the same epochs",
+    ]
     assert list(ax.lines[-1].get_ydata()) == summary.baseline_survival
 
 
@@ -262,9 +305,19 @@ def test_record_matrix_is_relative_per_epoch(synthetic_records):
 def test_save_comparison_figures_writes_every_png(summary, synthetic_records, tmp_path):
     paths = figures.save_comparison_figures(summary, synthetic_records, tmp_path / "figs")
     names = sorted(p.name for p in paths)
-    assert names == sorted(["seeds_accuracy.png", "seeds_silent_fraction.png", "tau_curve_silent.png",
-                            "tau_curve_max.png", "survival.png", "roc.png", "timeline_none.png",
-                            "timeline_contextual.png", "timeline_random_matched.png"])
+    assert names == sorted(
+        [
+            "seeds_accuracy.png",
+            "seeds_silent_fraction.png",
+            "tau_curve_silent.png",
+            "tau_curve_max.png",
+            "survival.png",
+            "roc.png",
+            "timeline_none.png",
+            "timeline_contextual.png",
+            "timeline_random_matched.png",
+        ]
+    )
     assert all(p.stat().st_size > 5000 and p.read_bytes()[:4] == b"\x89PNG" for p in paths)
 
 
@@ -274,9 +327,15 @@ def test_comparison_figures_of_a_real_comparison(comparison_dir, tmp_path):
     summary = summarize(records)
     assert list(summary.arms) == ["none", "contextual"] and summary.arms["none"].seeds == [0, 1]
     paths = figures.save_comparison_figures(summary, records, tmp_path)
-    assert len(paths) == 8 and all(p.read_bytes()[:4] == b"\x89PNG" for p in paths)  # 2 arms: 2 timelines
-    fig = viz.death_timeline(figures.record_matrix(records[0]), SILENT_TAU, records[0]["events"],
-                             x=records[0]["timeline"]["epoch"])
+    assert len(paths) == 8 and all(
+        p.read_bytes()[:4] == b"\x89PNG" for p in paths
+    )  # 2 arms: 2 timelines
+    fig = viz.death_timeline(
+        figures.record_matrix(records[0]),
+        SILENT_TAU,
+        records[0]["events"],
+        x=records[0]["timeline"]["epoch"],
+    )
     assert main_axes(fig)[0].images[0].get_array().shape == (64, 3)
 
 
@@ -291,12 +350,18 @@ def test_figures_show_themselves_in_jupyter_without_pyplot(mfn_scores):
 
 
 def rendered(fig) -> dict:
-    """What a widget shows of ``fig``: its PNG's size, each text's font size in pixels, the grid's tiles in pixels."""
+    """What a widget shows of ``fig``: its PNG's size, each text's font size in pixels, the grid's
+    tiles in pixels."""
     png = viz.figure_png(fig, dpi=viz.WIDGET_DPI)
-    texts = [t for t in fig.findobj(viz.matplotlib.text.Text) if t.get_visible() and t.get_text().strip()]
+    texts = [
+        t for t in fig.findobj(viz.matplotlib.text.Text) if t.get_visible() and t.get_text().strip()
+    ]
     ax = fig.axes[0]
-    return {"png": struct.unpack(">II", png[16:24]), "font_px": [t.get_fontsize() * fig.dpi / 72 for t in texts],
-            "tile_px": ax.get_window_extent().width / (ax.get_xlim()[1] - ax.get_xlim()[0])}
+    return {
+        "png": struct.unpack(">II", png[16:24]),
+        "font_px": [t.get_fontsize() * fig.dpi / 72 for t in texts],
+        "tile_px": ax.get_window_extent().width / (ax.get_xlim()[1] - ax.get_xlim()[0]),
+    }
 
 
 def test_projector_mode_draws_text_and_tiles_one_and_a_half_times_larger(stem):
@@ -312,7 +377,9 @@ def test_projector_mode_draws_text_and_tiles_one_and_a_half_times_larger(stem):
     assert len(big["font_px"]) == len(normal["font_px"]) > 64  # tile numbers, title
     assert all(b >= 1.5 * n - 1e-9 for b, n in zip(big["font_px"], normal["font_px"]))
     assert min(big["font_px"]) >= 15 and big["tile_px"] >= 1.5 * normal["tile_px"] - 1e-9
-    assert big["png"][0] >= 1.5 * normal["png"][0] - 1 and rendered(fig)["png"] == normal["png"]  # off again
+    assert (
+        big["png"][0] >= 1.5 * normal["png"][0] - 1 and rendered(fig)["png"] == normal["png"]
+    )  # off again
 
 
 def test_projector_mode_refuses_a_silly_scale_and_reads_the_environment(monkeypatch):

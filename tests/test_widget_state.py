@@ -1,10 +1,12 @@
-"""Every widget agrees with itself after every control change, is readable, fits a laptop, and is colour-blind safe.
+"""Every widget agrees with itself after every control change, is readable, fits a laptop, and is
+colour-blind safe.
 
 Driven in Python (no browser): set a control, then read every place the widget shows a count — the
-status line, captions, figure titles and the framed filters — and require one number. The figures are
-checked for text under 10 px at the size they are shown and for a PNG that fits a 1366×768 screen.
-Runs on synthetic faces and on the committed FAST comparison records: no LFW needed.
+status line, captions, figure titles and the framed filters — and require one number. The figures
+are checked for text under 10 px at the size they are shown and for a PNG that fits a 1366×768
+screen. Runs on synthetic faces and on the committed FAST comparison records: no LFW needed.
 """
+
 from __future__ import annotations
 
 import re
@@ -16,9 +18,10 @@ import numpy as np
 import pytest
 import torch
 
-from craftlib import decay, recipes, viz, widgets as cw
-from craftlib.study import reference
+from craftlib import decay, recipes, viz
+from craftlib import widgets as cw
 from craftlib.data import FaceSet
+from craftlib.study import reference
 from craftlib.study.results import fmt
 from craftlib.training import Trainer
 
@@ -37,8 +40,12 @@ def counts(text: str) -> list[int]:
 @pytest.fixture
 def trainer() -> Trainer:
     rng = np.random.default_rng(0)
-    data = FaceSet(rng.integers(0, 256, (160, 32, 32, 3), dtype=np.uint8), np.repeat(np.arange(16), 10),
-                   [f"p{i}" for i in range(16)], [f"p{i // 10}/{i}.jpg" for i in range(160)])
+    data = FaceSet(
+        rng.integers(0, 256, (160, 32, 32, 3), dtype=np.uint8),
+        np.repeat(np.arange(16), 10),
+        [f"p{i}" for i in range(16)],
+        [f"p{i // 10}/{i}.jpg" for i in range(160)],
+    )
     t = Trainer(data, recipes.FAST.train.but(epochs=2), progress=False)
     t.train_steps(3)
     with torch.no_grad():  # stand-ins for dead filters: tiny weights and a collapsed γ
@@ -62,11 +69,18 @@ def assert_readable(png: bytes, fig=None) -> None:
 def test_decay_race_follows_every_slider():
     race = cw.DecayRace(grad=0.002, steps=300)
     seen = {race.image.value}
-    for control, value in ((race.grad, 0.0005), (race.lr, 0.05), (race.wd, 2e-2), (race.momentum, 0.5),
-                           (race.steps, 400)):
+    for control, value in (
+        (race.grad, 0.0005),
+        (race.lr, 0.05),
+        (race.wd, 2e-2),
+        (race.momentum, 0.5),
+        (race.steps, 400),
+    ):
         control.value = value
         assert race.error.value == ""
-        expected = decay.simulate(race.lr.value, race.wd.value, race.momentum.value, race.grad.value, race.steps.value)
+        expected = decay.simulate(
+            race.lr.value, race.wd.value, race.momentum.value, race.grad.value, race.steps.value
+        )
         assert html_text(race.verdict.value).startswith(expected.verdict())
         assert race.image.value not in seen, f"the figure did not change with {control.description}"
         seen.add(race.image.value)
@@ -93,9 +107,13 @@ def test_decay_view_is_the_widget_picture():
 def lab_counts(lab) -> dict[str, int]:
     grid_ax = next(ax for ax in lab.grid_figure.axes if ax.get_label() == "grid")
     status = counts(lab.status.value)
-    return {"status": status[-1], "caption": counts(lab.grid_caption.value)[0],
-            "title": counts(grid_ax.get_title())[0], "frames": len(viz.marked_filters(grid_ax)),
-            "state": lab.state["count"]}
+    return {
+        "status": status[-1],
+        "caption": counts(lab.grid_caption.value)[0],
+        "title": counts(grid_ax.get_title())[0],
+        "frames": len(viz.marked_filters(grid_ax)),
+        "state": lab.state["count"],
+    }
 
 
 def assert_consistent(lab) -> None:
@@ -113,9 +131,14 @@ def test_lab_counts_agree_after_every_control_change(trainer):
     lab = cw.ReactivationLab(trainer, spec=recipes.WORKSHOP.craft)
     assert lab.score.value == "silent" and lab.tau.value == pytest.approx(0.01)
     assert_consistent(lab)
-    for change in (lambda: setattr(lab.tau, "value", 0.1), lambda: setattr(lab.score, "value", "max"),
-                   lambda: setattr(lab.tau, "value", 0.002), lambda: setattr(lab.tau, "value", 0.5),
-                   lambda: setattr(lab.score, "value", "silent"), lambda: setattr(lab.tau, "value", 0.05)):
+    for change in (
+        lambda: setattr(lab.tau, "value", 0.1),
+        lambda: setattr(lab.score, "value", "max"),
+        lambda: setattr(lab.tau, "value", 0.002),
+        lambda: setattr(lab.tau, "value", 0.5),
+        lambda: setattr(lab.score, "value", "silent"),
+        lambda: setattr(lab.tau, "value", 0.05),
+    ):
         change()
         assert_consistent(lab)
 
@@ -128,19 +151,28 @@ def test_lab_reactivate_and_train_keep_every_view_in_step(trainer):
     assert_consistent(lab)
     assert lab.state["count"] == 0
     last = html_text(lab.last_caption.value)
-    assert "last re-activation: 5 filters" in last and "5 / 64 filters below τ = 0.05 re-activated" in html_text(lab.status.value)
+    assert (
+        "last re-activation: 5 filters" in last
+        and "5 / 64 filters below τ = 0.05 re-activated" in html_text(lab.status.value)
+    )
     lab.tau.value = 0.5  # the before/after panel is history: its caption keeps its own τ and count
     assert_consistent(lab)
     assert html_text(lab.last_caption.value) == last
     lab.steps.value = 4
     lab.train_button.click()
     assert_consistent(lab)
-    assert "trained 4 steps" in lab.status.value and (lab.progress.value, lab.progress.max) == (4, 4)
+    assert "trained 4 steps" in lab.status.value and (lab.progress.value, lab.progress.max) == (
+        4,
+        4,
+    )
 
 
 def test_lab_before_after_says_how_many_were_renewed_and_shown():
-    fig = viz.before_after(np.random.default_rng(0).normal(size=(64, 3, 3, 3)),
-                           np.random.default_rng(1).normal(size=(64, 3, 3, 3)), list(range(40)))
+    fig = viz.before_after(
+        np.random.default_rng(0).normal(size=(64, 3, 3, 3)),
+        np.random.default_rng(1).normal(size=(64, 3, 3, 3)),
+        list(range(40)),
+    )
     assert fig._suptitle.get_text().startswith("40 re-activated filter(s), the first 12 shown")
 
 
@@ -148,7 +180,9 @@ def test_lab_before_after_says_how_many_were_renewed_and_shown():
 def test_lab_figures_fit_and_are_readable(trainer):
     lab = cw.ReactivationLab(trainer, face=trainer.data.images[0], score="max", tau=0.05)
     placeholder = lab.filters_image.value
-    assert placeholder[:4] == b"\x89PNG", "before the first action the renewal panel is a picture, not a broken image"
+    assert placeholder[:4] == b"\x89PNG", (
+        "before the first action the renewal panel is a picture, not a broken image"
+    )
     lab.reactivate_button.click()
     assert lab.filters_image.value != placeholder
     for image in (lab.grid_image, lab.curves_image, lab.filters_image):
@@ -157,10 +191,18 @@ def test_lab_figures_fit_and_are_readable(trainer):
     w_grid, h_grid = png_size(lab.grid_image.value)
     w_curves, h_curves = png_size(lab.curves_image.value)
     w_filters, h_filters = png_size(lab.filters_image.value)
-    assert png_size(placeholder) == (w_filters, h_filters)  # the layout does not jump at the first click
-    assert w_grid + max(w_curves, w_filters) <= MAX_W  # the grid beside the curves over the last renewal
-    # the browser test measures the real lab (≤ 640 px); here: images + two rows of controls, status and captions
-    assert max(h_grid, h_curves + h_filters) + 30 + 130 <= 640, "the lab is taller than a 768-px screen's notebook"
+    assert png_size(placeholder) == (
+        w_filters,
+        h_filters,
+    )  # the layout does not jump at the first click
+    assert (
+        w_grid + max(w_curves, w_filters) <= MAX_W
+    )  # the grid beside the curves over the last renewal
+    # the browser test measures the real lab (≤ 640 px); here: images + two rows of controls, status
+    # and captions
+    assert max(h_grid, h_curves + h_filters) + 30 + 130 <= 640, (
+        "the lab is taller than a 768-px screen's notebook"
+    )
 
 
 def test_lab_states_a_caveat_only_when_given(trainer):
@@ -172,12 +214,15 @@ def test_lab_states_a_caveat_only_when_given(trainer):
 
 @pytest.mark.slow
 def test_lab_code_cell_pattern_leaves_the_widget_alone(trainer):
-    """Notebook 03 scripts the lab's functions on a copy: the widget's controls keep their values."""
+    """Notebook 03 scripts the lab's functions on a copy: the widget's controls keep their
+    values."""
     lab = cw.ReactivationLab(trainer, steps=20, score="max", tau=0.05)
     other = Trainer(trainer.data, trainer.config, progress=False)
     cw.lab_reactivate(other, "contextual", 0.05, "max")
     cw.lab_train(other, 2)
-    assert lab.steps.value == 20 and lab.last_reactivation is None and lab_counts(lab)["status"] == 5
+    assert (
+        lab.steps.value == 20 and lab.last_reactivation is None and lab_counts(lab)["status"] == 5
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,13 +233,29 @@ def test_lab_code_cell_pattern_leaves_the_widget_alone(trainer):
 def test_explorer_count_frames_and_bars_agree(trainer):
     probe = trainer.data.images[:32]
     explorer = cw.ThresholdExplorer(trainer.model, probe=probe, score="max", tau=0.1)
-    for score, tau in (("max", 0.05), ("silent", 0.01), ("gamma", 0.2), ("max", 0.001), ("l2", 0.9)):
+    for score, tau in (
+        ("max", 0.05),
+        ("silent", 0.01),
+        ("gamma", 0.2),
+        ("max", 0.001),
+        ("l2", 0.9),
+    ):
         explorer.score.value, explorer.tau.value = score, tau
         grid = next(ax for ax in explorer.figure.axes if ax.get_label() == "grid")
         bars = next(ax for ax in explorer.figure.axes if ax.get_label() == "bars")
-        red = [p for p in bars.patches if np.allclose(p.get_facecolor()[:3], matplotlib.colors.to_rgb(viz.INACTIVE))]
+        red = [
+            p
+            for p in bars.patches
+            if np.allclose(p.get_facecolor()[:3], matplotlib.colors.to_rgb(viz.INACTIVE))
+        ]
         n = counts(explorer.count.value)[0]
-        assert n == len(viz.marked_filters(grid)) == len(red) == counts(bars.get_title())[0] == explorer.state["count"]
+        assert (
+            n
+            == len(viz.marked_filters(grid))
+            == len(red)
+            == counts(bars.get_title())[0]
+            == explorer.state["count"]
+        )
     assert_readable(explorer.image.value, explorer.figure)
 
 
@@ -232,10 +293,15 @@ def assert_dashboard_consistent(dash) -> None:
     metric = dash.metric.value
     for name, arm in picked.arms.items():
         p = arm.vs_baseline.get(metric)
-        if p is not None and p.t_pvalue is not None:  # the table and the figure print the same Δ and p
+        if (
+            p is not None and p.t_pvalue is not None
+        ):  # the table and the figure print the same Δ and p
             row = next(r for r in rows if r[0] == arm.label)
             assert fmt(metric, p.mean_difference, True) in row and fmt("p", p.t_pvalue) in row
-            assert f"p = {fmt('p', p.t_pvalue)}" in fig_text and fmt(metric, p.mean_difference, True) in fig_text
+            assert (
+                f"p = {fmt('p', p.t_pvalue)}" in fig_text
+                and fmt(metric, p.mean_difference, True) in fig_text
+            )
 
 
 def dash_figure(dash):
@@ -248,16 +314,22 @@ def test_dashboard_pools_two_folders_with_a_ci(two_folders):
     p = dash.summary.arms["contextual"].vs_baseline["accuracy"]
     assert p.n == 8 and p.ci95 is not None and p.ci95[0] < p.mean_difference < p.ci95[1]
     assert_dashboard_consistent(dash)
-    for change in (lambda: setattr(dash.metric, "value", "silent_fraction"),
-                   lambda: setattr(dash.seeds, "value", (0, 1, 5, 6)),
-                   lambda: setattr(dash.arms, "value", ("none", "contextual")),
-                   lambda: setattr(dash.metric, "value", "auc")):
+    for change in (
+        lambda: setattr(dash.metric, "value", "silent_fraction"),
+        lambda: setattr(dash.seeds, "value", (0, 1, 5, 6)),
+        lambda: setattr(dash.arms, "value", ("none", "contextual")),
+        lambda: setattr(dash.metric, "value", "auc"),
+    ):
         change()
         assert_dashboard_consistent(dash)
     assert_readable(dash.image.value, dash_figure(dash))
-    dash.metric.value = "tar@far=0.001"  # 450 impostor pairs per split cannot set a threshold at FAR 1e-3
+    dash.metric.value = (
+        "tar@far=0.001"  # 450 impostor pairs per split cannot set a threshold at FAR 1e-3
+    )
     caption = html_text(dash.caption.value)
-    assert "not estimable in 8 of 8 runs" in caption and "impostor pairs per training split" in caption
+    assert (
+        "not estimable in 8 of 8 runs" in caption and "impostor pairs per training split" in caption
+    )
     assert "not estimable" in html_text(dash.table.value) and dash.error.value == ""
     dash.arms.value = ()
     assert "nothing selected" in dash.error.value
@@ -282,8 +354,13 @@ def test_palette_is_okabe_ito_without_a_red_green_pair():
 
 
 def test_line_plots_use_the_palette(trainer):
-    fig = viz.inactive_curves({"a": trainer.history, "b": trainer.history}, 0.1, score="max", second=("gamma", 0.1))
-    allowed = {matplotlib.colors.to_hex(c).lower() for c in viz.OKABE_ITO.values()} | {"#808080", "#000000"}
+    fig = viz.inactive_curves(
+        {"a": trainer.history, "b": trainer.history}, 0.1, score="max", second=("gamma", 0.1)
+    )
+    allowed = {matplotlib.colors.to_hex(c).lower() for c in viz.OKABE_ITO.values()} | {
+        "#808080",
+        "#000000",
+    }
     for ax in fig.axes:
         for line in ax.lines:
             assert matplotlib.colors.to_hex(line.get_color()).lower() in allowed

@@ -1,9 +1,12 @@
-"""The widgets' callbacks as plain functions, then the widgets themselves driven by setting values and clicking.
+"""The widgets' callbacks as plain functions, then the widgets themselves driven by setting values
+and clicking.
 
-The explorer runs on the released MobileFaceNet stem with real faces, the lab on a real (tiny) trainer,
-the dashboard on results folders of run records (``records_dir``: synthetic numbers in the exact shape
+The explorer runs on the released MobileFaceNet stem with real faces, the lab on a real (tiny)
+trainer, the dashboard on results folders of run records (``records_dir``: synthetic numbers in the
+exact shape
 ``compare`` writes; one slow test on a real comparison).
 """
+
 from __future__ import annotations
 
 import json
@@ -17,11 +20,11 @@ from matplotlib.figure import Figure
 
 from craftlib import viz
 from craftlib import widgets as cw
-from craftlib.study import dashboard
 from craftlib.activity import filter_scores, inactive_mask
-from craftlib.study.experiments import load_records
 from craftlib.reactivation import CraftSpec
 from craftlib.recipes import ARM_LABELS
+from craftlib.study import dashboard
+from craftlib.study.experiments import load_records
 from craftlib.study.results import METRIC_LABELS, render_html, summarize
 from craftlib.training import NonFiniteLossError
 
@@ -45,14 +48,16 @@ KILLED = [2, 11, 30, 47, 63]
 
 
 def kill(trainer, filters=KILLED) -> list[int]:
-    """Shrink some filters to 0.1 % (a few steps kill none): they stand in for dead filters at τ = 0.1 (max |w|)."""
+    """Shrink some filters to 0.1 % (a few steps kill none): they stand in for dead filters at τ =
+    0.1 (max |w|)."""
     with torch.no_grad():
         trainer.model.conv1.weight[filters] *= 1e-3
     return list(filters)
 
 
 def silence(trainer, filters=KILLED) -> list[int]:
-    """Zero some channels' BatchNorm γ and β: their output is 0, silent for the functional detector."""
+    """Zero some channels' BatchNorm γ and β: their output is 0, silent for the functional
+    detector."""
     with torch.no_grad():
         trainer.model.bn1.weight[filters] = 0.0
         trainer.model.bn1.bias[filters] = 0.0
@@ -78,14 +83,22 @@ def test_score_source_has_every_kind_for_the_mobilefacenet_stem(source, stem, pr
     expected = filter_scores(stem[0], "activation", stem=stem, probe=cw.as_probe(probe))
     assert np.allclose(source.scores["activation"], expected)
     dead = source.scores["max"] < 0.1
-    assert np.all(source.scores["silent"][dead] < 0.01)  # the released model's dead filters are silent too
+    assert np.all(
+        source.scores["silent"][dead] < 0.01
+    )  # the released model's dead filters are silent too
     assert source.weight.shape == (64, 3, 3, 3)
 
 
 def test_score_source_accepts_a_facecnn_a_conv_bn_pair_and_a_conv(trainer, probe):
     model = trainer.model
     assert {"silent", "activation"} <= set(cw.score_source(model, probe).scores)
-    assert list(cw.score_source((model.conv1, model.bn1)).scores) == ["max", "l1", "l2", "gamma", "effective"]
+    assert list(cw.score_source((model.conv1, model.bn1)).scores) == [
+        "max",
+        "l1",
+        "l2",
+        "gamma",
+        "effective",
+    ]
     assert list(cw.score_source(model.conv1).scores) == ["max", "l1", "l2"]
     with pytest.raises(TypeError, match="FaceCNN"):
         cw.score_source("conv1")
@@ -94,7 +107,9 @@ def test_score_source_accepts_a_facecnn_a_conv_bn_pair_and_a_conv(trainer, probe
 def test_as_probe_normalises_uint8_faces(probe):
     x = cw.as_probe(probe)
     assert x.shape == (64, 3, 32, 32) and x.dtype == torch.float32 and -1 <= x.min() < x.max() <= 1
-    assert cw.as_probe(x) is not None and torch.equal(cw.as_probe(x), x) and cw.as_probe(None) is None
+    assert (
+        cw.as_probe(x) is not None and torch.equal(cw.as_probe(x), x) and cw.as_probe(None) is None
+    )
 
 
 def test_threshold_update_is_fast_and_matches_inactive_mask(source):
@@ -114,12 +129,19 @@ def test_explorer_slider_and_menu_update_count_and_figure(stem, probe):
     explorer = cw.ThresholdExplorer(stem, probe)
     assert explorer.tau.continuous_update is False
     assert isinstance(explorer.tau, cw.W.FloatLogSlider)  # log-scaled, as the lab's: 0.001 to 1
-    assert (explorer.tau.base, explorer.tau.min, explorer.tau.max, explorer.tau.step) == (10, -3, 0, 0.05)
+    assert (explorer.tau.base, explorer.tau.min, explorer.tau.max, explorer.tau.step) == (
+        10,
+        -3,
+        0,
+        0.05,
+    )
     assert "31 / 64 inactive (48%)" in explorer.count.value
     first_png = explorer.image.value
     explorer.tau.value = 0.5  # what dragging the slider does
     assert explorer.state["tau"] == 0.5
-    assert f"{explorer.state['count']} / 64" in explorer.count.value and explorer.state["count"] > 31
+    assert (
+        f"{explorer.state['count']} / 64" in explorer.count.value and explorer.state["count"] > 31
+    )
     assert explorer.image.value != first_png and explorer.image.value[:4] == b"\x89PNG"
     grid = next(ax for ax in explorer.figure.axes if ax.get_label() == "grid")
     assert viz.marked_filters(grid) == np.flatnonzero(explorer.state["mask"]).tolist()
@@ -129,12 +151,14 @@ def test_explorer_slider_and_menu_update_count_and_figure(stem, probe):
     assert bars.get_ylabel() == "output spread (std after BN + activation) (log scale)"
     scores = explorer.state["scores"]
     assert bars.get_yscale() == "log" and bars.get_ylim()[0] < scores[scores > 0].min()
-    assert sum(p.get_hatch() is not None for p in bars.patches) == (scores == 0).sum()  # exact zeros: stubs
+    assert (
+        sum(p.get_hatch() is not None for p in bars.patches) == (scores == 0).sum()
+    )  # exact zeros: stubs
 
 
 def test_explorer_bars_show_silent_filters_on_a_log_scale(stem, probe):
-    """The released stem's dead channels are ~0.1% of the loudest: on the bars' log axis each is at least a
-    tenth of the plot's height, where a linear axis would give them under a pixel."""
+    """The released stem's dead channels are ~0.1% of the loudest: on the bars' log axis each is at
+    least a tenth of the plot's height, where a linear axis would give them under a pixel."""
     fig = cw.threshold_figure(cw.score_source(stem, probe), "silent", 0.01)
     bars = next(ax for ax in fig.axes if ax.get_label() == "bars")
     low, high = (np.log10(v) for v in bars.get_ylim())
@@ -169,12 +193,17 @@ def test_lab_reactivate_renews_exactly_the_dead_filters(trainer):
 
 
 def test_lab_reactivate_by_the_silent_detector_with_a_recipe_spec(trainer):
-    """With ``spec`` (the recipe's CRAFT), the lab also resets what the spec resets: here the next layer."""
+    """With ``spec`` (the recipe's CRAFT), the lab also resets what the spec resets: here the next
+    layer."""
     silenced = silence(trainer)
     consumer = trainer.model.body[0][0].weight
-    result = cw.lab_reactivate(trainer, "contextual", 0.01, score="silent", spec=CraftSpec(downstream="zero"))
+    result = cw.lab_reactivate(
+        trainer, "contextual", 0.01, score="silent", spec=CraftSpec(downstream="zero")
+    )
     assert set(silenced) <= set(result["filters"]) and result["score"] == "silent"
-    assert np.all(result["scores_before"][silenced] == 0) and np.all(result["scores_after"][silenced] > 0.01)
+    assert np.all(result["scores_before"][silenced] == 0) and np.all(
+        result["scores_after"][silenced] > 0.01
+    )
     assert torch.all(consumer[:, result["filters"]] == 0)
     assert torch.all(trainer.model.act1.weight[result["filters"]] == 0.25)
     assert result["event"]["score"] == "silent"
@@ -182,9 +211,17 @@ def test_lab_reactivate_by_the_silent_detector_with_a_recipe_spec(trainer):
 
 def test_lab_spec_defaults_to_the_first_release(trainer):
     spec = cw.lab_spec(None, "orthogonal", 0.2, "max")
-    assert (spec.strategy, spec.tau, spec.score, spec.downstream, spec.strong_quantile) == ("orthogonal", 0.2, "max",
-                                                                                           "keep", 0.0)
-    assert cw.lab_spec(CraftSpec(downstream="rescale"), "random", 0.05, "silent").downstream == "rescale"
+    assert (spec.strategy, spec.tau, spec.score, spec.downstream, spec.strong_quantile) == (
+        "orthogonal",
+        0.2,
+        "max",
+        "keep",
+        0.0,
+    )
+    assert (
+        cw.lab_spec(CraftSpec(downstream="rescale"), "random", 0.05, "silent").downstream
+        == "rescale"
+    )
     with pytest.raises(ValueError, match="strategy"):
         cw.lab_spec(None, "magic", 0.1, "max")
 
@@ -203,7 +240,9 @@ def test_lab_reactivate_none_only_detects_and_bad_strategy_raises(trainer):
 def test_lab_train_runs_the_steps_and_reports_progress(trainer):
     seen = []
     start = trainer.step
-    result = cw.lab_train(trainer, 7, 0.3, on_progress=lambda done, total: seen.append((done, total)), score="silent")
+    result = cw.lab_train(
+        trainer, 7, 0.3, on_progress=lambda done, total: seen.append((done, total)), score="silent"
+    )
     assert trainer.step == start + 7 and result["steps"] == list(range(start + 1, start + 8))
     assert len(result["losses"]) == 7 and np.all(np.isfinite(result["losses"]))
     assert seen == [(5, 7), (7, 7)]
@@ -244,7 +283,10 @@ def test_lab_reactivate_button_updates_status_figure_and_curve(trainer, face):
     lab.tau.value = 0.1
     lab.reactivate_button.click()
     assert lab.error.value == ""
-    assert "5 / 64 filters below τ = 0.10 re-activated" in lab.status.value and "inactive 8% → 0%" in lab.status.value
+    assert (
+        "5 / 64 filters below τ = 0.10 re-activated" in lab.status.value
+        and "inactive 8% → 0%" in lab.status.value
+    )
     assert lab.filters_image.value[:4] == b"\x89PNG"
     assert lab.grid_image.value != first_grid and lab.curves_image.value != first_curves
     assert len(trainer.events) == 1 and lab.log[-1]["step"] == trainer.step
@@ -257,7 +299,11 @@ def test_lab_detector_menu_switches_to_the_silent_score(trainer):
     silence(trainer, [1, 2, 3])
     lab = cw.ReactivationLab(trainer, tau=0.01, score="max")
     lab.score.value = "silent"
-    assert lab.state["score"] == "silent" and lab.state["count"] >= 3 and np.all(lab.state["mask"][[1, 2, 3]])
+    assert (
+        lab.state["score"] == "silent"
+        and lab.state["count"] >= 3
+        and np.all(lab.state["mask"][[1, 2, 3]])
+    )
     assert f"{lab.state['count']} / 64 inactive" in lab.status.value
 
 
@@ -318,22 +364,34 @@ def test_pool_a_folder_several_folders_or_a_summary(records_dir, tmp_path, synth
     shutil.copytree(records_dir, other)
     pooled, notes = dashboard.pool_records([records_dir, other])
     assert len(pooled) == 15 and len(notes) == 15 and "kept the first" in notes[0]
-    assert f"in {records_dir.name} and in laptop2" in notes[0] and str(tmp_path) not in notes[0]  # no full paths
+    assert (
+        f"in {records_dir.name} and in laptop2" in notes[0] and str(tmp_path) not in notes[0]
+    )  # no full paths
     assert {(n.arm, n.seed) for n in notes} == {(r["arm"], r["seed"]) for r in pooled}
 
 
 @pytest.mark.slow
-def test_dashboard_notes_follow_the_selection_and_it_says_how_to_pick_several(records_dir, tmp_path):
+def test_dashboard_notes_follow_the_selection_and_it_says_how_to_pick_several(
+    records_dir, tmp_path
+):
     other = tmp_path / "laptop2"
     shutil.copytree(records_dir, other)
     (other / "records" / "none-s0.json").unlink()
     dash = dashboard.ComparisonDashboard([records_dir, other])
-    assert "none seed 1 is in" in dash.caption.value and "none seed 0 is in" not in dash.caption.value
+    assert (
+        "none seed 1 is in" in dash.caption.value and "none seed 0 is in" not in dash.caption.value
+    )
     dash.seeds.value = (0, 2)
-    assert "seed 1 is in" not in dash.caption.value and "contextual seed 2 is in" in dash.caption.value
+    assert (
+        "seed 1 is in" not in dash.caption.value and "contextual seed 2 is in" in dash.caption.value
+    )
     dash.arms.value = ("none",)
     assert "contextual seed" not in dash.caption.value and "none seed 2 is in" in dash.caption.value
-    hint = next(w for w in dash.widget.children[0].children[2].children if "craft-select-hint" in w._dom_classes)
+    hint = next(
+        w
+        for w in dash.widget.children[0].children[2].children
+        if "craft-select-hint" in w._dom_classes
+    )
     assert "Ctrl-click" in hint.value and "Shift-click" in hint.value
     with pytest.raises(FileNotFoundError, match="no run records"):
         dashboard.pool(tmp_path / "empty")
@@ -342,9 +400,15 @@ def test_dashboard_notes_follow_the_selection_and_it_says_how_to_pick_several(re
 def test_select_recomputes_on_a_subset(records_dir):
     _, records = dashboard.pool(records_dir)
     one = dashboard.select(records, seeds=[1])
-    assert one.arms["none"].seeds == [1] and one.arms["contextual"].vs_baseline["accuracy"].t_pvalue is None
+    assert (
+        one.arms["none"].seeds == [1]
+        and one.arms["contextual"].vs_baseline["accuracy"].t_pvalue is None
+    )
     two = dashboard.select(records, arms=["none", "contextual"], seeds=[0, 1, 2])
-    assert list(two.arms) == ["none", "contextual"] and two.arms["contextual"].vs_baseline["accuracy"].n == 3
+    assert (
+        list(two.arms) == ["none", "contextual"]
+        and two.arms["contextual"].vs_baseline["accuracy"].n == 3
+    )
     with pytest.raises(ValueError, match="nothing selected"):
         dashboard.select(records, arms=[])
 
@@ -362,13 +426,28 @@ def test_dashboard_controls_change_table_and_figure(records_dir):
     assert "3 seed(s)" in dash.caption.value and dash.image.value != first_png
     dash.metric.value = "silent_fraction"
     assert METRIC_LABELS["silent_fraction"] in dash.table.value
-    dash.metric.value = "tar@far=0.001"  # never estimable on DevTest: the reason, not an empty chart or an error
+    dash.metric.value = (
+        "tar@far=0.001"  # never estimable on DevTest: the reason, not an empty chart or an error
+    )
     assert dash.error.value == ""
-    reason = "not estimable in 6 of 6 runs: not estimable: 450 impostor pairs per training split, fewer than 1/FAR"
-    assert reason in dash.caption.value and reason in dash.table.value and "<table" not in dash.table.value
+    reason = (
+        "not estimable in 6 of 6 runs: not estimable: 450 impostor pairs per training split, "
+        "fewer than 1/FAR"
+    )
+    assert (
+        reason in dash.caption.value
+        and reason in dash.table.value
+        and "<table" not in dash.table.value
+    )
     figure = dashboard._comparison_figure(dash.picked, dash.records, "tar@far=0.001")
-    said = [t.get_text().replace("\n", " ") for t in figure.axes[0].texts if t.get_gid() == "not-estimable"]
-    assert said and "450 impostor pairs" in said[0] and "not estimable" in figure.axes[0].get_title()
+    said = [
+        t.get_text().replace("\n", " ")
+        for t in figure.axes[0].texts
+        if t.get_gid() == "not-estimable"
+    ]
+    assert (
+        said and "450 impostor pairs" in said[0] and "not estimable" in figure.axes[0].get_title()
+    )
     dash.metric.value = "accuracy"
     assert "not estimable" not in dash.caption.value and "<table" in dash.table.value
     dash.arms.value = ()
@@ -390,19 +469,31 @@ def test_dashboard_pools_folders_and_refuses_a_bare_summary(records_dir, tmp_pat
 def test_comparison_view_static_twin(records_dir):
     summary, _ = dashboard.pool(records_dir)
     assert len(dashboard.comparison_view(records_dir, "accuracy").axes) == 2  # seed spread and ROC
-    assert len(dashboard.comparison_view(summary, "auc").axes) == 1  # a summary alone: no runs, no ROC
-    fig = dashboard.comparison_view(records_dir, "accuracy", arms=["none", "random_matched"], seeds=[0, 1])
+    assert (
+        len(dashboard.comparison_view(summary, "auc").axes) == 1
+    )  # a summary alone: no runs, no ROC
+    fig = dashboard.comparison_view(
+        records_dir, "accuracy", arms=["none", "random_matched"], seeds=[0, 1]
+    )
     labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert labels == [ARM_LABELS["none"], ARM_LABELS["random_matched"]]
 
 
 def test_uploaded_records_land_in_the_folder(records_dir, tmp_path):
-    files = [{"name": p.name, "content": p.read_bytes()} for p in sorted((records_dir / "records").glob("none-*"))]
+    files = [
+        {"name": p.name, "content": p.read_bytes()}
+        for p in sorted((records_dir / "records").glob("none-*"))
+    ]
     written = dashboard.save_uploads(files, tmp_path / "room")
     assert [p.name for p in written] == [f["name"] for f in files]
-    assert load_records(tmp_path / "room") == [r for r in load_records(records_dir) if r["arm"] == "none"]
+    assert load_records(tmp_path / "room") == [
+        r for r in load_records(records_dir) if r["arm"] == "none"
+    ]
     with pytest.raises(ValueError, match="not a run record"):
-        dashboard.save_uploads([{"name": "notes.json", "content": json.dumps({"hello": 1}).encode()}], tmp_path / "room")
+        dashboard.save_uploads(
+            [{"name": "notes.json", "content": json.dumps({"hello": 1}).encode()}],
+            tmp_path / "room",
+        )
 
 
 @pytest.mark.slow

@@ -1,11 +1,13 @@
-"""The comparison dashboard: the room's run records pooled from laptops' folders, one metric, chosen arms and
-seeds, the paired table and figure redrawn from one state; and the instructor's record upload."""
+"""The comparison dashboard: the room's run records pooled from laptops' folders, one metric, chosen
+arms and seeds, the paired table and figure redrawn from one state; and the instructor's record
+upload."""
+
 from __future__ import annotations
 
 import html
+import json
 import os
 import textwrap
-import json
 from pathlib import Path
 
 import ipywidgets as W
@@ -20,8 +22,8 @@ from .results import METRIC_LABELS, METRICS, Summary, render_html, summarize
 
 
 class Duplicate(str):
-    """A note on a run found in two folders; it knows its ``arm`` and ``seed``, so a view shows it only while that
-    run is selected."""
+    """A note on a run found in two folders; it knows its ``arm`` and ``seed``, so a view shows it
+    only while that run is selected."""
 
     def __new__(cls, text: str, arm: str, seed: int):
         note = super().__new__(cls, text)
@@ -30,32 +32,43 @@ class Duplicate(str):
 
 
 def pool_records(sources) -> tuple[list[dict], list[Duplicate]]:
-    """Every run record of one or several results folders (a room's laptops), and notes on what was dropped.
+    """Every run record of one or several results folders (a room's laptops), and notes on what was
+    dropped.
 
-    The same arm and seed in two folders is one experiment run twice: the first folder's record is kept.
-    Folders are named relative to their common parent (a laptop's folder, not a full path).
+    The same arm and seed in two folders is one experiment run twice: the first folder's record is
+    kept. Folders are named relative to their common parent (a laptop's folder, not a full path).
     """
     folders = [sources] if isinstance(sources, (str, Path)) else list(sources)
-    common = Path(os.path.commonpath([Path(f).resolve() for f in folders])) if len(folders) > 1 else None
+    common = (
+        Path(os.path.commonpath([Path(f).resolve() for f in folders])) if len(folders) > 1 else None
+    )
     name = (lambda f: str(Path(f).resolve().relative_to(common)) or ".") if common else str
     records, seen, notes = [], {}, []
     for folder in folders:
         for record in load_records(folder):
             key = (record["arm"], record["seed"])
             if key in seen:
-                notes.append(Duplicate(f"{record['arm']} seed {record['seed']} is in {name(seen[key])} and in "
-                                       f"{name(folder)}: kept the first", *key))
+                notes.append(
+                    Duplicate(
+                        f"{record['arm']} seed {record['seed']} is in {name(seen[key])} and in "
+                        f"{name(folder)}: kept the first",
+                        *key,
+                    )
+                )
                 continue
             seen[key] = folder
             records.append(record)
     if not records:
-        raise FileNotFoundError(f"no run records under {', '.join(map(str, folders))}: "
-                                "run notebook 05 or `python -m craftlib compare --out FOLDER` first")
+        raise FileNotFoundError(
+            f"no run records under {', '.join(map(str, folders))}: "
+            "run notebook 05 or `python -m craftlib compare --out FOLDER` first"
+        )
     return records, notes
 
 
 def pool(sources) -> tuple[Summary, list[dict]]:
-    """(summary, records) from a ``Summary``, a results folder, or several folders pooled (a room's laptops)."""
+    """(summary, records) from a ``Summary``, a results folder, or several folders pooled (a room's
+    laptops)."""
     if isinstance(sources, Summary):
         return sources, []
     records, _ = pool_records(sources)
@@ -64,22 +77,32 @@ def pool(sources) -> tuple[Summary, list[dict]]:
 
 def select(records: list[dict], arms=None, seeds=None) -> Summary:
     """The comparison restricted to some arms and seeds, with the paired statistics recomputed."""
-    rows = [r for r in records if (arms is None or r["arm"] in arms) and (seeds is None or r["seed"] in seeds)]
+    rows = [
+        r
+        for r in records
+        if (arms is None or r["arm"] in arms) and (seeds is None or r["seed"] in seeds)
+    ]
     if not rows:
         raise ValueError("nothing selected: pick at least one arm and one seed")
     return summarize(rows)
 
 
 def not_estimable(summary: Summary, records: list[dict], metric: str) -> str | None:
-    """Why ``metric`` has no value in some runs of ``summary`` — for a TAR, a FAR too low for the impostor pairs
-    each threshold is set on (the records' ``tar_notes``) — or None when every run has one."""
+    """Why ``metric`` has no value in some runs of ``summary`` — for a TAR, a FAR too low for the
+    impostor pairs each threshold is set on (the records' ``tar_notes``) — or None when every run
+    has one."""
     values = [v for arm in summary.arms.values() for v in arm.values[metric]]
     missing = sum(v is None for v in values)
     if not missing:
         return None
     far = f"{float(metric.split('=', 1)[1]):g}" if metric.startswith("tar@far=") else None
-    reasons = sorted({r.get("tar_notes", {}).get(far) for r in records if r.get(metric, 0) is None} - {None})
-    return f"not estimable in {missing} of {len(values)} runs: {'; '.join(reasons) or 'no value recorded'}"
+    reasons = sorted(
+        {r.get("tar_notes", {}).get(far) for r in records if r.get(metric, 0) is None} - {None}
+    )
+    return (
+        f"not estimable in {missing} of {len(values)} runs: "
+        f"{'; '.join(reasons) or 'no value recorded'}"
+    )
 
 
 def _comparison_figure(picked: Summary, records: list[dict], metric: str) -> Figure:
@@ -89,16 +112,30 @@ def _comparison_figure(picked: Summary, records: list[dict], metric: str) -> Fig
             chosen.setdefault(r["arm"], r)
             picked_records.append(r)
     fig = viz.new_figure((FIGURE_WIDTH if chosen else 7.0, 4.6))
-    axes = fig.subplots(1, 2 if chosen else 1, squeeze=False, width_ratios=[1.25, 1] if chosen else None)[0]
-    if all(v is None for arm in picked.arms.values() for v in arm.values[metric]):  # nothing to draw: say why
+    axes = fig.subplots(
+        1, 2 if chosen else 1, squeeze=False, width_ratios=[1.25, 1] if chosen else None
+    )[0]
+    if all(
+        v is None for arm in picked.arms.values() for v in arm.values[metric]
+    ):  # nothing to draw: say why
         axes[0].set_axis_off()
         axes[0].set_title(f"{METRIC_LABELS[metric]}: not estimable")
-        axes[0].text(0.5, 0.5, textwrap.fill(not_estimable(picked, picked_records, metric), 45), ha="center",
-                     va="center", transform=axes[0].transAxes, fontsize=10, gid="not-estimable")
+        axes[0].text(
+            0.5,
+            0.5,
+            textwrap.fill(not_estimable(picked, picked_records, metric), 45),
+            ha="center",
+            va="center",
+            transform=axes[0].transAxes,
+            fontsize=10,
+            gid="not-estimable",
+        )
     else:
         draw_seed_comparison(axes[0], picked, metric)
     if chosen:
-        viz.draw_roc(axes[1], {f"{picked.arms[a].label} (seed {r['seed']})": r for a, r in chosen.items()})
+        viz.draw_roc(
+            axes[1], {f"{picked.arms[a].label} (seed {r['seed']})": r for a, r in chosen.items()}
+        )
     return fig
 
 
@@ -110,75 +147,126 @@ def comparison_view(sources, metric: str = "accuracy", arms=None, seeds=None) ->
 
 
 class ComparisonDashboard:
-    """Choose arms, seeds and a metric: the table and the plots follow (statistics recomputed on the subset).
+    """Choose arms, seeds and a metric: the table and the plots follow (statistics recomputed on the
+    subset).
 
     ``sources`` may be several folders: each laptop's results are pooled into one paired analysis.
     """
 
     def __init__(self, sources, metric: str = "accuracy"):
         if isinstance(sources, Summary):
-            raise TypeError("the dashboard recomputes statistics from run records: pass a results folder "
-                            "(or a list of them); for a summary alone use results.render_html")
+            raise TypeError(
+                "the dashboard recomputes statistics from run records: pass a results folder "
+                "(or a list of them); for a summary alone use results.render_html"
+            )
         self.records, self.notes = pool_records(sources)
         self.summary = summarize(self.records)
         seeds = sorted({r["seed"] for r in self.records})
         self._cache = {(tuple(sorted(self.summary.arms)), tuple(seeds)): self.summary}
-        self.arms = W.SelectMultiple(options=[(a.label, n) for n, a in self.summary.arms.items()],
-                                     value=tuple(self.summary.arms), description="arms", rows=4,
-                                     layout=W.Layout(width="330px"))
-        self.seeds = W.SelectMultiple(options=seeds, value=tuple(seeds), description="seeds", rows=4,
-                                      layout=W.Layout(width="200px"))
-        self.metric = W.Dropdown(options=[(METRIC_LABELS[m], m) for m in METRICS], value=metric,
-                                 description="metric", layout=W.Layout(width="330px"))
-        self.table, self.error, self.image, self.caption = W.HTML(), W.HTML(), png_image("craft-figure"), W.HTML()
+        self.arms = W.SelectMultiple(
+            options=[(a.label, n) for n, a in self.summary.arms.items()],
+            value=tuple(self.summary.arms),
+            description="arms",
+            rows=4,
+            layout=W.Layout(width="330px"),
+        )
+        self.seeds = W.SelectMultiple(
+            options=seeds,
+            value=tuple(seeds),
+            description="seeds",
+            rows=4,
+            layout=W.Layout(width="200px"),
+        )
+        self.metric = W.Dropdown(
+            options=[(METRIC_LABELS[m], m) for m in METRICS],
+            value=metric,
+            description="metric",
+            layout=W.Layout(width="330px"),
+        )
+        self.table, self.error, self.image, self.caption = (
+            W.HTML(),
+            W.HTML(),
+            png_image("craft-figure"),
+            W.HTML(),
+        )
         self.table.add_class("craft-comparison-table")
         self.caption.add_class("craft-comparison-caption")
-        hint = W.HTML("<small>arms, seeds: Ctrl-click (⌘-click on a Mac) to add or drop one, Shift-click for a "
-                      "range</small>", layout=W.Layout(width="260px"))
+        hint = W.HTML(
+            "<small>arms, seeds: Ctrl-click (⌘-click on a Mac) to add or drop one, Shift-click for "
+            "a "
+            "range</small>",
+            layout=W.Layout(width="260px"),
+        )
         hint.add_class("craft-select-hint")
-        self.widget = W.VBox([W.HBox([self.arms, self.seeds, W.VBox([self.metric, hint])]), self.error,
-                              self.caption, self.table, self.image])
+        self.widget = W.VBox(
+            [
+                W.HBox([self.arms, self.seeds, W.VBox([self.metric, hint])]),
+                self.error,
+                self.caption,
+                self.table,
+                self.image,
+            ]
+        )
         self.widget.add_class("craft-dashboard")
         for control in (self.arms, self.seeds, self.metric):
             control.observe(self.refresh, names="value")
         self.refresh()
 
     def refresh(self, _change=None) -> None:
-        """Re-select, re-tabulate and redraw; an empty selection shows a message instead of failing."""
+        """Re-select, re-tabulate and redraw; an empty selection shows a message instead of
+        failing."""
+
         def work():
             key = (tuple(sorted(self.arms.value)), tuple(sorted(self.seeds.value)))
-            if key not in self._cache:  # a summary holds every metric: switching the metric costs no statistics
+            if (
+                key not in self._cache
+            ):  # a summary holds every metric: switching the metric costs no statistics
                 self._cache[key] = select(self.records, list(key[0]), list(key[1]))
             picked, metric = self._cache[key], self.metric.value
             self.picked = picked
             self.image.value = render(_comparison_figure(picked, self.records, metric))
             chosen = [r for r in self.records if r["arm"] in key[0] and r["seed"] in key[1]]
             reason = not_estimable(picked, chosen, metric)
-            pooled = "; ".join(n for n in self.notes if n.arm in key[0] and n.seed in key[1])  # the selection's
+            pooled = "; ".join(
+                n for n in self.notes if n.arm in key[0] and n.seed in key[1]
+            )  # the selection's
             seeds = sorted({s for a in picked.arms.values() for s in a.seeds})
-            self.caption.value = (f"<b>{METRIC_LABELS[metric]}</b>: {len(seeds)} seed(s), "
-                                  f"{sum(len(a.seeds) for a in picked.arms.values())} runs"
-                                  + (f' — <span class="craft-not-estimable">{html.escape(reason)}</span>'
-                                     if reason else "")
-                                  + (f" <small>({html.escape(pooled)})</small>" if pooled else ""))
-            estimable = any(v is not None for arm in picked.arms.values() for v in arm.values[metric])
-            self.table.value = (render_html(picked, metric) if estimable else
-                                f"<p>No {METRIC_LABELS[metric]} to compare: {html.escape(reason)}.</p>")
+            self.caption.value = (
+                f"<b>{METRIC_LABELS[metric]}</b>: {len(seeds)} seed(s), "
+                f"{sum(len(a.seeds) for a in picked.arms.values())} runs"
+                + (
+                    f' — <span class="craft-not-estimable">{html.escape(reason)}</span>'
+                    if reason
+                    else ""
+                )
+                + (f" <small>({html.escape(pooled)})</small>" if pooled else "")
+            )
+            estimable = any(
+                v is not None for arm in picked.arms.values() for v in arm.values[metric]
+            )
+            self.table.value = (
+                render_html(picked, metric)
+                if estimable
+                else f"<p>No {METRIC_LABELS[metric]} to compare: {html.escape(reason)}.</p>"
+            )
 
         _guarded(self.error, [], work)
 
 
 def save_uploads(files, folder: str | Path) -> list[Path]:
-    """Write run records uploaded into a notebook (``ipywidgets.FileUpload.value``) into ``folder/records/``.
+    """Write run records uploaded into a notebook (``ipywidgets.FileUpload.value``) into
+    ``folder/records/``.
 
-    Each file must be a record as ``compare`` writes it (``arm``, ``seed``, ``fingerprint``); anything
-    else is refused with its name. Returns the paths written.
+    Each file must be a record as ``compare`` writes it (``arm``, ``seed``, ``fingerprint``);
+    anything else is refused with its name. Returns the paths written.
     """
     written = []
     for f in files:
         record = json.loads(bytes(f["content"]).decode())
         if not {"arm", "seed", "fingerprint", "scores"} <= set(record):
-            raise ValueError(f"{f['name']} is not a run record (records/<arm>-s<seed>.json from compare)")
+            raise ValueError(
+                f"{f['name']} is not a run record (records/<arm>-s<seed>.json from compare)"
+            )
         path = Path(folder) / "records" / f"{record['arm']}-s{record['seed']}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record))
@@ -187,7 +275,8 @@ def save_uploads(files, folder: str | Path) -> list[Path]:
 
 
 class RecordUpload:
-    """A file picker for the instructor: drop the room's ``*.json`` run records; they land in ``folder``."""
+    """A file picker for the instructor: drop the room's ``*.json`` run records; they land in
+    ``folder``."""
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
@@ -200,7 +289,9 @@ class RecordUpload:
     def _save(self, _change=None) -> None:
         def work():
             written = save_uploads(self.upload.value, self.folder)
-            self.message.value = (f"{len(written)} record(s) saved in {html.escape(str(self.folder))}: "
-                                  "re-run the dashboard cell to pool them")
+            self.message.value = (
+                f"{len(written)} record(s) saved in {html.escape(str(self.folder))}: "
+                "re-run the dashboard cell to pool them"
+            )
 
         _guarded(self.error, [], work)

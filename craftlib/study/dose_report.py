@@ -1,10 +1,12 @@
-"""The dose–response study read as declared in docs/STUDY.md: Δ per level, the slope of Δ on death, its figure.
+"""The dose–response study read as declared in docs/STUDY.md: Δ per level, the slope of Δ on death,
+its figure.
 
-Per level: every arm's silent fraction, Δ accuracy against standard training paired by seed (t-interval,
-Holm across levels), and a two-level bootstrap interval that also resamples the test pairs. Across
-the 40-px levels: the OLS slope of Δ on standard training's silent fraction with a stratified seed
-bootstrap. Everything is computed from the committed records; nothing here trains.
+Per level: every arm's silent fraction, Δ accuracy against standard training paired by seed
+(t-interval, Holm across levels), and a two-level bootstrap interval that also resamples the test
+pairs. Across the 40-px levels: the OLS slope of Δ on standard training's silent fraction with a
+stratified seed bootstrap. Everything is computed from the committed records; nothing here trains.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,18 +14,22 @@ from pathlib import Path
 
 import numpy as np
 
-from .dose import DEFAULT_ROOT, LEVELS
-from .experiments import load_records
 from craftlib.paths import atomic_write
-from .results import METRICS, fmt, holm, paired, run_values
 from craftlib.verification import best_threshold
 
-PRIMARY_SIZE = 40  # the slope is read over the levels at this input size; the others are read against it
+from .dose import DEFAULT_ROOT, LEVELS
+from .experiments import load_records
+from .results import METRICS, fmt, holm, paired, run_values
+
+PRIMARY_SIZE = (
+    40  # the slope is read over the levels at this input size; the others are read against it
+)
 SLOPE_BOOT, PAIR_BOOT = 10_000, 2_000  # resamples, as declared
 
 
 def load(root: str | Path = DEFAULT_ROOT) -> dict[str, list[dict]]:
-    """Records per level, in the declared order of ``LEVELS`` (levels without records are left out)."""
+    """Records per level, in the declared order of ``LEVELS`` (levels without records are left
+    out)."""
     out = {}
     for level in LEVELS:
         folder = Path(root) / level
@@ -38,21 +44,29 @@ def by_seed(records: list[dict], arm: str) -> dict[int, dict]:
     return {r["seed"]: r for r in records if r["arm"] == arm}
 
 
-def deltas(records: list[dict], arm: str, baseline: str = "none", metric: str = "accuracy"
-           ) -> tuple[list[int], np.ndarray, np.ndarray]:
-    """Seeds both arms have, the paired differences ``arm − baseline`` and the baseline's silent fraction."""
+def deltas(
+    records: list[dict], arm: str, baseline: str = "none", metric: str = "accuracy"
+) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """Seeds both arms have, the paired differences ``arm − baseline`` and the baseline's silent
+    fraction."""
     a, b = by_seed(records, arm), by_seed(records, baseline)
-    seeds = sorted(s for s in set(a) & set(b) if a[s].get(metric) is not None and b[s].get(metric) is not None)
+    seeds = sorted(
+        s for s in set(a) & set(b) if a[s].get(metric) is not None and b[s].get(metric) is not None
+    )
     diff = np.array([a[s][metric] - b[s][metric] for s in seeds], float)
     silent = np.array([run_values(b[s])["silent_fraction"] for s in seeds], float)
     return seeds, diff, silent
 
 
-def slope(groups: list[tuple[np.ndarray, np.ndarray]], boot: int = SLOPE_BOOT, seed: int = 0) -> dict:
-    """OLS slope of y on x over all groups' points, with a 95% percentile CI resampling points within groups.
+def slope(
+    groups: list[tuple[np.ndarray, np.ndarray]], boot: int = SLOPE_BOOT, seed: int = 0
+) -> dict:
+    """OLS slope of y on x over all groups' points, with a 95% percentile CI resampling points
+    within groups.
 
-    Each group is one level's (silent fraction, Δ) per seed: resampling within levels keeps every dose
-    in every resample, so the interval reflects seed noise, not which levels happened to be drawn.
+    Each group is one level's (silent fraction, Δ) per seed: resampling within levels keeps every
+    dose in every resample, so the interval reflects seed noise, not which levels happened to be
+    drawn.
     """
     groups = [(np.asarray(x, float), np.asarray(y, float)) for x, y in groups if len(x)]
     if not groups:
@@ -72,14 +86,22 @@ def slope(groups: list[tuple[np.ndarray, np.ndarray]], boot: int = SLOPE_BOOT, s
     draws = np.asarray(draws)
     grid = np.linspace(x.min(), x.max(), 21)  # the band only where the levels put points
     band = draws[:, 0][:, None] * grid[None, :] + draws[:, 1][:, None]
-    return {"n": int(len(x)), "slope": float(b), "intercept": float(a),
-            "ci95": [float(np.percentile(draws[:, 0], 2.5)), float(np.percentile(draws[:, 0], 97.5))],
-            "band": {"x": grid.tolist(), "low": np.percentile(band, 2.5, axis=0).tolist(),
-                     "high": np.percentile(band, 97.5, axis=0).tolist()}}
+    return {
+        "n": int(len(x)),
+        "slope": float(b),
+        "intercept": float(a),
+        "ci95": [float(np.percentile(draws[:, 0], 2.5)), float(np.percentile(draws[:, 0], 97.5))],
+        "band": {
+            "x": grid.tolist(),
+            "low": np.percentile(band, 2.5, axis=0).tolist(),
+            "high": np.percentile(band, 97.5, axis=0).tolist(),
+        },
+    }
 
 
 def cv_accuracy(scores: np.ndarray, same: np.ndarray, folds: np.ndarray) -> float:
-    """The 10-fold protocol's accuracy (threshold from the other folds) on a possibly resampled pair list."""
+    """The 10-fold protocol's accuracy (threshold from the other folds) on a possibly resampled pair
+    list."""
     accs = []
     for k in np.unique(folds):
         test = folds == k
@@ -89,13 +111,20 @@ def cv_accuracy(scores: np.ndarray, same: np.ndarray, folds: np.ndarray) -> floa
     return float(np.mean(accs))
 
 
-def two_level_ci(a: dict[int, list[float]], b: dict[int, list[float]], same: np.ndarray, folds: np.ndarray,
-                 clusters: np.ndarray, boot: int = PAIR_BOOT, seed: int = 0) -> list[float] | None:
+def two_level_ci(
+    a: dict[int, list[float]],
+    b: dict[int, list[float]],
+    same: np.ndarray,
+    folds: np.ndarray,
+    clusters: np.ndarray,
+    boot: int = PAIR_BOOT,
+    seed: int = 0,
+) -> list[float] | None:
     """95% interval of mean(acc_a − acc_b) resampling seeds, then test pairs clustered by identity.
 
-    ``a``/``b``: per-seed pair scores of two arms. One pair resample serves both arms of a seed, so the
-    difference stays paired; identities, not pairs, are resampled because pairs sharing a person are
-    not independent.
+    ``a``/``b``: per-seed pair scores of two arms. One pair resample serves both arms of a seed, so
+    the difference stays paired; identities, not pairs, are resampled because pairs sharing a person
+    are not independent.
     """
     seeds = sorted(set(a) & set(b))
     if len(seeds) < 2:
@@ -117,7 +146,8 @@ def two_level_ci(a: dict[int, list[float]], b: dict[int, list[float]], same: np.
 
 
 def devtest_design(data: str | Path | None = None) -> dict | None:
-    """DevTest's labels, folds and first-image identities in record order (``None`` without the pair file)."""
+    """DevTest's labels, folds and first-image identities in record order (``None`` without the pair
+    file)."""
     from craftlib.data import LFWNotFoundError, find_lfw, read_pairs
 
     try:
@@ -128,12 +158,20 @@ def devtest_design(data: str | Path | None = None) -> dict | None:
     if not files:
         return None
     pairs = read_pairs(files[0])
-    return {"same": np.array([p.same for p in pairs]), "folds": np.array([p.fold for p in pairs]),
-            "clusters": np.array([p.left.split("/")[0] for p in pairs])}
+    return {
+        "same": np.array([p.same for p in pairs]),
+        "folds": np.array([p.fold for p in pairs]),
+        "clusters": np.array([p.left.split("/")[0] for p in pairs]),
+    }
 
 
-def summarize(root: str | Path = DEFAULT_ROOT, arms: tuple[str, ...] = ("contextual", "random_matched"),
-              pair_boot: int = PAIR_BOOT, slope_boot: int = SLOPE_BOOT, data: str | Path | None = None) -> dict:
+def summarize(
+    root: str | Path = DEFAULT_ROOT,
+    arms: tuple[str, ...] = ("contextual", "random_matched"),
+    pair_boot: int = PAIR_BOOT,
+    slope_boot: int = SLOPE_BOOT,
+    data: str | Path | None = None,
+) -> dict:
     """The study's summary: one row per level and arm, the slopes, and the declared verdict."""
     levels = load(root)
     design = devtest_design(data) if pair_boot else None
@@ -143,10 +181,19 @@ def summarize(root: str | Path = DEFAULT_ROOT, arms: tuple[str, ...] = ("context
         mean = {arm: _arm_means(records, arm) for arm in ("none",) + arms}
         for arm in arms:
             seeds, diff, _ = deltas(records, arm)
-            row = {"level": level, "weight_decay": wd, "size": size, "arm": arm, "seeds": seeds,
-                   "none": mean["none"], "arm_means": mean[arm],
-                   **{m: _paired(records, arm, m) for m in ("accuracy", "auc", "eer", "tar@far=0.01")}}
-            row["two_level_ci95"] = _pair_ci(records, arm, design, pair_boot) if design is not None else None
+            row = {
+                "level": level,
+                "weight_decay": wd,
+                "size": size,
+                "arm": arm,
+                "seeds": seeds,
+                "none": mean["none"],
+                "arm_means": mean[arm],
+                **{m: _paired(records, arm, m) for m in ("accuracy", "auc", "eer", "tar@far=0.01")},
+            }
+            row["two_level_ci95"] = (
+                _pair_ci(records, arm, design, pair_boot) if design is not None else None
+            )
             rows.append(row)
     for arm in arms:  # Holm across levels, within each arm and endpoint (the declared families)
         for metric in ("accuracy", "auc", "eer", "tar@far=0.01"):
@@ -162,38 +209,62 @@ def summarize(root: str | Path = DEFAULT_ROOT, arms: tuple[str, ...] = ("context
                 _, diff, silent = deltas(records, arm)
                 groups.append((silent, diff))
         slopes[arm] = slope(groups, slope_boot)
-    out = {"schema": "craftlib-dose-1", "levels": {lv: list(LEVELS[lv]) for lv in levels}, "rows": rows,
-           "slopes": slopes}
+    out = {
+        "schema": "craftlib-dose-1",
+        "levels": {lv: list(LEVELS[lv]) for lv in levels},
+        "rows": rows,
+        "slopes": slopes,
+    }
     out["verdict"] = verdict(out)
     return out
 
 
 def committed(root: str | Path | None = None) -> tuple[dict | None, str]:
-    """The committed study's summary for the notebooks (no pair resampling: seconds), or ``None`` and why."""
+    """The committed study's summary for the notebooks (no pair resampling: seconds), or ``None``
+    and why."""
     from craftlib.paths import REPO_ROOT
 
     root = Path(root) if root is not None else REPO_ROOT / DEFAULT_ROOT
     levels = load(root)
     if not levels:
-        return None, (f"no dose-study records under {root} (a pip install has no docs/; in a checkout, "
-                      "`make dose` runs the study)")
+        return None, (
+            f"no dose-study records under {root} (a pip install has no docs/; in a checkout, "
+            "`make dose` runs the study)"
+        )
     summary = summarize(root, pair_boot=0)
     runs = sum(len(v) for v in levels.values())
-    return summary, (f"{runs} committed runs at {len(levels)} levels; declared reading so far: {summary['verdict']}")
+    return summary, (
+        f"{runs} committed runs at {len(levels)} levels; declared reading so far: "
+        f"{summary['verdict']}"
+    )
 
 
 def _arm_means(records: list[dict], arm: str) -> dict:
     runs = list(by_seed(records, arm).values())
     values = [run_values(r) for r in runs]
-    return {"runs": len(runs), **{m: (float(np.mean([v[m] for v in values if v[m] is not None]))
-                                      if any(v[m] is not None for v in values) else None) for m in METRICS}}
+    return {
+        "runs": len(runs),
+        **{
+            m: (
+                float(np.mean([v[m] for v in values if v[m] is not None]))
+                if any(v[m] is not None for v in values)
+                else None
+            )
+            for m in METRICS
+        },
+    }
 
 
 def _paired(records: list[dict], arm: str, metric: str) -> dict:
     seeds, diff, _ = deltas(records, arm, metric=metric)
     p = paired(list(diff), [0.0] * len(diff))
-    return {"n": p.n, "mean": p.mean_difference, "ci95": list(p.ci95) if p.ci95 else None, "t_pvalue": p.t_pvalue,
-            "mde": p.mde}
+    return {
+        "n": p.n,
+        "mean": p.mean_difference,
+        "ci95": list(p.ci95) if p.ci95 else None,
+        "t_pvalue": p.t_pvalue,
+        "mde": p.mde,
+    }
 
 
 def _pair_ci(records: list[dict], arm: str, design: dict, boot: int) -> list[float] | None:
@@ -203,7 +274,8 @@ def _pair_ci(records: list[dict], arm: str, design: dict, boot: int) -> list[flo
 
 
 def verdict(summary: dict, arm: str = "contextual") -> str:
-    """The declared reading: growth needs the slope's CI above 0 and Δ at the deadliest level above 0."""
+    """The declared reading: growth needs the slope's CI above 0 and Δ at the deadliest level above
+    0."""
     s = summary["slopes"].get(arm, {})
     if not s or s.get("ci95") is None:
         return "not yet estimable (fewer than three paired points or one dose)"
@@ -216,72 +288,121 @@ def verdict(summary: dict, arm: str = "contextual") -> str:
     if hi < 0:
         return "the effect shrinks as filters die"
     if lo > 0:
-        return (f"slope above zero, but Δ at the deadliest level ({deadliest['level']}) is not resolved above "
-                "zero: growth not established by the declared rule")
-    return f"no dose–response resolved (the slope's CI allows up to {100 * hi:+.2f} pts per 100 pts of silent)"
+        return (
+            f"slope above zero, but Δ at the deadliest level ({deadliest['level']}) is not "
+            f"resolved above "
+            "zero: growth not established by the declared rule"
+        )
+    return (
+        f"no dose–response resolved (the slope's CI allows up to {100 * hi:+.2f} pts per 100 "
+        f"pts of silent)"
+    )
 
 
 def pilot_markdown(root: str | Path = DEFAULT_ROOT) -> str:
-    """The pilot: standard training at seed 0 of every level — does the span reach from none to most dying?"""
-    lines = ["| level | weight decay | input | silent conv1 (τ 0.01) | small-weight conv1 (max\\|w\\| < 0.1) | "
-             "DevTest accuracy |", "|---|---|---|---|---|---|"]
+    """The pilot: standard training at seed 0 of every level — does the span reach from none to most
+    dying?"""
+    lines = [
+        "| level | weight decay | input | silent conv1 (τ 0.01) | small-weight conv1 (max\\|w\\| < "
+        "0.1) | "
+        "DevTest accuracy |",
+        "|---|---|---|---|---|---|",
+    ]
     for level, records in load(root).items():
         run = by_seed(records, "none").get(0)
         if run is None:
             continue
         v = run_values(run)
         wd, size = LEVELS[level]
-        lines.append(f"| `{level}` | {wd:g} | {size} px | {fmt('silent_fraction', v['silent_fraction'])} | "
-                     f"{fmt('weight_fraction', v['weight_fraction'])} | {fmt('accuracy', v['accuracy'])} |")
+        lines.append(
+            f"| `{level}` | {wd:g} | {size} px | {fmt('silent_fraction', v['silent_fraction'])} | "
+            f"{fmt('weight_fraction', v['weight_fraction'])} | {fmt('accuracy', v['accuracy'])} |"
+        )
     return "\n".join(lines)
 
 
 def markdown(summary: dict, arm: str = "contextual") -> str:
     """The per-level table of one arm against standard training, and the slope line under it."""
-    head = ("| level | wd | px | seeds | silent, standard | silent, arm | accuracy, standard | Δ accuracy | "
-            "95% CI (seeds) | 95% CI (seeds × pairs) | Holm p | Δ EER | Δ AUC | Δ TAR@1e-2 |")
+    head = (
+        "| level | wd | px | seeds | silent, standard | silent, arm | accuracy, standard | Δ "
+        "accuracy | "
+        "95% CI (seeds) | 95% CI (seeds × pairs) | Holm p | Δ EER | Δ AUC | Δ TAR@1e-2 |"
+    )
     lines = [head, "|" + "---|" * 14]
     for r in (r for r in summary["rows"] if r["arm"] == arm):
         acc = r["accuracy"]
         ci = acc["ci95"]
         two = r["two_level_ci95"]
-        lines.append("| " + " | ".join([
-            f"`{r['level']}`", f"{r['weight_decay']:g}", str(r["size"]), str(acc["n"]),
-            fmt("silent_fraction", r["none"]["silent_fraction"]), fmt("silent_fraction", r["arm_means"]["silent_fraction"]),
-            fmt("accuracy", r["none"]["accuracy"]), fmt("accuracy", acc["mean"], True),
-            f"[{fmt('accuracy', ci[0], True)}, {fmt('accuracy', ci[1], True)}]" if ci else "n/a",
-            f"[{fmt('accuracy', two[0], True)}, {fmt('accuracy', two[1], True)}]" if two else "n/a",
-            fmt("p", acc["holm_pvalue"]), fmt("eer", r["eer"]["mean"], True), fmt("auc", r["auc"]["mean"], True),
-            fmt("tar@far=0.01", r["tar@far=0.01"]["mean"], True)]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    f"`{r['level']}`",
+                    f"{r['weight_decay']:g}",
+                    str(r["size"]),
+                    str(acc["n"]),
+                    fmt("silent_fraction", r["none"]["silent_fraction"]),
+                    fmt("silent_fraction", r["arm_means"]["silent_fraction"]),
+                    fmt("accuracy", r["none"]["accuracy"]),
+                    fmt("accuracy", acc["mean"], True),
+                    f"[{fmt('accuracy', ci[0], True)}, {fmt('accuracy', ci[1], True)}]"
+                    if ci
+                    else "n/a",
+                    f"[{fmt('accuracy', two[0], True)}, {fmt('accuracy', two[1], True)}]"
+                    if two
+                    else "n/a",
+                    fmt("p", acc["holm_pvalue"]),
+                    fmt("eer", r["eer"]["mean"], True),
+                    fmt("auc", r["auc"]["mean"], True),
+                    fmt("tar@far=0.01", r["tar@far=0.01"]["mean"], True),
+                ]
+            )
+            + " |"
+        )
     s = summary["slopes"][arm]
     if s.get("slope") is not None:
         lines.append("")
-        lines.append(f"Slope of Δ accuracy on standard training's silent fraction ({PRIMARY_SIZE} px levels, "
-                     f"{s['n']} seed pairs): {100 * s['slope']:+.2f} pts per 100 pts of silent, 95% CI "
-                     f"[{100 * s['ci95'][0]:+.2f}, {100 * s['ci95'][1]:+.2f}] (seeds resampled within levels).")
+        lines.append(
+            f"Slope of Δ accuracy on standard training's silent fraction ({PRIMARY_SIZE} px "
+            f"levels, "
+            f"{s['n']} seed pairs): {100 * s['slope']:+.2f} pts per 100 pts of silent, 95% CI "
+            f"[{100 * s['ci95'][0]:+.2f}, {100 * s['ci95'][1]:+.2f}] (seeds resampled within "
+            f"levels)."
+        )
     return "\n".join(lines)
 
 
 def write_report(root: str | Path = DEFAULT_ROOT, log=print) -> str:
-    """summary.json, summary.md and dose.png from the records under ``root``; returns the Markdown."""
+    """summary.json, summary.md and dose.png from the records under ``root``; returns the
+    Markdown."""
     root = Path(root)
     summary = summarize(root)
     if not summary["rows"]:
-        raise SystemExit(f"no dose-study records under {root}: run `python -m craftlib.study.dose_cli` first")
-    text = "\n\n".join([f"## CRAFT vs standard training\n\n{markdown(summary)}",
-                        f"## Random (matched scale) vs standard training\n\n{markdown(summary, 'random_matched')}",
-                        f"Declared reading: **{summary['verdict']}**."])
+        raise SystemExit(
+            f"no dose-study records under {root}: run `python -m craftlib.study.dose_cli` first"
+        )
+    text = "\n\n".join(
+        [
+            f"## CRAFT vs standard training\n\n{markdown(summary)}",
+            f"## Random (matched scale) vs standard "
+            f"training\n\n{markdown(summary, 'random_matched')}",
+            f"Declared reading: **{summary['verdict']}**.",
+        ]
+    )
     atomic_write(root / "summary.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=1)))
     atomic_write(root / "summary.md", lambda tmp: tmp.write_text(text + "\n"))
     fig = dose_figure(summary)
-    atomic_write(root / "dose.png", lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
+    atomic_write(
+        root / "dose.png", lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    )
     log(f"wrote {root / 'summary.json'}, summary.md, dose.png")
     return text
 
 
 def dose_figure(summary: dict, arm: str = "contextual"):
-    """Left: Δ accuracy against standard training's silent fraction, one point per level (95% t-interval),
-    the 40-px slope and its band. Right: how many filters each arm ends with silent, per weight decay."""
+    """Left: Δ accuracy against standard training's silent fraction, one point per level (95%
+    t-interval), the 40-px slope and its band. Right: how many filters each arm ends with silent,
+    per weight decay."""
     from craftlib.viz import new_figure
 
     fig = new_figure((11, 4.2))
@@ -291,29 +412,69 @@ def dose_figure(summary: dict, arm: str = "contextual"):
         if r["accuracy"]["mean"] is None:  # no paired seed at this level yet
             continue
         acc, x = r["accuracy"], 100 * r["none"]["silent_fraction"]
-        err = None if acc["ci95"] is None else [[100 * (acc["mean"] - acc["ci95"][0])], [100 * (acc["ci95"][1] - acc["mean"])]]
-        ax.errorbar([x], [100 * acc["mean"]], yerr=err, fmt="o" if r["size"] == PRIMARY_SIZE else "s", capsize=3,
-                    color="C0" if r["size"] == PRIMARY_SIZE else "C3")
-        ax.annotate(f"{r['level']} (n={acc['n']})", (x, 100 * acc["mean"]), textcoords="offset points",
-                    xytext=(5, 5), fontsize=8)
+        err = (
+            None
+            if acc["ci95"] is None
+            else [[100 * (acc["mean"] - acc["ci95"][0])], [100 * (acc["ci95"][1] - acc["mean"])]]
+        )
+        ax.errorbar(
+            [x],
+            [100 * acc["mean"]],
+            yerr=err,
+            fmt="o" if r["size"] == PRIMARY_SIZE else "s",
+            capsize=3,
+            color="C0" if r["size"] == PRIMARY_SIZE else "C3",
+        )
+        ax.annotate(
+            f"{r['level']} (n={acc['n']})",
+            (x, 100 * acc["mean"]),
+            textcoords="offset points",
+            xytext=(5, 5),
+            fontsize=8,
+        )
     s = summary["slopes"].get(arm, {})
     if s.get("slope") is not None:
         grid = np.asarray(s["band"]["x"])
         ax.plot(100 * grid, 100 * (s["intercept"] + s["slope"] * grid), color="C0", lw=1)
-        ax.fill_between(100 * grid, 100 * np.asarray(s["band"]["low"]), 100 * np.asarray(s["band"]["high"]),
-                        color="C0", alpha=0.15, label=f"{PRIMARY_SIZE} px slope, 95% band")
+        ax.fill_between(
+            100 * grid,
+            100 * np.asarray(s["band"]["low"]),
+            100 * np.asarray(s["band"]["high"]),
+            color="C0",
+            alpha=0.15,
+            label=f"{PRIMARY_SIZE} px slope, 95% band",
+        )
         ax.legend(fontsize=8, loc="best")
     ax.axhline(0, color="k", lw=0.8)
-    ax.set(xlabel="standard training: silent conv1 filters at the end (%)",
-           ylabel="Δ DevTest accuracy, CRAFT − standard (pts)", title="does the benefit grow with death?")
+    ax.set(
+        xlabel="standard training: silent conv1 filters at the end (%)",
+        ylabel="Δ DevTest accuracy, CRAFT − standard (pts)",
+        title="does the benefit grow with death?",
+    )
     for name, color in (("none", "k"), (arm, "C0"), ("random_matched", "C2")):
         key = "none" if name == "none" else "arm_means"
-        source = rows if name != "random_matched" else [r for r in summary["rows"] if r["arm"] == "random_matched"]
-        pts = sorted((r["weight_decay"], 100 * r[key]["silent_fraction"]) for r in source
-                     if r["size"] == PRIMARY_SIZE and r[key]["silent_fraction"] is not None)
+        source = (
+            rows
+            if name != "random_matched"
+            else [r for r in summary["rows"] if r["arm"] == "random_matched"]
+        )
+        pts = sorted(
+            (r["weight_decay"], 100 * r[key]["silent_fraction"])
+            for r in source
+            if r["size"] == PRIMARY_SIZE and r[key]["silent_fraction"] is not None
+        )
         if pts:
-            ax2.plot(*zip(*pts), "o-", color=color, label={"none": "standard", arm: "CRAFT"}.get(name, "random, matched"))
-    ax2.set(xscale="log", xlabel=f"weight decay on all parameters ({PRIMARY_SIZE} px)", ylabel="silent conv1 filters (%)",
-            title="the dose: how many filters end silent")
+            ax2.plot(
+                *zip(*pts),
+                "o-",
+                color=color,
+                label={"none": "standard", arm: "CRAFT"}.get(name, "random, matched"),
+            )
+    ax2.set(
+        xscale="log",
+        xlabel=f"weight decay on all parameters ({PRIMARY_SIZE} px)",
+        ylabel="silent conv1 filters (%)",
+        title="the dose: how many filters end silent",
+    )
     ax2.legend(fontsize=8)
     return fig

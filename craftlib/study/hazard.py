@@ -1,13 +1,15 @@
-"""Survival compared fairly: renewed filters against standard training's filters alive at the *same* epoch.
+"""Survival compared fairly: renewed filters against standard training's filters alive at the *same*
+epoch.
 
 Pooling every renewal against every live filter (``survival.survival_stats``) mixes epochs: a filter
-alive at epoch 1 faces the whole decay budget, one alive at epoch 6 almost none. Here each renewal is
-compared with standard training's filters alive at the end of the same epoch (a stratum), first
+alive at epoch 1 faces the whole decay budget, one alive at epoch 6 almost none. Here each renewal
+is compared with standard training's filters alive at the end of the same epoch (a stratum), first
 passage counts (a filter that goes silent once, or is renewed again, has died), the strata are
 weighted to CRAFT's own epoch mix, and intervals resample whole seeds (filters of one run are not
 independent). Strata where standard training loses no filter afterwards are reported apart: there,
 "survival" cannot tell a useful filter from a useless one.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .survival import new_deaths, survival
 from craftlib.training import TrainConfig
+
+from .survival import new_deaths, survival
 
 BOOT = 2000
 
@@ -27,12 +30,19 @@ def heard_to_end(row: dict) -> bool:
     return bool(all(row["alive"]))
 
 
-def rows_by_seed(craft: dict[int, dict], base: dict[int, dict], config: TrainConfig, tau: float
-                 ) -> dict[int, dict[str, list[dict]]]:
-    """Per seed both CRAFT and standard training ran: the renewals and the standard run's live filters."""
+def rows_by_seed(
+    craft: dict[int, dict], base: dict[int, dict], config: TrainConfig, tau: float
+) -> dict[int, dict[str, list[dict]]]:
+    """Per seed both CRAFT and standard training ran: the renewals and the standard run's live
+    filters."""
     epochs = sorted({e["epoch"] for r in craft.values() for e in r["events"] if e["filters"]})
-    return {s: {"renewed": survival(craft[s], config, tau), "live": new_deaths(base[s], epochs, tau, config)}
-            for s in sorted(set(craft) & set(base))}
+    return {
+        s: {
+            "renewed": survival(craft[s], config, tau),
+            "live": new_deaths(base[s], epochs, tau, config),
+        }
+        for s in sorted(set(craft) & set(base))
+    }
 
 
 def _strata(rows: dict[int, dict[str, list[dict]]], seeds) -> dict[int, dict[str, list[dict]]]:
@@ -69,19 +79,32 @@ def _weighted_median(values: list[float], weights: list[float]) -> float | None:
 
 
 def compare(rows: dict[int, dict[str, list[dict]]], boot: int = BOOT, seed: int = 0) -> dict:
-    """Per renewal epoch and weighted over them: survival to the end, their difference, norm ratios."""
+    """Per renewal epoch and weighted over them: survival to the end, their difference, norm
+    ratios."""
     seeds = sorted(rows)
     strata = _strata(rows, seeds)
     epochs = sorted(e for e in strata if strata[e]["renewed"])
-    possible = [e for e in epochs if strata[e]["live"] and not all(heard_to_end(x) for x in strata[e]["live"])]
+    possible = [
+        e
+        for e in epochs
+        if strata[e]["live"] and not all(heard_to_end(x) for x in strata[e]["live"])
+    ]
     table = []
     for e in epochs:
         r, b = strata[e]["renewed"], strata[e]["live"]
-        table.append({"epoch": e, "renewed": len(r), "renewed_again": sum(x["renewed_again"] is not None for x in r),
-                      "renewed_heard": float(np.mean([heard_to_end(x) for x in r])),
-                      "live": len(b), "live_heard": float(np.mean([heard_to_end(x) for x in b])) if b else None,
-                      "dying_possible": e in possible,
-                      "ratio_renewed": _median(_end_ratio(r)), "ratio_live": _median(_end_ratio(b))})
+        table.append(
+            {
+                "epoch": e,
+                "renewed": len(r),
+                "renewed_again": sum(x["renewed_again"] is not None for x in r),
+                "renewed_heard": float(np.mean([heard_to_end(x) for x in r])),
+                "live": len(b),
+                "live_heard": float(np.mean([heard_to_end(x) for x in b])) if b else None,
+                "dying_possible": e in possible,
+                "ratio_renewed": _median(_end_ratio(r)),
+                "ratio_live": _median(_end_ratio(b)),
+            }
+        )
     rng = np.random.default_rng(seed)
     draws = {"all": [], "possible": []}
     for _ in range(boot if len(seeds) > 1 else 0):
@@ -90,18 +113,36 @@ def compare(rows: dict[int, dict[str, list[dict]]], boot: int = BOOT, seed: int 
             got = _standardized(s, eps)
             if got is not None:
                 draws[key].append(got[2])
-    out = {"seeds": len(seeds), "strata": table, "tau_rule": "first passage: silent once, or renewed again"}
+    out = {
+        "seeds": len(seeds),
+        "strata": table,
+        "tau_rule": "first passage: silent once, or renewed again",
+    }
     for key, eps in (("all", epochs), ("possible", possible)):
         got = _standardized(strata, eps)
         d = draws[key]
-        out[key] = None if got is None else {
-            "epochs": eps, "renewals": int(sum(len(strata[e]["renewed"]) for e in eps)),
-            "renewed_heard": got[0], "live_heard": got[1], "difference": got[2],
-            "ci95": [float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))] if d else None}
-    weights = {e: len(strata[e]["renewed"]) / max(1, len(_end_ratio(strata[e]["live"]))) for e in epochs}
+        out[key] = (
+            None
+            if got is None
+            else {
+                "epochs": eps,
+                "renewals": int(sum(len(strata[e]["renewed"]) for e in eps)),
+                "renewed_heard": got[0],
+                "live_heard": got[1],
+                "difference": got[2],
+                "ci95": [float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))]
+                if d
+                else None,
+            }
+        )
+    weights = {
+        e: len(strata[e]["renewed"]) / max(1, len(_end_ratio(strata[e]["live"]))) for e in epochs
+    }
     live_ratios = [(v, weights[e]) for e in epochs for v in _end_ratio(strata[e]["live"])]
-    out["ratio"] = {"renewed": _median([v for e in epochs for v in _end_ratio(strata[e]["renewed"])]),
-                    "live_weighted": _weighted_median([v for v, _ in live_ratios], [w for _, w in live_ratios])}
+    out["ratio"] = {
+        "renewed": _median([v for e in epochs for v in _end_ratio(strata[e]["renewed"])]),
+        "live_weighted": _weighted_median([v for v, _ in live_ratios], [w for _, w in live_ratios]),
+    }
     out["hazard"] = hazards(rows)
     return out
 
@@ -111,22 +152,29 @@ def _median(values: list[float]) -> float | None:
 
 
 def hazards(rows: dict[int, dict[str, list[dict]]]) -> list[dict]:
-    """Per epoch: filters at risk (alive at the previous snapshot) and first deaths, renewed vs standard."""
+    """Per epoch: filters at risk (alive at the previous snapshot) and first deaths, renewed vs
+    standard."""
     counts: dict[int, dict[str, list[int]]] = {}
     for per_seed in rows.values():
         for group in ("renewed", "live"):
             for row in per_seed[group]:
                 for k in range(1, len(row["alive"])):
-                    c = counts.setdefault(row["epoch"] + k, {"renewed": [0, 0], "live": [0, 0]})[group]
+                    c = counts.setdefault(row["epoch"] + k, {"renewed": [0, 0], "live": [0, 0]})[
+                        group
+                    ]
                     c[0] += 1
                     if not row["alive"][k]:
                         c[1] += 1
                         break
-    return [{"epoch": t, **{f"{g}_at_risk": c[g][0] for g in c}, **{f"{g}_deaths": c[g][1] for g in c}}
-            for t, c in sorted(counts.items())]
+    return [
+        {"epoch": t, **{f"{g}_at_risk": c[g][0] for g in c}, **{f"{g}_deaths": c[g][1] for g in c}}
+        for t, c in sorted(counts.items())
+    ]
 
 
-def of_folder(folder: str | Path, tau: float | None = None, arm: str = "contextual", boot: int = BOOT) -> dict:
+def of_folder(
+    folder: str | Path, tau: float | None = None, arm: str = "contextual", boot: int = BOOT
+) -> dict:
     """The fair comparison for one arm of a results folder against its ``none`` arm."""
     from .experiments import load_records
     from .results import SILENT_TAU
@@ -150,34 +198,53 @@ def _f2(v) -> str:
 
 def markdown(result: dict) -> str:
     """The stratified table: one row per renewal epoch, then the two weighted comparisons."""
-    lines = ["| renewal epoch | renewals (renewed again) | renewed, heard to the end | standard's live filters | "
-             "standard, heard to the end | difference | norm / pure decay: renewed | standard's live |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| renewal epoch | renewals (renewed again) | renewed, heard to the end | standard's live "
+        "filters | "
+        "standard, heard to the end | difference | norm / pure decay: renewed | standard's live |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in result["strata"]:
         diff = None if r["live_heard"] is None else r["renewed_heard"] - r["live_heard"]
         mark = "" if r["dying_possible"] else " (none die after)"
-        lines.append(f"| {r['epoch']}{mark} | {r['renewed']} ({r['renewed_again']}) | {_pct(r['renewed_heard'])} | "
-                     f"{r['live']} | {_pct(r['live_heard'])} | "
-                     f"{'—' if diff is None else f'{100 * diff:+.1f} pts'} | {_f2(r['ratio_renewed'])} | "
-                     f"{_f2(r['ratio_live'])} |")
-    for key, label in (("all", "all renewal epochs"), ("possible", "epochs after which standard training loses filters")):
+        lines.append(
+            f"| {r['epoch']}{mark} | {r['renewed']} ({r['renewed_again']}) | "
+            f"{_pct(r['renewed_heard'])} | "
+            f"{r['live']} | {_pct(r['live_heard'])} | "
+            f"{'—' if diff is None else f'{100 * diff:+.1f} pts'} | {_f2(r['ratio_renewed'])} | "
+            f"{_f2(r['ratio_live'])} |"
+        )
+    for key, label in (
+        ("all", "all renewal epochs"),
+        ("possible", "epochs after which standard training loses filters"),
+    ):
         w = result[key]
         if w is None or (key == "possible" and w["epochs"] == result["all"]["epochs"]):
             continue  # standard training loses filters after every renewal epoch: one row says it
         ci = w["ci95"]
-        lines.append(f"| **{label}**, weighted to CRAFT's epoch mix | {w['renewals']} | {_pct(w['renewed_heard'])} | | "
-                     f"{_pct(w['live_heard'])} | **{100 * w['difference']:+.1f} pts**"
-                     + (f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]" if ci else "") + " | | |")
+        lines.append(
+            f"| **{label}**, weighted to CRAFT's epoch mix | {w['renewals']} | "
+            f"{_pct(w['renewed_heard'])} | | "
+            f"{_pct(w['live_heard'])} | **{100 * w['difference']:+.1f} pts**"
+            + (f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]" if ci else "")
+            + " | | |"
+        )
     q = result["ratio"]
-    lines.append(f"| norm / pure decay of filters heard to the end, median (standard's weighted to CRAFT's epoch mix) "
-                 f"| | | | | | {_f2(q['renewed'])} | {_f2(q['live_weighted'])} |")
+    lines.append(
+        f"| norm / pure decay of filters heard to the end, median (standard's weighted to CRAFT's "
+        f"epoch mix) "
+        f"| | | | | | {_f2(q['renewed'])} | {_f2(q['live_weighted'])} |"
+    )
     return "\n".join(lines)
 
 
 def hazard_markdown(result: dict) -> str:
-    """Per epoch: of the filters heard at the previous snapshot, how many died in it (first deaths)."""
-    lines = ["| epoch | renewed: at risk | died | hazard | standard's live: at risk | died | hazard |",
-             "|---|---|---|---|---|---|---|"]
+    """Per epoch: of the filters heard at the previous snapshot, how many died in it (first
+    deaths)."""
+    lines = [
+        "| epoch | renewed: at risk | died | hazard | standard's live: at risk | died | hazard |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for h in result["hazard"]:
         cells = []
         for g in ("renewed", "live"):
@@ -188,7 +255,8 @@ def hazard_markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m craftlib.study.hazard FOLDER... [--write JSON]``: the stratified survival tables of results folders."""
+    """``python -m craftlib.study.hazard FOLDER... [--write JSON]``: the stratified survival tables
+    of results folders."""
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m craftlib.study.hazard", description=main.__doc__)

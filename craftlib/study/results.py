@@ -1,9 +1,11 @@
-"""The comparison summary: one schema, one loader, one formatter, three renderers (text, Markdown, HTML).
+"""The comparison summary: one schema, one loader, one formatter, three renderers (text, Markdown,
+HTML).
 
 Statistics are paired by seed against the baseline arm: mean difference with its 95% t-interval,
 paired t and Wilcoxon p-values, Holm's correction across arms, the power a pre-declared effect would
 have had, and the minimum detectable effect (80% power, two-sided α = 0.05) at the observed spread.
 """
+
 from __future__ import annotations
 
 import html
@@ -16,21 +18,35 @@ import numpy as np
 from scipy import integrate, optimize, special, stats
 
 from craftlib.activity import SILENT_TAU
-
-from .experiments import fingerprint_diff, load_records, same_kind
 from craftlib.reactivation import PAPER_READING
 from craftlib.recipes import ARM_LABELS
-from .survival import new_deaths, survival, survival_curve, survival_stats
 from craftlib.training import TrainConfig
+
+from .experiments import fingerprint_diff, load_records, same_kind
+from .survival import new_deaths, survival, survival_curve, survival_stats
 
 SCHEMA = "craftlib-summary-2"
 WEIGHT_TAU = PAPER_READING.tau
 TAUS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)  # ~log-spaced: the curve's grid
 CURVE_SCORES = ("silent", "max", "effective")
-METRICS = ("accuracy", "auc", "eer", "tar@far=0.01", "tar@far=0.001", "silent_fraction", "weight_fraction")
-METRIC_LABELS = {"accuracy": "DevTest accuracy", "auc": "ROC AUC", "eer": "EER", "tar@far=0.01": "TAR@FAR=1e-2",
-                 "tar@far=0.001": "TAR@FAR=1e-3", "silent_fraction": f"silent conv1 (τ={SILENT_TAU:g})",
-                 "weight_fraction": f"small-weight conv1 (max|w| τ={WEIGHT_TAU:g})"}
+METRICS = (
+    "accuracy",
+    "auc",
+    "eer",
+    "tar@far=0.01",
+    "tar@far=0.001",
+    "silent_fraction",
+    "weight_fraction",
+)
+METRIC_LABELS = {
+    "accuracy": "DevTest accuracy",
+    "auc": "ROC AUC",
+    "eer": "EER",
+    "tar@far=0.01": "TAR@FAR=1e-2",
+    "tar@far=0.001": "TAR@FAR=1e-3",
+    "silent_fraction": f"silent conv1 (τ={SILENT_TAU:g})",
+    "weight_fraction": f"small-weight conv1 (max|w| τ={WEIGHT_TAU:g})",
+}
 PERCENT = {"accuracy", "tar@far=0.01", "tar@far=0.001", "silent_fraction", "weight_fraction", "eer"}
 DELTA_STAR = 0.01  # the pre-declared effect of interest: 1 point of DevTest accuracy
 
@@ -59,7 +75,9 @@ class Arm:
     curves: dict[str, list[float]] = field(default_factory=dict)
     vs_baseline: dict[str, Paired] = field(default_factory=dict)
     survival: list[float] = field(default_factory=list)
-    renewal: dict = field(default_factory=dict)  # survival_stats of the renewed filters (end of training)
+    renewal: dict = field(
+        default_factory=dict
+    )  # survival_stats of the renewed filters (end of training)
 
     def mean(self, metric: str) -> float | None:
         vals = [v for v in self.values[metric] if v is not None]
@@ -83,7 +101,9 @@ class Summary:
     primary: str = "accuracy"
     delta_star: float = DELTA_STAR
     baseline_survival: list[float] = field(default_factory=list)
-    baseline_renewal: dict = field(default_factory=dict)  # survival_stats of standard training's live filters
+    baseline_renewal: dict = field(
+        default_factory=dict
+    )  # survival_stats of standard training's live filters
     schema: str = SCHEMA
 
     def to_json(self) -> str:
@@ -92,11 +112,16 @@ class Summary:
     @classmethod
     def from_dict(cls, d: dict) -> "Summary":
         if d.get("schema") != SCHEMA:
-            raise ValueError(f"summary schema {d.get('schema')!r} is not {SCHEMA!r}: regenerate it with "
-                             "`python -m craftlib report RESULTS_DIR --write`")
+            raise ValueError(
+                f"summary schema {d.get('schema')!r} is not {SCHEMA!r}: regenerate it with "
+                "`python -m craftlib report RESULTS_DIR --write`"
+            )
         arms = {}
         for name, a in d["arms"].items():
-            vs = {m: Paired(**{**p, "ci95": tuple(p["ci95"]) if p["ci95"] else None}) for m, p in a["vs_baseline"].items()}
+            vs = {
+                m: Paired(**{**p, "ci95": tuple(p["ci95"]) if p["ci95"] else None})
+                for m, p in a["vs_baseline"].items()
+            }
             arms[name] = Arm(**{**a, "vs_baseline": vs})
         return cls(**{**d, "arms": arms, "taus": tuple(d["taus"])})
 
@@ -106,20 +131,27 @@ class Summary:
 
 
 def power(delta: float, sd: float, n: int, alpha: float = 0.05) -> float:
-    """Power of a two-sided paired t-test to detect a true mean difference ``delta`` (noncentral t)."""
+    """Power of a two-sided paired t-test to detect a true mean difference ``delta`` (noncentral
+    t)."""
     if n < 2 or not sd > 0:
         return float("nan")
     df, nc = n - 1, abs(delta) / (sd / np.sqrt(n))
     crit = float(stats.t.ppf(1 - alpha / 2, df))
-    log_norm = df / 2 * math.log(2.0) + math.lgamma(df / 2)  # chi-square density's normaliser, in logs
+    log_norm = df / 2 * math.log(2.0) + math.lgamma(
+        df / 2
+    )  # chi-square density's normaliser, in logs
 
-    def integrand(v: float) -> float:  # P(|T| > crit | V = v) * chi2.pdf(v, df), T = (Z + nc) / sqrt(V / df)
+    def integrand(
+        v: float,
+    ) -> float:  # P(|T| > crit | V = v) * chi2.pdf(v, df), T = (Z + nc) / sqrt(V / df)
         c = crit * math.sqrt(v / df)
         density = math.exp(special.xlogy(df / 2 - 1, v) - v / 2 - log_norm)
         return (special.ndtr(nc - c) + special.ndtr(-c - nc)) * density
 
-    # scipy's noncentral t loses precision for large nc; integrating over the chi-square does not. The
-    # integrand uses scipy.special directly (same values as stats.norm / stats.chi2 to ~1e-15, 100x faster:
+    # scipy's noncentral t loses precision for large nc; integrating over the chi-square does not.
+    # The
+    # integrand uses scipy.special directly (same values as stats.norm / stats.chi2 to ~1e-15, 100x
+    # faster:
     # the dashboard recomputes an MDE per arm and metric on every click)
     value, _ = integrate.quad(integrand, 0, np.inf, limit=200)
     return float(min(1.0, value))
@@ -130,7 +162,9 @@ def mde(sd: float, n: int, target: float = 0.8, alpha: float = 0.05) -> float:
     if n < 2 or not sd > 0:
         return float("nan")
     hi = sd
-    while not power(hi, sd, n, alpha) >= target:  # widen the bracket (NaN also widens, then gives up)
+    while (
+        not power(hi, sd, n, alpha) >= target
+    ):  # widen the bracket (NaN also widens, then gives up)
         hi *= 2
         if hi > 1e4 * sd:
             return float("nan")
@@ -138,7 +172,8 @@ def mde(sd: float, n: int, target: float = 0.8, alpha: float = 0.05) -> float:
 
 
 def paired(a: list[float], b: list[float]) -> Paired:
-    """Paired t (with its 95% CI) and Wilcoxon of ``a - b``; ``None`` where the test is undefined."""
+    """Paired t (with its 95% CI) and Wilcoxon of ``a - b``; ``None`` where the test is
+    undefined."""
     diff = np.asarray(a, float) - np.asarray(b, float)
     n = len(diff)
     if n == 0:
@@ -147,8 +182,10 @@ def paired(a: list[float], b: list[float]) -> Paired:
     out = Paired(n, float(diff.mean()), sd, None, None, None)
     if n >= 2 and np.any(diff != 0):
         out.wilcoxon_pvalue = float(stats.wilcoxon(diff).pvalue)
-    # the t-test needs spread: the same difference in every seed (common for fractions of 64 filters at
-    # few seeds) has none, and scipy would call it p = 0 with a zero-width CI (and the MDE would be NaN)
+    # the t-test needs spread: the same difference in every seed (common for fractions of 64 filters
+    # at
+    # few seeds) has none, and scipy would call it p = 0 with a zero-width CI (and the MDE would be
+    # NaN)
     if n >= 2 and sd > 1e-12 * max(1.0, float(np.abs(diff).max())):
         t = stats.ttest_rel(a, b)
         ci = t.confidence_interval(0.95)
@@ -172,11 +209,14 @@ def holm(pvalues: dict[str, float | None]) -> dict[str, float | None]:
 
 
 def run_values(record: dict) -> dict[str, float | None]:
-    """The metrics of one run record: verification numbers and the two inactive fractions at the end."""
+    """The metrics of one run record: verification numbers and the two inactive fractions at the
+    end."""
     scores = record["scores"]
-    return {**{m: record.get(m) for m in METRICS[:5]},
-            "silent_fraction": float(np.mean(np.asarray(scores["silent"]) < SILENT_TAU)),
-            "weight_fraction": float(np.mean(np.asarray(scores["max"]) < WEIGHT_TAU))}
+    return {
+        **{m: record.get(m) for m in METRICS[:5]},
+        "silent_fraction": float(np.mean(np.asarray(scores["silent"]) < SILENT_TAU)),
+        "weight_fraction": float(np.mean(np.asarray(scores["max"]) < WEIGHT_TAU)),
+    }
 
 
 def summarize(records: list[dict], baseline: str = "none") -> Summary:
@@ -186,21 +226,30 @@ def summarize(records: list[dict], baseline: str = "none") -> Summary:
     meta = records[0]["fingerprint"]
     for r in records:
         if not same_kind(r["fingerprint"], meta):
-            raise ValueError(f"cannot pool {r['arm']} seed {r['seed']}: {fingerprint_diff(r['fingerprint'], meta)}")
+            raise ValueError(
+                f"cannot pool {r['arm']} seed {r['seed']}: "
+                f"{fingerprint_diff(r['fingerprint'], meta)}"
+            )
     config = TrainConfig.from_dict(meta["recipe"]["train"])
     by_arm: dict[str, dict[int, dict]] = {}
     for r in records:
         if r["seed"] in by_arm.setdefault(r["arm"], {}):
-            raise ValueError(f"{r['arm']} seed {r['seed']} appears twice; each folder must hold distinct seeds")
+            raise ValueError(
+                f"{r['arm']} seed {r['seed']} appears twice; each folder must hold distinct seeds"
+            )
         by_arm[r["arm"]][r["seed"]] = r
     order = sorted(by_arm, key=lambda name: (name != baseline, name))  # the baseline's row first
     arms = {name: _arm(name, by_arm[name], config) for name in order}
     summary = Summary(baseline, arms, meta)
     if baseline in arms:
         _compare(summary, by_arm)
-        event_epochs = sorted({e["epoch"] for runs in by_arm.values() for r in runs.values() for e in r["events"]})
+        event_epochs = sorted(
+            {e["epoch"] for runs in by_arm.values() for r in runs.values() for e in r["events"]}
+        )
         rows = {s: new_deaths(r, event_epochs, SILENT_TAU) for s, r in by_arm[baseline].items()}
-        summary.baseline_survival = _listed(survival_curve([x for v in rows.values() for x in v], config.epochs))
+        summary.baseline_survival = _listed(
+            survival_curve([x for v in rows.values() for x in v], config.epochs)
+        )
         summary.baseline_renewal = survival_stats(rows)
     return summary
 
@@ -214,7 +263,9 @@ def _arm(name: str, runs: dict[int, dict], config: TrainConfig) -> Arm:
     values = [run_values(runs[s]) for s in seeds]
     arm = Arm(name, ARM_LABELS.get(name, name), seeds, {m: [v[m] for v in values] for m in METRICS})
     for score in CURVE_SCORES:
-        per_run = [[float(np.mean(np.asarray(runs[s]["scores"][score]) < t)) for t in TAUS] for s in seeds]
+        per_run = [
+            [float(np.mean(np.asarray(runs[s]["scores"][score]) < t)) for t in TAUS] for s in seeds
+        ]
         arm.curves[score] = np.mean(per_run, axis=0).tolist()
     rows = {s: survival(runs[s], config, SILENT_TAU) for s in seeds}
     flat = [row for v in rows.values() for row in v]
@@ -228,11 +279,17 @@ def _compare(summary: Summary, by_arm: dict[str, dict[int, dict]]) -> None:
     others = [a for a in summary.arms.values() if a.name != summary.baseline]
     for metric in METRICS:
         for arm in others:
-            common = [s for s in arm.seeds if s in base.seeds
-                      and arm.values[metric][arm.seeds.index(s)] is not None
-                      and base.values[metric][base.seeds.index(s)] is not None]
-            arm.vs_baseline[metric] = paired([arm.values[metric][arm.seeds.index(s)] for s in common],
-                                             [base.values[metric][base.seeds.index(s)] for s in common])
+            common = [
+                s
+                for s in arm.seeds
+                if s in base.seeds
+                and arm.values[metric][arm.seeds.index(s)] is not None
+                and base.values[metric][base.seeds.index(s)] is not None
+            ]
+            arm.vs_baseline[metric] = paired(
+                [arm.values[metric][arm.seeds.index(s)] for s in common],
+                [base.values[metric][base.seeds.index(s)] for s in common],
+            )
         adjusted = holm({a.name: a.vs_baseline[metric].t_pvalue for a in others})
         for arm in others:
             arm.vs_baseline[metric].holm_pvalue = adjusted[arm.name]
@@ -246,7 +303,9 @@ def summarize_folders(folders: list[str | Path], baseline: str = "none") -> Summ
     """Pool the records of several results folders (e.g. one per laptop) into one summary."""
     records = [r for f in folders for r in load_records(f)]
     if not records:
-        raise ValueError(f"no run records under {', '.join(map(str, folders))} (expected records/*.json)")
+        raise ValueError(
+            f"no run records under {', '.join(map(str, folders))} (expected records/*.json)"
+        )
     return summarize(records, baseline)
 
 
@@ -255,12 +314,15 @@ def load_summary(path: str | Path) -> Summary:
     path = Path(path)
     path = path / "summary.json" if path.is_dir() else path
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run `python -m craftlib compare --out FOLDER` first")
+        raise FileNotFoundError(
+            f"{path} not found: run `python -m craftlib compare --out FOLDER` first"
+        )
     return Summary.from_dict(json.loads(path.read_text()))
 
 
 def first_runs(records: list[dict]) -> dict[str, dict]:
-    """Per arm, its record with the lowest seed (seed 0 when present): the one per-run figures show."""
+    """Per arm, its record with the lowest seed (seed 0 when present): the one per-run figures
+    show."""
     chosen: dict[str, dict] = {}
     for record in sorted(records, key=lambda r: r["seed"]):
         chosen.setdefault(record["arm"], record)
@@ -272,7 +334,8 @@ def first_runs(records: list[dict]) -> dict[str, dict]:
 
 
 def fmt(metric: str, value, signed: bool = False) -> str:
-    """The one way a number is written: percentages in points, p-values with 2 significant digits."""
+    """The one way a number is written: percentages in points, p-values with 2 significant
+    digits."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return "n/a"
     if metric == "p":
@@ -288,8 +351,17 @@ def fmt_ci(metric: str, ci) -> str:
 
 def table_rows(summary: Summary, metric: str = "accuracy") -> tuple[list[str], list[list[str]]]:
     """The table model every renderer draws: header and one row of strings per arm."""
-    head = ["arm", "seeds", METRIC_LABELS.get(metric, metric) + " (mean ± sd)", "Δ vs standard", "95% CI of Δ",
-            "p (t)", "p (Holm)", "p (Wilcoxon)", "MDE (80%)"]
+    head = [
+        "arm",
+        "seeds",
+        METRIC_LABELS.get(metric, metric) + " (mean ± sd)",
+        "Δ vs standard",
+        "95% CI of Δ",
+        "p (t)",
+        "p (Holm)",
+        "p (Wilcoxon)",
+        "MDE (80%)",
+    ]
     rows = []
     for arm in summary.arms.values():
         p = arm.vs_baseline.get(metric)
@@ -297,9 +369,19 @@ def table_rows(summary: Summary, metric: str = "accuracy") -> tuple[list[str], l
         if p is None:
             rows.append([arm.label, str(len(arm.seeds)), mean_sd] + ["—"] * 6)
         else:
-            rows.append([arm.label, str(p.n), mean_sd, fmt(metric, p.mean_difference, True), fmt_ci(metric, p.ci95),
-                         fmt("p", p.t_pvalue), fmt("p", p.holm_pvalue), fmt("p", p.wilcoxon_pvalue),
-                         fmt(metric, p.mde, True).lstrip("+")])
+            rows.append(
+                [
+                    arm.label,
+                    str(p.n),
+                    mean_sd,
+                    fmt(metric, p.mean_difference, True),
+                    fmt_ci(metric, p.ci95),
+                    fmt("p", p.t_pvalue),
+                    fmt("p", p.holm_pvalue),
+                    fmt("p", p.wilcoxon_pvalue),
+                    fmt(metric, p.mde, True).lstrip("+"),
+                ]
+            )
     return head, rows
 
 
@@ -318,19 +400,33 @@ def render_markdown(summary: Summary, metric: str = "accuracy") -> str:
 def render_html(summary: Summary, metric: str = "accuracy") -> str:
     head, rows = table_rows(summary, metric)
     cell = ' style="padding:2px 8px;text-align:right;font-size:13px"'
-    body = "".join("<tr>" + "".join(f"<td{cell}>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td{cell}>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows
+    )
     header = "<tr>" + "".join(f"<th{cell}>{html.escape(h)}</th>" for h in head) + "</tr>"
-    return (f'<table class="craft-table" style="border-collapse:collapse"><thead>{header}</thead>'
-            f"<tbody>{body}</tbody></table>")
+    return (
+        f'<table class="craft-table" style="border-collapse:collapse"><thead>{header}</thead>'
+        f"<tbody>{body}</tbody></table>"
+    )
 
 
 def survival_markdown(summary: Summary) -> str:
-    """Per arm: renewed filters, the share not silent at the end (95% CI over seeds), their norm vs pure decay."""
-    lines = ["| filters | runs | count | not silent at the end (95% CI, seeds resampled) | final norm / pure decay "
-             "(median [quartiles]) |", "|---|---|---|---|---|"]
+    """Per arm: renewed filters, the share not silent at the end (95% CI over seeds), their norm vs
+    pure decay."""
+    lines = [
+        "| filters | runs | count | not silent at the end (95% CI, seeds resampled) | final norm / "
+        "pure decay "
+        "(median [quartiles]) |",
+        "|---|---|---|---|---|",
+    ]
     rows = [(f"{a.label}: re-activated", a.renewal) for a in summary.arms.values() if a.renewal]
     if summary.baseline_renewal:
-        rows.append((f"{summary.arms[summary.baseline].label}: alive at the event epochs", summary.baseline_renewal))
+        rows.append(
+            (
+                f"{summary.arms[summary.baseline].label}: alive at the event epochs",
+                summary.baseline_renewal,
+            )
+        )
     for label, r in rows:
         ci = r.get("alive_end_ci95")
         share = f"{r['alive_end']:.0%}" + (f" [{ci[0]:.0%}, {ci[1]:.0%}]" if ci else "")
@@ -340,10 +436,15 @@ def survival_markdown(summary: Summary) -> str:
     return "\n".join(lines)
 
 
-def curve_markdown(summary: Summary, score: str = "silent", taus=(0.001, 0.01, 0.05, 0.1, 0.2, 0.5)) -> str:
-    """Inactive fraction per arm at several thresholds, and the area over the whole τ grid (Markdown)."""
+def curve_markdown(
+    summary: Summary, score: str = "silent", taus=(0.001, 0.01, 0.05, 0.1, 0.2, 0.5)
+) -> str:
+    """Inactive fraction per arm at several thresholds, and the area over the whole τ grid
+    (Markdown)."""
     idx = [int(np.argmin(np.abs(np.asarray(summary.taus) - t))) for t in taus]
-    head = "| arm | " + " | ".join(f"τ = {summary.taus[i]:g}" for i in idx) + " | area (τ 0.001–0.5) |"
+    head = (
+        "| arm | " + " | ".join(f"τ = {summary.taus[i]:g}" for i in idx) + " | area (τ 0.001–0.5) |"
+    )
     lines = [head, "|---|" + "---|" * (len(idx) + 1)]
     for arm in summary.arms.values():
         cells = [f"{100 * arm.curves[score][i]:.1f}%" for i in idx]
@@ -352,45 +453,71 @@ def curve_markdown(summary: Summary, score: str = "silent", taus=(0.001, 0.01, 0
 
 
 SECONDARY = ("auc", "eer", "tar@far=0.01")
-"""The verification endpoints STUDY.md declared beside accuracy (TAR@FAR=1e-3 is not estimable on DevTest)."""
+"""The verification endpoints STUDY.md declared beside accuracy (TAR@FAR=1e-3 is not estimable on
+DevTest)."""
 
 
 def between(summary: Summary, metric: str, arm: str, other: str) -> Paired:
-    """``arm`` − ``other`` paired by seed on one metric (e.g. CRAFT − random: does the context matter?)."""
+    """``arm`` − ``other`` paired by seed on one metric (e.g. CRAFT − random: does the context
+    matter?)."""
     a, b = summary.arms[arm], summary.arms[other]
     seeds = [s for s in a.seeds if s in b.seeds]
-    return paired([a.values[metric][a.seeds.index(s)] for s in seeds], [b.values[metric][b.seeds.index(s)] for s in seeds])
+    return paired(
+        [a.values[metric][a.seeds.index(s)] for s in seeds],
+        [b.values[metric][b.seeds.index(s)] for s in seeds],
+    )
 
 
-def endpoints_markdown(summary: Summary, contrast: tuple[str, str] = ("contextual", "random_matched")) -> str:
-    """Every declared verification endpoint: Δ vs standard with Holm within the endpoint (two arms, as in
-    the summary) *and* across the whole secondary family (every endpoint × arm), then CRAFT − random."""
+def endpoints_markdown(
+    summary: Summary, contrast: tuple[str, str] = ("contextual", "random_matched")
+) -> str:
+    """Every declared verification endpoint: Δ vs standard with Holm within the endpoint (two arms,
+    as in the summary) *and* across the whole secondary family (every endpoint × arm), then CRAFT −
+    random."""
     others = [a for a in summary.arms.values() if a.name != summary.baseline]
     family = holm({(m, a.name): a.vs_baseline[m].t_pvalue for m in SECONDARY for a in others})
-    lines = ["| endpoint | comparison | seeds | Δ | 95% CI | p (t) | Holm, within endpoint | Holm, secondary family |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| endpoint | comparison | seeds | Δ | 95% CI | p (t) | Holm, within endpoint | Holm, "
+        "secondary family |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for m in ("accuracy",) + SECONDARY:
         for a in others:
             p = a.vs_baseline[m]
             fam = "primary" if m == "accuracy" else fmt("p", family[(m, a.name)])
-            lines.append(f"| {METRIC_LABELS[m]} | {a.label} − standard | {p.n} | {fmt(m, p.mean_difference, True)} | "
-                         f"{fmt_ci(m, p.ci95)} | {fmt('p', p.t_pvalue)} | {fmt('p', p.holm_pvalue)} | {fam} |")
+            lines.append(
+                f"| {METRIC_LABELS[m]} | {a.label} − standard | {p.n} | "
+                f"{fmt(m, p.mean_difference, True)} | "
+                f"{fmt_ci(m, p.ci95)} | {fmt('p', p.t_pvalue)} | {fmt('p', p.holm_pvalue)} | {fam} "
+                f"|"
+            )
         if all(c in summary.arms for c in contrast):
             p = between(summary, m, *contrast)
-            lines.append(f"| {METRIC_LABELS[m]} | {summary.arms[contrast[0]].label} − {summary.arms[contrast[1]].label} | "
-                         f"{p.n} | {fmt(m, p.mean_difference, True)} | {fmt_ci(m, p.ci95)} | {fmt('p', p.t_pvalue)} | "
-                         "descriptive | descriptive |")
+            lines.append(
+                f"| {METRIC_LABELS[m]} | {summary.arms[contrast[0]].label} − "
+                f"{summary.arms[contrast[1]].label} | "
+                f"{p.n} | {fmt(m, p.mean_difference, True)} | {fmt_ci(m, p.ci95)} | "
+                f"{fmt('p', p.t_pvalue)} | "
+                "descriptive | descriptive |"
+            )
     return "\n".join(lines)
 
 
 def headline(summary: Summary, arm: str = "contextual") -> str:
     """The comparison in two sentences, from the CI rather than the p-value."""
     if summary.baseline not in summary.arms or arm not in summary.arms:
-        return f"needs the arms {summary.baseline!r} and {arm!r}; this summary has {list(summary.arms)}"
+        return (
+            f"needs the arms {summary.baseline!r} and {arm!r}; this summary has "
+            f"{list(summary.arms)}"
+        )
     b, a = summary.arms[summary.baseline], summary.arms[arm]
     p = a.vs_baseline[summary.primary]
-    return (f"silent conv1 filters at the end: {b.label} {fmt('silent_fraction', b.mean('silent_fraction'))} → "
-            f"{a.label} {fmt('silent_fraction', a.mean('silent_fraction'))} ({p.n} paired seeds).\n"
-            f"DevTest accuracy Δ {fmt('accuracy', p.mean_difference, True)}, 95% CI {fmt_ci('accuracy', p.ci95)}; "
-            f"paired t p = {fmt('p', p.t_pvalue)} (Holm {fmt('p', p.holm_pvalue)}); "
-            f"80%-power MDE {fmt('accuracy', p.mde, True).lstrip('+')}.")
+    return (
+        f"silent conv1 filters at the end: {b.label} "
+        f"{fmt('silent_fraction', b.mean('silent_fraction'))} → "
+        f"{a.label} {fmt('silent_fraction', a.mean('silent_fraction'))} ({p.n} paired seeds).\n"
+        f"DevTest accuracy Δ {fmt('accuracy', p.mean_difference, True)}, 95% CI "
+        f"{fmt_ci('accuracy', p.ci95)}; "
+        f"paired t p = {fmt('p', p.t_pvalue)} (Holm {fmt('p', p.holm_pvalue)}); "
+        f"80%-power MDE {fmt('accuracy', p.mde, True).lstrip('+')}."
+    )

@@ -1,11 +1,12 @@
 """Do re-activated filters stay alive? Survival measured against the schedule's own decay.
 
-A weight that receives no task gradient still moves: weight decay shrinks it by a factor fixed by the
-learning-rate schedule alone (``decay_curve``). A renewed filter whose norm only follows that curve is
-coasting, not learning; one that stays above it is held up by the task. ``survival`` follows every
-renewed filter from its event to the end of training; ``new_deaths`` is the same count for the filters
-standard training had alive at the same moments, the baseline survival must beat.
+A weight that receives no task gradient still moves: weight decay shrinks it by a factor fixed by
+the learning-rate schedule alone (``decay_curve``). A renewed filter whose norm only follows that
+curve is coasting, not learning; one that stays above it is held up by the task. ``survival``
+follows every renewed filter from its event to the end of training; ``new_deaths`` is the same count
+for the filters standard training had alive at the same moments, the baseline survival must beat.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,21 +31,24 @@ def learning_rates(config: TrainConfig, steps_per_epoch: int) -> np.ndarray:
 
 
 def decay_curve(config: TrainConfig, steps_per_epoch: int, start_step: int) -> np.ndarray:
-    """Factor by which a gradient-free weight has shrunk at every step after ``start_step`` (SGD + momentum).
+    """Factor by which a gradient-free weight has shrunk at every step after ``start_step`` (SGD +
+    momentum).
 
-    ``v <- momentum * v + wd * w; w <- w - lr * v`` with the momentum buffer reset at ``start_step`` (as
-    re-activation does). Entry ``k`` is the factor after ``k`` steps (entry 0 is 1).
+    ``v <- momentum * v + wd * w; w <- w - lr * v`` with the momentum buffer reset at ``start_step``
+    (as re-activation does). Entry ``k`` is the factor after ``k`` steps (entry 0 is 1).
     """
     lrs = learning_rates(config, steps_per_epoch)[start_step:]
     return np.asarray([1.0] + [w for w, _ in coast(config, lrs, 1.0, 0.0)])
 
 
 def coast(config: TrainConfig, lrs, w: float, v: float):
-    """Yield ``(w, v)`` after each SGD step of a weight that gets no gradient: only weight decay, through
-    the momentum buffer ``v``. Shared by ``decay_curve`` and the federated decay budget (sites keep their
-    momentum between rounds)."""
+    """Yield ``(w, v)`` after each SGD step of a weight that gets no gradient: only weight decay,
+    through the momentum buffer ``v``. Shared by ``decay_curve`` and the federated decay budget
+    (sites keep their momentum between rounds)."""
     if config.optimizer != "sgd":
-        raise ValueError("the analytic decay curve is defined for SGD (Adam's decay depends on the gradient)")
+        raise ValueError(
+            "the analytic decay curve is defined for SGD (Adam's decay depends on the gradient)"
+        )
     for lr in lrs:
         v = config.momentum * v + config.weight_decay * w
         w = w - lr * v
@@ -58,10 +62,10 @@ def _alive(timeline: dict, column: int, tau: float) -> np.ndarray:
 def survival(record: dict, config: TrainConfig, tau: float) -> list[dict]:
     """One row per renewed filter per event: its silent score and decay ratio at every later epoch.
 
-    ``ratio`` is its L2 norm relative to the moment of renewal, divided by the pure-decay factor over
-    the same steps: ≈ 1 coasting on the schedule, > 1 held up by the task gradient, < 1 pushed down.
-    A filter renewed *again* later had died first (the detector found it silent), and the snapshot
-    after that event shows its replacement: from that epoch on the row counts it dead
+    ``ratio`` is its L2 norm relative to the moment of renewal, divided by the pure-decay factor
+    over the same steps: ≈ 1 coasting on the schedule, > 1 held up by the task gradient, < 1 pushed
+    down. A filter renewed *again* later had died first (the detector found it silent), and the
+    snapshot after that event shows its replacement: from that epoch on the row counts it dead
     (``renewed_again`` names the epoch), so a second renewal never passes for survival.
     """
     tl = record["timeline"]
@@ -77,10 +81,24 @@ def survival(record: dict, config: TrainConfig, tau: float) -> list[dict]:
             later = range(col, len(tl["epoch"]))
             again = min((e for e in renewed_at.get(f, ()) if e > event["epoch"]), default=None)
             silent = [float(relative(np.asarray(tl["output_std"][c]))[f]) for c in later]
-            ratio = [tl["l2"][c][f] / tl["l2"][col][f] / curve[tl["step"][c] - event["step"]] for c in later]
-            alive = [s >= tau and (again is None or tl["epoch"][c] < again) for s, c in zip(silent, later)]
-            rows.append({"filter": f, "epoch": event["epoch"], "silent_score": silent, "ratio": ratio,
-                         "alive": alive, "renewed_again": again})
+            ratio = [
+                tl["l2"][c][f] / tl["l2"][col][f] / curve[tl["step"][c] - event["step"]]
+                for c in later
+            ]
+            alive = [
+                s >= tau and (again is None or tl["epoch"][c] < again)
+                for s, c in zip(silent, later)
+            ]
+            rows.append(
+                {
+                    "filter": f,
+                    "epoch": event["epoch"],
+                    "silent_score": silent,
+                    "ratio": ratio,
+                    "alive": alive,
+                    "renewed_again": again,
+                }
+            )
     return rows
 
 
@@ -94,8 +112,11 @@ def _renewal_epochs(record: dict) -> dict[int, list[int]]:
     return out
 
 
-def new_deaths(record: dict, epochs: list[int], tau: float, config: TrainConfig | None = None) -> list[dict]:
-    """For standard training: of the filters alive at each epoch in ``epochs``, which are alive later.
+def new_deaths(
+    record: dict, epochs: list[int], tau: float, config: TrainConfig | None = None
+) -> list[dict]:
+    """For standard training: of the filters alive at each epoch in ``epochs``, which are alive
+    later.
 
     With ``config``, each row also carries its norm against the pure-decay curve from that epoch on
     (``ratio``), the same number renewed filters get, so the two can be compared at the same epochs.
@@ -106,19 +127,28 @@ def new_deaths(record: dict, epochs: list[int], tau: float, config: TrainConfig 
     for epoch in epochs:
         col = tl["epoch"].index(epoch)
         alive0 = _alive(tl, col, tau)
-        curve = decay_curve(config, steps_per_epoch, tl["step"][col]) if config is not None else None
+        curve = (
+            decay_curve(config, steps_per_epoch, tl["step"][col]) if config is not None else None
+        )
         for f in np.flatnonzero(alive0):
             later = range(col, len(tl["epoch"]))
-            row = {"filter": int(f), "epoch": epoch, "alive": [bool(_alive(tl, c, tau)[f]) for c in later]}
+            row = {
+                "filter": int(f),
+                "epoch": epoch,
+                "alive": [bool(_alive(tl, c, tau)[f]) for c in later],
+            }
             if curve is not None:
-                row["ratio"] = [tl["l2"][c][f] / tl["l2"][col][f] / curve[tl["step"][c] - tl["step"][col]]
-                                for c in later]
+                row["ratio"] = [
+                    tl["l2"][c][f] / tl["l2"][col][f] / curve[tl["step"][c] - tl["step"][col]]
+                    for c in later
+                ]
             rows.append(row)
     return rows
 
 
 def survival_curve(rows: list[dict], horizon: int) -> np.ndarray:
-    """Fraction of ``rows`` alive k epochs after their start, k = 0..horizon (NaN where none reach k)."""
+    """Fraction of ``rows`` alive k epochs after their start, k = 0..horizon (NaN where none reach
+    k)."""
     out = np.full(horizon + 1, np.nan)
     for k in range(horizon + 1):
         reached = [r["alive"][k] for r in rows if len(r["alive"]) > k]
@@ -128,11 +158,12 @@ def survival_curve(rows: list[dict], horizon: int) -> np.ndarray:
 
 
 def survival_stats(rows_by_seed: dict[int, list[dict]], boot: int = 2000, seed: int = 0) -> dict:
-    """The survival table's numbers: share of ``rows`` alive at the end of training, with a 95% interval.
+    """The survival table's numbers: share of ``rows`` alive at the end of training, with a 95%
+    interval.
 
-    Filters of one run are not independent (one schedule, one network), so the interval resamples whole
-    seeds (cluster bootstrap, percentile). For renewed filters it also gives their final norm relative to
-    the pure-decay curve (median and quartiles), when the rows carry ``ratio``.
+    Filters of one run are not independent (one schedule, one network), so the interval resamples
+    whole seeds (cluster bootstrap, percentile). For renewed filters it also gives their final norm
+    relative to the pure-decay curve (median and quartiles), when the rows carry ``ratio``.
     """
     runs = {s: rows for s, rows in rows_by_seed.items() if rows}
     if not runs:
@@ -141,10 +172,22 @@ def survival_stats(rows_by_seed: dict[int, list[dict]], boot: int = 2000, seed: 
     pooled = np.concatenate(list(alive.values()))
     rng = np.random.default_rng(seed)
     keys = list(alive)
-    draws = [np.concatenate([alive[keys[i]] for i in rng.integers(0, len(keys), len(keys))]).mean()
-             for _ in range(boot)] if len(keys) > 1 else []
-    out = {"filters": int(pooled.size), "runs": len(runs), "alive_end": float(pooled.mean()),
-           "alive_end_ci95": [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))] if draws else None}
+    draws = (
+        [
+            np.concatenate([alive[keys[i]] for i in rng.integers(0, len(keys), len(keys))]).mean()
+            for _ in range(boot)
+        ]
+        if len(keys) > 1
+        else []
+    )
+    out = {
+        "filters": int(pooled.size),
+        "runs": len(runs),
+        "alive_end": float(pooled.mean()),
+        "alive_end_ci95": [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))]
+        if draws
+        else None,
+    }
     ratios = [r["ratio"][-1] for rows in runs.values() for r in rows if "ratio" in r]
     if ratios:
         out["ratio_end"] = [float(q) for q in np.percentile(ratios, [25, 50, 75])]

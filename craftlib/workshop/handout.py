@@ -1,11 +1,14 @@
-"""Executed notebooks as HTML pages that work offline: widgets, RequireJS and MathJax beside the page, no CDN.
+"""Executed notebooks as HTML pages that work offline: widgets, RequireJS and MathJax beside the
+page, no CDN.
 
-nbconvert's HTML exporter loads the widget manager (``@jupyter-widgets/html-manager``), RequireJS and
-MathJax from CDNs, so an "offline" page renders its widgets blank without a network. ``render_offline``
-points every one of those URLs at ``static/`` beside the page and unpacks there the pinned npm
-tarballs (``JS_ASSETS``, fetched once from the npm registry into the cache, checked by SHA-256).
-Used by ``make html`` (``craftlib.workshop.notebooks``) and by the room kit (``craftlib.workshop.kit``).
+nbconvert's HTML exporter loads the widget manager (``@jupyter-widgets/html-manager``), RequireJS
+and MathJax from CDNs, so an "offline" page renders its widgets blank without a network.
+``render_offline`` points every one of those URLs at ``static/`` beside the page and unpacks there
+the pinned npm tarballs (``JS_ASSETS``, fetched once from the npm registry into the cache, checked
+by SHA-256). Used by ``make html`` (``craftlib.workshop.notebooks``) and by the room kit
+(``craftlib.workshop.kit``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -16,16 +19,34 @@ from pathlib import Path
 from craftlib.paths import atomic_write, cache_dir
 
 JS_ASSETS = {  # npm tarballs the offline HTML needs: url, SHA-256, licence
-    "html-manager": ("https://registry.npmjs.org/@jupyter-widgets/html-manager/-/html-manager-1.0.15.tgz",
-                     "2b9d65cb7913e1c7d671757a10008b32c9c2448d4429513371e55c07d6107638", "BSD-3-Clause"),
-    "requirejs": ("https://registry.npmjs.org/requirejs/-/requirejs-2.3.7.tgz",
-                  "31f3330c978fb28684622fe71165dc946432cf0210b2ea8a1ca0233e70f2737d", "MIT"),
-    "mathjax": ("https://registry.npmjs.org/mathjax/-/mathjax-2.7.7.tgz",
-                "f0054315d40f7288b2373b23520677fd1132a405702dfca05ee6ebe5cd0a8677", "Apache-2.0"),
+    "html-manager": (
+        "https://registry.npmjs.org/@jupyter-widgets/html-manager/-/html-manager-1.0.15.tgz",
+        "2b9d65cb7913e1c7d671757a10008b32c9c2448d4429513371e55c07d6107638",
+        "BSD-3-Clause",
+    ),
+    "requirejs": (
+        "https://registry.npmjs.org/requirejs/-/requirejs-2.3.7.tgz",
+        "31f3330c978fb28684622fe71165dc946432cf0210b2ea8a1ca0233e70f2737d",
+        "MIT",
+    ),
+    "mathjax": (
+        "https://registry.npmjs.org/mathjax/-/mathjax-2.7.7.tgz",
+        "f0054315d40f7288b2373b23520677fd1132a405702dfca05ee6ebe5cd0a8677",
+        "Apache-2.0",
+    ),
 }
-MATHJAX_PARTS = ("MathJax.js", "LICENSE", "config/TeX-AMS_CHTML-full.js", "config/Safe.js", "extensions/",
-                 "jax/input/TeX/", "jax/output/CommonHTML/", "jax/element/", "fonts/HTML-CSS/TeX/woff/",
-                 "localization/en/")
+MATHJAX_PARTS = (
+    "MathJax.js",
+    "LICENSE",
+    "config/TeX-AMS_CHTML-full.js",
+    "config/Safe.js",
+    "extensions/",
+    "jax/input/TeX/",
+    "jax/output/CommonHTML/",
+    "jax/element/",
+    "fonts/HTML-CSS/TeX/woff/",
+    "localization/en/",
+)
 STATIC_URLS = {  # nbconvert HTMLExporter traits -> what the handout's pages load instead of a CDN
     "require_js_url": "static/require.js",
     "mathjax_url": "static/mathjax/MathJax.js?config=TeX-AMS_CHTML-full,Safe",
@@ -37,10 +58,9 @@ STATIC_URLS = {  # nbconvert HTMLExporter traits -> what the handout's pages loa
 }
 
 
-
-
 def fetch_js(name: str, folder: Path | None = None) -> Path:
-    """The pinned npm tarball ``name`` (``JS_ASSETS``), downloaded once into the cache and checksum-verified."""
+    """The pinned npm tarball ``name`` (``JS_ASSETS``), downloaded once into the cache and
+    checksum-verified."""
     import urllib.request
 
     url, sha, _ = JS_ASSETS[name]
@@ -56,7 +76,8 @@ def fetch_js(name: str, folder: Path | None = None) -> Path:
 
 
 def install_static(static: Path) -> Path:
-    """Unpack the widget manager, RequireJS and the parts of MathJax the pages use into ``static``."""
+    """Unpack the widget manager, RequireJS and the parts of MathJax the pages use into
+    ``static``."""
     static = Path(static)
     stamp = static / ".assets.json"
     wanted = json.dumps({k: v[1] for k, v in JS_ASSETS.items()})
@@ -71,13 +92,17 @@ def install_static(static: Path) -> Path:
                 if name == "html-manager":
                     if not rel.startswith("dist/") or rel.endswith(".map"):
                         continue
-                    dest = static / "html-manager" / rel[len("dist/"):]
+                    dest = static / "html-manager" / rel[len("dist/") :]
                 elif name == "requirejs":
                     if rel not in ("require.js", "LICENSE"):
                         continue
-                    dest = static / ("require.js" if rel == "require.js" else "licenses/requirejs-LICENSE")
+                    dest = static / (
+                        "require.js" if rel == "require.js" else "licenses/requirejs-LICENSE"
+                    )
                 else:
-                    if not any(rel == p or (p.endswith("/") and rel.startswith(p)) for p in MATHJAX_PARTS):
+                    if not any(
+                        rel == p or (p.endswith("/") and rel.startswith(p)) for p in MATHJAX_PARTS
+                    ):
                         continue
                     dest = static / "mathjax" / rel
                 dest.parent.mkdir(parents=True, exist_ok=True)
@@ -87,7 +112,8 @@ def install_static(static: Path) -> Path:
 
 
 def offline_exporter():
-    """nbconvert's HTML exporter with every script it references pointed at ``static/`` beside the page."""
+    """nbconvert's HTML exporter with every script it references pointed at ``static/`` beside the
+    page."""
     from nbconvert import HTMLExporter
 
     exporter = HTMLExporter()
@@ -98,7 +124,8 @@ def offline_exporter():
 
 
 def render_offline(nb, out: Path) -> Path:
-    """Render an executed notebook to ``out`` as a page that needs no network (assets in ``out.parent/static``)."""
+    """Render an executed notebook to ``out`` as a page that needs no network (assets in
+    ``out.parent/static``)."""
     install_static(Path(out).parent / "static")
     body, _ = offline_exporter().from_notebook_node(nb)
     return atomic_write(out, lambda tmp: tmp.write_text(body, encoding="utf-8"))

@@ -1,32 +1,39 @@
-"""The room kit: one folder an instructor hands out on a USB stick or a local share, for a room without Wi-Fi.
+"""The room kit: one folder an instructor hands out on a USB stick or a local share, for a room
+without Wi-Fi.
 
 ``python -m craftlib kit --out room-kit`` (online, once) builds::
 
     room-kit/
       README.md            how learners install and start, per operating system (written here)
-      wheels/              craftlib + every dependency as wheels, for each platform and Python asked for
-      data/lfw/            the instructor's LFW copy (never commit or publish it: LFW's terms)
+      wheels/              craftlib + every dependency as wheels, for each platform and Python asked
+      for data/lfw/            the instructor's LFW copy (never commit or publish it: LFW's terms)
       runs/<variant>/      pre-trained runs, kept per LFW variant (run keys include it, too)
-      notebooks/           the clean workshop notebooks
-      handout/             the notebooks executed in full mode, as HTML that works offline:
+      notebooks/           the clean workshop notebooks handout/             the notebooks executed
+      in full mode, as HTML that works offline:
         NN_*.html          widget state embedded; widget manager, RequireJS and MathJax from static/
-        static/            @jupyter-widgets/html-manager, requirejs, MathJax 2 (from the npm registry, pinned)
-      licenses/            the MobileFaceNet stem's NOTICE and Apache-2.0 text, the JavaScript licences
-      manifest.json        what was built, from what, how big, how long it took
+        static/            @jupyter-widgets/html-manager, requirejs, MathJax 2 (from the npm
+        registry, pinned)
+      licenses/            the MobileFaceNet stem's NOTICE and Apache-2.0 text, the JavaScript
+      licences manifest.json        what was built, from what, how big, how long it took
 
-Learners then install with the network off (``pip install --no-index --find-links wheels "craftlib[lab]"``;
+Learners then install with the network off (``pip install --no-index --find-links wheels
+"craftlib[lab]"``;
 ``craftlib[lab,federated]`` for notebook 08's Flower part, on Python >= 3.11 where Flower installs).
 
-The wheels are the versions the instructor tested, not the newest in range: every package of craftlib's
-``lab`` and ``federated`` dependency closure is pinned to what the running (instructor's) environment holds
-(``environment_pins``), for each target Python that version supports (``pins_for``; the rest, e.g. a package
-whose installed version needs a newer Python, is resolved in range and listed in the manifest).
+The wheels are the versions the instructor tested, not the newest in range: every package of
+craftlib's
+``lab`` and ``federated`` dependency closure is pinned to what the running (instructor's)
+environment holds (``environment_pins``), for each target Python that version supports
+(``pins_for``; the rest, e.g. a package whose installed version needs a newer Python, is resolved in
+range and listed in the manifest).
 
 Two limits of ``pip download --platform`` are handled here: markers are evaluated for the *building*
-machine, so platform-only dependencies (``colorama`` on Windows, ``appnope`` on macOS, ...) are found
-by reading each wheel's metadata for the target (``missing_requirements``), and the Intel-Mac limits
-(torch < 2.3 with NumPy < 2) are given as constraints. Linux gets torch from PyTorch's CPU index.
+machine, so platform-only dependencies (``colorama`` on Windows, ``appnope`` on macOS, ...) are
+found by reading each wheel's metadata for the target (``missing_requirements``), and the Intel-Mac
+limits (torch < 2.3 with NumPy < 2) are given as constraints. Linux gets torch from PyTorch's CPU
+index.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,24 +48,59 @@ import zipfile
 from pathlib import Path
 from unittest.mock import patch
 
-from .handout import render_offline
-from .install import CHECKOUT, CPU_INDEX, torch_requirement
 from craftlib.paths import ENV_CACHE, ENV_DATA, ENV_FAST, ENV_RUNS, PACKAGE_DIR, cache_dir
 
+from .handout import render_offline
+from .install import CHECKOUT, CPU_INDEX, torch_requirement
+
 PYTHONS = ("3.10", "3.11", "3.12", "3.13")
-TARGETS = {  # name -> pip --platform tag (pip expands it to older compatible tags), marker environment
-    "linux-x86_64": ("manylinux_2_28_x86_64", {"sys_platform": "linux", "platform_system": "Linux",
-                                               "os_name": "posix", "platform_machine": "x86_64"}),
-    "windows-x86_64": ("win_amd64", {"sys_platform": "win32", "platform_system": "Windows", "os_name": "nt",
-                                     "platform_machine": "AMD64"}),
-    "macos-arm64": ("macosx_12_0_arm64", {"sys_platform": "darwin", "platform_system": "Darwin", "os_name": "posix",
-                                          "platform_machine": "arm64"}),
-    "macos-x86_64": ("macosx_12_0_x86_64", {"sys_platform": "darwin", "platform_system": "Darwin",
-                                            "os_name": "posix", "platform_machine": "x86_64"}),
+# name -> pip --platform tag (pip expands it to older compatible tags), marker environment
+TARGETS = {
+    "linux-x86_64": (
+        "manylinux_2_28_x86_64",
+        {
+            "sys_platform": "linux",
+            "platform_system": "Linux",
+            "os_name": "posix",
+            "platform_machine": "x86_64",
+        },
+    ),
+    "windows-x86_64": (
+        "win_amd64",
+        {
+            "sys_platform": "win32",
+            "platform_system": "Windows",
+            "os_name": "nt",
+            "platform_machine": "AMD64",
+        },
+    ),
+    "macos-arm64": (
+        "macosx_12_0_arm64",
+        {
+            "sys_platform": "darwin",
+            "platform_system": "Darwin",
+            "os_name": "posix",
+            "platform_machine": "arm64",
+        },
+    ),
+    "macos-x86_64": (
+        "macosx_12_0_x86_64",
+        {
+            "sys_platform": "darwin",
+            "platform_system": "Darwin",
+            "os_name": "posix",
+            "platform_machine": "x86_64",
+        },
+    ),
 }
-TARGET_CONSTRAINTS = {"macos-x86_64": ["torch<2.3", "numpy<2"]}  # torch 2.2.2: the last Intel-Mac build
+TARGET_CONSTRAINTS = {
+    "macos-x86_64": ["torch<2.3", "numpy<2"]
+}  # torch 2.2.2: the last Intel-Mac build
 KIT_EXTRAS = ("lab", "federated")
-FEDERATED_PYTHON = (3, 11)  # flwr 1.39 needs it (pyproject's marker); older Pythons get craftlib[lab] only
+FEDERATED_PYTHON = (
+    3,
+    11,
+)  # flwr 1.39 needs it (pyproject's marker); older Pythons get craftlib[lab] only
 
 
 def here() -> tuple[str, str]:
@@ -98,14 +140,16 @@ def _wheel_tags(filename: str) -> set:
 
 
 def pip_platforms(target: str) -> list[str]:
-    """Every platform tag the target accepts, newest first: ``pip download --platform`` takes each one
-    (pip does not expand ``manylinux_2_28`` to older glibc tags by itself)."""
+    """Every platform tag the target accepts, newest first: ``pip download --platform`` takes each
+    one (pip does not expand ``manylinux_2_28`` to older glibc tags by itself)."""
     from packaging import tags
 
     tag, _ = TARGETS[target]
     if tag.startswith("manylinux_"):
         glibc_max, arch = int(tag.split("_")[2]), tag.split("_", 3)[3]
-        return [f"manylinux_2_{v}_{arch}" for v in range(glibc_max, 16, -1)] + [f"manylinux2014_{arch}"]
+        return [f"manylinux_2_{v}_{arch}" for v in range(glibc_max, 16, -1)] + [
+            f"manylinux2014_{arch}"
+        ]
     if tag.startswith("macosx_"):
         _, major, minor, arch = tag.split("_", 3)
         return list(tags.mac_platforms((int(major), int(minor)), arch))
@@ -119,11 +163,16 @@ def target_tags(target: str, python: str) -> set:
     plats = pip_platforms(target)
     if plats[0].startswith("manylinux"):
         arch = TARGETS[target][0].split("_", 3)[3]
-        plats = plats + [f"manylinux_2_{v}_{arch}" for v in range(16, 4, -1)] + [f"manylinux2010_{arch}",
-                                                                                   f"manylinux1_{arch}"]
+        plats = (
+            plats
+            + [f"manylinux_2_{v}_{arch}" for v in range(16, 4, -1)]
+            + [f"manylinux2010_{arch}", f"manylinux1_{arch}"]
+        )
     major, minor = (int(x) for x in python.split("."))
     abi = f"cp{major}{minor}"
-    return set(tags.cpython_tags((major, minor), [abi], plats)) | set(tags.compatible_tags((major, minor), abi, plats))
+    return set(tags.cpython_tags((major, minor), [abi], plats)) | set(
+        tags.compatible_tags((major, minor), abi, plats)
+    )
 
 
 def wheels_for(folder: Path, target: str, python: str) -> dict[str, Path]:
@@ -145,22 +194,38 @@ def _requires(wheel: Path) -> list[str]:
     with zipfile.ZipFile(wheel) as z:
         meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
         text = z.read(meta).decode("utf-8", "replace")
-    return [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Requires-Dist:")]
+    return [
+        line.split(":", 1)[1].strip()
+        for line in text.splitlines()
+        if line.startswith("Requires-Dist:")
+    ]
 
 
-def missing_requirements(folder: Path, target: str, python: str, root: str = "craftlib",
-                         extras: tuple[str, ...] = ("lab",)) -> list[str]:
-    """Requirements the target needs (markers evaluated *for the target*) that no wheel in ``folder`` provides.
+def missing_requirements(
+    folder: Path,
+    target: str,
+    python: str,
+    root: str = "craftlib",
+    extras: tuple[str, ...] = ("lab",),
+) -> list[str]:
+    """Requirements the target needs (markers evaluated *for the target*) that no wheel in
+    ``folder`` provides.
 
     Walks the dependency graph from ``root[extras]`` through the wheels present: what ``pip download
-    --platform`` leaves out because it evaluated markers for this machine (e.g. Windows' ``colorama``).
+    --platform`` leaves out because it evaluated markers for this machine (e.g. Windows'
+    ``colorama``).
     """
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
     major, minor = python.split(".")
-    env = {**TARGETS[target][1], "python_version": python, "python_full_version": f"{python}.0",
-           "implementation_name": "cpython", "platform_python_implementation": "CPython"}
+    env = {
+        **TARGETS[target][1],
+        "python_version": python,
+        "python_full_version": f"{python}.0",
+        "implementation_name": "cpython",
+        "platform_python_implementation": "CPython",
+    }
     have = wheels_for(folder, target, python)
     todo, seen, missing = [(canonicalize_name(root), set(extras))], set(), []
     while todo:
@@ -189,18 +254,25 @@ def missing_requirements(folder: Path, target: str, python: str, root: str = "cr
 # pins: what the instructor's environment holds
 
 
-def environment_pins(root: str = "craftlib", extras: tuple[str, ...] = KIT_EXTRAS) -> dict[str, tuple[str, str]]:
-    """``name -> (version, Requires-Python)`` of every installed package in ``root[extras]``'s dependency closure.
+def environment_pins(
+    root: str = "craftlib", extras: tuple[str, ...] = KIT_EXTRAS
+) -> dict[str, tuple[str, str]]:
+    """``name -> (version, Requires-Python)`` of every installed package in ``root[extras]``'s
+    dependency closure.
 
-    Read from the running environment's metadata (what ``pip freeze`` would list, less what the kit does not
-    need, such as the test packages); markers are this machine's.
+    Read from the running environment's metadata (what ``pip freeze`` would list, less what the kit
+    does not need, such as the test packages); markers are this machine's.
     """
     from importlib import metadata
 
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
-    installed = {canonicalize_name(d.metadata["Name"]): d for d in metadata.distributions() if d.metadata["Name"]}
+    installed = {
+        canonicalize_name(d.metadata["Name"]): d
+        for d in metadata.distributions()
+        if d.metadata["Name"]
+    }
     todo, seen, pins = [(canonicalize_name(root), frozenset(extras))], set(), {}
     while todo:
         name, wanted = todo.pop()
@@ -212,25 +284,33 @@ def environment_pins(root: str = "craftlib", extras: tuple[str, ...] = KIT_EXTRA
             pins[name] = (dist.version, dist.metadata["Requires-Python"] or "")
         for spec in dist.requires or []:
             req = Requirement(spec)
-            if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in ["", *sorted(wanted)]):
+            if req.marker is None or any(
+                req.marker.evaluate({"extra": e}) for e in ["", *sorted(wanted)]
+            ):
                 todo.append((canonicalize_name(req.name), frozenset(req.extras)))
     return pins
 
 
-def pins_for(pins: dict[str, tuple[str, str]], target: str, python: str) -> tuple[list[str], dict[str, str]]:
-    """The ``name==version`` constraints for one target and Python, and the packages left unpinned with why.
+def pins_for(
+    pins: dict[str, tuple[str, str]], target: str, python: str
+) -> tuple[list[str], dict[str, str]]:
+    """The ``name==version`` constraints for one target and Python, and the packages left unpinned
+    with why.
 
-    A local label (``+cpu``) is dropped: the CPU and CUDA builds of one torch version are the same release.
-    Left unpinned: what the target's own limits name (Intel Macs' torch and NumPy) and what needs another
-    Python than ``python``, checked at its first release (``x.y.0``): pip's ``--python-version x.y`` checks there
-    too, and a learner's 3.11.2 must install what the kit carries (soupsieve 4.1 needs 3.11.5, say).
+    A local label (``+cpu``) is dropped: the CPU and CUDA builds of one torch version are the same
+    release. Left unpinned: what the target's own limits name (Intel Macs' torch and NumPy) and what
+    needs another Python than ``python``, checked at its first release (``x.y.0``): pip's
+    ``--python-version x.y`` checks there too, and a learner's 3.11.2 must install what the kit
+    carries (soupsieve 4.1 needs 3.11.5, say).
     """
     from packaging.requirements import Requirement
     from packaging.specifiers import SpecifierSet
     from packaging.utils import canonicalize_name
     from packaging.version import Version
 
-    limited = {canonicalize_name(Requirement(c).name): c for c in TARGET_CONSTRAINTS.get(target, [])}
+    limited = {
+        canonicalize_name(Requirement(c).name): c for c in TARGET_CONSTRAINTS.get(target, [])
+    }
     lines, unpinned = [], {}
     for name, (version, requires) in sorted(pins.items()):
         if name in limited:
@@ -243,18 +323,26 @@ def pins_for(pins: dict[str, tuple[str, str]], target: str, python: str) -> tupl
 
 
 def kit_extras(python: str) -> tuple[str, ...]:
-    """craftlib's extras whose wheels the kit carries for ``python``: Flower's only where it installs."""
+    """craftlib's extras whose wheels the kit carries for ``python``: Flower's only where it
+    installs."""
     major, minor = (int(x) for x in python.split("."))
     return KIT_EXTRAS if (major, minor) >= FEDERATED_PYTHON else ("lab",)
 
 
-def wheel_plan(targets: list[str], pythons: list[str], pins: dict[str, tuple[str, str]],
-               torch_spec: str | None = None, torch_index: str | None = None) -> list[dict]:
-    """What ``download_wheels`` asks pip for, per target and Python (no network: tests read it as it is).
+def wheel_plan(
+    targets: list[str],
+    pythons: list[str],
+    pins: dict[str, tuple[str, str]],
+    torch_spec: str | None = None,
+    torch_index: str | None = None,
+) -> list[dict]:
+    """What ``download_wheels`` asks pip for, per target and Python (no network: tests read it as it
+    is).
 
-    Each entry: ``constraints`` (the target's limits, then the pins), ``extras``, ``cpu_torch`` (the requirement
-    fetched from ``torch_index`` first on Linux, or None) and ``unpinned``. ``torch_spec`` overrides the
-    pinned torch (the default: the environment's version, or pyproject's range where it is not pinned).
+    Each entry: ``constraints`` (the target's limits, then the pins), ``extras``, ``cpu_torch`` (the
+    requirement fetched from ``torch_index`` first on Linux, or None) and ``unpinned``.
+    ``torch_spec`` overrides the pinned torch (the default: the environment's version, or
+    pyproject's range where it is not pinned).
     """
     index = CPU_INDEX if torch_index is None else torch_index
     plan = []
@@ -265,29 +353,69 @@ def wheel_plan(targets: list[str], pythons: list[str], pins: dict[str, tuple[str
             if torch_spec:
                 lines = [line for line in lines if not line.startswith("torch==")] + [torch_spec]
             spec = torch_spec or torch_pin or torch_requirement()
-            plan.append({"target": target, "python": python, "extras": kit_extras(python),
-                         "constraints": [*TARGET_CONSTRAINTS.get(target, []), *lines],
-                         "cpu_torch": spec if target.startswith("linux") and index else None,
-                         "index": index, "unpinned": unpinned})
+            plan.append(
+                {
+                    "target": target,
+                    "python": python,
+                    "extras": kit_extras(python),
+                    "constraints": [*TARGET_CONSTRAINTS.get(target, []), *lines],
+                    "cpu_torch": spec if target.startswith("linux") and index else None,
+                    "index": index,
+                    "unpinned": unpinned,
+                }
+            )
     return plan
 
 
 def _pip_download(args: list[str], log) -> int:
-    cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--progress-bar", "off", *args]
-    shown = [a for i, a in enumerate(cmd) if a != "--platform" and (i == 0 or cmd[i - 1] != "--platform")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--disable-pip-version-check",
+        "--progress-bar",
+        "off",
+        *args,
+    ]
+    shown = [
+        a for i, a in enumerate(cmd) if a != "--platform" and (i == 0 or cmd[i - 1] != "--platform")
+    ]
     log("$ " + " ".join(shown) + " (--platform ...)")
     return subprocess.call(cmd)
 
 
-def download_wheels(wheels: Path, targets: list[str], pythons: list[str], torch_spec: str | None = None,
-                    torch_index: str | None = None, log=print, pins: dict[str, tuple[str, str]] | None = None) -> dict:
-    """craftlib's wheel and every dependency for each (target, Python), at ``pins`` (default: this environment's,
-    ``environment_pins``); returns what was built, what failed and why, and what was left unpinned."""
+def download_wheels(
+    wheels: Path,
+    targets: list[str],
+    pythons: list[str],
+    torch_spec: str | None = None,
+    torch_index: str | None = None,
+    log=print,
+    pins: dict[str, tuple[str, str]] | None = None,
+) -> dict:
+    """craftlib's wheel and every dependency for each (target, Python), at ``pins`` (default: this
+    environment's,
+    ``environment_pins``); returns what was built, what failed and why, and what was left
+    unpinned."""
     wheels.mkdir(parents=True, exist_ok=True)
     for old in wheels.glob("craftlib-*.whl"):
         old.unlink()
-    code = subprocess.call([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                            "--disable-pip-version-check", "-q", "-w", str(wheels), str(CHECKOUT)])
+    code = subprocess.call(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            "-q",
+            "-w",
+            str(wheels),
+            str(CHECKOUT),
+        ]
+    )
     own = next(iter(wheels.glob("craftlib-*.whl")), None)
     if code or own is None:
         raise RuntimeError(f"could not build craftlib's wheel from {CHECKOUT}")
@@ -296,12 +424,23 @@ def download_wheels(wheels: Path, targets: list[str], pythons: list[str], torch_
     for step in wheel_plan(targets, pythons, pins, torch_spec, torch_index):
         key, target, python = f"{step['target']}/{step['python']}", step["target"], step["python"]
         unpinned[key] = step["unpinned"]
-        flags = ["--dest", str(wheels), "--find-links", str(wheels), "--only-binary=:all:",
-                 *[x for plat in pip_platforms(target) for x in ("--platform", plat)],
-                 "--python-version", python, "--implementation", "cp"]
+        flags = [
+            "--dest",
+            str(wheels),
+            "--find-links",
+            str(wheels),
+            "--only-binary=:all:",
+            *[x for plat in pip_platforms(target) for x in ("--platform", plat)],
+            "--python-version",
+            python,
+            "--implementation",
+            "cp",
+        ]
         constraints = list(step["constraints"])
         if step["cpu_torch"]:  # the CPU-only build from PyTorch's own index
-            if _pip_download(flags + ["--no-deps", "--index-url", step["index"], step["cpu_torch"]], log):
+            if _pip_download(
+                flags + ["--no-deps", "--index-url", step["index"], step["cpu_torch"]], log
+            ):
                 failed[key] = f"no CPU torch matching {step['cpu_torch']} on {step['index']}"
                 continue
             torch_here = wheels_for(wheels, target, python).get("torch")
@@ -328,7 +467,13 @@ def download_wheels(wheels: Path, targets: list[str], pythons: list[str], torch_
             os.unlink(c.name)
         if key not in failed:
             done.append(key)
-    return {"built": done, "failed": failed, "craftlib_wheel": own.name, "pinned": len(pins), "unpinned": unpinned}
+    return {
+        "built": done,
+        "failed": failed,
+        "craftlib_wheel": own.name,
+        "pinned": len(pins),
+        "unpinned": unpinned,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -336,7 +481,8 @@ def download_wheels(wheels: Path, targets: list[str], pythons: list[str], torch_
 
 
 def copy_lfw(source: Path, dest: Path, people: int | None = None) -> dict:
-    """Copy an LFW folder (image folder + pair files); ``people`` keeps DevTest's images + that many training identities."""
+    """Copy an LFW folder (image folder + pair files); ``people`` keeps DevTest's images + that many
+    training identities."""
     from craftlib.data import LFW, PAIR_FILES, read_pairs
 
     lfw = LFW(source, download=False)
@@ -357,21 +503,34 @@ def copy_lfw(source: Path, dest: Path, people: int | None = None) -> dict:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(lfw.image_root / rel, target)
     for name in PAIR_FILES.values():
-        shutil.copy2(lfw.pair_file(next(k for k, v in PAIR_FILES.items() if v == name)), dest / name)
+        shutil.copy2(
+            lfw.pair_file(next(k for k, v in PAIR_FILES.items() if v == name)), dest / name
+        )
     for extra in ("PROVENANCE.md", "omitted_images.txt"):
         if (lfw.root / extra).is_file():
             shutil.copy2(lfw.root / extra, dest / extra)
-    return {"variant": lfw.variant, "evidence": lfw.variant_info.evidence, "images": len(files),
-            "subset": people is not None}
+    return {
+        "variant": lfw.variant,
+        "evidence": lfw.variant_info.evidence,
+        "images": len(files),
+        "subset": people is not None,
+    }
 
 
-def execute_notebooks(names: list[str] | None, kit: Path, variant: str, fast: bool, log=print) -> dict:
-    """Run the kit's notebooks against the kit's LFW, keeping their runs in ``runs/<variant>``; render HTML."""
+def execute_notebooks(
+    names: list[str] | None, kit: Path, variant: str, fast: bool, log=print
+) -> dict:
+    """Run the kit's notebooks against the kit's LFW, keeping their runs in ``runs/<variant>``;
+    render HTML."""
     from .notebooks import execute, list_notebooks
 
     paths = list_notebooks(names, folder=kit / "notebooks")
-    env = {ENV_DATA: str(kit / "data" / "lfw"), ENV_RUNS: str(kit / "runs" / variant),
-           ENV_FAST: "1" if fast else "0", ENV_CACHE: str(cache_dir())}
+    env = {
+        ENV_DATA: str(kit / "data" / "lfw"),
+        ENV_RUNS: str(kit / "runs" / variant),
+        ENV_FAST: "1" if fast else "0",
+        ENV_CACHE: str(cache_dir()),
+    }
     times = {}
     with tempfile.TemporaryDirectory() as executed, patch.dict(os.environ, env):
         for path in paths:
@@ -452,19 +611,32 @@ notebooks executed {mode}, with their outputs and the widgets' saved state, and 
   Apache-2.0; see `licenses/NOTICE-mobilefacenet` and `licenses/LICENSE-Apache-2.0.txt`.
 - **JavaScript** in `handout/static/`: @jupyter-widgets/html-manager (BSD-3-Clause), RequireJS (MIT),
   MathJax 2.7.7 (Apache-2.0).
-"""
+"""  # noqa: E501  (the kit's README, as learners read it)
 
 
-def build_kit(out: str | os.PathLike, platforms=("all",), pythons=("all",), lfw: str | os.PathLike | None = None,
-              lfw_people: int | None = None, notebooks: list[str] | None = None, fast: bool = False,
-              runs: str | os.PathLike | None = None, torch_spec: str | None = None, torch_index: str | None = None,
-              html: bool = True, wheels: bool = True, log=print) -> dict:
+def build_kit(
+    out: str | os.PathLike,
+    platforms=("all",),
+    pythons=("all",),
+    lfw: str | os.PathLike | None = None,
+    lfw_people: int | None = None,
+    notebooks: list[str] | None = None,
+    fast: bool = False,
+    runs: str | os.PathLike | None = None,
+    torch_spec: str | None = None,
+    torch_index: str | None = None,
+    html: bool = True,
+    wheels: bool = True,
+    log=print,
+) -> dict:
     """Build the room kit in ``out`` (see the module's docstring); return its manifest.
 
-    The CI-sized form: ``platforms=["here"], pythons=["here"], lfw_people=20, notebooks=["02"], fast=True``.
+    The CI-sized form: ``platforms=["here"], pythons=["here"], lfw_people=20, notebooks=["02"],
+    fast=True``.
     """
     from craftlib import __version__
     from craftlib.data import VARIANT_LABELS, find_lfw
+
     from .notebooks import NOTEBOOK_DIR
 
     start = time.perf_counter()
@@ -473,10 +645,18 @@ def build_kit(out: str | os.PathLike, platforms=("all",), pythons=("all",), lfw:
     this_target, this_python = here()
     targets = _expand(platforms, TARGETS, this_target)
     versions = _expand(pythons, PYTHONS, this_python)
-    manifest: dict = {"craftlib": __version__, "built": time.strftime("%Y-%m-%d %H:%M"), "targets": targets,
-                      "pythons": versions, "fast": fast}
+    manifest: dict = {
+        "craftlib": __version__,
+        "built": time.strftime("%Y-%m-%d %H:%M"),
+        "targets": targets,
+        "pythons": versions,
+        "fast": fast,
+    }
 
-    log("LFW: copying" + (f" DevTest's images and {lfw_people} training identities" if lfw_people else ""))
+    log(
+        "LFW: copying"
+        + (f" DevTest's images and {lfw_people} training identities" if lfw_people else "")
+    )
     manifest["lfw"] = copy_lfw(find_lfw(lfw, download=False), kit / "data" / "lfw", lfw_people)
     variant = manifest["lfw"]["variant"]
 
@@ -496,33 +676,53 @@ def build_kit(out: str | os.PathLike, platforms=("all",), pythons=("all",), lfw:
 
     if wheels:
         t = time.perf_counter()
-        manifest["wheels"] = download_wheels(kit / "wheels", targets, versions, torch_spec, torch_index, log)
+        manifest["wheels"] = download_wheels(
+            kit / "wheels", targets, versions, torch_spec, torch_index, log
+        )
         manifest["wheels"]["seconds"] = round(time.perf_counter() - t, 1)
     if html:
         manifest["notebook_seconds"] = execute_notebooks(notebooks, kit, variant, fast, log)
         static = kit / "handout" / "static"
-        for src, name in ((static / "licenses" / "requirejs-LICENSE", "requirejs-LICENSE"),
-                          (static / "html-manager" / "embed.js.LICENSE.txt", "html-manager-LICENSES.txt"),
-                          (static / "mathjax" / "LICENSE", "mathjax-LICENSE")):
+        for src, name in (
+            (static / "licenses" / "requirejs-LICENSE", "requirejs-LICENSE"),
+            (static / "html-manager" / "embed.js.LICENSE.txt", "html-manager-LICENSES.txt"),
+            (static / "mathjax" / "LICENSE", "mathjax-LICENSE"),
+        ):
             if src.is_file():
                 shutil.copy2(src, lic / name)
 
     n_wheels = len(list((kit / "wheels").glob("*.whl"))) if (kit / "wheels").is_dir() else 0
-    sizes = {name: _size(kit / name) for name in ("wheels", "data", "runs", "handout") if (kit / name).exists()}
+    sizes = {
+        name: _size(kit / name)
+        for name in ("wheels", "data", "runs", "handout")
+        if (kit / name).exists()
+    }
     manifest["sizes_mb"] = {k: round(v / 1e6, 1) for k, v in sizes.items()}
     failed = manifest.get("wheels", {}).get("failed", {})
     text = README.format(
-        built=manifest["built"], version=__version__, pythons=", ".join(versions), targets=", ".join(targets),
-        failed=("\nNot included: " + "; ".join(f"{k} ({v})" for k, v in failed.items())
-                if failed else ""),
-        variant=variant, variant_label=VARIANT_LABELS.get(variant, variant), n_wheels=n_wheels,
-        wheels_mb=sizes.get("wheels", 0) / 1e6, n_images=manifest["lfw"]["images"],
-        subset=", a CI-sized subset" if lfw_people else "", mode="in FAST mode (CI: numbers mean nothing)" if fast
-        else "in full mode")
+        built=manifest["built"],
+        version=__version__,
+        pythons=", ".join(versions),
+        targets=", ".join(targets),
+        failed=(
+            "\nNot included: " + "; ".join(f"{k} ({v})" for k, v in failed.items())
+            if failed
+            else ""
+        ),
+        variant=variant,
+        variant_label=VARIANT_LABELS.get(variant, variant),
+        n_wheels=n_wheels,
+        wheels_mb=sizes.get("wheels", 0) / 1e6,
+        n_images=manifest["lfw"]["images"],
+        subset=", a CI-sized subset" if lfw_people else "",
+        mode="in FAST mode (CI: numbers mean nothing)" if fast else "in full mode",
+    )
     (kit / "README.md").write_text(text, encoding="utf-8")
     manifest["seconds"] = round(time.perf_counter() - start, 1)
-    manifest["summary"] = (f"{n_wheels} wheels, LFW {variant} ({manifest['lfw']['images']} images), "
-                           f"{len(manifest.get('notebook_seconds', {}))} HTML page(s), "
-                           f"{sum(sizes.values()) / 1e6:.0f} MB, {manifest['seconds'] / 60:.1f} min")
+    manifest["summary"] = (
+        f"{n_wheels} wheels, LFW {variant} ({manifest['lfw']['images']} images), "
+        f"{len(manifest.get('notebook_seconds', {}))} HTML page(s), "
+        f"{sum(sizes.values()) / 1e6:.0f} MB, {manifest['seconds'] / 60:.1f} min"
+    )
     (kit / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return manifest

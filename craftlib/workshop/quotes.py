@@ -1,15 +1,19 @@
 """Quoted numbers: every number a notebook's Markdown or a doc quotes is marked where it stands,
-``<!--q:KEY|FORMAT-->31 / 64<!--/q-->`` (HTML comments, invisible when rendered), and computed here from the
-committed sources that ``craftlib.study.reference`` reads. ``tests/test_quoted_numbers.py`` fails when a marked
-text differs from ``quote(KEY, FORMAT)``; ``python -m craftlib.workshop.quotes --fix`` rewrites them all.
+``<!--q:KEY|FORMAT-->31 / 64<!--/q-->`` (HTML comments, invisible when rendered), and computed here
+from the committed sources that ``craftlib.study.reference`` reads. ``tests/test_quoted_numbers.py``
+fails when a marked text differs from ``quote(KEY, FORMAT)``; ``python -m craftlib.workshop.quotes
+--fix`` rewrites them all.
 
 Keys: ``mfn.*``, ``pixels.*``, ``lfw.*`` and ``model.*`` (``reference.json``), ``time.fast.NB`` /
-``time.full.NB`` (seconds), ``recipe.NAME.a.b`` (a field of a recipe), ``study.*`` (the summary; ``early.*`` the
-same keys for the ``workshop-early`` summary), and ``fast.*`` (the FAST comparison). Formats: ``pct0``/``pct1``/
-``pct2`` (42% / 42.2% / 42.19%), ``pts`` (signed points, ``results.fmt``), ``upts`` (unsigned points: an sd or
-MDE), ``f2`` (two decimals), ``p`` (a p-value, ``results.fmt``), ``int``, ``n`` (1,262), ``f0``, ``g``, ``sci``
-(1e-2), ``x`` (20×), ``s`` (62 s), ``min`` (2.7 min), ``min0`` (3 min); no format: the value as text.
+``time.full.NB`` (seconds), ``recipe.NAME.a.b`` (a field of a recipe), ``study.*`` (the summary;
+``early.*`` the same keys for the ``workshop-early`` summary), and ``fast.*`` (the FAST comparison).
+Formats: ``pct0``/``pct1``/
+``pct2`` (42% / 42.2% / 42.19%), ``pts`` (signed points, ``results.fmt``), ``upts`` (unsigned
+points: an sd or MDE), ``f2`` (two decimals), ``p`` (a p-value, ``results.fmt``), ``int``, ``n``
+(1,262), ``f0``, ``g``, ``sci`` (1e-2), ``x`` (20×), ``s`` (62 s), ``min`` (2.7 min), ``min0`` (3
+min); no format: the value as text.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,16 +25,25 @@ from pathlib import Path
 from craftlib.paths import REPO_ROOT, atomic_write
 from craftlib.recipes import RECIPES
 from craftlib.study import reference
-from craftlib.study.reference import (FACTS, MissingSource, committed_records, committed_summary, fact, read_source,
-                                      source_name)
+from craftlib.study.reference import (
+    FACTS,
+    MissingSource,
+    committed_records,
+    committed_summary,
+    fact,
+    read_source,
+    source_name,
+)
 from craftlib.study.results import fmt
 
-QUOTE = re.compile(r"(?<!`)<!--q:(?P<key>[\w.@\-/]+)(?:\|(?P<format>\w+))?-->(?P<text>.*?)<!--/q-->", re.S)
-
+QUOTE = re.compile(
+    r"(?<!`)<!--q:(?P<key>[\w.@\-/]+)(?:\|(?P<format>\w+))?-->(?P<text>.*?)<!--/q-->", re.S
+)
 
 
 def value_of(key: str):
-    """The raw value behind a quote key, from its committed source (``MissingSource`` if not committed)."""
+    """The raw value behind a quote key, from its committed source (``MissingSource`` if not
+    committed)."""
     head, _, rest = key.partition(".")
     if head in FACTS:
         return fact(key)
@@ -38,10 +51,14 @@ def value_of(key: str):
         mode, _, notebook = rest.partition(".")
         times = read_source(reference.TIMES_FILE).get(mode)
         if not times:
-            raise MissingSource(f"{source_name(reference.TIMES_FILE)} holds no {mode}-mode times yet")
+            raise MissingSource(
+                f"{source_name(reference.TIMES_FILE)} holds no {mode}-mode times yet"
+            )
         hits = [v for k, v in times.items() if k == notebook or k.startswith(notebook)]
         if len(hits) != 1:
-            raise KeyError(f"{key}: {len(hits)} notebooks in {reference.TIMES_FILE.name} match {notebook!r}")
+            raise KeyError(
+                f"{key}: {len(hits)} notebooks in {reference.TIMES_FILE.name} match {notebook!r}"
+            )
         return hits[0]
     if head == "recipe":
         name, _, path = rest.partition(".")
@@ -52,10 +69,14 @@ def value_of(key: str):
     if head == "ratio" and rest == "wd.workshop.paper":
         return RECIPES["workshop"].train.weight_decay / RECIPES["paper"].train.weight_decay
     if head in ("study", "early"):
-        return _study_value(rest, reference.SUMMARY_FILE if head == "study" else reference.EARLY_FILE)
+        return _study_value(
+            rest, reference.SUMMARY_FILE if head == "study" else reference.EARLY_FILE
+        )
     if head == "fast":
         return _fast_value(rest)
-    if head == "surv":  # surv.<folder>.<path>: e.g. surv.study.all.difference, surv.study.all.ci95.0
+    if (
+        head == "surv"
+    ):  # surv.<folder>.<path>: e.g. surv.study.all.difference, surv.study.all.ci95.0
         node = read_source(reference.SURVIVAL_FILE)
         for part in rest.split("."):
             node = node[int(part)] if isinstance(node, list) else node[part]
@@ -74,19 +95,40 @@ def _study_value(rest: str, path: Path):
         return len(a.seeds)
     if what == "mean":
         return a.mean(metric)
-    if what == "area":  # the inactive-vs-τ curve's area for a score (metric = silent / max / effective)
+    if (
+        what == "area"
+    ):  # the inactive-vs-τ curve's area for a score (metric = silent / max / effective)
         return a.curve_area(metric)
-    if what in ("renewed", "alive_end", "alive_low", "alive_high", "ratio_end"):  # survival (none: its live filters)
+    if what in (
+        "renewed",
+        "alive_end",
+        "alive_low",
+        "alive_high",
+        "ratio_end",
+    ):  # survival (none: its live filters)
         r = summary.baseline_renewal if arm == summary.baseline else a.renewal
         if not r.get("filters"):
             return None
         ci, q = r.get("alive_end_ci95") or (None, None), r.get("ratio_end") or (None, None, None)
-        return {"renewed": r["filters"], "alive_end": r["alive_end"], "ratio_end": q[1], "alive_low": ci[0],
-                "alive_high": ci[1]}[what]
+        return {
+            "renewed": r["filters"],
+            "alive_end": r["alive_end"],
+            "ratio_end": q[1],
+            "alive_low": ci[0],
+            "alive_high": ci[1],
+        }[what]
     p = a.vs_baseline[metric]
-    return {"delta": p.mean_difference, "ci_low": p.ci95[0] if p.ci95 else None,
-            "ci_high": p.ci95[1] if p.ci95 else None, "p": p.t_pvalue, "holm": p.holm_pvalue,
-            "mde": p.mde, "power": p.power, "n": p.n, "sd": p.sd_difference}[what]
+    return {
+        "delta": p.mean_difference,
+        "ci_low": p.ci95[0] if p.ci95 else None,
+        "ci_high": p.ci95[1] if p.ci95 else None,
+        "p": p.t_pvalue,
+        "holm": p.holm_pvalue,
+        "mde": p.mde,
+        "power": p.power,
+        "n": p.n,
+        "sd": p.sd_difference,
+    }[what]
 
 
 def _fast_value(rest: str):
@@ -105,10 +147,23 @@ def _sci(v: float) -> str:
 
 
 FORMATS = {
-    "pct0": lambda v: f"{100 * v:.0f}%", "pct1": lambda v: f"{100 * v:.1f}%", "pct2": lambda v: f"{100 * v:.2f}%",
-    "pts": lambda v: fmt("accuracy", v, True), "pts1": lambda v: f"{100 * v:+.1f} pts", "upts": lambda v: f"{100 * v:.2f} pts", "p": lambda v: fmt("p", v), "int": lambda v: str(int(round(v))),
-    "g": lambda v: f"{v:g}", "n": lambda v: f"{int(v):,}", "f0": lambda v: f"{v:.0f}", "f2": lambda v: f"{v:.2f}", "sci": _sci, "x": lambda v: f"{v:.0f}×", "s": lambda v: f"{v:.0f} s",
-    "min": lambda v: f"{v / 60:.1f} min", "min0": lambda v: f"{max(1, round(v / 60)):.0f} min",
+    "pct0": lambda v: f"{100 * v:.0f}%",
+    "pct1": lambda v: f"{100 * v:.1f}%",
+    "pct2": lambda v: f"{100 * v:.2f}%",
+    "pts": lambda v: fmt("accuracy", v, True),
+    "pts1": lambda v: f"{100 * v:+.1f} pts",
+    "upts": lambda v: f"{100 * v:.2f} pts",
+    "p": lambda v: fmt("p", v),
+    "int": lambda v: str(int(round(v))),
+    "g": lambda v: f"{v:g}",
+    "n": lambda v: f"{int(v):,}",
+    "f0": lambda v: f"{v:.0f}",
+    "f2": lambda v: f"{v:.2f}",
+    "sci": _sci,
+    "x": lambda v: f"{v:.0f}×",
+    "s": lambda v: f"{v:.0f} s",
+    "min": lambda v: f"{v / 60:.1f} min",
+    "min0": lambda v: f"{max(1, round(v / 60)):.0f} min",
 }
 
 
@@ -139,26 +194,34 @@ def quote_problems(text: str, where: str = "") -> list[str]:
             out.append(f"{where}: {key}: {err}")
             continue
         if shown.strip() != expected:
-            out.append(f"{where}: {key}|{format} shows {shown!r}, the committed source says {expected!r}")
+            out.append(
+                f"{where}: {key}|{format} shows {shown!r}, the committed source says {expected!r}"
+            )
     return out
 
 
 def quoted_files() -> dict[str, str]:
-    """Every text the quote check reads: the notebooks' Markdown cells, ``docs/*.md`` and ``README.md``."""
+    """Every text the quote check reads: the notebooks' Markdown cells, ``docs/*.md`` and
+    ``README.md``."""
     texts = {}
     for nb in sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         cells = json.loads(nb.read_text())["cells"]
-        texts[f"notebooks/{nb.name}"] = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+        texts[f"notebooks/{nb.name}"] = "\n".join(
+            "".join(c["source"]) for c in cells if c["cell_type"] == "markdown"
+        )
     for doc in sorted((REPO_ROOT / "docs").glob("*.md")) + [REPO_ROOT / "README.md"]:
         texts[str(doc.relative_to(REPO_ROOT))] = doc.read_text()
     return texts
 
 
 def fix_quotes(text: str) -> str:
-    """``text`` with every marked quote rewritten to its committed value (sources that are missing are left)."""
+    """``text`` with every marked quote rewritten to its committed value (sources that are missing
+    are left)."""
+
     def one(m):
         try:
-            return f"<!--q:{m['key']}{'|' + m['format'] if m['format'] else ''}-->{quote(m['key'], m['format'])}<!--/q-->"
+            mark = m["key"] + ("|" + m["format"] if m["format"] else "")
+            return f"<!--q:{mark}-->{quote(m['key'], m['format'])}<!--/q-->"
         except (MissingSource, KeyError):
             return m.group(0)
 
@@ -190,14 +253,21 @@ def fix_files() -> list[str]:
     return changed
 
 
-def record_cpu(notebook: str, mode: str, wall: float, cpu: float, load: tuple[float, float],
-               path: Path | None = None) -> Path:
+def record_cpu(
+    notebook: str,
+    mode: str,
+    wall: float,
+    cpu: float,
+    load: tuple[float, float],
+    path: Path | None = None,
+) -> Path:
     """Record one notebook's measured run in the committed times file.
 
-    ``mode`` (``fast``/``full``) maps each notebook to its **CPU seconds** — of the runner and its kernel,
-    one thread (``OMP_NUM_THREADS=1``): what it takes on an idle core, and the number the notebooks quote.
-    The wall time and the machine's 1-minute load average before and after are kept beside it: the
-    project's 2-core machine is shared, so wall times there are longer and vary with the load.
+    ``mode`` (``fast``/``full``) maps each notebook to its **CPU seconds** — of the runner and its
+    kernel, one thread (``OMP_NUM_THREADS=1``): what it takes on an idle core, and the number the
+    notebooks quote. The wall time and the machine's 1-minute load average before and after are kept
+    beside it: the project's 2-core machine is shared, so wall times there are longer and vary with
+    the load.
     """
     import os
     import platform
@@ -212,28 +282,48 @@ def record_cpu(notebook: str, mode: str, wall: float, cpu: float, load: tuple[fl
     data.setdefault(mode, {})[notebook] = round(float(cpu), 1)
     data.setdefault("wall", {}).setdefault(mode, {})[notebook] = round(float(wall), 1)
     data.setdefault("load", {}).setdefault(mode, {})[notebook] = [round(float(x), 1) for x in load]
-    data["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs (shared with other jobs), OMP_NUM_THREADS=1"
-    data["how"] = ("CRAFT_FAST=1|0 python -m craftlib.workshop.notebooks NAME, timed from outside: 'fast'/'full' are the CPU "
-                   "seconds of the runner and its kernel (about the wall time on an idle machine); 'wall' and "
-                   "'load' are what the shared machine took and how busy it was. Full-mode times of 02-05 reuse "
-                   "the runs saved by the notebooks before them.")
-    return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n"))
+    data["machine"] = (
+        f"{platform.machine()}, {os.cpu_count()} CPUs (shared with other jobs), OMP_NUM_THREADS=1"
+    )
+    data["how"] = (
+        "CRAFT_FAST=1|0 python -m craftlib.workshop.notebooks NAME, timed from outside: "
+        "'fast'/'full' are the CPU "
+        "seconds of the runner and its kernel (about the wall time on an idle machine); 'wall' and "
+        "'load' are what the shared machine took and how busy it was. Full-mode times of 02-05 "
+        "reuse "
+        "the runs saved by the notebooks before them."
+    )
+    return atomic_write(
+        path, lambda tmp: tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m craftlib.workshop.quotes", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--write", action="store_true", help=f"recompute {reference.REFERENCE_FILE.name} (needs LFW and MobileFaceNet)")
-    ap.add_argument("--check", action="store_true", help="check every quoted number in the notebooks and docs")
-    ap.add_argument("--fix", action="store_true", help="rewrite every quoted number to its committed value")
+    ap = argparse.ArgumentParser(
+        prog="python -m craftlib.workshop.quotes", description=__doc__.split("\n\n")[0]
+    )
+    ap.add_argument(
+        "--write",
+        action="store_true",
+        help=f"recompute {reference.REFERENCE_FILE.name} (needs LFW and MobileFaceNet)",
+    )
+    ap.add_argument(
+        "--check", action="store_true", help="check every quoted number in the notebooks and docs"
+    )
+    ap.add_argument(
+        "--fix", action="store_true", help="rewrite every quoted number to its committed value"
+    )
     args = ap.parse_args(argv)
     if args.write:
         print(f"wrote {reference.write_facts()}")
     if args.fix:
         print("rewrote:", ", ".join(fix_files()) or "nothing to change")
     if args.check or not (args.write or args.fix):
-        problems = [p for where, text in quoted_files().items() for p in quote_problems(text, where)]
+        problems = [
+            p for where, text in quoted_files().items() for p in quote_problems(text, where)
+        ]
         count = sum(len(find_quotes(t)) for t in quoted_files().values())
         print("\n".join(problems) or f"all {count} quoted numbers agree with docs/results/")
         return 1 if problems else 0

@@ -1,14 +1,17 @@
-"""The federated runs on screen: a rounds slider over finished runs, per-client and global numbers at that round.
+"""The federated runs on screen: a rounds slider over finished runs, per-client and global numbers
+at that round.
 
 ``RoundsExplorer(records).widget`` has a run menu and a rounds slider; it draws (left) the global
-DevTest accuracy of every run over rounds with the chosen round marked, (middle) each client's accuracy
-at that round (its own model on DevTest where measured, and its top-1 on its own identities), and
-(right) each client's dead (silent) first-layer filters, the global model's beside them, and how many
-filters the server renewed. Its static twin ``rounds_view(records, run, round_)`` draws the same
-figure. The work is done by ``round_state`` and ``rounds_figure``, tested without a browser.
-``death_figure(records)`` draws the committed study's filter death: over rounds per strategy, and per
-model against the SGD steps it took.
+DevTest accuracy of every run over rounds with the chosen round marked, (middle) each client's
+accuracy at that round (its own model on DevTest where measured, and its top-1 on its own
+identities), and (right) each client's dead (silent) first-layer filters, the global model's beside
+them, and how many filters the server renewed. Its static twin ``rounds_view(records, run, round_)``
+draws the same figure. The work is done by ``round_state`` and ``rounds_figure``, tested without a
+browser.
+``death_figure(records)`` draws the committed study's filter death: over rounds per strategy, and
+per model against the SGD steps it took.
 """
+
 from __future__ import annotations
 
 import html
@@ -18,18 +21,25 @@ from matplotlib.figure import Figure
 
 from craftlib import viz
 from craftlib.activity import SILENT_TAU
+
 from .federation import CENTRAL, FL_STRATEGY_LABELS
 from .study import DEATH_ROWS, site_points
 
 WIDTH = 13.4  # inches, as the workshop's other widgets
-STRATEGY_COLORS = {"central": viz.OKABE_ITO["black"], "central_steps": viz.OKABE_ITO["reddish purple"],
-                   "local": viz.OKABE_ITO["vermillion"], "fedavg": viz.OKABE_ITO["blue"],
-                   "adafedfr": viz.OKABE_ITO["sky blue"]}
+STRATEGY_COLORS = {
+    "central": viz.OKABE_ITO["black"],
+    "central_steps": viz.OKABE_ITO["reddish purple"],
+    "local": viz.OKABE_ITO["vermillion"],
+    "fedavg": viz.OKABE_ITO["blue"],
+    "adafedfr": viz.OKABE_ITO["sky blue"],
+}
 
 
 def run_label(record: dict) -> str:
     """``FedAvg (private heads), dirichlet, CRAFT on the server`` for a run record."""
-    craft = {"none": "no CRAFT", "server": "CRAFT on the server", "client": "CRAFT on each client"}[record["craft"]]
+    craft = {"none": "no CRAFT", "server": "CRAFT on the server", "client": "CRAFT on each client"}[
+        record["craft"]
+    ]
     split = "" if record["strategy"] in CENTRAL else f", {record['split']}"
     return f"{FL_STRATEGY_LABELS[record['strategy']]}{split}, {craft}"
 
@@ -42,7 +52,8 @@ def round_state(record: dict, round_: int) -> dict:
     row = rounds[round_ - 1]
     clients = row["clients"]
     return {
-        "round": round_, "rounds": len(rounds),
+        "round": round_,
+        "rounds": len(rounds),
         "global_accuracy": [((r.get("global") or {}).get("accuracy")) for r in rounds],
         "client_accuracy": [c.get("accuracy") for c in clients],
         "client_train_acc": [c.get("train_acc") for c in clients],
@@ -56,10 +67,14 @@ def round_state(record: dict, round_: int) -> dict:
 
 def state_text(record: dict, state: dict) -> str:
     acc = state["global_accuracy"][state["round"] - 1]
-    parts = [f"round {state['round']}/{state['rounds']}",
-             "global DevTest " + ("n/a" if acc is None else f"{acc:.1%}"),
-             f"global silent conv1 {state['global_silent']:.0%}" if state["global_silent"] is not None else "",
-             f"server renewed {state['server_renewed']}" if record["craft"] == "server" else ""]
+    parts = [
+        f"round {state['round']}/{state['rounds']}",
+        "global DevTest " + ("n/a" if acc is None else f"{acc:.1%}"),
+        f"global silent conv1 {state['global_silent']:.0%}"
+        if state["global_silent"] is not None
+        else "",
+        f"server renewed {state['server_renewed']}" if record["craft"] == "server" else "",
+    ]
     return " · ".join(p for p in parts if p)
 
 
@@ -68,7 +83,8 @@ def _nan(values) -> np.ndarray:
 
 
 def rounds_figure(records: dict[str, dict], run: str, round_: int) -> Figure:
-    """Global accuracy over rounds (all runs), per-client accuracy and dead filters (the chosen run) at ``round_``."""
+    """Global accuracy over rounds (all runs), per-client accuracy and dead filters (the chosen run)
+    at ``round_``."""
     record = records[run]
     state = round_state(record, round_)
     fig = viz.new_figure(figsize=(WIDTH, 3.6))
@@ -78,49 +94,93 @@ def rounds_figure(records: dict[str, dict], run: str, round_: int) -> Figure:
         if np.all(np.isnan(acc)):
             continue
         x = np.arange(1, len(acc) + 1)
-        ax_curve.plot(x, 100 * acc, marker="o", ms=3, lw=2.2 if name == run else 1.0, alpha=1 if name == run else 0.6,
-                      label=name)
+        ax_curve.plot(
+            x,
+            100 * acc,
+            marker="o",
+            ms=3,
+            lw=2.2 if name == run else 1.0,
+            alpha=1 if name == run else 0.6,
+            label=name,
+        )
     acc_now = state["global_accuracy"][round_ - 1]
     if acc_now is not None:
         ax_curve.plot([round_], [100 * acc_now], "o", ms=10, mfc="none", mec="black")
     ax_curve.axvline(round_, color="grey", lw=0.8, ls=":")
-    ax_curve.set(xlabel="round", ylabel="DevTest accuracy (%)", title="global model (local only: mean of clients)")
+    ax_curve.set(
+        xlabel="round",
+        ylabel="DevTest accuracy (%)",
+        title="global model (local only: mean of clients)",
+    )
     ax_curve.legend(fontsize=7, loc="lower right")
     n = len(state["client_train_acc"])
     x = np.arange(n)
     if n:
-        ax_acc.bar(x - 0.2, 100 * _nan(state["client_train_acc"]), 0.4, label="top-1 on its own identities",
-                   color=viz.OKABE_ITO["sky blue"])
-        ax_acc.bar(x + 0.2, 100 * _nan(state["client_accuracy"]), 0.4, label="its model on DevTest",
-                   color=viz.OKABE_ITO["blue"])
-        ax_acc.set_xticks(x, [f"client {i}\n{k} ids" if k else f"client {i}" for i, k in
-                              enumerate(state["client_identities"])], fontsize=8)
+        ax_acc.bar(
+            x - 0.2,
+            100 * _nan(state["client_train_acc"]),
+            0.4,
+            label="top-1 on its own identities",
+            color=viz.OKABE_ITO["sky blue"],
+        )
+        ax_acc.bar(
+            x + 0.2,
+            100 * _nan(state["client_accuracy"]),
+            0.4,
+            label="its model on DevTest",
+            color=viz.OKABE_ITO["blue"],
+        )
+        ax_acc.set_xticks(
+            x,
+            [
+                f"client {i}\n{k} ids" if k else f"client {i}"
+                for i, k in enumerate(state["client_identities"])
+            ],
+            fontsize=8,
+        )
         ax_acc.legend(fontsize=7, loc="lower right")
     ax_acc.set(ylim=(0, 100), ylabel="accuracy (%)", title=f"per client, round {round_}")
-    dead = list(_nan(state["client_silent"])) + [state["global_silent"] if state["global_silent"] is not None else np.nan]
+    dead = list(_nan(state["client_silent"])) + [
+        state["global_silent"] if state["global_silent"] is not None else np.nan
+    ]
     labels = [f"client {i}" for i in range(n)] + ["global"]
     colours = [viz.INACTIVE] * n + ["#444444"]
     ax_dead.bar(np.arange(len(dead)), 100 * np.asarray(dead, float), color=colours)
     for i, renewed in enumerate(state["client_renewed"]):
         if renewed:
-            ax_dead.annotate(f"{renewed} renewed", (i, 2), ha="center", fontsize=7, rotation=90, va="bottom")
+            ax_dead.annotate(
+                f"{renewed} renewed", (i, 2), ha="center", fontsize=7, rotation=90, va="bottom"
+            )
     if state["server_renewed"]:
-        ax_dead.annotate(f"{state['server_renewed']} renewed", (n, 2), ha="center", fontsize=7, rotation=90,
-                         va="bottom", color="white")
+        ax_dead.annotate(
+            f"{state['server_renewed']} renewed",
+            (n, 2),
+            ha="center",
+            fontsize=7,
+            rotation=90,
+            va="bottom",
+            color="white",
+        )
     ax_dead.set_xticks(np.arange(len(dead)), labels, fontsize=8)
-    ax_dead.set(ylim=(0, 100), ylabel=f"silent conv1 filters (%, τ={SILENT_TAU:g})", title="dead filters")
+    ax_dead.set(
+        ylim=(0, 100), ylabel=f"silent conv1 filters (%, τ={SILENT_TAU:g})", title="dead filters"
+    )
     fig.suptitle(f"{run_label(record)} — {state_text(record, state)}", fontsize=10)
     return fig
 
 
-def rounds_view(records: dict[str, dict], run: str | None = None, round_: int | None = None) -> Figure:
-    """The static twin of ``RoundsExplorer``: the same figure for one run and round (default: first run, last round)."""
+def rounds_view(
+    records: dict[str, dict], run: str | None = None, round_: int | None = None
+) -> Figure:
+    """The static twin of ``RoundsExplorer``: the same figure for one run and round (default: first
+    run, last round)."""
     run = run or next(iter(records))
     return rounds_figure(records, run, round_ or len(records[run]["rounds"]))
 
 
 class RoundsExplorer:
-    """A run menu and a rounds slider over finished federated runs (``{name: federated.run(...) record}``)."""
+    """A run menu and a rounds slider over finished federated runs (``{name: federated.run(...)
+    record}``)."""
 
     def __init__(self, records: dict[str, dict], run: str | None = None):
         import ipywidgets as W
@@ -130,9 +190,12 @@ class RoundsExplorer:
         self.records = records
         run = run or next(iter(records))
         rounds = len(records[run]["rounds"])
-        self.menu = W.Dropdown(options=list(records), value=run, description="run",
-                               layout=W.Layout(width="420px"))
-        self.slider = W.IntSlider(value=rounds, min=1, max=rounds, description="round", continuous_update=False)
+        self.menu = W.Dropdown(
+            options=list(records), value=run, description="run", layout=W.Layout(width="420px")
+        )
+        self.slider = W.IntSlider(
+            value=rounds, min=1, max=rounds, description="round", continuous_update=False
+        )
         self.caption = W.HTML()
         self.image = W.Image(format="png", layout=W.Layout(align_self="flex-start"))
         self.menu.observe(self._run_changed, names="value")
@@ -156,34 +219,68 @@ class RoundsExplorer:
 
 
 def death_figure(records: list[dict]) -> Figure:
-    """The study's filter death without CRAFT. Left: silent conv1 over rounds (global model; local-only: the
-    mean of its sites), mean over seeds, per strategy (dashed: Dirichlet split). Right: each model's silent
-    fraction at the end against the SGD steps it took — every site for the federations, the one model for
-    the centralised runs."""
+    """The study's filter death without CRAFT. Left: silent conv1 over rounds (global model;
+    local-only: the mean of its sites), mean over seeds, per strategy (dashed: Dirichlet split).
+    Right: each model's silent fraction at the end against the SGD steps it took — every site for
+    the federations, the one model for the centralised runs."""
     fig = viz.new_figure(figsize=(WIDTH, 4.2))
     ax_rounds, ax_steps = fig.subplots(1, 2)
     for strategy, split in DEATH_ROWS:
-        runs = [r for r in records if r["strategy"] == strategy and r["craft"] == "none"
-                and (strategy in CENTRAL or r["split"] == split)]
+        runs = [
+            r
+            for r in records
+            if r["strategy"] == strategy
+            and r["craft"] == "none"
+            and (strategy in CENTRAL or r["split"] == split)
+        ]
         if not runs:
             continue
-        curve = np.mean([[row["global_silent_fraction"] for row in r["rounds"]] for r in runs], axis=0)
+        curve = np.mean(
+            [[row["global_silent_fraction"] for row in r["rounds"]] for r in runs], axis=0
+        )
         label = FL_STRATEGY_LABELS[strategy] + ("" if strategy in CENTRAL else f", {split}")
-        ax_rounds.plot(np.arange(1, len(curve) + 1), 100 * curve, marker="o", ms=3, color=STRATEGY_COLORS[strategy],
-                       ls="--" if split == "dirichlet" else "-", label=f"{label} ({len(runs)} seeds)")
-    ax_rounds.set(xlabel="round", ylabel=f"silent conv1 filters (%, τ={SILENT_TAU:g})", title="death over rounds, no CRAFT")
+        ax_rounds.plot(
+            np.arange(1, len(curve) + 1),
+            100 * curve,
+            marker="o",
+            ms=3,
+            color=STRATEGY_COLORS[strategy],
+            ls="--" if split == "dirichlet" else "-",
+            label=f"{label} ({len(runs)} seeds)",
+        )
+    ax_rounds.set(
+        xlabel="round",
+        ylabel=f"silent conv1 filters (%, τ={SILENT_TAU:g})",
+        title="death over rounds, no CRAFT",
+    )
     ax_rounds.legend(fontsize=7)
     for strategy in ("local", "fedavg", "adafedfr"):
         points = [p for p in site_points(records) if p["strategy"] == strategy]
         if points:
-            ax_steps.scatter([p["steps"] for p in points], [100 * p["silent"] for p in points], s=18, alpha=0.75,
-                             color=STRATEGY_COLORS[strategy], label=f"{FL_STRATEGY_LABELS[strategy]}: each site")
+            ax_steps.scatter(
+                [p["steps"] for p in points],
+                [100 * p["silent"] for p in points],
+                s=18,
+                alpha=0.75,
+                color=STRATEGY_COLORS[strategy],
+                label=f"{FL_STRATEGY_LABELS[strategy]}: each site",
+            )
     for strategy in CENTRAL:
         runs = [r for r in records if r["strategy"] == strategy and r["craft"] == "none"]
         if runs:
-            ax_steps.scatter([r["steps"][0] for r in runs], [100 * r["final"]["silent_fraction"] for r in runs],
-                             s=60, marker="D", color=STRATEGY_COLORS[strategy], label=FL_STRATEGY_LABELS[strategy])
-    ax_steps.set(xscale="log", xlabel="SGD steps the model took (log)", ylabel="silent conv1 at the end (%)",
-                 title="death against the decay budget")
+            ax_steps.scatter(
+                [r["steps"][0] for r in runs],
+                [100 * r["final"]["silent_fraction"] for r in runs],
+                s=60,
+                marker="D",
+                color=STRATEGY_COLORS[strategy],
+                label=FL_STRATEGY_LABELS[strategy],
+            )
+    ax_steps.set(
+        xscale="log",
+        xlabel="SGD steps the model took (log)",
+        ylabel="silent conv1 at the end (%)",
+        title="death against the decay budget",
+    )
     ax_steps.legend(fontsize=7)
     return fig

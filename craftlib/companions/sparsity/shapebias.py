@@ -1,19 +1,23 @@
-"""A face shape-vs-texture probe: how much verification accuracy survives when one cue is taken away.
+"""A face shape-vs-texture probe: how much verification accuracy survives when one cue is taken
+away.
 
 Two families of DevTest images, the same transform applied to both faces of every pair:
 
-- **shape kept, texture removed** — ``low_pass`` (a Gaussian blur: the layout of eyes, nose, mouth and
+- **shape kept, texture removed** — ``low_pass`` (a Gaussian blur: the layout of eyes, nose, mouth
+  and
   hairline stays, skin and hair texture and fine detail go) or ``edge_map`` (the grey-level gradient
   magnitude: outlines only, no colour or shading);
 - **texture kept, shape broken** — ``patch_shuffle``: each face is cut into a ``grid x grid`` mosaic
   whose tiles are permuted at random. Every pixel stays in the image (the image's pixel histogram is
-  exactly preserved, and so is all texture inside a tile); only the arrangement — the shape — is lost.
-  The index uses a 2 x 2 mosaic (20-px quarters at 40 px); a 4 x 4 one (10-px tiles) is also reported:
-  on it every trained workshop model is at chance, so an index built on it sits at 1 for all of them.
+  exactly preserved, and so is all texture inside a tile); only the arrangement — the shape — is
+  lost. The index uses a 2 x 2 mosaic (20-px quarters at 40 px); a 4 x 4 one (10-px tiles) is also
+  reported: on it every trained workshop model is at chance, so an index built on it sits at 1 for
+  all of them.
 
 Verification is re-run on each family with the usual 10-fold protocol (thresholds re-fitted on the
-transformed scores, so a uniform shift in similarity is not counted as a loss). Accuracy above chance
-(0.5) that survives, as a fraction of the clean accuracy above chance, is the *retention* of a cue:
+transformed scores, so a uniform shift in similarity is not counted as a loss). Accuracy above
+chance (0.5) that survives, as a fraction of the clean accuracy above chance, is the *retention* of
+a cue:
 ``R = max(0, acc_t − 0.5) / (acc_clean − 0.5)``. The **shape-bias index** is
 
     SBI = R_shape / (R_shape + R_texture)           (in [0, 1]; 0.5 = both cues equally retained)
@@ -21,14 +25,15 @@ transformed scores, so a uniform shift in similarity is not counted as a loss). 
 the face-verification analogue of Geirhos et al.'s shape bias (shape decisions / (shape + texture
 decisions) on cue-conflict images): above 0.5 the model leans on shape, below on texture.
 
-Limits (also in docs/RESULTS.md): the index depends on the transform strengths (``sigma``, ``grid``),
-so it compares models under one probe setting and says nothing in absolute terms; blur also removes
-some shape (fine contours) and the mosaic keeps some shape (inside each tile), so neither family is a
-pure cue; the index is undefined (``None``) when a model is at chance on clean faces or retains neither
-cue; it is measured on 1,000 DevTest pairs, so a difference of a few points between two single runs is
-within noise. ``validate`` checks the probe: a model trained on patch-shuffled faces must score lower
-(more texture-biased) than one trained on normal faces.
+Limits (also in docs/RESULTS.md): the index depends on the transform strengths (``sigma``,
+``grid``), so it compares models under one probe setting and says nothing in absolute terms; blur
+also removes some shape (fine contours) and the mosaic keeps some shape (inside each tile), so
+neither family is a pure cue; the index is undefined (``None``) when a model is at chance on clean
+faces or retains neither cue; it is measured on 1,000 DevTest pairs, so a difference of a few points
+between two single runs is within noise. ``validate`` checks the probe: a model trained on
+patch-shuffled faces must score lower (more texture-biased) than one trained on normal faces.
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -41,7 +46,8 @@ from craftlib.verification import cosine_scores, embed, evaluate_scores
 
 SIGMA = 2.0  # low-pass: Gaussian σ in pixels at 40 px (≈ 5% of the face width)
 GRID = 2  # patch shuffle for the index: a 2 x 2 mosaic (20 px quarters at 40 px)
-FINE_GRID = 4  # reported beside it: a 4 x 4 mosaic (10 px tiles), at chance for every trained workshop model
+# reported beside it: a 4 x 4 mosaic (10 px tiles), at chance for every trained workshop model
+FINE_GRID = 4
 SEED = 0  # the mosaic's permutations: the same for every model
 SHAPE_TRANSFORMS = ("low_pass", "edge_map")
 CHANCE = 0.5
@@ -55,16 +61,20 @@ def _check(images: np.ndarray) -> np.ndarray:
 
 
 def low_pass(images: np.ndarray, sigma: float = SIGMA) -> np.ndarray:
-    """Gaussian blur of every face (per colour channel): layout kept, texture and fine detail removed."""
+    """Gaussian blur of every face (per colour channel): layout kept, texture and fine detail
+    removed."""
     images = _check(images)
     if sigma <= 0:
         return images.copy()
-    out = ndimage.gaussian_filter(images.astype(np.float32), sigma=(0, sigma, sigma, 0), mode="nearest")
+    out = ndimage.gaussian_filter(
+        images.astype(np.float32), sigma=(0, sigma, sigma, 0), mode="nearest"
+    )
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 def edge_map(images: np.ndarray, sigma: float = 1.0) -> np.ndarray:
-    """Outlines only: grey-level gradient magnitude (Sobel after a light blur), each face scaled to 0-255."""
+    """Outlines only: grey-level gradient magnitude (Sobel after a light blur), each face scaled to
+    0-255."""
     images = _check(images)
     grey = images.astype(np.float32).mean(axis=3)
     if sigma > 0:
@@ -77,9 +87,9 @@ def edge_map(images: np.ndarray, sigma: float = 1.0) -> np.ndarray:
 def patch_shuffle(images: np.ndarray, grid: int = GRID, seed: int = SEED) -> np.ndarray:
     """Each face cut into ``grid x grid`` tiles, permuted at random (a new permutation per face).
 
-    A permutation of tiles moves pixels without changing any: each image's pixel histogram is exactly
-    the original's. Rows/columns beyond the last whole tile (when the size is not a multiple of ``grid``)
-    stay in place.
+    A permutation of tiles moves pixels without changing any: each image's pixel histogram is
+    exactly the original's. Rows/columns beyond the last whole tile (when the size is not a multiple
+    of ``grid``) stay in place.
     """
     images = _check(images)
     n, h, w, _ = images.shape
@@ -88,12 +98,19 @@ def patch_shuffle(images: np.ndarray, grid: int = GRID, seed: int = SEED) -> np.
     th, tw = h // grid, w // grid
     out = images.copy()
     rng = np.random.default_rng(seed)
-    region = images[:, :th * grid, :tw * grid]
-    tiles = region.reshape(n, grid, th, grid, tw, 3).transpose(0, 1, 3, 2, 4, 5).reshape(n, grid * grid, th, tw, 3)
+    region = images[:, : th * grid, : tw * grid]
+    tiles = (
+        region.reshape(n, grid, th, grid, tw, 3)
+        .transpose(0, 1, 3, 2, 4, 5)
+        .reshape(n, grid * grid, th, tw, 3)
+    )
     for i in range(n):
         tiles_i = tiles[i][rng.permutation(grid * grid)]
-        out[i, :th * grid, :tw * grid] = (tiles_i.reshape(grid, grid, th, tw, 3).transpose(0, 2, 1, 3, 4)
-                                          .reshape(th * grid, tw * grid, 3))
+        out[i, : th * grid, : tw * grid] = (
+            tiles_i.reshape(grid, grid, th, tw, 3)
+            .transpose(0, 2, 1, 3, 4)
+            .reshape(th * grid, tw * grid, 3)
+        )
     return out
 
 
@@ -101,7 +118,8 @@ TRANSFORMS = {"low_pass": low_pass, "edge_map": edge_map, "patch_shuffle": patch
 
 
 def retention(accuracy: float, clean: float) -> float | None:
-    """Share of the clean accuracy above chance that a transformed set keeps (0 at or below chance)."""
+    """Share of the clean accuracy above chance that a transformed set keeps (0 at or below
+    chance)."""
     if clean is None or accuracy is None or clean <= CHANCE:
         return None
     return max(0.0, accuracy - CHANCE) / (clean - CHANCE)
@@ -119,27 +137,51 @@ def transformed_pairs(pairs: PairSet, transform: str, **kwargs) -> PairSet:
     """The same pairs and folds, every image passed through one of ``TRANSFORMS``."""
     if transform not in TRANSFORMS:
         raise ValueError(f"transform must be one of {sorted(TRANSFORMS)}, got {transform!r}")
-    return replace(pairs, images=TRANSFORMS[transform](pairs.images, **kwargs), name=f"{pairs.name}+{transform}")
+    return replace(
+        pairs,
+        images=TRANSFORMS[transform](pairs.images, **kwargs),
+        name=f"{pairs.name}+{transform}",
+    )
 
 
-def probe(model, pairs: PairSet, sigma: float = SIGMA, grid: int = GRID, seed: int = SEED,
-          shape: str = "low_pass", clean: float | None = None, fine_grid: int = FINE_GRID) -> dict:
-    """Verification accuracy on clean, shape-kept and texture-kept DevTest faces, and the shape-bias index.
+def probe(
+    model,
+    pairs: PairSet,
+    sigma: float = SIGMA,
+    grid: int = GRID,
+    seed: int = SEED,
+    shape: str = "low_pass",
+    clean: float | None = None,
+    fine_grid: int = FINE_GRID,
+) -> dict:
+    """Verification accuracy on clean, shape-kept and texture-kept DevTest faces, and the shape-bias
+    index.
 
-    ``shape`` picks the shape-kept family for the index (``low_pass`` or ``edge_map``; both accuracies
-    are reported). ``clean`` reuses an accuracy already measured on the same pairs.
+    ``shape`` picks the shape-kept family for the index (``low_pass`` or ``edge_map``; both
+    accuracies are reported). ``clean`` reuses an accuracy already measured on the same pairs.
     """
     if shape not in SHAPE_TRANSFORMS:
         raise ValueError(f"shape must be one of {SHAPE_TRANSFORMS}, got {shape!r}")
 
     def accuracy(images: np.ndarray) -> float:
-        return evaluate_scores(cosine_scores(embed(model, images), pairs), pairs.same, pairs.folds)["accuracy"]
+        return evaluate_scores(cosine_scores(embed(model, images), pairs), pairs.same, pairs.folds)[
+            "accuracy"
+        ]
 
-    out = {"clean": accuracy(pairs.images) if clean is None else float(clean),
-           "low_pass": accuracy(low_pass(pairs.images, sigma)), "edge_map": accuracy(edge_map(pairs.images)),
-           "patch_shuffle": accuracy(patch_shuffle(pairs.images, grid, seed)),
-           "patch_shuffle_fine": accuracy(patch_shuffle(pairs.images, fine_grid, seed)),
-           "settings": {"sigma": sigma, "grid": grid, "fine_grid": fine_grid, "seed": seed, "shape": shape}}
+    out = {
+        "clean": accuracy(pairs.images) if clean is None else float(clean),
+        "low_pass": accuracy(low_pass(pairs.images, sigma)),
+        "edge_map": accuracy(edge_map(pairs.images)),
+        "patch_shuffle": accuracy(patch_shuffle(pairs.images, grid, seed)),
+        "patch_shuffle_fine": accuracy(patch_shuffle(pairs.images, fine_grid, seed)),
+        "settings": {
+            "sigma": sigma,
+            "grid": grid,
+            "fine_grid": fine_grid,
+            "seed": seed,
+            "shape": shape,
+        },
+    }
     out["shape_retention"] = retention(out[shape], out["clean"])
     out["texture_retention"] = retention(out["patch_shuffle"], out["clean"])
     out["index"] = shape_bias_index(out["clean"], out[shape], out["patch_shuffle"])
@@ -148,17 +190,25 @@ def probe(model, pairs: PairSet, sigma: float = SIGMA, grid: int = GRID, seed: i
 
 
 def shuffled_faces(faces: FaceSet, grid: int = GRID, seed: int = SEED + 1) -> FaceSet:
-    """A training set whose every face is patch-shuffled: what a texture-only face model learns from."""
+    """A training set whose every face is patch-shuffled: what a texture-only face model learns
+    from."""
     return replace(faces, images=patch_shuffle(faces.images, grid, seed))
 
 
-def validate(faces: FaceSet, pairs: PairSet, config, grid: int = GRID, sigma: float = SIGMA) -> dict:
-    """Train the same config on normal and on patch-shuffled faces; probe both (the probe's own check).
+def validate(
+    faces: FaceSet, pairs: PairSet, config, grid: int = GRID, sigma: float = SIGMA
+) -> dict:
+    """Train the same config on normal and on patch-shuffled faces; probe both (the probe's own
+    check).
 
-    Returns ``{"normal": probe, "texture": probe}``; the texture-trained model must have the lower index.
+    Returns ``{"normal": probe, "texture": probe}``; the texture-trained model must have the lower
+    index.
     """
     from craftlib.training import train  # floor 2: imported here only for the check
 
     normal = train(faces, config, progress=False).model
     texture = train(shuffled_faces(faces, grid), config, progress=False).model
-    return {"normal": probe(normal, pairs, sigma, grid), "texture": probe(texture, pairs, sigma, grid)}
+    return {
+        "normal": probe(normal, pairs, sigma, grid),
+        "texture": probe(texture, pairs, sigma, grid),
+    }

@@ -1,16 +1,20 @@
-"""Notebook 06's views: a filter's closest anti-partner, Top-K feature maps with the shape probe, the study's figures.
+"""Notebook 06's views: a filter's closest anti-partner, Top-K feature maps with the shape probe,
+the study's figures.
 
 Two widgets, each a thin shell over a plain ``*_state`` function (tested without a browser) and each
 with a static ``*_view`` twin that draws the same picture as a ``Figure``:
 
-- ``PairExplorer`` — pick a layer and a filter: the filter, its most opposite partner (CReLU's pair),
+- ``PairExplorer`` — pick a layer and a filter: the filter, its most opposite partner (CReLU's
+  pair),
   the partner's negative (≈ the filter when the pair is real) and where this filter's pair cosine
   falls in the layer's histogram against random Gaussian filters of the same shape;
-- ``TopKExplorer`` — slide K (the fraction of each map kept) and pick the stage: a face's feature maps
+- ``TopKExplorer`` — slide K (the fraction of each map kept) and pick the stage: a face's feature
+  maps
   before and after Top-K, and the shape-vs-texture probe re-run with Top-K at inference.
 
 Figures follow ``viz``'s conventions (Okabe–Ito palette, 10 px text at ``viz.WIDGET_DPI``).
 """
+
 from __future__ import annotations
 
 import html
@@ -22,18 +26,23 @@ from matplotlib.figure import Figure
 
 from craftlib import viz
 from craftlib.activity import model_scores
-from .study import COMPANION_ARMS, EXTRA_LABELS
 from craftlib.data import PairSet, to_input
 from craftlib.models import FaceCNN, topk_at_inference
-from .pairing import pair_cosines, pairing_summary, random_reference, second_moment
-from craftlib.study.results import SILENT_TAU, fmt
 from craftlib.runtime import evaluating, to_numpy
+from craftlib.study.results import SILENT_TAU, fmt
+
+from .pairing import pair_cosines, pairing_summary, random_reference, second_moment
 from .shapebias import GRID, SIGMA, low_pass, patch_shuffle, probe
+from .study import COMPANION_ARMS, EXTRA_LABELS
 
 RANDOM = viz.OKABE_ITO["orange"]
 LAYER = viz.OKABE_ITO["blue"]
-COMPANION_COLORS = {"none": viz.OKABE_ITO["black"], "contextual": viz.OKABE_ITO["blue"],
-                    "crelu": viz.OKABE_ITO["reddish purple"], "topk": viz.OKABE_ITO["orange"]}
+COMPANION_COLORS = {
+    "none": viz.OKABE_ITO["black"],
+    "contextual": viz.OKABE_ITO["blue"],
+    "crelu": viz.OKABE_ITO["reddish purple"],
+    "topk": viz.OKABE_ITO["orange"],
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -41,7 +50,8 @@ COMPANION_COLORS = {"none": viz.OKABE_ITO["black"], "contextual": viz.OKABE_ITO[
 
 
 def as_layer(source) -> np.ndarray:
-    """A first-layer weight from a weight, a ``FaceCNN`` (``conv1``) or a stem ``Sequential`` (its conv)."""
+    """A first-layer weight from a weight, a ``FaceCNN`` (``conv1``) or a stem ``Sequential`` (its
+    conv)."""
     if isinstance(source, FaceCNN):
         source = source.conv1.weight
     elif isinstance(source, torch.nn.Sequential):
@@ -52,7 +62,8 @@ def as_layer(source) -> np.ndarray:
 
 
 def pair_state(weight, index: int, reference: np.ndarray | None = None) -> dict:
-    """Everything the pair view shows for filter ``index``: its partner, their cosine, the layer's histogram."""
+    """Everything the pair view shows for filter ``index``: its partner, their cosine, the layer's
+    histogram."""
     w = as_layer(weight)
     if not 0 <= index < len(w):
         raise ValueError(f"filter index must be in [0, {len(w) - 1}], got {index}")
@@ -61,11 +72,22 @@ def pair_state(weight, index: int, reference: np.ndarray | None = None) -> dict:
     cos, partner = np.asarray(s["cos"], dtype=float), np.asarray(s["partner"])
     j = int(partner[index])
     m = s["matched"]
-    return {"weight": w, "index": index, "partner": j, "cos": float(cos[index]), "layer_cos": cos,
-            "reference": reference, "threshold": s["threshold"], "paired": bool(cos[index] < s["threshold"]),
-            "paired_fraction": s["paired_fraction"], "matched_threshold": m["threshold"],
-            "paired_matched": bool(cos[index] < m["threshold"]), "matched_fraction": m["paired_fraction"],
-            "mutual": partner[j] == index, "n": len(w)}
+    return {
+        "weight": w,
+        "index": index,
+        "partner": j,
+        "cos": float(cos[index]),
+        "layer_cos": cos,
+        "reference": reference,
+        "threshold": s["threshold"],
+        "paired": bool(cos[index] < s["threshold"]),
+        "paired_fraction": s["paired_fraction"],
+        "matched_threshold": m["threshold"],
+        "paired_matched": bool(cos[index] < m["threshold"]),
+        "matched_fraction": m["paired_fraction"],
+        "mutual": partner[j] == index,
+        "n": len(w),
+    }
 
 
 def pair_caption(state: dict) -> str:
@@ -73,23 +95,32 @@ def pair_caption(state: dict) -> str:
     if state["paired_matched"]:
         verdict = "a pair, even against random filters in the layer's own directions"
     elif state["paired"]:
-        verdict = "a pair against isotropic random filters, but not beyond what the layer's directions imply"
+        verdict = (
+            "a pair against isotropic random filters, but not beyond what the layer's "
+            "directions imply"
+        )
     else:
         verdict = "no pair: within what random filters show"
     mutual = f"; {i} is also {j}'s closest anti-partner" if state["mutual"] else ""
-    return (f"filter {i} → anti-partner {j}, cosine {state['cos']:+.2f} ({verdict}{mutual}). "
-            f"Layer: {state['paired_fraction']:.0%} of its {state['n']} filters paired against isotropic random "
-            f"filters, {state['matched_fraction']:.0%} against the matched reference (by chance: ~1% each).")
+    return (
+        f"filter {i} → anti-partner {j}, cosine {state['cos']:+.2f} ({verdict}{mutual}). "
+        f"Layer: {state['paired_fraction']:.0%} of its {state['n']} filters paired against "
+        f"isotropic random "
+        f"filters, {state['matched_fraction']:.0%} against the matched reference (by chance: ~1% "
+        f"each)."
+    )
 
 
 def pair_figure(state: dict, title: str = "") -> Figure:
-    """Filter, anti-partner and −partner on one weight scale; the layer's μ histogram against random filters."""
+    """Filter, anti-partner and −partner on one weight scale; the layer's μ histogram against random
+    filters."""
     w, i, j = state["weight"], state["index"], state["partner"]
     vmax = float(np.abs(w[[i, j]]).max()) or 1.0
     fig = viz.new_figure((13.4, 3.4))
     grid = fig.add_gridspec(1, 5, width_ratios=[1, 1, 1, 0.15, 3.2])
-    for k, (w_k, label) in enumerate(((w[i], f"filter {i}"), (w[j], f"anti-partner {j}"),
-                                      (-w[j], f"−(filter {j})"))):
+    for k, (w_k, label) in enumerate(
+        ((w[i], f"filter {i}"), (w[j], f"anti-partner {j}"), (-w[j], f"−(filter {j})"))
+    ):
         ax = fig.add_subplot(grid[0, k])
         ax.imshow(viz.filter_tile(w_k, vmax, channels=False), interpolation="nearest")
         ax.set_title(label, fontsize=11)
@@ -97,11 +128,37 @@ def pair_figure(state: dict, title: str = "") -> Figure:
         ax.set_yticks([])
     ax = fig.add_subplot(grid[0, 4])
     bins = np.linspace(-1, 0.2, 37)
-    ax.hist(state["reference"], bins=bins, density=True, color=RANDOM, alpha=0.55, label="random Gaussian filters")
-    ax.hist(state["layer_cos"], bins=bins, density=True, histtype="step", lw=2, color=LAYER, label="this layer")
-    ax.axvline(state["threshold"], color=viz.OKABE_ITO["black"], ls=":", lw=1, label="isotropic 1st percentile")
-    ax.axvline(state["matched_threshold"], color=viz.OKABE_ITO["reddish purple"], ls="--", lw=1,
-               label="matched 1st percentile")
+    ax.hist(
+        state["reference"],
+        bins=bins,
+        density=True,
+        color=RANDOM,
+        alpha=0.55,
+        label="random Gaussian filters",
+    )
+    ax.hist(
+        state["layer_cos"],
+        bins=bins,
+        density=True,
+        histtype="step",
+        lw=2,
+        color=LAYER,
+        label="this layer",
+    )
+    ax.axvline(
+        state["threshold"],
+        color=viz.OKABE_ITO["black"],
+        ls=":",
+        lw=1,
+        label="isotropic 1st percentile",
+    )
+    ax.axvline(
+        state["matched_threshold"],
+        color=viz.OKABE_ITO["reddish purple"],
+        ls="--",
+        lw=1,
+        label="matched 1st percentile",
+    )
     ax.axvline(state["cos"], color=viz.INACTIVE, lw=2, label=f"filter {i}: {state['cos']:+.2f}")
     ax.set_xlabel("most negative cosine with another filter (μ)")
     ax.set_ylabel("density")
@@ -117,23 +174,33 @@ def pair_view(weight, index: int = 0, title: str = "") -> Figure:
 
 
 class PairExplorer:
-    """Pick a layer and a filter; see its anti-partner and where its pair cosine falls against random filters."""
+    """Pick a layer and a filter; see its anti-partner and where its pair cosine falls against
+    random filters."""
 
     def __init__(self, layers: dict, index: int = 0):
         if not layers:
-            raise ValueError("give at least one layer, e.g. {'MobileFaceNet': pretrained.mobilefacenet_stem()}")
+            raise ValueError(
+                "give at least one layer, e.g. {'MobileFaceNet': pretrained.mobilefacenet_stem()}"
+            )
         self.layers = {name: as_layer(src) for name, src in layers.items()}
         self.references = {}
         first = next(iter(self.layers.values()))
         self.layer = W.Dropdown(options=list(self.layers), description="layer")
-        self.filter = W.IntSlider(value=min(index, len(first) - 1), min=0, max=len(first) - 1, description="filter",
-                                  continuous_update=False)
+        self.filter = W.IntSlider(
+            value=min(index, len(first) - 1),
+            min=0,
+            max=len(first) - 1,
+            description="filter",
+            continuous_update=False,
+        )
         self.image = W.Image(format="png", layout=W.Layout(align_self="flex-start"))
         self.caption = W.HTML()
         self.error = W.HTML()
         self.layer.observe(self._layer_changed, "value")
         self.filter.observe(lambda _: self.update(), "value")
-        self.widget = W.VBox([W.HBox([self.layer, self.filter]), self.image, self.caption, self.error])
+        self.widget = W.VBox(
+            [W.HBox([self.layer, self.filter]), self.image, self.caption, self.error]
+        )
         self.update()
 
     def _reference(self, name: str) -> np.ndarray:
@@ -150,9 +217,15 @@ class PairExplorer:
     def update(self) -> dict:
         self.error.value = ""
         try:
-            state = pair_state(self.layers[self.layer.value], self.filter.value, self._reference(self.layer.value))
-            self.image.value = viz.figure_png(pair_figure(state, self.layer.value), dpi=viz.WIDGET_DPI)
-            self.caption.value = f'<span class="pair-caption">{html.escape(pair_caption(state))}</span>'
+            state = pair_state(
+                self.layers[self.layer.value], self.filter.value, self._reference(self.layer.value)
+            )
+            self.image.value = viz.figure_png(
+                pair_figure(state, self.layer.value), dpi=viz.WIDGET_DPI
+            )
+            self.caption.value = (
+                f'<span class="pair-caption">{html.escape(pair_caption(state))}</span>'
+            )
             self.state = state
             return state
         except Exception as err:  # noqa: BLE001 - a widget must survive anything a learner can trigger
@@ -169,23 +242,41 @@ def pair_explorer(layers: dict, index: int = 0) -> W.VBox:
 
 
 @torch.no_grad()
-def stage_maps(model: FaceCNN, face: np.ndarray, stage: int, fraction: float, channels: int = 6) -> dict:
-    """One face's maps after ``stage`` without and with Top-K (``fraction`` kept), strongest channels first."""
+def stage_maps(
+    model: FaceCNN, face: np.ndarray, stage: int, fraction: float, channels: int = 6
+) -> dict:
+    """One face's maps after ``stage`` without and with Top-K (``fraction`` kept), strongest
+    channels first."""
     x = to_input(torch.from_numpy(np.ascontiguousarray(face[None])))
     with evaluating(model), topk_at_inference(model, 1.0):
         dense = model.stage_outputs(x)[stage][0]
     with evaluating(model), topk_at_inference(model, fraction, (stage,)):
         sparse = model.stage_outputs(x)[stage][0]
     order = dense.flatten(1).abs().mean(1).argsort(descending=True)[:channels]
-    return {"dense": to_numpy(dense[order]), "sparse": to_numpy(sparse[order]), "channels": to_numpy(order).tolist(),
-            "kept": float((sparse != 0).float().mean()), "side": int(dense.shape[-1])}
+    return {
+        "dense": to_numpy(dense[order]),
+        "sparse": to_numpy(sparse[order]),
+        "channels": to_numpy(order).tolist(),
+        "kept": float((sparse != 0).float().mean()),
+        "side": int(dense.shape[-1]),
+    }
 
 
-def topk_state(model: FaceCNN, face: np.ndarray, pairs: PairSet | None, fraction: float = 0.2, stage: int = 2,
-               channels: int = 6) -> dict:
+def topk_state(
+    model: FaceCNN,
+    face: np.ndarray,
+    pairs: PairSet | None,
+    fraction: float = 0.2,
+    stage: int = 2,
+    channels: int = 6,
+) -> dict:
     """Feature maps and (with ``pairs``) the shape probe with Top-K at inference after ``stage``."""
-    state = {"fraction": float(fraction), "stage": int(stage), "face": face,
-             "maps": stage_maps(model, face, stage, fraction, channels)}
+    state = {
+        "fraction": float(fraction),
+        "stage": int(stage),
+        "face": face,
+        "maps": stage_maps(model, face, stage, fraction, channels),
+    }
     if pairs is not None:
         with topk_at_inference(model, fraction, (stage,)):
             state["probe"] = probe(model, pairs)
@@ -200,26 +291,38 @@ def stage_name(stage: int) -> str:
 def topk_caption(state: dict) -> str:
     m = state["maps"]
     after = stage_name(state["stage"])
-    text = (f"K = {state['fraction']:.0%} of each {m['side']}×{m['side']} map after {after} "
-            f"({max(1, int(state['fraction'] * m['side'] ** 2))} values per map; {m['kept']:.0%} of the maps non-zero).")
+    text = (
+        f"K = {state['fraction']:.0%} of each {m['side']}×{m['side']} map after {after} "
+        f"({max(1, int(state['fraction'] * m['side'] ** 2))} values per map; {m['kept']:.0%} of "
+        f"the maps non-zero)."
+    )
     if "probe" in state:
         p = state["probe"]
-        text += (f" Probe: clean {fmt('accuracy', p['clean'])}, blurred {fmt('accuracy', p['low_pass'])}, "
-                 f"mosaic {fmt('accuracy', p['patch_shuffle'])}; shape-bias index "
-                 f"{'n/a' if p['index'] is None else format(p['index'], '.2f')}.")
+        text += (
+            f" Probe: clean {fmt('accuracy', p['clean'])}, blurred "
+            f"{fmt('accuracy', p['low_pass'])}, "
+            f"mosaic {fmt('accuracy', p['patch_shuffle'])}; shape-bias index "
+            f"{'n/a' if p['index'] is None else format(p['index'], '.2f')}."
+        )
     return text
 
 
 def topk_figure(state: dict) -> Figure:
-    """Top row: the face, blurred and as a mosaic; then the maps before and after Top-K; right: the probe."""
+    """Top row: the face, blurred and as a mosaic; then the maps before and after Top-K; right: the
+    probe."""
     m = state["maps"]
     n = len(m["channels"])
     fig = viz.new_figure((13.4, 4.6))
     grid = fig.add_gridspec(3, n + 2, width_ratios=[1] * n + [0.2, 3.0])
     face = state["face"]
-    for k, (img, label) in enumerate(((face, "face"), (low_pass(face[None], SIGMA)[0], "shape kept (blur)"),
-                                      (patch_shuffle(face[None], GRID)[0], "texture kept (mosaic)"))):
-        ax = fig.add_subplot(grid[0, 2 * k:2 * k + 2])
+    for k, (img, label) in enumerate(
+        (
+            (face, "face"),
+            (low_pass(face[None], SIGMA)[0], "shape kept (blur)"),
+            (patch_shuffle(face[None], GRID)[0], "texture kept (mosaic)"),
+        )
+    ):
+        ax = fig.add_subplot(grid[0, 2 * k : 2 * k + 2])
         ax.imshow(img, interpolation="nearest")
         ax.set_title(label, fontsize=10)
         ax.axis("off")
@@ -227,7 +330,9 @@ def topk_figure(state: dict) -> Figure:
     for row, key, label in ((1, "dense", "dense"), (2, "sparse", f"Top-K {state['fraction']:.0%}")):
         for c in range(n):
             ax = fig.add_subplot(grid[row, c])
-            ax.imshow(np.abs(m[key][c]), cmap=viz.MAP_CMAP, vmin=0, vmax=vmax, interpolation="nearest")
+            ax.imshow(
+                np.abs(m[key][c]), cmap=viz.MAP_CMAP, vmin=0, vmax=vmax, interpolation="nearest"
+            )
             ax.set_xticks([])
             ax.set_yticks([])
             if c == 0:
@@ -252,35 +357,62 @@ def topk_figure(state: dict) -> Figure:
     return fig
 
 
-def topk_view(model: FaceCNN, face: np.ndarray, pairs: PairSet | None = None, fraction: float = 0.2,
-              stage: int = 2) -> Figure:
+def topk_view(
+    model: FaceCNN,
+    face: np.ndarray,
+    pairs: PairSet | None = None,
+    fraction: float = 0.2,
+    stage: int = 2,
+) -> Figure:
     """Static twin of ``TopKExplorer``."""
     return topk_figure(topk_state(model, face, pairs, fraction, stage))
 
 
 class TopKExplorer:
-    """Slide K and pick the stage: the face's maps before/after Top-K and the shape probe with Top-K at inference."""
+    """Slide K and pick the stage: the face's maps before/after Top-K and the shape probe with Top-K
+    at inference."""
 
-    def __init__(self, model: FaceCNN, face: np.ndarray, pairs: PairSet | None = None, fraction: float = 0.2,
-                 stage: int = 2):
+    def __init__(
+        self,
+        model: FaceCNN,
+        face: np.ndarray,
+        pairs: PairSet | None = None,
+        fraction: float = 0.2,
+        stage: int = 2,
+    ):
         self.model, self.face, self.pairs = model, face, pairs
-        self.fraction = W.FloatSlider(value=fraction, min=0.05, max=1.0, step=0.05, description="K (kept)",
-                                      continuous_update=False, readout_format=".0%")
-        self.stage = W.Dropdown(options=[(stage_name(k), k) for k in range(4)], value=stage, description="after")
+        self.fraction = W.FloatSlider(
+            value=fraction,
+            min=0.05,
+            max=1.0,
+            step=0.05,
+            description="K (kept)",
+            continuous_update=False,
+            readout_format=".0%",
+        )
+        self.stage = W.Dropdown(
+            options=[(stage_name(k), k) for k in range(4)], value=stage, description="after"
+        )
         self.image = W.Image(format="png", layout=W.Layout(align_self="flex-start"))
         self.caption = W.HTML()
         self.error = W.HTML()
         for control in (self.fraction, self.stage):
             control.observe(lambda _: self.update(), "value")
-        self.widget = W.VBox([W.HBox([self.fraction, self.stage]), self.image, self.caption, self.error])
+        self.widget = W.VBox(
+            [W.HBox([self.fraction, self.stage]), self.image, self.caption, self.error]
+        )
         self.update()
 
     def update(self) -> dict:
         self.error.value = ""
         try:
-            state = topk_state(self.model, self.face, self.pairs, self.fraction.value, self.stage.value)
+            state = topk_state(
+                self.model, self.face, self.pairs, self.fraction.value, self.stage.value
+            )
             self.image.value = viz.figure_png(topk_figure(state), dpi=viz.WIDGET_DPI)
-            self.caption.value = f'<span class="topk-caption">{html.escape(topk_caption(state))}</span>'
+            self.caption.value = (
+                f'<span class="topk-caption">{html.escape(topk_caption(state))}</span>'
+            )
             self.state = state
             return state
         except Exception as err:  # noqa: BLE001
@@ -288,8 +420,13 @@ class TopKExplorer:
             return {}
 
 
-def topk_explorer(model: FaceCNN, face: np.ndarray, pairs: PairSet | None = None, fraction: float = 0.2,
-                  stage: int = 2) -> W.VBox:
+def topk_explorer(
+    model: FaceCNN,
+    face: np.ndarray,
+    pairs: PairSet | None = None,
+    fraction: float = 0.2,
+    stage: int = 2,
+) -> W.VBox:
     return TopKExplorer(model, face, pairs, fraction, stage).widget
 
 
@@ -297,8 +434,11 @@ def topk_explorer(model: FaceCNN, face: np.ndarray, pairs: PairSet | None = None
 # pairing of trained models and the study's figures
 
 
-def pairing_histograms(layers: dict[str, object], title: str = "pair cosines of conv1 against random filters") -> Figure:
-    """One panel per layer: its μ histogram over the random reference of the same shape (μ pooled if a list)."""
+def pairing_histograms(
+    layers: dict[str, object], title: str = "pair cosines of conv1 against random filters"
+) -> Figure:
+    """One panel per layer: its μ histogram over the random reference of the same shape (μ pooled if
+    a list)."""
     fig = viz.new_figure((4.2 * len(layers), 3.4))
     bins = np.linspace(-1, 0.2, 37)
     for k, (name, src) in enumerate(layers.items()):
@@ -306,16 +446,30 @@ def pairing_histograms(layers: dict[str, object], title: str = "pair cosines of 
         weights = src if isinstance(src, list) else [src]
         cos = np.concatenate([pair_cosines(as_layer(w))[0] for w in weights])
         ref = random_reference(as_layer(weights[0]).shape)
-        matched = random_reference(as_layer(weights[0]).shape,
-                                   moment=np.mean([second_moment(as_layer(w)) for w in weights], axis=0))
+        matched = random_reference(
+            as_layer(weights[0]).shape,
+            moment=np.mean([second_moment(as_layer(w)) for w in weights], axis=0),
+        )
         threshold, m_threshold = np.percentile(ref, 1.0), np.percentile(matched, 1.0)
         ax.hist(ref, bins=bins, density=True, color=RANDOM, alpha=0.55, label="random (isotropic)")
-        ax.hist(matched, bins=bins, density=True, histtype="step", ls="--", lw=1.5, color=viz.OKABE_ITO["reddish purple"],
-                label="random (matched)")
+        ax.hist(
+            matched,
+            bins=bins,
+            density=True,
+            histtype="step",
+            ls="--",
+            lw=1.5,
+            color=viz.OKABE_ITO["reddish purple"],
+            label="random (matched)",
+        )
         ax.hist(cos, bins=bins, density=True, histtype="step", lw=2, color=LAYER, label="trained")
         ax.axvline(threshold, color=viz.OKABE_ITO["black"], ls=":", lw=1)
-        ax.set_title(f"{name}\npaired {np.mean(cos < threshold):.0%} (isotropic) / {np.mean(cos < m_threshold):.0%} "
-                     f"(matched)", fontsize=10)
+        ax.set_title(
+            f"{name}\npaired {np.mean(cos < threshold):.0%} (isotropic) / "
+            f"{np.mean(cos < m_threshold):.0%} "
+            f"(matched)",
+            fontsize=10,
+        )
         ax.set_xlabel("μ (most negative cosine)")
         if k == 0:
             ax.set_ylabel("density")
@@ -325,7 +479,8 @@ def pairing_histograms(layers: dict[str, object], title: str = "pair cosines of 
 
 
 def record_histograms(records: list[dict], extra: dict[str, np.ndarray] | None = None) -> Figure:
-    """The study's pair cosines per arm, pooled over seeds, against random filters of each arm's shape."""
+    """The study's pair cosines per arm, pooled over seeds, against random filters of each arm's
+    shape."""
     by_arm: dict[str, list[float]] = {}
     filters: dict[str, int] = {}
     matched: dict[str, list[float]] = {}
@@ -346,13 +501,22 @@ def record_histograms(records: list[dict], extra: dict[str, np.ndarray] | None =
         n = filters[name]
         ref = random_reference((n, 3, 3, 3))
         threshold = np.percentile(ref, 1.0)
-        ax.hist(ref, bins=bins, density=True, color=RANDOM, alpha=0.55, label=f"random ({n} filters)")
+        ax.hist(
+            ref, bins=bins, density=True, color=RANDOM, alpha=0.55, label=f"random ({n} filters)"
+        )
         ax.hist(cos, bins=bins, density=True, histtype="step", lw=2, color=LAYER, label="conv1")
         ax.axvline(threshold, color=viz.OKABE_ITO["black"], ls=":", lw=1)
-        title = f"{name}\n{np.mean(cos < threshold):.0%} paired (isotropic), mean μ {np.mean(cos):+.2f}"
+        title = (
+            f"{name}\n{np.mean(cos < threshold):.0%} paired (isotropic), mean μ {np.mean(cos):+.2f}"
+        )
         if name in matched:
-            ax.axvline(np.mean(matched[name]), color=viz.OKABE_ITO["reddish purple"], ls="--", lw=1,
-                       label="matched 1st pct.")
+            ax.axvline(
+                np.mean(matched[name]),
+                color=viz.OKABE_ITO["reddish purple"],
+                ls="--",
+                lw=1,
+                label="matched 1st pct.",
+            )
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("μ")
         ax.legend(fontsize=10, loc="upper right")
@@ -364,24 +528,47 @@ def record_histograms(records: list[dict], extra: dict[str, np.ndarray] | None =
 def companion_seeds(summary: dict) -> Figure:
     """Per-seed values of four metrics per arm (dots), with the arm mean (bar)."""
     main, extra = summary["main"], summary["extra"]
-    metrics = [("accuracy", "DevTest accuracy (%)", True, None), ("silent_fraction", f"silent conv1 (τ={SILENT_TAU:g}, %)", True, None),
-               ("pair_mean", EXTRA_LABELS["pair_mean"], False, "extra"), ("shape_bias", EXTRA_LABELS["shape_bias"], False, "extra")]
+    metrics = [
+        ("accuracy", "DevTest accuracy (%)", True, None),
+        ("silent_fraction", f"silent conv1 (τ={SILENT_TAU:g}, %)", True, None),
+        ("pair_mean", EXTRA_LABELS["pair_mean"], False, "extra"),
+        ("shape_bias", EXTRA_LABELS["shape_bias"], False, "extra"),
+    ]
     fig = viz.new_figure((13.4, 3.4))
     names = list(main.arms)
     for k, (metric, label, percent, where) in enumerate(metrics):
         ax = fig.add_subplot(1, len(metrics), k + 1)
         for i, name in enumerate(names):
             vals = extra[name]["values"][metric] if where else main.arms[name].values[metric]
-            vals = np.asarray([np.nan if v is None else v for v in vals], dtype=float) * (100 if percent else 1)
+            vals = np.asarray([np.nan if v is None else v for v in vals], dtype=float) * (
+                100 if percent else 1
+            )
             color = COMPANION_COLORS.get(name, viz.OKABE_ITO["black"])
             ax.bar(i, np.nanmean(vals), color=color, alpha=0.25)
-            ax.plot(np.full(len(vals), i) + np.linspace(-0.15, 0.15, len(vals)), vals, "o", color=color, ms=5)
+            ax.plot(
+                np.full(len(vals), i) + np.linspace(-0.15, 0.15, len(vals)),
+                vals,
+                "o",
+                color=color,
+                ms=5,
+            )
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, fontsize=10)
         ax.set_title(label, fontsize=10)
-        finite = np.concatenate([np.asarray([np.nan if v is None else v for v in
-                                             (extra[n]["values"][metric] if where else main.arms[n].values[metric])],
-                                            dtype=float) for n in names]) * (100 if percent else 1)
+        finite = np.concatenate(
+            [
+                np.asarray(
+                    [
+                        np.nan if v is None else v
+                        for v in (
+                            extra[n]["values"][metric] if where else main.arms[n].values[metric]
+                        )
+                    ],
+                    dtype=float,
+                )
+                for n in names
+            ]
+        ) * (100 if percent else 1)
         if np.isfinite(finite).any():
             lo, hi = np.nanmin(finite), np.nanmax(finite)
             pad = 0.15 * (hi - lo or 1)
@@ -399,12 +586,16 @@ def save_figures(summary: dict, records: list[dict], out, mobilefacenet=None) ->
     if mobilefacenet is not None:
         extra = {"MobileFaceNet (released)": pair_cosines(as_layer(mobilefacenet))[0]}
     paths = []
-    for name, fig in (("seeds.png", companion_seeds(summary)), ("pairing.png", record_histograms(records, extra))):
+    for name, fig in (
+        ("seeds.png", companion_seeds(summary)),
+        ("pairing.png", record_histograms(records, extra)),
+    ):
         fig.savefig(out / name, dpi=100)
         paths.append(out / name)
     return paths
 
 
 def live_fraction(model: FaceCNN, probe_faces: torch.Tensor) -> float:
-    """Share of ``conv1`` filters not silent on a probe batch (the study's detector and threshold)."""
+    """Share of ``conv1`` filters not silent on a probe batch (the study's detector and
+    threshold)."""
     return float(np.mean(model_scores(model, "silent", probe=probe_faces) >= SILENT_TAU))
