@@ -130,7 +130,7 @@ def test_run_seat_reuses_saved_runs_resumes_and_matches_compare(lfw_root, tmp_pa
     assert [r["arm"] for r in records] == ["contextual", "none"]
     again: list[str] = []
     room.run_seat(FAST, 0, out, ("none", "contextual"), lfw=lfw, progress=False, log=again.append)
-    assert again == ["seed 0: 0 of 2 arm(s) to run (2 already recorded in " + str(out) + ")"]
+    assert again == ["0 run(s) to do (2 already recorded)"]  # the study's driver: nothing reruns
     direct = run_arm(data, lfw.pairs("devtest"), FAST, "contextual", 0)
     mine = next(r for r in records if r["arm"] == "contextual")
     assert mine["accuracy"] == direct["accuracy"] and mine["scores"] == direct["scores"]

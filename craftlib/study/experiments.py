@@ -14,6 +14,7 @@ import signal
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -221,6 +222,47 @@ def forked(run, tasks: list[tuple], jobs: int):
         _SHARED.clear()
 
 
+def drive(
+    out: str | Path | None,
+    meta: dict,
+    seeds: list[int],
+    arms: tuple[str, ...],
+    run: Callable[[int, str], dict],
+    jobs: int = 1,
+    log=print,
+    line: Callable[[dict], str] | None = None,
+) -> list[dict]:
+    """The one seed-study driver: every (seed, arm) not yet recorded in ``out``, run and saved.
+
+    One writer per folder (a second driver stops at the lock); the folder's records must share
+    ``meta``; tasks run seed-major (``pending``), ``jobs`` at once in forked processes (``forked``);
+    each record is written the moment it exists, before its log line (a closed pipe or Ctrl-C must
+    not lose a finished run). Returns all of ``out``'s records (or this call's, with no ``out``).
+    """
+    line = line or run_line
+    with folder_lock(out) if out is not None else nullcontext():
+        if out is not None:
+            check_folder(out, meta)
+            remove_orphans(Path(out) / "records")
+        tasks = pending(out, list(seeds), tuple(arms))
+        log(f"{len(tasks)} run(s) to do ({len(seeds) * len(arms) - len(tasks)} already recorded)")
+        records = []
+        for record in forked(run, tasks, jobs):
+            if out is not None:
+                write_record(out, record, meta)
+            log(line(record))
+            records.append({**record, "fingerprint": meta})
+    return load_records(out) if out is not None else records
+
+
+def run_line(record: dict) -> str:
+    """The log line of one finished run."""
+    return (
+        f"seed {record['seed']} {record['arm']:>17}: accuracy {record['accuracy']:.2%}  "
+        f"({record['train_seconds']:.0f} s)"
+    )
+
+
 def compare(
     recipe: Recipe,
     seeds: list[int],
@@ -244,7 +286,6 @@ def compare(
     data = lfw.training_set(max_identities=recipe.max_identities)
     check_batch(recipe.train.batch_size, len(data.labels))
     pairs = lfw.pairs("devtest")
-    meta = fingerprint(recipe, lfw.variant)
 
     def one(seed: int, arm: str) -> dict:
         ckpt = Path(models) / f"{arm}-s{seed}.pt" if models is not None else None
@@ -252,28 +293,7 @@ def compare(
             data, pairs, recipe, arm, seed, progress=progress and jobs == 1, checkpoint=ckpt
         )
 
-    with (
-        folder_lock(out) if out is not None else nullcontext()
-    ):  # one writer: a second compare stops here
-        if out is not None:
-            check_folder(out, meta)
-            remove_orphans(Path(out) / "records")
-        tasks = pending(out, seeds, arms)
-        log(f"{len(tasks)} run(s) to do ({len(seeds) * len(arms) - len(tasks)} already recorded)")
-        records = [_done(out, record, meta, log) for record in forked(one, tasks, jobs)]
-    return load_records(out) if out is not None else records
-
-
-def _done(out, record: dict, meta: dict, log) -> dict:
-    if (
-        out is not None
-    ):  # saved first: a failing log (a closed pipe, Ctrl-C) must not lose a finished run
-        write_record(out, record, meta)
-    log(
-        f"seed {record['seed']} {record['arm']:>17}: accuracy {record['accuracy']:.2%}  "
-        f"({record['train_seconds']:.0f} s)"
-    )
-    return {**record, "fingerprint": meta}
+    return drive(out, fingerprint(recipe, lfw.variant), seeds, arms, one, jobs, log)
 
 
 def normalized(meta: dict | None) -> dict | None:

@@ -19,14 +19,13 @@ from craftlib.recipes import ARM_LABELS, DEFAULT_ARMS, Recipe
 from craftlib.runs import train_or_load
 
 from .experiments import (
-    check_folder,
+    drive,
     fingerprint,
     fingerprint_diff,
     load_records,
     measure,
     pending,
     same_kind,
-    write_record,
 )
 from .results import fmt
 
@@ -57,7 +56,7 @@ def run_seat(
     log=print,
 ) -> list[dict]:
     """Every arm at ``seed`` not yet recorded in ``out``: reuse saved runs, train the rest, write
-    one record each.
+    one record each (``experiments.drive``, the study's own driver).
 
     Returns all of ``out``'s records. Progress: one line before and after each run, with the time it
     took and an estimate of what is left (from the runs this call trained).
@@ -65,39 +64,33 @@ def run_seat(
     lfw = lfw or LFW(size=recipe.train.model.input_size)
     data = lfw.training_set(max_identities=recipe.max_identities)
     pairs = lfw.pairs("devtest")
-    meta = fingerprint(recipe, lfw.variant)
-    check_folder(out, meta)
-    todo = [arm for _, arm in pending(out, [seed], arms)]
-    done = len(arms) - len(todo)
-    log(
-        f"seed {seed}: {len(todo)} of {len(arms)} arm(s) to run"
-        + (f" ({done} already recorded in {out})" if done else "")
-    )
-    trained: list[float] = []
+    todo = len(pending(out, [seed], arms))
+    took: dict[str, float] = {}  # wall seconds per arm this call ran (trained or loaded)
     start = time.perf_counter()
-    for i, arm in enumerate(todo, 1):
-        log(f"[{i}/{len(todo)}] {ARM_LABELS.get(arm, arm)} ({arm}), seed {seed}")
+
+    def one(seed: int, arm: str) -> dict:
+        log(f"[{len(took) + 1}/{todo}] {ARM_LABELS.get(arm, arm)} ({arm}), seed {seed}")
         t0 = time.perf_counter()
         trainer = train_or_load(data, recipe, seed, arm, folder=folder, progress=progress, log=log)
-        took = time.perf_counter() - t0
         record = measure(
             trainer, pairs, recipe, arm, seed, sum(h["seconds"] for h in trainer.history)
         )
-        write_record(out, record, meta)
-        if took > 0.5 * record["train_seconds"]:  # really trained here, not loaded
-            trained.append(took)
-        left = len(todo) - i
+        took[arm] = time.perf_counter() - t0
+        return record
+
+    def line(record: dict) -> str:
+        this = took[record["arm"]]
+        fresh = [s for s in took.values() if s > 0.5 * record["train_seconds"]]  # not loaded
+        left = todo - len(took)
         eta = (
-            f"; about {left * sum(trained) / len(trained) / 60:.1f} min left"
-            if left and trained
-            else ""
+            f"; about {left * sum(fresh) / len(fresh) / 60:.1f} min left" if left and fresh else ""
         )
-        log(
-            f"      accuracy {fmt('accuracy', record['accuracy'])}, {took:.0f} s; "
-            f"{(time.perf_counter() - start) / 60:.1f} min "
-            f"so far{eta}"
+        return (
+            f"      accuracy {fmt('accuracy', record['accuracy'])}, {this:.0f} s; "
+            f"{(time.perf_counter() - start) / 60:.1f} min so far{eta}"
         )
-    return load_records(out)
+
+    return drive(out, fingerprint(recipe, lfw.variant), [seed], arms, one, 1, log, line)
 
 
 def room_folders(root: str | Path | None) -> list[Path]:

@@ -27,14 +27,11 @@ import torch
 from craftlib.activity import SILENT_TAU, model_scores
 from craftlib.data import LFW
 from craftlib.models import count_macs, count_params
-from craftlib.paths import folder_lock
 from craftlib.recipes import WORKSHOP, Recipe
 from craftlib.study.experiments import (
-    check_folder,
+    drive,
     fingerprint,
-    forked,
     load_records,
-    pending,
     record_path,
     write_record,
 )
@@ -239,29 +236,20 @@ def compare(
     lfw = lfw or LFW(size=recipe.train.model.input_size)
     data = lfw.training_set(max_identities=recipe.max_identities)
     pairs = lfw.pairs("devtest")
-    meta = folder_fingerprint(recipe, lfw.variant)
 
-    def done(record: dict) -> None:
-        write_record(out, record, meta)
+    def line(record: dict) -> str:
         c = record["companion"]
-        log(
+        return (
             f"seed {record['seed']} {record['arm']:>10}: accuracy {record['accuracy']:.2%}  "
             f"pair μ {c['pairing']['mean']:+.3f}  shape bias {fmt('x', c['shapebias']['index'])}  "
             f"({record['train_seconds']:.0f} s)"
         )
 
-    with folder_lock(out):  # one writer per results folder
-        check_folder(out, meta)
-        tasks = pending(out, list(seeds), tuple(arms))
-        log(
-            f"{len(tasks)} run(s) to do ({len(list(seeds)) * len(arms) - len(tasks)} already "
-            f"recorded)"
-        )
-        for record in forked(
-            lambda seed, arm: run_one(data, pairs, recipe, arm, seed, models), tasks, jobs
-        ):
-            done(record)
-    return load_records(out)
+    def one(seed: int, arm: str) -> dict:
+        return run_one(data, pairs, recipe, arm, seed, models)
+
+    meta = folder_fingerprint(recipe, lfw.variant)
+    return drive(out, meta, list(seeds), tuple(arms), one, jobs, log, line)
 
 
 def remeasure(
