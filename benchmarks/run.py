@@ -12,8 +12,8 @@ one).
 
 A full run writes ``benchmarks/results.json``, prints a markdown table and refreshes the generated
 part of ``docs/PERFORMANCE.md`` (between the ``bench:start``/``bench:end`` markers) unless
-``--no-doc``;
-``--quick`` and ``--only`` runs write ``benchmarks/out/results.json`` and leave the doc alone.
+``--no-doc``; ``--quick`` and ``--only`` runs write ``benchmarks/out/results.json`` and leave the
+doc alone.
 """
 
 from __future__ import annotations
@@ -118,8 +118,7 @@ def trainer_extras_ms(data: FaceSet, cfg, reps: int = 50) -> tuple[float, float]
     to load).
 
     Per step: the margin-free accuracy (a second cosine matrix + argmax), the finiteness check and
-    two
-    ``.item()`` calls. Per epoch: the history record (conv1 + BN snapshot as lists, two means).
+    two ``.item()`` calls. Per epoch: the history record (conv1 + BN snapshot as lists, two means).
     """
     model = FaceCNN(cfg.model).train()
     head = MarginHead(cfg.model.embedding_dim, data.num_classes, cfg.head, cfg.scale, cfg.margin)

@@ -8,9 +8,9 @@ same-run sgemm.
 
 One workshop training step (recipe ``workshop``: batch 64, 40 px, ``FaceCNN``, CosFace head over
 1,262 identities, SGD) on one thread, through ``Trainer`` itself: ``Trainer._batches`` (gather,
-uint8 -> float, mirror) and
-``Trainer.train_step``. Faces are real LFW (``CRAFTLIB_DATA``) or, with ``--random``, random uint8
-faces of the same shape (the arithmetic is the same; only the loss values differ).
+uint8 -> float, mirror) and ``Trainer.train_step``. Faces are real LFW (``CRAFTLIB_DATA``) or, with
+``--random``, random uint8 faces of the same shape (the arithmetic is the same; only the loss values
+differ).
 
 Each *cell* is a fresh process; its *modes* are trainers whose steps take turns, so they share every
 moment of the machine's load. ``stock`` has craftlib's speed fixes turned off (torch's own PReLU,
@@ -24,8 +24,7 @@ input, grad weight) and at 1024^3; timed steps; steps clocked per layer; steps u
 is a median over rounds.
 
 Times are CPU time, so that waiting for a core on a shared machine is not counted: steps and sgemm
-by
-``time.process_time``; each layer's forward and backward by the thread CPU clock read in module
+by ``time.process_time``; each layer's forward and backward by the thread CPU clock read in module
 hooks and in hooks on the autograd nodes its forward created. Per op, ``torch.profiler``'s wall
 times are scaled by the profiled steps' own CPU/wall ratio. FLOPs are analytic: a convolution does
 ``2 * Cin * Cout * k * k * Hout * Wout`` per image forward and twice that backward (grad input +
@@ -35,8 +34,7 @@ Elementwise layers (BatchNorm, PReLU) do no GEMM: they are read against the time
 output tensor once, measured in the same cell.
 
 A full run writes the ``training_profile`` section of ``benchmarks/results.json`` and the block
-between the
-``profile:start``/``profile:end`` markers of ``docs/PERFORMANCE.md``.
+between the ``profile:start``/``profile:end`` markers of ``docs/PERFORMANCE.md``.
 """
 
 from __future__ import annotations

@@ -29,8 +29,7 @@ def keep_freed_memory(environ=os.environ) -> bool:
     in effect.
 
     Skipped where glibc is not the C library, or where the user tuned malloc (``MALLOC_*_``
-    variables or
-    ``GLIBC_TUNABLES`` naming ``malloc``): their choice is kept.
+    variables or ``GLIBC_TUNABLES`` naming ``malloc``): their choice is kept.
     """
     return _user_tuned(environ) is None and _mallopt()
 

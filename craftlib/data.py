@@ -749,8 +749,7 @@ class LFW:
         """Everyone with ``>= min_images`` images who does not appear in the ``exclude`` pairs.
 
         ``max_identities`` keeps the first N such identities in name order (a small, still disjoint,
-        FAST set);
-        ``exclude_people`` leaves out more names (e.g. one View 2 fold's people).
+        FAST set); ``exclude_people`` leaves out more names (e.g. one View 2 fold's people).
         """
         check("max_identities", max_identities, optional=True)
         banned = (self.pair_identities(exclude) if exclude else set()) | set(exclude_people)

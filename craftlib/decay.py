@@ -5,14 +5,13 @@ Notebook 02 builds the intuition here before any real training. One first-layer 
 by BatchNorm, so two numbers decide its fate:
 
 - its BatchNorm scale ``γ``: weight decay pulls it toward 0 every step; the task pushes it back up
-  with
-  a gradient of size ``grad`` (how much the network needs this channel). With plain SGD, γ settles
-  where the two balance, ``grad / wd``;
+  with a gradient of size ``grad`` (how much the network needs this channel). With plain SGD, γ
+  settles where the two balance, ``grad / wd``;
 - its filter ``w`` (27 weights): BatchNorm makes the output independent of ``‖w‖``, so the task
-  gradient
-  on ``w`` is orthogonal to ``w``, proportional to ``γ`` (the channel's volume) and to ``1 / ‖w‖``.
-  An orthogonal step *lengthens* ``w``; decay shortens it. While γ is held up, ``‖w‖`` settles too;
-  once γ has lost the race, no gradient reaches ``w`` and it follows the pure decay curve.
+  gradient on ``w`` is orthogonal to ``w``, proportional to ``γ`` (the channel's volume) and to ``1
+  / ‖w‖``. An orthogonal step *lengthens* ``w``; decay shortens it. While γ is held up, ``‖w‖``
+  settles too; once γ has lost the race, no gradient reaches ``w`` and it follows the pure decay
+  curve.
 
 A gradient-free weight under SGD shrinks by ``(1 − lr·wd)`` per step; with momentum ``m`` the
 same decay term is accumulated ~``1 / (1 − m)`` times, so it shrinks ~10× faster at ``m = 0.9``

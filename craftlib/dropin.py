@@ -7,8 +7,8 @@ CRAFT. Call ``after_step()`` after each optimizer step and ``after_epoch()`` aft
 re-activation is appended to ``events``.
 
 The model must be FaceCNN-like: a first convolution ``conv1`` (with ``bn1`` and ``act1`` where it
-has them, and
-``stem()`` for the probe detectors), as ``craftlib.models.FaceCNN`` and ``craftlib.iresnet`` are.
+has them, and ``stem()`` for the probe detectors), as ``craftlib.models.FaceCNN`` and
+``craftlib.iresnet`` are.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ class Craft:
 
     ``probe``: a fixed batch of training images (e.g. 256, spread over the set) that the default
     ``silent`` detector listens to; a weight detector (``spec.but(score="max")``) needs none.
-    ``cls`` is passed to
-    ``CraftSpec.callback`` (``craftlib.scale.distributed.SyncedReactivation`` under DDP).
+    ``cls`` is passed to ``CraftSpec.callback`` (``craftlib.scale.distributed.SyncedReactivation``
+    under DDP).
     """
 
     def __init__(

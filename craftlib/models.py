@@ -14,13 +14,12 @@ Two optional variants (off by default; with them off the network is bit-for-bit 
   normalises ``z`` itself and keeps the pair exact. It also keeps one γ per filter, so every
   activity score reads a CReLU filter as it reads an ordinary one.
 - ``topk < 1`` with ``topk_after=(stages…)`` — **Top-K activation sparsity** (the "emergence of
-  shape
-  bias through activation sparsity" paper, NeurIPS 2023): after each listed stage, each channel's
-  map keeps its ``K = max(1, floor(topk·H·W))`` largest values by magnitude and zeroes the rest.
-  Stages: 0 = the stem's output, 1-3 = the three downsampling stages of ``body``. The gradient is
-  the plain gradient of ``mask * x`` with the mask treated as a constant, as in the paper's public
-  code (``sparse_hw``): kept positions pass their gradient unchanged, zeroed positions pass none (no
-  straight-through estimator).
+  shape bias through activation sparsity" paper, NeurIPS 2023): after each listed stage, each
+  channel's map keeps its ``K = max(1, floor(topk·H·W))`` largest values by magnitude and zeroes the
+  rest. Stages: 0 = the stem's output, 1-3 = the three downsampling stages of ``body``. The gradient
+  is the plain gradient of ``mask * x`` with the mask treated as a constant, as in the paper's
+  public code (``sparse_hw``): kept positions pass their gradient unchanged, zeroed positions pass
+  none (no straight-through estimator).
 """
 
 from __future__ import annotations
@@ -50,8 +49,7 @@ class ModelConfig:
 
     ``stem_act`` is ``"prelu"``, ``"relu"`` or ``"crelu"`` (half as many ``conv1`` filters, both
     phases kept: see the module docstring). ``topk`` is the fraction of each channel map kept after
-    the stages in
-    ``topk_after`` (1.0 and ``()``: no Top-K layer).
+    the stages in ``topk_after`` (1.0 and ``()``: no Top-K layer).
     """
 
     input_size: int = 48
@@ -207,9 +205,9 @@ class PhaseSplitConv(nn.Module):
     """The first body convolution of a CReLU model, stored as one conv per phase.
 
     ``forward(cat(p, n)) = pos(p) + neg(n)`` is exactly one convolution over all channels (its
-    weight is
-    ``cat(pos.weight, neg.weight, dim=1)``), but each half is indexed by ``conv1`` filter, so that
-    re-activation can reset a renewed filter's input weights in *both* phases by filter index.
+    weight is ``cat(pos.weight, neg.weight, dim=1)``), but each half is indexed by ``conv1`` filter,
+    so that re-activation can reset a renewed filter's input weights in *both* phases by filter
+    index.
     """
 
     def __init__(self, cin: int, cout: int, stride: int):
@@ -337,9 +335,8 @@ def topk_at_inference(model: FaceCNN, fraction: float, stages=(2,)) -> Iterator[
     its own.
 
     The paper's inference-time experiment: a model trained without Top-K, sparsified only when
-    tested.
-    ``fraction=1`` removes every Top-K layer meanwhile. The model's config is not changed (nothing
-    is saved).
+    tested. ``fraction=1`` removes every Top-K layer meanwhile. The model's config is not changed
+    (nothing is saved).
     """
     saved = model.sparsify
     stages = [] if fraction >= 1.0 else sorted(set(stages))

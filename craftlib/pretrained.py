@@ -84,9 +84,8 @@ def stem_state(source: str = "auto", download: bool = False) -> tuple[dict, str]
 
     ``source="auto"`` takes the full weights when they are on disk (checksum-verified; a file with
     the wrong checksum is an error, never skipped), else the packaged ``STEM_FILE`` — no network
-    either way.
-    ``"package"`` always uses the packaged file; ``"full"`` insists on the full weights (downloading
-    them when ``download`` is true).
+    either way. ``"package"`` always uses the packaged file; ``"full"`` insists on the full weights
+    (downloading them when ``download`` is true).
     """
     if source not in ("auto", "package", "full"):
         raise ValueError(f"source must be auto, package or full, got {source!r}")

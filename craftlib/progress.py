@@ -3,15 +3,12 @@ in a log.
 
 Why not ``tqdm.auto``: in a notebook it draws *widget* bars, and a saved notebook keeps only a
 reference to the widget's model, so after a reload every bar reads "Error displaying widget: model
-not found"; in a log (CI,
-``make demo > log``) a terminal bar's redraws are carriage-return frames, hundreds of KB per demo.
-So
-``progress_bar`` takes tqdm's arguments and picks, by ``where()``:
+not found"; in a log (CI, ``make demo > log``) a terminal bar's redraws are carriage-return frames,
+hundreds of KB per demo. So ``progress_bar`` takes tqdm's arguments and picks, by ``where()``:
 
 - ``terminal`` (stderr is a TTY): tqdm's own bar;
 - ``notebook`` (an IPython kernel): one plain-text output per bar, redrawn in place and kept when
-  the bar closes,
-  so the saved notebook shows what ran (one line per epoch of training);
+  the bar closes, so the saved notebook shows what ran (one line per epoch of training);
 - ``log`` (anything else): one line when a bar closes and one every ``LOG_EVERY_S`` seconds while it
   runs.
 """

@@ -2,18 +2,15 @@
 
 Strategies (all behind ``new_filters``):
 - ``contextual`` (CRAFT, our operationalisation): sample from a Gaussian fitted to the *strong*
-  filters
-  at this moment (mean and shrunk covariance of their flattened weights);
+  filters at this moment (mean and shrunk covariance of their flattened weights);
 - ``perturbed``: a copy of a random strong filter plus noise at half the strong filters' per-weight
   spread;
 - ``orthogonal`` (RePr-like): orthonormal directions, orthogonal to the leading principal directions
-  of
-  the strong filters and to each other;
+  of the strong filters and to each other;
 - ``random``: a fresh Kaiming init at Kaiming's scale (the old ablation: direction *and* scale
   differ);
 - ``random_matched``: a random direction at the contextual arm's scale, so "does the context
-  matter?"
-  compares directions only;
+  matter?" compares directions only;
 - ``none``: detect and log only (standard training with the same bookkeeping).
 Every strategy but ``random`` is rescaled to the strong filters' median L2 norm so the new filter is
 heard.
@@ -239,9 +236,8 @@ def surroundings(
 
     The filter and its bias, its BatchNorm's gamma and beta, and unless ``downstream="keep"`` a
     per-channel activation slope and the input weights of the ``consumers`` (the convolutions that
-    read the channel).
-    ``reactivate`` resets these and clears their optimizer state; ``federated.forget_renewed``
-    clears a client's.
+    read the channel). ``reactivate`` resets these and clears their optimizer state;
+    ``federated.forget_renewed`` clears a client's.
     """
     around = [(conv.weight, 0)] + ([(conv.bias, 0)] if conv.bias is not None else [])
     if isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.affine:
@@ -338,13 +334,10 @@ def reset_downstream(
     consumer.
 
     ``keep``: unchanged (they decayed while the channel was constant, so the new filter starts
-    muted;
-    ``reactivate`` then also leaves the PReLU slope as it was);
-    ``rescale``: each renewed input slice scaled to the median norm of the live slices (heard at
-    once);
-    ``zero``: ReDo / Continual Backprop's choice (the new unit starts unheard and must earn its way
-    in);
-    ``reinit``: fresh Kaiming weights for those input slices.
+    muted; ``reactivate`` then also leaves the PReLU slope as it was); ``rescale``: each renewed
+    input slice scaled to the median norm of the live slices (heard at once); ``zero``: ReDo /
+    Continual Backprop's choice (the new unit starts unheard and must earn its way in); ``reinit``:
+    fresh Kaiming weights for those input slices.
     """
     if check_downstream(mode) == "keep" or len(rows) == 0:
         return
@@ -556,9 +549,8 @@ def reactivate_model(
     one call.
 
     ``probe`` is the fixed batch a probe detector (``silent``) listens to. ``scores`` (default:
-    computed here by
-    ``spec.score``) lets a caller detect on numbers it has agreed on, e.g. the same scores on every
-    rank of a data-parallel run.
+    computed here by ``spec.score``) lets a caller detect on numbers it has agreed on, e.g. the same
+    scores on every rank of a data-parallel run.
     """
     spec = _spec(spec)
     scores = (
@@ -612,9 +604,8 @@ class ReactivationCallback(Callback):
     ``ReactivationCallback(CraftSpec())`` runs the study's CRAFT; ``seed`` seeds the generator the
     new filters are drawn from. A spec without ``last_epoch`` stops at ``spec.stop_epoch`` of the
     run's length: ``epochs``, or the trainer's at the start of training. ``every="epoch"`` acts at
-    the end of epochs
-    ``first_epoch..last_epoch`` (1-based); an integer acts every that many steps while ``epoch <
-    last_epoch``. Each action is appended to ``trainer.events``.
+    the end of epochs ``first_epoch..last_epoch`` (1-based); an integer acts every that many steps
+    while ``epoch < last_epoch``. Each action is appended to ``trainer.events``.
     """
 
     def __init__(self, spec: CraftSpec, seed: int = 0, epochs: int | None = None):

@@ -64,8 +64,7 @@ def train_cached(
     ``keep``. A later call resumes from the latest saved epoch not past ``until``, bit for bit as if
     it had never stopped (the checkpoint keeps the random generators, CRAFT's included).
     ``after_epoch(trainer)`` runs after every trained epoch (and once if everything was loaded),
-    e.g.
-    ``viz.LiveCurves`` to redraw the curves live.
+    e.g. ``viz.LiveCurves`` to redraw the curves live.
     """
     until = config.epochs if until is None else min(int(until), config.epochs)
     folder = Path(folder) if folder is not None else runs_dir() / "notebooks"

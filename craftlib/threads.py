@@ -11,10 +11,9 @@ core) and sets passive waiting; ``benchmarks/threads.py`` measures both sides (d
 Forked ``compare`` workers share the cores instead: one thread each (``worker_threads``).
 
 OpenMP reads the variable once, when torch loads it, so the policy travels in the environment:
-``apply`` before
-``import torch`` (the command line does it first thing), ``kernel_env`` for the kernels JupyterLab
-starts (the
-``lab`` launcher); a value the user set always wins. Standard library only.
+``apply`` before ``import torch`` (the command line does it first thing), ``kernel_env`` for the
+kernels JupyterLab starts (the ``lab`` launcher); a value the user set always wins. Standard library
+only.
 """
 
 from __future__ import annotations

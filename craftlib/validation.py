@@ -1,9 +1,8 @@
 """The allowed range of every numeric setting, defined once.
 
 The config objects (``TrainConfig``, ``ModelConfig``, ``CraftSpec``, ``Recipe``) check their fields
-with
-``check``, and the command lines parse their flags with ``flag``: a notebook and a terminal refuse
-the same values with the same words, before anything is trained or written.
+with ``check``, and the command lines parse their flags with ``flag``: a notebook and a terminal
+refuse the same values with the same words, before anything is trained or written.
 """
 
 from __future__ import annotations

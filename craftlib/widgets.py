@@ -5,9 +5,8 @@ Each widget is a thin shell around plain functions (``race_update``, ``threshold
 ``lab_reactivate``, ``lab_train``, ``lab_state``, ``pool``/``select``) that do the work and are
 tested without a browser, and each has a static ``*_view`` twin that draws the same picture as a
 ``Figure`` (for PDFs, static HTML, or a kernel where widgets do not render). Figures are rendered to
-PNG into an
-``ipywidgets.Image`` at ``viz.WIDGET_DPI`` (10 pt text = 10 px); every widget fits a 1366×768
-screen.
+PNG into an ``ipywidgets.Image`` at ``viz.WIDGET_DPI`` (10 pt text = 10 px); every widget fits a
+1366×768 screen.
 
 **One state, every view.** After any control change a widget recomputes one state and redraws every
 part from it — figure, caption, status line — so no two numbers on screen can disagree (the

@@ -15,9 +15,8 @@ Real data (session-scoped, each computed at most once per pytest process):
   seconds); ``comparison_dir``: a results folder of real run records, two arms x two seeds (slow);
 - ``trainer``: a fresh trainer on ``tiny_faces`` a test may change;
 - ``workshop_executed``: notebooks 00-05 executed once, FAST, in order, with their exercise
-  solutions
-  appended (``tests/test_notebooks.py`` checks their own cells, ``tests/test_exercises.py`` the
-  solutions and checkpoints: one execution serves both).
+  solutions appended (``tests/test_notebooks.py`` checks their own cells,
+  ``tests/test_exercises.py`` the solutions and checkpoints: one execution serves both).
 
 Synthetic stand-ins (no LFW needed): ``toy_faces`` + ``toy_config`` (random 16 px faces and a tiny
 model, for loop mechanics in milliseconds); ``fake_lfw`` writes a tiny LFW folder of synthetic JPEGs
@@ -243,11 +242,9 @@ def make_record():
 
     It has every field ``experiments.run_arm`` + ``write_record`` produce (fingerprint of FAST on
     the deep-funneled LFW, 3 epochs of 4 steps, 64 filters) so that ``results``, ``survival``,
-    ``viz`` and
-    ``widgets`` read it as a real one. ``silent`` is the share of filters whose final silent score
-    is below ``results.SILENT_TAU``; ``renewed`` the filters renewed at the end of epoch 1 (arms
-    other than
-    ``none``; ``none`` logs the same filters as detected).
+    ``viz`` and ``widgets`` read it as a real one. ``silent`` is the share of filters whose final
+    silent score is below ``results.SILENT_TAU``; ``renewed`` the filters renewed at the end of
+    epoch 1 (arms other than ``none``; ``none`` logs the same filters as detected).
     """
     from craftlib.recipes import FAST
     from craftlib.study.experiments import fingerprint

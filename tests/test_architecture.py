@@ -127,3 +127,23 @@ def test_the_check_sees_relative_absolute_and_late_imports(tmp_path):
         "companions.federated", "companions.sparsity"
     )
     assert allowed("companions.federated", "study") and not allowed("study", "companions.federated")
+
+
+def test_the_package_exports_the_newcomers_names_without_loading_torch():
+    """``from craftlib import Trainer`` works; ``import craftlib`` alone loads no torch (the
+    installer needs that)."""
+    import subprocess
+    import sys
+
+    code = "import sys, craftlib; assert 'torch' not in sys.modules; print(len(craftlib.__all__))"
+    assert subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout
+    import craftlib
+
+    for name in craftlib.__all__:
+        assert getattr(craftlib, name) is not None, name
+    from craftlib import CraftSpec, ReactivationCallback, Trainer, train_or_load
+
+    assert callable(train_or_load) and Trainer.__module__ == "craftlib.training"
+    assert ReactivationCallback(CraftSpec()).spec == CraftSpec()

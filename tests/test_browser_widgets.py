@@ -3,15 +3,13 @@ counts agree.
 
 Two notebooks run in a JupyterLab on loopback driven by Debian's Chromium (Playwright):
 1. ``tests/notebooks/widgets_state.ipynb`` — the decay race, the threshold explorer (MobileFaceNet),
-   the
-   re-activation lab and the comparison dashboard pooling two laptops' folders. After each control
-   change the test reads every count the widget displays (status line, captions, table) and requires
-   them to agree; each widget must fit the 1366×768 screen.
+   the re-activation lab and the comparison dashboard pooling two laptops' folders. After each
+   control change the test reads every count the widget displays (status line, captions, table) and
+   requires them to agree; each widget must fit the 1366×768 screen.
 2. ``notebooks/03_contextual_reactivation.ipynb`` in FAST mode, as a learner runs it: no cell may
-   show a
-   warning box (stderr output), its lab must agree with itself too and say that FAST mode cannot
-   show what the text describes; then Kernel → Restart and the path the guide gives after one (Run
-   All Above Selected Cell, then the lab's cell) must bring the lab back.
+   show a warning box (stderr output), its lab must agree with itself too and say that FAST mode
+   cannot show what the text describes; then Kernel → Restart and the path the guide gives after one
+   (Run All Above Selected Cell, then the lab's cell) must bring the lab back.
 Screenshots go to ``test-artifacts/``.
 """
 

@@ -413,8 +413,8 @@ def test_probe_batch_of_the_real_faces(faces):
 def test_download_lfw_fetches_scikit_learns_files_with_progress(tmp_path, monkeypatch):
     """The download takes scikit-learn's files (its URLs and SHA-256s) into its folder, with a
     progress bar, and uses no private scikit-learn API (issue #8 asked for public fetchers; #10 for
-    progress, which
-    ``fetch_lfw_pairs`` cannot show, so the same published files are fetched directly)."""
+    progress, which ``fetch_lfw_pairs`` cannot show, so the same published files are fetched
+    directly)."""
     import tarfile
 
     fetched = []

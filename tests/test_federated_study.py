@@ -34,8 +34,8 @@ def test_identical_sites_decay_like_one_model():
 @pytest.mark.slow  # three toy federated rounds
 def test_a_gradient_free_filter_of_fedavg_follows_fedavg_decay(toy_faces, toy_config, monkeypatch):
     """On a real FedAvg run with uneven sites, a conv1 filter that gets no gradient on any site ends
-    exactly where
-    ``fedavg_decay`` says, and ``decay_factors`` reads the same number off the run's record."""
+    exactly where ``fedavg_decay`` says, and ``decay_factors`` reads the same number off the run's
+    record."""
     frozen = 3
     real = F.client_trainer
 

@@ -1,10 +1,9 @@
 """The Flower adapter (craftlib.companions.federated.flower_app) and its deployment (flower_deploy,
 flower_keys): records round-trip, each site reads only its own faces, every reply crosses the same
-boundary as in-process and a hostile one is refused,
-``--insecure`` exists only on loopback, and a real multi-process deployment — TLS, registered
-SuperNodes only, a SuperLink and two SuperNodes over 127.0.0.1 — turns away two intruders and
-finishes with the global model that
-``federated.run`` computes in-process for the same seed, bit for bit.
+boundary as in-process and a hostile one is refused, ``--insecure`` exists only on loopback, and a
+real multi-process deployment — TLS, registered SuperNodes only, a SuperLink and two SuperNodes over
+127.0.0.1 — turns away two intruders and finishes with the global model that ``federated.run``
+computes in-process for the same seed, bit for bit.
 
 Needs the optional extra (``pip install -e '.[federated]'``); skipped with the reason without it.
 """

@@ -7,8 +7,7 @@ are zero, tiny or ordinary, and an optimizer (SGD-momentum, Adam, AdamW) whose s
 populated. Then each strategy's draw (``orthogonal``: RePr-like, orthonormal and orthogonal to the
 strong filters' principal directions), the downstream modes on a FaceCNN (next conv's input weights,
 PReLU slope, BN, every optimizer state, Adam's step) and the detector helpers. The callback inside
-training is in
-``test_reactivation_callback.py``.
+training is in ``test_reactivation_callback.py``.
 """
 
 from __future__ import annotations

@@ -3,8 +3,7 @@ renderers.
 
 Records are synthetic (``make_record`` in conftest: the exact shape ``compare`` writes); the real
 records of a real comparison are summarised in ``test_experiments.py`` (resume and merge) and drawn
-in
-``test_viz.py``.
+in ``test_viz.py``.
 """
 
 from __future__ import annotations

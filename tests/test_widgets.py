@@ -3,8 +3,7 @@ and clicking.
 
 The explorer runs on the released MobileFaceNet stem with real faces, the lab on a real (tiny)
 trainer, the dashboard on results folders of run records (``records_dir``: synthetic numbers in the
-exact shape
-``compare`` writes; one slow test on a real comparison).
+exact shape ``compare`` writes; one slow test on a real comparison).
 """
 
 from __future__ import annotations

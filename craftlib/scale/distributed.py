@@ -4,23 +4,21 @@ identical.
 The choices (``docs/SCALE.md`` says why):
 
 - one process per GPU (NCCL), or per CPU slot (gloo); ``config.batch_size`` is per rank as in
-  arcface_torch, so the
-  global batch is ``batch_size x world_size`` and the learning rate is not rescaled for you;
+  arcface_torch, so the global batch is ``batch_size x world_size`` and the learning rate is not
+  rescaled for you;
 - batches come from torch's ``DistributedSampler`` (shuffled by ``config.seed`` and the epoch, each
-  rank its own
-  shard, the remainder dropped);
+  rank its own shard, the remainder dropped);
 - the margin head is replicated: backbone and head form one DDP module, so their gradients are
-  averaged together
-  (arcface_torch's partial-FC model parallelism, worth it past ~1M identities, is out of scope);
+  averaged together (arcface_torch's partial-FC model parallelism, worth it past ~1M identities, is
+  out of scope);
 - BatchNorm: no per-forward broadcast of rank 0's buffers (arcface_torch's
   ``broadcast_buffers=False``); instead the
   running statistics are averaged over ranks after each step (one small all-reduce), so every
   callback (and the checkpoint) sees identical replicas;
 - re-activation: every rank runs the same callback with the same seed on identical weights, so every
-  rank detects
-  the same filters and draws the same new ones; ``SyncedReactivation`` averages the scores first (an
-  activation score's probe forward may differ in the last bit between GPUs), and ``ReplicaCheck``
-  proves the result.
+  rank detects the same filters and draws the same new ones; ``SyncedReactivation`` averages the
+  scores first (an activation score's probe forward may differ in the last bit between GPUs), and
+  ``ReplicaCheck`` proves the result.
 """
 
 from __future__ import annotations
@@ -165,9 +163,9 @@ def watched_tensors(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[
 
     DDP broadcasts parameters once, at construction, and afterwards only averages gradients: a
     callback, a seed or a rounding that differs between ranks lets any tensor drift, the embedding
-    layer and the margin head as surely as
-    ``conv1``. Optimizer state of a parameter outside ``model`` (e.g. a separate head) is named by
-    its place in the optimizer; the groups' numeric settings (``lr``, ...) are compared too.
+    layer and the margin head as surely as ``conv1``. Optimizer state of a parameter outside
+    ``model`` (e.g. a separate head) is named by its place in the optimizer; the groups' numeric
+    settings (``lr``, ...) are compared too.
     """
     named = dict(model.state_dict(keep_vars=True))
     param_names = {id(t): n for n, t in named.items() if isinstance(t, nn.Parameter)}
@@ -399,12 +397,11 @@ class DistributedTrainer(Trainer):
 
     ``data`` is a ``FaceSet`` (in memory) or a ``FaceFolder`` (decoded on the fly by ``workers``
     processes; an evenly spread ``probe_size`` of its faces stands in for ``trainer.images``, e.g.
-    for activation probes).
-    ``amp``: ``None``, ``"bf16"`` (CUDA or CPU) or ``"fp16"`` (CUDA, with a ``GradScaler``). Without
-    a process group it is a single-device trainer; under ``torchrun`` call ``init_distributed``
-    first. ``replica_check`` appends a
-    ``ReplicaCheck`` (plans compared before the first step, every tensor after each event and
-    epoch); ``save`` checks the replicas in any case.
+    for activation probes). ``amp``: ``None``, ``"bf16"`` (CUDA or CPU) or ``"fp16"`` (CUDA, with a
+    ``GradScaler``). Without a process group it is a single-device trainer; under ``torchrun`` call
+    ``init_distributed`` first. ``replica_check`` appends a ``ReplicaCheck`` (plans compared before
+    the first step, every tensor after each event and epoch); ``save`` checks the replicas in any
+    case.
     """
 
     def __init__(

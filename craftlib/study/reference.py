@@ -7,8 +7,7 @@ committed files.
 - ``fast/records/*.json`` — a small comparison with the FAST recipe (what CI's notebooks are checked
   against);
 - ``reference.json`` — deterministic facts: the released MobileFaceNet's first layer, the raw-pixel
-  floor
-  (``python -m craftlib.workshop.quotes --write`` recomputes it);
+  floor (``python -m craftlib.workshop.quotes --write`` recomputes it);
 - ``notebook_times.json`` — measured notebook run times, FAST and full.
 
 **Quoted numbers** in the prose are computed from these sources by ``craftlib.workshop.quotes``.

@@ -4,10 +4,9 @@ address.
 The address is written once, as ``Repository`` under ``[project.urls]`` in pyproject.toml. Until the
 publisher sets it there is nothing for Colab to open or to install craftlib from, so the badges and
 the cells say plainly that Colab is not available yet, and how to turn it on, instead of pointing at
-a placeholder. After setting it,
-``python -m craftlib.workshop.colab`` rewrites them (``tests/test_colab.py`` checks they agree with
-the address and that no placeholder address is left anywhere). Standard library only (it edits JSON
-and Markdown).
+a placeholder. After setting it, ``python -m craftlib.workshop.colab`` rewrites them
+(``tests/test_colab.py`` checks they agree with the address and that no placeholder address is left
+anywhere). Standard library only (it edits JSON and Markdown).
 """
 
 from __future__ import annotations

@@ -386,8 +386,7 @@ def speed_probe(
     has its 1,262 identities, so a step here costs what a step there costs; a few warm-up steps are
     not timed. Returns the seconds per step, the steps of one run and the predicted minutes, also in
     CPU time (``cpu_minutes``: on a shared machine it compares with a run's CPU time whatever the
-    load).
-    ``benchmarks/speed_probe.py`` checks the prediction against full runs
+    load). ``benchmarks/speed_probe.py`` checks the prediction against full runs
     (docs/results/speed_probe.json).
     """
     import numpy as np

@@ -110,9 +110,8 @@ def plan(
     """The pip commands that install craftlib into ``python``'s environment, in order.
 
     ``torch`` (``auto``/``cpu``/``pypi``, see ``wants_cpu_torch``) holds for learners and ``dev``
-    alike; with
-    ``dev`` the CPU build is constraints.txt's version, installed without dependencies so that
-    everything else still comes from PyPI at its pin (a local ``+cpu`` build satisfies
+    alike; with ``dev`` the CPU build is constraints.txt's version, installed without dependencies
+    so that everything else still comes from PyPI at its pin (a local ``+cpu`` build satisfies
     ``torch==X``).
     """
     pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check"]

@@ -17,12 +17,11 @@ without Wi-Fi.
       licences manifest.json        what was built, from what, how big, how long it took
 
 Learners then install with the network off (``pip install --no-index --find-links wheels
-"craftlib[lab]"``;
-``craftlib[lab,federated]`` for notebook 08's Flower part, on Python >= 3.11 where Flower installs).
+"craftlib[lab]"``; ``craftlib[lab,federated]`` for notebook 08's Flower part, on Python >= 3.11
+where Flower installs).
 
 The wheels are the versions the instructor tested, not the newest in range: every package of
-craftlib's
-``lab`` and ``federated`` dependency closure is pinned to what the running (instructor's)
+craftlib's ``lab`` and ``federated`` dependency closure is pinned to what the running (instructor's)
 environment holds (``environment_pins``), for each target Python that version supports
 (``pins_for``; the rest, e.g. a package whose installed version needs a newer Python, is resolved in
 range and listed in the manifest).
@@ -395,9 +394,8 @@ def download_wheels(
     pins: dict[str, tuple[str, str]] | None = None,
 ) -> dict:
     """craftlib's wheel and every dependency for each (target, Python), at ``pins`` (default: this
-    environment's,
-    ``environment_pins``); returns what was built, what failed and why, and what was left
-    unpinned."""
+    environment's, ``environment_pins``); returns what was built, what failed and why, and what was
+    left unpinned."""
     wheels.mkdir(parents=True, exist_ok=True)
     for old in wheels.glob("craftlib-*.whl"):
         old.unlink()

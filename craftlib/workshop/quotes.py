@@ -7,11 +7,10 @@ fails when a marked text differs from ``quote(KEY, FORMAT)``; ``python -m craftl
 Keys: ``mfn.*``, ``pixels.*``, ``lfw.*`` and ``model.*`` (``reference.json``), ``time.fast.NB`` /
 ``time.full.NB`` (seconds), ``recipe.NAME.a.b`` (a field of a recipe), ``study.*`` (the summary;
 ``early.*`` the same keys for the ``workshop-early`` summary), and ``fast.*`` (the FAST comparison).
-Formats: ``pct0``/``pct1``/
-``pct2`` (42% / 42.2% / 42.19%), ``pts`` (signed points, ``results.fmt``), ``upts`` (unsigned
-points: an sd or MDE), ``f2`` (two decimals), ``p`` (a p-value, ``results.fmt``), ``int``, ``n``
-(1,262), ``f0``, ``g``, ``sci`` (1e-2), ``x`` (20×), ``s`` (62 s), ``min`` (2.7 min), ``min0`` (3
-min); no format: the value as text.
+Formats: ``pct0``/``pct1``/ ``pct2`` (42% / 42.2% / 42.19%), ``pts`` (signed points,
+``results.fmt``), ``upts`` (unsigned points: an sd or MDE), ``f2`` (two decimals), ``p`` (a p-value,
+``results.fmt``), ``int``, ``n`` (1,262), ``f0``, ``g``, ``sci`` (1e-2), ``x`` (20×), ``s`` (62 s),
+``min`` (2.7 min), ``min0`` (3 min); no format: the value as text.
 """
 
 from __future__ import annotations

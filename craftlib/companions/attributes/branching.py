@@ -135,8 +135,7 @@ def macs_table(trunk: FaceCNN, branches: dict[str, str], pool: int = 2) -> dict:
 
     * ``shared``: one trunk computing the embedding and every head at its branch point;
     * ``separate_truncated``: the face network plus, per attribute, its own copy of the trunk up to
-      its
-      branch point and its head (the best a set of single-attribute networks of this shape could
+      its branch point and its head (the best a set of single-attribute networks of this shape could
       do);
     * ``separate_full``: the face network plus one whole network per attribute.
     """

@@ -5,9 +5,9 @@ The labels (see ``PROVENANCE.md`` in the labels folder) come in three public fil
 the first:
 
 * ``lfw_att_73_7.1.mat`` — Kumar et al.'s 73 binary attributes, one row per image (13,143 rows).
-  Each
-  value is Kumar's attribute *classifier* output thresholded at 0, not a human annotation. Kumar's
-  original text file ``lfw_attributes.txt`` (continuous scores) is read instead when it is there;
+  Each value is Kumar's attribute *classifier* output thresholded at 0, not a human annotation.
+  Kumar's original text file ``lfw_attributes.txt`` (continuous scores) is read instead when it is
+  there;
 * ``male_names.txt`` / ``female_names.txt`` — Afifi & Abdelhamed's manually verified gender lists;
 * ``lfw_with_smile_label.txt`` — a smiling / neutral label for a 3,780-image subset.
 

@@ -4,14 +4,12 @@ verification.
 One small JSON record per trained model and measurement, in ``<out>/records/``:
 
 * ``probe-<arm>-s<seed>.json`` — every probe (balanced accuracy, 95% interval over test identities,
-  C,
-  inner-CV score) and DevTest verification overall and per gender / age group. The reference model's
-  probes (``StudySettings.reference_model``, standard seed 0) cross-validate C; every other trained
-  model reuses those C values, so that both arms are read by probes of the same capacity;
+  C, inner-CV score) and DevTest verification overall and per gender / age group. The reference
+  model's probes (``StudySettings.reference_model``, standard seed 0) cross-validate C; every other
+  trained model reuses those C values, so that both arms are read by probes of the same capacity;
 * ``branching-<arm>-s<seed>.json`` — joint fine-tuning of attribute heads branching at the
-  embedding,
-  at each attribute's best depth, and the identity-only control; heads' balanced accuracy on unseen
-  people, DevTest accuracy after each, and the MACs of one trunk vs separate networks.
+  embedding, at each attribute's best depth, and the identity-only control; heads' balanced accuracy
+  on unseen people, DevTest accuracy after each, and the MACs of one trunk vs separate networks.
 
 A record already there is skipped (the study resumes), and every record carries the settings'
 fingerprint, so that records made with other settings are never pooled. ``summarize`` turns a folder

@@ -5,8 +5,7 @@ gets most wrong.
 balanced accuracy; clicking one shows that probe's most confidently wrong test faces and its
 numbers. Its static twin ``probe_view(results, attribute, stage)`` draws the same heat map and the
 same faces as one figure. The work is done by plain functions (``cell_text``, ``heatmap_figure``,
-``worst_faces_figure``,
-``depth_curves_figure``) that are tested without a browser.
+``worst_faces_figure``, ``depth_curves_figure``) that are tested without a browser.
 """
 
 from __future__ import annotations

@@ -3,16 +3,14 @@
 Two checks, one per kind of mistake:
 
 - ``Channel`` / ``check_faces`` (any payload, any direction): no face anywhere in it. The payload is
-  walked to
-  the leaves, nested dicts and lists included; only NumPy arrays and plain numbers may sit there,
-  and an array (or a list of numbers) that is uint8 or shaped like faces — ``(H, W, 3)``, ``(3, H,
-  W)``, ``(H, W)`` planes, or a last axis holding whole flattened faces — is refused with
+  walked to the leaves, nested dicts and lists included; only NumPy arrays and plain numbers may sit
+  there, and an array (or a list of numbers) that is uint8 or shaped like faces — ``(H, W, 3)``,
+  ``(3, H, W)``, ``(H, W)`` planes, or a last axis holding whole flattened faces — is refused with
   ``BoundaryError``.
 - ``reply_problem`` (what a client sends the server): exactly the fields a reply has, the global
-  model's array
-  names, shapes and dtypes, finite values, counts within what the server assigned to that site. The
-  server refuses a reply that fails, with the reason logged, and aggregates without it
-  (``federated.Server``).
+  model's array names, shapes and dtypes, finite values, counts within what the server assigned to
+  that site. The server refuses a reply that fails, with the reason logged, and aggregates without
+  it (``federated.Server``).
 
 Together they bound what *structure* crosses. They cannot stop a hostile site from hiding
 information in the values of correctly shaped weights (model updates can leak their training data,
@@ -112,9 +110,8 @@ class ReplySpec:
 
     ``arrays``: the global model's ``name -> (shape, dtype)``; ``faces`` and ``identities``: what
     the server dealt this site (``num_examples`` may not exceed ``faces``; ``class_means`` has one
-    row per identity);
-    ``filters``: conv1's filter count (bounds ``renewed``); ``want_means``: whether the server asked
-    for means.
+    row per identity); ``filters``: conv1's filter count (bounds ``renewed``); ``want_means``:
+    whether the server asked for means.
     """
 
     arrays: dict[str, tuple[tuple[int, ...], np.dtype]]

@@ -5,12 +5,11 @@ Plain functions, no federated engine: ``flower_app`` wraps exactly these in Flow
 ``ClientApp`` / ``Strategy``, and ``run`` is the in-process path the notebook uses. The pieces:
 
 - **clients**: LFW training identities dealt to K sites, evenly (``iid``) or with a Dirichlet draw
-  over
-  how many identities each site holds (``dirichlet``); each site's faces stay inside its ``Client``;
+  over how many identities each site holds (``dirichlet``); each site's faces stay inside its
+  ``Client``;
 - **strategies**: ``local`` (each site alone), ``fedavg`` (the backbone averaged, every margin head
-  kept
-  private), ``adafedfr`` (FedAvg plus shared class representations used as fixed negatives with an
-  adaptive weight; ``docs/RESULTS.md`` says what is the paper's and what is ours) and ``central``
+  kept private), ``adafedfr`` (FedAvg plus shared class representations used as fixed negatives with
+  an adaptive weight; ``docs/RESULTS.md`` says what is the paper's and what is ours) and ``central``
   (all faces in one place: the ceiling);
 - **re-activation**: ``server`` (once per round on the aggregated model, with a generator seeded by
   (seed, round), so every client receives the same weights) or ``client`` (each site re-activates
@@ -294,8 +293,7 @@ def client_trainer(
     data: FaceSet, recipe: Recipe, fed: FedConfig, seed: int, craft_seed: int
 ) -> Trainer:
     """The client's ``Trainer``: the recipe over all rounds (so the schedule spans the federation),
-    a
-    ``SharedNegativesHead``, and with ``craft='client'`` the recipe's CRAFT callback on its own
+    a ``SharedNegativesHead``, and with ``craft='client'`` the recipe's CRAFT callback on its own
     faces."""
     epochs = fed.rounds * fed.local_epochs
     config = recipe.train.but(seed=seed, epochs=epochs)

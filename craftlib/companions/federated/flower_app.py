@@ -8,12 +8,10 @@ keeps the client's private state (head, optimizer, schedule) in Flower's ``conte
 global model of a real deployment equals the in-process one, bit for bit (``tests/test_flower.py``).
 
 A deployment is a SuperLink (the server) and one SuperNode per site; ``flower_deploy`` starts them,
-and
-``flwr run APP_DIR`` (``write_app_dir``) submits this app. Across a network every link is TLS and
-only registered SuperNodes may join (``flower_keys`` makes the certificates and keys; docs/SCALE.md
-has the commands, and
-``flower_deploy.run_local_deployment`` runs exactly that setup on 127.0.0.1). ``--insecure`` is for
-a federation that never leaves one machine, on 127.0.0.1 only.
+and ``flwr run APP_DIR`` (``write_app_dir``) submits this app. Across a network every link is TLS
+and only registered SuperNodes may join (``flower_keys`` makes the certificates and keys;
+docs/SCALE.md has the commands, and ``flower_deploy.run_local_deployment`` runs exactly that setup
+on 127.0.0.1). ``--insecure`` is for a federation that never leaves one machine, on 127.0.0.1 only.
 
 Nothing a site sends is trusted: every reply crosses ``federated.Channel`` and is judged by
 ``federated.Server`` (fields, shapes, dtypes, finite values, counts within what the site was dealt);

@@ -4,11 +4,10 @@ across a network.
 Two modes, and nothing in between:
 
 - **secure** (the default, and the only one for a network): the SuperLink speaks TLS with a
-  certificate from a
-  private CA and admits only SuperNodes whose public key was registered
-  (``--enable-supernode-auth``, then
-  ``flwr supernode register``); each SuperNode checks the SuperLink's certificate and signs with its
-  own key. Keys and certificates come from ``flower_keys``.
+  certificate from a private CA and admits only SuperNodes whose public key was registered
+  (``--enable-supernode-auth``, then ``flwr supernode register``); each SuperNode checks the
+  SuperLink's certificate and signs with its own key. Keys and certificates come from
+  ``flower_keys``.
 - **loopback only**: ``--insecure``, for a federation that never leaves one machine.
   ``superlink_args`` and
   ``supernode_args`` refuse ``--insecure`` with any address but 127.0.0.1.
@@ -85,8 +84,7 @@ def superlink_args(fleet: str, control_port: int, keys: str | Path | None = None
     127.0.0.1:``control_port``.
 
     With ``keys`` (a folder from ``flower_keys.write_certificates``): TLS and registered SuperNodes
-    only. Without:
-    ``--insecure``, which only a loopback ``fleet`` may use.
+    only. Without: ``--insecure``, which only a loopback ``fleet`` may use.
     """
     common = [
         "--disable-runtime-dependency-installation",
@@ -126,8 +124,8 @@ def supernode_args(
 
     With ``ca`` the SuperLink's certificate is checked against it, and ``key`` (OpenSSH private key)
     signs every request; without ``ca`` the link is ``--insecure``, which only a loopback
-    ``superlink`` may use.
-    ``max_wait_s`` makes a SuperNode that cannot connect give up instead of retrying forever.
+    ``superlink`` may use. ``max_wait_s`` makes a SuperNode that cannot connect give up instead of
+    retrying forever.
     """
     node = [
         "--superlink",
@@ -185,12 +183,11 @@ def run_local_deployment(
 
     ``secure``: certificates and one key per site are made under ``workdir/keys``, the keys
     registered, and every link is TLS (the multi-site setup of docs/SCALE.md on one machine);
-    otherwise ``--insecure`` on loopback.
-    ``intruders`` (secure only): before the run, two more SuperNodes try to join — one with a key
-    nobody registered, one with none — and must be turned away. Returns ports, wall time, each
-    process's log and the intruders' exit codes. Raises ``RuntimeError`` with the logs' tails if
-    anything fails or the run does not finish in ``timeout`` seconds. ``claim_window_s``: see
-    ``flower_command`` (raise it on a loaded machine).
+    otherwise ``--insecure`` on loopback. ``intruders`` (secure only): before the run, two more
+    SuperNodes try to join — one with a key nobody registered, one with none — and must be turned
+    away. Returns ports, wall time, each process's log and the intruders' exit codes. Raises
+    ``RuntimeError`` with the logs' tails if anything fails or the run does not finish in
+    ``timeout`` seconds. ``claim_window_s``: see ``flower_command`` (raise it on a loaded machine).
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)

@@ -7,8 +7,7 @@ records:
 
 - ``study_table``: DevTest accuracy and silent ``conv1`` per arm, and CRAFT vs none paired by seed;
 - ``death_table``: filter death against the *decay budget* each model had, the SGD steps it took and
-  the
-  factor by which they shrink a weight that gets no gradient (``decay_factors``; for FedAvg, the
+  the factor by which they shrink a weight that gets no gradient (``decay_factors``; for FedAvg, the
   averaged model's, ``fedavg_decay``), paired against the step-matched control;
 - ``reactivation_table``: what server-side and per-client CRAFT renewed, and the silent fraction
   left.

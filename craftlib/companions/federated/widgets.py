@@ -7,9 +7,8 @@ accuracy at that round (its own model on DevTest where measured, and its top-1 o
 identities), and (right) each client's dead (silent) first-layer filters, the global model's beside
 them, and how many filters the server renewed. Its static twin ``rounds_view(records, run, round_)``
 draws the same figure. The work is done by ``round_state`` and ``rounds_figure``, tested without a
-browser.
-``death_figure(records)`` draws the committed study's filter death: over rounds per strategy, and
-per model against the SGD steps it took.
+browser. ``death_figure(records)`` draws the committed study's filter death: over rounds per
+strategy, and per model against the SGD steps it took.
 """
 
 from __future__ import annotations

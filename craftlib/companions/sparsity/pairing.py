@@ -77,10 +77,9 @@ def random_reference(
     """The pair cosines of ``draws`` random layers of ``shape``, pooled.
 
     Without ``moment``: i.i.d. Gaussian weights (isotropic, the paper's reference). With ``moment``
-    (a
-    ``d x d`` second-moment matrix, e.g. ``second_moment(layer)``): zero-mean Gaussian filters with
-    that second moment — random filters that occupy the same directions as the layer's but have no
-    pairs beyond what those directions imply (the *matched* reference).
+    (a ``d x d`` second-moment matrix, e.g. ``second_moment(layer)``): zero-mean Gaussian filters
+    with that second moment — random filters that occupy the same directions as the layer's but have
+    no pairs beyond what those directions imply (the *matched* reference).
     """
     if len(shape) < 2 or shape[0] < 2:
         raise ValueError(
@@ -200,14 +199,11 @@ def twin_thresholds(
 
     Why ask: CReLU already passes both phases of every filter on, so exact twins look redundant —
     unless BatchNorm (which sits before the split, one shift per filter) gives them different
-    thresholds. On
-    ``faces``, each mutual twin pair's BN responses (``model.filter_response``, eval mode) are
-    fitted as
-    ``z_j ≈ a·z_i + b``: ``gap`` is the distance of j's zero crossing (``z_i = −b/a``) from i's, in
-    sd of
-    ``z_i``; ``disagree`` the share of positions where the twins disagree about the edge's sign (one
-    fires, its twin's matching phase does not); ``r`` the fit's correlation. Redundant twins have
-    gap 0.
+    thresholds. On ``faces``, each mutual twin pair's BN responses (``model.filter_response``, eval
+    mode) are fitted as ``z_j ≈ a·z_i + b``: ``gap`` is the distance of j's zero crossing (``z_i =
+    −b/a``) from i's, in sd of ``z_i``; ``disagree`` the share of positions where the twins disagree
+    about the edge's sign (one fires, its twin's matching phase does not); ``r`` the fit's
+    correlation. Redundant twins have gap 0.
     """
     cos, partner = pair_cosines(model.conv1.weight.detach())
     twins = mutual_pairs(cos, partner, cutoff)

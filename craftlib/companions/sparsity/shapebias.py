@@ -4,9 +4,8 @@ away.
 Two families of DevTest images, the same transform applied to both faces of every pair:
 
 - **shape kept, texture removed** — ``low_pass`` (a Gaussian blur: the layout of eyes, nose, mouth
-  and
-  hairline stays, skin and hair texture and fine detail go) or ``edge_map`` (the grey-level gradient
-  magnitude: outlines only, no colour or shading);
+  and hairline stays, skin and hair texture and fine detail go) or ``edge_map`` (the grey-level
+  gradient magnitude: outlines only, no colour or shading);
 - **texture kept, shape broken** — ``patch_shuffle``: each face is cut into a ``grid x grid`` mosaic
   whose tiles are permuted at random. Every pixel stays in the image (the image's pixel histogram is
   exactly preserved, and so is all texture inside a tile); only the arrangement — the shape — is
@@ -17,8 +16,7 @@ Two families of DevTest images, the same transform applied to both faces of ever
 Verification is re-run on each family with the usual 10-fold protocol (thresholds re-fitted on the
 transformed scores, so a uniform shift in similarity is not counted as a loss). Accuracy above
 chance (0.5) that survives, as a fraction of the clean accuracy above chance, is the *retention* of
-a cue:
-``R = max(0, acc_t − 0.5) / (acc_clean − 0.5)``. The **shape-bias index** is
+a cue: ``R = max(0, acc_t − 0.5) / (acc_clean − 0.5)``. The **shape-bias index** is
 
     SBI = R_shape / (R_shape + R_texture)           (in [0, 1]; 0.5 = both cues equally retained)
 

@@ -2,10 +2,9 @@
 by seed.
 
 Four arms on the workshop recipe (``COMPANION_ARMS``): ``none`` (standard training), ``contextual``
-(CRAFT),
-``crelu`` (CReLU stem: half the ``conv1`` filters, both phases kept; no re-activation) and ``topk``
-(Top-K keeping 20% of each map after stage 2, as the shape-bias paper's ``2_20`` setting; no
-re-activation). Each run is trained as ``experiments.run_arm`` trains (the arm's CRAFT callback;
+(CRAFT), ``crelu`` (CReLU stem: half the ``conv1`` filters, both phases kept; no re-activation) and
+``topk`` (Top-K keeping 20% of each map after stage 2, as the shape-bias paper's ``2_20`` setting;
+no re-activation). Each run is trained as ``experiments.run_arm`` trains (the arm's CRAFT callback;
 ``none`` detects and logs only), measured by ``experiments.measure`` and written as one small JSON
 record (``records/<arm>-s<seed>.json``) with, besides the main study's fields, ``companion``:
 parameters, MACs, the pairing statistic of ``conv1`` (``pairing``) and the face shape-vs-texture
@@ -292,8 +291,7 @@ def twins(
 
     Tests our reading of the CReLU stem's twins (different BN shifts, so not redundant) by the rule
     ``pairing.twin_verdict`` fixed before measuring. Returns (and ``companion_cli --twins`` writes
-    to
-    ``OUT/twins.json``) the pairs per seed and the pooled verdict.
+    to ``OUT/twins.json``) the pairs per seed and the pooled verdict.
     """
     from craftlib.checkpoints import load_model
     from craftlib.data import probe_batch

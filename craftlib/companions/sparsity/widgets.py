@@ -5,12 +5,10 @@ Two widgets, each a thin shell over a plain ``*_state`` function (tested without
 with a static ``*_view`` twin that draws the same picture as a ``Figure``:
 
 - ``PairExplorer`` — pick a layer and a filter: the filter, its most opposite partner (CReLU's
-  pair),
-  the partner's negative (≈ the filter when the pair is real) and where this filter's pair cosine
-  falls in the layer's histogram against random Gaussian filters of the same shape;
+  pair), the partner's negative (≈ the filter when the pair is real) and where this filter's pair
+  cosine falls in the layer's histogram against random Gaussian filters of the same shape;
 - ``TopKExplorer`` — slide K (the fraction of each map kept) and pick the stage: a face's feature
-  maps
-  before and after Top-K, and the shape-vs-texture probe re-run with Top-K at inference.
+  maps before and after Top-K, and the shape-vs-texture probe re-run with Top-K at inference.
 
 Figures follow ``viz``'s conventions (Okabe–Ito palette, 10 px text at ``viz.WIDGET_DPI``).
 """
