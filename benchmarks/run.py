@@ -257,9 +257,8 @@ def bench_verification(pairs, model_cfg, repeats: int) -> dict:
     emb = embed(model, pairs.images)
     for _ in range(repeats):
         t0 = time.perf_counter()
-        evaluate(
-            model, pairs
-        )  # the public one-call path: embed every image and its mirror, then the report
+        # the public one-call path: embed every image and its mirror, then the report
+        evaluate(model, pairs)
         t1 = time.perf_counter()
         evaluate_scores(cosine_scores(emb, pairs), pairs.same, pairs.folds)  # the report alone
         t2 = time.perf_counter()
@@ -370,9 +369,8 @@ def bench_reactivation(data: FaceSet, cfg, calls: int) -> dict:
 
     times, count = timed_calls(calls)
     threads = torch.get_num_threads()
-    torch.set_num_threads(
-        1
-    )  # the same call with one thread: tells thread wake-up cost from compute
+    # the same call with one thread: tells thread wake-up cost from compute
+    torch.set_num_threads(1)
     times_1, _ = timed_calls(calls)
     torch.set_num_threads(threads)
     out["reactivate_model"] = {
@@ -672,9 +670,8 @@ def main() -> None:
         args.max_identities, args.repeats = min(args.max_identities, 60), 1
     torch.set_num_threads(args.threads)
     only = set(args.only or ["training", "loading", "verification", "reactivation", "widgets"])
-    partial = args.quick or bool(
-        args.only
-    )  # smoke and partial runs never overwrite the published numbers
+    # smoke and partial runs never overwrite the published numbers
+    partial = args.quick or bool(args.only)
     args.out = args.out or str(REPO / "benchmarks" / "out" / "results.json" if partial else RESULTS)
 
     start = time.perf_counter()
@@ -688,9 +685,8 @@ def main() -> None:
     cfg = WORKSHOP.train.but(epochs=1, threads=args.threads, model__input_size=args.size)
     log(f"machine: {r['machine']['cpu']}, {r['machine']['cores']} cores, load {r['loadavg_start']}")
 
-    lfw_cached = LFW(
-        size=args.size, download=False
-    )  # the shared cache: fast after the first `make`
+    # the shared cache: fast after the first `make`
+    lfw_cached = LFW(size=args.size, download=False)
     data = lfw_cached.training_set(max_identities=args.max_identities)
     if "loading" in only:
         r["loading"], _ = bench_loading(
@@ -715,9 +711,8 @@ def main() -> None:
 
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     kept = json.loads(Path(args.out).read_text()) if Path(args.out).is_file() else {}
-    r.update(
-        {k: kept[k] for k in ("thread_policy",) if k in kept}
-    )  # benchmarks/threads.py's section stays
+    # benchmarks/threads.py's section stays
+    r.update({k: kept[k] for k in ("thread_policy",) if k in kept})
     Path(args.out).write_text(json.dumps(r, indent=1) + "\n")
     print()
     print(table(r))

@@ -83,9 +83,8 @@ def worker(threads: int, steps: int, warmup: int) -> dict:
     wall, own = time.perf_counter() - wall0, time.process_time() - cpu0
     after = busy_jiffies()
     others = None
-    if (
-        before and after and after[1] > before[1]
-    ):  # machine-wide busy cores, minus this process's own
+    # machine-wide busy cores, minus this process's own
+    if before and after and after[1] > before[1]:
         cores = os.cpu_count() or 1
         others = round((after[0] - before[0]) / (after[1] - before[1]) * cores - own / wall, 3)
     return {

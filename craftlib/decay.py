@@ -225,9 +225,8 @@ def simulate(
         gamma -= lr * v_gamma
         length = np.linalg.norm(w)
         direction = rng.standard_normal(dim)
-        direction -= (
-            (direction @ w) / length**2 * w
-        )  # orthogonal to w: BatchNorm's scale invariance
+        # orthogonal to w: BatchNorm's scale invariance
+        direction -= (direction @ w) / length**2 * w
         direction /= np.linalg.norm(direction)
         v_w = momentum * v_w + wd * w + FILTER_GAIN * grad * abs(gamma) / length * direction
         w = w - lr * v_w

@@ -121,9 +121,8 @@ class IResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
         x = self.dropout(torch.flatten(self.bn2(x), 1))
-        with torch.autocast(
-            x.device.type, enabled=False
-        ):  # as arcface_torch's fp16 path: the FC in fp32
+        # as arcface_torch's fp16 path: the FC in fp32
+        with torch.autocast(x.device.type, enabled=False):
             return self.features(self.fc(x.float()))
 
 

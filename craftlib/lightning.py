@@ -78,9 +78,8 @@ class CraftCallback(pl.Callback):
         )
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        if (
-            trainer.global_step > self.craft.state.step
-        ):  # an optimizer step was taken (not an accumulation batch)
+        # an optimizer step was taken (not an accumulation batch)
+        if trainer.global_step > self.craft.state.step:
             self.craft.after_step()
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:

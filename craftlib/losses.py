@@ -45,9 +45,8 @@ class MarginHead(nn.Module):
     def forward(self, emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         cos = self.cosine(emb).clamp(-1 + 1e-7, 1 - 1e-7)
         target = cos.gather(1, labels[:, None])
-        if (
-            self.m2 > 0
-        ):  # additive angular margin, kept monotonic past theta + m2 > pi (as insightface)
+        # additive angular margin, kept monotonic past theta + m2 > pi (as insightface)
+        if self.m2 > 0:
             theta = target.acos()
             shifted = torch.cos(self.m1 * theta + self.m2)
             fallback = target - math.sin(math.pi - self.m2) * self.m2

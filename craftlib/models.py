@@ -141,9 +141,8 @@ class _PReLUGrad(torch.autograd.Function):
         pos = torch.ops.aten.threshold_backward(grad, x, 0)  # grad where x > 0, else 0
         neg = grad - pos  # grad where x <= 0, else 0
         grad_x = (neg * w).add_(pos)  # x > 0: grad; else weight * grad
-        grad_w = neg.mul_(x).sum_to_size(
-            w.shape
-        )  # autograd's own reduction of ATen's per-element x * grad
+        # autograd's own reduction of ATen's per-element x * grad
+        grad_w = neg.mul_(x).sum_to_size(w.shape)
         return grad_x, grad_w.reshape(weight.shape)
 
 
@@ -212,9 +211,8 @@ class PhaseSplitConv(nn.Module):
 
     def __init__(self, cin: int, cout: int, stride: int):
         super().__init__()
-        full = nn.Conv2d(
-            cin, cout, 3, stride, 1, bias=False
-        )  # initialised as the one conv it stands for
+        # initialised as the one conv it stands for
+        full = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
         half = cin // 2
         self.pos = nn.Conv2d(half, cout, 3, stride, 1, bias=False)
         self.neg = nn.Conv2d(half, cout, 3, stride, 1, bias=False)

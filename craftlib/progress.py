@@ -75,9 +75,8 @@ class LogBar(tqdm):
         super().__init__(*args, **kwargs)
 
     def display(self, msg: str | None = None, pos: int | None = None) -> bool:
-        closing = (
-            msg == ""
-        )  # tqdm's close() clears a bar with an empty message: write its final state instead
+        # tqdm's close() clears a bar with an empty message: write its final state instead
+        closing = msg == ""
         if closing or (self.n and time.monotonic() - self._last_line >= LOG_EVERY_S):
             self.fp.write(self.__str__() + "\n")
             self.fp.flush()

@@ -96,9 +96,8 @@ def _kaiming(n: int, fan_in: int, generator: torch.Generator) -> torch.Tensor:
 
 
 def _rescale(new: torch.Tensor, strong: torch.Tensor) -> torch.Tensor:
-    target = torch.quantile(
-        strong.norm(dim=1), 0.5
-    )  # the ordinary median (torch.median takes the lower one)
+    # the ordinary median (torch.median takes the lower one)
+    target = torch.quantile(strong.norm(dim=1), 0.5)
     return new / new.norm(dim=1, keepdim=True).clamp_min(1e-12) * target
 
 
@@ -115,13 +114,11 @@ def context_gaussian(strong: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise ValueError("no strong filters: the context is undefined")
     mean = strong.mean(0)
     if k == 1:
-        return mean, torch.eye(d, dtype=torch.float64) * strong.var(correction=0).clamp_min(
-            1e-12
-        )  # d may be 1
+        # d may be 1
+        return mean, torch.eye(d, dtype=torch.float64) * strong.var(correction=0).clamp_min(1e-12)
     cov = torch.cov(strong.T).reshape(d, d)
-    shrink = 0.1 * cov.diagonal().mean().clamp_min(
-        1e-12
-    )  # k < d makes cov singular: shrink to full rank
+    # k < d makes cov singular: shrink to full rank
+    shrink = 0.1 * cov.diagonal().mean().clamp_min(1e-12)
     return mean, 0.9 * cov + shrink * torch.eye(d, dtype=torch.float64)
 
 
@@ -428,9 +425,8 @@ def reactivate(
     if conv.bias is not None:
         conv.bias[rows] = 0.0
     reset_batchnorm(bn, rows)
-    if (
-        downstream != "keep"
-    ):  # "keep" leaves everything after BatchNorm as it was (the first release)
+    # "keep" leaves everything after BatchNorm as it was (the first release)
+    if downstream != "keep":
         reset_activation(act, rows)
         reset_downstream(list(consumers), rows, downstream, generator)
     forget(optimizer, surroundings(conv, bn, act, consumers, downstream), rows, reset_step)

@@ -40,9 +40,8 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     weight_decay_scope: str = "all"  # "all" | "no_norm_bias"
-    weight_decay_overrides: dict = field(
-        default_factory=dict
-    )  # {"conv1": 0.1, "bn1": 0.0}: name prefix -> wd
+    # {"conv1": 0.1, "bn1": 0.0}: name prefix -> wd
+    weight_decay_overrides: dict = field(default_factory=dict)
     schedule: str = "onecycle"  # "onecycle" | "cosine" | "step" | "constant"
     warmup_fraction: float = 0.1
     flip: bool = True
@@ -201,17 +200,15 @@ class Trainer:
         self.model = self.build_model(config).to(self.device)
         if config.channels_last:  # the weights too (the inputs already are: see _batches)
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.forward = (
-            torch.compile(self.model) if config.compile else self.model
-        )  # same parameters
+        # same parameters
+        self.forward = torch.compile(self.model) if config.compile else self.model
         self.head = MarginHead(
             config.model.embedding_dim, data.num_classes, config.head, config.scale, config.margin
         ).to(self.device)
         self.images = torch.from_numpy(data.images)
         self.labels = torch.from_numpy(data.labels)
-        self.probe = probe_batch(data.images).to(
-            self.device
-        )  # fixed faces the silent score listens on
+        # fixed faces the silent score listens on
+        self.probe = probe_batch(data.images).to(self.device)
         self.steps_per_epoch = max(1, len(self.labels) // config.batch_size)
         self.optimizer = make_optimizer(parameter_groups(self.model, self.head, config), config)
         self.total_steps = self.steps_per_epoch * config.epochs
@@ -248,12 +245,10 @@ class Trainer:
         flips = torch.rand(len(self.labels), generator=g) < 0.5
         for i in range(self.steps_per_epoch):
             idx = order[i * self.config.batch_size : (i + 1) * self.config.batch_size]
-            faces = self.images.index_select(
-                0, idx
-            )  # row copies: several times faster than images[idx]
-            if (
-                self.config.flip
-            ):  # mirrored while still uint8: the same numbers as flipping the floats, far cheaper
+            # row copies: several times faster than images[idx]
+            faces = self.images.index_select(0, idx)
+            # mirrored while still uint8: the same numbers as flipping the floats, far cheaper
+            if self.config.flip:
                 turn = flips[idx].nonzero().squeeze(1)
                 faces.index_copy_(0, turn, faces.index_select(0, turn).flip(2))
             x = to_input(faces)  # a view of NHWC memory: already channels_last strides
@@ -280,9 +275,8 @@ class Trainer:
                 list(self.model.parameters()) + list(self.head.parameters()), self.config.grad_clip
             )
         self.optimizer.step()
-        if (
-            self.step < self.total_steps
-        ):  # interactive extra steps run on at the final learning rate
+        # interactive extra steps run on at the final learning rate
+        if self.step < self.total_steps:
             self.scheduler.step()
         self.step += 1
         return loss.item(), acc.item()
@@ -310,9 +304,8 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.2f}")
 
     def _start(self) -> None:
-        if (
-            not self._started
-        ):  # once per Trainer, also after resume() (callbacks set defaults and probes here)
+        # once per Trainer, also after resume() (callbacks set defaults and probes here)
+        if not self._started:
             self._started = True
             for cb in self.callbacks:
                 cb.on_train_start(self)

@@ -348,9 +348,8 @@ def draw_score_bars(
     ax.bar(np.arange(n), np.ones(n), width=0.8)  # heights set below
     ax.axhline(tau, color="black", linestyle="--", linewidth=1, gid="tau")
     ax.set_xlim(-0.7, n - 0.3)
-    ax.set_xticks(
-        []
-    )  # 64 tick labels would cost more to draw than everything else; the grid shows numbers
+    # 64 tick labels would cost more to draw than everything else; the grid shows numbers
+    ax.set_xticks([])
     ax.set_xlabel("filters, sorted by score (weakest left)")
     handles = [
         Patch(color=INACTIVE, label="inactive (< τ)"),
@@ -376,18 +375,16 @@ def update_score_bars(ax, scores: np.ndarray, tau: float, label: str | None = No
     floor = max(
         min(float(positive.min()) if positive.size else 1.0, tau if tau > 0 else 1.0) / 2, 1e-6
     )
-    for bar, i in zip(
-        ax.patches, order
-    ):  # on a log axis a score of exactly 0 is a hatched stub at the floor
+    # on a log axis a score of exactly 0 is a hatched stub at the floor
+    for bar, i in zip(ax.patches, order):
         bar.set_height(scores[i] if scores[i] > 0 or not log else floor)
         bar.set_color(INACTIVE if mask[i] else ACTIVE)
         bar.set_hatch("////" if log and scores[i] <= 0 else None)
         bar.set_edgecolor("white")
     tau_line = next(l for l in ax.lines if l.get_gid() == "tau")
     tau_line.set_ydata([tau, tau])
-    ax.set_ylim(
-        *((floor / 10, top * 4) if log else (0, top * 1.05))
-    )  # log: room above for the legend
+    # log: room above for the legend
+    ax.set_ylim(*((floor / 10, top * 4) if log else (0, top * 1.05)))
     if label is not None:
         ax.set_ylabel(label + (" (log scale)" if ax.get_yscale() == "log" else ""))
     ax.set_title(f"{count_text(mask)} at τ = {tau_text(tau)}")
@@ -459,9 +456,8 @@ def death_timeline(
     """
     m = np.asarray(matrix, dtype=float)
     x = np.arange(m.shape[1]) if x is None else np.asarray(x, dtype=float)
-    order = np.lexsort(
-        (m[:, -1], death_times(m, tau, events, x, xlabel))
-    )  # earliest first, then weakest
+    # earliest first, then weakest
+    order = np.lexsort((m[:, -1], death_times(m, tau, events, x, xlabel)))
     dx = (x[-1] - x[0]) / max(len(x) - 1, 1) or 1.0
     fig = new_figure((8, 9.5))
     ax = fig.subplots()
@@ -574,9 +570,8 @@ def activation_maps(
     vmax = float(maps[filters].max()) or 1.0
     image = None
     for ax, f in zip(axes[1:], filters):
-        image = ax.imshow(
-            maps[f], cmap=MAP_CMAP, vmin=0, vmax=vmax
-        )  # <= 0 is black: nothing passed on
+        # <= 0 is black: nothing passed on
+        image = ax.imshow(maps[f], cmap=MAP_CMAP, vmin=0, vmax=vmax)
         ax.set_title(
             f"✕ {f}" if mask[f] else f"#{f}", fontsize=10, color=INACTIVE if mask[f] else "black"
         )
@@ -618,9 +613,8 @@ def before_after(
     total = len(list(filters))
     filters = [int(f) for f in filters][:limit]
     with_maps = face is not None and stem_before is not None and stem_after is not None
-    heights = (
-        [0.55, 0.55, 1, 1] if with_maps else [1, 1]
-    )  # a tile is twice as wide as tall; maps are square
+    # a tile is twice as wide as tall; maps are square
+    heights = [0.55, 0.55, 1, 1] if with_maps else [1, 1]
     fig = (
         fig
         if fig is not None

@@ -78,9 +78,8 @@ def running_lab(root: Path, notebooks: list[Path], env: dict[str, str], timeout:
         "OMP_NUM_THREADS": "1",
         **env,
     }
-    jupyter = Path(sys.executable).with_name(
-        "jupyter"
-    )  # the venv's: its python3 kernel is the venv's python
+    # the venv's: its python3 kernel is the venv's python
+    jupyter = Path(sys.executable).with_name("jupyter")
     log = root / "jupyter.log"
     with open(log, "w") as out:
         server = subprocess.Popen(
@@ -202,9 +201,8 @@ def run_all(page, url: str, timeout: float = 1800) -> None:
     ).count():  # a kernel-choice dialog, should this JupyterLab still ask
         page.locator(".jp-Dialog .jp-mod-accept").click()
     sidebar = page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current")
-    if (
-        sidebar.count()
-    ):  # fold the file browser away, when JupyterLab opened it (it restores the last layout)
+    # fold the file browser away, when JupyterLab opened it (it restores the last layout)
+    if sidebar.count():
         sidebar.first.click()
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()

@@ -41,9 +41,8 @@ def test_a_constant_channel_ablates_to_nothing(planted, toy_faces):
     rows = {r["channel"]: r for r in result["channels"]}
     assert rows[2]["class"] == "silent"
     assert rows[2]["d_loss"] == 0.0 and rows[2]["d_accuracy"] == 0.0
-    assert (
-        rows[0]["class"] != "silent" and abs(rows[0]["d_loss"]) > 1e-6
-    )  # a heard channel: ablating it shows
+    # a heard channel: ablating it shows
+    assert rows[0]["class"] != "silent" and abs(rows[0]["d_loss"]) > 1e-6
     assert result["counts"]["silent"] == 1 and result["groups"]["silent"]["d_loss"] == 0.0
 
 
@@ -88,9 +87,8 @@ def test_agreement_counts_add_up(planted):
     for key in ("second_probe", "devtest_faces"):
         assert a[key]["both"] + a[key]["only_probe"] == a["probe"]
         assert a[key]["both"] + a[key]["only_other"] == a[key]["silent"]
-    assert (
-        a["probe"] >= 1 and a["second_probe"]["both"] >= 1
-    )  # the constant channel is silent on any faces
+    # the constant channel is silent on any faces
+    assert a["probe"] >= 1 and a["second_probe"]["both"] >= 1
 
 
 def test_results_md_ablation_table_is_the_committed_results():

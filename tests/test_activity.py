@@ -44,9 +44,8 @@ from craftlib.reactivation import PAPER_READING, CraftSpec
 from craftlib.training import Trainer, conv1_snapshot
 
 DEAD_IN_MOBILEFACENET = 31
-SILENT_TAU = (
-    CraftSpec().tau
-)  # the functional detector's default threshold (0.01 of the loudest channel)
+# the functional detector's default threshold (0.01 of the loudest channel)
+SILENT_TAU = CraftSpec().tau
 
 
 @pytest.fixture(scope="module")
@@ -157,9 +156,8 @@ def test_relative_references():
     assert np.allclose(relative(values, "max"), values / 8)
     assert np.allclose(relative(values, "mean"), values / 3.75)
     assert np.allclose(relative(values, 50), values / 3.0)
-    assert np.all(
-        relative(np.zeros(4)) == 0
-    )  # an all-zero layer: everything inactive, no division by zero
+    # an all-zero layer: everything inactive, no division by zero
+    assert np.all(relative(np.zeros(4)) == 0)
     for bad in ("median", 0, 101, -5):
         with pytest.raises(ValueError, match="reference"):
             relative(values, bad)
@@ -267,9 +265,8 @@ def test_activation_scores_statistics():
     with torch.no_grad():
         stem[0].weight.zero_()
         stem[0].weight[0, 0] = 2.0  # channel 0 = 2 * red
-        stem[0].bias.copy_(
-            torch.tensor([0.0, 3.0, 0.0, -1.0])
-        )  # 1: constant 3; 2: zero; 3: constant -1
+        # 1: constant 3; 2: zero; 3: constant -1
+        stem[0].bias.copy_(torch.tensor([0.0, 3.0, 0.0, -1.0]))
     probe = torch.randn(5, 3, 4, 4, dtype=torch.float64).float()
     red = probe[:, 0].double()
     np.testing.assert_allclose(
@@ -332,9 +329,8 @@ def test_silent_iff_the_output_is_zero_not_when_the_weights_are_small(face_model
         model.bn1.weight[silenced] = 0.0
         model.bn1.bias[silenced] = 0.0
         model.conv1.weight[shrunk] *= 1e-3
-    recalibrate_batchnorm(
-        model, probe
-    )  # BN now sees the small filter's small spread and rescales it
+    # BN now sees the small filter's small spread and rescales it
+    recalibrate_batchnorm(model, probe)
     model.eval()
     with torch.no_grad():
         out = model.stem(probe)
@@ -348,9 +344,8 @@ def test_silent_iff_the_output_is_zero_not_when_the_weights_are_small(face_model
     assert np.flatnonzero(silent < SILENT_TAU).tolist() == [silenced]
     assert np.flatnonzero(weight < PAPER_READING.tau).tolist() == [shrunk]
     assert silent[shrunk] > 2 * SILENT_TAU and weight[silenced] > 0.3
-    assert (
-        model_scores(model, "gamma")[silenced] == 0
-    )  # the BN score agrees with the silent one here
+    # the BN score agrees with the silent one here
+    assert model_scores(model, "gamma")[silenced] == 0
 
 
 def test_a_constant_channel_is_silent_too(face_model):
@@ -416,9 +411,8 @@ def test_timeline_is_filters_by_epochs(recorded_run):
         model_scores(trainer.model, "silent", probe=trainer.probe),
         rtol=1e-9,
     )
-    assert not np.allclose(
-        timeline(trainer.history)[:, 0], timeline(trainer.history)[:, -1]
-    )  # it trained
+    # it trained
+    assert not np.allclose(timeline(trainer.history)[:, 0], timeline(trainer.history)[:, -1])
 
 
 def test_recorder_records_every_k_steps(recorded_run):
@@ -426,9 +420,8 @@ def test_recorder_records_every_k_steps(recorded_run):
     assert trainer.steps_per_epoch == 3
     assert recorder.steps == [2, 4, 6]
     assert recorder.matrix().shape == (64, 3)
-    assert np.allclose(
-        recorder.matrix()[:, -1], model_scores(trainer.model), atol=1e-6
-    )  # step 6 is the last
+    # step 6 is the last
+    assert np.allclose(recorder.matrix()[:, -1], model_scores(trainer.model), atol=1e-6)
     assert ActivityRecorder().matrix().shape == (0, 0)
 
 

@@ -175,9 +175,8 @@ def test_fast_study_end_to_end(tmp_path, lfw_root):
     assert set(br["configs"]) == {"control", "embedding", "best"}
     assert br["macs"]["shared"] < br["macs"]["separate_full"]
     before = (tmp_path / "out" / "records" / "probe-none-s0.json").stat().st_mtime_ns
-    S.run_study(
-        study, models, tmp_path / "out", branching_seeds=(0,), log=lambda *_: None
-    )  # resumes: nothing redone
+    # resumes: nothing redone
+    S.run_study(study, models, tmp_path / "out", branching_seeds=(0,), log=lambda *_: None)
     assert (tmp_path / "out" / "records" / "probe-none-s0.json").stat().st_mtime_ns == before
     cov = json.loads((tmp_path / "out" / "coverage.json").read_text())
     assert cov["coverage"]["images"] >= len(study.probe_set.files)

@@ -216,9 +216,8 @@ def test_coverage_counts_images_without_labels(label_dir):
     files = keys_of() + ["Zed_Zz/Zed_Zz_0001.jpg"]
     cov = A.coverage(labels, files)
     assert cov["images"] == len(files)
-    assert (
-        cov["no_label_at_all"] == 2
-    )  # Zed, and Eve's 2nd image: in no list and without a Kumar row
+    # Zed, and Eve's 2nd image: in no list and without a Kumar row
+    assert cov["no_label_at_all"] == 2
     assert cov["attributes"]["smiling"]["missing"] == 2
     assert cov["attributes"]["male"]["missing"] == 2  # Eve_Ee_0002 and Zed are in neither list
     assert cov["attributes"]["male"]["labelled"] + cov["attributes"]["male"]["missing"] == len(

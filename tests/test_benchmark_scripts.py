@@ -71,9 +71,8 @@ def test_step_profile_tables_on_a_tiny_model(toy_faces, toy_config, tmp_path, mo
         assert clock[f"{name}|fwd"] > 0
         if v["type"] in ("Conv2d", "BatchNorm2d", "PReLU", "Linear", "MarginHead"):
             assert clock[f"{name}|bwd"] > 0, name
-            assert any(k.startswith(f"{name}|bwd|") for k in ops), (
-                name
-            )  # backward ops matched to their layer
+            # backward ops matched to their layer
+            assert any(k.startswith(f"{name}|bwd|") for k in ops), name
     assert clock["step"] >= sum(
         v for k, v in clock.items() if k != "step" and not k.startswith(sp.REST)
     )
@@ -82,9 +81,8 @@ def test_step_profile_tables_on_a_tiny_model(toy_faces, toy_config, tmp_path, mo
     with FlopCounterMode(display=False) as counter:
         loss, _ = margin_loss(trainer.head, trainer.model(x), y)
         loss.backward()
-    accuracy = (
-        2 * x.shape[0] * trainer.head.weight.numel()
-    )  # the margin-free accuracy's cosines (no backward)
+    # the margin-free accuracy's cosines (no backward)
+    accuracy = 2 * x.shape[0] * trainer.head.weight.numel()
     assert counter.get_total_flops() == sp.step_flops(layers) + accuracy
 
     cells = [{**cell, "process": "allocator", "round": 0}]

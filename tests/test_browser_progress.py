@@ -72,8 +72,7 @@ def test_a_reopened_notebook_shows_progress_as_text_not_missing_widgets(lfw_root
             what="the widget bar's output after reopening",
         )
         training = cells.nth(0).locator(".jp-OutputArea").inner_text()
-    assert (
-        MISSING in control
-    )  # tqdm's widget bar leaves a dangling model: the check can see the failure
+    # tqdm's widget bar leaves a dangling model: the check can see the failure
+    assert MISSING in control
     assert MISSING not in training and "Error displaying widget" not in training
     assert "epoch 1/2: 100%" in training and "epoch 2/2: 100%" in training and "trained" in training

@@ -120,9 +120,8 @@ def check_race(page) -> None:
         verdict.inner_text, lambda t: t.startswith("the task wins"), what="the race's first verdict"
     )
     before = image.get_attribute("src")
-    slider_keys(
-        race, ".widget-slider:has-text('task gradient')", "Home"
-    )  # task gradient 0: decay wins
+    # task gradient 0: decay wins
+    slider_keys(race, ".widget-slider:has-text('task gradient')", "Home")
     until(
         verdict.inner_text,
         lambda t: t.startswith("decay wins") and "follows the decay curve" in t,
@@ -256,9 +255,8 @@ def check_dashboard(page) -> None:
     rows = table.locator("tbody tr")
     assert [r.locator("td").nth(1).inner_text() for r in rows.all()] == ["3"] * rows.count()
     assert "Ctrl-click" in dashboard.locator(".craft-select-hint").inner_text()
-    dashboard.locator("select").last.select_option(
-        label="TAR@FAR=1e-3"
-    )  # no empty chart: the reason
+    # no empty chart: the reason
+    dashboard.locator("select").last.select_option(label="TAR@FAR=1e-3")
     until(
         caption.inner_text,
         lambda t: "not estimable in 9 of 9 runs" in t and "impostor pairs" in t,
@@ -273,9 +271,8 @@ def test_notebook_03_in_fast_mode_shows_no_warning_box_and_a_consistent_lab(lab_
         run_all(page, lab_server["url"](LAB_NOTEBOOK.name))
         no_warning_boxes(page, LAB_NOTEBOOK.name)
         lab = notebook(page).locator(".craft-lab")
-        assert (
-            "FAST mode" in lab.locator(".craft-lab-caveat").inner_text()
-        )  # the prose describes full mode
+        # the prose describes full mode
+        assert "FAST mode" in lab.locator(".craft-lab-caveat").inner_text()
         check_lab(page, lab, expect_dead=None)
         no_warning_boxes(page, LAB_NOTEBOOK.name)
         after_a_restart_the_guides_path_rebuilds_the_lab(page)

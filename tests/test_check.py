@@ -259,9 +259,8 @@ def test_tampered_packaged_stem_is_refused(no_models, monkeypatch, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.notebooks
-@pytest.mark.timeout(
-    2400
-)  # about a minute on a quiet 2-core machine; 16 minutes were seen on a shared, overloaded one
+# about a minute on a quiet 2-core machine; 16 minutes were seen on a shared, overloaded one
+@pytest.mark.timeout(2400)
 def test_notebook_02_runs_to_the_end_without_craftlib_models_or_network(
     lfw_root, tmp_path, monkeypatch
 ):
@@ -271,9 +270,8 @@ def test_notebook_02_runs_to_the_end_without_craftlib_models_or_network(
 
     monkeypatch.delenv("CRAFTLIB_MODELS", raising=False)
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
-        monkeypatch.setenv(
-            var, "http://127.0.0.1:9"
-        )  # nothing listens on the discard port: any download fails
+        # nothing listens on the discard port: any download fails
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
     monkeypatch.setenv("CRAFTLIB_RUNS", str(tmp_path / "runs"))

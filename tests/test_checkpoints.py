@@ -104,9 +104,8 @@ def test_different_number_of_classes_is_refused(trained, faces):
     _, path = trained
     with pytest.raises(CheckpointError, match="identities"):
         load_checkpoint(path, expect_classes=999)
-    with pytest.raises(
-        CheckpointError, match="30 identities"
-    ):  # a trainer on 100 identities cannot resume it
+    # a trainer on 100 identities cannot resume it
+    with pytest.raises(CheckpointError, match="30 identities"):
         Trainer(faces, CFG, progress=False).resume(path)
 
 

@@ -90,9 +90,8 @@ def test_without_flags_the_recipe_is_untouched():
     recipe = recipe_from_flags(build_parser().parse_args(["compare", "--recipe", "workshop"]))
     assert recipe == WORKSHOP
     train = recipe_from_flags(build_parser().parse_args(["train", "--recipe", "fast"]))
-    assert train == FAST.but(
-        craft={"strategy": "none"}
-    )  # train's own default strategy: standard training
+    # train's own default strategy: standard training
+    assert train == FAST.but(craft={"strategy": "none"})
     assert build_parser().parse_args(["train", "--every", "epoch"]).every == "epoch"
 
 
@@ -379,9 +378,8 @@ def test_evaluate_a_checkpoint(trained_run, lfw_root, tmp_path, capsys):
     assert "checkpoint.pt on devtest: accuracy" in capsys.readouterr().out
     again = json.loads((tmp_path / "metrics.json").read_text())
     trained = json.loads((out / "metrics.json").read_text())
-    assert again["accuracy"] == pytest.approx(
-        trained["accuracy"]
-    )  # the saved model is the evaluated one
+    # the saved model is the evaluated one
+    assert again["accuracy"] == pytest.approx(trained["accuracy"])
 
 
 def test_evaluate_without_checkpoint_is_the_pixel_baseline(lfw_root, tmp_path, capsys):

@@ -60,9 +60,8 @@ def records(make_record):
     out = []
     for arm in acc:
         for s in range(5):
-            record = make_record(
-                companion.COMPANION_ARMS[arm]["craft"], s, acc[arm] + 0.005 * s
-            )  # trained as that CRAFT arm
+            # trained as that CRAFT arm
+            record = make_record(companion.COMPANION_ARMS[arm]["craft"], s, acc[arm] + 0.005 * s)
             out.append(_with_extra({**record, "arm": arm}, s, arm))
     return out
 

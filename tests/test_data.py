@@ -394,9 +394,8 @@ def test_probe_batch_is_fixed_and_spread_over_the_set():
     assert probe.shape == (256, 3, 2, 2)
     assert torch.equal(probe, probe_batch(images))  # fixed, not random
     index = np.linspace(0, 999, 256).round().astype(int)
-    assert torch.equal(
-        probe, to_input(torch.from_numpy(images[index]))
-    )  # first, last and evenly between
+    # first, last and evenly between
+    assert torch.equal(probe, to_input(torch.from_numpy(images[index])))
     assert probe_batch(images, n=8).shape == (8, 3, 2, 2)
     assert probe_batch(images[:10]).shape == (10, 3, 2, 2)  # fewer faces than n: all of them, once
 

@@ -36,9 +36,8 @@ def test_under_heavy_momentum_the_envelope_halves_at_its_own_pace():
     envelope halves every ~138 steps, which the simulated curve shows."""
     steps = decay.half_life(0.1, 1e-2, 0.99)
     curve = np.abs(decay.momentum_decay(0.1, 1e-2, 0.99, 1000))
-    peaks = (
-        np.flatnonzero((curve[1:-1] > curve[:-2]) & (curve[1:-1] > curve[2:])) + 1
-    )  # the envelope's points
+    # the envelope's points
+    peaks = np.flatnonzero((curve[1:-1] > curve[:-2]) & (curve[1:-1] > curve[2:])) + 1
     slope = np.polyfit(peaks, np.log(curve[peaks]), 1)[0]
     assert 120 < steps < 160 and steps == pytest.approx(np.log(0.5) / slope, rel=0.05)
 
@@ -106,9 +105,8 @@ def test_a_true_death_under_heavy_momentum_is_dated_when_gamma_stays_below_tau()
 
 
 def test_too_few_steps_to_tell_says_not_decided_and_who_will_win():
-    swinging = decay.simulate(
-        momentum=0.99, grad=2e-3, steps=100
-    )  # γ < 0 at the end, on its way back
+    # γ < 0 at the end, on its way back
+    swinging = decay.simulate(momentum=0.99, grad=2e-3, steps=100)
     assert swinging.winner is None and swinging.verdict().startswith("not decided in 100 steps")
     assert swinging.verdict().endswith("with more steps the task wins")
     slow = decay.simulate(momentum=0.9, grad=9e-4, steps=300)  # still above τ, heading for 0.09
@@ -120,9 +118,8 @@ def test_the_plot_draws_sizes_and_marks_where_gamma_is_negative():
 
     fig = viz.decay_race(decay.simulate(momentum=0.99, grad=2e-3))
     ax = fig.axes[0]
-    assert all(
-        np.nanmin(l.get_ydata()) > 0 for l in ax.lines if l.get_gid() != "silent"
-    )  # a log axis draws them
+    # a log axis draws them
+    assert all(np.nanmin(l.get_ydata()) > 0 for l in ax.lines if l.get_gid() != "silent")
     negative = next(l for l in ax.lines if l.get_gid() == "gamma-negative")
     assert (
         np.isfinite(negative.get_ydata()).sum()

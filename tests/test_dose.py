@@ -153,6 +153,5 @@ def test_study_md_pilot_table_is_the_committed_records():
     text = (REPO_ROOT / "docs/STUDY.md").read_text()
     block = re.search(r"<!-- dose:pilot -->\n(.*?)\n<!-- /dose:pilot -->", text, re.S).group(1)
     committed = dose_report.pilot_markdown(REPO_ROOT / dose.DEFAULT_ROOT).splitlines()
-    assert (
-        block.splitlines() == committed[: len(block.splitlines())]
-    )  # 64-px rows may arrive after the table
+    # 64-px rows may arrive after the table
+    assert block.splitlines() == committed[: len(block.splitlines())]

@@ -129,9 +129,8 @@ def _arcface_block_worker(rank: int, port: int, out: str, images, labels) -> Non
         exec(setup, ns)
         for epoch in range(2):
             for step in range(3):
-                idx = torch.arange(
-                    32 * step + rank, 32 * (step + 1), 2
-                )  # this rank's 16 of the step's 32 faces
+                # this rank's 16 of the step's 32 faces
+                idx = torch.arange(32 * step + rank, 32 * (step + 1), 2)
                 loss = F.cross_entropy(margin(backbone(x[idx]), y[idx]), y[idx])
                 opt.zero_grad()
                 loss.backward()
@@ -141,9 +140,8 @@ def _arcface_block_worker(rank: int, port: int, out: str, images, labels) -> Non
                     model.conv1.weight[:4] = (
                         0.0  # four filters fall silent on both ranks, for CRAFT to find
                     )
-            exec(
-                per_epoch, {**ns, "epoch": epoch}
-            )  # check_replicas in it raises if the ranks differ
+            # check_replicas in it raises if the ranks differ
+            exec(per_epoch, {**ns, "epoch": epoch})
         torch.save(
             {"conv1": model.conv1.weight.detach(), "events": ns["craft"].events},
             Path(out) / f"rank{rank}.pt",

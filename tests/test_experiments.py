@@ -194,9 +194,8 @@ def test_compare_resumes_appends_and_merges(tmp_path, small_lfw, tiny_compare_re
     assert logged == ["0 run(s) to do (4 already recorded)"]  # all done: nothing trains
 
     torch_threads = torch.get_num_threads()
-    torch.set_num_threads(
-        1
-    )  # jobs=2 gives each fork one thread: the same arithmetic as this process now
+    # jobs=2 gives each fork one thread: the same arithmetic as this process now
+    torch.set_num_threads(1)
     try:
         compare(
             recipe, [2], ARMS, lfw=small_lfw, out=b, progress=False, log=lambda *_: None, jobs=2
@@ -207,9 +206,8 @@ def test_compare_resumes_appends_and_merges(tmp_path, small_lfw, tiny_compare_re
     finally:
         torch.set_num_threads(torch_threads)
     assert logged[0] == "2 run(s) to do (4 already recorded)"
-    assert stripped(load_records(b)) == stripped(
-        [r for r in load_records(c) if r["seed"] == 2]
-    )  # same seed, same run
+    # same seed, same run
+    assert stripped(load_records(b)) == stripped([r for r in load_records(c) if r["seed"] == 2])
 
     merged = summarize_folders([a, b])
     assert merged == summarize(load_records(c))

@@ -65,9 +65,8 @@ def test_lazy_dataset_decodes_the_same_faces(tree):
     assert np.array_equal(image.numpy(), eager.images[4])
     batch, labels = next(iter(DataLoader(lazy, batch_size=7)))
     assert np.array_equal(batch.numpy(), eager.images) and labels.tolist() == eager.labels.tolist()
-    assert isinstance(
-        lazy.files, np.ndarray
-    )  # one array, shared by DataLoader workers, not 5.8M str objects
+    # one array, shared by DataLoader workers, not 5.8M str objects
+    assert isinstance(lazy.files, np.ndarray)
 
 
 def test_a_spread_sample_keeps_every_class(tree):

@@ -215,9 +215,8 @@ def test_server_refuses_every_malicious_reply_and_keeps_its_model(toy_faces, toy
         )
         assert record["clients"] == [] and server.renewed == []
         assert all(np.array_equal(v, before[k]) for k, v in F.arrays_of(server.model).items()), name
-    assert (
-        server.finish_round(99, [reply], [0]).get("refused") is None
-    )  # the honest reply passes the same checks
+    # the honest reply passes the same checks
+    assert server.finish_round(99, [reply], [0]).get("refused") is None
 
 
 def test_bad_reply_among_good_ones_leaves_no_trace(toy_faces, toy_recipe):
@@ -345,9 +344,8 @@ def test_no_client_ever_receives_another_clients_images(toy_faces, toy_recipe, s
                 assert not any(row.tobytes() in image_bytes for row in value)
             else:
                 assert isinstance(value, (int, float, bool, list, type(None))), (key, type(value))
-    if (
-        source == "clients"
-    ):  # each site's own class means never come back to it, others' do from round 2
+    # each site's own class means never come back to it, others' do from round 2
+    if source == "clients":
         second = [m for m in received if "negatives" in m["payload"]]
         sent_up = {
             m["from"]: m["payload"]["class_means"] for m in channel.log if m["to"] == "server"
@@ -489,9 +487,8 @@ def test_forget_renewed_clears_momentum(toy_faces, toy_recipe):
     assert buf[2].abs().sum() == 0 and buf[3].abs().sum() > 0
     consumer = t.optimizer.state[t.model.body[0][0].weight]["momentum_buffer"]
     assert consumer[:, 2].abs().sum() == 0
-    F.forget_renewed(
-        t, [3], toy_recipe.craft.but(downstream="keep")
-    )  # as reactivate: keep stops at BatchNorm
+    # as reactivate: keep stops at BatchNorm
+    F.forget_renewed(t, [3], toy_recipe.craft.but(downstream="keep"))
     assert buf[3].abs().sum() == 0 and consumer[:, 3].abs().sum() > 0
 
 
@@ -543,9 +540,8 @@ def test_local_and_central_runs_and_the_table(toy_faces, toy_recipe):
         for seed in (0, 1):
             fed = F.FedConfig(strategy=strategy, craft=craft, clients=2, rounds=2, seed=seed)
             rec = F.run(toy_recipe.but(epochs=2), fed, fedn)
-            rec["final"]["accuracy"] = (
-                0.6 + 0.01 * seed + (0.02 if craft == "server" else 0)
-            )  # no pairs here
+            # no pairs here
+            rec["final"]["accuracy"] = 0.6 + 0.01 * seed + (0.02 if craft == "server" else 0)
             records.append(rec)
     assert records[0]["final"]["client_silent_fraction"] and len(records[0]["rounds"]) == 2
     table = S.study_table(records)
@@ -570,9 +566,8 @@ def test_adafedfr_on_lfw_with_server_craft(lfw, devtest_subset):
     assert [r["round"] for r in record["rounds"]] == [1, 2]
     assert all(0.4 < r["global"]["accuracy"] <= 1 for r in record["rounds"])
     assert len(record["final"]["client_accuracy"]) == 3
-    assert len(record["final"]["pair_scores"]) == len(
-        devtest_subset
-    )  # the final global model's, kept per pair
+    # the final global model's, kept per pair
+    assert len(record["final"]["pair_scores"]) == len(devtest_subset)
 
 
 def test_a_study_folder_refuses_another_budget(tmp_path):

@@ -20,9 +20,8 @@ def test_committed_clean_and_structured():
     nb = nbformat.read(PATH, as_version=4)
     nbformat.validate(nb)
     assert runner.problems(nb) == []
-    first = next(
-        c for c in nb.cells if "colab-setup" not in c.metadata.get("tags", [])
-    )  # after the Colab cell
+    # after the Colab cell
+    first = next(c for c in nb.cells if "colab-setup" not in c.metadata.get("tags", []))
     assert (
         first.cell_type == "markdown"
         and "Learning goals" in first.source
@@ -96,9 +95,8 @@ def test_runs_in_fast_mode(lfw_root, tmp_path):
     assert text("compare").count("DevTest") == 4
     assert "identically both times" in text("checkpoint-determinism")
     assert "top-1" in text("privacy")
-    steps = solution(
-        '"central_steps"'
-    )  # exercise 4: the step-count control beside the two it separates
+    # exercise 4: the step-count control beside the two it separates
+    steps = solution('"central_steps"')
     assert (
         all(f"{s}: " in steps for s in ("central", "central_steps", "fedavg"))
         and "SGD steps per model" in steps

@@ -66,9 +66,8 @@ def test_a_gradient_free_filter_of_fedavg_follows_fedavg_decay(toy_faces, toy_co
     averaged_at_the_end = (
         2 * decay_curve(recipe.train, 4, 0)[-1] + decay_curve(recipe.train, 2, 0)[-1]
     ) / 3
-    assert (
-        abs(expected - averaged_at_the_end) > 20 * 1e-5 * expected
-    )  # the per-round simulation matters
+    # the per-round simulation matters
+    assert abs(expected - averaged_at_the_end) > 20 * 1e-5 * expected
 
 
 def record(
@@ -172,9 +171,8 @@ def test_reactivation_table_counts_what_was_renewed(known):
         {"renewed": [5, 1]},
     ]
     per_client["rounds"][3]["clients"] = [{"renewed": [2]}, {"renewed": [3]}, {"renewed": []}]
-    assert (
-        S.renewed_count(per_client) == 8 and S.blended_count(per_client) == 2
-    )  # 1 and 5 in round 3
+    # 1 and 5 in round 3
+    assert S.renewed_count(per_client) == 8 and S.blended_count(per_client) == 2
 
 
 def test_death_figure_draws_both_panels(known):

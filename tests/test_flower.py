@@ -159,9 +159,8 @@ def test_insecure_only_on_loopback_and_every_listener_bound():
         and secure.enable_supernode_auth
         and secure.ssl_certfile == "keys/server.pem"
     )
-    assert (
-        secure.fleet_api_address == "192.168.1.10:9092" and secure.host == "127.0.0.1"
-    )  # Control API: server only
+    # Control API: server only
+    assert secure.fleet_api_address == "192.168.1.10:9092" and secure.host == "127.0.0.1"
     site = node.parse_args(
         D.supernode_args("192.168.1.10:9092", 9094, 1, 2, "ca.crt", "site1", max_wait_s=30)
     )
@@ -203,12 +202,10 @@ def test_certificates_and_site_keys_are_what_flower_reads(tmp_path):
     with pytest.raises(FileExistsError, match="remove them first"):
         K.write_certificates(tmp_path / "keys")
     private, public = K.write_site_key(tmp_path / "site0")
-    assert isinstance(
-        load_ssh_private_key(private.read_bytes(), None), ec.EllipticCurvePrivateKey
-    )  # as the SuperNode
-    assert try_load_public_key(public).startswith(
-        b"-----BEGIN PUBLIC KEY-----"
-    )  # as `flwr supernode register`
+    # as the SuperNode
+    assert isinstance(load_ssh_private_key(private.read_bytes(), None), ec.EllipticCurvePrivateKey)
+    # as `flwr supernode register`
+    assert try_load_public_key(public).startswith(b"-----BEGIN PUBLIC KEY-----")
     assert (
         stat.S_IMODE(private.stat().st_mode) == 0o600
         and private.read_bytes() != K.write_site_key(tmp_path / "site1")[0].read_bytes()
@@ -294,9 +291,8 @@ def test_strategy_refuses_hostile_replies_and_keeps_the_honest_model(toy_faces, 
     nan = liar["arrays"]["conv1.weight"].copy()
     nan[1, 1, 1, 1] = np.nan
     flat = records()
-    flat["metrics"]["train_loss"] = (
-        faces[0].ravel().astype(float).tolist()
-    )  # a face flattened into a metric
+    # a face flattened into a metric
+    flat["metrics"]["train_loss"] = faces[0].ravel().astype(float).tolist()
     in_means = records()
     in_means["class_means"] = A._arrays({"class_means": faces.astype(np.float32)})
     broken = records()
@@ -335,9 +331,8 @@ def test_strategy_refuses_hostile_replies_and_keeps_the_honest_model(toy_faces, 
         assert all(
             np.array_equal(v, honest["arrays"][k]) for k, v in F.arrays_of(server.model).items()
         ), name
-    strategy.aggregate_train(
-        98, [_reply_message(good, 7), _reply_message(good, 9)]
-    )  # a new node, site 0 again
+    # a new node, site 0 again
+    strategy.aggregate_train(98, [_reply_message(good, 7), _reply_message(good, 9)])
     assert server.history[-1]["refused"] == [
         {"client": 0, "reason": "site 0 already replied this round"}
     ]

@@ -46,13 +46,11 @@ def test_python_310_to_313_are_admitted():
 
 
 def test_ranges_admit_what_learners_have():
-    assert admits("ipywidgets", "7.7.1") and admits(
-        "ipywidgets", "8.1.9"
-    )  # Colab's 7.x, JupyterLab 4's 8.x
+    # Colab's 7.x, JupyterLab 4's 8.x
+    assert admits("ipywidgets", "7.7.1") and admits("ipywidgets", "8.1.9")
     assert admits("torch", "2.2.2")  # the last Intel-Mac torch
-    assert admits("torch", "2.5.0") and admits(
-        "torch", "2.14.1"
-    )  # the first for Python 3.13 ... the newest here
+    # the first for Python 3.13 ... the newest here
+    assert admits("torch", "2.5.0") and admits("torch", "2.14.1")
     intel_mac = [r for r in ranges()["numpy"] if r.marker is not None]
     assert intel_mac and intel_mac[0].marker.evaluate(
         {"platform_system": "Darwin", "platform_machine": "x86_64"}
@@ -89,17 +87,15 @@ def test_the_learner_path_never_reads_the_constraints():
 def test_cpu_torch_on_linux_laptops_without_an_nvidia_gpu():
     assert install.wants_cpu_torch("auto", system="Linux", gpu=False)
     assert not install.wants_cpu_torch("auto", system="Linux", gpu=True)
-    assert not install.wants_cpu_torch(
-        "auto", system="Windows", gpu=False
-    )  # PyPI's Windows/macOS torch is CPU already
+    # PyPI's Windows/macOS torch is CPU already
+    assert not install.wants_cpu_torch("auto", system="Windows", gpu=False)
     assert install.wants_cpu_torch("cpu", system="Darwin") and not install.wants_cpu_torch(
         "pypi", system="Linux"
     )
     steps = install.plan("py", torch="cpu")
     assert steps[0][steps[0].index("--index-url") + 1] == install.CPU_INDEX
-    assert (
-        steps[0][-1] == install.torch_requirement() == "torch>=2.1,<2.15"
-    )  # pyproject's range, one source
+    # pyproject's range, one source
+    assert steps[0][-1] == install.torch_requirement() == "torch>=2.1,<2.15"
     assert "190 MB" in install.TORCH_SIZES and "3.0 GB" in install.TORCH_SIZES
 
 
@@ -199,13 +195,11 @@ def test_make_lab_calls_the_one_implementation():
 
 
 def test_delegation_runs_in_the_venv_only_when_this_python_lacks_torch(tmp_path, monkeypatch):
-    assert (
-        install.delegate(["check"], tmp_path / "v") is None
-    )  # this Python has torch: it runs here
+    # this Python has torch: it runs here
+    assert install.delegate(["check"], tmp_path / "v") is None
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
-    assert (
-        install.delegate(["check"], tmp_path / "none") == 1
-    )  # no venv: tells the user to run setup
+    # no venv: tells the user to run setup
+    assert install.delegate(["check"], tmp_path / "none") == 1
 
 
 @pytest.mark.slow

@@ -175,9 +175,8 @@ def test_after_a_session_with_every_tab_open_the_launcher_opens_one_notebook(sou
                 lambda: page.locator(tabs).count(), lambda n: n == len(NAMES), what="four open tabs"
             )
             until(lambda: kernels(base, token), lambda n: n == len(NAMES), what="a kernel per tab")
-        os.utime(
-            workspace / "02_dying.ipynb", (time.time() + 5, time.time() + 5)
-        )  # the notebook saved last
+        # the notebook saved last
+        os.utime(workspace / "02_dying.ipynb", (time.time() + 5, time.time() + 5))
         with launcher(source, workspace, home) as (
             base,
             token,

@@ -123,10 +123,8 @@ def test_a_silenced_filter_is_renewed_and_its_optimizer_state_reset(fitted):
     assert torch.all(look.momentum["conv1"][renewed] == 0) and torch.all(
         look.momentum["bn1"][renewed] == 0
     )
-    assert torch.all(
-        look.momentum["next"][:, renewed] == 0
-    )  # downstream="zero": the next layer's input slices
-    assert torch.equal(
-        look.momentum["conv1"][kept], silence.momentum[kept]
-    )  # the others keep theirs
+    # downstream="zero": the next layer's input slices
+    assert torch.all(look.momentum["next"][:, renewed] == 0)
+    # the others keep theirs
+    assert torch.equal(look.momentum["conv1"][kept], silence.momentum[kept])
     assert all(look.momentum["conv1"][i].abs().sum() > 0 for i in kept)

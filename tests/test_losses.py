@@ -19,9 +19,8 @@ def _head(kind: str, theta_deg: float, scale: float = 30.0, margin=None):
     with torch.no_grad():
         head.weight.copy_(torch.eye(2))
     t = math.radians(theta_deg)
-    emb = (
-        torch.tensor([[math.cos(t), math.sin(t)]], dtype=torch.float32) * 3.0
-    )  # norm must not matter
+    # norm must not matter
+    emb = torch.tensor([[math.cos(t), math.sin(t)]], dtype=torch.float32) * 3.0
     return head, emb, t
 
 
@@ -29,9 +28,8 @@ def test_cosface_target_logit():
     head, emb, t = _head("cosface", 60.0)
     logits = head(emb, torch.tensor([0]))
     assert logits[0, 0].item() == pytest.approx(30 * (0.5 - 0.35), abs=1e-4)  # 4.5
-    assert logits[0, 1].item() == pytest.approx(
-        30 * math.sin(t), abs=1e-4
-    )  # other class: no margin
+    # other class: no margin
+    assert logits[0, 1].item() == pytest.approx(30 * math.sin(t), abs=1e-4)
 
 
 def test_arcface_target_logit():

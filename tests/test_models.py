@@ -62,9 +62,8 @@ def test_count_macs_leaves_an_eval_model_in_eval_mode_and_takes_a_size():
     model = FaceCNN(ModelConfig(input_size=32)).eval()
     at_32 = count_macs(model)
     assert not model.training and at_32 > 0
-    conv = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1, bias=False)
-    )  # no config: the size is an argument
+    # no config: the size is an argument
+    conv = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False))
     assert count_macs(conv, input_size=16) == 16 * 16 * 8 * 3 * 9
 
 

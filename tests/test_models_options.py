@@ -78,9 +78,8 @@ def test_crelu_halves_conv1_and_costs_fewer_macs():
         FaceCNN(ModelConfig(input_size=32)),
         FaceCNN(ModelConfig(input_size=32, stem_act="crelu")),
     )
-    assert (
-        count_params(std) - count_params(cre) == 32 * 27 + 2 * 32 + 64
-    )  # conv1 half, BN half, no PReLU slopes
+    # conv1 half, BN half, no PReLU slopes
+    assert count_params(std) - count_params(cre) == 32 * 27 + 2 * 32 + 64
     assert count_macs(std) - count_macs(cre) == 32 * 32 * 32 * 27
 
 
@@ -99,9 +98,8 @@ def test_reactivation_on_a_crelu_stem_renews_a_filter_and_both_of_its_phase_inpu
     assert result.filters == [1] and model.conv1.weight[1].abs().sum() > 0
     for before, conv in zip((pos, neg), model.stem_consumers()):
         assert (conv.weight[:, 1] == 0).all()  # both phases of filter 1 start unheard
-        assert torch.equal(
-            conv.weight[:, [0, 2, 3]], before[:, [0, 2, 3]]
-        )  # other filters untouched
+        # other filters untouched
+        assert torch.equal(conv.weight[:, [0, 2, 3]], before[:, [0, 2, 3]])
 
 
 def test_topk_keeps_exactly_k_values_per_channel_map():

@@ -78,7 +78,6 @@ def test_06_runs_in_fast_mode_and_shows_its_work(executed):
         assert WIDGET in _mimes(_cell(nb, cid)), cid
     committed = _cell(nb, "committed")
     markdown = "".join(o.get("data", {}).get("text/markdown", "") for o in committed.outputs)
-    assert (
-        "| standard training | 5 |" in markdown and "R texture (2×2)" in markdown
-    )  # the committed 5-seed tables
+    # the committed 5-seed tables
+    assert "| standard training | 5 |" in markdown and "R texture (2×2)" in markdown
     assert PNG in _mimes(committed)

@@ -63,7 +63,6 @@ def test_runs_in_fast_mode(lfw_root, tmp_path, monkeypatch):
     assert "DevTest accuracy before" in text("finetune")
     fair = "".join(o.get("data", {}).get("text/markdown", "") for o in cells["fair"].outputs)
     assert "| men |" in fair and "| women |" in fair and "| mixed |" in fair
-    budget = float(
-        os.environ.get("CRAFT_NOTEBOOK07_BUDGET_S", 900)
-    )  # 1-2 min on an idle 2-core machine
+    # 1-2 min on an idle 2-core machine
+    budget = float(os.environ.get("CRAFT_NOTEBOOK07_BUDGET_S", 900))
     assert seconds < budget, f"notebook 07 took {seconds:.0f} s in FAST mode"

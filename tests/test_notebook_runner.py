@@ -46,9 +46,8 @@ def test_list_notebooks_by_prefix_stem_or_file(folder):
 
 def test_problems_and_clean(folder):
     found = notebooks.list_notebooks(folder=folder)
-    assert (
-        len(notebooks.problems(nbformat.read(found[0], as_version=4))) == 4
-    )  # output, count, timing, widgets
+    # output, count, timing, widgets
+    assert len(notebooks.problems(nbformat.read(found[0], as_version=4))) == 4
     assert notebooks.clean(found) == found
     for path in found:
         assert notebooks.problems(nbformat.read(path, as_version=4)) == []

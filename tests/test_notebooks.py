@@ -40,9 +40,8 @@ EXPECTED = [
 ]  # the companions
 WIDGET = "application/vnd.jupyter.widget-view+json"
 PNG = "image/png"
-BUDGET_S = float(
-    os.environ.get("CRAFT_NOTEBOOK_BUDGET_S", 600)
-)  # 00-05 with their solutions, FAST, 2 cores
+# 00-05 with their solutions, FAST, 2 cores
+BUDGET_S = float(os.environ.get("CRAFT_NOTEBOOK_BUDGET_S", 600))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -67,9 +66,8 @@ def test_structure(path):
     """Goals and runtime first, a papermill parameters cell with FAST, solutions to reveal, logic
     imported."""
     nb = nbformat.read(path, as_version=4)
-    first = next(
-        c for c in nb.cells if "colab-setup" not in c.metadata.get("tags", [])
-    )  # after the Colab cell
+    # after the Colab cell
+    first = next(c for c in nb.cells if "colab-setup" not in c.metadata.get("tags", []))
     assert (
         first.cell_type == "markdown"
         and "Learning goals" in first.source

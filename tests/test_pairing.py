@@ -47,9 +47,8 @@ def test_orthogonal_filters_have_no_pairs():
 
 def test_random_filters_sit_between_and_define_the_threshold():
     ref = random_reference((64, 3, 3, 3), draws=50)
-    assert (
-        ref.shape == (64 * 50,) and -0.6 < ref.mean() < -0.3
-    )  # 27 dims: random pairs are far from −1
+    # 27 dims: random pairs are far from −1
+    assert ref.shape == (64 * 50,) and -0.6 < ref.mean() < -0.3
     s = pairing_summary(
         torch.randn(64, 3, 3, 3, generator=torch.Generator().manual_seed(1)), draws=50
     )
@@ -150,8 +149,7 @@ def test_twins_with_different_shifts_have_the_predicted_gap():
     expected = 0.9 * float(np.sqrt(1 + model.bn1.eps)) / float(c.std(unbiased=False))
     assert t["gap"] == pytest.approx(expected, rel=1e-4)
     z = c.numpy() / np.sqrt(1 + model.bn1.eps)
-    assert t["disagree"] == pytest.approx(
-        np.mean((z > -0.5) & (z < 0.4)), abs=1e-6
-    )  # the band between the zeros
+    # the band between the zeros
+    assert t["disagree"] == pytest.approx(np.mean((z > -0.5) & (z < 0.4)), abs=1e-6)
     assert twin_verdict([t["gap"]]) == ("two thresholds" if expected >= 0.5 else "inconclusive")
     assert twin_verdict([]) == "no twins"

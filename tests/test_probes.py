@@ -74,9 +74,8 @@ def test_a_fixed_C_skips_the_cross_validation():
     cv = probes.fit_probe(*args, n_boot=50)
     fixed = probes.fit_probe(*args, n_boot=50, C=cv.C)
     assert fixed.C == cv.C and np.isnan(fixed.cv_score) and not np.isnan(cv.cv_score)
-    assert fixed.balanced_accuracy == pytest.approx(
-        cv.balanced_accuracy, abs=0.02
-    )  # the same model, refitted
+    # the same model, refitted
+    assert fixed.balanced_accuracy == pytest.approx(cv.balanced_accuracy, abs=0.02)
     first = probes.run_probes(toy_model(), ps, n_boot=20)
     C = first.C.copy()
     C[0, 0] = np.nan  # a NaN cell is cross-validated
@@ -93,9 +92,8 @@ def test_probe_results_table_best_stage_and_most_wrong():
     assert np.all(
         (res.ci_low <= res.balanced_accuracy + 1e-9) & (res.balanced_accuracy <= res.ci_high + 1e-9)
     )
-    assert (
-        res.cell(ps.attribute_names[0], "stem") > 0.8
-    )  # the bright images: trivially linear at the stem
+    # the bright images: trivially linear at the stem
+    assert res.cell(ps.attribute_names[0], "stem") > 0.8
     assert res.best_stage(ps.attribute_names[0]) in STAGES
     wrong = res.most_wrong(ps.attribute_names[1], "embedding", k=5)
     assert 0 < len(wrong) <= 5

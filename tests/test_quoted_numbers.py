@@ -220,9 +220,8 @@ def test_the_guide_has_minutes_and_answer_notes_for_every_notebook():
         re.search(r"\| \d+ min \| \d+ min \|", line) for line in table
     )
     discussions = GUIDE.count("*Discussion:")
-    assert (
-        discussions >= 6 and GUIDE.count("Answer notes") >= discussions + 1
-    )  # plus the companion question
+    # plus the companion question
+    assert discussions >= 6 and GUIDE.count("Answer notes") >= discussions + 1
     for topic in ("Small weights = dead", "model not found", "re-run the cell", "Prerequisites"):
         assert topic.lower() in GUIDE.lower(), topic
 

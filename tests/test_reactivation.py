@@ -99,9 +99,8 @@ def build_layer(
             for p in params:
                 p.grad = torch.randn(p.shape, generator=g).to(device, dtype)
             opt.step()
-    with (
-        torch.no_grad()
-    ):  # then set the weights we want: ordinary strong filters, (near-)dead masked ones
+    # then set the weights we want: ordinary strong filters, (near-)dead masked ones
+    with torch.no_grad():
         scale = float(torch.empty(1).uniform_(0.05, 1.0, generator=g))
         w = torch.randn(conv.weight.shape, generator=g, dtype=torch.float64) * scale
         w[torch.as_tensor(mask)] *= dead_scale
@@ -174,9 +173,8 @@ def run_reactivate(spec: dict, strategy: str, device: str = "cpu", seed: int = 1
     )
     before = tensors(conv, bn, opt)
     with warnings.catch_warnings():
-        warnings.simplefilter(
-            "ignore", ReactivationWarning
-        )  # degenerate masks are tested on their own below
+        # degenerate masks are tested on their own below
+        warnings.simplefilter("ignore", ReactivationWarning)
         result = reactivate(
             conv,
             spec["mask"],
@@ -228,18 +226,14 @@ def check_properties(spec: dict, strategy: str, device: str = "cpu") -> None:
         np.testing.assert_allclose(new.norm(dim=1).numpy(), target, rtol=rtol)
     if strategy == "orthogonal" and len(strong) > 0 and len(rows) <= strong.shape[1]:
         unit = new / new.norm(dim=1, keepdim=True)
-        tol = (
-            2e-3 if spec["dtype"] == torch.float16 else 1e-4
-        )  # the cast to the weight's dtype rounds
-        q = principal_directions(
-            strong, len(rows)
-        )  # none when n = d: then the result says so in a note
-        assert (
-            q.shape[1] == 0 and result.notes or (unit @ q).abs().max() < tol
-        )  # orthogonal to them
-        np.testing.assert_allclose(
-            (unit @ unit.T).numpy(), np.eye(len(rows)), atol=tol
-        )  # and to each other
+        # the cast to the weight's dtype rounds
+        tol = 2e-3 if spec["dtype"] == torch.float16 else 1e-4
+        # none when n = d: then the result says so in a note
+        q = principal_directions(strong, len(rows))
+        # orthogonal to them
+        assert q.shape[1] == 0 and result.notes or (unit @ q).abs().max() < tol
+        # and to each other
+        np.testing.assert_allclose((unit @ unit.T).numpy(), np.eye(len(rows)), atol=tol)
 
     if spec["bias"]:
         assert torch.all(after["bias"][mask] == 0)
@@ -344,9 +338,8 @@ def test_context_gaussian_is_the_strong_filters_mean_and_shrunk_covariance():
         27, dtype=torch.float64
     )
     assert torch.allclose(cov, expected) and torch.allclose(cov, cov.T)
-    assert (
-        torch.linalg.eigvalsh(context_gaussian(strong[:5])[1]).min() > 0
-    )  # k < d: still full rank
+    # k < d: still full rank
+    assert torch.linalg.eigvalsh(context_gaussian(strong[:5])[1]).min() > 0
     one_mean, one_cov = context_gaussian(strong[:1])
     assert torch.equal(one_mean, strong[0]) and torch.allclose(
         one_cov, one_cov.diagonal()[0] * torch.eye(27, dtype=torch.float64)
@@ -363,9 +356,8 @@ def test_contextual_draws_from_the_context_gaussian_at_the_strong_scale():
     drawn = mean + z @ torch.linalg.cholesky(cov).T
     target = torch.quantile(strong.norm(dim=1), 0.5)
     assert notes == []
-    assert torch.allclose(
-        new, unit(drawn) * target
-    )  # the Gaussian's direction, the strong filters' median norm
+    # the Gaussian's direction, the strong filters' median norm
+    assert torch.allclose(new, unit(drawn) * target)
 
 
 def test_contextual_is_not_random_at_the_same_scale():
@@ -392,9 +384,8 @@ def test_random_matched_is_isotropic_at_the_median_strong_norm():
         new.norm(dim=1).numpy(), np.median(strong.norm(dim=1).numpy()), rtol=1e-12
     )
     directions = unit(new)
-    assert (
-        directions.mean(0).abs().max() < 0.05
-    )  # no preferred direction (1/sqrt(4000 * 27) ~ 0.003 per weight)
+    # no preferred direction (1/sqrt(4000 * 27) ~ 0.003 per weight)
+    assert directions.mean(0).abs().max() < 0.05
     second_moment = directions.T @ directions / len(directions)  # isotropic: I / d
     assert torch.allclose(second_moment, torch.eye(27, dtype=torch.float64) / 27, atol=0.01)
 
@@ -430,9 +421,8 @@ def test_principal_directions_hold_90_percent_of_the_energy():
     assert energy[r - 1] >= 0.9 > energy[r - 2]  # the fewest leading directions reaching 90%
     assert torch.allclose(q.T @ q, torch.eye(r, dtype=torch.float64), atol=1e-12)
     assert torch.allclose(q.abs(), vh[:r].T.abs())
-    assert principal_directions(strong, 27 - 3).shape[1] == min(
-        r, 3
-    )  # capped at d - n: room for n new filters
+    # capped at d - n: room for n new filters
+    assert principal_directions(strong, 27 - 3).shape[1] == min(r, 3)
     assert principal_directions(strong, 27).shape[1] == 0
 
 
@@ -560,9 +550,8 @@ def test_all_inactive_warns_and_falls_back_to_kaiming(strategy):
     assert result.notes and torch.isfinite(conv.weight).all()
     kaiming, _, _ = simple_layer()
     reactivate(kaiming, np.ones(8, bool), "random", generator=torch.Generator().manual_seed(3))
-    assert torch.equal(
-        conv.weight, kaiming.weight
-    )  # exactly the Kaiming draw of the random baseline
+    # exactly the Kaiming draw of the random baseline
+    assert torch.equal(conv.weight, kaiming.weight)
 
 
 @pytest.mark.parametrize("strategy", ["contextual", "perturbed"])
@@ -748,9 +737,8 @@ def test_reactivate_resets_exactly_what_is_documented(downstream, reset_step, op
         else:
             assert torch.equal(slope_state, before[f"state:act1.weight.{key}"][rows])
             assert torch.equal(consumer_state, before[f"state:{consumer}.{key}"][:, rows])
-        assert (
-            before[f"state:conv1.weight.{key}"][rows].abs().sum() > 0
-        )  # there was something to clear
+        # there was something to clear
+        assert before[f"state:conv1.weight.{key}"][rows].abs().sum() > 0
 
     # Adam's per-tensor step: back to 0 for every reset tensor with reset_step, untouched otherwise
     reset_tensors = {"conv1.weight", "bn1.weight", "bn1.bias"} | (
@@ -852,9 +840,8 @@ def test_downstream_needs_a_model_that_names_its_consumers():
     with pytest.raises(ValueError, match="stem_consumers"):
         reactivate_model(bare, PAPER_READING.but(tau=0.5, downstream="rescale"))
     with pytest.warns(ReactivationWarning, match="only one strong filter"):
-        result = reactivate_model(
-            bare, PAPER_READING.but(tau=1.0)
-        )  # downstream "keep" needs no consumer
+        # downstream "keep" needs no consumer
+        result = reactivate_model(bare, PAPER_READING.but(tau=1.0))
     assert len(result.filters) == 7  # everything below the strongest
 
 
@@ -863,9 +850,8 @@ def test_reset_helpers_on_their_own():
     before = conv.weight.detach().clone()
     with pytest.raises(ValueError, match="downstream must be one of"):
         reset_downstream([conv], torch.tensor([1]), "shrink")
-    reset_downstream(
-        [conv], torch.tensor([], dtype=torch.long), "zero"
-    )  # nothing renewed: nothing to do
+    # nothing renewed: nothing to do
+    reset_downstream([conv], torch.tensor([], dtype=torch.long), "zero")
     assert torch.equal(conv.weight, before)
     reset_downstream([conv], torch.tensor([1]), "zero")
     assert torch.all(conv.weight[:, 1] == 0) and torch.equal(
@@ -908,9 +894,8 @@ def test_clear_optimizer_state_along_a_dimension_and_the_step():
 def test_strong_mask_takes_a_top_quantile_of_the_live_filters():
     scores = np.array([0.01, 0.05, 0.2, 0.4, 0.6, 0.8, 1.0, 0.3])
     inactive = scores < 0.1
-    assert (
-        strong_mask(scores, inactive).tolist() == (~inactive).tolist()
-    )  # quantile 0: everything above τ
+    # quantile 0: everything above τ
+    assert strong_mask(scores, inactive).tolist() == (~inactive).tolist()
     assert np.flatnonzero(strong_mask(scores, inactive, 0.5)).tolist() == [
         3,
         4,
@@ -976,7 +961,6 @@ def test_reactivate_on_gpu(strategy, dtype):
     }
     check_properties(spec, strategy, device="cuda")
     conv, _, _ = build_layer(32, 3, 3, False, False, dtype, None, mask, 1e-4, 0, "cuda")
-    reactivate(
-        conv, torch.as_tensor(mask, device="cuda"), strategy
-    )  # a mask living on the GPU works too
+    # a mask living on the GPU works too
+    reactivate(conv, torch.as_tensor(mask, device="cuda"), strategy)
     assert conv.weight.device.type == "cuda" and torch.isfinite(conv.weight).all()

@@ -152,9 +152,8 @@ def test_keep_leaves_the_next_layer_and_the_slope_alone(epoch_run):
             trainer.history[e]["conv1"]["slope"],
         )
         assert not np.all(np.asarray(after)[event["filters"]] == PRELU_INIT)  # trained slopes kept
-        assert torch.equal(
-            observer.consumer[e - 1], seen["consumer"]
-        )  # the next conv: not one bit changed
+        # the next conv: not one bit changed
+        assert torch.equal(observer.consumer[e - 1], seen["consumer"])
         assert before != after  # (the slopes did train in between)
 
 
@@ -208,9 +207,8 @@ def test_first_epoch_delays_the_start(tiny_faces, tiny_recipe):
 def test_none_logs_but_changes_nothing(tiny_faces, tiny_recipe):
     """Same seed with and without a ``none`` callback: it logs the dead filters, the models are
     identical."""
-    craft = ReactivationCallback(
-        WEIGHT_SPEC.but(strategy="none")
-    )  # no epochs: the spec's stop, set at the start
+    # no epochs: the spec's stop, set at the start
+    craft = ReactivationCallback(WEIGHT_SPEC.but(strategy="none"))
     logged = run(tiny_faces, tiny_recipe.train, 3, [Silence(), craft])
     plain = run(tiny_faces, tiny_recipe.train, 3, [Silence()])
     assert craft.last_epoch == 2
@@ -230,9 +228,8 @@ def test_none_logs_but_changes_nothing(tiny_faces, tiny_recipe):
 
 @pytest.mark.slow
 def test_silent_detector_with_downstream_rescale(tiny_faces, tiny_recipe):
-    spec = CraftSpec(
-        last_epoch=1, downstream="rescale"
-    )  # silent < 0.01, top half as context, next layer rescaled
+    # silent < 0.01, top half as context, next layer rescaled
+    spec = CraftSpec(last_epoch=1, downstream="rescale")
     craft = spec.callback(seed=0, epochs=2)
     silence = Silence(score="silent", tau=spec.tau)
     observer = Observer(score="silent")

@@ -81,9 +81,8 @@ def test_a_bad_spec_is_refused_when_made(changes, field):
 
 def test_but_to_dict_from_dict():
     spec = CraftSpec().but(score="max", tau=0.2, every=5)
-    assert (
-        spec.score == "max" and spec.every == 5 and CraftSpec().score == "silent"
-    )  # a copy, frozen original
+    # a copy, frozen original
+    assert spec.score == "max" and spec.every == 5 and CraftSpec().score == "silent"
     assert CraftSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
     assert [f.name for f in fields(CraftSpec)] == list(spec.to_dict())
 
@@ -122,13 +121,11 @@ def test_callback_carries_every_field_of_the_spec():
         "zero",
         False,
     )
-    assert (
-        CraftSpec().callback(seed=0, epochs=9).last_epoch == 6
-    )  # the spec's default stop, not the class's
+    # the spec's default stop, not the class's
+    assert CraftSpec().callback(seed=0, epochs=9).last_epoch == 6
     same = CraftSpec().callback(seed=3, epochs=10)
-    assert torch.equal(
-        cb.generator.get_state(), same.generator.get_state()
-    )  # seeded by the run's seed
+    # seeded by the run's seed
+    assert torch.equal(cb.generator.get_state(), same.generator.get_state())
     assert not torch.equal(
         cb.generator.get_state(), CraftSpec().callback(seed=4, epochs=10).generator.get_state()
     )
@@ -175,9 +172,8 @@ def test_the_callback_is_built_in_exactly_one_place_in_craftlib():
 
 def test_recipe_properties_and_arms():
     assert WORKSHOP.tau == WORKSHOP.craft.tau == 0.01 and WORKSHOP.last_epoch == 6
-    assert (
-        WORKSHOP.arm("none").strategy == "none" and WORKSHOP.arm("none").score == "silent"
-    )  # every arm detects
+    # every arm detects
+    assert WORKSHOP.arm("none").strategy == "none" and WORKSHOP.arm("none").score == "silent"
     assert WORKSHOP.arm("random_matched") == WORKSHOP.craft.but(strategy="random_matched")
     assert WORKSHOP.arm("contextual_weight") == PAPER_READING.but(
         last_epoch=WORKSHOP.craft.last_epoch

@@ -102,9 +102,8 @@ def test_paired_matches_scipy():
         stats.wilcoxon(diff).pvalue
     )
     assert p.ci95 == pytest.approx((ci.low, ci.high))
-    half = (
-        stats.t.ppf(0.975, 5) * diff.std(ddof=1) / np.sqrt(6)
-    )  # by hand: mean ± t(0.975, n-1) sd / sqrt(n)
+    # by hand: mean ± t(0.975, n-1) sd / sqrt(n)
+    half = stats.t.ppf(0.975, 5) * diff.std(ddof=1) / np.sqrt(6)
     assert p.ci95 == pytest.approx((diff.mean() - half, diff.mean() + half))
     assert p.mde == pytest.approx(mde(diff.std(ddof=1), 6))
     assert paired(ACC_B, ACC_A).t_pvalue == pytest.approx(p.t_pvalue)  # two-sided
@@ -138,9 +137,8 @@ def test_a_constant_difference_has_no_t_test(a, b):
         np.mean(a) - np.mean(b)
     ) and p.sd_difference == pytest.approx(0, abs=1e-12)
     assert p.t_pvalue is None and p.ci95 is None and p.mde is None
-    assert p.wilcoxon_pvalue == pytest.approx(
-        stats.wilcoxon(np.subtract(a, b)).pvalue
-    )  # ranks need no spread
+    # ranks need no spread
+    assert p.wilcoxon_pvalue == pytest.approx(stats.wilcoxon(np.subtract(a, b)).pvalue)
 
 
 def test_holm_by_hand():
@@ -199,9 +197,8 @@ def test_summary_arms_values_and_pairs(summary, synthetic_records):
         expected.t_pvalue,
         expected.ci95,
     )
-    assert got.power == pytest.approx(
-        power(DELTA_STAR, got.sd_difference, 5)
-    )  # the primary endpoint only
+    # the primary endpoint only
+    assert got.power == pytest.approx(power(DELTA_STAR, got.sd_difference, 5))
     assert ctx.vs_baseline["auc"].power is None
     assert ctx.vs_baseline["tar@far=0.001"].n == 0  # nothing to pair
 
@@ -227,9 +224,8 @@ def test_inactive_fraction_curves_and_survival(summary, synthetic_records):
                 [[np.mean(np.asarray(r["scores"][score]) < t) for t in TAUS] for r in runs], axis=0
             )
             np.testing.assert_allclose(arm.curves[score], expected)
-            assert list(arm.curves[score]) == sorted(
-                arm.curves[score]
-            )  # more filters below a higher τ
+            # more filters below a higher τ
+            assert list(arm.curves[score]) == sorted(arm.curves[score])
         assert arm.curve_area("silent") == pytest.approx(np.mean(arm.curves["silent"]))
         if name == "none":
             assert arm.survival == [] and arm.renewal == {}  # nothing renewed
@@ -435,9 +431,8 @@ def test_endpoint_family_correction_is_holm_over_every_secondary_test(synthetic_
         }
     )
     table = endpoints_markdown(s)
-    assert (
-        table.count("| descriptive | descriptive |") == 4 and table.count("| primary |") == 2
-    )  # 4 endpoints
+    # 4 endpoints
+    assert table.count("| descriptive | descriptive |") == 4 and table.count("| primary |") == 2
     row = [line for line in table.splitlines() if line.startswith("| EER | CRAFT")][0]
     assert row.split("|")[-2].strip() == fmt_p(family[("eer", "contextual")])
 

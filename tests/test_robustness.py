@@ -354,9 +354,8 @@ def test_a_folder_holding_another_run_is_refused_untouched(finished_run, lfw_roo
 def test_files_of_a_run_without_fingerprint_are_refused(lfw_root, tmp_path, capsys):
     out = tmp_path / "old"
     out.mkdir()
-    (out / "metrics.json").write_text(
-        '{"accuracy": 0.9}'
-    )  # as craftlib wrote it before runs were stamped
+    # as craftlib wrote it before runs were stamped
+    (out / "metrics.json").write_text('{"accuracy": 0.9}')
     assert cli.main(["train", "--data", str(lfw_root), *TINY, "--out", str(out)]) == 2
     assert "holds metrics.json without a run fingerprint" in capsys.readouterr().err
     (out / "metrics.json").write_text('{"accuracy": 0.')  # truncated: named, not a traceback
@@ -673,9 +672,8 @@ def no_hang():
     signal.signal(signal.SIGALRM, previous)
 
 
-@pytest.mark.parametrize(
-    "side", [10_000, 20_000]
-)  # over Pillow's limit (a warning there) and over twice it
+# over Pillow's limit (a warning there) and over twice it
+@pytest.mark.parametrize("side", [10_000, 20_000])
 def test_a_decompression_bomb_in_the_training_folder_is_refused_with_the_file_named(fake_lfw, side):
     from craftlib.data import LFW, DataError
 
@@ -735,9 +733,8 @@ def test_a_cache_that_cannot_be_made_or_written_degrades_to_no_cache(
     monkeypatch.setenv("CRAFTLIB_CACHE", str(cache))
     lfw = LFW(root, download=False, size=32)
     key = _cache_key(lfw.image_root.resolve(), faces.files, lfw.crop, 32)
-    (cache / f"faces-32px-{key}.npy").mkdir(
-        parents=True
-    )  # the rename onto it fails, as on a full disk
+    # the rename onto it fails, as on a full disk
+    (cache / f"faces-32px-{key}.npy").mkdir(parents=True)
     with pytest.warns(CacheWarning, match="could not write the face cache"):
         again = lfw.training_set()
     assert (again.images == faces.images).all()

@@ -64,9 +64,8 @@ def test_wheel_tags_per_target():
     assert Tag("cp310", "cp310", "win_amd64") not in win
     mac = kit.target_tags("macos-x86_64", "3.10")
     assert Tag("cp310", "cp310", "macosx_10_9_x86_64") in mac  # torch 2.2.2's Intel-Mac wheel
-    assert (
-        kit.pip_platforms("linux-x86_64")[-1] == "manylinux2014_x86_64"
-    )  # pip does not expand manylinux_2_28
+    # pip does not expand manylinux_2_28
+    assert kit.pip_platforms("linux-x86_64")[-1] == "manylinux2014_x86_64"
     assert kit.TARGET_CONSTRAINTS["macos-x86_64"] == ["torch<2.3", "numpy<2"]
 
 
@@ -138,9 +137,8 @@ def test_wheel_plan_pins_torch_and_carries_flower_where_it_installs():
     }
     assert plan["linux-x86_64", "3.11"]["extras"] == ("lab", "federated")
     assert plan["linux-x86_64", "3.10"]["extras"] == ("lab",)  # flwr 1.39 needs Python 3.11
-    assert (
-        plan["linux-x86_64", "3.11"]["cpu_torch"] == "torch==2.14.1"
-    )  # the instructor's version, not the newest
+    # the instructor's version, not the newest
+    assert plan["linux-x86_64", "3.11"]["cpu_torch"] == "torch==2.14.1"
     assert (
         plan["windows-x86_64", "3.11"]["cpu_torch"] is None
         and "torch==2.14.1" in plan["windows-x86_64", "3.11"]["constraints"]
@@ -155,9 +153,8 @@ def test_wheel_plan_pins_torch_and_carries_flower_where_it_installs():
     assert own["cpu_torch"] is None and "torch==2.13.0" in own["constraints"]
     assert "torch==2.14.1" not in own["constraints"]
     (loose,) = kit.wheel_plan(["linux-x86_64"], ["3.11"], {})
-    assert (
-        loose["cpu_torch"] == kit.torch_requirement()
-    )  # nothing installed to pin: pyproject's range
+    # nothing installed to pin: pyproject's range
+    assert loose["cpu_torch"] == kit.torch_requirement()
 
 
 def test_download_wheels_asks_pip_for_the_pinned_closure(tmp_path, monkeypatch):
@@ -165,9 +162,8 @@ def test_download_wheels_asks_pip_for_the_pinned_closure(tmp_path, monkeypatch):
     pip gets it."""
     calls = []
 
-    def fake_build(
-        cmd, **kwargs
-    ):  # `pip wheel` of the checkout: a craftlib wheel with no dependencies
+    # `pip wheel` of the checkout: a craftlib wheel with no dependencies
+    def fake_build(cmd, **kwargs):
         fake_wheel(Path(cmd[cmd.index("-w") + 1]), "craftlib", "0.2.0", "py3-none-any", [])
         return 0
 
@@ -358,9 +354,8 @@ def test_ci_kit_installs_with_no_index_in_a_fresh_venv(ci_kit, tmp_path, lfw_roo
     )
     assert check.returncode == 0, check.stdout + check.stderr
     assert "packaged with craftlib" in check.stdout and "deep-funneled" in check.stdout
-    assert (
-        str(tmp_path / "home") in check.stdout
-    )  # an installed wheel keeps its runs out of site-packages
+    # an installed wheel keeps its runs out of site-packages
+    assert str(tmp_path / "home") in check.stdout
 
 
 @pytest.mark.slow
@@ -399,9 +394,8 @@ def test_handout_shows_the_threshold_explorer_offline(ci_kit):
         assert explorer.locator("img").count() >= 1
         assert page.locator(".widget-slider, .jupyter-widgets .slider").count() >= 1
         page.wait_for_function("() => window.MathJax && window.MathJax.version", timeout=30_000)
-        assert (
-            page.evaluate("() => MathJax.version") == "2.7.7"
-        )  # the bundled copy loaded from static/
+        # the bundled copy loaded from static/
+        assert page.evaluate("() => MathJax.version") == "2.7.7"
         artifacts = Path(__file__).resolve().parent.parent / "test-artifacts"
         artifacts.mkdir(exist_ok=True)
         explorer.screenshot(path=str(artifacts / "handout_threshold_explorer.png"))

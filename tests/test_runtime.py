@@ -14,9 +14,8 @@ from craftlib.runtime import evaluating, pick_device, seed_everything, to_numpy
 
 def test_pick_device_names_and_auto():
     assert pick_device("cpu") == torch.device("cpu")
-    assert pick_device("cuda:1") == torch.device(
-        "cuda:1"
-    )  # a name is taken as given, even if absent
+    # a name is taken as given, even if absent
+    assert pick_device("cuda:1") == torch.device("cuda:1")
     expected = "cuda" if torch.cuda.is_available() else None
     auto = pick_device()
     assert auto.type in {"cpu", "cuda", "mps"}

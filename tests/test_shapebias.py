@@ -28,9 +28,8 @@ def test_patch_shuffle_preserves_each_images_pixel_histogram(images, grid):
         # the same multiset of RGB pixels, not only per channel
         assert sorted(map(tuple, a.reshape(-1, 3))) == sorted(map(tuple, b.reshape(-1, 3)))
     assert not np.array_equal(out, images)  # and the arrangement did change
-    np.testing.assert_array_equal(
-        sb.patch_shuffle(images, grid, seed=1), out
-    )  # fixed seed: same mosaic
+    # fixed seed: same mosaic
+    np.testing.assert_array_equal(sb.patch_shuffle(images, grid, seed=1), out)
 
 
 def test_patch_shuffle_moves_whole_tiles(images):
@@ -46,9 +45,8 @@ def test_low_pass_and_edges_remove_texture_but_keep_layout():
     x = np.zeros((1, 40, 40, 3), dtype=np.uint8)
     x[:, 10:30, 10:30] = 200  # a "face": a bright square
     rng = np.random.default_rng(0)
-    noisy = np.clip(x + rng.integers(-40, 40, x.shape), 0, 255).astype(
-        np.uint8
-    )  # plus fine texture
+    # plus fine texture
+    noisy = np.clip(x + rng.integers(-40, 40, x.shape), 0, 255).astype(np.uint8)
     blurred = sb.low_pass(noisy, 2.0)
     assert blurred[0, 20, 20].mean() > 150 and blurred[0, 2, 2].mean() < 50  # layout kept
     assert blurred[0, 14:26, 14:26].std() < noisy[0, 14:26, 14:26].std() / 3  # texture gone

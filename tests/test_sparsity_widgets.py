@@ -77,9 +77,8 @@ def test_topk_state_sparsifies_the_maps_and_probes(toy_pairs):
     assert not model.sparsify  # the model's own layers are back
     explorer = sw.TopKExplorer(model, face, None, fraction=0.5, stage=0)
     assert explorer.error.value == "" and "probe" not in explorer.state
-    menu = dict(
-        (v, k) for k, v in explorer.stage.options
-    )  # the menu, the caption and the text: one name
+    # the menu, the caption and the text: one name
+    menu = dict((v, k) for k, v in explorer.stage.options)
     assert (
         menu[0] == "stage 0 (stem)"
         and menu[2] == "stage 2"

@@ -114,9 +114,8 @@ def test_keep_freed_memory_stops_each_step_faulting_in_fresh_pages():
     kept, default = faults("keep"), faults("default")
     if not kept["applied"]:
         pytest.skip("not glibc: keep_freed_memory does nothing here")
-    assert (
-        default["faults"] > 2_000
-    )  # glibc's default: freed activations go back to the system, then fault in again
+    # glibc's default: freed activations go back to the system, then fault in again
+    assert default["faults"] > 2_000
     assert kept["faults"] < default["faults"] / 10
 
 

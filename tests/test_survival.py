@@ -70,13 +70,11 @@ def test_a_gradient_free_filter_follows_the_decay_curve(gradient_free_run):
     curve = decay_curve(trainer.config, spe, 0)
     w = norms(trainer, FROZEN)
     np.testing.assert_allclose(w / w[0], curve[::spe], rtol=1e-5)  # at every epoch, 0..10
-    assert (
-        curve[-1] < 0.95
-    )  # it did decay, by far more than the tolerance (so the comparison means something)
+    # it did decay, by far more than the tolerance (so the comparison means something)
+    assert curve[-1] < 0.95
     live = norms(trainer, 0)
-    assert (
-        abs(live[-1] / live[0] - curve[-1]) > 1e-3
-    )  # a filter with a task gradient does not follow it
+    # a filter with a task gradient does not follow it
+    assert abs(live[-1] / live[0] - curve[-1]) > 1e-3
 
 
 @pytest.mark.slow
@@ -125,9 +123,8 @@ def test_learning_rates_are_the_trainers(tiny_faces):
     assert len(lrs) == 6 and 0 < lrs.min() <= lrs.max() <= config.lr
     trainer.callbacks.append(Lr())
     trainer.train_steps(5)
-    np.testing.assert_allclose(
-        seen, lrs[1:6], rtol=1e-12
-    )  # the lr after each step is the next step's
+    # the lr after each step is the next step's
+    np.testing.assert_allclose(seen, lrs[1:6], rtol=1e-12)
 
 
 def test_decay_curve_by_hand():
@@ -194,9 +191,8 @@ def test_survival_stats_resample_whole_seeds():
     np.testing.assert_allclose(s["ratio_end"], np.percentile([4, 6, 1, 1, 1], [25, 50, 75]))
     assert survival_stats(rows) == s  # seeded: the same table every time
     assert survival_stats({0: [row(True, 2.0)]})["alive_end_ci95"] is None  # one run: no interval
-    assert "ratio_end" not in survival_stats(
-        {0: [{"alive": [True, False]}]}
-    )  # standard training's rows
+    # standard training's rows
+    assert "ratio_end" not in survival_stats({0: [{"alive": [True, False]}]})
     assert survival_stats({}) == {"filters": 0, "runs": 0}
 
 

@@ -303,9 +303,8 @@ def test_huge_learning_rate_ends_in_non_finite_loss_error(tiny_faces):
 @pytest.mark.slow
 def test_train_steps_crosses_epoch_ends_like_fit(tiny_faces):
     stepped, fitted = _trainer(tiny_faces), _trainer(tiny_faces)
-    losses = stepped.train_steps(2) + stepped.train_steps(
-        3
-    )  # 5 steps: epoch 1 done, 2 into epoch 2
+    # 5 steps: epoch 1 done, 2 into epoch 2
+    losses = stepped.train_steps(2) + stepped.train_steps(3)
     assert (
         len(losses) == 5 and (stepped.epoch, stepped.step) == (1, 5) and len(stepped.history) == 2
     )

@@ -58,12 +58,10 @@ def test_best_threshold_never_cuts_between_ties():
 
 
 def test_best_threshold_at_the_ends():
-    assert (
-        best_threshold(np.array([0.1, 0.2, 0.3]), np.array([True, True, True])) < 0.1
-    )  # accept all
-    assert (
-        best_threshold(np.array([0.1, 0.2, 0.3]), np.array([False, False, False])) > 0.3
-    )  # reject all
+    # accept all
+    assert best_threshold(np.array([0.1, 0.2, 0.3]), np.array([True, True, True])) < 0.1
+    # reject all
+    assert best_threshold(np.array([0.1, 0.2, 0.3]), np.array([False, False, False])) > 0.3
 
 
 def test_predefined_folds_versus_contiguous_kfold():
@@ -95,9 +93,8 @@ def test_threshold_at_far_on_constructed_scores():
     for far, accepted in ((0.01, 1), (0.05, 5), (0.5, 50)):
         t = threshold_at_far(scores, same, far)
         assert np.sum(scores[~same] > t) == accepted  # exactly far * 100 impostors get in
-        assert (
-            np.mean(scores[~same] > t - 0.011) > far
-        )  # the lowest such threshold, to the grid's step
+        # the lowest such threshold, to the grid's step
+        assert np.mean(scores[~same] > t - 0.011) > far
 
 
 def test_tar_at_far_on_constructed_scores():
@@ -109,9 +106,8 @@ def test_tar_at_far_on_constructed_scores():
     scores[same] = np.where(j % 10 < 3, 1.5, -0.5)
     report = evaluate_scores(scores, same)
     assert report["tar@far=0.01"] == pytest.approx(0.3)
-    assert (
-        report["tar@far=0.001"] is None
-    )  # 450 impostors per training split cannot set a 1e-3 threshold
+    # 450 impostors per training split cannot set a 1e-3 threshold
+    assert report["tar@far=0.001"] is None
     report = evaluate_scores(scores, same, fars=(0.2,))
     assert (
         set(k for k in report if k.startswith("tar@")) == {"tar@far=0.2"}
@@ -135,9 +131,8 @@ def test_tar_at_far_1e3_is_not_estimable_on_devtest(devtest):
         report["tar_notes"]["0.001"].startswith("not estimable")
         and "450 impostor pairs" in report["tar_notes"]["0.001"]
     )
-    assert (
-        isinstance(report["tar@far=0.01"], float) and "0.01" not in report["tar_notes"]
-    )  # 4.5 impostors: enough
+    # 4.5 impostors: enough
+    assert isinstance(report["tar@far=0.01"], float) and "0.01" not in report["tar_notes"]
 
 
 def test_tar_at_far_1e3_is_a_number_at_view2_size():
@@ -223,9 +218,8 @@ def test_embed_is_batch_size_independent(devtest):
 
 
 def test_evaluate_on_devtest_reports_everything(devtest_subset):
-    small = ModelConfig(
-        input_size=32, stem_channels=8, widths=(8, 8, 8), embedding_dim=16
-    )  # seconds on 1 core
+    # seconds on 1 core
+    small = ModelConfig(input_size=32, stem_channels=8, widths=(8, 8, 8), embedding_dim=16)
     report = evaluate(FaceCNN(small), devtest_subset)
     assert {
         "accuracy",
@@ -254,6 +248,5 @@ def test_embed_hands_the_model_back_in_its_mode(devtest_subset, training):
     running = model.bn1.running_mean.clone()
     embed(model, devtest_subset.images[:8])
     assert model.training == training
-    assert torch.equal(
-        model.bn1.running_mean, running
-    )  # embedded with running statistics, not the batch's
+    # embedded with running statistics, not the batch's
+    assert torch.equal(model.bn1.running_mean, running)

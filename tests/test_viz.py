@@ -327,9 +327,8 @@ def test_comparison_figures_of_a_real_comparison(comparison_dir, tmp_path):
     summary = summarize(records)
     assert list(summary.arms) == ["none", "contextual"] and summary.arms["none"].seeds == [0, 1]
     paths = figures.save_comparison_figures(summary, records, tmp_path)
-    assert len(paths) == 8 and all(
-        p.read_bytes()[:4] == b"\x89PNG" for p in paths
-    )  # 2 arms: 2 timelines
+    # 2 arms: 2 timelines
+    assert len(paths) == 8 and all(p.read_bytes()[:4] == b"\x89PNG" for p in paths)
     fig = viz.death_timeline(
         figures.record_matrix(records[0]),
         SILENT_TAU,
@@ -377,9 +376,8 @@ def test_projector_mode_draws_text_and_tiles_one_and_a_half_times_larger(stem):
     assert len(big["font_px"]) == len(normal["font_px"]) > 64  # tile numbers, title
     assert all(b >= 1.5 * n - 1e-9 for b, n in zip(big["font_px"], normal["font_px"]))
     assert min(big["font_px"]) >= 15 and big["tile_px"] >= 1.5 * normal["tile_px"] - 1e-9
-    assert (
-        big["png"][0] >= 1.5 * normal["png"][0] - 1 and rendered(fig)["png"] == normal["png"]
-    )  # off again
+    # off again
+    assert big["png"][0] >= 1.5 * normal["png"][0] - 1 and rendered(fig)["png"] == normal["png"]
 
 
 def test_projector_mode_refuses_a_silly_scale_and_reads_the_environment(monkeypatch):

@@ -195,9 +195,8 @@ def test_lab_figures_fit_and_are_readable(trainer):
         w_filters,
         h_filters,
     )  # the layout does not jump at the first click
-    assert (
-        w_grid + max(w_curves, w_filters) <= MAX_W
-    )  # the grid beside the curves over the last renewal
+    # the grid beside the curves over the last renewal
+    assert w_grid + max(w_curves, w_filters) <= MAX_W
     # the browser test measures the real lab (≤ 640 px); here: images + two rows of controls, status
     # and captions
     assert max(h_grid, h_curves + h_filters) + 30 + 130 <= 640, (
@@ -293,9 +292,8 @@ def assert_dashboard_consistent(dash) -> None:
     metric = dash.metric.value
     for name, arm in picked.arms.items():
         p = arm.vs_baseline.get(metric)
-        if (
-            p is not None and p.t_pvalue is not None
-        ):  # the table and the figure print the same Δ and p
+        # the table and the figure print the same Δ and p
+        if p is not None and p.t_pvalue is not None:
             row = next(r for r in rows if r[0] == arm.label)
             assert fmt(metric, p.mean_difference, True) in row and fmt("p", p.t_pvalue) in row
             assert (

@@ -82,9 +82,8 @@ def test_score_source_has_every_kind_for_the_mobilefacenet_stem(source, stem, pr
     expected = filter_scores(stem[0], "activation", stem=stem, probe=cw.as_probe(probe))
     assert np.allclose(source.scores["activation"], expected)
     dead = source.scores["max"] < 0.1
-    assert np.all(
-        source.scores["silent"][dead] < 0.01
-    )  # the released model's dead filters are silent too
+    # the released model's dead filters are silent too
+    assert np.all(source.scores["silent"][dead] < 0.01)
     assert source.weight.shape == (64, 3, 3, 3)
 
 
@@ -150,9 +149,8 @@ def test_explorer_slider_and_menu_update_count_and_figure(stem, probe):
     assert bars.get_ylabel() == "output spread (std after BN + activation) (log scale)"
     scores = explorer.state["scores"]
     assert bars.get_yscale() == "log" and bars.get_ylim()[0] < scores[scores > 0].min()
-    assert (
-        sum(p.get_hatch() is not None for p in bars.patches) == (scores == 0).sum()
-    )  # exact zeros: stubs
+    # exact zeros: stubs
+    assert sum(p.get_hatch() is not None for p in bars.patches) == (scores == 0).sum()
 
 
 def test_explorer_bars_show_silent_filters_on_a_log_scale(stem, probe):
@@ -363,9 +361,8 @@ def test_pool_a_folder_several_folders_or_a_summary(records_dir, tmp_path, synth
     shutil.copytree(records_dir, other)
     pooled, notes = dashboard.pool_records([records_dir, other])
     assert len(pooled) == 15 and len(notes) == 15 and "kept the first" in notes[0]
-    assert (
-        f"in {records_dir.name} and in laptop2" in notes[0] and str(tmp_path) not in notes[0]
-    )  # no full paths
+    # no full paths
+    assert f"in {records_dir.name} and in laptop2" in notes[0] and str(tmp_path) not in notes[0]
     assert {(n.arm, n.seed) for n in notes} == {(r["arm"], r["seed"]) for r in pooled}
 
 
@@ -468,9 +465,8 @@ def test_dashboard_pools_folders_and_refuses_a_bare_summary(records_dir, tmp_pat
 def test_comparison_view_static_twin(records_dir):
     summary, _ = dashboard.pool(records_dir)
     assert len(dashboard.comparison_view(records_dir, "accuracy").axes) == 2  # seed spread and ROC
-    assert (
-        len(dashboard.comparison_view(summary, "auc").axes) == 1
-    )  # a summary alone: no runs, no ROC
+    # a summary alone: no runs, no ROC
+    assert len(dashboard.comparison_view(summary, "auc").axes) == 1
     fig = dashboard.comparison_view(
         records_dir, "accuracy", arms=["none", "random_matched"], seeds=[0, 1]
     )

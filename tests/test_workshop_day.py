@@ -68,16 +68,13 @@ def test_the_sheet_has_the_day_on_one_page():
     "row", [r for r in SHEET.splitlines() if re.match(r"\| 0\d \|", r)], ids=lambda r: r[2:4]
 )
 def test_runtimes_are_given_per_core_count_and_for_this_laptop(row):
-    row = re.sub(
-        r"<!--q:([^|>]*)\|[^>]*-->", r"<!--q:\1-->", row
-    )  # a quote's format is not a column
+    # a quote's format is not a column
+    row = re.sub(r"<!--q:([^|>]*)\|[^>]*-->", r"<!--q:\1-->", row)
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert (
-        len(cells) == 6 and "time.full" in cells[2] and "time.fast" in cells[5]
-    )  # quoted from the measurements
-    assert (
-        re.search(r"\d+ (s|min)", cells[3]) and cells[4]
-    )  # two cores: a time; this laptop: in runs of R
+    # quoted from the measurements
+    assert len(cells) == 6 and "time.full" in cells[2] and "time.fast" in cells[5]
+    # two cores: a time; this laptop: in runs of R
+    assert re.search(r"\d+ (s|min)", cells[3]) and cells[4]
 
 
 def test_the_third_arm_notebook_05_needs_is_a_visible_labelled_cell_in_04():

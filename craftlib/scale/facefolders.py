@@ -33,9 +33,8 @@ def decode_face(source, size: int, name: str) -> np.ndarray:
             im = im.convert("RGB")
             if im.size != (size, size):
                 im = im.resize((size, size), Image.Resampling.BILINEAR)
-            return np.array(
-                im, dtype=np.uint8
-            )  # a writable copy: torch.from_numpy refuses read-only arrays
+            # a writable copy: torch.from_numpy refuses read-only arrays
+            return np.array(im, dtype=np.uint8)
     except FileNotFoundError:
         raise DataError(f"{name}: image file is missing") from None
     except (
@@ -82,9 +81,8 @@ class FaceFolder(Dataset):
         if not people:
             raise DataError(f"{self.root}: holds no identity folders ({LAYOUT})")
         kept = []
-        for person in (
-            people
-        ):  # stops early with max_identities: a small MS1M subset does not list all 85k folders
+        # stops early with max_identities: a small MS1M subset does not list all 85k folders
+        for person in people:
             images = _images(self.root / person)
             if len(images) >= min_images:
                 kept.append((person, images))

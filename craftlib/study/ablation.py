@@ -290,9 +290,8 @@ def ensure_checkpoint(
 
     path = Path(models) / level / f"{arm}-s{seed}.pt"
     if not path.is_file():
-        torch.set_num_threads(
-            1
-        )  # as the study's workers trained it: the same summation order, the same model
+        # as the study's workers trained it: the same summation order, the same model
+        torch.set_num_threads(1)
         run_arm(data, pairs, recipe(level), arm, seed, checkpoint=path)
     return path
 

@@ -115,9 +115,8 @@ def _comparison_figure(picked: Summary, records: list[dict], metric: str) -> Fig
     axes = fig.subplots(
         1, 2 if chosen else 1, squeeze=False, width_ratios=[1.25, 1] if chosen else None
     )[0]
-    if all(
-        v is None for arm in picked.arms.values() for v in arm.values[metric]
-    ):  # nothing to draw: say why
+    # nothing to draw: say why
+    if all(v is None for arm in picked.arms.values() for v in arm.values[metric]):
         axes[0].set_axis_off()
         axes[0].set_title(f"{METRIC_LABELS[metric]}: not estimable")
         axes[0].text(
@@ -218,18 +217,16 @@ class ComparisonDashboard:
 
         def work():
             key = (tuple(sorted(self.arms.value)), tuple(sorted(self.seeds.value)))
-            if (
-                key not in self._cache
-            ):  # a summary holds every metric: switching the metric costs no statistics
+            # a summary holds every metric: switching the metric costs no statistics
+            if key not in self._cache:
                 self._cache[key] = select(self.records, list(key[0]), list(key[1]))
             picked, metric = self._cache[key], self.metric.value
             self.picked = picked
             self.image.value = render(_comparison_figure(picked, self.records, metric))
             chosen = [r for r in self.records if r["arm"] in key[0] and r["seed"] in key[1]]
             reason = not_estimable(picked, chosen, metric)
-            pooled = "; ".join(
-                n for n in self.notes if n.arm in key[0] and n.seed in key[1]
-            )  # the selection's
+            # the selection's
+            pooled = "; ".join(n for n in self.notes if n.arm in key[0] and n.seed in key[1])
             seeds = sorted({s for a in picked.arms.values() for s in a.seeds})
             self.caption.value = (
                 f"<b>{METRIC_LABELS[metric]}</b>: {len(seeds)} seed(s), "

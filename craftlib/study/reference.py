@@ -36,9 +36,8 @@ SUMMARY_FILE = RESULTS_DIR / "compare_summary.json"
 EARLY_FILE = RESULTS_DIR / "early_summary.json"
 REFERENCE_FILE = RESULTS_DIR / "reference.json"
 TIMES_FILE = RESULTS_DIR / "notebook_times.json"
-SURVIVAL_FILE = (
-    RESULTS_DIR / "survival_stratified.json"
-)  # craftlib.study.hazard's tables of the study folders
+# craftlib.study.hazard's tables of the study folders
+SURVIVAL_FILE = RESULTS_DIR / "survival_stratified.json"
 WIDEN = 0.25
 
 

@@ -75,9 +75,8 @@ class Arm:
     curves: dict[str, list[float]] = field(default_factory=dict)
     vs_baseline: dict[str, Paired] = field(default_factory=dict)
     survival: list[float] = field(default_factory=list)
-    renewal: dict = field(
-        default_factory=dict
-    )  # survival_stats of the renewed filters (end of training)
+    # survival_stats of the renewed filters (end of training)
+    renewal: dict = field(default_factory=dict)
 
     def mean(self, metric: str) -> float | None:
         vals = [v for v in self.values[metric] if v is not None]
@@ -101,9 +100,8 @@ class Summary:
     primary: str = "accuracy"
     delta_star: float = DELTA_STAR
     baseline_survival: list[float] = field(default_factory=list)
-    baseline_renewal: dict = field(
-        default_factory=dict
-    )  # survival_stats of standard training's live filters
+    # survival_stats of standard training's live filters
+    baseline_renewal: dict = field(default_factory=dict)
     schema: str = SCHEMA
 
     def to_json(self) -> str:
@@ -137,9 +135,8 @@ def power(delta: float, sd: float, n: int, alpha: float = 0.05) -> float:
         return float("nan")
     df, nc = n - 1, abs(delta) / (sd / np.sqrt(n))
     crit = float(stats.t.ppf(1 - alpha / 2, df))
-    log_norm = df / 2 * math.log(2.0) + math.lgamma(
-        df / 2
-    )  # chi-square density's normaliser, in logs
+    # chi-square density's normaliser, in logs
+    log_norm = df / 2 * math.log(2.0) + math.lgamma(df / 2)
 
     def integrand(
         v: float,
@@ -162,9 +159,8 @@ def mde(sd: float, n: int, target: float = 0.8, alpha: float = 0.05) -> float:
     if n < 2 or not sd > 0:
         return float("nan")
     hi = sd
-    while (
-        not power(hi, sd, n, alpha) >= target
-    ):  # widen the bracket (NaN also widens, then gives up)
+    # widen the bracket (NaN also widens, then gives up)
+    while not power(hi, sd, n, alpha) >= target:
         hi *= 2
         if hi > 1e4 * sd:
             return float("nan")

@@ -74,9 +74,8 @@ def cmd_train(args) -> int:
     check_batch(recipe.train.batch_size, len(data.labels))
     leakage = _refuse_overlap(lfw, data.classes, args.protocol, args.allow_overlap)
     trainer = Trainer(data, recipe.train, [recipe.callback()], progress=not args.quiet)
-    if (
-        resume is not None
-    ):  # refuses a checkpoint of other identities, another variant or architecture
+    # refuses a checkpoint of other identities, another variant or architecture
+    if resume is not None:
         trainer.resume(resume)
     trainer.stamp = {"run": stamp}
     with folder_lock(out):
@@ -240,9 +239,8 @@ def cmd_demo(args) -> int:
     )
     try:
         check_folder(out, fingerprint(recipe, lfw.variant))
-    except (
-        ValueError
-    ):  # a demo from older code or another recipe: its records are stale, not precious
+    # a demo from older code or another recipe: its records are stale, not precious
+    except ValueError:
         print(f"note: {out} held runs from another recipe or code version; starting afresh")
         shutil.rmtree(out / "records")
     records = compare(
@@ -423,9 +421,8 @@ def cmd_lab(args) -> int:
     )
     from craftlib.threads import kernel_env
 
-    env = kernel_env(
-        os.environ
-    )  # the kernels JupyterLab starts inherit the thread policy (craftlib.threads)
+    # the kernels JupyterLab starts inherit the thread policy (craftlib.threads)
+    env = kernel_env(os.environ)
     if args.seed is not None:
         env["CRAFT_SEED"] = str(args.seed)
     extra = args.lab_args[1:] if args.lab_args[:1] == ["--"] else args.lab_args

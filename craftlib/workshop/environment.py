@@ -409,9 +409,8 @@ def speed_probe(
     )
     start = time.perf_counter()
     trainer = Trainer(faces, config, progress=False)
-    trainer.train_steps(
-        3
-    )  # warm-up, not timed: a fresh model's first steps cost up to 2x (allocations)
+    # warm-up, not timed: a fresh model's first steps cost up to 2x (allocations)
+    trainer.train_steps(3)
     timed, t0, c0 = 0, time.perf_counter(), time.process_time()
     while timed < 1 or (
         time.perf_counter() - start < seconds and timed < trainer.steps_per_epoch - 3
@@ -420,9 +419,8 @@ def speed_probe(
         timed += 1
     per_step, cpu_step = (time.perf_counter() - t0) / timed, (time.process_time() - c0) / timed
     t1, c1 = time.perf_counter(), time.process_time()
-    trainer._record(
-        loss=0.0, acc=0.0, seconds=0.0
-    )  # what every epoch end adds (conv1 snapshot on the probe)
+    # what every epoch end adds (conv1 snapshot on the probe)
+    trainer._record(loss=0.0, acc=0.0, seconds=0.0)
     per_epoch, cpu_epoch = time.perf_counter() - t1, time.process_time() - c1
     steps = trainer.steps_per_epoch * config.epochs
     total = steps * per_step + config.epochs * per_epoch

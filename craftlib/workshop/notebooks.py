@@ -139,9 +139,8 @@ def execute(
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
     fast = fast_mode(default=True) if fast is None else fast
-    with patch.dict(
-        os.environ, {ENV_FAST: "1" if fast else "0"}
-    ):  # the kernel inherits this environment
+    # the kernel inherits this environment
+    with patch.dict(os.environ, {ENV_FAST: "1" if fast else "0"}):
         client = NotebookClient(
             nb,
             timeout=timeout,
@@ -157,9 +156,8 @@ def execute(
         finally:
             seconds = time.perf_counter() - start
             out = Path(out_dir) / path.name
-            atomic_write(
-                out, lambda tmp: nbformat.write(nb, tmp)
-            )  # also on failure: the traceback is in it
+            # also on failure: the traceback is in it
+            atomic_write(out, lambda tmp: nbformat.write(nb, tmp))
     return nb, seconds
 
 

@@ -73,9 +73,8 @@ def value_of(key: str):
         )
     if head == "fast":
         return _fast_value(rest)
-    if (
-        head == "surv"
-    ):  # surv.<folder>.<path>: e.g. surv.study.all.difference, surv.study.all.ci95.0
+    # surv.<folder>.<path>: e.g. surv.study.all.difference, surv.study.all.ci95.0
+    if head == "surv":
         node = read_source(reference.SURVIVAL_FILE)
         for part in rest.split("."):
             node = node[int(part)] if isinstance(node, list) else node[part]
@@ -94,9 +93,8 @@ def _study_value(rest: str, path: Path):
         return len(a.seeds)
     if what == "mean":
         return a.mean(metric)
-    if (
-        what == "area"
-    ):  # the inactive-vs-τ curve's area for a score (metric = silent / max / effective)
+    # the inactive-vs-τ curve's area for a score (metric = silent / max / effective)
+    if what == "area":
         return a.curve_area(metric)
     if what in (
         "renewed",

@@ -356,9 +356,8 @@ def load_labels(path: str | os.PathLike | None = None, download: bool = True) ->
         male, female = read_name_list(folder / MALE_LIST), read_name_list(folder / FEMALE_LIST)
         both = sorted(set(male) & set(female))
         gender = {k: 1 for k in male}
-        gender.update(
-            {k: 0 for k in female}
-        )  # the doubly listed images sit at the top of the female list
+        # the doubly listed images sit at the top of the female list
+        gender.update({k: 0 for k in female})
         if both:
             notes.append(
                 f"{len(both)} images are in both gender lists and count as female "

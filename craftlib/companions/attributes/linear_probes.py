@@ -216,9 +216,8 @@ class ProbeResults:
     ci_low: np.ndarray
     ci_high: np.ndarray
     C: np.ndarray
-    cv_score: (
-        np.ndarray
-    )  # inner-CV balanced accuracy on the probe's training people: chooses depths fairly
+    # inner-CV balanced accuracy on the probe's training people: chooses depths fairly
+    cv_score: np.ndarray
     probes: dict = field(repr=False, default_factory=dict)  # (attribute, stage) -> Probe
     probe_set: ProbeSet | None = field(repr=False, default=None)
 
@@ -242,9 +241,8 @@ class ProbeResults:
         label, margin)."""
         probe = self.probes[(attribute, stage)]
         y = self.probe_set.y[probe.test_index, self.attributes.index(attribute)] == 1
-        signed = np.where(
-            y, -probe.decision, probe.decision
-        )  # > 0: wrong side, larger = more confident
+        # > 0: wrong side, larger = more confident
+        signed = np.where(y, -probe.decision, probe.decision)
         order = np.argsort(-signed)[:k]
         return [
             {

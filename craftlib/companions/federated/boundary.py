@@ -40,9 +40,8 @@ def _face_like(shape: tuple[int, ...], face_shape: tuple[int, ...]) -> bool:
     """Whether an array of ``shape`` can be read as faces without any reshaping that mixes
     pixels."""
     h, w, c = face_shape
-    whole_faces = (
-        len(shape) > 0 and shape[-1] > 0 and shape[-1] % (h * w * c) == 0
-    )  # flattened, one or many
+    # flattened, one or many
+    whole_faces = len(shape) > 0 and shape[-1] > 0 and shape[-1] % (h * w * c) == 0
     return shape[-3:] in ((h, w, c), (c, h, w)) or shape[-2:] == (h, w) or whole_faces
 
 

@@ -535,9 +535,8 @@ class Server:
         }
         if self.fed.strategy == "adafedfr":
             if self.fed.negatives_source == "public":
-                if (
-                    self.negatives is None
-                ):  # round 1: the initial model's view of the public identities
+                # round 1: the initial model's view of the public identities
+                if self.negatives is None:
                     self.negatives = class_means(self.model, self.public)
                 msg["negatives"] = self.negatives
             else:
@@ -798,9 +797,8 @@ def _record(
     }
     if model is not None:
         final["weight_fraction"] = float(np.mean(model_scores(model, "max") < 0.1))
-        if (
-            fedn.pairs is not None
-        ):  # per-pair DevTest scores of the final global model, for pair resampling
+        # per-pair DevTest scores of the final global model, for pair resampling
+        if fedn.pairs is not None:
             final["pair_scores"] = [round(float(v), 6) for v in pair_scores(model, fedn.pairs)]
     if clients:
         final["client_silent_fraction"] = [c.silent_fraction() for c in clients]
@@ -853,9 +851,8 @@ def retrieval_attack(
     queries = np.stack(queries) + noise * rng.standard_normal((len(ids), emb.shape[1]))
     queries /= np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
     gallery = np.concatenate([emb[gallery_idx], embed(model, distractors)])
-    ranks = (gallery @ queries.T > np.sum(gallery[: len(ids)] * queries, 1)).sum(
-        0
-    )  # faces scoring above the true one
+    # faces scoring above the true one
+    ranks = (gallery @ queries.T > np.sum(gallery[: len(ids)] * queries, 1)).sum(0)
     return {
         "identities": len(ids),
         "gallery": len(gallery),

@@ -265,15 +265,13 @@ def client_train(msg: Message, context: Context) -> Message:
     reply, blob = federated.client_round(
         data, blob, from_records(msg.content), recipe, fed, seed, seed + 7
     )
-    reply["resumed"] = (
-        STATE_KEY in context.state
-    )  # this site's private state came back from the last round
+    # this site's private state came back from the last round
+    reply["resumed"] = STATE_KEY in context.state
     context.state[STATE_KEY] = ArrayRecord(
         {"blob": Array(np.frombuffer(blob, dtype=np.uint8).copy())}
     )
-    federated.Channel(data.images.shape[1:], keep_log=False).send(
-        f"site {pid}", "server", reply
-    )  # no face leaves
+    # no face leaves
+    federated.Channel(data.images.shape[1:], keep_log=False).send(f"site {pid}", "server", reply)
     return Message(reply_records(reply, pid), reply_to=msg)
 
 
@@ -360,15 +358,13 @@ class CraftStrategy(Strategy):
         received = [
             r for r in (self._receive(server_round, msg) for msg in replies) if r is not None
         ]
-        received.sort(
-            key=lambda x: x[0] if isinstance(x[0], int) else -1
-        )  # a non-integer site is refused next
+        # a non-integer site is refused next
+        received.sort(key=lambda x: x[0] if isinstance(x[0], int) else -1)
         record = self.server.finish_round(
             server_round, [r for _, r in received], [pid for pid, _ in received]
         )
-        if (
-            self.out is not None
-        ):  # every round's global model, to compare with federated.run round by round
+        # every round's global model, to compare with federated.run round by round
+        if self.out is not None:
             np.savez(
                 self.out / f"global_round{server_round}.npz",
                 **federated.arrays_of(self.server.model),

@@ -238,9 +238,8 @@ def run_local_deployment(
             "superlink",
             flower_command("superlink", superlink_args(fleet, control, keys), claim_window_s),
         )
-        _wait_port(
-            control, max(60.0, claim_window_s), procs[0], logs["superlink"]
-        )  # slow starts on a loaded machine
+        # slow starts on a loaded machine
+        _wait_port(control, max(60.0, claim_window_s), procs[0], logs["superlink"])
         site_keys = (
             [write_site_key(keys / f"site{pid}")[0] for pid in range(clients)]
             if keys
