@@ -258,28 +258,30 @@ class Trainer:
             )
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        """One step of plain PyTorch: forward, margin loss, backward, optimizer and schedule."""
         loss, acc = margin_loss(self.head, self.forward(x), y)
         if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"loss became {loss.item()} at epoch {self.epoch + 1}, step {self.step}: lower the "
-                f"learning rate "
-                f"(now {self.optimizer.param_groups[0]['lr']:.3g}) or the weight decay "
-                f"({self.config.weight_decay}), "
-                f"set grad_clip (e.g. 5.0), or use a smaller margin/scale ({self.config.head}, "
-                f"s={self.config.scale})"
-            )
+            raise self._non_finite(loss)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.grad_clip:
-            nn.utils.clip_grad_norm_(
-                list(self.model.parameters()) + list(self.head.parameters()), self.config.grad_clip
-            )
+            parameters = list(self.model.parameters()) + list(self.head.parameters())
+            nn.utils.clip_grad_norm_(parameters, self.config.grad_clip)
         self.optimizer.step()
-        # interactive extra steps run on at the final learning rate
-        if self.step < self.total_steps:
+        if self.step < self.total_steps:  # extra interactive steps keep the final learning rate
             self.scheduler.step()
         self.step += 1
         return loss.item(), acc.item()
+
+    def _non_finite(self, loss: torch.Tensor) -> NonFiniteLossError:
+        """The error a NaN or infinite loss stops training with, and what to change."""
+        c = self.config
+        return NonFiniteLossError(
+            f"loss became {loss.item()} at epoch {self.epoch + 1}, step {self.step}: lower the "
+            f"learning rate (now {self.optimizer.param_groups[0]['lr']:.3g}) or the weight decay "
+            f"({c.weight_decay}), set grad_clip (e.g. 5.0), or use a smaller margin/scale "
+            f"({c.head}, s={c.scale})"
+        )
 
     def _end_epoch(self, losses: list[float], accs: list[float], start: float) -> None:
         self.epoch += 1
