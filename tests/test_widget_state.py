@@ -303,7 +303,7 @@ def assert_dashboard_consistent(dash) -> None:
 
 
 def dash_figure(dash):
-    return cw._comparison_figure(dash.picked, dash.records, dash.metric.value)
+    return dashboard._comparison_figure(dash.picked, dash.records, dash.metric.value)
 
 
 @pytest.mark.slow
