@@ -87,13 +87,11 @@ def cell_source(url: str | None, branch: str = BRANCH) -> str:
 # craftlib from; the publisher turns it on in one step ({HOW_TO}).
 # Anywhere else (your laptop, the room kit) this cell does nothing.
 import sys
-
 if "google.colab" in sys.modules:
     raise RuntimeError("Colab is not available for this workshop yet (craftlib has no published address): run "
                        "the notebooks on a laptop (README: python -m craftlib lab) or ask the instructor")"""  # noqa: E501
     return f"""# Google Colab only: install craftlib and fetch LFW (2-5 minutes). Anywhere else this cell does nothing.
 import sys
-
 if "google.colab" in sys.modules:
     import subprocess
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
