@@ -21,7 +21,7 @@ import torch
 from craftlib import decay, recipes, viz
 from craftlib import widgets as cw
 from craftlib.data import FaceSet
-from craftlib.study import reference
+from craftlib.study import dashboard, reference
 from craftlib.study.results import fmt
 from craftlib.training import Trainer
 
@@ -303,12 +303,12 @@ def assert_dashboard_consistent(dash) -> None:
 
 
 def dash_figure(dash):
-    return cw._comparison_figure(dash.picked, dash.records, dash.metric.value)
+    return dashboard._comparison_figure(dash.picked, dash.records, dash.metric.value)
 
 
 @pytest.mark.slow
 def test_dashboard_pools_two_folders_with_a_ci(two_folders):
-    dash = cw.ComparisonDashboard(two_folders)
+    dash = dashboard.ComparisonDashboard(two_folders)
     p = dash.summary.arms["contextual"].vs_baseline["accuracy"]
     assert p.n == 8 and p.ci95 is not None and p.ci95[0] < p.mean_difference < p.ci95[1]
     assert_dashboard_consistent(dash)
@@ -335,7 +335,7 @@ def test_dashboard_pools_two_folders_with_a_ci(two_folders):
 
 @pytest.mark.slow
 def test_static_twins_of_every_widget_exist(two_folders, trainer):
-    assert len(cw.comparison_view(two_folders, "accuracy").axes) == 2
+    assert len(dashboard.comparison_view(two_folders, "accuracy").axes) == 2
     assert len(cw.threshold_view(trainer.model, "max", 0.1).axes) == 2
     assert cw.reactivation_view(trainer, "contextual", 0.05, score="max").axes
     assert len(cw.decay_view().axes) == 2
