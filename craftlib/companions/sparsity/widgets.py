@@ -294,6 +294,8 @@ def topk_caption(state: dict) -> str:
         f"({max(1, int(state['fraction'] * m['side'] ** 2))} values per map; {m['kept']:.0%} of "
         f"the maps non-zero)."
     )
+    if state.get("probe_pending"):
+        text += " Probe: computing (a few seconds the first time; each K and stage is kept)."
     if "probe" in state:
         p = state["probe"]
         text += (
@@ -351,7 +353,9 @@ def topk_figure(state: dict) -> Figure:
         ax.set_title(f"shape-bias index {index}", fontsize=11)
     else:
         ax.axis("off")
-        ax.text(0.5, 0.5, "no pairs given:\nprobe not run", ha="center", va="center", fontsize=10)
+        waiting = "computing the shape probe\nat this K and stage …"
+        text = waiting if state.get("probe_pending") else "no pairs given:\nprobe not run"
+        ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=10)
     return fig
 
 
@@ -368,7 +372,12 @@ def topk_view(
 
 class TopKExplorer:
     """Slide K and pick the stage: the face's maps before/after Top-K and the shape probe with Top-K
-    at inference."""
+    at inference.
+
+    The maps answer at once (one face through the network); the probe embeds every DevTest pair four
+    ways, seconds on a laptop, so it follows in a second redraw with "computing" shown meanwhile,
+    and each (K, stage) probe is kept: going back to a setting costs nothing.
+    """
 
     def __init__(
         self,
@@ -379,6 +388,7 @@ class TopKExplorer:
         stage: int = 2,
     ):
         self.model, self.face, self.pairs = model, face, pairs
+        self._probes: dict[tuple[float, int], dict] = {}
         self.fraction = W.FloatSlider(
             value=fraction,
             min=0.05,
@@ -404,18 +414,24 @@ class TopKExplorer:
     def update(self) -> dict:
         self.error.value = ""
         try:
-            state = topk_state(
-                self.model, self.face, self.pairs, self.fraction.value, self.stage.value
-            )
-            self.image.value = viz.figure_png(topk_figure(state), dpi=viz.WIDGET_DPI)
-            self.caption.value = (
-                f'<span class="topk-caption">{html.escape(topk_caption(state))}</span>'
-            )
+            key = (round(self.fraction.value, 4), self.stage.value)
+            state = topk_state(self.model, self.face, None, *key)
+            if self.pairs is not None and key not in self._probes:
+                self._show({**state, "probe_pending": True})  # the maps now, the probe next
+                with topk_at_inference(self.model, key[0], (key[1],)):
+                    self._probes[key] = probe(self.model, self.pairs)
+            if self.pairs is not None:
+                state["probe"] = self._probes[key]
+            self._show(state)
             self.state = state
             return state
         except Exception as err:  # noqa: BLE001
             self.error.value = f"<b>{type(err).__name__}</b>: {html.escape(str(err))}"
             return {}
+
+    def _show(self, state: dict) -> None:
+        self.image.value = viz.figure_png(topk_figure(state), dpi=viz.WIDGET_DPI)
+        self.caption.value = f'<span class="topk-caption">{html.escape(topk_caption(state))}</span>'
 
 
 def topk_explorer(
