@@ -389,6 +389,7 @@ class TopKExplorer:
     ):
         self.model, self.face, self.pairs = model, face, pairs
         self._probes: dict[tuple[float, int], dict] = {}
+        self._shown: dict[tuple[float, int], tuple] = {}  # (K, stage) -> state, PNG, caption
         self.fraction = W.FloatSlider(
             value=fraction,
             min=0.05,
@@ -415,6 +416,9 @@ class TopKExplorer:
         self.error.value = ""
         try:
             key = (round(self.fraction.value, 4), self.stage.value)
+            if key in self._shown:  # a setting seen before: its figure and caption as they were
+                self.state, self.image.value, self.caption.value = self._shown[key]
+                return self.state
             state = topk_state(self.model, self.face, None, *key)
             if self.pairs is not None and key not in self._probes:
                 self._show({**state, "probe_pending": True})  # the maps now, the probe next
@@ -424,6 +428,7 @@ class TopKExplorer:
                 state["probe"] = self._probes[key]
             self._show(state)
             self.state = state
+            self._shown[key] = (state, self.image.value, self.caption.value)
             return state
         except Exception as err:  # noqa: BLE001
             self.error.value = f"<b>{type(err).__name__}</b>: {html.escape(str(err))}"
