@@ -248,9 +248,9 @@ def render(r: dict) -> str:
     )
     lines += [
         "",
-        f"Verdict with the policy: busy neighbour {v['busy']['ratio']:.2f} "
+        f"Verdict with the policy: busy neighbour {v['busy']['ratio']:.3f} "
         f"({'holds' if v['busy']['holds'] else 'MISSES'} ≥ {v['busy']['target']}); idle "
-        f"{v['idle']['ratio']:.2f} ({'holds' if v['idle']['holds'] else 'MISSES'} ≥ "
+        f"{v['idle']['ratio']:.3f} ({'holds' if v['idle']['holds'] else 'MISSES'} ≥ "
         f"{v['idle']['target']}); "
         f"{idle}.",
     ]
