@@ -182,6 +182,7 @@ class PairExplorer:
             )
         self.layers = {name: as_layer(src) for name, src in layers.items()}
         self.references = {}
+        self._shown: dict[tuple[str, int], tuple] = {}  # (layer, filter) -> state, PNG, caption
         first = next(iter(self.layers.values()))
         self.layer = W.Dropdown(options=list(self.layers), description="layer")
         self.filter = W.IntSlider(
@@ -213,19 +214,17 @@ class PairExplorer:
         self.update()
 
     def update(self) -> dict:
+        """Show the chosen filter's pair; a filter seen before comes back from the cache at once."""
         self.error.value = ""
         try:
-            state = pair_state(
-                self.layers[self.layer.value], self.filter.value, self._reference(self.layer.value)
-            )
-            self.image.value = viz.figure_png(
-                pair_figure(state, self.layer.value), dpi=viz.WIDGET_DPI
-            )
-            self.caption.value = (
-                f'<span class="pair-caption">{html.escape(pair_caption(state))}</span>'
-            )
-            self.state = state
-            return state
+            key = (self.layer.value, self.filter.value)
+            if key not in self._shown:
+                state = pair_state(self.layers[key[0]], key[1], self._reference(key[0]))
+                png = viz.figure_png(pair_figure(state, key[0]), dpi=viz.WIDGET_DPI)
+                caption = f'<span class="pair-caption">{html.escape(pair_caption(state))}</span>'
+                self._shown[key] = (state, png, caption)
+            self.state, self.image.value, self.caption.value = self._shown[key]
+            return self.state
         except Exception as err:  # noqa: BLE001 - a widget must survive anything a learner can trigger
             self.error.value = f"<b>{type(err).__name__}</b>: {html.escape(str(err))}"
             return {}
