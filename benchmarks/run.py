@@ -712,7 +712,9 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     kept = json.loads(Path(args.out).read_text()) if Path(args.out).is_file() else {}
     # benchmarks/threads.py's section stays
-    r.update({k: kept[k] for k in ("thread_policy",) if k in kept})
+    r.update(
+        {k: kept[k] for k in ("thread_policy", "training_profile", "widget_latency") if k in kept}
+    )
     Path(args.out).write_text(json.dumps(r, indent=1) + "\n")
     print()
     print(table(r))

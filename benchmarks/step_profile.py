@@ -57,12 +57,12 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.profiler import ProfilerActivity, profile, record_function  # noqa: E402
 
+from benchmarks.report import update_block, write_section  # noqa: E402
 from craftlib.losses import MarginHead  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results.json"
 QUICK_OUT = REPO / "benchmarks" / "out" / "step_profile.json"
 DOC = REPO / "docs" / "PERFORMANCE.md"
-START, END = "<!-- profile:start -->", "<!-- profile:end -->"
 KEY = "training_profile"
 TARGET = 0.5  # a step's FLOP/s over same-run single-core sgemm (issue #25)
 PEAK = (1024, 1024, 1024)  # the sgemm every share is read against
@@ -1009,24 +1009,6 @@ def render(r: dict) -> str:
     return "\n".join(lines)
 
 
-def update_doc(r: dict) -> bool:
-    """Replace the generated block of docs/PERFORMANCE.md; the hand-written text around it is
-    kept."""
-    text = DOC.read_text() if DOC.is_file() else ""
-    if START not in text or END not in text:
-        return False
-    head, rest = text.split(START, 1)
-    DOC.write_text(f"{head}{START}\n{render(r)}\n{END}{rest.split(END, 1)[1]}")
-    return True
-
-
-def write_results(r: dict, path: Path) -> None:
-    """The ``training_profile`` section of a results file; every other section is kept as it was."""
-    old = json.loads(path.read_text()) if path.is_file() else {}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**old, KEY: r}, indent=1) + "\n")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
@@ -1068,7 +1050,7 @@ def main() -> None:
             s["copy_ms"],
         )
         print(render(r))
-        if update_doc(r):
+        if update_block("profile", render(r)):
             print(f"updated the generated block of {DOC.relative_to(REPO)}")
         return
     if args.worker is not None:
@@ -1097,9 +1079,9 @@ def main() -> None:
     r["summary"], r["cells"] = summarize(cells), [slim(c) for c in cells]
     r["loadavg_end"], r["wall_s"] = list(os.getloadavg()), time.perf_counter() - start
     out = QUICK_OUT if args.quick else RESULTS
-    write_results(r, out)
+    write_section(KEY, r, out)
     print("\n" + render(r) + f"\n\n{KEY} written to {out}")
-    if not args.quick and not args.no_doc and update_doc(r):
+    if not args.quick and not args.no_doc and update_block("profile", render(r)):
         print(f"updated the generated block of {DOC.relative_to(REPO)}")
 
 

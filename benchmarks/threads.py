@@ -33,12 +33,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # runs from a checkout even without `pip install -e .`
 
+from benchmarks.report import update_block, write_section  # noqa: E402
 from craftlib.threads import POLICY  # noqa: E402  (standard library only: no torch in this process's OpenMP)
 
 RESULTS = REPO / "benchmarks" / "results.json"
 QUICK_OUT = REPO / "benchmarks" / "out" / "threads.json"
 DOC = REPO / "docs" / "PERFORMANCE.md"
-START, END = "<!-- threads:start -->", "<!-- threads:end -->"
 KEY = "thread_policy"
 TARGETS = {"idle": 1.5, "busy": 0.95}  # N threads / 1 thread under the policy (issue #25)
 IDLE_OTHERS = (
@@ -248,31 +248,13 @@ def render(r: dict) -> str:
     )
     lines += [
         "",
-        f"Verdict with the policy: busy neighbour {v['busy']['ratio']:.2f} "
+        f"Verdict with the policy: busy neighbour {v['busy']['ratio']:.3f} "
         f"({'holds' if v['busy']['holds'] else 'MISSES'} ≥ {v['busy']['target']}); idle "
-        f"{v['idle']['ratio']:.2f} ({'holds' if v['idle']['holds'] else 'MISSES'} ≥ "
+        f"{v['idle']['ratio']:.3f} ({'holds' if v['idle']['holds'] else 'MISSES'} ≥ "
         f"{v['idle']['target']}); "
         f"{idle}.",
     ]
     return "\n".join(lines)
-
-
-def update_doc(r: dict) -> bool:
-    """Replace the generated block of docs/PERFORMANCE.md; the hand-written text around it is
-    kept."""
-    text = DOC.read_text() if DOC.is_file() else ""
-    if START not in text or END not in text:
-        return False
-    head, rest = text.split(START, 1)
-    DOC.write_text(f"{head}{START}\n{render(r)}\n{END}{rest.split(END, 1)[1]}")
-    return True
-
-
-def write_results(r: dict, path: Path) -> None:
-    """The ``thread_policy`` section of a results file; every other section is kept as it was."""
-    old = json.loads(path.read_text()) if path.is_file() else {}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**old, KEY: r}, indent=1) + "\n")
 
 
 def main() -> None:
@@ -313,9 +295,9 @@ def main() -> None:
     r["summary"] = summarize(r["cells"])
     r["loadavg_end"], r["wall_s"] = list(os.getloadavg()), time.perf_counter() - start
     out = QUICK_OUT if args.quick else RESULTS
-    write_results(r, out)
+    write_section(KEY, r, out)
     print("\n" + render(r) + f"\n\n{KEY} written to {out}")
-    if not args.quick and not args.no_doc and update_doc(r):
+    if not args.quick and not args.no_doc and update_block("threads", render(r)):
         print(f"updated the generated block of {DOC.relative_to(REPO)}")
 
 

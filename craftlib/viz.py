@@ -79,6 +79,7 @@ WEIGHT_CMAP = "PuOr_r"  # signed weights: purple < 0 < orange; no red, which mea
 MAP_CMAP = "inferno"  # activation maps: zero is black, as in the paper's teaser
 SCORE_CMAP = "cividis"  # scores over time: perceptually uniform and colour-blind safe
 MIN_TEXT_PX = 10
+TAU_MIN = 1e-3  # the τ sliders' lower end (log scale, 1e-3..1)
 WIDGET_DPI = 72  # widgets show PNGs at their own size: 1 pt = 1 px, so 10 pt text is 10 px
 PRESENTATION_SCALE = 1.5  # projector mode: 10 pt text becomes 15 px, a 28-px filter tile 42 px
 ENV_PRESENTATION = "CRAFT_PRESENTATION"
@@ -148,9 +149,54 @@ def figure_png(fig: Figure, dpi: int = 80) -> bytes:
     of every widget update. In projector mode (``presentation``) the dpi is scaled.
     """
     fig.set_dpi(dpi * render_scale())
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return pixels_png(canvas)
+
+
+def pixels_png(canvas: FigureCanvasAgg) -> bytes:
+    """A drawn canvas as PNG, compressed for speed (zlib level 1: a tenth of the encode time of
+    matplotlib's default for a few more kB over a local connection)."""
+    from PIL import Image
+
     buf = io.BytesIO()
-    FigureCanvasAgg(fig).print_png(buf)
+    Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba()).save(
+        buf, format="PNG", compress_level=1
+    )
     return buf.getvalue()
+
+
+class Redrawer:
+    """Re-renders a widget's figure fast when a control changes only some of its artists.
+
+    Why: drawing a whole figure (64 filter tiles with their labels, 64 bars, axes, text) costs
+    200-300 ms on a laptop core, most of a slider's response time. The parts a control cannot change
+    are drawn once and kept as pixels; an update puts those pixels back and draws only the
+    ``dynamic()`` artists on top (matplotlib's blitting, off screen). ``png(full=True)`` redraws
+    everything, for changes of layout, limits or data; so does the first call.
+    """
+
+    def __init__(self, fig: Figure, dynamic: Callable[[], list], dpi: int = WIDGET_DPI):
+        self.fig, self.dynamic, self.dpi = fig, dynamic, dpi
+        self.canvas = FigureCanvasAgg(fig)
+        self.background = None
+
+    def png(self, full: bool = False) -> bytes:
+        artists = [a for a in self.dynamic() if a.get_visible()]
+        dpi = self.dpi * render_scale()
+        if full or self.background is None or self.fig.dpi != dpi:
+            self.fig.set_dpi(dpi)
+            for a in artists:
+                a.set_animated(True)
+            self.canvas.draw()  # everything but the dynamic artists
+            self.background = self.canvas.copy_from_bbox(self.fig.bbox)
+            for a in artists:  # the figure stays an ordinary one for savefig and tests
+                a.set_animated(False)
+        else:
+            self.canvas.restore_region(self.background)
+        for a in artists:
+            self.fig.draw_artist(a)
+        return pixels_png(self.canvas)
 
 
 def small_text(fig: Figure, dpi: float, min_px: float = MIN_TEXT_PX) -> list[str]:
@@ -257,14 +303,16 @@ def draw_filter_grid(
                 gid=f"frame-{i}",
             )
         )
+        at = dict(x=x + tw / 2 - 0.5, y=y - 0.6, ha="center", va="bottom", fontsize=fontsize)
+        ax.text(s=str(i), gid=f"label-{i}", **at)
+        # an inactive filter's label covers the plain one: marking draws only these (fast redraws)
         ax.text(
-            x + tw / 2 - 0.5,
-            y - 0.6,
-            str(i),
-            ha="center",
-            va="bottom",
-            fontsize=fontsize,
-            gid=f"label-{i}",
+            s=f"✕\u2009{i}",
+            gid=f"dead-{i}",
+            color=INACTIVE,
+            fontweight="bold",
+            **at,
+            bbox=dict(boxstyle="square,pad=0.05", facecolor="white", edgecolor="none"),
         )
     ax.set_axis_off()
     mark_filters(ax, mask)
@@ -276,13 +324,13 @@ def mark_filters(ax, mask: np.ndarray) -> None:
     (in place)."""
     for artist in list(ax.patches) + list(ax.texts):
         kind, _, idx = str(artist.get_gid()).partition("-")
-        if kind == "frame":
+        if kind in ("frame", "dead"):
             artist.set_visible(bool(mask[int(idx)]))
-        elif kind == "label":
-            dead = bool(mask[int(idx)])
-            artist.set_text(f"✕\u2009{idx}" if dead else idx)
-            artist.set_color(INACTIVE if dead else "black")
-            artist.set_fontweight("bold" if dead else "normal")
+
+
+def marking_artists(ax) -> list:
+    """The artists ``mark_filters`` changes: what a fast redraw of a filter grid must draw."""
+    return [a for a in [*ax.patches, *ax.texts] if str(a.get_gid()).startswith(("frame-", "dead-"))]
 
 
 def marked_filters(ax) -> list[int]:
@@ -372,9 +420,9 @@ def update_score_bars(ax, scores: np.ndarray, tau: float, label: str | None = No
     mask = inactive_mask(scores, tau)
     top, log = max(1.0, float(scores.max())), ax.get_yscale() == "log"
     positive = scores[scores > 0]
-    floor = max(
-        min(float(positive.min()) if positive.size else 1.0, tau if tau > 0 else 1.0) / 2, 1e-6
-    )
+    # the floor holds still while τ moves inside the sliders' range (1e-3..1): only bars recolour
+    lowest = min(float(positive.min()) if positive.size else 1.0, TAU_MIN)
+    floor = max(min(lowest, tau if tau > 0 else 1.0) / 2, 1e-6)
     # on a log axis a score of exactly 0 is a hatched stub at the floor
     for bar, i in zip(ax.patches, order):
         bar.set_height(scores[i] if scores[i] > 0 or not log else floor)

@@ -387,6 +387,7 @@ class ThresholdExplorer:
         self.count = W.HTML()
         self.image = png_image("craft-figure")
         self.figure = threshold_figure(self.source, score, self.tau.value)
+        self.redrawer = viz.Redrawer(self.figure, self._dynamic)
         for w, cls in ((self.tau, "craft-tau"), (self.count, "craft-count")):
             w.add_class(cls)
         self.widget = W.VBox([W.HBox([self.tau, self.score, self.count]), self.image])
@@ -397,14 +398,21 @@ class ThresholdExplorer:
 
     def refresh(self, _change=None) -> dict:
         """Recompute the state, update the figure's artists, re-render it, then the count (text
-        last: when the count shows the new τ, the figure already does)."""
+        last: when the count shows the new τ, the figure already does). A τ move redraws only the
+        frames, labels, bars and τ line (``viz.Redrawer``); a new score redraws everything."""
+        full = getattr(self, "state", {}).get("score") != self.score.value
         self.state = threshold_update(self.source, self.score.value, self.tau.value)
         update_threshold_figure(self.figure, self.state)
-        self.image.value = render(self.figure)
-        # laid out once; later redraws only move artists (3x faster)
+        self.image.value = self.redrawer.png(full=full)
+        # laid out once; later redraws only move artists
         self.figure.set_layout_engine("none")
         self.count.value = f"<b>{self.state['text']}</b> at τ = {viz.tau_text(self.state['tau'])}"
         return self.state
+
+    def _dynamic(self) -> list:
+        """The artists a τ move changes: the grid's frames and labels, the bars, τ line, title."""
+        grid, bars = _axes(self.figure, "grid"), _axes(self.figure, "bars")
+        return [*viz.marking_artists(grid), *bars.patches, *bars.lines, bars.title]
 
 
 def threshold_explorer(layer, probe=None, score: str = "max", tau: float = 0.1) -> W.VBox:
@@ -532,9 +540,14 @@ def lab_train(
     }
 
 
-def lab_state(trainer: Trainer, score: str, tau: float, log: list[dict]) -> dict:
-    """What every part of the lab shows for the current model, score and τ: one mask, one count."""
-    scores = lab_scores(trainer, score)
+def lab_state(
+    trainer: Trainer, score: str, tau: float, log: list[dict], scores: np.ndarray | None = None
+) -> dict:
+    """What every part of the lab shows for the current model, score and τ: one mask, one count.
+
+    ``scores``: the model's ``score`` scores when the caller already has them (a τ move changes no
+    weight, so the lab computes them once per model state)."""
+    scores = lab_scores(trainer, score) if scores is None else scores
     mask = scores < tau
     return {
         "score": score,
@@ -560,10 +573,12 @@ def _lab_grid(weight, mask, state_text: str) -> Figure:
 def _lab_curves(log: list[dict], events: list[dict], score: str, tau: float) -> Figure:
     fig = viz.new_figure((FIGURE_WIDTH - LAB_GRID - 0.1, LAB_CURVES))
     viz.step_curves(log, events, fig=fig)
-    fig.axes[1].set_title(
-        f"inactive: {viz.SHORT_SCORE[score]} < τ = {viz.tau_text(tau)}", fontsize=10
-    )
+    fig.axes[1].set_title(_curves_title(score, tau), fontsize=10)
     return fig
+
+
+def _curves_title(score: str, tau: float) -> str:
+    return f"inactive: {viz.SHORT_SCORE[score]} < τ = {viz.tau_text(tau)}"
 
 
 def _lab_before_after(result: dict | None, trainer: Trainer, face) -> Figure:
@@ -761,21 +776,30 @@ class ReactivationLab:
 
     # -- drawing: everything from one state ----------------------------------------------------
     def _redraw_all(self, message: str | None = None) -> None:
+        """After the model changed: new figures, scores computed afresh, everything drawn."""
+        self._scores: dict[str, np.ndarray] = {}
         self.grid_figure = _lab_grid(self.trainer.model.conv1.weight, np.zeros(64, bool), "")
-        self._redraw_counts(message)
+        self.curves_figure = None
+        self._redraw_counts(message, full=True)
 
-    def _redraw_counts(self, message: str | None = None) -> dict:
-        self.state = lab_state(self.trainer, self.score.value, self.tau.value, self.log)
+    def _redraw_counts(self, message: str | None = None, full: bool = False) -> dict:
+        """After τ or the score moved (or, ``full``, after the model changed): one state, every
+        view. The weights did not change, so the scores come from the cache and only the marks,
+        the inactive curve and the titles are redrawn (``viz.Redrawer``)."""
+        score = self.score.value
+        if score not in self._scores:
+            self._scores[score] = lab_scores(self.trainer, score)
+        self.state = lab_state(self.trainer, score, self.tau.value, self.log, self._scores[score])
         grid_ax = _axes(self.grid_figure, "grid")
         viz.mark_filters(grid_ax, self.state["mask"])
         at = f"at τ = {viz.tau_text(self.state['tau'])} ({viz.SHORT_SCORE[self.state['score']]})"
         grid_ax.set_title(f"{self.state['text']} {at}", fontsize=10)
-        self.grid_image.value = render(self.grid_figure)
-        self.curves_image.value = render(
-            _lab_curves(
-                self.state["log"], self.trainer.events, self.state["score"], self.state["tau"]
+        if full:
+            self.grid_redrawer = viz.Redrawer(
+                self.grid_figure, lambda: [*viz.marking_artists(grid_ax), grid_ax.title]
             )
-        )
+        self.grid_image.value = self.grid_redrawer.png(full=full)
+        self.curves_image.value = self._curves_png(full)
         self.grid_caption.value = _html_count(
             "craft-count-now", f"step {self.state['step']}: {self.state['text']}"
         )
@@ -786,6 +810,27 @@ class ReactivationLab:
             else f"{now} — press <i>Re-activate</i> to renew them"
         )
         return self.state
+
+    def _curves_png(self, full: bool) -> bytes:
+        """The loss and inactive-fraction curves: drawn anew after training or a renewal; after a
+        τ or score move only the inactive curve and its title change."""
+        s = self.state
+        if full or self.curves_figure is None:
+            self.curves_figure = _lab_curves(s["log"], self.trainer.events, s["score"], s["tau"])
+            ax = self.curves_figure.axes[1]
+            self.curves_redrawer = viz.Redrawer(self.curves_figure, lambda: [*ax.lines, ax.title])
+            return self.curves_redrawer.png(full=True)
+        ax = self.curves_figure.axes[1]
+        points = [
+            (r["step"], r["inactive"])
+            for r in s["log"]
+            if r.get("inactive") is not None and np.isfinite(r["inactive"])
+        ]
+        line = next((l for l in ax.lines if l.get_label() == "inactive"), None)
+        if line is not None and points:
+            line.set_data(*zip(*points))
+        ax.set_title(_curves_title(s["score"], s["tau"]), fontsize=10)
+        return self.curves_redrawer.png()
 
     def _show_last(self) -> None:
         r = self.last_reactivation

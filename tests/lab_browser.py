@@ -232,3 +232,59 @@ def keep_failure(page, log: Path, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
     shutil.copy(log, ARTIFACTS / f"{name}-jupyter.log")
+
+
+WATCH = """el => {
+  window.__craftChanged = null;
+  window.__craftObserver = new MutationObserver(() => {
+    if (window.__craftChanged === null) window.__craftChanged = performance.now();
+  });
+  window.__craftObserver.observe(el, {attributes: true, childList: true, subtree: true,
+                                      characterData: true});
+}"""
+
+
+def latency_ms(page, watched, act, timeout: float = 60) -> float:
+    """Milliseconds from just before ``act()`` (a key press, a click, a selection) to the first
+    change of ``watched`` in the page: what a learner waits for, kernel round trip and drawing
+    included. Watch the element a widget updates last (its count or status line)."""
+    watched.element_handle().evaluate(WATCH)
+    start = page.evaluate("performance.now()")
+    act()
+    page.wait_for_function("window.__craftChanged !== null", timeout=timeout * 1000)
+    return (
+        page.evaluate(
+            "() => { window.__craftObserver.disconnect(); return window.__craftChanged; }"
+        )
+        - start
+    )
+
+
+class Latencies:
+    """Each control's measured latencies, written with the machine's load to
+    ``test-artifacts/widget_latency.json`` (a record, whatever the verdicts)."""
+
+    def __init__(self, name: str):
+        self.path, self.samples = ARTIFACTS / f"{name}_latency.json", {}
+        self.load_start = os.getloadavg()
+
+    def add(self, control: str, ms: float) -> float:
+        self.samples.setdefault(control, []).append(round(ms, 1))
+        return ms
+
+    def median(self, control: str) -> float:
+        values = sorted(self.samples[control])
+        mid = len(values) // 2
+        return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+    def write(self) -> Path:
+        ARTIFACTS.mkdir(exist_ok=True)
+        report = {
+            "load_average": {"start": self.load_start, "end": os.getloadavg()},
+            "cores": os.cpu_count(),
+            "controls": {
+                c: {"median_ms": self.median(c), "ms": v} for c, v in self.samples.items()
+            },
+        }
+        self.path.write_text(json.dumps(report, indent=1) + "\n")
+        return self.path

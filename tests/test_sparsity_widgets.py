@@ -87,6 +87,14 @@ def test_topk_state_sparsifies_the_maps_and_probes(toy_pairs):
     explorer.fraction.value = 0.1
     assert explorer.state["fraction"] == pytest.approx(0.1)
     assert len(sw.topk_view(model, face, None).axes) >= 3
+    # with pairs: the same probe as the plain function, computed once per (K, stage)
+    probing = sw.TopKExplorer(model, face, toy_pairs, fraction=0.25, stage=1)
+    assert probing.state["probe"] == state["probe"] and "computing" not in probing.caption.value
+    probing.fraction.value = 0.5
+    kept = probing.state["probe"]
+    probing.fraction.value = 0.25
+    probing.fraction.value = 0.5
+    assert probing.state["probe"] is kept and len(probing._probes) == 2
 
 
 def test_pairing_histograms_take_models_and_weights():

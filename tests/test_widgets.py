@@ -8,6 +8,7 @@ exact shape ``compare`` writes; one slow test on a real comparison).
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import time
@@ -498,3 +499,26 @@ def test_dashboard_on_a_real_comparison(comparison_dir):
     assert ARM_LABELS["contextual"] in dash.table.value and dash.image.value[:4] == b"\x89PNG"
     dash.seeds.value = (0,)
     assert dash.picked.arms["contextual"].vs_baseline["accuracy"].t_pvalue is None
+
+
+def pixels(png: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(png)))
+
+
+@pytest.mark.slow
+def test_a_fast_redraw_is_pixel_identical_to_a_full_one(stem, probe, trainer):
+    """``viz.Redrawer`` draws only what τ changes over the kept pixels of the rest: the page must
+    show exactly what a full redraw of the same state shows, in the explorer and in the lab."""
+    explorer = cw.ThresholdExplorer(stem, probe, score="max", tau=0.1)
+    for tau in (0.02, 0.3, 0.005):
+        explorer.tau.value = tau
+        assert (pixels(explorer.image.value) == pixels(explorer.redrawer.png(full=True))).all()
+    silence(trainer, [1, 2, 3])
+    lab = cw.ReactivationLab(trainer, tau=0.01, score="silent")
+    lab._reactivate()  # a renewal event on the curves
+    for tau in (0.05, 0.003, 0.2):
+        lab.tau.value = tau
+        assert (pixels(lab.grid_image.value) == pixels(lab.grid_redrawer.png(full=True))).all()
+        assert (pixels(lab.curves_image.value) == pixels(lab.curves_redrawer.png(full=True))).all()

@@ -14,7 +14,7 @@ import ipywidgets as W
 from matplotlib.figure import Figure
 
 from craftlib import viz
-from craftlib.widgets import FIGURE_WIDTH, _guarded, png_image, render
+from craftlib.widgets import FIGURE_WIDTH, _guarded, png_image
 
 from .experiments import load_records
 from .figures import draw_seed_comparison
@@ -115,27 +115,31 @@ def _comparison_figure(picked: Summary, records: list[dict], metric: str) -> Fig
     axes = fig.subplots(
         1, 2 if chosen else 1, squeeze=False, width_ratios=[1.25, 1] if chosen else None
     )[0]
-    # nothing to draw: say why
-    if all(v is None for arm in picked.arms.values() for v in arm.values[metric]):
-        axes[0].set_axis_off()
-        axes[0].set_title(f"{METRIC_LABELS[metric]}: not estimable")
-        axes[0].text(
-            0.5,
-            0.5,
-            textwrap.fill(not_estimable(picked, picked_records, metric), 45),
-            ha="center",
-            va="center",
-            transform=axes[0].transAxes,
-            fontsize=10,
-            gid="not-estimable",
-        )
-    else:
-        draw_seed_comparison(axes[0], picked, metric)
+    _draw_metric(axes[0], picked, picked_records, metric)
     if chosen:
         viz.draw_roc(
             axes[1], {f"{picked.arms[a].label} (seed {r['seed']})": r for a, r in chosen.items()}
         )
     return fig
+
+
+def _draw_metric(ax, picked: Summary, records: list[dict], metric: str) -> None:
+    """The seed spread of one metric on ``ax`` or, when no run has it, the reason."""
+    if all(v is None for arm in picked.arms.values() for v in arm.values[metric]):
+        ax.set_axis_off()
+        ax.set_title(f"{METRIC_LABELS[metric]}: not estimable")
+        ax.text(
+            0.5,
+            0.5,
+            textwrap.fill(not_estimable(picked, records, metric), 45),
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+            fontsize=10,
+            gid="not-estimable",
+        )
+    else:
+        draw_seed_comparison(ax, picked, metric)
 
 
 def comparison_view(sources, metric: str = "accuracy", arms=None, seeds=None) -> Figure:
@@ -162,6 +166,8 @@ class ComparisonDashboard:
         self.summary = summarize(self.records)
         seeds = sorted({r["seed"] for r in self.records})
         self._cache = {(tuple(sorted(self.summary.arms)), tuple(seeds)): self.summary}
+        self._pngs: dict = {}  # (selection, metric) -> the figure as shown
+        self._figure_key = None
         self.arms = W.SelectMultiple(
             options=[(a.label, n) for n, a in self.summary.arms.items()],
             value=tuple(self.summary.arms),
@@ -222,8 +228,8 @@ class ComparisonDashboard:
                 self._cache[key] = select(self.records, list(key[0]), list(key[1]))
             picked, metric = self._cache[key], self.metric.value
             self.picked = picked
-            self.image.value = render(_comparison_figure(picked, self.records, metric))
             chosen = [r for r in self.records if r["arm"] in key[0] and r["seed"] in key[1]]
+            self.image.value = self._png(key, picked, chosen, metric)
             reason = not_estimable(picked, chosen, metric)
             # the selection's
             pooled = "; ".join(n for n in self.notes if n.arm in key[0] and n.seed in key[1])
@@ -248,6 +254,23 @@ class ComparisonDashboard:
             )
 
         _guarded(self.error, [], work)
+
+    def _png(self, key, picked: Summary, chosen: list[dict], metric: str) -> bytes:
+        """A new arm or seed selection draws a new figure; a new metric redraws only the
+        seed-spread axes over the kept ROC (``viz.Redrawer``); a state seen before is cached."""
+        if (key, metric) not in self._pngs:
+            if self._figure_key != key:
+                self.figure = _comparison_figure(picked, self.records, metric)
+                spread = self.figure.axes[0]
+                self._redrawer = viz.Redrawer(self.figure, lambda: [spread])
+                self._figure_key, full = key, True
+            else:
+                spread = self.figure.axes[0]
+                spread.clear()
+                _draw_metric(spread, picked, chosen, metric)
+                full = False
+            self._pngs[key, metric] = self._redrawer.png(full=full)
+        return self._pngs[key, metric]
 
 
 def save_uploads(files, folder: str | Path) -> list[Path]:

@@ -187,6 +187,7 @@ class RoundsExplorer:
         if not records:
             raise ValueError("no federated runs to show")
         self.records = records
+        self._shown: dict[tuple[str, int], tuple] = {}  # (run, round) -> state, PNG, caption
         run = run or next(iter(records))
         rounds = len(records[run]["rounds"])
         self.menu = W.Dropdown(
@@ -209,11 +210,15 @@ class RoundsExplorer:
         self.refresh()
 
     def refresh(self) -> dict:
-        record = self.records[self.menu.value]
-        state = round_state(record, self.slider.value)
-        self.caption.value = html.escape(f"{run_label(record)}: {state_text(record, state)}")
-        fig = rounds_figure(self.records, self.menu.value, self.slider.value)
-        self.image.value = viz.figure_png(fig, dpi=viz.WIDGET_DPI)
+        """Show the chosen run at the chosen round; a (run, round) seen before is cached."""
+        key = (self.menu.value, self.slider.value)
+        if key not in self._shown:
+            record = self.records[key[0]]
+            state = round_state(record, key[1])
+            caption = html.escape(f"{run_label(record)}: {state_text(record, state)}")
+            png = viz.figure_png(rounds_figure(self.records, *key), dpi=viz.WIDGET_DPI)
+            self._shown[key] = (state, png, caption)
+        state, self.image.value, self.caption.value = self._shown[key]
         return state
 
 

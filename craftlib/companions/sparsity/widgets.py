@@ -182,6 +182,7 @@ class PairExplorer:
             )
         self.layers = {name: as_layer(src) for name, src in layers.items()}
         self.references = {}
+        self._shown: dict[tuple[str, int], tuple] = {}  # (layer, filter) -> state, PNG, caption
         first = next(iter(self.layers.values()))
         self.layer = W.Dropdown(options=list(self.layers), description="layer")
         self.filter = W.IntSlider(
@@ -213,19 +214,17 @@ class PairExplorer:
         self.update()
 
     def update(self) -> dict:
+        """Show the chosen filter's pair; a filter seen before comes back from the cache at once."""
         self.error.value = ""
         try:
-            state = pair_state(
-                self.layers[self.layer.value], self.filter.value, self._reference(self.layer.value)
-            )
-            self.image.value = viz.figure_png(
-                pair_figure(state, self.layer.value), dpi=viz.WIDGET_DPI
-            )
-            self.caption.value = (
-                f'<span class="pair-caption">{html.escape(pair_caption(state))}</span>'
-            )
-            self.state = state
-            return state
+            key = (self.layer.value, self.filter.value)
+            if key not in self._shown:
+                state = pair_state(self.layers[key[0]], key[1], self._reference(key[0]))
+                png = viz.figure_png(pair_figure(state, key[0]), dpi=viz.WIDGET_DPI)
+                caption = f'<span class="pair-caption">{html.escape(pair_caption(state))}</span>'
+                self._shown[key] = (state, png, caption)
+            self.state, self.image.value, self.caption.value = self._shown[key]
+            return self.state
         except Exception as err:  # noqa: BLE001 - a widget must survive anything a learner can trigger
             self.error.value = f"<b>{type(err).__name__}</b>: {html.escape(str(err))}"
             return {}
@@ -294,6 +293,8 @@ def topk_caption(state: dict) -> str:
         f"({max(1, int(state['fraction'] * m['side'] ** 2))} values per map; {m['kept']:.0%} of "
         f"the maps non-zero)."
     )
+    if state.get("probe_pending"):
+        text += " Probe: computing (a few seconds the first time; each K and stage is kept)."
     if "probe" in state:
         p = state["probe"]
         text += (
@@ -351,7 +352,9 @@ def topk_figure(state: dict) -> Figure:
         ax.set_title(f"shape-bias index {index}", fontsize=11)
     else:
         ax.axis("off")
-        ax.text(0.5, 0.5, "no pairs given:\nprobe not run", ha="center", va="center", fontsize=10)
+        waiting = "computing the shape probe\nat this K and stage …"
+        text = waiting if state.get("probe_pending") else "no pairs given:\nprobe not run"
+        ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=10)
     return fig
 
 
@@ -368,7 +371,12 @@ def topk_view(
 
 class TopKExplorer:
     """Slide K and pick the stage: the face's maps before/after Top-K and the shape probe with Top-K
-    at inference."""
+    at inference.
+
+    The maps answer at once (one face through the network); the probe embeds every DevTest pair four
+    ways, seconds on a laptop, so it follows in a second redraw with "computing" shown meanwhile,
+    and each (K, stage) probe is kept: going back to a setting costs nothing.
+    """
 
     def __init__(
         self,
@@ -379,6 +387,8 @@ class TopKExplorer:
         stage: int = 2,
     ):
         self.model, self.face, self.pairs = model, face, pairs
+        self._probes: dict[tuple[float, int], dict] = {}
+        self._shown: dict[tuple[float, int], tuple] = {}  # (K, stage) -> state, PNG, caption
         self.fraction = W.FloatSlider(
             value=fraction,
             min=0.05,
@@ -404,18 +414,28 @@ class TopKExplorer:
     def update(self) -> dict:
         self.error.value = ""
         try:
-            state = topk_state(
-                self.model, self.face, self.pairs, self.fraction.value, self.stage.value
-            )
-            self.image.value = viz.figure_png(topk_figure(state), dpi=viz.WIDGET_DPI)
-            self.caption.value = (
-                f'<span class="topk-caption">{html.escape(topk_caption(state))}</span>'
-            )
+            key = (round(self.fraction.value, 4), self.stage.value)
+            if key in self._shown:  # a setting seen before: its figure and caption as they were
+                self.state, self.image.value, self.caption.value = self._shown[key]
+                return self.state
+            state = topk_state(self.model, self.face, None, *key)
+            if self.pairs is not None and key not in self._probes:
+                self._show({**state, "probe_pending": True})  # the maps now, the probe next
+                with topk_at_inference(self.model, key[0], (key[1],)):
+                    self._probes[key] = probe(self.model, self.pairs)
+            if self.pairs is not None:
+                state["probe"] = self._probes[key]
+            self._show(state)
             self.state = state
+            self._shown[key] = (state, self.image.value, self.caption.value)
             return state
         except Exception as err:  # noqa: BLE001
             self.error.value = f"<b>{type(err).__name__}</b>: {html.escape(str(err))}"
             return {}
+
+    def _show(self, state: dict) -> None:
+        self.image.value = viz.figure_png(topk_figure(state), dpi=viz.WIDGET_DPI)
+        self.caption.value = f'<span class="topk-caption">{html.escape(topk_caption(state))}</span>'
 
 
 def topk_explorer(
