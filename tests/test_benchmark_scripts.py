@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.report import write_section
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -115,5 +117,5 @@ def test_step_profile_tables_on_a_tiny_model(toy_faces, toy_config, tmp_path, mo
     assert "**FLOP share:" in text and "| craftlib | every fix" in text and "| stock | " in text
     results = tmp_path / "results.json"
     results.write_text(json.dumps({"thread_policy": {"kept": True}}))
-    sp.write_results(r, results)
+    write_section(sp.KEY, r, results)
     assert set(json.loads(results.read_text())) == {"thread_policy", sp.KEY}

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks.report import update_block, write_section
 from craftlib import threads
 from craftlib.study.experiments import forked
 from craftlib.workshop import cli
@@ -187,12 +188,11 @@ def test_the_benchmark_writes_its_section_and_its_block_only(bench, tmp_path, mo
         "loadavg_end": [0.2],
         "summary": bench.summarize(_rows(speed, others=0.0)),
     }
-    bench.write_results(r, results)
+    write_section(bench.KEY, r, results)
     assert json.loads(results.read_text()) == {"training": {"x": 1}, "thread_policy": r}
     doc = tmp_path / "PERFORMANCE.md"
-    doc.write_text(f"before\n{bench.START}\nold\n{bench.END}\nafter\n")
-    monkeypatch.setattr(bench, "DOC", doc)
-    assert bench.update_doc(r)
+    doc.write_text("before\n<!-- threads:start -->\nold\n<!-- threads:end -->\nafter\n")
+    assert update_block("threads", bench.render(r), doc)
     text = doc.read_text()
     assert text.startswith("before\n") and text.endswith("after\n") and "\nold\n" not in text
     assert (
@@ -204,4 +204,5 @@ def test_the_benchmark_writes_its_section_and_its_block_only(bench, tmp_path, mo
 
 def test_performance_doc_has_the_thread_block(bench):
     text = (REPO / "docs" / "PERFORMANCE.md").read_text()
-    assert bench.START in text and bench.END in text and "benchmarks/threads.py" in text
+    assert "<!-- threads:start -->" in text and "<!-- threads:end -->" in text
+    assert "benchmarks/threads.py" in text and "<!-- widgets:start -->" in text
