@@ -189,6 +189,8 @@ class Redrawer:
             for a in artists:
                 a.set_animated(True)
             self.canvas.draw()  # everything but the dynamic artists
+            # laid out once: a later draw must not move the axes under the kept pixels
+            self.fig.set_layout_engine("none")
             self.background = self.canvas.copy_from_bbox(self.fig.bbox)
             for a in artists:  # the figure stays an ordinary one for savefig and tests
                 a.set_animated(False)
