@@ -94,7 +94,7 @@ def test_topk_state_sparsifies_the_maps_and_probes(toy_pairs):
     kept = probing.state["probe"]
     probing.fraction.value = 0.25
     probing.fraction.value = 0.5
-    assert probing.state["probe"] is kept and len(probing._probes) == 2
+    assert probing.state["probe"] is kept and len(probing._shown) == 2
 
 
 def test_pairing_histograms_take_models_and_weights():

@@ -387,7 +387,6 @@ class TopKExplorer:
         stage: int = 2,
     ):
         self.model, self.face, self.pairs = model, face, pairs
-        self._probes: dict[tuple[float, int], dict] = {}
         self._shown: dict[tuple[float, int], tuple] = {}  # (K, stage) -> state, PNG, caption
         self.fraction = W.FloatSlider(
             value=fraction,
@@ -419,12 +418,10 @@ class TopKExplorer:
                 self.state, self.image.value, self.caption.value = self._shown[key]
                 return self.state
             state = topk_state(self.model, self.face, None, *key)
-            if self.pairs is not None and key not in self._probes:
+            if self.pairs is not None:
                 self._show({**state, "probe_pending": True})  # the maps now, the probe next
                 with topk_at_inference(self.model, key[0], (key[1],)):
-                    self._probes[key] = probe(self.model, self.pairs)
-            if self.pairs is not None:
-                state["probe"] = self._probes[key]
+                    state["probe"] = probe(self.model, self.pairs)
             self._show(state)
             self.state = state
             self._shown[key] = (state, self.image.value, self.caption.value)
