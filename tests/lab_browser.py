@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -273,9 +274,7 @@ class Latencies:
         return ms
 
     def median(self, control: str) -> float:
-        values = sorted(self.samples[control])
-        mid = len(values) // 2
-        return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+        return statistics.median(self.samples[control])
 
     def write(self) -> Path:
         ARTIFACTS.mkdir(exist_ok=True)
