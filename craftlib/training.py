@@ -319,7 +319,8 @@ class Trainer:
 
         With ``checkpoint``, ``save`` there at the end of every epoch: a run stopped by a signal, a
         NaN loss or a crash loses at most the epoch under way, and ``resume`` continues it to the
-        uninterrupted result.
+        uninterrupted result. A ``checkpoint`` naming ``{epoch}`` (``"run-e{epoch}.pt"``) keeps one
+        file per epoch, so another run can start from any of them.
         """
         from .progress import progress_bar
 
@@ -337,7 +338,7 @@ class Trainer:
             self._run(bar, losses, accs, bar if self.progress else None)
             self._end_epoch(losses, accs, start)
             if checkpoint is not None:
-                self.save(checkpoint)
+                self.save(str(checkpoint).format(epoch=self.epoch))
         return self.history
 
     def train_steps(self, n: int) -> list[float]:

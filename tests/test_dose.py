@@ -29,10 +29,12 @@ def test_levels_change_only_the_dose():
 def test_tasks_are_seed_major_and_skip_recorded(tmp_path, make_record):
     levels = ["wd5e-4", "wd1e-2"]
     todo = dose.tasks(tmp_path, [0, 1], levels, ("none", "contextual"))
-    assert todo[:4] == [
+    assert todo[:6] == [
         ("wd5e-4", 0, "none"),
-        ("wd5e-4", 0, "contextual"),
         ("wd1e-2", 0, "none"),
+        ("wd5e-4", 1, "none"),
+        ("wd1e-2", 1, "none"),
+        ("wd5e-4", 0, "contextual"),
         ("wd1e-2", 0, "contextual"),
     ]
     write_record(tmp_path / "wd1e-2", make_record("none", 0, 0.8), {})
@@ -155,3 +157,53 @@ def test_study_md_pilot_table_is_the_committed_records():
     committed = dose_report.pilot_markdown(REPO_ROOT / dose.DEFAULT_ROOT).splitlines()
     # 64-px rows may arrive after the table
     assert block.splitlines() == committed[: len(block.splitlines())]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "craft, fork_epoch",
+    [
+        # the detector first looks (and finds) at epoch 2: the arm continues standard training's
+        # epoch-1 checkpoint
+        (dict(first_epoch=2, tau=0.3), 1),
+        # it never finds a filter (scores stay above 0.04 on these faces): the arm *is* standard
+        # training, its record standard training's final model with the arm's own event log
+        (dict(tau=0.01), 3),
+    ],
+)
+def test_an_arm_started_from_standard_trainings_past_is_the_run_from_scratch(
+    tmp_path, monkeypatch, tiny_faces, tiny_recipe, devtest_subset, craft, fork_epoch
+):
+    monkeypatch.setitem(dose.LEVELS, "tiny", (tiny_recipe.train.weight_decay, 32))
+    monkeypatch.setattr(dose, "recipe", lambda level: tiny_recipe.but(craft=craft))
+    root, models = tmp_path / "records", tmp_path / "models"
+
+    def run(arm, fork, models):
+        return dose.run_forked(tiny_faces, devtest_subset, "tiny", arm, 0, fork, models)
+
+    write_record(root / "tiny", run("none", None, models), {})
+    assert {"none-s0-e1.pt", "none-s0.pt"} <= {p.name for p in (models / "tiny").iterdir()}
+    for arm in ("contextual", "random_matched"):
+        fork = dose.fork_point(root, models, "tiny", 0, arm)
+        assert fork is not None and fork[1] == fork_epoch
+        forked, scratch = run(arm, fork, models), run(arm, None, None)
+        assert forked.pop("forked_from") == {"arm": "none", "epoch": fork_epoch}
+        forked.pop("train_seconds"), scratch.pop("train_seconds")
+        # scores, events, timeline: the record written is the same to the last digit (as JSON,
+        # where the NaN loss before the first step equals itself)
+        assert json.dumps(forked, sort_keys=True) == json.dumps(scratch, sort_keys=True)
+        assert (models / "tiny" / f"{arm}-s0.pt").is_file()  # the ablation's checkpoint too
+    assert dose.fork_point(root, models, "tiny", 0, "none") is None
+    assert dose.fork_point(root, tmp_path / "elsewhere", "tiny", 0, "contextual") is None
+
+
+def test_the_other_arms_of_a_seed_follow_standard_training_of_the_next(tmp_path):
+    levels = ["wd5e-4", "wd1e-2", "wd1e-2-64px"]
+    todo = dose.tasks(tmp_path, [0, 1, 2], levels, ("none", "contextual"))
+    at = {t: i for i, t in enumerate(todo)}
+    for lv in levels:
+        for s in (0, 1):  # standard training of s + 1 is scheduled before the arms of s
+            assert at[(lv, s + 1, "none")] < at[(lv, s, "contextual")]
+    assert max(at[t] for t in todo if t[0] != "wd1e-2-64px") < min(
+        at[t] for t in todo if t[0] == "wd1e-2-64px"
+    )  # the 40-px levels (the primary analysis) first

@@ -19,7 +19,15 @@ from craftlib.data import LFW
 from craftlib.paths import folder_lock
 from craftlib.recipes import DEFAULT_ARMS, WORKSHOP, Recipe
 
-from .experiments import check_folder, fingerprint, forked, record_path, run_arm, write_record
+from .experiments import (
+    check_folder,
+    fingerprint,
+    forked,
+    read_record,
+    record_path,
+    run_arm,
+    write_record,
+)
 
 DEFAULT_ROOT = Path("docs/results/dose")
 
@@ -54,15 +62,79 @@ def recipe(level: str) -> Recipe:
 def tasks(
     root: str | Path, seeds: list[int], levels: list[str], arms: tuple[str, ...] = DEFAULT_ARMS
 ) -> list[tuple[str, int, str]]:
-    """(level, seed, arm) runs not yet recorded, seed-major: a stopped study leaves whole seeds at
-    every level."""
-    return [
-        (lv, s, a)
-        for s in seeds
-        for lv in levels
-        for a in arms
-        if not record_path(Path(root) / lv, a, s).is_file()
-    ]
+    """(level, seed, arm) runs not yet recorded, seed-major, the 40-px levels (the primary analysis)
+    before the 64-px ones; within each, standard training runs one seed ahead of the other arms, so
+    their fork points (``fork_point``) exist by the time they start. A stopped study leaves whole
+    seeds at every 40-px level."""
+
+    def order(task: tuple[str, int, str]) -> tuple:
+        lv, s, a = task
+        lead = a != "none"  # the other arms of seed s run after standard training of seed s + 1
+        return (LEVELS[lv][1], s + lead, lead, levels.index(lv), arms.index(a))
+
+    todo = [(lv, s, a) for s in seeds for lv in levels for a in arms]
+    return sorted(
+        (t for t in todo if not record_path(Path(root) / t[0], t[2], t[1]).is_file()), key=order
+    )
+
+
+def checkpoint_paths(models: Path, level: str, arm: str, seed: int) -> tuple[Path, Path]:
+    """Where a run keeps its finished checkpoint (the ablation's) and its per-epoch ones."""
+    folder = Path(models) / level
+    return folder / f"{arm}-s{seed}.pt", folder / f"{arm}-s{seed}-e{{epoch}}.pt"
+
+
+def fork_point(root: str | Path, models: str | Path, level: str, seed: int, arm: str):
+    """Standard training's checkpoint that ``arm``'s run at (level, seed) may start from, and its
+    epoch; None when it must start from scratch.
+
+    Until its detector first finds a filter, a CRAFT or control run *is* standard training: the
+    same weights, data order and generators (nothing renewed draws nothing), and the same detector
+    (the arms differ only in ``strategy``). So it may start from standard training's checkpoint at
+    the last epoch before the first detection (its finished model when nothing was ever found);
+    the records are identical to a run from scratch (tests/test_dose.py) and only the time differs.
+    """
+    standard = record_path(Path(root) / level, "none", seed)
+    spec = recipe(level).arm(arm)
+    if (
+        arm == "none"
+        or not standard.is_file()
+        or spec.but(strategy="none") != recipe(level).arm("none")
+    ):
+        return None
+    fired = [e["epoch"] for e in read_record(standard)["events"] if e["filters"]]
+    final, per_epoch = checkpoint_paths(Path(models), level, "none", seed)
+    if not fired:
+        return (final, recipe(level).train.epochs) if final.is_file() else None
+    epoch = min(fired) - 1
+    path = Path(str(per_epoch).format(epoch=epoch))
+    return (path, epoch) if epoch > 0 and path.is_file() else None
+
+
+def run_forked(
+    train_set, pairs, level: str, arm: str, seed: int, fork: tuple[Path, int] | None, models
+) -> dict:
+    """One run of the study: from scratch, or continued from standard training's ``fork``."""
+    final, per_epoch = (
+        checkpoint_paths(Path(models), level, arm, seed) if models is not None else (None, None)
+    )
+    record = run_arm(
+        train_set,
+        pairs,
+        recipe(level),
+        arm,
+        seed,
+        checkpoint=final,
+        every_epoch=per_epoch if arm == "none" else None,
+        start_from=fork[0] if fork else None,
+    )
+    if fork:  # the shared past was logged by standard training's callback: it is this arm's too
+        strategy = recipe(level).arm(arm).strategy
+        record["events"] = [
+            {**e, "strategy": strategy} if e["epoch"] <= fork[1] else e for e in record["events"]
+        ]
+        record["forked_from"] = {"arm": "none", "epoch": fork[1]}
+    return record
 
 
 def run(
@@ -79,7 +151,8 @@ def run(
     once.
 
     Returns the number of runs done. ``models`` keeps each run's checkpoint (for the "silent"
-    ablation) as ``<models>/<level>/<arm>-s<seed>.pt``, outside the committed records.
+    ablation) as ``<models>/<level>/<arm>-s<seed>.pt``, outside the committed records, and standard
+    training's after every epoch, from which the other arms start where they may (``fork_point``).
     """
     levels = list(levels or LEVELS)
     recipes = {lv: recipe(lv) for lv in levels}
@@ -104,16 +177,16 @@ def run(
                 check_folder(Path(root) / lv, metas[lv])
 
         def one(level: str, seed: int, arm: str) -> tuple[str, dict]:
-            r = recipes[level]
-            train_set, pairs, _ = sets[r.train.model.input_size]
-            ckpt = Path(models) / level / f"{arm}-s{seed}.pt" if models is not None else None
-            return level, run_arm(train_set, pairs, r, arm, seed, checkpoint=ckpt)
+            train_set, pairs, _ = sets[recipes[level].train.model.input_size]
+            fork = fork_point(root, models, level, seed, arm) if models is not None else None
+            return level, run_forked(train_set, pairs, level, arm, seed, fork, models)
 
         for level, record in forked(one, todo, jobs):
             write_record(Path(root) / level, record, metas[level])
+            fork = record.get("forked_from")
+            since = f", from standard training's epoch {fork['epoch']}" if fork else ""
             log(
                 f"{level:>12} seed {record['seed']} {record['arm']:>15}: accuracy "
-                f"{record['accuracy']:.2%}  "
-                f"({record['train_seconds']:.0f} s)"
+                f"{record['accuracy']:.2%}  ({record['train_seconds']:.0f} s{since})"
             )
         return len(todo)

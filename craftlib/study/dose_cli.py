@@ -39,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         help="LFW folder (default: $CRAFTLIB_DATA, data/lfw, scikit-learn cache, download)",
     )
     ap.add_argument(
-        "--models", help="keep each run's checkpoint under MODELS/<level>/ (for the ablation)"
+        "--models",
+        help="keep each run's checkpoint under MODELS/<level>/ (for the ablation) and standard "
+        "training's per epoch, which the other arms start from until their detector first fires",
     )
     ap.add_argument(
         "--report", action="store_true", help="only write the summary, table and figure"

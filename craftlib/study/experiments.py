@@ -85,16 +85,28 @@ def run_arm(
     seed: int,
     progress: bool = False,
     checkpoint: str | Path | None = None,
+    every_epoch: str | Path | None = None,
+    start_from: str | Path | None = None,
 ) -> dict:
     """Train one arm at one seed and measure it: scores, verification report, events and timeline.
 
     Every arm gets a callback (``none`` detects and logs without changing anything), so the arms
-    differ only in what happens to the inactive filters.
+    differ only in what happens to the inactive filters. ``checkpoint``: the finished run is saved
+    there; ``every_epoch``: a path naming ``{epoch}``, saved after every epoch; ``start_from``: a
+    checkpoint of this recipe and seed to continue (``dose.fork_point`` says when another arm's
+    checkpoint is this run's own past).
     """
     config = recipe.train.but(seed=seed)
     spec = recipe.arm(arm)
     start = time.perf_counter()
-    trainer = train(data, config, [spec.callback(seed, config.epochs)], progress=progress)
+    trainer = train(
+        data,
+        config,
+        [spec.callback(seed, config.epochs)],
+        progress=progress,
+        resume_from=start_from,
+        checkpoint=every_epoch,
+    )
     seconds = time.perf_counter() - start
     if checkpoint is not None:
         trainer.save(checkpoint)
