@@ -387,7 +387,7 @@ class ThresholdExplorer:
         self.count = W.HTML()
         self.image = png_image("craft-figure")
         self.figure = threshold_figure(self.source, score, self.tau.value)
-        self.redrawer = viz.Redrawer(self.figure, self._dynamic)
+        self.redrawer = viz.Redrawer(self.figure, self._dynamic, groups=self._groups)
         for w, cls in ((self.tau, "craft-tau"), (self.count, "craft-count")):
             w.add_class(cls)
         self.widget = W.VBox([W.HBox([self.tau, self.score, self.count]), self.image])
@@ -413,6 +413,12 @@ class ThresholdExplorer:
         """The artists a τ move changes: the grid's frames and labels, the bars, τ line, title."""
         grid, bars = _axes(self.figure, "grid"), _axes(self.figure, "bars")
         return [*viz.marking_artists(grid), *bars.patches, *bars.lines, bars.title]
+
+    def _groups(self) -> list[list]:
+        """What changes together: each filter's marks; the bars (sorted, so their colours follow
+        the count)."""
+        grid, bars = _axes(self.figure, "grid"), _axes(self.figure, "bars")
+        return [*viz.marking_groups(grid), list(bars.patches)]
 
 
 def threshold_explorer(layer, probe=None, score: str = "max", tau: float = 0.1) -> W.VBox:
@@ -796,7 +802,9 @@ class ReactivationLab:
         grid_ax.set_title(f"{self.state['text']} {at}", fontsize=10)
         if full:
             self.grid_redrawer = viz.Redrawer(
-                self.grid_figure, lambda: [*viz.marking_artists(grid_ax), grid_ax.title]
+                self.grid_figure,
+                lambda: [*viz.marking_artists(grid_ax), grid_ax.title],
+                groups=lambda: viz.marking_groups(grid_ax),
             )
         self.grid_image.value = self.grid_redrawer.png(full=full)
         self.curves_image.value = self._curves_png(full)

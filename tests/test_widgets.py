@@ -512,13 +512,17 @@ def test_a_fast_redraw_is_pixel_identical_to_a_full_one(stem, probe, trainer):
     """``viz.Redrawer`` draws only what τ changes over the kept pixels of the rest: the page must
     show exactly what a full redraw of the same state shows, in the explorer and in the lab."""
     explorer = cw.ThresholdExplorer(stem, probe, score="max", tau=0.1)
-    for tau in (0.02, 0.3, 0.005):
-        explorer.tau.value = tau
-        assert (pixels(explorer.image.value) == pixels(explorer.redrawer.png(full=True))).all()
+    fresh = cw.ThresholdExplorer(stem, probe, score="max", tau=0.1)
+    # back and forth without a full redraw between: the kept filter marks are pasted again
+    for tau in (0.02, 0.3, 0.005, 0.3, 0.02, 0.1):
+        explorer.tau.value = fresh.tau.value = tau
+        assert (pixels(explorer.image.value) == pixels(fresh.redrawer.png(full=True))).all()
+    assert explorer.redrawer.boxes is not None  # the filters' marks are pasted, not drawn
     silence(trainer, [1, 2, 3])
     lab = cw.ReactivationLab(trainer, tau=0.01, score="silent")
     lab._reactivate()  # a renewal event on the curves
     for tau in (0.05, 0.003, 0.2):
         lab.tau.value = tau
+        assert lab.grid_redrawer.boxes is not None
         assert (pixels(lab.grid_image.value) == pixels(lab.grid_redrawer.png(full=True))).all()
         assert (pixels(lab.curves_image.value) == pixels(lab.curves_redrawer.png(full=True))).all()
