@@ -191,7 +191,9 @@ class Redrawer:
     ):
         self.fig, self.dynamic, self.dpi = fig, dynamic, dpi
         self.groups = groups or (lambda: [])
-        self.canvas = FigureCanvasAgg(fig)
+        # the figure's own canvas: several redrawers of one figure (one per score) share it
+        agg = isinstance(fig.canvas, FigureCanvasAgg)
+        self.canvas = fig.canvas if agg else FigureCanvasAgg(fig)
         self.background = None
         self.boxes: list | None = None  # each group's box on the canvas, while they do not touch
         self.sprites: dict = {}  # (group, which of its artists are visible) -> pixels
@@ -210,7 +212,7 @@ class Redrawer:
             self.background = self.canvas.copy_from_bbox(self.fig.bbox)
             for a in artists:  # the figure stays an ordinary one for savefig and tests
                 a.set_animated(False)
-            self.boxes, self.sprites = separate_boxes(self.canvas, groups), {}
+            self.boxes, self.sprites = separate_boxes(self.canvas, groups)
         else:
             self.canvas.restore_region(self.background)
         pasted = set()
@@ -246,45 +248,57 @@ def _look(artist) -> tuple:
     return (artist.get_visible(), *map(tuple, colours), *text)
 
 
-def separate_boxes(canvas: FigureCanvasAgg, groups: list[list]) -> list[Bbox] | None:
-    """Each group's box on a canvas that holds only the background: the pixels drawing it changes
-    (found by drawing it) and its extents; None if two boxes share a pixel, as pasting one
+def separate_boxes(canvas: FigureCanvasAgg, groups: list[list], margin: int = 8) -> tuple:
+    """Each group's box on a canvas that holds only the background (its extents and the pixels
+    drawing it changes, looked for up to ``margin`` px around them, in whole pixels) and its pixels
+    with every artist shown, as ``Redrawer`` keeps them. No boxes if two share a pixel: pasting one
     group's pixels must never overwrite another's."""
     if not groups:
-        return None
+        return None, {}
     renderer, fig = canvas.get_renderer(), canvas.figure
-    height = canvas.get_width_height()[1]
-    before, boxes = canvas.copy_from_bbox(fig.bbox), []
-    base = np.array(canvas.buffer_rgba())
-    for group in groups:
-        shown = [a.get_visible() for a in group]
-        extents = []
+    width, height = canvas.get_width_height()
+    before, boxes, sprites = canvas.copy_from_bbox(fig.bbox), [], {}
+    for i, group in enumerate(groups):
+        shown, extents = [a.get_visible() for a in group], []
         for a in group:
-            a.set_visible(True)
-            fig.draw_artist(a)
+            a.set_visible(True)  # the box holds every look of the group
             extents.append(a.get_window_extent(renderer))
+        drawn = Bbox.union(extents)
+        # the window searched, as array rows (down) and columns
+        c0, c1 = max(0, math.floor(drawn.x0) - margin), min(width, math.ceil(drawn.x1) + margin)
+        r0 = max(0, height - math.ceil(drawn.y1) - margin)
+        r1 = min(height, height - math.floor(drawn.y0) + margin)
+        base = np.array(np.asarray(canvas.buffer_rgba())[r0:r1, c0:c1])
+        for a in group:
+            fig.draw_artist(a)
             if isinstance(a, matplotlib.text.Text) and a.get_bbox_patch() is not None:
                 extents.append(a.get_bbox_patch().get_window_extent(renderer))
-        rows, cols = np.nonzero((np.asarray(canvas.buffer_rgba()) != base).any(axis=2))
-        drawn = Bbox.union(extents)
-        if rows.size:  # the changed pixels, as display coordinates (y up, rows down)
-            changed = Bbox.from_extents(
-                cols.min(), height - rows.max() - 1, cols.max() + 1, height - rows.min()
+        after = np.asarray(canvas.buffer_rgba())[r0:r1, c0:c1]
+        rows, cols = np.nonzero((after != base).any(axis=2))
+        if rows.size:  # the changed pixels, as display coordinates (y up)
+            extents.append(
+                Bbox.from_extents(
+                    c0 + cols.min(),
+                    height - r0 - rows.max() - 1,
+                    c0 + cols.max() + 1,
+                    height - r0 - rows.min(),
+                )
             )
-            drawn = Bbox.union([drawn, changed])
+        drawn = Bbox.union(extents)
         boxes.append(
             Bbox.from_extents(
                 math.floor(drawn.x0), math.floor(drawn.y0), math.ceil(drawn.x1), math.ceil(drawn.y1)
             )
         )
+        sprites[i, tuple(map(_look, group))] = canvas.copy_from_bbox(boxes[-1])
         for a, was in zip(group, shown):
             a.set_visible(was)
         canvas.restore_region(before)
     for i, a in enumerate(boxes):
         for b in boxes[i + 1 :]:
             if a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1:
-                return None
-    return boxes
+                return None, {}
+    return boxes, sprites
 
 
 def small_text(fig: Figure, dpi: float, min_px: float = MIN_TEXT_PX) -> list[str]:

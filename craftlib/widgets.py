@@ -387,7 +387,7 @@ class ThresholdExplorer:
         self.count = W.HTML()
         self.image = png_image("craft-figure")
         self.figure = threshold_figure(self.source, score, self.tau.value)
-        self.redrawer = viz.Redrawer(self.figure, self._dynamic, groups=self._groups)
+        self.redrawers: dict[str, viz.Redrawer] = {}  # per score: its bars' axes differ
         for w, cls in ((self.tau, "craft-tau"), (self.count, "craft-count")):
             w.add_class(cls)
         self.widget = W.VBox([W.HBox([self.tau, self.score, self.count]), self.image])
@@ -399,11 +399,15 @@ class ThresholdExplorer:
     def refresh(self, _change=None) -> dict:
         """Recompute the state, update the figure's artists, re-render it, then the count (text
         last: when the count shows the new τ, the figure already does). A τ move redraws only the
-        frames, labels, bars and τ line (``viz.Redrawer``); a new score redraws everything."""
-        full = getattr(self, "state", {}).get("score") != self.score.value
-        self.state = threshold_update(self.source, self.score.value, self.tau.value)
+        frames, labels, bars and τ line (``viz.Redrawer``); a score's first visit redraws
+        everything, a revisit what τ changes."""
+        score = self.score.value
+        self.state = threshold_update(self.source, score, self.tau.value)
         update_threshold_figure(self.figure, self.state)
-        self.image.value = self.redrawer.png(full=full)
+        if score not in self.redrawers:
+            self.redrawers[score] = viz.Redrawer(self.figure, self._dynamic, groups=self._groups)
+        self.redrawer = self.redrawers[score]
+        self.image.value = self.redrawer.png()
         # laid out once; later redraws only move artists
         self.figure.set_layout_engine("none")
         self.count.value = f"<b>{self.state['text']}</b> at τ = {viz.tau_text(self.state['tau'])}"

@@ -513,8 +513,10 @@ def test_a_fast_redraw_is_pixel_identical_to_a_full_one(stem, probe, trainer):
     show exactly what a full redraw of the same state shows, in the explorer and in the lab."""
     explorer = cw.ThresholdExplorer(stem, probe, score="max", tau=0.1)
     fresh = cw.ThresholdExplorer(stem, probe, score="max", tau=0.1)
-    # back and forth without a full redraw between: the kept filter marks are pasted again
-    for tau in (0.02, 0.3, 0.005, 0.3, 0.02, 0.1):
+    # back and forth without a full redraw between: the kept filter marks are pasted again, and a
+    # score seen before comes back with its own kept pixels
+    for score, tau in [("max", 0.02), ("max", 0.3), ("l2", 0.3), ("max", 0.005), ("l2", 0.02)]:
+        explorer.score.value = fresh.score.value = score
         explorer.tau.value = fresh.tau.value = tau
         assert (pixels(explorer.image.value) == pixels(fresh.redrawer.png(full=True))).all()
     assert explorer.redrawer.boxes is not None  # the filters' marks are pasted, not drawn
