@@ -60,3 +60,25 @@ def test_explorer_slider_and_menu(toy_runs):
     assert "local only" in ex.caption.value
     with pytest.raises(ValueError):
         FW.RoundsExplorer({})
+
+
+@pytest.mark.slow
+def test_a_rounds_fast_redraw_is_the_full_one(toy_runs):
+    """A new round redraws only its bars, marks and titles over the kept rest of the run's figure:
+    the page must show what a full redraw of the same round shows."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = lambda png: np.asarray(Image.open(io.BytesIO(png)))  # noqa: E731
+    ex = FW.RoundsExplorer(toy_runs, run="fedavg+server")
+    fig, redrawer, _ = ex._figures["fedavg+server"]
+    seen = {3: ex.image.value}
+    for round_ in (2, 1):  # first visits: drawn over the kept rest
+        ex.slider.value = round_
+        seen[round_] = ex.image.value
+        assert f"round {round_}/3" in fig._suptitle.get_text()
+        assert (pixels(seen[round_]) == pixels(redrawer.png(full=True))).all()
+    ex.slider.value = 3  # a revisit: what was shown
+    assert ex.image.value == seen[3] and len(ex._figures) == 1

@@ -239,6 +239,7 @@ class ProbeExplorer:
                 self.faces,
             ]
         )
+        self.widget.add_class("craft-probe")
         self.select(*self.selected)
 
     def select(self, attribute: str, stage: str) -> None:

@@ -84,8 +84,16 @@ def _nan(values) -> np.ndarray:
 def rounds_figure(records: dict[str, dict], run: str, round_: int) -> Figure:
     """Global accuracy over rounds (all runs), per-client accuracy and dead filters (the chosen run)
     at ``round_``."""
+    fig = rounds_canvas(records, run)
+    show_round(fig, records[run], round_)
+    return fig
+
+
+def rounds_canvas(records: dict[str, dict], run: str) -> Figure:
+    """What no round of ``run`` changes: every run's accuracy curve, the axes, and the chosen run's
+    bars and labels, to be set by ``show_round``."""
     record = records[run]
-    state = round_state(record, round_)
+    n = max(len(row["clients"]) for row in record["rounds"])
     fig = viz.new_figure(figsize=(WIDTH, 3.6))
     ax_curve, ax_acc, ax_dead = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1.3, 1, 1]})
     for name, rec in records.items():
@@ -102,70 +110,83 @@ def rounds_figure(records: dict[str, dict], run: str, round_: int) -> Figure:
             alpha=1 if name == run else 0.6,
             label=name,
         )
-    acc_now = state["global_accuracy"][round_ - 1]
-    if acc_now is not None:
-        ax_curve.plot([round_], [100 * acc_now], "o", ms=10, mfc="none", mec="black")
-    ax_curve.axvline(round_, color="grey", lw=0.8, ls=":")
+    ax_curve.plot([], [], "o", ms=10, mfc="none", mec="black", gid="now")
+    ax_curve.axvline(1, color="grey", lw=0.8, ls=":", gid="round")
     ax_curve.set(
         xlabel="round",
         ylabel="DevTest accuracy (%)",
         title="global model (local only: mean of clients)",
     )
     ax_curve.legend(fontsize=7, loc="lower right")
-    n = len(state["client_train_acc"])
-    x = np.arange(n)
     if n:
-        ax_acc.bar(
-            x - 0.2,
-            100 * _nan(state["client_train_acc"]),
-            0.4,
-            label="top-1 on its own identities",
-            color=viz.OKABE_ITO["sky blue"],
-        )
-        ax_acc.bar(
-            x + 0.2,
-            100 * _nan(state["client_accuracy"]),
-            0.4,
-            label="its model on DevTest",
-            color=viz.OKABE_ITO["blue"],
-        )
-        ax_acc.set_xticks(
-            x,
-            [
-                f"client {i}\n{k} ids" if k else f"client {i}"
-                for i, k in enumerate(state["client_identities"])
-            ],
-            fontsize=8,
-        )
+        x = np.arange(n)
+        own, devtest = viz.OKABE_ITO["sky blue"], viz.OKABE_ITO["blue"]
+        ax_acc.bar(x - 0.2, np.zeros(n), 0.4, label="top-1 on its own identities", color=own)
+        ax_acc.bar(x + 0.2, np.zeros(n), 0.4, label="its model on DevTest", color=devtest)
         ax_acc.legend(fontsize=7, loc="lower right")
-    ax_acc.set(ylim=(0, 100), ylabel="accuracy (%)", title=f"per client, round {round_}")
-    dead = list(_nan(state["client_silent"])) + [
-        state["global_silent"] if state["global_silent"] is not None else np.nan
-    ]
-    labels = [f"client {i}" for i in range(n)] + ["global"]
-    colours = [viz.INACTIVE] * n + ["#444444"]
-    ax_dead.bar(np.arange(len(dead)), 100 * np.asarray(dead, float), color=colours)
-    for i, renewed in enumerate(state["client_renewed"]):
-        if renewed:
-            ax_dead.annotate(
-                f"{renewed} renewed", (i, 2), ha="center", fontsize=7, rotation=90, va="bottom"
-            )
-    if state["server_renewed"]:
+    ax_acc.set(ylim=(0, 100), ylabel="accuracy (%)")
+    ax_dead.bar(np.arange(n + 1), np.zeros(n + 1), color=[viz.INACTIVE] * n + ["#444444"])
+    for i in range(n + 1):  # "k renewed" on each bar, shown where there were renewals
         ax_dead.annotate(
-            f"{state['server_renewed']} renewed",
-            (n, 2),
-            ha="center",
-            fontsize=7,
-            rotation=90,
-            va="bottom",
-            color="white",
+            "", (i, 2), ha="center", fontsize=7, rotation=90, va="bottom", gid=f"renewed-{i}"
         )
-    ax_dead.set_xticks(np.arange(len(dead)), labels, fontsize=8)
+    ax_dead.set_xticks(np.arange(n + 1), [f"client {i}" for i in range(n)] + ["global"], fontsize=8)
     ax_dead.set(
         ylim=(0, 100), ylabel=f"silent conv1 filters (%, τ={SILENT_TAU:g})", title="dead filters"
     )
-    fig.suptitle(f"{run_label(record)} — {state_text(record, state)}", fontsize=10)
     return fig
+
+
+def show_round(fig: Figure, record: dict, round_: int) -> None:
+    """Set the figure of ``rounds_canvas`` to one round: the marked point, the bars, the renewals,
+    the titles (in place; the client labels too, which name each client's identities)."""
+    state = round_state(record, round_)
+    ax_curve, ax_acc, ax_dead = fig.axes
+    acc_now = state["global_accuracy"][round_ - 1]
+    now = next(line for line in ax_curve.lines if line.get_gid() == "now")
+    now.set_data([round_], [100 * acc_now if acc_now is not None else np.nan])
+    now.set_visible(acc_now is not None)
+    next(line for line in ax_curve.lines if line.get_gid() == "round").set_xdata([round_] * 2)
+    n, bars = len(state["client_train_acc"]), len(ax_dead.patches) - 1
+    values = [*_nan(state["client_train_acc"]), *[np.nan] * (bars - n)]
+    values += [*_nan(state["client_accuracy"]), *[np.nan] * (bars - n)]
+    for bar, v in zip(ax_acc.patches, values):
+        bar.set_height(100 * v)
+        bar.set_visible(bool(np.isfinite(v)))
+    if bars:
+        ax_acc.set_xticks(
+            np.arange(bars),
+            [
+                f"client {i}\n{k} ids" if k else f"client {i}"
+                for i, k in enumerate(state["client_identities"] + [None] * (bars - n))
+            ],
+            fontsize=8,
+        )
+    ax_acc.set_title(f"per client, round {round_}")
+    silent = state["global_silent"] if state["global_silent"] is not None else np.nan
+    dead = [*_nan(state["client_silent"]), *[np.nan] * (bars - n), silent]
+    for bar, v in zip(ax_dead.patches, dead):
+        bar.set_height(100 * v)
+        bar.set_visible(bool(np.isfinite(v)))
+    renewed = [*state["client_renewed"], *[0] * (bars - n), state["server_renewed"]]
+    for note, k in zip(ax_dead.texts, renewed):
+        note.set_text(f"{k} renewed" if k else "")
+        note.set_visible(bool(k))
+        note.set_color("white" if note is ax_dead.texts[-1] else "black")
+    fig.suptitle(f"{run_label(record)} — {state_text(record, state)}", fontsize=10)
+
+
+def round_artists(fig: Figure) -> list:
+    """What ``show_round`` changes but the client labels: a round's fast redraw."""
+    ax_curve, ax_acc, ax_dead = fig.axes
+    return [
+        *ax_curve.lines[-2:],
+        *ax_acc.patches,
+        *ax_dead.patches,
+        *ax_dead.texts,
+        ax_acc.title,
+        fig._suptitle,
+    ]
 
 
 def rounds_view(
@@ -188,6 +209,7 @@ class RoundsExplorer:
             raise ValueError("no federated runs to show")
         self.records = records
         self._shown: dict[tuple[str, int], tuple] = {}  # (run, round) -> state, PNG, caption
+        self._figures: dict[str, tuple] = {}  # run -> figure, its Redrawer, its client labels
         run = run or next(iter(records))
         rounds = len(records[run]["rounds"])
         self.menu = W.Dropdown(
@@ -201,6 +223,7 @@ class RoundsExplorer:
         self.menu.observe(self._run_changed, names="value")
         self.slider.observe(lambda _change: self.refresh(), names="value")
         self.widget = W.VBox([W.HBox([self.menu, self.slider]), self.caption, self.image])
+        self.widget.add_class("craft-rounds")
         self.refresh()
 
     def _run_changed(self, _change=None) -> None:
@@ -210,14 +233,22 @@ class RoundsExplorer:
         self.refresh()
 
     def refresh(self) -> dict:
-        """Show the chosen run at the chosen round; a (run, round) seen before is cached."""
+        """Show the chosen run at the chosen round; a (run, round) seen before is cached. A run's
+        figure is drawn once; a new round redraws its bars, marks and titles over the kept rest
+        (``viz.Redrawer``), all of it only when the client labels change."""
         key = (self.menu.value, self.slider.value)
         if key not in self._shown:
             record = self.records[key[0]]
             state = round_state(record, key[1])
             caption = html.escape(f"{run_label(record)}: {state_text(record, state)}")
-            png = viz.figure_png(rounds_figure(self.records, *key), dpi=viz.WIDGET_DPI)
-            self._shown[key] = (state, png, caption)
+            if key[0] not in self._figures:
+                fig = rounds_canvas(self.records, key[0])
+                self._figures[key[0]] = (fig, viz.Redrawer(fig, lambda: round_artists(fig)), None)
+            fig, redrawer, labels = self._figures[key[0]]
+            show_round(fig, record, key[1])
+            now = [t.get_text() for t in fig.axes[1].get_xticklabels()]
+            self._figures[key[0]] = (fig, redrawer, now)
+            self._shown[key] = (state, redrawer.png(full=now != labels), caption)
         state, self.image.value, self.caption.value = self._shown[key]
         return state
 

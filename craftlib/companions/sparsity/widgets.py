@@ -200,6 +200,7 @@ class PairExplorer:
         self.widget = W.VBox(
             [W.HBox([self.layer, self.filter]), self.image, self.caption, self.error]
         )
+        self.widget.add_class("craft-pairs")
         self.update()
 
     def _reference(self, name: str) -> np.ndarray:
@@ -408,6 +409,7 @@ class TopKExplorer:
         self.widget = W.VBox(
             [W.HBox([self.fraction, self.stage]), self.image, self.caption, self.error]
         )
+        self.widget.add_class("craft-topk")
         self.update()
 
     def update(self) -> dict:
