@@ -196,6 +196,7 @@ class Redrawer:
         self.canvas = fig.canvas if agg else FigureCanvasAgg(fig)
         self.background = None
         self.boxes: list | None = None  # each group's box on the canvas, while they do not touch
+        self.pending = False  # boxes to find after a full redraw
         self.sprites: dict = {}  # (group, which of its artists are visible) -> pixels
 
     def png(self, full: bool = False) -> bytes:
@@ -212,9 +213,14 @@ class Redrawer:
             self.background = self.canvas.copy_from_bbox(self.fig.bbox)
             for a in artists:  # the figure stays an ordinary one for savefig and tests
                 a.set_animated(False)
-            self.boxes, self.sprites = separate_boxes(self.canvas, groups)
+            # found on the first fast redraw: a full one (a new model, a new score) does not wait
+            self.boxes, self.sprites = None, {}
+            self.pending = bool(groups)
         else:
             self.canvas.restore_region(self.background)
+            if self.pending:
+                self.boxes, self.sprites = separate_boxes(self.canvas, groups)
+                self.pending = False
         pasted = set()
         for i, group in enumerate(groups if self.boxes else []):
             self._paste(i, group)

@@ -388,7 +388,11 @@ class ThresholdExplorer:
         self.image = png_image("craft-figure")
         self.figure = threshold_figure(self.source, score, self.tau.value)
         self.redrawers: dict[str, viz.Redrawer] = {}  # per score: its bars' axes differ
-        for w, cls in ((self.tau, "craft-tau"), (self.count, "craft-count")):
+        for w, cls in (
+            (self.tau, "craft-tau"),
+            (self.score, "craft-score"),
+            (self.count, "craft-count"),
+        ):
             w.add_class(cls)
         self.widget = W.VBox([W.HBox([self.tau, self.score, self.count]), self.image])
         self.widget.add_class("craft-explorer")
@@ -748,6 +752,7 @@ class ReactivationLab:
             (self.status, "craft-lab-status"),
             (self.error, "craft-error-box"),
             (self.tau, "craft-lab-tau"),
+            (self.score, "craft-lab-score"),
             (self.grid_caption, "craft-lab-count"),
             (self.last_caption, "craft-lab-last"),
         ):
@@ -769,8 +774,12 @@ class ReactivationLab:
             ]
         )  # wraps when zoomed
         self.widget.add_class("craft-lab")
-        self.reactivate_button.on_click(lambda _: self.run(self._reactivate))
-        self.train_button.on_click(lambda _: self.run(self._train))
+        self.reactivate_button.on_click(
+            lambda _: self.run(self._reactivate, "re-activating the inactive filters …")
+        )
+        self.train_button.on_click(
+            lambda _: self.run(self._train, f"training {self.steps.value} steps …")
+        )
         self.tau.observe(lambda _: self.run(self._redraw_counts), names="value")
         self.score.observe(lambda _: self.run(self._redraw_counts), names="value")
         self.run(self._redraw_all)
@@ -780,8 +789,11 @@ class ReactivationLab:
     def buttons(self) -> list[W.Button]:
         return [self.reactivate_button, self.train_button]
 
-    def run(self, work: Callable[[], None]) -> None:
-        """Run an action with the buttons disabled and errors shown in the widget."""
+    def run(self, work: Callable[[], None], busy: str | None = None) -> None:
+        """Run an action with the buttons disabled and errors shown in the widget; ``busy`` is
+        shown in the status line at once (an action that computes for a second or more)."""
+        if busy:
+            self.status.value = f"<i>{html.escape(busy)}</i>"
         _guarded(self.error, self.buttons, work)
 
     # -- drawing: everything from one state ----------------------------------------------------

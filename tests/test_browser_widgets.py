@@ -109,38 +109,62 @@ def test_every_widget_fits_follows_its_controls_and_agrees_with_itself(lab_serve
     with lab_page(lab_server, SCREEN, "browser_widgets_failure") as page:
         run_all(page, lab_server["url"](STATE_NOTEBOOK.name))
         no_warning_boxes(page, STATE_NOTEBOOK.name)
-        check_race(page)
+        check_race(page, LATENCY)
         check_explorer(page, LATENCY)
         check_lab(page, page.locator(".craft-lab"), latencies=LATENCY)
-        check_dashboard(page)
+        check_dashboard(page, LATENCY)
+        check_companions(page, LATENCY)
         no_warning_boxes(page, STATE_NOTEBOOK.name)
     LATENCY.write()
-    busy = LATENCY.load_start[0] > BUSY_LOAD
-    for control in FAST_CONTROLS:
-        median = LATENCY.median(control)
-        verdict = (
-            f"{control}: median {median:.0f} ms from key press to the updated page (target "
-            f"{RE_READ_MS} ms, guard {GUARD_MS} ms; samples {LATENCY.samples[control]}; 1-min load "
-            f"{LATENCY.load_start[0]:.1f} on {os.cpu_count()} cores)"
-        )
-        if median > RE_READ_MS:  # said in every run's summary until the target is met
-            warnings.warn(f"over the target: {verdict}", stacklevel=1)
-        if (
-            not busy
-        ):  # other programs held the cores: recorded, not judged (as benchmarks/threads.py)
-            assert median <= GUARD_MS, verdict
+    judge(LATENCY)
 
 
 LATENCY = Latencies("browser_widgets")
-RE_READ_MS = 100  # issue #25's target for a control that only re-reads data: not met yet
-GUARD_MS = 300  # no regression: the lab's τ took 292-847 ms before viz.Redrawer (issue #25)
-FAST_CONTROLS = ("explorer τ", "lab τ")
+RE_READ_MS = 100  # issue #25: a control that only re-reads data, key press to updated page
+COMPUTE_MS = 1000  # a control that computes: its result, or visible progress, within a second
+RE_READ = (
+    "explorer τ",
+    "explorer score",
+    "lab τ",
+    "lab score",
+    "dashboard metric",
+    "dashboard seeds",
+    "pairing filter",
+    "probe cell",
+    "rounds",
+)
+COMPUTING = ("race task gradient", "lab Re-activate", "lab Train", "Top-K K", "Top-K stage")
+# re-read controls measured over the bound on a quiet machine (docs/PERFORMANCE.md): each is
+# recorded and warned about, and leaves this list when it meets the bound; every other control
+# fails the test above its bound
+NOT_YET = {"dashboard seeds", "probe cell", "rounds", "pairing filter"}
 # JupyterLab, its kernel, Chromium and pytest keep one or two cores busy: a 1-min load above 1.5 per
 # core means other programs were running too
 BUSY_LOAD = 1.5 * (os.cpu_count() or 1)
 
 
-def check_race(page) -> None:
+def judge(latencies: Latencies) -> None:
+    """Every control against its bound: warned about in every run's summary while over it; failed
+    when the machine was not busy (other programs held the cores: recorded, not judged, as
+    benchmarks/threads.py) and the control is not on the ``NOT_YET`` list."""
+    assert set(latencies.samples) == set(RE_READ + COMPUTING), "a control was not timed"
+    busy = latencies.load_start[0] > BUSY_LOAD
+    failures = []
+    for control, samples in latencies.samples.items():
+        bound, median = RE_READ_MS if control in RE_READ else COMPUTE_MS, latencies.median(control)
+        verdict = (
+            f"{control}: median {median:.0f} ms from the input to the updated page (bound "
+            f"{bound} ms; samples {samples}; 1-min load {latencies.load_start[0]:.1f} on "
+            f"{os.cpu_count()} cores)"
+        )
+        if median > bound:
+            warnings.warn(f"over the bound: {verdict}", stacklevel=1)
+            if not busy and control not in NOT_YET:
+                failures.append(verdict)
+    assert not failures, "\n".join(failures)
+
+
+def check_race(page, latencies: Latencies) -> None:
     race = page.locator(".craft-race")
     fits(race, "the decay race")
     verdict, image = race.locator(".craft-race-verdict"), race.locator("img.craft-figure")
@@ -156,6 +180,11 @@ def check_race(page) -> None:
         what="the verdict with no task gradient",
     )
     until(lambda: image.get_attribute("src"), lambda s: s != before, what="the race's figure")
+    quiet_kernel(page, quiet=0.5)
+    for key in ("ArrowUp",) * 4:  # the race simulates anew at every value: a computing control
+        act = lambda key=key: slider_keys(race, ".widget-slider:has-text('task gradient')", key)  # noqa: E731
+        latencies.add("race task gradient", latency_ms(page, image, act))
+        quiet_kernel(page, quiet=0.5)
     shot(race, "decay_race.png")
 
 
@@ -181,7 +210,20 @@ def check_explorer(page, latencies: Latencies) -> None:
         what="the count at τ = 0.32 (log)",
     )
     until(lambda: image.get_attribute("src"), lambda s: s != before, what="the explorer's figure")
+    timed_menu(page, explorer.locator(".craft-score select"), image, "explorer score", latencies)
     shot(explorer, "threshold_explorer.png")
+
+
+def timed_menu(page, menu, watched, control: str, latencies: Latencies) -> None:
+    """Two other entries of a drop-down menu, back, and again (first visits, then revisits), each
+    timed to ``watched``; the menu ends where it was."""
+    names = menu.locator("option").all_inner_texts()
+    now = menu.evaluate("m => m.options[m.selectedIndex].text")
+    a, *b = [n for n in names if n != now][:2]
+    for name in [a, now, a, *b, now] if b else [a, now, a, now]:
+        act = lambda name=name: menu.select_option(label=name)  # noqa: E731
+        latencies.add(control, latency_ms(page, watched, act))
+        quiet_kernel(page, quiet=0.5)
 
 
 def lab_counts(lab) -> tuple[int, int]:
@@ -222,8 +264,14 @@ def check_lab(page, lab, expect_dead: int | None = 8, latencies: Latencies | Non
         assert status_n == caption_n, (
             f"after τ {key}: status says {status_n}, the grid caption {caption_n}"
         )
+    if latencies is not None:
+        timed_menu(page, lab.locator(".craft-lab-score select"), grid, "lab score", latencies)
     n_before = count(status)
-    lab.locator("button.craft-reactivate").click()
+    click = lambda: lab.locator("button.craft-reactivate").click()  # noqa: E731
+    if latencies is None:
+        click()
+    else:
+        latencies.add("lab Re-activate", latency_ms(page, status, click))
     until(status.inner_text, lambda t: "re-activated" in t, what="the status after Re-activate")
     quiet_kernel(page, quiet=1.0)
     renewed = int(re.search(r"(\d+) / 64 filters below", status.inner_text()).group(1))
@@ -244,7 +292,11 @@ def check_lab(page, lab, expect_dead: int | None = 8, latencies: Latencies | Non
     )
     lab.locator(".widget-text input").fill("6")
     lab.locator(".widget-text input").press("Enter")
-    lab.locator("button.craft-train").click()
+    click = lambda: lab.locator("button.craft-train").click()  # noqa: E731
+    if latencies is None:
+        click()
+    else:  # to the first sign of work (the status says what runs; then the bar moves)
+        latencies.add("lab Train", latency_ms(page, status, click))
     until(
         status.inner_text,
         lambda t: "trained 6 steps" in t,
@@ -258,7 +310,7 @@ def check_lab(page, lab, expect_dead: int | None = 8, latencies: Latencies | Non
     shot(lab, "reactivation_lab.png")
 
 
-def check_dashboard(page) -> None:
+def check_dashboard(page, latencies: Latencies) -> None:
     dashboard = page.locator(".craft-dashboard")
     fits(dashboard, "the comparison dashboard")
     caption, table = (
@@ -271,7 +323,11 @@ def check_dashboard(page) -> None:
         what="the pooled caption (two laptops)",
     )
     assert "CRAFT" in table.inner_text() and "[" in table.inner_text()  # a CI column with values
-    dashboard.locator("select").last.select_option(label="ROC AUC")
+    metric = dashboard.locator("select").last
+    for label in ("EER", "DevTest accuracy", "TAR@FAR=1e-2", "EER", "ROC AUC"):
+        act = lambda label=label: metric.select_option(label=label)  # noqa: E731
+        latencies.add("dashboard metric", latency_ms(page, caption, act))
+        quiet_kernel(page, quiet=0.5)
     until(
         caption.inner_text,
         lambda t: t.startswith("ROC AUC"),
@@ -279,7 +335,10 @@ def check_dashboard(page) -> None:
     )
     until(table.inner_text, lambda t: "ROC AUC" in t, what="the table after the metric change")
     seeds = dashboard.locator("select[multiple]").nth(1)
-    seeds.select_option(label=["0", "1", "5"])
+    for picked in (["0", "1", "2", "3"], ["0", "1"], ["0", "1", "2", "3"], ["0", "1", "5"]):
+        act = lambda picked=picked: seeds.select_option(label=picked)  # noqa: E731
+        latencies.add("dashboard seeds", latency_ms(page, caption, act))
+        quiet_kernel(page, quiet=0.5)
     until(
         caption.inner_text,
         lambda t: "3 seed(s), 9 runs" in t,
@@ -297,6 +356,34 @@ def check_dashboard(page) -> None:
     )
     assert "not estimable" in table.inner_text()
     shot(dashboard, "comparison_dashboard.png")
+
+
+def timed_keys(page, widget, selector: str, keys, control: str, latencies: Latencies) -> None:
+    """Press each key on a slider of ``widget`` and time it to the widget's figure."""
+    image = widget.locator("img").first
+    for key in keys:
+        act = lambda key=key: slider_keys(widget, selector, key)  # noqa: E731
+        latencies.add(control, latency_ms(page, image, act))
+        quiet_kernel(page, quiet=0.5)
+
+
+def check_companions(page, latencies: Latencies) -> None:
+    """Notebooks 06-08's widgets: every control timed to the figure it changes."""
+    pairs, topk = page.locator(".craft-pairs"), page.locator(".craft-topk")
+    probe, rounds = page.locator(".craft-probe"), page.locator(".craft-rounds")
+    for widget, name in ((pairs, "pairing"), (topk, "Top-K"), (probe, "probe"), (rounds, "rounds")):
+        fits(widget, f"the {name} explorer")
+    timed_keys(page, pairs, ".widget-slider", ["ArrowRight"] * 5, "pairing filter", latencies)
+    timed_keys(page, topk, ".widget-slider", ["ArrowRight"] * 2, "Top-K K", latencies)
+    timed_menu(page, topk.locator("select"), topk.locator("img").first, "Top-K stage", latencies)
+    faces = probe.locator("img").first
+    for cell in range(1, 6):
+        act = lambda cell=cell: probe.locator("button").nth(cell).click()  # noqa: E731
+        latencies.add("probe cell", latency_ms(page, faces, act))
+        quiet_kernel(page, quiet=0.5)
+    timed_keys(page, rounds, ".widget-slider", ["ArrowLeft"] * 5, "rounds", latencies)
+    for widget, name in ((pairs, "pairing"), (topk, "topk"), (probe, "probe"), (rounds, "rounds")):
+        shot(widget, f"{name}_explorer.png")
 
 
 def test_notebook_03_in_fast_mode_shows_no_warning_box_and_a_consistent_lab(lab_server):

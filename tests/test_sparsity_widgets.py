@@ -3,8 +3,11 @@ figures."""
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from craftlib.companions.sparsity import pairing
 from craftlib.companions.sparsity import widgets as sw
@@ -47,6 +50,10 @@ def test_pair_state_finds_the_planted_partner():
         sw.pair_state(layer, 8)
 
 
+def pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)))
+
+
 @pytest.mark.slow
 def test_pair_view_and_explorer_agree():
     model = FaceCNN(SMALL)
@@ -62,6 +69,13 @@ def test_pair_view_and_explorer_agree():
         explorer.state["index"] == 5
         and explorer.state["partner"] == sw.pair_state(model, 5)["partner"]
     )
+    # a new filter redraws its tiles, μ line and legend over the layer's kept histogram: the
+    # page shows what a full redraw of the same filter shows
+    fig, redrawer = explorer._figures["model"]
+    for index in (2, 7):
+        explorer.filter.value = index
+        assert fig.axes[0].get_title() == f"filter {index}"
+        assert (pixels(explorer.image.value) == pixels(redrawer.png(full=True))).all()
 
 
 @pytest.mark.slow

@@ -112,16 +112,21 @@ def pair_caption(state: dict) -> str:
 def pair_figure(state: dict, title: str = "") -> Figure:
     """Filter, anti-partner and −partner on one weight scale; the layer's μ histogram against random
     filters."""
-    w, i, j = state["weight"], state["index"], state["partner"]
-    vmax = float(np.abs(w[[i, j]]).max()) or 1.0
+    fig = pair_canvas(state, title)
+    show_pair(fig, state)
+    return fig
+
+
+def pair_canvas(state: dict, title: str = "") -> Figure:
+    """What no filter of the layer changes: the histograms and their thresholds; the three tiles,
+    the filter's μ line and the legend are set by ``show_pair``."""
     fig = viz.new_figure((13.4, 3.4))
     grid = fig.add_gridspec(1, 5, width_ratios=[1, 1, 1, 0.15, 3.2])
-    for k, (w_k, label) in enumerate(
-        ((w[i], f"filter {i}"), (w[j], f"anti-partner {j}"), (-w[j], f"−(filter {j})"))
-    ):
+    blank = np.ones_like(viz.filter_tile(state["weight"][0], 1.0, channels=False))
+    for k in range(3):
         ax = fig.add_subplot(grid[0, k])
-        ax.imshow(viz.filter_tile(w_k, vmax, channels=False), interpolation="nearest")
-        ax.set_title(label, fontsize=11)
+        ax.imshow(blank, interpolation="nearest")
+        ax.set_title(" ", fontsize=11)
         ax.set_xticks([])
         ax.set_yticks([])
     ax = fig.add_subplot(grid[0, 4])
@@ -157,13 +162,38 @@ def pair_figure(state: dict, title: str = "") -> Figure:
         lw=1,
         label="matched 1st percentile",
     )
-    ax.axvline(state["cos"], color=viz.INACTIVE, lw=2, label=f"filter {i}: {state['cos']:+.2f}")
+    ax.axvline(state["cos"], color=viz.INACTIVE, lw=2, gid="filter")
     ax.set_xlabel("most negative cosine with another filter (μ)")
     ax.set_ylabel("density")
-    ax.legend(fontsize=10, loc="upper right")
     if title:
         fig.suptitle(title, fontsize=12)
     return fig
+
+
+def show_pair(fig: Figure, state: dict) -> None:
+    """Set ``pair_canvas``'s figure to one filter of its layer (in place)."""
+    w, i, j = state["weight"], state["index"], state["partner"]
+    vmax = float(np.abs(w[[i, j]]).max()) or 1.0
+    tiles = ((w[i], f"filter {i}"), (w[j], f"anti-partner {j}"), (-w[j], f"−(filter {j})"))
+    for ax, (w_k, label) in zip(fig.axes[:3], tiles):
+        ax.images[0].set_data(viz.filter_tile(w_k, vmax, channels=False))
+        ax.set_title(label, fontsize=11)
+    ax = fig.axes[3]
+    line = next(line for line in ax.lines if line.get_gid() == "filter")
+    line.set_xdata([state["cos"]] * 2)
+    line.set_label(f"filter {i}: {state['cos']:+.2f}")
+    ax.legend(fontsize=10, loc="upper right")
+
+
+def pair_artists(fig: Figure) -> list:
+    """What ``show_pair`` changes: a new filter's fast redraw."""
+    tiles, ax = fig.axes[:3], fig.axes[3]
+    return [
+        *(a.images[0] for a in tiles),
+        *(a.title for a in tiles),
+        next(line for line in ax.lines if line.get_gid() == "filter"),
+        ax.get_legend(),
+    ]
 
 
 def pair_view(weight, index: int = 0, title: str = "") -> Figure:
@@ -183,6 +213,7 @@ class PairExplorer:
         self.layers = {name: as_layer(src) for name, src in layers.items()}
         self.references = {}
         self._shown: dict[tuple[str, int], tuple] = {}  # (layer, filter) -> state, PNG, caption
+        self._figures: dict[str, tuple] = {}  # layer -> its figure and Redrawer
         first = next(iter(self.layers.values()))
         self.layer = W.Dropdown(options=list(self.layers), description="layer")
         self.filter = W.IntSlider(
@@ -215,15 +246,21 @@ class PairExplorer:
         self.update()
 
     def update(self) -> dict:
-        """Show the chosen filter's pair; a filter seen before comes back from the cache at once."""
+        """Show the chosen filter's pair; a filter seen before comes back from the cache at once, a
+        new one redraws only its tiles, μ line and legend over the layer's kept histogram."""
         self.error.value = ""
         try:
             key = (self.layer.value, self.filter.value)
             if key not in self._shown:
                 state = pair_state(self.layers[key[0]], key[1], self._reference(key[0]))
-                png = viz.figure_png(pair_figure(state, key[0]), dpi=viz.WIDGET_DPI)
+                full = key[0] not in self._figures  # a layer's figure is drawn once
+                if full:
+                    fig = pair_canvas(state, key[0])
+                    self._figures[key[0]] = (fig, viz.Redrawer(fig, lambda: pair_artists(fig)))
+                fig, redrawer = self._figures[key[0]]
+                show_pair(fig, state)
                 caption = f'<span class="pair-caption">{html.escape(pair_caption(state))}</span>'
-                self._shown[key] = (state, png, caption)
+                self._shown[key] = (state, redrawer.png(full=full), caption)
             self.state, self.image.value, self.caption.value = self._shown[key]
             return self.state
         except Exception as err:  # noqa: BLE001 - a widget must survive anything a learner can trigger
