@@ -421,6 +421,11 @@ def test_dashboard_controls_change_table_and_figure(records_dir):
     assert table_rows(dash.table.value) == 2
     dash.seeds.value = (0, 1, 2)
     assert "3 seed(s)" in dash.caption.value and dash.image.value != first_png
+    figure = dash.figure
+    dash.seeds.value = (0, 2)  # the ROC panel shows the same runs: only the spread is redrawn
+    assert dash.figure is figure and "2 seed(s)" in dash.caption.value
+    assert (pixels(dash.image.value) == pixels(dash._redrawer.png(full=True))).all()
+    dash.seeds.value = (0, 1, 2)
     dash.metric.value = "silent_fraction"
     assert METRIC_LABELS["silent_fraction"] in dash.table.value
     dash.metric.value = (

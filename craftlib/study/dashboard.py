@@ -105,12 +105,18 @@ def not_estimable(summary: Summary, records: list[dict], metric: str) -> str | N
     )
 
 
-def _comparison_figure(picked: Summary, records: list[dict], metric: str) -> Figure:
+def _picked_runs(picked: Summary, records: list[dict]) -> tuple[dict, list[dict]]:
+    """The runs of a selection by seed, and each arm's first (the one its ROC curve shows)."""
     chosen, picked_records = {}, []
     for r in sorted(records, key=lambda r: r["seed"]):
         if r["arm"] in picked.arms and r["seed"] in picked.arms[r["arm"]].seeds:
             chosen.setdefault(r["arm"], r)
             picked_records.append(r)
+    return chosen, picked_records
+
+
+def _comparison_figure(picked: Summary, records: list[dict], metric: str) -> Figure:
+    chosen, picked_records = _picked_runs(picked, records)
     fig = viz.new_figure((FIGURE_WIDTH if chosen else 7.0, 4.6))
     axes = fig.subplots(
         1, 2 if chosen else 1, squeeze=False, width_ratios=[1.25, 1] if chosen else None
@@ -256,14 +262,16 @@ class ComparisonDashboard:
         _guarded(self.error, [], work)
 
     def _png(self, key, picked: Summary, chosen: list[dict], metric: str) -> bytes:
-        """A new arm or seed selection draws a new figure; a new metric redraws only the
-        seed-spread axes over the kept ROC (``viz.Redrawer``); a state seen before is cached."""
+        """A selection whose ROC panel shows other runs draws a new figure; otherwise (a new
+        metric, most seed selections) only the seed-spread axes are redrawn over the kept ROC
+        (``viz.Redrawer``); a state seen before is cached."""
         if (key, metric) not in self._pngs:
-            if self._figure_key != key:
+            roc = [(arm, r["seed"]) for arm, r in _picked_runs(picked, self.records)[0].items()]
+            if self._figure_key != roc:
                 self.figure = _comparison_figure(picked, self.records, metric)
                 spread = self.figure.axes[0]
                 self._redrawer = viz.Redrawer(self.figure, lambda: [spread])
-                self._figure_key, full = key, True
+                self._figure_key, full = roc, True
             else:
                 spread = self.figure.axes[0]
                 spread.clear()
