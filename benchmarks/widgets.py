@@ -4,9 +4,10 @@ to send (the browser test, tests/test_browser_widgets.py, times the whole trip i
     .venv/bin/python benchmarks/widgets.py          # results.json's widget_latency + the doc block
     .venv/bin/python benchmarks/widgets.py --quick  # fewer moves; benchmarks/out/widgets.json only
 
-Controls: the threshold explorer's τ over MobileFaceNet's stem (notebook 02), the re-activation
-lab's τ on a FAST-recipe model (03), the comparison dashboard's metric over the committed FAST
-records (05) and notebook 06's Top-K K slider (the probe's first visit and a revisit). Each is
+Controls: the threshold explorer's τ and score over MobileFaceNet's stem (notebook 02), the decay
+race (01), the re-activation lab's τ on a FAST-recipe model (03), the comparison dashboard's metric
+and seeds over the committed FAST records (05), notebook 06's pairing filter and Top-K K slider (the
+probe's first visit and a revisit) and 08's federated rounds over the committed study. Each is
 moved over a fixed sequence of values; the median and range are reported with the machine's load,
 since a shared core stretches every number.
 """
@@ -46,14 +47,30 @@ def measure(n: int) -> dict:
     import numpy as np
 
     from craftlib import data, pretrained, recipes, widgets
+    from craftlib.companions.federated import study as fs
+    from craftlib.companions.federated import widgets as fw
     from craftlib.companions.sparsity import widgets as sw
     from craftlib.study import dashboard, reference
     from craftlib.training import Trainer
 
     taus = [float(t) for t in np.logspace(-2.5, -0.3, n)]
     rows = {}
-    explorer = widgets.ThresholdExplorer(pretrained.mobilefacenet_stem(), score="max", tau=0.1)
+    federated = fs.load_study(REPO / "docs" / "results" / "companion_federated_full")
+    rounds = fw.RoundsExplorer({fw.run_label(r): r for r in federated if r["seed"] == 0})
+    stem = pretrained.mobilefacenet_stem()
+    explorer = widgets.ThresholdExplorer(stem, score="max", tau=0.1)
     rows["explorer τ (02)"] = timed(lambda t: setattr(explorer.tau, "value", t), taus)
+    scores = ["l1", "l2", "max"]
+    rows["explorer score, first visit (02)"] = timed(
+        lambda s: setattr(explorer.score, "value", s), scores[:2]
+    )
+    rows["explorer score, revisit (02)"] = timed(
+        lambda s: setattr(explorer.score, "value", s), scores * 2
+    )
+    race = widgets.DecayRace()
+    rows["decay race task gradient (01, computes)"] = timed(
+        lambda g: setattr(race.grad, "value", g), [0.0, 0.005, 0.01, 0.015, 0.002]
+    )
     fast = recipes.RECIPES["fast"]
     lfw = data.LFW(size=fast.train.model.input_size)
     train = lfw.training_set(max_identities=fast.max_identities)
@@ -68,6 +85,18 @@ def measure(n: int) -> dict:
     )
     rows["dashboard metric, revisit (05)"] = timed(
         lambda m: setattr(dash.metric, "value", m), metrics[::-1][1:] + metrics[-1:]
+    )
+    seeds = list(dash.seeds.value)
+    rows["dashboard seeds (05)"] = timed(
+        lambda s: setattr(dash.seeds, "value", s),
+        [tuple(seeds[:k]) for k in range(len(seeds) - 1, 1, -1)],
+    )
+    pairing = sw.PairExplorer({"MobileFaceNet": stem, "FAST model": trainer.model})
+    rows["pairing filter, first visit (06)"] = timed(
+        lambda i: setattr(pairing.filter, "value", i), range(1, n + 1)
+    )
+    rows["federated round, first visit (08)"] = timed(
+        lambda r: setattr(rounds.slider, "value", r), range(rounds.slider.max - 1, 0, -1)
     )
     pairs = lfw.pairs("devtest").thinned(4)  # notebook 06's widget_pairs: 250 pairs
     topk = sw.TopKExplorer(trainer.model, train.images[0], pairs, fraction=0.2, stage=2)
