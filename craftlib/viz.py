@@ -195,9 +195,8 @@ class Redrawer:
         agg = isinstance(fig.canvas, FigureCanvasAgg)
         self.canvas = fig.canvas if agg else FigureCanvasAgg(fig)
         self.background = None
-        self.boxes: list | None = None  # each group's box on the canvas, while they do not touch
+        self.boxes: list | None = None  # each group's GroupBox, while they do not touch
         self.pending = False  # boxes to find after a full redraw
-        self.sprites: dict = {}  # (group, which of its artists are visible) -> pixels
 
     def png(self, full: bool = False) -> bytes:
         artists = [a for a in self.dynamic() if a.get_visible()]
@@ -214,34 +213,19 @@ class Redrawer:
             for a in artists:  # the figure stays an ordinary one for savefig and tests
                 a.set_animated(False)
             # found on the first fast redraw: a full one (a new model, a new score) does not wait
-            self.boxes, self.sprites = None, {}
-            self.pending = bool(groups)
+            self.boxes, self.pending = None, bool(groups)
         else:
             self.canvas.restore_region(self.background)
             if self.pending:
-                self.boxes, self.sprites = separate_boxes(self.canvas, groups)
-                self.pending = False
+                self.boxes, self.pending = separate_boxes(self.canvas, groups), False
         pasted = set()
-        for i, group in enumerate(groups if self.boxes else []):
-            self._paste(i, group)
+        for group, box in zip(groups, self.boxes or []):
+            box.paste(self.canvas, group)
             pasted.update(map(id, group))
         for a in artists:
             if id(a) not in pasted:
                 self.fig.draw_artist(a)
         return pixels_png(self.canvas)
-
-    def _paste(self, i: int, group: list) -> None:
-        """Group ``i`` as it looks now: its kept pixels, or drawn and kept on first sight."""
-        look = (i, tuple(map(_look, group)))
-        if not any(shown for shown, *_ in look[1]):
-            return
-        if look in self.sprites:
-            self.canvas.restore_region(self.sprites[look])
-            return
-        for a in group:
-            if a.get_visible():
-                self.fig.draw_artist(a)
-        self.sprites[look] = self.canvas.copy_from_bbox(self.boxes[i])
 
 
 def _look(artist) -> tuple:
@@ -254,57 +238,99 @@ def _look(artist) -> tuple:
     return (artist.get_visible(), *map(tuple, colours), *text)
 
 
-def separate_boxes(canvas: FigureCanvasAgg, groups: list[list], margin: int = 8) -> tuple:
-    """Each group's box on a canvas that holds only the background (its extents and the pixels
-    drawing it changes, looked for up to ``margin`` px around them, in whole pixels) and its pixels
-    with every artist shown, as ``Redrawer`` keeps them. No boxes if two share a pixel: pasting one
-    group's pixels must never overwrite another's."""
+class GroupBox:
+    """Where a group of artists draws on a canvas (whole pixels), the background it was found on,
+    and each look of the group seen so far as pixels."""
+
+    def __init__(self, extents: tuple, base: np.ndarray, box: Bbox):
+        self.extents, self.base, self.box, self.sprites = extents, base, box, {}
+
+    def paste(self, canvas: FigureCanvasAgg, group: list) -> None:
+        """The group as it looks now: its kept pixels, or drawn and kept on first sight."""
+        look = tuple(map(_look, group))
+        if not any(shown for shown, *_ in look):
+            return
+        if look not in self.sprites:
+            for a in group:
+                if a.get_visible():
+                    canvas.figure.draw_artist(a)
+            self.sprites[look] = canvas.copy_from_bbox(self.box)
+        else:
+            canvas.restore_region(self.sprites[look])
+
+
+def separate_boxes(canvas: FigureCanvasAgg, groups: list[list], margin: int = 8) -> list | None:
+    """Each group's ``GroupBox`` on a canvas that holds only the background: its extents and the
+    pixels drawing it changes (looked for up to ``margin`` px around them). None if two boxes share
+    a pixel: pasting one group's pixels must never overwrite another's.
+
+    A group found before on the same figure, at the same extents over the same background pixels
+    (e.g. the filter grid's marks when only the score bars changed), is not drawn again: its box
+    and kept looks are reused."""
     if not groups:
-        return None, {}
+        return None
     renderer, fig = canvas.get_renderer(), canvas.figure
     width, height = canvas.get_width_height()
-    before, boxes, sprites = canvas.copy_from_bbox(fig.bbox), [], {}
-    for i, group in enumerate(groups):
-        shown, extents = [a.get_visible() for a in group], []
+    known = fig.__dict__.setdefault("_craft_group_boxes", {})
+    before, boxes = canvas.copy_from_bbox(fig.bbox), []
+    for group in groups:
+        shown = [a.get_visible() for a in group]
         for a in group:
             a.set_visible(True)  # the box holds every look of the group
-            extents.append(a.get_window_extent(renderer))
+        extents = [a.get_window_extent(renderer) for a in group]
+        key = tuple(map(id, group))
+        bounds = tuple(tuple(np.round(e.bounds, 3)) for e in extents)
         drawn = Bbox.union(extents)
         # the window searched, as array rows (down) and columns
         c0, c1 = max(0, math.floor(drawn.x0) - margin), min(width, math.ceil(drawn.x1) + margin)
         r0 = max(0, height - math.ceil(drawn.y1) - margin)
         r1 = min(height, height - math.floor(drawn.y0) + margin)
         base = np.array(np.asarray(canvas.buffer_rgba())[r0:r1, c0:c1])
-        for a in group:
-            fig.draw_artist(a)
-            if isinstance(a, matplotlib.text.Text) and a.get_bbox_patch() is not None:
-                extents.append(a.get_bbox_patch().get_window_extent(renderer))
-        after = np.asarray(canvas.buffer_rgba())[r0:r1, c0:c1]
-        rows, cols = np.nonzero((after != base).any(axis=2))
-        if rows.size:  # the changed pixels, as display coordinates (y up)
-            extents.append(
-                Bbox.from_extents(
-                    c0 + cols.min(),
-                    height - r0 - rows.max() - 1,
-                    c0 + cols.max() + 1,
-                    height - r0 - rows.min(),
-                )
-            )
-        drawn = Bbox.union(extents)
-        boxes.append(
-            Bbox.from_extents(
-                math.floor(drawn.x0), math.floor(drawn.y0), math.ceil(drawn.x1), math.ceil(drawn.y1)
-            )
-        )
-        sprites[i, tuple(map(_look, group))] = canvas.copy_from_bbox(boxes[-1])
+        old = known.get(key)
+        if old is not None and old.extents == bounds and np.array_equal(old.base, base):
+            boxes.append(old)
+        else:
+            boxes.append(_found(canvas, group, extents, base, (r0, c0)))
+            boxes[-1].extents = bounds
+            known[key] = boxes[-1]
+            canvas.restore_region(before)
         for a, was in zip(group, shown):
             a.set_visible(was)
-        canvas.restore_region(before)
     for i, a in enumerate(boxes):
         for b in boxes[i + 1 :]:
-            if a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1:
-                return None, {}
-    return boxes, sprites
+            if a.box.x0 < b.box.x1 and b.box.x0 < a.box.x1:
+                if a.box.y0 < b.box.y1 and b.box.y0 < a.box.y1:
+                    return None
+    return boxes
+
+
+def _found(canvas: FigureCanvasAgg, group: list, extents: list, base: np.ndarray, at) -> GroupBox:
+    """Draw ``group`` (every artist shown) over ``base``, the background's window at row/column
+    ``at``: its box is its extents and every pixel it changed; its first look is kept."""
+    renderer, height = canvas.get_renderer(), canvas.get_width_height()[1]
+    (r0, c0), extents = at, list(extents)
+    for a in group:
+        canvas.figure.draw_artist(a)
+        if isinstance(a, matplotlib.text.Text) and a.get_bbox_patch() is not None:
+            extents.append(a.get_bbox_patch().get_window_extent(renderer))
+    after = np.asarray(canvas.buffer_rgba())[r0 : r0 + base.shape[0], c0 : c0 + base.shape[1]]
+    rows, cols = np.nonzero((after != base).any(axis=2))
+    if rows.size:  # the changed pixels, as display coordinates (y up)
+        extents.append(
+            Bbox.from_extents(
+                c0 + cols.min(),
+                height - r0 - rows.max() - 1,
+                c0 + cols.max() + 1,
+                height - r0 - rows.min(),
+            )
+        )
+    drawn = Bbox.union(extents)
+    box = Bbox.from_extents(
+        math.floor(drawn.x0), math.floor(drawn.y0), math.ceil(drawn.x1), math.ceil(drawn.y1)
+    )
+    found = GroupBox((), base, box)
+    found.sprites[tuple(map(_look, group))] = canvas.copy_from_bbox(box)
+    return found
 
 
 def small_text(fig: Figure, dpi: float, min_px: float = MIN_TEXT_PX) -> list[str]:

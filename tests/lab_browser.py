@@ -237,6 +237,11 @@ def keep_failure(page, log: Path, name: str) -> None:
 
 WATCH = """el => {
   window.__craftChanged = null;
+  window.__craftInput = null;
+  const input = e => { if (window.__craftInput === null) window.__craftInput = e.timeStamp; };
+  for (const kind of ["keydown", "mousedown", "input", "change"]) {
+    document.addEventListener(kind, input, {capture: true, once: true});
+  }
   window.__craftObserver = new MutationObserver(() => {
     if (window.__craftChanged === null) window.__craftChanged = performance.now();
   });
@@ -246,19 +251,19 @@ WATCH = """el => {
 
 
 def latency_ms(page, watched, act, timeout: float = 60) -> float:
-    """Milliseconds from just before ``act()`` (a key press, a click, a selection) to the first
-    change of ``watched`` in the page: what a learner waits for, kernel round trip and drawing
-    included. Watch the element a widget updates last (its count or status line)."""
+    """Milliseconds from the input event ``act()`` causes in the page (a key press, a click, a
+    selection: its ``timeStamp``) to the first change of ``watched``: what a learner waits for,
+    kernel round trip and drawing included, the test driver's own messages not. Watch the element
+    a widget updates last (its count or status line)."""
     watched.element_handle().evaluate(WATCH)
-    start = page.evaluate("performance.now()")
+    before = page.evaluate("performance.now()")
     act()
     page.wait_for_function("window.__craftChanged !== null", timeout=timeout * 1000)
-    return (
-        page.evaluate(
-            "() => { window.__craftObserver.disconnect(); return window.__craftChanged; }"
-        )
-        - start
+    changed, start = page.evaluate(
+        "() => { window.__craftObserver.disconnect();"
+        " return [window.__craftChanged, window.__craftInput]; }"
     )
+    return changed - (start if start is not None else before)
 
 
 class Latencies:

@@ -44,6 +44,15 @@ def test_heatmap_and_static_twin(results):
     assert len(framed) == 1 and framed[0].get_xy() == (results.stages.index(stage) - 0.5, 0.5)
 
 
+def pixels(png: bytes):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(png)))
+
+
 def test_explorer_click_selects_a_cell(results):
     ex = AW.ProbeExplorer(results, k=4)
     assert len(ex.buttons) == results.balanced_accuracy.size
@@ -56,13 +65,17 @@ def test_explorer_click_selects_a_cell(results):
         ex.buttons[(attr, stage)].layout.border
         and not ex.buttons[AW.default_cell(results)].layout.border
     )
+    # a new cell redraws only the face panels over the kept figure: what a full redraw shows
+    for cell in ((results.attributes[0], "stem"), (attr, "block2"), (attr, "stem")):
+        ex.buttons[cell].click()
+        assert (pixels(ex.faces.value) == pixels(ex.redrawer.png(full=True))).all()
 
 
 def test_worst_faces_figure_shows_only_wrong(results):
     attr = results.attributes[1]
     fig = AW.worst_faces_figure(results, attr, "stem", k=5)
     wrong = results.most_wrong(attr, "stem", 5)
-    assert len([a for a in fig.axes if a.images]) == len(wrong)
+    assert len([a for a in fig.axes if a.images and a.get_visible()]) == len(wrong)
 
 
 def test_labels_neither_wrap_nor_overlap(results):
@@ -74,7 +87,7 @@ def test_labels_neither_wrap_nor_overlap(results):
     fig = AW.worst_faces_figure(results, results.attributes[1], "stem", k=8)
     fig.canvas.draw()
     boxes = sorted(
-        (a.xaxis.label.get_window_extent() for a in fig.axes if a.images and a.get_xlabel()),
+        (a.xaxis.label.get_window_extent() for a in fig.axes if a.get_visible() and a.get_xlabel()),
         key=lambda b: b.x0,
     )
     assert all(left.x1 <= right.x0 for left, right in zip(boxes, boxes[1:])), (

@@ -125,33 +125,50 @@ def short_name(name: str, width: int = 13) -> str:
 def worst_faces_figure(results: ProbeResults, attribute: str, stage: str, k: int = 8) -> Figure:
     """The ``k`` test faces the probe at ``stage`` is most confidently wrong about, with label and
     margin."""
-    wrong = results.most_wrong(attribute, stage, k) if (attribute, stage) in results.probes else []
+    fig = faces_canvas(results, k)
+    show_faces(fig, results, attribute, stage)
+    return fig
+
+
+def faces_canvas(results: ProbeResults, k: int = 8) -> Figure:
+    """``k`` face panels (titles and names set by ``show_faces``) and a line for when there is
+    nothing to show."""
     fig = viz.new_figure((1.3 * max(k, 4), 1.9))
-    if not wrong:
-        ax = fig.add_subplot(1, 1, 1)
-        ax.axis("off")
-        ax.text(
-            0.5,
-            0.5,
-            "no wrong test face" if (attribute, stage) in results.probes else "no probe here",
-            ha="center",
-            va="center",
-            fontsize=10,
-        )
-        return fig
-    for n, w in enumerate(wrong):
+    blank = np.ones_like(results.probe_set.images[0])
+    for n in range(k):
         ax = fig.add_subplot(1, k, n + 1)
-        ax.imshow(results.probe_set.images[w["index"]])
+        ax.imshow(blank)
         ax.set_xticks([])
         ax.set_yticks([])
-        truth = "yes" if w["label"] else "no"
-        ax.set_title(f"label: {truth}\nmargin {abs(w['decision']):.1f}", fontsize=10)
-        ax.set_xlabel(short_name(w["file"].split("/")[0].replace("_", " ")), fontsize=10)
-    fig.suptitle(
-        f"{attribute} at {STAGE_LABELS.get(stage, stage)}: the faces the probe gets most wrong",
-        fontsize=10,
-    )
+        ax.set_title("label: yes\nmargin 0.0", fontsize=10)  # two lines: the layout's room
+        ax.set_xlabel("name", fontsize=10)
+    fig.text(0.5, 0.5, "", ha="center", va="center", fontsize=10, gid="nothing")
+    fig.suptitle(" ", fontsize=10)
     return fig
+
+
+def show_faces(fig: Figure, results: ProbeResults, attribute: str, stage: str) -> None:
+    """Set ``faces_canvas``'s figure to one cell's most-wrong faces (in place)."""
+    probed = (attribute, stage) in results.probes
+    wrong = results.most_wrong(attribute, stage, len(fig.axes)) if probed else []
+    for n, ax in enumerate(fig.axes):
+        ax.set_visible(n < len(wrong))
+        if n < len(wrong):
+            w = wrong[n]
+            ax.images[0].set_data(results.probe_set.images[w["index"]])
+            truth = "yes" if w["label"] else "no"
+            ax.set_title(f"label: {truth}\nmargin {abs(w['decision']):.1f}", fontsize=10)
+            ax.set_xlabel(short_name(w["file"].split("/")[0].replace("_", " ")), fontsize=10)
+    nothing = next(t for t in fig.texts if t.get_gid() == "nothing")
+    nothing.set_text("" if wrong else "no wrong test face" if probed else "no probe here")
+    title = f"{attribute} at {STAGE_LABELS.get(stage, stage)}: the faces the probe gets most wrong"
+    fig.suptitle(title if wrong else "", fontsize=10)
+
+
+def faces_artists(fig: Figure) -> list:
+    """What ``show_faces`` changes: a new cell's fast redraw (hidden panels draw nothing)."""
+    nothing = next(t for t in fig.texts if t.get_gid() == "nothing")
+    return [*fig.axes, nothing, fig._suptitle]
 
 
 def default_cell(results: ProbeResults) -> tuple[str, str]:
@@ -240,6 +257,8 @@ class ProbeExplorer:
             ]
         )
         self.widget.add_class("craft-probe")
+        self.figure = faces_canvas(results, k)
+        self.redrawer = viz.Redrawer(self.figure, lambda: faces_artists(self.figure))
         self.select(*self.selected)
 
     def select(self, attribute: str, stage: str) -> None:
@@ -249,9 +268,8 @@ class ProbeExplorer:
         self.selected = (attribute, stage)
         self.buttons[self.selected].layout.border = f"3px solid {viz.OKABE_ITO['vermillion']}"
         self.caption.value = html.escape(cell_text(self.results, attribute, stage))
-        self.faces.value = viz.figure_png(
-            worst_faces_figure(self.results, attribute, stage, self.k), dpi=viz.WIDGET_DPI
-        )
+        show_faces(self.figure, self.results, attribute, stage)
+        self.faces.value = self.redrawer.png()  # the faces' panels over the kept empty figure
 
 
 def depth_curves_figure(curves: dict, arms=("none", "contextual", REFERENCE_ARM)) -> Figure:
