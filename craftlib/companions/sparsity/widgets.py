@@ -59,14 +59,17 @@ def as_layer(source) -> np.ndarray:
     return viz.as_weight(source)
 
 
-def pair_state(weight, index: int, reference: np.ndarray | None = None) -> dict:
+def pair_state(
+    weight, index: int, reference: np.ndarray | None = None, summary: dict | None = None
+) -> dict:
     """Everything the pair view shows for filter ``index``: its partner, their cosine, the layer's
-    histogram."""
+    histogram. ``summary``: the layer's ``pairing_summary`` against ``reference``, when a caller
+    keeps it (it is the same for every filter of the layer)."""
     w = as_layer(weight)
     if not 0 <= index < len(w):
         raise ValueError(f"filter index must be in [0, {len(w) - 1}], got {index}")
     reference = random_reference(w.shape) if reference is None else reference
-    s = pairing_summary(w, reference=reference)
+    s = pairing_summary(w, reference=reference) if summary is None else summary
     cos, partner = np.asarray(s["cos"], dtype=float), np.asarray(s["partner"])
     j = int(partner[index])
     m = s["matched"]
@@ -118,8 +121,8 @@ def pair_figure(state: dict, title: str = "") -> Figure:
 
 
 def pair_canvas(state: dict, title: str = "") -> Figure:
-    """What no filter of the layer changes: the histograms and their thresholds; the three tiles,
-    the filter's μ line and the legend are set by ``show_pair``."""
+    """What no filter of the layer changes: the histograms, their thresholds and the legend; the
+    three tiles, the filter's μ line and its title are set by ``show_pair``."""
     fig = viz.new_figure((13.4, 3.4))
     grid = fig.add_gridspec(1, 5, width_ratios=[1, 1, 1, 0.15, 3.2])
     blank = np.ones_like(viz.filter_tile(state["weight"][0], 1.0, channels=False))
@@ -162,9 +165,12 @@ def pair_canvas(state: dict, title: str = "") -> Figure:
         lw=1,
         label="matched 1st percentile",
     )
-    ax.axvline(state["cos"], color=viz.INACTIVE, lw=2, gid="filter")
+    ax.axvline(state["cos"], color=viz.INACTIVE, lw=2, gid="filter", label="the chosen filter")
     ax.set_xlabel("most negative cosine with another filter (μ)")
     ax.set_ylabel("density")
+    # beside the axes: the filter's line moves inside them, never under the legend
+    ax.legend(fontsize=10, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_title(" ", fontsize=11)
     if title:
         fig.suptitle(title, fontsize=12)
     return fig
@@ -179,10 +185,8 @@ def show_pair(fig: Figure, state: dict) -> None:
         ax.images[0].set_data(viz.filter_tile(w_k, vmax, channels=False))
         ax.set_title(label, fontsize=11)
     ax = fig.axes[3]
-    line = next(line for line in ax.lines if line.get_gid() == "filter")
-    line.set_xdata([state["cos"]] * 2)
-    line.set_label(f"filter {i}: {state['cos']:+.2f}")
-    ax.legend(fontsize=10, loc="upper right")
+    next(line for line in ax.lines if line.get_gid() == "filter").set_xdata([state["cos"]] * 2)
+    ax.set_title(f"filter {i}: μ = {state['cos']:+.2f}", fontsize=11, color=viz.INACTIVE)
 
 
 def pair_artists(fig: Figure) -> list:
@@ -192,7 +196,7 @@ def pair_artists(fig: Figure) -> list:
         *(a.images[0] for a in tiles),
         *(a.title for a in tiles),
         next(line for line in ax.lines if line.get_gid() == "filter"),
-        ax.get_legend(),
+        ax.title,
     ]
 
 
@@ -234,9 +238,12 @@ class PairExplorer:
         self.widget.add_class("craft-pairs")
         self.update()
 
-    def _reference(self, name: str) -> np.ndarray:
+    def _reference(self, name: str) -> tuple[np.ndarray, dict]:
+        """A layer's random reference and pairing summary, computed once per layer."""
         if name not in self.references:
-            self.references[name] = random_reference(self.layers[name].shape)
+            reference = random_reference(self.layers[name].shape)
+            summary = pairing_summary(self.layers[name], reference=reference)
+            self.references[name] = reference, summary
         return self.references[name]
 
     def _layer_changed(self, _) -> None:
@@ -252,7 +259,7 @@ class PairExplorer:
         try:
             key = (self.layer.value, self.filter.value)
             if key not in self._shown:
-                state = pair_state(self.layers[key[0]], key[1], self._reference(key[0]))
+                state = pair_state(self.layers[key[0]], key[1], *self._reference(key[0]))
                 full = key[0] not in self._figures  # a layer's figure is drawn once
                 if full:
                     fig = pair_canvas(state, key[0])
