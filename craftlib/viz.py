@@ -227,6 +227,43 @@ class Redrawer:
                 self.fig.draw_artist(a)
         return pixels_png(self.canvas)
 
+    def start_from(self, other: "Redrawer", axes) -> bool:
+        """Take ``other``'s kept pixels (same figure) with only ``axes`` drawn anew, instead of a
+        full redraw: what changed is inside ``axes`` (e.g. the explorer's bars for a new score).
+
+        Returns False, keeping nothing, where ``axes`` reaches into another axes' box (a full
+        redraw must then decide); the result is what a full redraw gives (tests compare them).
+        """
+        renderer, fig = self.canvas.get_renderer(), self.fig
+        if other.background is None or other.fig is not fig or fig.dpi != other.fig.dpi:
+            return False
+        box = axes.get_tightbbox(renderer).padded(2)
+        # the other axes' frames and titles (what the explorer's grid draws; cheaper than their
+        # tight boxes, which lay out every tick)
+        others = [
+            Bbox.union([ax.get_window_extent(renderer), ax.title.get_window_extent(renderer)])
+            for ax in fig.axes
+            if ax is not axes
+        ]
+        if any(box.overlaps(b) for b in others) or any(a.axison for a in fig.axes if a is not axes):
+            return False
+        box = Bbox.from_extents(
+            math.floor(box.x0), math.floor(box.y0), math.ceil(box.x1), math.ceil(box.y1)
+        )
+        fig.patch.draw(renderer)  # the figure's own face, where the axes will be drawn
+        blank = self.canvas.copy_from_bbox(box)
+        self.canvas.restore_region(other.background)
+        self.canvas.restore_region(blank)
+        animated = [a for a in self.dynamic() if a.get_visible()]
+        for a in animated:
+            a.set_animated(True)
+        fig.draw_artist(axes)  # its lasting parts: the changing ones are animated
+        for a in animated:
+            a.set_animated(False)
+        self.background = self.canvas.copy_from_bbox(fig.bbox)
+        self.boxes, self.pending = None, bool(self.groups())
+        return True
+
 
 def _look(artist) -> tuple:
     """What a control may change in a grouped artist without a full redraw: whether it shows, its

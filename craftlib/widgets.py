@@ -409,7 +409,10 @@ class ThresholdExplorer:
         self.state = threshold_update(self.source, score, self.tau.value)
         update_threshold_figure(self.figure, self.state)
         if score not in self.redrawers:
-            self.redrawers[score] = viz.Redrawer(self.figure, self._dynamic, groups=self._groups)
+            new = viz.Redrawer(self.figure, self._dynamic, groups=self._groups)
+            if self.redrawers:  # the grid is the same for every score: only the bars drawn anew
+                new.start_from(self.redrawer, _axes(self.figure, "bars"))
+            self.redrawers[score] = new
         self.redrawer = self.redrawers[score]
         self.image.value = self.redrawer.png()
         # laid out once; later redraws only move artists
