@@ -390,3 +390,34 @@ def test_projector_mode_refuses_a_silly_scale_and_reads_the_environment(monkeypa
     monkeypatch.setenv(viz.ENV_PRESENTATION, "9")
     with pytest.raises(ValueError, match="CRAFT_PRESENTATION"):
         viz._scale_from_env()
+
+
+def test_a_redrawer_starts_from_another_only_where_the_axes_stand_alone():
+    """``Redrawer.start_from`` keeps another redrawer's pixels and draws one axes anew only when
+    nothing else can reach into that axes' box; otherwise it refuses, and a full redraw decides."""
+
+    def two_panels(ticks: bool):
+        fig = viz.new_figure((6, 3))
+        fig.get_layout_engine().set(wspace=0.3)  # room between the panels
+        left, right = fig.subplots(1, 2)
+        line = left.plot([0, 1], [1, 0])[0]
+        right.plot([0, 1], [0, 1], label="before")
+        if not ticks:
+            left.set_axis_off()
+        first = viz.Redrawer(fig, lambda: [line])
+        first.png()
+        return fig, right, line, first
+
+    fig, right, line, first = two_panels(ticks=True)
+    second = viz.Redrawer(fig, lambda: [line])
+    assert not second.start_from(first, right)  # the left axes' ticks may reach over
+    assert second.background is None
+    fig, right, line, first = two_panels(ticks=False)
+    right.lines[0].set_ydata([1, 0])  # only the right axes changes
+    right.set_ylabel("after")
+    second = viz.Redrawer(fig, lambda: [line])
+    assert second.start_from(first, right)
+    second.png()  # the kept pixels and the changing line
+    fast = np.asarray(second.canvas.buffer_rgba()).copy()
+    second.png(full=True)
+    assert (np.asarray(second.canvas.buffer_rgba()) == fast).all()  # a full redraw's picture
