@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import math
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -204,14 +205,11 @@ class Redrawer:
         dpi = self.dpi * render_scale()
         if full or self.background is None or self.fig.dpi != dpi:
             self.fig.set_dpi(dpi)
-            for a in artists:
-                a.set_animated(True)
-            self.canvas.draw()  # everything but the dynamic artists
+            with _left_out(artists):
+                self.canvas.draw()  # everything but the dynamic artists
             # laid out once: a later draw must not move the axes under the kept pixels
             self.fig.set_layout_engine("none")
             self.background = self.canvas.copy_from_bbox(self.fig.bbox)
-            for a in artists:  # the figure stays an ordinary one for savefig and tests
-                a.set_animated(False)
             # found on the first fast redraw: a full one (a new model, a new score) does not wait
             self.boxes, self.pending = None, bool(groups)
         else:
@@ -254,15 +252,30 @@ class Redrawer:
         blank = self.canvas.copy_from_bbox(box)
         self.canvas.restore_region(other.background)
         self.canvas.restore_region(blank)
-        animated = [a for a in self.dynamic() if a.get_visible()]
-        for a in animated:
-            a.set_animated(True)
-        fig.draw_artist(axes)  # its lasting parts: the changing ones are animated
-        for a in animated:
-            a.set_animated(False)
+        with _left_out([a for a in self.dynamic() if a.get_visible()]):
+            fig.draw_artist(axes)  # its lasting parts only
         self.background = self.canvas.copy_from_bbox(fig.bbox)
         self.boxes, self.pending = None, bool(self.groups())
         return True
+
+
+@contextmanager
+def _left_out(artists: list):
+    """Draw without ``artists``: animated ones are skipped by matplotlib, except images, which an
+    axes draws anyway (their edges would then blend with the next image's), so those are hidden.
+    The figure is an ordinary one again afterwards, for savefig and tests."""
+    images = [a for a in artists if isinstance(a, matplotlib.image.AxesImage)]
+    for a in artists:
+        a.set_animated(True)
+    for a in images:
+        a.set_visible(False)
+    try:
+        yield
+    finally:
+        for a in artists:
+            a.set_animated(False)
+        for a in images:
+            a.set_visible(True)
 
 
 def _look(artist) -> tuple:

@@ -141,7 +141,18 @@ def faces_canvas(results: ProbeResults, k: int = 8) -> Figure:
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title("label: yes\nmargin 0.0", fontsize=10)  # two lines: the layout's room
-        ax.set_xlabel("name", fontsize=10)
+        # the person's name below the face (an axes text, not the axis label: the fast redraw
+        # can leave it out of the kept pixels)
+        ax.text(
+            0.5,
+            -0.04,
+            "name",
+            transform=ax.transAxes,
+            ha="center",
+            va="top",
+            fontsize=10,
+            gid="name",
+        )
     fig.text(0.5, 0.5, "", ha="center", va="center", fontsize=10, gid="nothing")
     fig.suptitle(" ", fontsize=10)
     return fig
@@ -158,7 +169,7 @@ def show_faces(fig: Figure, results: ProbeResults, attribute: str, stage: str) -
             ax.images[0].set_data(results.probe_set.images[w["index"]])
             truth = "yes" if w["label"] else "no"
             ax.set_title(f"label: {truth}\nmargin {abs(w['decision']):.1f}", fontsize=10)
-            ax.set_xlabel(short_name(w["file"].split("/")[0].replace("_", " ")), fontsize=10)
+            ax.texts[0].set_text(short_name(w["file"].split("/")[0].replace("_", " ")))
     nothing = next(t for t in fig.texts if t.get_gid() == "nothing")
     nothing.set_text("" if wrong else "no wrong test face" if probed else "no probe here")
     title = f"{attribute} at {STAGE_LABELS.get(stage, stage)}: the faces the probe gets most wrong"
@@ -166,9 +177,15 @@ def show_faces(fig: Figure, results: ProbeResults, attribute: str, stage: str) -
 
 
 def faces_artists(fig: Figure) -> list:
-    """What ``show_faces`` changes: a new cell's fast redraw (hidden panels draw nothing)."""
+    """What ``show_faces`` changes: each shown panel's face, frame, title and name (not the whole
+    axes: laying out its title again costs more than drawing it), the empty line, the title."""
     nothing = next(t for t in fig.texts if t.get_gid() == "nothing")
-    return [*fig.axes, nothing, fig._suptitle]
+    panels = [
+        [ax.images[0], *ax.spines.values(), ax.title, ax.texts[0]]
+        for ax in fig.axes
+        if ax.get_visible()
+    ]
+    return [a for panel in panels for a in panel] + [nothing, fig._suptitle]
 
 
 def default_cell(results: ProbeResults) -> tuple[str, str]:
@@ -258,6 +275,8 @@ class ProbeExplorer:
         )
         self.widget.add_class("craft-probe")
         self.figure = faces_canvas(results, k)
+        self.figure.canvas.draw()  # laid out with every panel shown, then kept: panels come and go
+        self.figure.set_layout_engine("none")
         self.redrawer = viz.Redrawer(self.figure, lambda: faces_artists(self.figure))
         self.select(*self.selected)
 
@@ -268,8 +287,11 @@ class ProbeExplorer:
         self.selected = (attribute, stage)
         self.buttons[self.selected].layout.border = f"3px solid {viz.OKABE_ITO['vermillion']}"
         self.caption.value = html.escape(cell_text(self.results, attribute, stage))
+        shown = sum(ax.get_visible() for ax in self.figure.axes)
         show_faces(self.figure, self.results, attribute, stage)
-        self.faces.value = self.redrawer.png()  # the faces' panels over the kept empty figure
+        # the faces' panels over the kept figure; all of it where the number of panels changed
+        full = shown != sum(ax.get_visible() for ax in self.figure.axes)
+        self.faces.value = self.redrawer.png(full=full)
 
 
 def depth_curves_figure(curves: dict, arms=("none", "contextual", REFERENCE_ARM)) -> Figure:
