@@ -190,3 +190,22 @@ def test_after_a_session_with_every_tab_open_the_launcher_opens_one_notebook(sou
                 == 1
             )
         context.close()
+
+
+@pytest.mark.slow  # starts two processes
+def test_stopping_the_launcher_stops_what_it_started(tmp_path):
+    """``craftlib lab`` runs JupyterLab as a child: terminating the launcher (as a process manager
+    or this suite does) must terminate JupyterLab too, not leave it serving with its kernels."""
+    pidfile = tmp_path / "child.pid"
+    child = f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    launcher_code = (
+        "import os, sys; from craftlib.workshop.cli import run_stoppable; "
+        f"sys.exit(run_stoppable([sys.executable, '-c', {child!r}], dict(os.environ)))"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", launcher_code])
+    until(lambda: pidfile.is_file() and pidfile.read_text(), bool, timeout=60, what="the child")
+    pid = int(pidfile.read_text())
+    parent.terminate()
+    assert parent.wait(timeout=30) != 0
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # gone, and reaped by the launcher

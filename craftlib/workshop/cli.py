@@ -401,7 +401,6 @@ def cmd_lab(args) -> int:
     otherwise restore every tab of the last session and start a kernel for each.
     """
     import os
-    import subprocess
 
     from craftlib.paths import REPO_ROOT
 
@@ -442,7 +441,26 @@ def cmd_lab(args) -> int:
     if args.dry_run:
         print("$ " + " ".join(cmd))
         return 0
-    return subprocess.call(cmd, env=env)
+    return run_stoppable(cmd, env)
+
+
+def run_stoppable(cmd: list[str], env: dict) -> int:
+    """Run ``cmd`` and pass a termination request on to it: stopping ``craftlib lab`` (a process
+    manager, a test) must stop JupyterLab and its kernels too, not orphan them. A terminal's
+    Ctrl-C reaches JupyterLab itself, which asks before it stops."""
+    import signal
+    import subprocess
+
+    child = subprocess.Popen(cmd, env=env)
+    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: child.send_signal(signum))
+    try:
+        while True:
+            try:
+                return child.wait()
+            except KeyboardInterrupt:
+                continue
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def cmd_kit(args) -> int:
