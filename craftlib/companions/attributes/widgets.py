@@ -281,17 +281,17 @@ class ProbeExplorer:
         self.select(*self.selected)
 
     def select(self, attribute: str, stage: str) -> None:
-        """Show one cell: frame its button, write its numbers, draw its most-wrong faces."""
-        old = self.buttons[self.selected]
-        old.layout.border = None
-        self.selected = (attribute, stage)
-        self.buttons[self.selected].layout.border = f"3px solid {viz.OKABE_ITO['vermillion']}"
-        self.caption.value = html.escape(cell_text(self.results, attribute, stage))
+        """Show one cell: draw its most-wrong faces, write its numbers, frame its button (faces
+        first: each change is a message to the page, and they are what the click asked for)."""
         shown = sum(ax.get_visible() for ax in self.figure.axes)
         show_faces(self.figure, self.results, attribute, stage)
         # the faces' panels over the kept figure; all of it where the number of panels changed
         full = shown != sum(ax.get_visible() for ax in self.figure.axes)
         self.faces.value = self.redrawer.png(full=full)
+        self.caption.value = html.escape(cell_text(self.results, attribute, stage))
+        self.buttons[self.selected].layout.border = None
+        self.selected = (attribute, stage)
+        self.buttons[self.selected].layout.border = f"3px solid {viz.OKABE_ITO['vermillion']}"
 
 
 def depth_curves_figure(curves: dict, arms=("none", "contextual", REFERENCE_ARM)) -> Figure:
