@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
@@ -24,10 +23,15 @@ def draw_seed_comparison(
     above."""
     names = [a for a in summary.arms if arms is None or a in arms]
     values = {a: [v for v in summary.arms[a].values[metric] if v is not None] for a in names}
-    labels = [summary.arms[a].label for a in names]
-    xs = [summary.arms[a].label for a in names for _ in values[a]]
     ys = [v for a in names for v in values[a]]
-    sns.stripplot(x=xs, y=ys, order=labels, ax=ax, color="black", size=5, jitter=0.08)
+    # one point per seed, spread sideways by a fixed jitter: the same picture on every draw
+    jitter = np.random.default_rng(0)
+    for i, name in enumerate(names):
+        if values[name]:
+            x = i + jitter.uniform(-0.08, 0.08, len(values[name]))
+            ax.scatter(x, values[name], s=25, color="black", linewidths=0, zorder=3)
+    ax.set_xticks(range(len(names)), [summary.arms[a].label for a in names])
+    ax.set_xlim(-0.5, len(names) - 0.5)
     ax.boxplot(
         [values[a] for a in names],
         positions=range(len(names)),
