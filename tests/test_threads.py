@@ -67,7 +67,7 @@ def test_check_reports_the_policy_and_when_it_is_not_in_effect(monkeypatch):
 def test_the_lab_launcher_hands_the_policy_to_the_kernels(monkeypatch, tmp_path):
     calls = []
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    monkeypatch.setattr(subprocess, "call", lambda cmd, env: calls.append(env) or 0)
+    monkeypatch.setattr(cli, "run_stoppable", lambda cmd, env: calls.append(env) or 0)
     args = cli._light_parser().parse_args(
         ["lab", "--notebooks", str(REPO / "notebooks"), "--workspace", str(tmp_path / "ws")]
     )
