@@ -233,7 +233,7 @@ class Redrawer:
         redraw must then decide); the result is what a full redraw gives (tests compare them).
         """
         renderer, fig = self.canvas.get_renderer(), self.fig
-        if other.background is None or other.fig is not fig or fig.dpi != other.fig.dpi:
+        if other.background is None or other.fig is not fig or fig.dpi != self.dpi * render_scale():
             return False
         box = axes.get_tightbbox(renderer).padded(2)
         # the other axes' frames and titles (what the explorer's grid draws; cheaper than their
@@ -245,9 +245,7 @@ class Redrawer:
         ]
         if any(box.overlaps(b) for b in others) or any(a.axison for a in fig.axes if a is not axes):
             return False
-        box = Bbox.from_extents(
-            math.floor(box.x0), math.floor(box.y0), math.ceil(box.x1), math.ceil(box.y1)
-        )
+        box = _whole(box)
         fig.patch.draw(renderer)  # the figure's own face, where the axes will be drawn
         blank = self.canvas.copy_from_bbox(box)
         self.canvas.restore_region(other.background)
@@ -340,8 +338,7 @@ def separate_boxes(canvas: FigureCanvasAgg, groups: list[list], margin: int = 8)
         if old is not None and old.extents == bounds and np.array_equal(old.base, base):
             boxes.append(old)
         else:
-            boxes.append(_found(canvas, group, extents, base, (r0, c0)))
-            boxes[-1].extents = bounds
+            boxes.append(_found(canvas, group, extents, bounds, base, (r0, c0)))
             known[key] = boxes[-1]
             canvas.restore_region(before)
         for a, was in zip(group, shown):
@@ -354,7 +351,7 @@ def separate_boxes(canvas: FigureCanvasAgg, groups: list[list], margin: int = 8)
     return boxes
 
 
-def _found(canvas: FigureCanvasAgg, group: list, extents: list, base: np.ndarray, at) -> GroupBox:
+def _found(canvas, group: list, extents: list, bounds: tuple, base: np.ndarray, at) -> GroupBox:
     """Draw ``group`` (every artist shown) over ``base``, the background's window at row/column
     ``at``: its box is its extents and every pixel it changed; its first look is kept."""
     renderer, height = canvas.get_renderer(), canvas.get_width_height()[1]
@@ -374,13 +371,17 @@ def _found(canvas: FigureCanvasAgg, group: list, extents: list, base: np.ndarray
                 height - r0 - rows.min(),
             )
         )
-    drawn = Bbox.union(extents)
-    box = Bbox.from_extents(
-        math.floor(drawn.x0), math.floor(drawn.y0), math.ceil(drawn.x1), math.ceil(drawn.y1)
-    )
-    found = GroupBox((), base, box)
+    box = _whole(Bbox.union(extents))
+    found = GroupBox(bounds, base, box)
     found.sprites[tuple(map(_look, group))] = canvas.copy_from_bbox(box)
     return found
+
+
+def _whole(box: Bbox) -> Bbox:
+    """``box`` grown to whole pixels: what ``copy_from_bbox`` keeps exactly."""
+    return Bbox.from_extents(
+        math.floor(box.x0), math.floor(box.y0), math.ceil(box.x1), math.ceil(box.y1)
+    )
 
 
 def small_text(fig: Figure, dpi: float, min_px: float = MIN_TEXT_PX) -> list[str]:
