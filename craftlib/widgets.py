@@ -26,7 +26,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from . import decay, viz
+from . import decay, redraw, viz
 from .activity import (
     SCORE_LABELS,
     WEIGHT_SCORES,
@@ -387,7 +387,7 @@ class ThresholdExplorer:
         self.count = W.HTML()
         self.image = png_image("craft-figure")
         self.figure = threshold_figure(self.source, score, self.tau.value)
-        self.redrawers: dict[str, viz.Redrawer] = {}  # per score: its bars' axes differ
+        self.redrawers: dict[str, redraw.Redrawer] = {}  # per score: its bars' axes differ
         for w, cls in (
             (self.tau, "craft-tau"),
             (self.score, "craft-score"),
@@ -403,13 +403,13 @@ class ThresholdExplorer:
     def refresh(self, _change=None) -> dict:
         """Recompute the state, update the figure's artists, re-render it, then the count (text
         last: when the count shows the new τ, the figure already does). A τ move redraws only the
-        frames, labels, bars and τ line (``viz.Redrawer``); a score's first visit redraws
+        frames, labels, bars and τ line (``redraw.Redrawer``); a score's first visit redraws
         everything, a revisit what τ changes."""
         score = self.score.value
         self.state = threshold_update(self.source, score, self.tau.value)
         update_threshold_figure(self.figure, self.state)
         if score not in self.redrawers:
-            new = viz.Redrawer(self.figure, self._dynamic, groups=self._groups)
+            new = redraw.Redrawer(self.figure, self._dynamic, groups=self._groups)
             if self.redrawers:  # the grid is the same for every score: only the bars drawn anew
                 new.start_from(self.redrawer, _axes(self.figure, "bars"))
             self.redrawers[score] = new
@@ -810,7 +810,7 @@ class ReactivationLab:
     def _redraw_counts(self, message: str | None = None, full: bool = False) -> dict:
         """After τ or the score moved (or, ``full``, after the model changed): one state, every
         view. The weights did not change, so the scores come from the cache and only the marks,
-        the inactive curve and the titles are redrawn (``viz.Redrawer``)."""
+        the inactive curve and the titles are redrawn (``redraw.Redrawer``)."""
         score = self.score.value
         if score not in self._scores:
             self._scores[score] = lab_scores(self.trainer, score)
@@ -820,7 +820,7 @@ class ReactivationLab:
         at = f"at τ = {viz.tau_text(self.state['tau'])} ({viz.SHORT_SCORE[self.state['score']]})"
         grid_ax.set_title(f"{self.state['text']} {at}", fontsize=10)
         if full:
-            self.grid_redrawer = viz.Redrawer(
+            self.grid_redrawer = redraw.Redrawer(
                 self.grid_figure,
                 lambda: [*viz.marking_artists(grid_ax), grid_ax.title],
                 groups=lambda: viz.marking_groups(grid_ax),
@@ -845,7 +845,9 @@ class ReactivationLab:
         if full or self.curves_figure is None:
             self.curves_figure = _lab_curves(s["log"], self.trainer.events, s["score"], s["tau"])
             ax = self.curves_figure.axes[1]
-            self.curves_redrawer = viz.Redrawer(self.curves_figure, lambda: [*ax.lines, ax.title])
+            self.curves_redrawer = redraw.Redrawer(
+                self.curves_figure, lambda: [*ax.lines, ax.title]
+            )
             return self.curves_redrawer.png(full=True)
         ax = self.curves_figure.axes[1]
         points = [

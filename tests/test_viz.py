@@ -13,7 +13,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from craftlib import viz
+from craftlib import redraw, viz
 from craftlib.activity import filter_scores, inactive_mask, model_scores, relative, timeline
 from craftlib.reactivation import PAPER_READING, reactivate_model
 from craftlib.study import figures
@@ -404,18 +404,18 @@ def test_a_redrawer_starts_from_another_only_where_the_axes_stand_alone():
         right.plot([0, 1], [0, 1], label="before")
         if not ticks:
             left.set_axis_off()
-        first = viz.Redrawer(fig, lambda: [line])
+        first = redraw.Redrawer(fig, lambda: [line])
         first.png()
         return fig, right, line, first
 
     fig, right, line, first = two_panels(ticks=True)
-    second = viz.Redrawer(fig, lambda: [line])
+    second = redraw.Redrawer(fig, lambda: [line])
     assert not second.start_from(first, right)  # the left axes' ticks may reach over
     assert second.background is None
     fig, right, line, first = two_panels(ticks=False)
     right.lines[0].set_ydata([1, 0])  # only the right axes changes
     right.set_ylabel("after")
-    second = viz.Redrawer(fig, lambda: [line])
+    second = redraw.Redrawer(fig, lambda: [line])
     assert second.start_from(first, right)
     second.png()  # the kept pixels and the changing line
     fast = np.asarray(second.canvas.buffer_rgba()).copy()

@@ -514,7 +514,7 @@ def pixels(png: bytes) -> np.ndarray:
 
 @pytest.mark.slow
 def test_a_fast_redraw_is_pixel_identical_to_a_full_one(stem, probe, trainer):
-    """``viz.Redrawer`` draws only what τ changes over the kept pixels of the rest: the page must
+    """``redraw.Redrawer`` draws only what τ changes over the kept pixels of the rest: the page must
     show exactly what a full redraw of the same state shows, in the explorer and in the lab."""
     explorer = cw.ThresholdExplorer(stem, probe, score="max", tau=0.1)
     fresh = cw.ThresholdExplorer(stem, probe, score="max", tau=0.1)

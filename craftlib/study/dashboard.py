@@ -13,7 +13,7 @@ from pathlib import Path
 import ipywidgets as W
 from matplotlib.figure import Figure
 
-from craftlib import viz
+from craftlib import redraw, viz
 from craftlib.widgets import FIGURE_WIDTH, _guarded, png_image
 
 from .experiments import load_records
@@ -264,13 +264,13 @@ class ComparisonDashboard:
     def _png(self, key, picked: Summary, chosen: list[dict], metric: str) -> bytes:
         """A selection whose ROC panel shows other runs draws a new figure; otherwise (a new
         metric, most seed selections) only the seed-spread axes are redrawn over the kept ROC
-        (``viz.Redrawer``); a state seen before is cached."""
+        (``redraw.Redrawer``); a state seen before is cached."""
         if (key, metric) not in self._pngs:
             roc = [(arm, r["seed"]) for arm, r in _picked_runs(picked, self.records)[0].items()]
             if self._figure_key != roc:
                 self.figure = _comparison_figure(picked, self.records, metric)
                 spread = self.figure.axes[0]
-                self._redrawer = viz.Redrawer(self.figure, lambda: [spread])
+                self._redrawer = redraw.Redrawer(self.figure, lambda: [spread])
                 self._figure_key, full = roc, True
             else:
                 spread = self.figure.axes[0]

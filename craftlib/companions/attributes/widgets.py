@@ -17,7 +17,7 @@ from matplotlib import colormaps
 from matplotlib.colors import Normalize, to_hex
 from matplotlib.figure import Figure
 
-from craftlib import viz
+from craftlib import redraw, viz
 from craftlib.study.results import fmt
 
 from .linear_probes import STAGE_LABELS, ProbeResults
@@ -277,7 +277,7 @@ class ProbeExplorer:
         self.figure = faces_canvas(results, k)
         self.figure.canvas.draw()  # laid out with every panel shown, then kept: panels come and go
         self.figure.set_layout_engine("none")
-        self.redrawer = viz.Redrawer(self.figure, lambda: faces_artists(self.figure))
+        self.redrawer = redraw.Redrawer(self.figure, lambda: faces_artists(self.figure))
         self.select(*self.selected)
 
     def select(self, attribute: str, stage: str) -> None:

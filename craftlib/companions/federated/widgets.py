@@ -18,7 +18,7 @@ import html
 import numpy as np
 from matplotlib.figure import Figure
 
-from craftlib import viz
+from craftlib import redraw, viz
 from craftlib.activity import SILENT_TAU
 
 from .federation import CENTRAL, FL_STRATEGY_LABELS
@@ -235,7 +235,7 @@ class RoundsExplorer:
     def refresh(self) -> dict:
         """Show the chosen run at the chosen round; a (run, round) seen before is cached. A run's
         figure is drawn once; a new round redraws its bars, marks and titles over the kept rest
-        (``viz.Redrawer``), all of it only when the client labels change."""
+        (``redraw.Redrawer``), all of it only when the client labels change."""
         key = (self.menu.value, self.slider.value)
         if key not in self._shown:
             record = self.records[key[0]]
@@ -243,7 +243,11 @@ class RoundsExplorer:
             caption = html.escape(f"{run_label(record)}: {state_text(record, state)}")
             if key[0] not in self._figures:
                 fig = rounds_canvas(self.records, key[0])
-                self._figures[key[0]] = (fig, viz.Redrawer(fig, lambda: round_artists(fig)), None)
+                self._figures[key[0]] = (
+                    fig,
+                    redraw.Redrawer(fig, lambda: round_artists(fig)),
+                    None,
+                )
             fig, redrawer, labels = self._figures[key[0]]
             show_round(fig, record, key[1])
             now = [t.get_text() for t in fig.axes[1].get_xticklabels()]

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from craftlib import viz
+from craftlib import redraw, viz
 from craftlib.activity import model_scores
 from craftlib.data import PairSet, to_input
 from craftlib.models import FaceCNN, topk_at_inference
@@ -263,7 +263,7 @@ class PairExplorer:
                 full = key[0] not in self._figures  # a layer's figure is drawn once
                 if full:
                     fig = pair_canvas(state, key[0])
-                    self._figures[key[0]] = (fig, viz.Redrawer(fig, lambda: pair_artists(fig)))
+                    self._figures[key[0]] = (fig, redraw.Redrawer(fig, lambda: pair_artists(fig)))
                 fig, redrawer = self._figures[key[0]]
                 show_pair(fig, state)
                 caption = f'<span class="pair-caption">{html.escape(pair_caption(state))}</span>'
