@@ -94,18 +94,13 @@ def fork_point(root: str | Path, models: str | Path, level: str, seed: int, arm:
     the last epoch before the first detection (its finished model when nothing was ever found);
     the records are identical to a run from scratch (tests/test_dose.py) and only the time differs.
     """
-    standard = record_path(Path(root) / level, "none", seed)
-    spec = recipe(level).arm(arm)
-    if (
-        arm == "none"
-        or not standard.is_file()
-        or spec.but(strategy="none") != recipe(level).arm("none")
-    ):
+    standard, r = record_path(Path(root) / level, "none", seed), recipe(level)
+    if arm == "none" or not standard.is_file() or r.arm(arm).but(strategy="none") != r.arm("none"):
         return None
     fired = [e["epoch"] for e in read_record(standard)["events"] if e["filters"]]
     final, per_epoch = checkpoint_paths(Path(models), level, "none", seed)
     if not fired:
-        return (final, recipe(level).train.epochs) if final.is_file() else None
+        return (final, r.train.epochs) if final.is_file() else None
     epoch = min(fired) - 1
     path = Path(str(per_epoch).format(epoch=epoch))
     return (path, epoch) if epoch > 0 and path.is_file() else None
@@ -118,10 +113,11 @@ def run_forked(
     final, per_epoch = (
         checkpoint_paths(Path(models), level, arm, seed) if models is not None else (None, None)
     )
+    r = recipe(level)
     record = run_arm(
         train_set,
         pairs,
-        recipe(level),
+        r,
         arm,
         seed,
         checkpoint=final,
@@ -129,7 +125,7 @@ def run_forked(
         start_from=fork[0] if fork else None,
     )
     if fork:  # the shared past was logged by standard training's callback: it is this arm's too
-        strategy = recipe(level).arm(arm).strategy
+        strategy = r.arm(arm).strategy
         record["events"] = [
             {**e, "strategy": strategy} if e["epoch"] <= fork[1] else e for e in record["events"]
         ]
