@@ -12,7 +12,7 @@ import json
 
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import optimize, stats
 
 from craftlib.recipes import ARM_LABELS, FAST
 from craftlib.study.experiments import fingerprint
@@ -44,6 +44,7 @@ from craftlib.study.results import (
     summarize_folders,
     survival_markdown,
     table_rows,
+    wilcoxon_pvalue,
 )
 from craftlib.study.survival import survival
 
@@ -61,6 +62,24 @@ def test_power_and_mde_known_values():
     assert power(0.0, 0.017, 5) == pytest.approx(0.05, abs=1e-6)  # no effect: the test's own alpha
     assert power(-0.007, 0.017, 5) == pytest.approx(power(0.007, 0.017, 5))  # two-sided
     assert power(mde(0.02, 10), 0.02, 10) == pytest.approx(0.8, abs=1e-6)
+
+
+def test_mde_is_sd_times_the_unit_mde_solved_directly():
+    """mde() scales one solve per n; solving at the sd itself gives the same number."""
+    for sd, n in [(0.017, 5), (0.004, 30), (2.5, 10)]:
+        direct = optimize.brentq(lambda d: power(d, sd, n) - 0.8, 0.0, 4 * sd, xtol=1e-15)
+        assert mde(sd, n) == pytest.approx(direct, rel=1e-10)
+
+
+def test_wilcoxon_pvalue_is_scipys_number_exactly():
+    """Ties and zeros at n <= 13 take the fast exact path; it must give scipy's p-value bit for bit
+    (the committed summaries' digits), as every other case does by calling scipy."""
+    rng = np.random.default_rng(0)
+    cases = [np.round(rng.normal(0.2, 1, n), 1) for n in range(2, 17)]  # ties
+    cases += [rng.integers(-3, 4, n) / 1000 for n in range(2, 17)]  # zeros and ties
+    cases += [rng.normal(0, 1, n) for n in (5, 12, 30)]  # neither: scipy's exact / asymptotic
+    for diff in (d for d in cases if np.any(d != 0)):
+        assert wilcoxon_pvalue(diff) == float(stats.wilcoxon(diff).pvalue), diff
 
 
 def test_power_and_mde_undefined_cases():

@@ -456,6 +456,25 @@ def test_dashboard_controls_change_table_and_figure(records_dir):
     assert "nothing selected" in dash.error.value  # shown, not raised
 
 
+def test_dashboard_redraws_a_metric_as_a_cleared_axes_would(records_dir, monkeypatch):
+    """The spread panel is emptied with ``redraw.clear_plotted`` (ticks kept) instead of
+    ``ax.clear()``: through every metric, the not-estimable one and back, its pictures are those
+    of a twin dashboard that clears the slow way."""
+    fast = dashboard.ComparisonDashboard(records_dir)
+    with monkeypatch.context() as m:
+        m.setattr(dashboard.redraw, "clear_plotted", lambda ax: ax.clear())
+        slow = dashboard.ComparisonDashboard(records_dir)
+    steps = [("seeds", (0, 1, 2))] + [
+        ("metric", m) for m in ("eer", "tar@far=0.001", "auc", "silent_fraction", "auc", "accuracy")
+    ]
+    for control, value in steps:
+        setattr(getattr(fast, control), "value", value)
+        with monkeypatch.context() as m:
+            m.setattr(dashboard.redraw, "clear_plotted", lambda ax: ax.clear())
+            setattr(getattr(slow, control), "value", value)
+        assert (pixels(fast.image.value) == pixels(slow.image.value)).all(), value
+
+
 def test_dashboard_pools_folders_and_refuses_a_bare_summary(records_dir, tmp_path):
     half = tmp_path / "half"
     (half / "records").mkdir(parents=True)

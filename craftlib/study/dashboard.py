@@ -274,7 +274,7 @@ class ComparisonDashboard:
                 self._figure_key, full = roc, True
             else:
                 spread = self.figure.axes[0]
-                spread.clear()
+                redraw.clear_plotted(spread)
                 _draw_metric(spread, picked, chosen, metric)
                 full = False
             self._pngs[key, metric] = self._redrawer.png(full=full)

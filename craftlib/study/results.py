@@ -12,6 +12,7 @@ import html
 import json
 import math
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -155,16 +156,25 @@ def power(delta: float, sd: float, n: int, alpha: float = 0.05) -> float:
 
 
 def mde(sd: float, n: int, target: float = 0.8, alpha: float = 0.05) -> float:
-    """The smallest true difference a paired t-test finds with probability ``target``."""
+    """The smallest true difference a paired t-test finds with probability ``target``.
+
+    Power depends on ``delta / sd`` only, so this is ``sd`` times the MDE at ``sd = 1``, solved once
+    per ``n`` (the dashboard asks for one per arm and metric on every click).
+    """
     if n < 2 or not sd > 0:
         return float("nan")
-    hi = sd
+    return sd * _unit_mde(n, target, alpha)
+
+
+@lru_cache(maxsize=256)
+def _unit_mde(n: int, target: float, alpha: float) -> float:
+    hi = 1.0
     # widen the bracket (NaN also widens, then gives up)
-    while not power(hi, sd, n, alpha) >= target:
+    while not power(hi, 1.0, n, alpha) >= target:
         hi *= 2
-        if hi > 1e4 * sd:
+        if hi > 1e4:
             return float("nan")
-    return float(optimize.brentq(lambda d: power(d, sd, n, alpha) - target, 0.0, hi))
+    return float(optimize.brentq(lambda d: power(d, 1.0, n, alpha) - target, 0.0, hi, xtol=1e-14))
 
 
 def paired(a: list[float], b: list[float]) -> Paired:
@@ -177,7 +187,7 @@ def paired(a: list[float], b: list[float]) -> Paired:
     sd = float(np.std(diff, ddof=1)) if n > 1 else None
     out = Paired(n, float(diff.mean()), sd, None, None, None)
     if n >= 2 and np.any(diff != 0):
-        out.wilcoxon_pvalue = float(stats.wilcoxon(diff).pvalue)
+        out.wilcoxon_pvalue = wilcoxon_pvalue(diff)
     # the t-test needs spread: the same difference in every seed (common for fractions of 64 filters
     # at
     # few seeds) has none, and scipy would call it p = 0 with a zero-width CI (and the MDE would be
@@ -188,6 +198,28 @@ def paired(a: list[float], b: list[float]) -> Paired:
         out.t_pvalue, out.ci95 = float(t.pvalue), (float(ci.low), float(ci.high))
         out.mde = mde(sd, n)
     return out
+
+
+def wilcoxon_pvalue(diff: np.ndarray) -> float:
+    """Two-sided Wilcoxon signed-rank p-value: the number ``scipy.stats.wilcoxon`` gives.
+
+    With ties or zeros among at most 13 differences scipy runs an exact permutation test that
+    recomputes the statistic for each of the 2^n sign flips in turn (seconds per dashboard click).
+    Flipping signs leaves the ranks of |d| alone, so here the 2^n statistics are one matrix
+    product, compared as scipy compares them; every other case is scipy's own.
+    """
+    d = np.asarray(diff, float)
+    nonzero = d[d != 0]
+    tied = len(np.unique(np.abs(nonzero))) < len(nonzero)
+    if len(d) > 13 or not (tied or len(nonzero) < len(d)):
+        return float(stats.wilcoxon(d).pvalue)
+    ranks = stats.rankdata(np.abs(nonzero))
+    flips = (np.arange(2 ** len(nonzero))[:, None] >> np.arange(len(nonzero))) & 1
+    null, observed = flips @ ranks, ranks[nonzero > 0].sum()
+    gamma = abs(100 * np.finfo(float).eps * observed)  # scipy's tolerance for equal statistics
+    less = np.count_nonzero(null <= observed + gamma) / len(null)
+    greater = np.count_nonzero(null >= observed - gamma) / len(null)
+    return float(min(1.0, 2 * min(less, greater)))
 
 
 def holm(pvalues: dict[str, float | None]) -> dict[str, float | None]:
@@ -220,8 +252,8 @@ def summarize(records: list[dict], baseline: str = "none") -> Summary:
     if not records:
         raise ValueError("no run records to summarise")
     meta = records[0]["fingerprint"]
-    for r in records:
-        if not same_kind(r["fingerprint"], meta):
+    for r in records:  # a study's records mostly share one fingerprint: compare those as they are
+        if r["fingerprint"] != meta and not same_kind(r["fingerprint"], meta):
             raise ValueError(
                 f"cannot pool {r['arm']} seed {r['seed']}: "
                 f"{fingerprint_diff(r['fingerprint'], meta)}"
@@ -259,9 +291,7 @@ def _arm(name: str, runs: dict[int, dict], config: TrainConfig) -> Arm:
     values = [run_values(runs[s]) for s in seeds]
     arm = Arm(name, ARM_LABELS.get(name, name), seeds, {m: [v[m] for v in values] for m in METRICS})
     for score in CURVE_SCORES:
-        per_run = [
-            [float(np.mean(np.asarray(runs[s]["scores"][score]) < t)) for t in TAUS] for s in seeds
-        ]
+        per_run = [(np.asarray(runs[s]["scores"][score])[:, None] < TAUS).mean(0) for s in seeds]
         arm.curves[score] = np.mean(per_run, axis=0).tolist()
     rows = {s: survival(runs[s], config, SILENT_TAU) for s in seeds}
     flat = [row for v in rows.values() for row in v]

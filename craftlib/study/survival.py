@@ -9,6 +9,8 @@ for the filters standard training had alive at the same moments, the baseline su
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import torch
 
@@ -17,7 +19,42 @@ from craftlib.training import TrainConfig, make_optimizer, make_schedule
 
 
 def learning_rates(config: TrainConfig, steps_per_epoch: int) -> np.ndarray:
-    """The learning rate of every optimisation step of a run, read off torch's own scheduler."""
+    """The learning rate of every optimisation step of a run, read off torch's own scheduler.
+
+    Cached and read-only: a study's summary asks for the same schedule at every renewal event, and
+    stepping torch's scheduler a thousand times each made a dashboard click take seconds.
+    """
+    return _learning_rates(_Key(config), steps_per_epoch)
+
+
+def decay_curve(config: TrainConfig, steps_per_epoch: int, start_step: int) -> np.ndarray:
+    """Factor by which a gradient-free weight has shrunk at every step after ``start_step`` (SGD +
+    momentum).
+
+    ``v <- momentum * v + wd * w; w <- w - lr * v`` with the momentum buffer reset at ``start_step``
+    (as re-activation does). Entry ``k`` is the factor after ``k`` steps (entry 0 is 1). Cached and
+    read-only, like ``learning_rates``.
+    """
+    return _decay_curve(_Key(config), steps_per_epoch, start_step)
+
+
+class _Key:
+    """A config as a cache key: equal when their reprs are (its per-layer overrides are a dict, so
+    the config itself is not hashable)."""
+
+    def __init__(self, config: TrainConfig):
+        self.config, self.text = config, repr(config)
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _Key) and self.text == other.text
+
+
+@lru_cache(maxsize=32)
+def _learning_rates(key: _Key, steps_per_epoch: int) -> np.ndarray:
+    config = key.config
     param = torch.nn.Parameter(torch.zeros(1))
     opt = make_optimizer([{"params": [param], "weight_decay": 0.0}], config)
     total = steps_per_epoch * config.epochs
@@ -27,18 +64,16 @@ def learning_rates(config: TrainConfig, steps_per_epoch: int) -> np.ndarray:
         lrs[i] = opt.param_groups[0]["lr"]
         opt.step()
         schedule.step()
+    lrs.flags.writeable = False
     return lrs
 
 
-def decay_curve(config: TrainConfig, steps_per_epoch: int, start_step: int) -> np.ndarray:
-    """Factor by which a gradient-free weight has shrunk at every step after ``start_step`` (SGD +
-    momentum).
-
-    ``v <- momentum * v + wd * w; w <- w - lr * v`` with the momentum buffer reset at ``start_step``
-    (as re-activation does). Entry ``k`` is the factor after ``k`` steps (entry 0 is 1).
-    """
-    lrs = learning_rates(config, steps_per_epoch)[start_step:]
-    return np.asarray([1.0] + [w for w, _ in coast(config, lrs, 1.0, 0.0)])
+@lru_cache(maxsize=1024)
+def _decay_curve(key: _Key, steps_per_epoch: int, start_step: int) -> np.ndarray:
+    lrs = _learning_rates(key, steps_per_epoch)[start_step:]
+    curve = np.asarray([1.0] + [w for w, _ in coast(key.config, lrs, 1.0, 0.0)])
+    curve.flags.writeable = False
+    return curve
 
 
 def coast(config: TrainConfig, lrs, w: float, v: float):
@@ -55,8 +90,9 @@ def coast(config: TrainConfig, lrs, w: float, v: float):
         yield w, v
 
 
-def _alive(timeline: dict, column: int, tau: float) -> np.ndarray:
-    return relative(np.asarray(timeline["output_std"][column])) >= tau
+def _scores(timeline: dict) -> np.ndarray:
+    """Every snapshot's silent scores (snapshot x filter), computed once per record."""
+    return np.stack([relative(np.asarray(column)) for column in timeline["output_std"]])
 
 
 def survival(record: dict, config: TrainConfig, tau: float) -> list[dict]:
@@ -71,6 +107,7 @@ def survival(record: dict, config: TrainConfig, tau: float) -> list[dict]:
     tl = record["timeline"]
     steps_per_epoch = tl["step"][1] - tl["step"][0]
     renewed_at = _renewal_epochs(record)
+    scores = _scores(tl)
     rows = []
     for event in record["events"]:
         if event["strategy"] == "none" or not event["filters"]:
@@ -80,7 +117,7 @@ def survival(record: dict, config: TrainConfig, tau: float) -> list[dict]:
         for f in event["filters"]:
             later = range(col, len(tl["epoch"]))
             again = min((e for e in renewed_at.get(f, ()) if e > event["epoch"]), default=None)
-            silent = [float(relative(np.asarray(tl["output_std"][c]))[f]) for c in later]
+            silent = [float(scores[c, f]) for c in later]
             ratio = [
                 tl["l2"][c][f] / tl["l2"][col][f] / curve[tl["step"][c] - event["step"]]
                 for c in later
@@ -123,19 +160,19 @@ def new_deaths(
     """
     tl = record["timeline"]
     steps_per_epoch = tl["step"][1] - tl["step"][0]
+    alive = _scores(tl) >= tau
     rows = []
     for epoch in epochs:
         col = tl["epoch"].index(epoch)
-        alive0 = _alive(tl, col, tau)
         curve = (
             decay_curve(config, steps_per_epoch, tl["step"][col]) if config is not None else None
         )
-        for f in np.flatnonzero(alive0):
+        for f in np.flatnonzero(alive[col]):
             later = range(col, len(tl["epoch"]))
             row = {
                 "filter": int(f),
                 "epoch": epoch,
-                "alive": [bool(_alive(tl, c, tau)[f]) for c in later],
+                "alive": alive[col:, f].tolist(),
             }
             if curve is not None:
                 row["ratio"] = [
@@ -149,12 +186,13 @@ def new_deaths(
 def survival_curve(rows: list[dict], horizon: int) -> np.ndarray:
     """Fraction of ``rows`` alive k epochs after their start, k = 0..horizon (NaN where none reach
     k)."""
-    out = np.full(horizon + 1, np.nan)
-    for k in range(horizon + 1):
-        reached = [r["alive"][k] for r in rows if len(r["alive"]) > k]
-        if reached:
-            out[k] = float(np.mean(reached))
-    return out
+    alive = np.zeros((len(rows), horizon + 1))
+    reached = np.zeros((len(rows), horizon + 1), bool)
+    for i, row in enumerate(rows):
+        states = row["alive"][: horizon + 1]
+        alive[i, : len(states)], reached[i, : len(states)] = states, True
+    n = reached.sum(0)
+    return np.where(n > 0, alive.sum(0) / np.maximum(n, 1), np.nan)
 
 
 def survival_stats(rows_by_seed: dict[int, list[dict]], boot: int = 2000, seed: int = 0) -> dict:
