@@ -6,8 +6,9 @@ to send (the browser test, tests/test_browser_widgets.py, times the whole trip i
 
 Controls: the threshold explorer's τ and score over MobileFaceNet's stem (notebook 02), the decay
 race (01), the re-activation lab's τ on a FAST-recipe model (03), the comparison dashboard's metric
-and seeds over the committed FAST records (05), notebook 06's pairing filter and Top-K K slider (the
-probe's first visit and a revisit) and 08's federated rounds over the committed study. Each is
+and seeds over the committed FAST records and over the seed study's 90 runs (05), notebook 06's
+pairing filter and Top-K K slider (the probe's first visit and a revisit) and 08's federated rounds
+over the committed study. Each is
 moved over a fixed sequence of values; the median and range are reported with the machine's load,
 since a shared core stretches every number.
 """
@@ -90,6 +91,15 @@ def measure(n: int) -> dict:
     rows["dashboard seeds (05)"] = timed(
         lambda s: setattr(dash.seeds, "value", s),
         [tuple(seeds[:k]) for k in range(len(seeds) - 1, 1, -1)],
+    )
+    study = dashboard.ComparisonDashboard(reference.RESULTS_DIR / "study")
+    rows["study dashboard metric, first visit (05, 90 runs)"] = timed(
+        lambda m: setattr(study.metric, "value", m), metrics
+    )
+    everyone = list(study.seeds.value)
+    rows["study dashboard seeds (05, 90 runs)"] = timed(
+        lambda s: setattr(study.seeds, "value", s),
+        [tuple(everyone[:k]) for k in (10, 5, 20, 12, 7, 25)],
     )
     pairing = sw.PairExplorer({"MobileFaceNet": stem, "FAST model": trainer.model})
     rows["pairing filter, first visit (06)"] = timed(

@@ -3,6 +3,7 @@ same."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
@@ -53,6 +54,15 @@ def pixels(png: bytes):
     return np.asarray(Image.open(io.BytesIO(png)))
 
 
+def gallery(html_text: str) -> list[tuple[np.ndarray, str]]:
+    """The faces an HTML gallery shows (decoded pixels) and the name under each."""
+    import base64
+    import re
+
+    found = re.findall(r"base64,([^']+)'.*?<figcaption>(.*?)</figcaption>", html_text)
+    return [(pixels(base64.b64decode(data)), name) for data, name in found]
+
+
 def test_explorer_click_selects_a_cell(results):
     ex = AW.ProbeExplorer(results, k=4)
     assert len(ex.buttons) == results.balanced_accuracy.size
@@ -65,10 +75,20 @@ def test_explorer_click_selects_a_cell(results):
         ex.buttons[(attr, stage)].layout.border
         and not ex.buttons[AW.default_cell(results)].layout.border
     )
-    # a new cell redraws only the face panels over the kept figure: what a full redraw shows
-    for cell in ((results.attributes[0], "stem"), (attr, "block2"), (attr, "stem")):
+    # each cell shows exactly its most-wrong faces, in order, with their names and margins
+    cells = [(a, s) for a in results.attributes for s in results.stages if (a, s) in results.probes]
+    for cell in cells:
         ex.buttons[cell].click()
-        assert (pixels(ex.faces.value) == pixels(ex.redrawer.png(full=True))).all()
+        wrong, shown = results.most_wrong(*cell, 4), gallery(ex.faces.value)
+        assert len(shown) == len(wrong)
+        if not wrong:
+            assert "no wrong test face" in ex.faces.value
+        for w, (face, name) in zip(wrong, shown):
+            assert (face == results.probe_set.images[w["index"]]).all()
+            assert name == AW.short_name(w["file"].split("/")[0].replace("_", " "))
+            assert f"margin {abs(w['decision']):.1f}" in ex.faces.value
+        assert ex.faces.value == AW.faces_html(results, *cell, 4)  # the cache changes nothing
+    assert any(results.most_wrong(*cell, 4) for cell in cells)
 
 
 def test_worst_faces_figure_shows_only_wrong(results):

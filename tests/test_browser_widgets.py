@@ -140,7 +140,7 @@ COMPUTING = ("race task gradient", "lab Re-activate", "lab Train", "Top-K K", "T
 # re-read controls measured over the bound on a quiet machine (docs/PERFORMANCE.md): each is
 # recorded and warned about, and leaves this list when it meets the bound; every other control
 # fails the test above its bound
-NOT_YET = {"dashboard metric", "dashboard seeds", "study dashboard seeds", "probe cell"}
+NOT_YET = {"dashboard metric", "dashboard seeds", "study dashboard seeds"}
 # JupyterLab, its kernel, Chromium and pytest keep one or two cores busy: a 1-min load above 1.5 per
 # core means other programs were running too
 BUSY_LOAD = 1.5 * (os.cpu_count() or 1)
@@ -398,7 +398,7 @@ def check_companions(page, latencies: Latencies) -> None:
     timed_keys(page, pairs, ".widget-slider", ["ArrowRight"] * 5, "pairing filter", latencies)
     timed_keys(page, topk, ".widget-slider", ["ArrowRight"] * 2, "Top-K K", latencies)
     timed_menu(page, topk.locator("select"), topk.locator("img").first, "Top-K stage", latencies)
-    faces = probe.locator("img").first
+    faces = probe.locator(".craft-probe-faces")
     for cell in range(1, 6):
         act = lambda cell=cell: probe.locator("button").nth(cell).click()  # noqa: E731
         latencies.add("probe cell", latency_ms(page, faces, act))

@@ -3,21 +3,25 @@ gets most wrong.
 
 ``ProbeExplorer(results).widget`` is a grid of buttons, one per (attribute, stage), coloured by
 balanced accuracy; clicking one shows that probe's most confidently wrong test faces and its
-numbers. Its static twin ``probe_view(results, attribute, stage)`` draws the same heat map and the
-same faces as one figure. The work is done by plain functions (``cell_text``, ``heatmap_figure``,
-``worst_faces_figure``, ``depth_curves_figure``) that are tested without a browser.
+numbers (an HTML gallery: the browser lays out its text at once, where matplotlib took most of a
+click's time). Its static twin ``probe_view(results, attribute, stage)`` draws the same heat map
+and the same faces as one figure. The work is done by plain functions (``cell_text``,
+``heatmap_figure``, ``worst_faces_figure``, ``faces_html``, ``depth_curves_figure``) that are tested
+without a browser.
 """
 
 from __future__ import annotations
 
+import base64
 import html
+import io
 
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.colors import Normalize, to_hex
 from matplotlib.figure import Figure
 
-from craftlib import redraw, viz
+from craftlib import viz
 from craftlib.study.results import fmt
 
 from .linear_probes import STAGE_LABELS, ProbeResults
@@ -141,8 +145,7 @@ def faces_canvas(results: ProbeResults, k: int = 8) -> Figure:
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title("label: yes\nmargin 0.0", fontsize=10)  # two lines: the layout's room
-        # the person's name below the face (an axes text, not the axis label: the fast redraw
-        # can leave it out of the kept pixels)
+        # the person's name below the face
         ax.text(
             0.5,
             -0.04,
@@ -176,16 +179,40 @@ def show_faces(fig: Figure, results: ProbeResults, attribute: str, stage: str) -
     fig.suptitle(title if wrong else "", fontsize=10)
 
 
-def faces_artists(fig: Figure) -> list:
-    """What ``show_faces`` changes: each shown panel's face, frame, title and name (not the whole
-    axes: laying out its title again costs more than drawing it), the empty line, the title."""
-    nothing = next(t for t in fig.texts if t.get_gid() == "nothing")
-    panels = [
-        [ax.images[0], *ax.spines.values(), ax.title, ax.texts[0]]
-        for ax in fig.axes
-        if ax.get_visible()
-    ]
-    return [a for panel in panels for a in panel] + [nothing, fig._suptitle]
+FACE_PX = 88  # a face's width in the gallery: eight and their names fit the notebook
+
+
+def face_url(image: np.ndarray) -> str:
+    """A face (uint8 HWC) as a PNG data URL for an ``<img>``."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def faces_html(results: ProbeResults, attribute: str, stage: str, k: int, url=None) -> str:
+    """One cell's most-wrong faces as HTML: each face with its label and margin above and the
+    person's name below (``worst_faces_figure``'s panels); ``url(index)`` may cache the pictures."""
+    url = url or (lambda index: face_url(results.probe_set.images[index]))
+    probed = (attribute, stage) in results.probes
+    wrong = results.most_wrong(attribute, stage, k) if probed else []
+    if not wrong:
+        return f"<p>{'no wrong test face' if probed else 'no probe here'}</p>"
+    title = f"{attribute} at {STAGE_LABELS.get(stage, stage)}: the faces the probe gets most wrong"
+    tiles = "".join(
+        f"<figure style='margin:0;width:{FACE_PX}px;text-align:center;font-size:12px'>"
+        f"label: {'yes' if w['label'] else 'no'}<br>margin {abs(w['decision']):.1f}"
+        f"<img src='{url(w['index'])}' width='{FACE_PX}' style='display:block;"
+        "image-rendering:pixelated'>"
+        f"<figcaption>{html.escape(short_name(w['file'].split('/')[0].replace('_', ' ')))}"
+        "</figcaption></figure>"
+        for w in wrong
+    )
+    return (
+        f"<div style='font-size:12px'>{html.escape(title)}</div>"
+        f"<div style='display:flex;gap:6px'>{tiles}</div>"
+    )
 
 
 def default_cell(results: ProbeResults) -> tuple[str, str]:
@@ -261,7 +288,9 @@ class ProbeExplorer:
             ),
         )
         self.caption = W.HTML()
-        self.faces = W.Image(format="png", layout=W.Layout(align_self="flex-start"))
+        self.faces = W.HTML()
+        self.faces.add_class("craft-probe-faces")
+        self._urls: dict[int, str] = {}  # probe-set index -> the face as a data URL
         self.widget = W.VBox(
             [
                 W.HTML(
@@ -274,24 +303,21 @@ class ProbeExplorer:
             ]
         )
         self.widget.add_class("craft-probe")
-        self.figure = faces_canvas(results, k)
-        self.figure.canvas.draw()  # laid out with every panel shown, then kept: panels come and go
-        self.figure.set_layout_engine("none")
-        self.redrawer = redraw.Redrawer(self.figure, lambda: faces_artists(self.figure))
         self.select(*self.selected)
 
     def select(self, attribute: str, stage: str) -> None:
-        """Show one cell: draw its most-wrong faces, write its numbers, frame its button (faces
-        first: each change is a message to the page, and they are what the click asked for)."""
-        shown = sum(ax.get_visible() for ax in self.figure.axes)
-        show_faces(self.figure, self.results, attribute, stage)
-        # the faces' panels over the kept figure; all of it where the number of panels changed
-        full = shown != sum(ax.get_visible() for ax in self.figure.axes)
-        self.faces.value = self.redrawer.png(full=full)
+        """Show one cell: its most-wrong faces, its numbers, a frame on its button (faces first:
+        each change is a message to the page, and they are what the click asked for)."""
+        self.faces.value = faces_html(self.results, attribute, stage, self.k, self._url)
         self.caption.value = html.escape(cell_text(self.results, attribute, stage))
         self.buttons[self.selected].layout.border = None
         self.selected = (attribute, stage)
         self.buttons[self.selected].layout.border = f"3px solid {viz.OKABE_ITO['vermillion']}"
+
+    def _url(self, index: int) -> str:
+        if index not in self._urls:
+            self._urls[index] = face_url(self.results.probe_set.images[index])
+        return self._urls[index]
 
 
 def depth_curves_figure(curves: dict, arms=("none", "contextual", REFERENCE_ARM)) -> Figure:
