@@ -72,6 +72,11 @@ def test_slope_recovers_a_planted_dose_response(tmp_path, make_record):
     assert craft["n"] == 30 and craft["ci95"][0] < 0.04 < craft["ci95"][1] and craft["ci95"][0] > 0
     rand = s["slopes"]["random_matched"]
     assert rand["ci95"][0] < 0 < rand["ci95"][1]
+    # the declared secondary: CRAFT against the random control, dosed by standard training's death
+    context = s["slopes"]["contextual vs random_matched"]
+    assert context["n"] == 30 and 0 < context["ci95"][0] < 0.04 < context["ci95"][1]
+    versus = dose_report.markdown(s, "contextual", "random_matched")
+    assert "accuracy, random_matched" in versus and "`wd2e-2`" in versus
     assert s["verdict"] == "the benefit grows with death"
     deadliest = [r for r in s["rows"] if r["level"] == "wd2e-2" and r["arm"] == "contextual"][0]
     assert deadliest["accuracy"]["mean"] == pytest.approx(0.032, abs=0.003)

@@ -24,6 +24,8 @@ from .results import METRICS, fmt, holm, paired, run_values
 PRIMARY_SIZE = (
     40  # the slope is read over the levels at this input size; the others are read against it
 )
+# (arm, baseline): the primary comparison, then the declared secondary ones (docs/STUDY.md)
+COMPARISONS = (("contextual", "none"), ("random_matched", "none"), ("contextual", "random_matched"))
 SLOPE_BOOT, PAIR_BOOT = 10_000, 2_000  # resamples, as declared
 
 
@@ -47,14 +49,16 @@ def by_seed(records: list[dict], arm: str) -> dict[int, dict]:
 def deltas(
     records: list[dict], arm: str, baseline: str = "none", metric: str = "accuracy"
 ) -> tuple[list[int], np.ndarray, np.ndarray]:
-    """Seeds both arms have, the paired differences ``arm − baseline`` and the baseline's silent
-    fraction."""
-    a, b = by_seed(records, arm), by_seed(records, baseline)
+    """Seeds both arms have, the paired differences ``arm − baseline`` and the dose at each: the
+    silent fraction standard training ends with at that seed (whatever the baseline)."""
+    a, b, dose = by_seed(records, arm), by_seed(records, baseline), by_seed(records, "none")
     seeds = sorted(
-        s for s in set(a) & set(b) if a[s].get(metric) is not None and b[s].get(metric) is not None
+        s
+        for s in set(a) & set(b) & set(dose)
+        if a[s].get(metric) is not None and b[s].get(metric) is not None
     )
     diff = np.array([a[s][metric] - b[s][metric] for s in seeds], float)
-    silent = np.array([run_values(b[s])["silent_fraction"] for s in seeds], float)
+    silent = np.array([run_values(dose[s])["silent_fraction"] for s in seeds], float)
     return seeds, diff, silent
 
 
@@ -165,52 +169,64 @@ def devtest_design(data: str | Path | None = None) -> dict | None:
     }
 
 
+def comparison_name(arm: str, baseline: str = "none") -> str:
+    """The key of a comparison's slope: the arm's name against standard training."""
+    return arm if baseline == "none" else f"{arm} vs {baseline}"
+
+
 def summarize(
     root: str | Path = DEFAULT_ROOT,
-    arms: tuple[str, ...] = ("contextual", "random_matched"),
+    comparisons: tuple[tuple[str, str], ...] = COMPARISONS,
     pair_boot: int = PAIR_BOOT,
     slope_boot: int = SLOPE_BOOT,
     data: str | Path | None = None,
 ) -> dict:
-    """The study's summary: one row per level and arm, the slopes, and the declared verdict."""
+    """The study's summary: one row per level and comparison, the slopes, and the declared
+    verdict."""
     levels = load(root)
     design = devtest_design(data) if pair_boot else None
+    arms = sorted({a for pair in comparisons for a in pair} | {"none"})
     rows = []
     for level, records in levels.items():
         wd, size = LEVELS[level]
-        mean = {arm: _arm_means(records, arm) for arm in ("none",) + arms}
-        for arm in arms:
-            seeds, diff, _ = deltas(records, arm)
+        mean = {arm: _arm_means(records, arm) for arm in arms}
+        for arm, baseline in comparisons:
+            seeds, _, _ = deltas(records, arm, baseline)
             row = {
                 "level": level,
                 "weight_decay": wd,
                 "size": size,
                 "arm": arm,
+                "baseline": baseline,
                 "seeds": seeds,
                 "none": mean["none"],
+                "baseline_means": mean[baseline],
                 "arm_means": mean[arm],
-                **{m: _paired(records, arm, m) for m in ("accuracy", "auc", "eer", "tar@far=0.01")},
+                **{
+                    m: _paired(records, arm, m, baseline)
+                    for m in ("accuracy", "auc", "eer", "tar@far=0.01")
+                },
             }
             row["two_level_ci95"] = (
-                _pair_ci(records, arm, design, pair_boot) if design is not None else None
+                _pair_ci(records, arm, baseline, design, pair_boot) if design is not None else None
             )
             rows.append(row)
-    for arm in arms:  # Holm across levels, within each arm and endpoint (the declared families)
+    for arm, baseline in comparisons:  # Holm across levels, within each comparison and endpoint
+        mine = [r for r in rows if (r["arm"], r["baseline"]) == (arm, baseline)]
         for metric in ("accuracy", "auc", "eer", "tar@far=0.01"):
-            mine = [r for r in rows if r["arm"] == arm]
             adjusted = holm({r["level"]: r[metric]["t_pvalue"] for r in mine})
             for r in mine:
                 r[metric]["holm_pvalue"] = adjusted[r["level"]]
     slopes = {}
-    for arm in arms:
+    for arm, baseline in comparisons:
         groups = []
         for level, records in levels.items():
             if LEVELS[level][1] == PRIMARY_SIZE:
-                _, diff, silent = deltas(records, arm)
+                _, diff, silent = deltas(records, arm, baseline)
                 groups.append((silent, diff))
-        slopes[arm] = slope(groups, slope_boot)
+        slopes[comparison_name(arm, baseline)] = slope(groups, slope_boot)
     out = {
-        "schema": "craftlib-dose-1",
+        "schema": "craftlib-dose-2",
         "levels": {lv: list(LEVELS[lv]) for lv in levels},
         "rows": rows,
         "slopes": slopes,
@@ -255,8 +271,8 @@ def _arm_means(records: list[dict], arm: str) -> dict:
     }
 
 
-def _paired(records: list[dict], arm: str, metric: str) -> dict:
-    seeds, diff, _ = deltas(records, arm, metric=metric)
+def _paired(records: list[dict], arm: str, metric: str, baseline: str = "none") -> dict:
+    seeds, diff, _ = deltas(records, arm, baseline, metric)
     p = paired(list(diff), [0.0] * len(diff))
     return {
         "n": p.n,
@@ -267,9 +283,11 @@ def _paired(records: list[dict], arm: str, metric: str) -> dict:
     }
 
 
-def _pair_ci(records: list[dict], arm: str, design: dict, boot: int) -> list[float] | None:
+def _pair_ci(
+    records: list[dict], arm: str, baseline: str, design: dict, boot: int
+) -> list[float] | None:
     a = {s: r["pair_scores"] for s, r in by_seed(records, arm).items() if "pair_scores" in r}
-    b = {s: r["pair_scores"] for s, r in by_seed(records, "none").items() if "pair_scores" in r}
+    b = {s: r["pair_scores"] for s, r in by_seed(records, baseline).items() if "pair_scores" in r}
     return two_level_ci(a, b, design["same"], design["folds"], design["clusters"], boot)
 
 
@@ -280,7 +298,11 @@ def verdict(summary: dict, arm: str = "contextual") -> str:
     if not s or s.get("ci95") is None:
         return "not yet estimable (fewer than three paired points or one dose)"
     lo, hi = s["ci95"]
-    primary = [r for r in summary["rows"] if r["arm"] == arm and r["size"] == PRIMARY_SIZE]
+    primary = [
+        r
+        for r in summary["rows"]
+        if (r["arm"], r["baseline"]) == (arm, "none") and r["size"] == PRIMARY_SIZE
+    ]
     deadliest = max(primary, key=lambda r: r["none"]["silent_fraction"])
     ci = deadliest["accuracy"]["ci95"]
     if lo > 0 and ci is not None and ci[0] > 0:
@@ -321,15 +343,17 @@ def pilot_markdown(root: str | Path = DEFAULT_ROOT) -> str:
     return "\n".join(lines)
 
 
-def markdown(summary: dict, arm: str = "contextual") -> str:
-    """The per-level table of one arm against standard training, and the slope line under it."""
+def markdown(summary: dict, arm: str = "contextual", baseline: str = "none") -> str:
+    """The per-level table of one arm against a baseline (standard training unless named), and the
+    slope line under it."""
+    against = "standard" if baseline == "none" else baseline
     head = (
-        "| level | wd | px | seeds | silent, standard | silent, arm | accuracy, standard | Δ "
+        f"| level | wd | px | seeds | silent, standard | silent, arm | accuracy, {against} | Δ "
         "accuracy | "
         "95% CI (seeds) | 95% CI (seeds × pairs) | Holm p | Δ EER | Δ AUC | Δ TAR@1e-2 |"
     )
     lines = [head, "|" + "---|" * 14]
-    for r in (r for r in summary["rows"] if r["arm"] == arm):
+    for r in (r for r in summary["rows"] if (r["arm"], r["baseline"]) == (arm, baseline)):
         acc = r["accuracy"]
         ci = acc["ci95"]
         two = r["two_level_ci95"]
@@ -343,7 +367,7 @@ def markdown(summary: dict, arm: str = "contextual") -> str:
                     str(acc["n"]),
                     fmt("silent_fraction", r["none"]["silent_fraction"]),
                     fmt("silent_fraction", r["arm_means"]["silent_fraction"]),
-                    fmt("accuracy", r["none"]["accuracy"]),
+                    fmt("accuracy", r["baseline_means"]["accuracy"]),
                     fmt("accuracy", acc["mean"], True),
                     f"[{fmt('accuracy', ci[0], True)}, {fmt('accuracy', ci[1], True)}]"
                     if ci
@@ -359,7 +383,7 @@ def markdown(summary: dict, arm: str = "contextual") -> str:
             )
             + " |"
         )
-    s = summary["slopes"][arm]
+    s = summary["slopes"][comparison_name(arm, baseline)]
     if s.get("slope") is not None:
         lines.append("")
         lines.append(
@@ -386,6 +410,8 @@ def write_report(root: str | Path = DEFAULT_ROOT, log=print) -> str:
             f"## CRAFT vs standard training\n\n{markdown(summary)}",
             f"## Random (matched scale) vs standard "
             f"training\n\n{markdown(summary, 'random_matched')}",
+            "## CRAFT vs random (matched scale): does the context matter?\n\n"
+            + markdown(summary, "contextual", "random_matched"),
             f"Declared reading: **{summary['verdict']}**.",
         ]
     )
@@ -407,7 +433,7 @@ def dose_figure(summary: dict, arm: str = "contextual"):
 
     fig = new_figure((11, 4.2))
     ax, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    rows = [r for r in summary["rows"] if r["arm"] == arm]
+    rows = [r for r in summary["rows"] if (r["arm"], r["baseline"]) == (arm, "none")]
     for r in rows:
         if r["accuracy"]["mean"] is None:  # no paired seed at this level yet
             continue
