@@ -316,6 +316,26 @@ class FaceCNN(nn.Module):
         key = str(stage)
         return self.sparsify[key](x) if key in self.sparsify else x
 
+    def up_to(self, stage: int, x: torch.Tensor) -> torch.Tensor:
+        """The output of ``stage`` (0: the stem) before its Top-K layer: ``forward(x)`` is
+        ``from_stage(stage, up_to(stage, x))``, so a Top-K explorer can keep it while K moves."""
+        x = self.stem(x)
+        for s, (start, stop) in enumerate(self.STAGES[:stage], start=1):
+            x = self._sparse(s - 1, x)
+            for block in self.body[start:stop]:
+                x = block(x)
+        return x
+
+    def from_stage(self, stage: int, x: torch.Tensor) -> torch.Tensor:
+        """The rest of ``forward`` from ``up_to(stage, ...)``'s output: that stage's Top-K layer,
+        the stages above, the embedding head."""
+        x = self._sparse(stage, x)
+        for s, (start, stop) in enumerate(self.STAGES[stage:], start=stage + 1):
+            for block in self.body[start:stop]:
+                x = block(x)
+            x = self._sparse(s, x)
+        return self.head(x)
+
     def stage_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The feature maps after stages 0 (stem) to 3, each after its Top-K layer if it has one."""
         outs = [self._sparse(0, self.stem(x))]

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from craftlib.models import FaceCNN, ModelConfig, count_macs
+from craftlib.models import FaceCNN, ModelConfig, count_macs, topk_at_inference
 
 
 @pytest.mark.parametrize("stem_bn", [True, False])
@@ -79,3 +79,19 @@ def test_stem_consumers_read_every_conv1_channel():
         before = model(x)
         model.conv1.weight[3] *= 10
         assert torch.allclose(model(x), before, atol=1e-5)
+
+
+def test_a_forward_split_at_any_stage_is_the_forward():
+    """``from_stage(s, up_to(s, x))`` runs the same layers on the same tensors as ``forward``: equal
+    to the bit, with a Top-K layer at that stage, at another, or none (the Top-K explorer relies on
+    it to keep activations while K moves)."""
+    torch.manual_seed(0)
+    model = FaceCNN(ModelConfig(input_size=32)).eval()
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        for stage in range(4):
+            assert torch.equal(model(x), model.from_stage(stage, model.up_to(stage, x)))
+            for at in {stage, (stage + 1) % 4}:
+                with topk_at_inference(model, 0.3, (at,)):
+                    split = model.from_stage(stage, model.up_to(stage, x))
+                    assert torch.equal(model(x), split), (stage, at)

@@ -67,6 +67,28 @@ def test_index_from_accuracies():
         sb.transformed_pairs(None, "grayscale")
 
 
+def test_staged_embeddings_are_the_whole_models_to_the_bit(devtest_subset):
+    """Real DevTest faces (250 pairs, 32 px), batches smaller than the set: every family's
+    embeddings from activations kept at a stage equal ``embed`` of the whole model with the same
+    Top-K, at two K, and so does the probe built on them."""
+    import torch
+
+    from craftlib.models import FaceCNN, ModelConfig, topk_at_inference
+    from craftlib.verification import embed
+
+    torch.manual_seed(0)
+    model = FaceCNN(ModelConfig(input_size=32)).eval()
+    staged = sb.StagedEmbeddings(model, devtest_subset, stage=2, batch_size=128)
+    images = sb.families(devtest_subset)
+    for fraction in (0.3, 0.6):
+        with topk_at_inference(model, fraction, (2,)):
+            for family in ("clean", "patch_shuffle"):
+                assert np.array_equal(staged(family), embed(model, images[family], batch_size=128))
+    with topk_at_inference(model, 0.3, (2,)):
+        assert sb.probe(model, devtest_subset, embeddings=staged) == sb.probe(model, devtest_subset)
+    assert sb.StagedEmbeddings.size(model, devtest_subset, 2) == 64 * 8 * 8 * 4 * 2 * 484 * 5
+
+
 @pytest.mark.slow
 def test_index_separates_a_texture_trained_from_a_normally_trained_model(faces, devtest_subset):
     """The probe's validation: train on patch-shuffled faces and the index must drop (FAST budget,

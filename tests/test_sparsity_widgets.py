@@ -106,9 +106,24 @@ def test_topk_state_sparsifies_the_maps_and_probes(toy_pairs):
     assert probing.state["probe"] == state["probe"] and "computing" not in probing.caption.value
     probing.fraction.value = 0.5
     kept = probing.state["probe"]
+    # K moved over activations kept below stage 1's Top-K: the plain probe's numbers exactly
+    assert probing._kept.stage == 1
+    assert kept == sw.topk_state(model, face, toy_pairs, fraction=0.5, stage=1)["probe"]
     probing.fraction.value = 0.25
     probing.fraction.value = 0.5
     assert probing.state["probe"] is kept and len(probing._shown) == 2
+    probing.stage.value = 2  # one stage kept at a time
+    assert probing._kept.stage == 2
+
+
+@pytest.mark.slow
+def test_topk_explorer_over_its_memory_bound_probes_the_whole_model(toy_pairs, monkeypatch):
+    model = FaceCNN(SMALL).eval()
+    face = toy_pairs.images[0]
+    monkeypatch.setattr(sw.TopKExplorer, "MAX_KEPT", 0)
+    explorer = sw.TopKExplorer(model, face, toy_pairs, fraction=0.25, stage=1)
+    assert explorer._kept is None
+    assert explorer.state["probe"] == sw.topk_state(model, face, toy_pairs, 0.25, 1)["probe"]
 
 
 def test_pairing_histograms_take_models_and_weights():

@@ -35,11 +35,16 @@ patch-shuffled faces must score lower (more texture-biased) than one trained on 
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Callable
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from scipy import ndimage
 
-from craftlib.data import FaceSet, PairSet
+from craftlib.data import FaceSet, PairSet, to_input
+from craftlib.models import topk_at_inference
+from craftlib.runtime import evaluating
 from craftlib.verification import cosine_scores, embed, evaluate_scores
 
 SIGMA = 2.0  # low-pass: Gaussian σ in pixels at 40 px (≈ 5% of the face width)
@@ -142,6 +147,24 @@ def transformed_pairs(pairs: PairSet, transform: str, **kwargs) -> PairSet:
     )
 
 
+def families(
+    pairs: PairSet,
+    sigma: float = SIGMA,
+    grid: int = GRID,
+    seed: int = SEED,
+    fine_grid: int = FINE_GRID,
+) -> dict[str, np.ndarray]:
+    """The probe's five versions of the pairs' faces: clean, shape kept two ways, texture kept at
+    two mosaic sizes."""
+    return {
+        "clean": pairs.images,
+        "low_pass": low_pass(pairs.images, sigma),
+        "edge_map": edge_map(pairs.images),
+        "patch_shuffle": patch_shuffle(pairs.images, grid, seed),
+        "patch_shuffle_fine": patch_shuffle(pairs.images, fine_grid, seed),
+    }
+
+
 def probe(
     model,
     pairs: PairSet,
@@ -151,27 +174,29 @@ def probe(
     shape: str = "low_pass",
     clean: float | None = None,
     fine_grid: int = FINE_GRID,
+    embeddings: Callable[[str], np.ndarray] | None = None,
 ) -> dict:
     """Verification accuracy on clean, shape-kept and texture-kept DevTest faces, and the shape-bias
     index.
 
     ``shape`` picks the shape-kept family for the index (``low_pass`` or ``edge_map``; both
     accuracies are reported). ``clean`` reuses an accuracy already measured on the same pairs.
+    ``embeddings(family)`` may stand in for embedding ``families(...)[family]`` with ``model``
+    (``StagedEmbeddings``: the same numbers, from activations kept below a Top-K layer).
     """
     if shape not in SHAPE_TRANSFORMS:
         raise ValueError(f"shape must be one of {SHAPE_TRANSFORMS}, got {shape!r}")
+    if embeddings is None:
+        images = families(pairs, sigma, grid, seed, fine_grid)
+        embeddings = lambda family: embed(model, images[family])  # noqa: E731
 
-    def accuracy(images: np.ndarray) -> float:
-        return evaluate_scores(cosine_scores(embed(model, images), pairs), pairs.same, pairs.folds)[
-            "accuracy"
-        ]
+    def accuracy(family: str) -> float:
+        scores = cosine_scores(embeddings(family), pairs)
+        return evaluate_scores(scores, pairs.same, pairs.folds)["accuracy"]
 
     out = {
-        "clean": accuracy(pairs.images) if clean is None else float(clean),
-        "low_pass": accuracy(low_pass(pairs.images, sigma)),
-        "edge_map": accuracy(edge_map(pairs.images)),
-        "patch_shuffle": accuracy(patch_shuffle(pairs.images, grid, seed)),
-        "patch_shuffle_fine": accuracy(patch_shuffle(pairs.images, fine_grid, seed)),
+        "clean": accuracy("clean") if clean is None else float(clean),
+        **{f: accuracy(f) for f in ("low_pass", "edge_map", "patch_shuffle", "patch_shuffle_fine")},
         "settings": {
             "sigma": sigma,
             "grid": grid,
@@ -185,6 +210,51 @@ def probe(
     out["index"] = shape_bias_index(out["clean"], out[shape], out["patch_shuffle"])
     out["index_edges"] = shape_bias_index(out["clean"], out["edge_map"], out["patch_shuffle"])
     return out
+
+
+class StagedEmbeddings:
+    """The probe's embeddings with a Top-K layer after ``stage``, for any K, from activations kept
+    at that stage's output: a new K runs only the layers above it (the Top-K explorer's slider).
+
+    Equal to ``embed(model, images)`` with the Top-K in place, bit for bit: the same batches through
+    the same layers (``FaceCNN.up_to`` / ``from_stage``). Keeps two maps per face and family.
+    """
+
+    def __init__(self, model, pairs: PairSet, stage: int, batch_size: int = 256):
+        self.model, self.stage = model, stage
+        self.kept: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        device = next(model.parameters()).device
+        with evaluating(model), torch.no_grad(), topk_at_inference(model, 1.0):
+            for family, images in families(pairs).items():
+                batches = (
+                    to_input(torch.from_numpy(images[i : i + batch_size])).to(device)
+                    for i in range(0, len(images), batch_size)
+                )
+                self.kept[family] = [
+                    (model.up_to(stage, x), model.up_to(stage, x.flip(3))) for x in batches
+                ]
+
+    @staticmethod
+    def size(model, pairs: PairSet, stage: int) -> int:
+        """Bytes the kept activations take: five families, each face and its mirror."""
+        side = pairs.images.shape[1]
+        with evaluating(model), torch.no_grad(), topk_at_inference(model, 1.0):
+            one = model.up_to(stage, torch.zeros(1, 3, side, side)).numel() * 4
+        return one * 2 * len(pairs.images) * 5
+
+    def __call__(self, family: str) -> np.ndarray:
+        """L2-normalised embeddings of one family, with whatever Top-K the model holds now."""
+        with evaluating(self.model), torch.no_grad():
+            out = [
+                F.normalize(
+                    (
+                        self.model.from_stage(self.stage, a) + self.model.from_stage(self.stage, b)
+                    ).float(),
+                    dim=1,
+                ).cpu()
+                for a, b in self.kept[family]
+            ]
+        return torch.cat(out).numpy()
 
 
 def shuffled_faces(faces: FaceSet, grid: int = GRID, seed: int = SEED + 1) -> FaceSet:

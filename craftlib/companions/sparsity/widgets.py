@@ -30,7 +30,7 @@ from craftlib.runtime import evaluating, to_numpy
 from craftlib.study.results import SILENT_TAU, fmt
 
 from .pairing import pair_cosines, pairing_summary, random_reference, second_moment
-from .shapebias import GRID, SIGMA, low_pass, patch_shuffle, probe
+from .shapebias import GRID, SIGMA, StagedEmbeddings, low_pass, patch_shuffle, probe
 from .study import COMPANION_ARMS, EXTRA_LABELS
 
 RANDOM = viz.OKABE_ITO["orange"]
@@ -418,10 +418,15 @@ class TopKExplorer:
     """Slide K and pick the stage: the face's maps before/after Top-K and the shape probe with Top-K
     at inference.
 
-    The maps answer at once (one face through the network); the probe embeds every DevTest pair four
-    ways, seconds on a laptop, so it follows in a second redraw with "computing" shown meanwhile,
-    and each (K, stage) probe is kept: going back to a setting costs nothing.
+    The maps answer at once (one face through the network); the probe embeds every DevTest pair five
+    ways, seconds on a laptop the first time a stage is chosen, so it follows in a second redraw
+    with "computing" shown meanwhile. The activations below the chosen stage's Top-K layer are then
+    kept (``StagedEmbeddings``, up to ``MAX_KEPT`` bytes, one stage at a time), so moving K runs
+    only the layers above it; each (K, stage) probe is kept too: going back costs nothing. The model
+    is taken as fixed while the explorer lives.
     """
+
+    MAX_KEPT = 256 * 2**20  # bytes of kept activations: stages 1-3 of the workshop model at 40 px
 
     def __init__(
         self,
@@ -433,6 +438,7 @@ class TopKExplorer:
     ):
         self.model, self.face, self.pairs = model, face, pairs
         self._shown: dict[tuple[float, int], tuple] = {}  # (K, stage) -> state, PNG, caption
+        self._kept: StagedEmbeddings | None = None
         self.fraction = W.FloatSlider(
             value=fraction,
             min=0.05,
@@ -466,8 +472,9 @@ class TopKExplorer:
             state = topk_state(self.model, self.face, None, *key)
             if self.pairs is not None:
                 self._show({**state, "probe_pending": True})  # the maps now, the probe next
+                staged = self._staged(key[1])
                 with topk_at_inference(self.model, key[0], (key[1],)):
-                    state["probe"] = probe(self.model, self.pairs)
+                    state["probe"] = probe(self.model, self.pairs, embeddings=staged)
             self._show(state)
             self.state = state
             self._shown[key] = (state, self.image.value, self.caption.value)
@@ -475,6 +482,14 @@ class TopKExplorer:
         except Exception as err:  # noqa: BLE001
             self.error.value = f"<b>{type(err).__name__}</b>: {html.escape(str(err))}"
             return {}
+
+    def _staged(self, stage: int) -> StagedEmbeddings | None:
+        """The kept activations of ``stage``, or ``None`` where they would pass ``MAX_KEPT``."""
+        if self._kept is None or self._kept.stage != stage:
+            self._kept = None  # the old stage's go first
+            if StagedEmbeddings.size(self.model, self.pairs, stage) <= self.MAX_KEPT:
+                self._kept = StagedEmbeddings(self.model, self.pairs, stage)
+        return self._kept
 
     def _show(self, state: dict) -> None:
         self.image.value = viz.figure_png(topk_figure(state), dpi=viz.WIDGET_DPI)
