@@ -18,7 +18,6 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-from matplotlib.ticker import AutoLocator, ScalarFormatter
 from matplotlib.transforms import Bbox
 
 from .viz import WIDGET_DPI, pixels_png, render_scale
@@ -111,22 +110,6 @@ class Redrawer:
         self.background = self.canvas.copy_from_bbox(fig.bbox)
         self.boxes, self.pending = None, bool(self.groups())
         return True
-
-
-def clear_plotted(ax) -> None:
-    """Empty ``ax`` of what was plotted on it, as ``ax.clear()`` does, but keep its axis objects:
-    ``clear`` rebuilds every tick and its label, a third of redrawing a small panel. What a plot
-    sets anew is reset as ``clear`` resets it: data limits and autoscaling, the y locator and
-    formatter, the axis shown, titles and labels."""
-    for a in [*ax.collections, *ax.lines, *ax.texts, *ax.patches, *ax.images]:
-        a.remove()
-    ax.dataLim.set_points(Bbox.null().get_points())
-    ax.ignore_existing_data_limits = True
-    ax.set_autoscale_on(True)
-    ax.yaxis.set_major_locator(AutoLocator())
-    ax.yaxis.set_major_formatter(ScalarFormatter())
-    ax.set_axis_on()
-    ax.set(title="", xlabel="", ylabel="")
 
 
 @contextmanager

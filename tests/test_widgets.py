@@ -8,8 +8,10 @@ exact shape ``compare`` writes; one slow test on a real comparison).
 
 from __future__ import annotations
 
+import html
 import io
 import json
+import re
 import shutil
 import time
 
@@ -23,9 +25,9 @@ from craftlib import widgets as cw
 from craftlib.activity import filter_scores, inactive_mask
 from craftlib.reactivation import CraftSpec
 from craftlib.recipes import ARM_LABELS
-from craftlib.study import dashboard
+from craftlib.study import dashboard, figures
 from craftlib.study.experiments import load_records
-from craftlib.study.results import METRIC_LABELS, render_html, summarize
+from craftlib.study.results import METRIC_LABELS, PERCENT, render_html, summarize
 from craftlib.training import NonFiniteLossError
 
 
@@ -416,15 +418,17 @@ def test_dashboard_controls_change_table_and_figure(records_dir):
     assert table_rows(dash.table.value) == 3 and dash.error.value == ""
     assert dash.table.value == render_html(dash.picked, "accuracy")
     assert "15 runs" in dash.caption.value
-    first_png = dash.image.value
+    first_spread = dash.spread.value
     dash.arms.value = ("none", "contextual")
     assert table_rows(dash.table.value) == 2
     dash.seeds.value = (0, 1, 2)
-    assert "3 seed(s)" in dash.caption.value and dash.image.value != first_png
-    figure = dash.figure
-    dash.seeds.value = (0, 2)  # the ROC panel shows the same runs: only the spread is redrawn
-    assert dash.figure is figure and "2 seed(s)" in dash.caption.value
-    assert (pixels(dash.image.value) == pixels(dash._redrawer.png(full=True))).all()
+    assert "3 seed(s)" in dash.caption.value and dash.spread.value != first_spread
+    roc, drawn = bytes(dash.image.value), len(dash._rocs)
+    dash.seeds.value = (0, 2)  # the ROC panel shows the same runs (each arm's seed 0): kept
+    assert bytes(dash.image.value) == roc and len(dash._rocs) == drawn
+    assert "2 seed(s)" in " ".join(svg_texts(dash.spread.value))
+    dash.seeds.value = (1, 2)  # another first seed: the ROC panel is drawn again
+    assert bytes(dash.image.value) != roc and len(dash._rocs) == drawn + 1
     dash.seeds.value = (0, 1, 2)
     dash.metric.value = "silent_fraction"
     assert METRIC_LABELS["silent_fraction"] in dash.table.value
@@ -441,6 +445,7 @@ def test_dashboard_controls_change_table_and_figure(records_dir):
         and reason in dash.table.value
         and "<table" not in dash.table.value
     )
+    assert reason in " ".join(svg_texts(dash.spread.value)[1:])  # the panel says why
     figure = dashboard._comparison_figure(dash.picked, dash.records, "tar@far=0.001")
     said = [
         t.get_text().replace("\n", " ")
@@ -456,23 +461,32 @@ def test_dashboard_controls_change_table_and_figure(records_dir):
     assert "nothing selected" in dash.error.value  # shown, not raised
 
 
-def test_dashboard_redraws_a_metric_as_a_cleared_axes_would(records_dir, monkeypatch):
-    """The spread panel is emptied with ``redraw.clear_plotted`` (ticks kept) instead of
-    ``ax.clear()``: through every metric, the not-estimable one and back, its pictures are those
-    of a twin dashboard that clears the slow way."""
-    fast = dashboard.ComparisonDashboard(records_dir)
-    with monkeypatch.context() as m:
-        m.setattr(dashboard.redraw, "clear_plotted", lambda ax: ax.clear())
-        slow = dashboard.ComparisonDashboard(records_dir)
-    steps = [("seeds", (0, 1, 2))] + [
-        ("metric", m) for m in ("eer", "tar@far=0.001", "auc", "silent_fraction", "auc", "accuracy")
-    ]
-    for control, value in steps:
-        setattr(getattr(fast, control), "value", value)
-        with monkeypatch.context() as m:
-            m.setattr(dashboard.redraw, "clear_plotted", lambda ax: ax.clear())
-            setattr(getattr(slow, control), "value", value)
-        assert (pixels(fast.image.value) == pixels(slow.image.value)).all(), value
+def svg_texts(svg: str) -> list[str]:
+    return [html.unescape(t) for t in re.findall(r"<text[^>]*>(.*?)</text>", svg)]
+
+
+def test_spread_svg_shows_what_the_static_panel_shows(records_dir):
+    """The dashboard's SVG spread against ``draw_seed_comparison`` on the same summary: one point
+    per seed value, higher values drawn higher, one box per arm, the same notes, title and labels;
+    percent ticks for a percent metric."""
+    summary = dashboard.ComparisonDashboard(records_dir).summary
+    for metric in ("accuracy", "auc"):
+        panel = figures.seed_spread(summary, metric)
+        svg = figures.seed_spread_svg(panel)
+        values = [v for a in panel["arms"] for v in a["values"]]
+        dots = [float(y) for y in re.findall(r'<circle cx="[^"]+" cy="([^"]+)"', svg)]
+        assert len(dots) == len(values) > 0
+        order = np.argsort(values, kind="stable")
+        assert all(dots[i] >= dots[j] - 0.05 for i, j in zip(order, order[1:]))  # y grows upward
+        assert svg.count("<rect") == 1 + len(panel["arms"])  # the frame and one box per arm
+        ax = Figure().subplots()
+        figures.draw_seed_comparison(ax, summary, metric)
+        texts = svg_texts(svg)
+        notes = [t.get_text() for t in ax.texts if t.get_gid() == "pvalue"]
+        assert all(line in texts for note in notes for line in note.split("\n"))
+        labels = [t.get_text() for t in ax.get_xticklabels()]
+        assert ax.get_title() in texts and ax.get_ylabel() in texts and set(labels) <= set(texts)
+        assert any(t.endswith("%") for t in texts) == (metric in PERCENT)
 
 
 def test_dashboard_pools_folders_and_refuses_a_bare_summary(records_dir, tmp_path):

@@ -13,12 +13,14 @@ from pathlib import Path
 import ipywidgets as W
 from matplotlib.figure import Figure
 
-from craftlib import redraw, viz
-from craftlib.widgets import FIGURE_WIDTH, _guarded, png_image
+from craftlib import viz
+from craftlib.widgets import FIGURE_WIDTH, _guarded, png_image, render
 
 from .experiments import load_records
-from .figures import draw_seed_comparison
+from .figures import draw_seed_comparison, message_svg, seed_spread, seed_spread_svg
 from .results import METRIC_LABELS, METRICS, Summary, render_html, summarize
+
+SPREAD_PX = 530  # the seed-spread panel's width; the ROC panel beside it takes the rest of the row
 
 
 class Duplicate(str):
@@ -148,6 +150,27 @@ def _draw_metric(ax, picked: Summary, records: list[dict], metric: str) -> None:
         draw_seed_comparison(ax, picked, metric)
 
 
+def spread_svg(picked: Summary, records: list[dict], metric: str) -> str:
+    """The dashboard's seed-spread panel (``_draw_metric`` as SVG): the spread or, when no run has
+    the metric, the reason."""
+    if all(v is None for arm in picked.arms.values() for v in arm.values[metric]):
+        title = f"{METRIC_LABELS[metric]}: not estimable"
+        return message_svg(title, not_estimable(picked, records, metric), SPREAD_PX)
+    return seed_spread_svg(seed_spread(picked, metric), SPREAD_PX)
+
+
+def roc_png(picked: Summary, records: list[dict]) -> bytes:
+    """The ROC panel beside the spread: each picked arm's first seed (what ``comparison_view``
+    shows on the right)."""
+    chosen, _ = _picked_runs(picked, records)
+    fig = viz.new_figure((FIGURE_WIDTH - SPREAD_PX / viz.WIDGET_DPI, 4.6))
+    viz.draw_roc(
+        fig.subplots(),
+        {f"{picked.arms[a].label} (seed {r['seed']})": r for a, r in chosen.items()},
+    )
+    return render(fig)
+
+
 def comparison_view(sources, metric: str = "accuracy", arms=None, seeds=None) -> Figure:
     """Static twin of the dashboard: seed spread with the paired Δ and its CI, plus ROC per arm."""
     summary, records = pool(sources)
@@ -160,6 +183,9 @@ class ComparisonDashboard:
     subset).
 
     ``sources`` may be several folders: each laptop's results are pooled into one paired analysis.
+    The seed spread is SVG the browser lays out (a click's whole budget went to matplotlib redrawing
+    it); the ROC panel beside it is a PNG drawn again only when it shows other runs. Every state
+    seen is kept.
     """
 
     def __init__(self, sources, metric: str = "accuracy"):
@@ -172,8 +198,8 @@ class ComparisonDashboard:
         self.summary = summarize(self.records)
         seeds = sorted({r["seed"] for r in self.records})
         self._cache = {(tuple(sorted(self.summary.arms)), tuple(seeds)): self.summary}
-        self._pngs: dict = {}  # (selection, metric) -> the figure as shown
-        self._figure_key = None
+        self._spreads: dict = {}  # (selection, metric) -> the spread panel as shown
+        self._rocs: dict = {}  # the ROC panel's runs -> its PNG
         self.arms = W.SelectMultiple(
             options=[(a.label, n) for n, a in self.summary.arms.items()],
             value=tuple(self.summary.arms),
@@ -194,12 +220,14 @@ class ComparisonDashboard:
             description="metric",
             layout=W.Layout(width="330px"),
         )
-        self.table, self.error, self.image, self.caption = (
+        self.table, self.error, self.spread, self.image, self.caption = (
+            W.HTML(),
             W.HTML(),
             W.HTML(),
             png_image("craft-figure"),
             W.HTML(),
         )
+        self.spread.add_class("craft-spread-panel")
         self.table.add_class("craft-comparison-table")
         self.caption.add_class("craft-comparison-caption")
         hint = W.HTML(
@@ -215,7 +243,7 @@ class ComparisonDashboard:
                 self.error,
                 self.caption,
                 self.table,
-                self.image,
+                W.HBox([self.spread, self.image]),
             ]
         )
         self.widget.add_class("craft-dashboard")
@@ -235,7 +263,10 @@ class ComparisonDashboard:
             picked, metric = self._cache[key], self.metric.value
             self.picked = picked
             chosen = [r for r in self.records if r["arm"] in key[0] and r["seed"] in key[1]]
-            self.image.value = self._png(key, picked, chosen, metric)
+            if (key, metric) not in self._spreads:
+                self._spreads[key, metric] = spread_svg(picked, chosen, metric)
+            self.spread.value = self._spreads[key, metric]
+            self.image.value = self._roc(picked)
             reason = not_estimable(picked, chosen, metric)
             # the selection's
             pooled = "; ".join(n for n in self.notes if n.arm in key[0] and n.seed in key[1])
@@ -261,24 +292,11 @@ class ComparisonDashboard:
 
         _guarded(self.error, [], work)
 
-    def _png(self, key, picked: Summary, chosen: list[dict], metric: str) -> bytes:
-        """A selection whose ROC panel shows other runs draws a new figure; otherwise (a new
-        metric, most seed selections) only the seed-spread axes are redrawn over the kept ROC
-        (``redraw.Redrawer``); a state seen before is cached."""
-        if (key, metric) not in self._pngs:
-            roc = [(arm, r["seed"]) for arm, r in _picked_runs(picked, self.records)[0].items()]
-            if self._figure_key != roc:
-                self.figure = _comparison_figure(picked, self.records, metric)
-                spread = self.figure.axes[0]
-                self._redrawer = redraw.Redrawer(self.figure, lambda: [spread])
-                self._figure_key, full = roc, True
-            else:
-                spread = self.figure.axes[0]
-                redraw.clear_plotted(spread)
-                _draw_metric(spread, picked, chosen, metric)
-                full = False
-            self._pngs[key, metric] = self._redrawer.png(full=full)
-        return self._pngs[key, metric]
+    def _roc(self, picked: Summary) -> bytes:
+        runs = tuple((arm, r["seed"]) for arm, r in _picked_runs(picked, self.records)[0].items())
+        if runs not in self._rocs:
+            self._rocs[runs] = roc_png(picked, self.records) if runs else b""
+        return self._rocs[runs]
 
 
 def save_uploads(files, folder: str | Path) -> list[Path]:
