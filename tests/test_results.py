@@ -264,6 +264,18 @@ def test_inactive_fraction_curves_and_survival(summary, synthetic_records):
     )
 
 
+def test_a_memo_of_survival_rows_changes_no_number(synthetic_records):
+    """The dashboard keeps each run's survival rows across selections of one pool: a subset
+    summarised with the memo of the whole is the subset summarised afresh."""
+    memo: dict = {}
+    whole = summarize(synthetic_records, memo=memo)
+    assert whole.to_json() == summarize(synthetic_records).to_json() and memo
+    subset = [
+        r for r in synthetic_records if r["seed"] != min(r["seed"] for r in synthetic_records)
+    ]
+    assert summarize(subset, memo=memo).to_json() == summarize(subset).to_json()
+
+
 def test_summary_pairs_only_common_seeds(synthetic_records):
     records = [r for r in synthetic_records if not (r["arm"] == "none" and r["seed"] >= 3)]
     ctx = summarize(records).arms["contextual"]

@@ -77,8 +77,9 @@ def pool(sources) -> tuple[Summary, list[dict]]:
     return summarize(records), records
 
 
-def select(records: list[dict], arms=None, seeds=None) -> Summary:
-    """The comparison restricted to some arms and seeds, with the paired statistics recomputed."""
+def select(records: list[dict], arms=None, seeds=None, memo: dict | None = None) -> Summary:
+    """The comparison restricted to some arms and seeds, with the paired statistics recomputed
+    (``memo``: ``summarize``'s, kept by a dashboard across selections of one pool)."""
     rows = [
         r
         for r in records
@@ -86,7 +87,7 @@ def select(records: list[dict], arms=None, seeds=None) -> Summary:
     ]
     if not rows:
         raise ValueError("nothing selected: pick at least one arm and one seed")
-    return summarize(rows)
+    return summarize(rows, memo=memo)
 
 
 def not_estimable(summary: Summary, records: list[dict], metric: str) -> str | None:
@@ -195,7 +196,8 @@ class ComparisonDashboard:
                 "(or a list of them); for a summary alone use results.render_html"
             )
         self.records, self.notes = pool_records(sources)
-        self.summary = summarize(self.records)
+        self._memo: dict = {}  # each run's survival rows, for every selection of this pool
+        self.summary = summarize(self.records, memo=self._memo)
         seeds = sorted({r["seed"] for r in self.records})
         self._cache = {(tuple(sorted(self.summary.arms)), tuple(seeds)): self.summary}
         self._spreads: dict = {}  # (selection, metric) -> the spread panel as shown
@@ -259,7 +261,7 @@ class ComparisonDashboard:
             key = (tuple(sorted(self.arms.value)), tuple(sorted(self.seeds.value)))
             # a summary holds every metric: switching the metric costs no statistics
             if key not in self._cache:
-                self._cache[key] = select(self.records, list(key[0]), list(key[1]))
+                self._cache[key] = select(self.records, list(key[0]), list(key[1]), self._memo)
             picked, metric = self._cache[key], self.metric.value
             self.picked = picked
             chosen = [r for r in self.records if r["arm"] in key[0] and r["seed"] in key[1]]

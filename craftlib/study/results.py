@@ -247,8 +247,13 @@ def run_values(record: dict) -> dict[str, float | None]:
     }
 
 
-def summarize(records: list[dict], baseline: str = "none") -> Summary:
-    """Pool run records (one per arm and seed) into the paired comparison against ``baseline``."""
+def summarize(records: list[dict], baseline: str = "none", memo: dict | None = None) -> Summary:
+    """Pool run records (one per arm and seed) into the paired comparison against ``baseline``.
+
+    ``memo`` keeps each run's survival rows between calls over the same records (the dashboard
+    summarises subsets of one pool on every click; the rows depend on the run alone).
+    """
+    memo = {} if memo is None else memo
     if not records:
         raise ValueError("no run records to summarise")
     meta = records[0]["fingerprint"]
@@ -267,14 +272,17 @@ def summarize(records: list[dict], baseline: str = "none") -> Summary:
             )
         by_arm[r["arm"]][r["seed"]] = r
     order = sorted(by_arm, key=lambda name: (name != baseline, name))  # the baseline's row first
-    arms = {name: _arm(name, by_arm[name], config) for name in order}
+    arms = {name: _arm(name, by_arm[name], config, memo) for name in order}
     summary = Summary(baseline, arms, meta)
     if baseline in arms:
         _compare(summary, by_arm)
         event_epochs = sorted(
             {e["epoch"] for runs in by_arm.values() for r in runs.values() for e in r["events"]}
         )
-        rows = {s: new_deaths(r, event_epochs, SILENT_TAU) for s, r in by_arm[baseline].items()}
+        rows = {
+            s: _kept(memo, ("deaths", s, tuple(event_epochs)), new_deaths, r, event_epochs)
+            for s, r in by_arm[baseline].items()
+        }
         summary.baseline_survival = _listed(
             survival_curve([x for v in rows.values() for x in v], config.epochs)
         )
@@ -282,18 +290,25 @@ def summarize(records: list[dict], baseline: str = "none") -> Summary:
     return summary
 
 
+def _kept(memo: dict, key: tuple, rows, record: dict, *args) -> list[dict]:
+    """``rows(record, *args, SILENT_TAU)``, computed once per ``key`` in ``memo``."""
+    if key not in memo:
+        memo[key] = rows(record, *args, SILENT_TAU)
+    return memo[key]
+
+
 def _listed(curve: np.ndarray) -> list[float | None]:
     return [None if np.isnan(v) else float(v) for v in curve]
 
 
-def _arm(name: str, runs: dict[int, dict], config: TrainConfig) -> Arm:
+def _arm(name: str, runs: dict[int, dict], config: TrainConfig, memo: dict) -> Arm:
     seeds = sorted(runs)
     values = [run_values(runs[s]) for s in seeds]
     arm = Arm(name, ARM_LABELS.get(name, name), seeds, {m: [v[m] for v in values] for m in METRICS})
     for score in CURVE_SCORES:
         per_run = [(np.asarray(runs[s]["scores"][score])[:, None] < TAUS).mean(0) for s in seeds]
         arm.curves[score] = np.mean(per_run, axis=0).tolist()
-    rows = {s: survival(runs[s], config, SILENT_TAU) for s in seeds}
+    rows = {s: _kept(memo, ("survival", name, s), survival, runs[s], config) for s in seeds}
     flat = [row for v in rows.values() for row in v]
     arm.survival = _listed(survival_curve(flat, config.epochs)) if flat else []
     arm.renewal = survival_stats(rows) if flat else {}

@@ -167,13 +167,10 @@ def new_deaths(
         curve = (
             decay_curve(config, steps_per_epoch, tl["step"][col]) if config is not None else None
         )
-        for f in np.flatnonzero(alive[col]):
+        live = np.flatnonzero(alive[col])
+        for f, states in zip(live.tolist(), alive[col:, live].T.tolist()):
             later = range(col, len(tl["epoch"]))
-            row = {
-                "filter": int(f),
-                "epoch": epoch,
-                "alive": alive[col:, f].tolist(),
-            }
+            row = {"filter": f, "epoch": epoch, "alive": states}
             if curve is not None:
                 row["ratio"] = [
                     tl["l2"][c][f] / tl["l2"][col][f] / curve[tl["step"][c] - tl["step"][col]]
