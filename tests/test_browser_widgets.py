@@ -140,7 +140,7 @@ COMPUTING = ("race task gradient", "lab Re-activate", "lab Train", "Top-K K", "T
 # re-read controls measured over the bound on a quiet machine (docs/PERFORMANCE.md): each is
 # recorded and warned about, and leaves this list when it meets the bound; every other control
 # fails the test above its bound
-NOT_YET = {"dashboard metric", "dashboard seeds", "study dashboard seeds"}
+NOT_YET: set[str] = set()
 # JupyterLab, its kernel, Chromium and pytest keep one or two cores busy: a 1-min load above 1.5 per
 # core means other programs were running too
 BUSY_LOAD = 1.5 * (os.cpu_count() or 1)
