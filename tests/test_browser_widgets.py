@@ -137,10 +137,6 @@ RE_READ = (
     "rounds",
 )
 COMPUTING = ("race task gradient", "lab Re-activate", "lab Train", "Top-K K", "Top-K stage")
-# re-read controls measured over the bound on a quiet machine (docs/PERFORMANCE.md): each is
-# recorded and warned about, and leaves this list when it meets the bound; every other control
-# fails the test above its bound
-NOT_YET: set[str] = set()
 # JupyterLab, its kernel, Chromium and pytest keep one or two cores busy: a 1-min load above 1.5 per
 # core means other programs were running too
 BUSY_LOAD = 1.5 * (os.cpu_count() or 1)
@@ -149,7 +145,7 @@ BUSY_LOAD = 1.5 * (os.cpu_count() or 1)
 def judge(latencies: Latencies) -> None:
     """Every control against its bound: warned about in every run's summary while over it; failed
     when the machine was not busy (other programs held the cores: recorded, not judged, as
-    benchmarks/threads.py) and the control is not on the ``NOT_YET`` list."""
+    benchmarks/threads.py)."""
     assert set(latencies.samples) == set(RE_READ + COMPUTING), "a control was not timed"
     busy = latencies.load_start[0] > BUSY_LOAD
     failures = []
@@ -162,7 +158,7 @@ def judge(latencies: Latencies) -> None:
         )
         if median > bound:
             warnings.warn(f"over the bound: {verdict}", stacklevel=1)
-            if not busy and control not in NOT_YET:
+            if not busy:
                 failures.append(verdict)
     assert not failures, "\n".join(failures)
 
