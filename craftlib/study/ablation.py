@@ -273,6 +273,7 @@ def markdown(results: list[dict]) -> str:
             )
             + " |"
         )
+    lines += ["", "— : the model has no silent channel, or fewer ordinary channels than silent ones."]
     return "\n".join(lines)
 
 
