@@ -109,6 +109,19 @@ def test_two_level_ci_is_wider_than_zero_and_centred_on_a_planted_gap():
     assert dose_report.two_level_ci(a, a, same, folds, clusters, boot=50) == [0.0, 0.0]
 
 
+def _one_resample(scores, same, folds):
+    """The protocol written out for one resampled pair list: the reference for ``cv_accuracy``."""
+    from craftlib.verification import best_threshold
+
+    accs = []
+    for k in np.unique(folds):
+        test = folds == k
+        if test.any() and same[~test].any() and (~same[~test]).any():
+            t = best_threshold(scores[~test], same[~test])
+            accs.append(np.mean((scores[test] > t) == same[test]))
+    return float(np.mean(accs))
+
+
 def test_cv_accuracy_matches_the_protocol():
     from craftlib.verification import evaluate_scores
 
@@ -116,9 +129,25 @@ def test_cv_accuracy_matches_the_protocol():
     same = rng.random(300) < 0.5
     scores = same + rng.normal(0, 1, 300)
     folds = np.repeat(np.arange(10), 30)
-    assert dose_report.cv_accuracy(scores, same, folds) == pytest.approx(
+    once = np.ones((1, 300), dtype=np.int32)
+    assert dose_report.cv_accuracy(scores, same, folds, once)[0] == pytest.approx(
         evaluate_scores(scores, same, folds)["accuracy"]
     )
+
+
+def test_cv_accuracy_of_many_resamples_equals_each_resample_evaluated_alone():
+    """Bit for bit, with tied scores, pairs drawn twice and folds left empty by the draw."""
+    rng = np.random.default_rng(4)
+    n = 200
+    same = rng.random(n) < 0.5
+    scores = np.round(same + rng.normal(0, 1, n), 1)  # rounding makes ties
+    folds = np.repeat(np.arange(10), n // 10)
+    counts = rng.poisson(1.0, (60, n)).astype(np.int32)
+    counts[:5, folds == 3] = 0  # a fold with no test pairs in five resamples
+    got = dose_report.cv_accuracy(scores, same, folds, counts)
+    for row, value in zip(counts, got):
+        idx = np.repeat(np.arange(n), row)
+        assert value == _one_resample(scores[idx], same[idx], folds[idx])
 
 
 def test_report_writes_table_json_and_figure(tmp_path, make_record):
@@ -162,6 +191,37 @@ def test_study_md_pilot_table_is_the_committed_records():
     committed = dose_report.pilot_markdown(REPO_ROOT / dose.DEFAULT_ROOT).splitlines()
     # 64-px rows may arrive after the table
     assert block.splitlines() == committed[: len(block.splitlines())]
+
+
+def test_results_md_dose_tables_are_the_committed_records(tmp_path):
+    """RESULTS.md's dose tables are ``report_markdown`` of the committed summary at 40 px, and that
+    summary is what the committed records it names give (every field; the two-level interval,
+    2,000 resamples, rechecked on one row). Records committed after the summary are left out."""
+    import re
+    import shutil
+
+    from craftlib.paths import REPO_ROOT
+
+    root = REPO_ROOT / dose.DEFAULT_ROOT
+    saved = json.loads((root / "summary.json").read_text())
+    text = (REPO_ROOT / "docs/RESULTS.md").read_text()
+    block = re.search(r"<!-- dose:table -->\n(.*?)\n<!-- /dose:table -->", text, re.S).group(1)
+    assert block.strip() == dose_report.report_markdown(saved, size=dose_report.PRIMARY_SIZE)
+    for level, names in saved["records"].items():
+        (tmp_path / level / "records").mkdir(parents=True)
+        for name in names:
+            shutil.copy(root / level / "records" / f"{name}.json", tmp_path / level / "records")
+    fresh = json.loads(json.dumps(dose_report.summarize(tmp_path, pair_boot=0)))
+    assert [{**r, "two_level_ci95": None} for r in saved["rows"]] == fresh["rows"]
+    assert {k: saved[k] for k in ("slopes", "verdict", "records")} == {
+        k: fresh[k] for k in ("slopes", "verdict", "records")
+    }
+    row = next(r for r in saved["rows"] if r["level"] == "wd2e-2" and r["arm"] == "contextual")
+    records = dose_report.load(tmp_path)["wd2e-2"]
+    design = dose_report.devtest_design()
+    assert dose_report._pair_ci(records, "contextual", "none", design, dose_report.PAIR_BOOT) == (
+        row["two_level_ci95"]
+    )
 
 
 @pytest.mark.slow

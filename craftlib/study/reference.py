@@ -38,6 +38,7 @@ REFERENCE_FILE = RESULTS_DIR / "reference.json"
 TIMES_FILE = RESULTS_DIR / "notebook_times.json"
 # craftlib.study.hazard's tables of the study folders
 SURVIVAL_FILE = RESULTS_DIR / "survival_stratified.json"
+DOSE_FILE = RESULTS_DIR / "dose" / "summary.json"
 WIDEN = 0.25
 
 

@@ -6,7 +6,8 @@ fails when a marked text differs from ``quote(KEY, FORMAT)``; ``python -m craftl
 
 Keys: ``mfn.*``, ``pixels.*``, ``lfw.*`` and ``model.*`` (``reference.json``), ``time.fast.NB`` /
 ``time.full.NB`` (seconds), ``recipe.NAME.a.b`` (a field of a recipe), ``study.*`` (the summary;
-``early.*`` the same keys for the ``workshop-early`` summary), and ``fast.*`` (the FAST comparison).
+``early.*`` the same keys for the ``workshop-early`` summary), ``fast.*`` (the FAST comparison),
+``surv.*`` (stratified survival) and ``dose.*`` (the dose–response summary).
 Formats: ``pct0``/``pct1``/ ``pct2`` (42% / 42.2% / 42.19%), ``pts`` (signed points,
 ``results.fmt``), ``upts`` (unsigned points: an sd or MDE), ``f2`` (two decimals), ``p`` (a p-value,
 ``results.fmt``), ``int``, ``n`` (1,262), ``f0``, ``g``, ``sci`` (1e-2), ``x`` (20×), ``s`` (62 s),
@@ -36,7 +37,7 @@ from craftlib.study.reference import (
 from craftlib.study.results import fmt
 
 QUOTE = re.compile(
-    r"(?<!`)<!--q:(?P<key>[\w.@\-/]+)(?:\|(?P<format>\w+))?-->(?P<text>.*?)<!--/q-->", re.S
+    r"(?<!`)<!--q:(?P<key>[\w.@\-/=]+)(?:\|(?P<format>\w+))?-->(?P<text>.*?)<!--/q-->", re.S
 )
 
 
@@ -78,6 +79,30 @@ def value_of(key: str):
         node = read_source(reference.SURVIVAL_FILE)
         for part in rest.split("."):
             node = node[int(part)] if isinstance(node, list) else node[part]
+        return node
+    # dose.rows.<level>.<arm>.<baseline>.<path> (one row of the dose summary),
+    # dose.slope.<arm>.<baseline>.<path> (one comparison's slope) or dose.<path>:
+    # e.g. dose.rows.wd2e-2.contextual.none.accuracy.mean, dose.slope.contextual.none.ci95.1
+    if head == "dose":
+        from craftlib.study.dose_report import comparison_name
+
+        node, parts = read_source(reference.DOSE_FILE), rest.split(".")
+        if parts[0] == "rows":
+            level, arm, baseline, *parts = parts[1:]
+            node = next(
+                r
+                for r in node["rows"]
+                if (r["level"], r["arm"], r["baseline"]) == (level, arm, baseline)
+            )
+        elif parts[0] == "slope":
+            arm, baseline, *parts = parts[1:]
+            node = node["slopes"][comparison_name(arm, baseline)]
+        while parts:  # a key may hold dots itself ("tar@far=0.01"): the longest that exists
+            if isinstance(node, list):
+                node, parts = node[int(parts[0])], parts[1:]
+                continue
+            n = next(n for n in range(len(parts), 0, -1) if ".".join(parts[:n]) in node)
+            node, parts = node[".".join(parts[:n])], parts[n:]
         return node
     raise KeyError(f"unknown quote key {key!r}")
 
