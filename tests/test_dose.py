@@ -85,6 +85,25 @@ def test_slope_recovers_a_planted_dose_response(tmp_path, make_record):
     assert "`wd2e-2`" in table and "Slope of Δ accuracy" in table
 
 
+def test_the_second_size_is_read_against_the_primary_line(tmp_path, make_record):
+    """A 64-px level whose gain is the planted 40-px line's falls inside its band; one with a
+    gain far off the line falls outside; a level with one seed has no interval and no reading."""
+    rng = np.random.default_rng(5)
+    for level, silent in (("wd5e-4", 0.0), ("wd5e-3", 0.3), ("wd1e-2", 0.5), ("wd2e-2", 0.8)):
+        _plant(tmp_path, make_record, level, range(8), silent, 0.04 * silent, rng)
+    on_the_line = type("Quiet", (), {"normal": lambda self, *a: 0.0})()  # no noise: Δ = the line
+    _plant(tmp_path, make_record, "wd1e-2-64px", range(8), 0.4, 0.04 * 0.4, on_the_line)
+    _plant(tmp_path, make_record, "wd5e-3-64px", range(8), 0.3, 0.08, rng)
+    s = dose_report.summarize(tmp_path, pair_boot=0, slope_boot=500)
+    read = {r["level"]: r for r in s["second_size"]}
+    assert read["wd1e-2-64px"]["inside"] is True
+    assert read["wd1e-2-64px"]["predicted"] == pytest.approx(0.016, abs=0.004)
+    assert read["wd5e-3-64px"]["inside"] is False
+    text = dose_report.report_markdown(s)
+    assert "`wd5e-3-64px` | 8 |" in text and "**no**" in text
+    assert "other input sizes" not in dose_report.report_markdown(s, size=40)
+
+
 def test_no_gain_reads_no_dose_response(tmp_path, make_record):
     rng = np.random.default_rng(1)
     for level, silent in (("wd5e-4", 0.0), ("wd5e-3", 0.3), ("wd2e-2", 0.8)):
@@ -219,8 +238,9 @@ def test_results_md_dose_tables_are_the_committed_records(tmp_path):
     row = next(r for r in saved["rows"] if r["level"] == "wd2e-2" and r["arm"] == "contextual")
     records = dose_report.load(tmp_path)["wd2e-2"]
     design = dose_report.devtest_design()
-    assert dose_report._pair_ci(records, "contextual", "none", design, dose_report.PAIR_BOOT) == (
-        row["two_level_ci95"]
+    assert (
+        dose_report._pair_ci(records, "contextual", "none", design, dose_report.PAIR_BOOT)
+        == (row["two_level_ci95"])
     )
 
 

@@ -273,7 +273,10 @@ def markdown(results: list[dict]) -> str:
             )
             + " |"
         )
-    lines += ["", "— : the model has no silent channel, or fewer ordinary channels than silent ones."]
+    lines += [
+        "",
+        "— : the model has no silent channel, or fewer ordinary channels than silent ones.",
+    ]
     return "\n".join(lines)
 
 

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 
 from craftlib.paths import atomic_write
-from craftlib.verification import best_threshold
 
 from .dose import DEFAULT_ROOT, LEVELS
 from .experiments import load_records
@@ -103,7 +102,9 @@ def slope(
     }
 
 
-def cv_accuracy(scores: np.ndarray, same: np.ndarray, folds: np.ndarray, counts: np.ndarray) -> np.ndarray:
+def cv_accuracy(
+    scores: np.ndarray, same: np.ndarray, folds: np.ndarray, counts: np.ndarray
+) -> np.ndarray:
     """The 10-fold protocol's accuracy on many resamples of one pair list at once.
 
     ``counts[b, i]``: how often pair ``i`` is drawn in resample ``b``. Row ``b`` equals
@@ -125,8 +126,10 @@ def cv_accuracy(scores: np.ndarray, same: np.ndarray, folds: np.ndarray, counts:
         neg = np.add.reduceat(tw * ~ty, starts, axis=1)
         present = (pos + neg) > 0
         zero = np.zeros((len(w), 1), dtype=pos.dtype)
-        correct = np.hstack([zero, np.cumsum(neg, 1)]) + pos.sum(1, keepdims=True) - np.hstack(
-            [zero, np.cumsum(pos, 1)]
+        correct = (
+            np.hstack([zero, np.cumsum(neg, 1)])
+            + pos.sum(1, keepdims=True)
+            - np.hstack([zero, np.cumsum(pos, 1)])
         )
         cut = np.argmax(np.where(np.hstack([np.ones_like(zero, bool), present]), correct, -1), 1)
         # the first present group at or after each group (n_groups: none), to find the next score
@@ -134,7 +137,11 @@ def cv_accuracy(scores: np.ndarray, same: np.ndarray, folds: np.ndarray, counts:
         first = np.hstack([np.minimum.accumulate(first[:, ::-1], 1)[:, ::-1], zero + n_groups])
         padded = np.r_[values, np.nan]
         low, high = padded[np.maximum(cut - 1, 0)], padded[first[rows, cut]]
-        t = np.where(cut == 0, padded[first[:, 0]] - 1e-6, np.where(np.isnan(high), low + 1e-6, (low + high) / 2))
+        t = np.where(
+            cut == 0,
+            padded[first[:, 0]] - 1e-6,
+            np.where(np.isnan(high), low + 1e-6, (low + high) / 2),
+        )
         right = ((s[test][None, :] > t[:, None]) == y[test]) * w[:, test]
         n_test, n_pos = w[:, test].sum(1), pos.sum(1)
         ok = (n_test > 0) & (n_pos > 0) & (neg.sum(1) > 0)
@@ -262,9 +269,12 @@ def summarize(
         "rows": rows,
         "slopes": slopes,
         # which runs it read, so a summary can be checked while later records arrive
-        "records": {lv: sorted(f"{r['arm']}-s{r['seed']}" for r in rs) for lv, rs in levels.items()},
+        "records": {
+            lv: sorted(f"{r['arm']}-s{r['seed']}" for r in rs) for lv, rs in levels.items()
+        },
     }
     out["verdict"] = verdict(out)
+    out["second_size"] = second_size(out)
     return out
 
 
@@ -352,6 +362,49 @@ def verdict(summary: dict, arm: str = "contextual") -> str:
         f"no dose–response resolved (the slope's CI allows up to {100 * hi:+.2f} pts per 100 "
         f"pts of silent)"
     )
+
+
+def second_size(summary: dict, arm: str = "contextual") -> list[dict]:
+    """The declared reading of the other input sizes: does each level's Δ fall inside the primary
+    size's line (its 95% bootstrap band) at that level's silent fraction? ``inside`` is ``None``
+    where the level has no paired seed or lies outside the silent range the band covers."""
+    s = summary["slopes"].get(arm, {})
+    out = []
+    for r in summary["rows"]:
+        if (r["arm"], r["baseline"]) != (arm, "none") or r["size"] == PRIMARY_SIZE:
+            continue
+        acc, x = r["accuracy"], r["none"]["silent_fraction"]
+        row = {"level": r["level"], "seeds": acc["n"], "silent_fraction": x, "delta": acc["mean"]}
+        row["ci95"] = acc["ci95"]
+        row["predicted"] = row["band"] = row["inside"] = None
+        if s.get("slope") is not None and x is not None:
+            grid = np.asarray(s["band"]["x"])
+            row["predicted"] = s["intercept"] + s["slope"] * x
+            if grid[0] <= x <= grid[-1]:
+                band = [float(np.interp(x, grid, s["band"][k])) for k in ("low", "high")]
+                row["band"] = band
+                if acc["mean"] is not None:
+                    row["inside"] = bool(band[0] <= acc["mean"] <= band[1])
+        out.append(row)
+    return out
+
+
+def second_size_markdown(summary: dict) -> str:
+    """The other input sizes against the primary line: Δ, the line's prediction and band there."""
+    lines = [
+        f"| level | seeds | silent, standard | Δ accuracy (95% CI) | {PRIMARY_SIZE}-px line there "
+        "(95% band) | inside the band? |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in summary.get("second_size", []):
+        lines.append(
+            f"| `{r['level']}` | {r['seeds']} | {fmt('silent_fraction', r['silent_fraction'])} | "
+            f"{fmt('accuracy', r['delta'], True)} {fmt_ci('accuracy', r['ci95'])} | "
+            f"{fmt('accuracy', r['predicted'], True)} {fmt_ci('accuracy', r['band'])} | "
+            + {True: "yes", False: "**no**", None: "n/a"}[r["inside"]]
+            + " |"
+        )
+    return "\n".join(lines)
 
 
 def pilot_markdown(root: str | Path = DEFAULT_ROOT) -> str:
@@ -478,10 +531,20 @@ def report_markdown(summary: dict, size: int | None = None) -> str:
         for title, arm, baseline in (
             ("CRAFT vs standard training", "contextual", "none"),
             ("Random (matched scale) vs standard training", "random_matched", "none"),
-            ("CRAFT vs random (matched scale): does the context matter?", "contextual", "random_matched"),
+            (
+                "CRAFT vs random (matched scale): does the context matter?",
+                "contextual",
+                "random_matched",
+            ),
         )
     ]
-    return "\n\n".join(parts + [f"Declared reading: **{summary['verdict']}**."])
+    parts.append(f"Declared reading: **{summary['verdict']}**.")
+    if size != PRIMARY_SIZE and summary.get("second_size"):
+        parts.append(
+            f"#### The other input sizes against the {PRIMARY_SIZE}-px line (CRAFT vs standard)"
+            f"\n\n{second_size_markdown(summary)}"
+        )
+    return "\n\n".join(parts)
 
 
 def write_report(root: str | Path = DEFAULT_ROOT, log=print) -> str:
