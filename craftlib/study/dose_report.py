@@ -102,52 +102,55 @@ def slope(
     }
 
 
+def _thresholds(s: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``best_threshold`` for every resample at once: ``s`` sorted scores, ``y`` their labels,
+    ``w[b, i]`` how often resample ``b`` draws pair ``i``.
+
+    Cut 0 lies below every drawn score, cut g + 1 just above score group g (tied scores form one
+    group); only groups a resample draws give it a cut, and the first best cut wins, as there.
+    """
+    starts = np.flatnonzero(np.r_[True, s[1:] > s[:-1]])
+    values, n_groups = s[starts], len(starts)
+    pos, neg = np.add.reduceat(w * y, starts, axis=1), np.add.reduceat(w * ~y, starts, axis=1)
+    drawn = (pos + neg) > 0
+    zero = np.zeros((len(w), 1), dtype=pos.dtype)
+    # correct at each cut: negatives below it + positives above it
+    correct = np.hstack([zero, np.cumsum(neg, 1)]) + pos.sum(1, keepdims=True)
+    correct -= np.hstack([zero, np.cumsum(pos, 1)])
+    cut = np.argmax(np.where(np.hstack([zero == 0, drawn]), correct, -1), 1)
+    # the next drawn group at or after each group (n_groups: none): the score above the cut
+    nxt = np.where(drawn, np.arange(n_groups), n_groups)
+    nxt = np.hstack([np.minimum.accumulate(nxt[:, ::-1], 1)[:, ::-1], zero + n_groups])
+    values = np.r_[values, np.nan]
+    below, above = values[np.maximum(cut - 1, 0)], values[nxt[np.arange(len(w)), cut]]
+    return np.where(
+        cut == 0,
+        values[nxt[:, 0]] - 1e-6,
+        np.where(np.isnan(above), below + 1e-6, (below + above) / 2),
+    )
+
+
 def cv_accuracy(
     scores: np.ndarray, same: np.ndarray, folds: np.ndarray, counts: np.ndarray
 ) -> np.ndarray:
     """The 10-fold protocol's accuracy on many resamples of one pair list at once.
 
     ``counts[b, i]``: how often pair ``i`` is drawn in resample ``b``. Row ``b`` equals
-    ``evaluate_scores`` on the resampled list (threshold from the other folds, ``best_threshold``'s
-    cuts between distinct scores, lowest on ties; a fold without test pairs or without both labels
-    in its training part is left out) — computed from cumulative counts in score order instead of
-    one sort per resample, which makes the 2,000-resample interval seconds instead of hours.
+    ``evaluate_scores`` on the resampled list (threshold from the other folds; a fold without test
+    pairs or without both labels in its training part is left out) — from cumulative counts in
+    score order instead of one sort per resample: the 2,000-resample interval in seconds, not hours.
     """
     order = np.argsort(scores, kind="stable")
     s, y, f, w = scores[order], same[order], folds[order], np.asarray(counts)[:, order]
-    rows = np.arange(len(w))
     per_fold = []
     for k in np.unique(folds):
         test = f == k
-        ts, ty, tw = s[~test], y[~test], w[:, ~test]
-        starts = np.flatnonzero(np.r_[True, ts[1:] > ts[:-1]])  # groups of equal training scores
-        values, n_groups = ts[starts], len(starts)
-        pos = np.add.reduceat(tw * ty, starts, axis=1)
-        neg = np.add.reduceat(tw * ~ty, starts, axis=1)
-        present = (pos + neg) > 0
-        zero = np.zeros((len(w), 1), dtype=pos.dtype)
-        correct = (
-            np.hstack([zero, np.cumsum(neg, 1)])
-            + pos.sum(1, keepdims=True)
-            - np.hstack([zero, np.cumsum(pos, 1)])
-        )
-        cut = np.argmax(np.where(np.hstack([np.ones_like(zero, bool), present]), correct, -1), 1)
-        # the first present group at or after each group (n_groups: none), to find the next score
-        first = np.where(present, np.arange(n_groups), n_groups)
-        first = np.hstack([np.minimum.accumulate(first[:, ::-1], 1)[:, ::-1], zero + n_groups])
-        padded = np.r_[values, np.nan]
-        low, high = padded[np.maximum(cut - 1, 0)], padded[first[rows, cut]]
-        t = np.where(
-            cut == 0,
-            padded[first[:, 0]] - 1e-6,
-            np.where(np.isnan(high), low + 1e-6, (low + high) / 2),
-        )
-        right = ((s[test][None, :] > t[:, None]) == y[test]) * w[:, test]
-        n_test, n_pos = w[:, test].sum(1), pos.sum(1)
-        ok = (n_test > 0) & (n_pos > 0) & (neg.sum(1) > 0)
-        per_fold.append(np.where(ok, right.sum(1) / np.maximum(n_test, 1), np.nan))
-    per_fold = np.array(per_fold).T
-    return np.array([np.mean(r[~np.isnan(r)]) for r in per_fold])
+        t = _thresholds(s[~test], y[~test], w[:, ~test])
+        right = (((s[test][None, :] > t[:, None]) == y[test]) * w[:, test]).sum(1)
+        n_test, n_pos = w[:, test].sum(1), (w[:, ~test] * y[~test]).sum(1)
+        ok = (n_test > 0) & (n_pos > 0) & (n_pos < w[:, ~test].sum(1))
+        per_fold.append(np.where(ok, right / np.maximum(n_test, 1), np.nan))
+    return np.array([np.mean(r[~np.isnan(r)]) for r in np.array(per_fold).T])
 
 
 def two_level_ci(
