@@ -232,7 +232,7 @@ def summarize(
         wd, size = LEVELS[level]
         mean = {arm: _arm_means(records, arm) for arm in arms}
         for arm, baseline in comparisons:
-            seeds, _, _ = deltas(records, arm, baseline)
+            seeds, diff, silent = deltas(records, arm, baseline)
             row = {
                 "level": level,
                 "weight_decay": wd,
@@ -240,6 +240,8 @@ def summarize(
                 "arm": arm,
                 "baseline": baseline,
                 "seeds": seeds,
+                "silent": silent.tolist(),  # per seed: the dose (standard training's silent)
+                "delta": diff.tolist(),  # per seed: the paired Δ accuracy
                 "none": mean["none"],
                 "baseline_means": mean[baseline],
                 "arm_means": mean[arm],
@@ -370,7 +372,8 @@ def verdict(summary: dict, arm: str = "contextual") -> str:
 def second_size(summary: dict, arm: str = "contextual") -> list[dict]:
     """The declared reading of the other input sizes: does each level's Δ fall inside the primary
     size's line (its 95% bootstrap band) at that level's silent fraction? ``inside`` is ``None``
-    where the level has no paired seed or lies outside the silent range the band covers."""
+    where the level has fewer than two seed pairs or lies outside the silent range the band
+    covers."""
     s = summary["slopes"].get(arm, {})
     out = []
     for r in summary["rows"]:
@@ -386,7 +389,7 @@ def second_size(summary: dict, arm: str = "contextual") -> list[dict]:
             if grid[0] <= x <= grid[-1]:
                 band = [float(np.interp(x, grid, s["band"][k])) for k in ("low", "high")]
                 row["band"] = band
-                if acc["mean"] is not None:
+                if acc["n"] >= 2:  # one seed pair is no reading yet
                     row["inside"] = bool(band[0] <= acc["mean"] <= band[1])
         out.append(row)
     return out
@@ -572,18 +575,29 @@ def write_report(root: str | Path = DEFAULT_ROOT, log=print) -> str:
 
 def dose_figure(summary: dict, arm: str = "contextual"):
     """Left: Δ accuracy against standard training's silent fraction, one point per level (95%
-    t-interval), the 40-px slope and its band. Right: how many filters each arm ends with silent,
-    per weight decay."""
+    t-interval) over its seed pairs (faint dots), the 40-px slope and its band. Right: how many
+    filters each arm ends with silent, per weight decay."""
     from craftlib.viz import new_figure
 
     fig = new_figure((11, 4.2))
     ax, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     rows = [r for r in summary["rows"] if (r["arm"], r["baseline"]) == (arm, "none")]
     labels: dict[tuple[float, float], list[str]] = {}
+    others: list[str] = []
     for r in rows:
         if r["accuracy"]["mean"] is None:  # no paired seed at this level yet
             continue
+        primary = r["size"] == PRIMARY_SIZE
+        ax.scatter(  # each seed pair, what the slope is fitted to
+            100 * np.asarray(r.get("silent", [])),
+            100 * np.asarray(r.get("delta", [])),
+            s=10,
+            color="C0" if primary else "C3",
+            alpha=0.25,
+            linewidths=0,
+        )
         acc, x = r["accuracy"], 100 * r["none"]["silent_fraction"]
+        wd = f"{r['weight_decay']:.0e}".replace("e-0", "e-")  # 5e-3, as the levels are named
         err = (
             None
             if acc["ci95"] is None
@@ -593,13 +607,17 @@ def dose_figure(summary: dict, arm: str = "contextual"):
             [x],
             [100 * acc["mean"]],
             yerr=err,
-            fmt="o" if r["size"] == PRIMARY_SIZE else "s",
+            fmt="o" if primary else "sD^v"[len(others) % 4],
             capsize=3,
-            color="C0" if r["size"] == PRIMARY_SIZE else "C3",
+            color="C0" if primary else "C3",
+            label=None if primary else f"wd {wd}, {r['size']} px (n={acc['n']})",
         )
-        labels.setdefault((round(x, 6), round(100 * acc["mean"], 6)), []).append(
-            f"{r['level']} (n={acc['n']})"
-        )
+        if primary:  # named on the plot; other sizes in the legend
+            labels.setdefault((round(x, 6), round(100 * acc["mean"], 6)), []).append(
+                f"{wd} (n={acc['n']})"
+            )
+        else:
+            others.append(r["level"])
     for (x, y), names in labels.items():  # levels at one point (no death, Δ 0) share a label,
         shared = len(names) > 1  # drawn lower with a leader line, clear of the points beside it
         ax.annotate(
@@ -620,8 +638,9 @@ def dose_figure(summary: dict, arm: str = "contextual"):
             100 * np.asarray(s["band"]["high"]),
             color="C0",
             alpha=0.15,
-            label=f"{PRIMARY_SIZE} px slope, 95% band",
+            label=f"{PRIMARY_SIZE} px slope, 95% band (points: wd, seed pairs)",
         )
+    if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, loc="best")
     ax.axhline(0, color="k", lw=0.8)
     ax.set(
