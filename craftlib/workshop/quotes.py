@@ -84,27 +84,36 @@ def value_of(key: str):
     # dose.slope.<arm>.<baseline>.<path> (one comparison's slope) or dose.<path>:
     # e.g. dose.rows.wd2e-2.contextual.none.accuracy.mean, dose.slope.contextual.none.ci95.1
     if head == "dose":
-        from craftlib.study.dose_report import comparison_name
-
-        node, parts = read_source(reference.DOSE_FILE), rest.split(".")
-        if parts[0] == "rows":
-            level, arm, baseline, *parts = parts[1:]
-            node = next(
-                r
-                for r in node["rows"]
-                if (r["level"], r["arm"], r["baseline"]) == (level, arm, baseline)
-            )
-        elif parts[0] == "slope":
-            arm, baseline, *parts = parts[1:]
-            node = node["slopes"][comparison_name(arm, baseline)]
-        while parts:  # a key may hold dots itself ("tar@far=0.01"): the longest that exists
-            if isinstance(node, list):
-                node, parts = node[int(parts[0])], parts[1:]
-                continue
-            n = next(n for n in range(len(parts), 0, -1) if ".".join(parts[:n]) in node)
-            node, parts = node[".".join(parts[:n])], parts[n:]
-        return node
+        try:
+            return _dose_value(rest)
+        except (StopIteration, TypeError, ValueError, IndexError, KeyError) as e:
+            raise KeyError(f"unknown quote key {key!r}") from e
     raise KeyError(f"unknown quote key {key!r}")
+
+
+def _dose_value(rest: str):
+    """``rows.<level>.<arm>.<baseline>.<path>``, ``slope.<arm>.<baseline>.<path>`` or ``<path>``
+    in the dose summary."""
+    from craftlib.study.dose_report import comparison_name
+
+    node, parts = read_source(reference.DOSE_FILE), rest.split(".")
+    if parts[0] == "rows":
+        level, arm, baseline, *parts = parts[1:]
+        node = next(
+            r
+            for r in node["rows"]
+            if (r["level"], r["arm"], r["baseline"]) == (level, arm, baseline)
+        )
+    elif parts[0] == "slope":
+        arm, baseline, *parts = parts[1:]
+        node = node["slopes"][comparison_name(arm, baseline)]
+    while parts:  # a key may hold dots itself ("tar@far=0.01"): the longest that exists
+        if isinstance(node, list):
+            node, parts = node[int(parts[0])], parts[1:]
+            continue
+        n = next(n for n in range(len(parts), 0, -1) if ".".join(parts[:n]) in node)
+        node, parts = node[".".join(parts[:n])], parts[n:]
+    return node
 
 
 def _study_value(rest: str, path: Path):
