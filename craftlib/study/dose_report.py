@@ -459,6 +459,12 @@ def pilot_markdown(root: str | Path = DEFAULT_ROOT) -> str:
     return "\n".join(lines)
 
 
+PAIR_COLUMNS = {  # summary key -> column: the intervals that also resample DevTest's pairs
+    "two_level_ci95": "95% CI (seeds × pairs)",
+    "crossed_ci95": "95% CI (seeds × pairs, crossed)",
+}
+
+
 def markdown(
     summary: dict, arm: str = "contextual", baseline: str = "none", size: int | None = None
 ) -> str:
@@ -467,16 +473,20 @@ def markdown(
     the other endpoints).
 
     Where the detector never fires, the arm's runs *are* standard training's (STUDY.md, amendment):
-    every paired difference is exactly 0 and the table says so instead of an interval."""
+    every paired difference is exactly 0 and the table says so instead of an interval. A summary
+    made without pair resampling (the notebooks': seconds) leaves the pair intervals out."""
     against = "standard" if baseline == "none" else baseline
+    mine = [r for r in summary["rows"] if (r["arm"], r["baseline"]) == (arm, baseline)]
+    mine = [r for r in mine if size is None or r["size"] == size]
+    pairs = [k for k in PAIR_COLUMNS if any(r.get(k) for r in mine for k in PAIR_COLUMNS)]
     head = (
         f"| level | wd | px | seeds | silent, standard | silent, arm | accuracy, {against} | Δ "
-        "accuracy | "
-        "95% CI (seeds) | 95% CI (seeds × pairs) | 95% CI (seeds × pairs, crossed) | Holm p |"
+        "accuracy | 95% CI (seeds) | "
+        + "".join(f"{PAIR_COLUMNS[k]} | " for k in pairs)
+        + "Holm p |"
     )
-    lines = [head, "|" + "---|" * 12]
-    mine = [r for r in summary["rows"] if (r["arm"], r["baseline"]) == (arm, baseline)]
-    for r in (r for r in mine if size is None or r["size"] == size):
+    lines = [head, "|" + "---|" * (10 + len(pairs))]
+    for r in mine:
         acc = r["accuracy"]
         ci = acc["ci95"]
         identical = ci is None and acc["n"] >= 2 and acc["mean"] == 0
@@ -494,7 +504,7 @@ def markdown(
                     fmt("accuracy", acc["mean"], True),
                     *(
                         "identical runs" if identical else fmt_ci("accuracy", interval)
-                        for interval in (ci, r["two_level_ci95"], r.get("crossed_ci95"))
+                        for interval in (ci, *(r.get(k) for k in pairs))
                     ),
                     "—" if identical else fmt("p", acc["holm_pvalue"]),
                 ]
