@@ -117,7 +117,7 @@ def _thresholds(s: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
     # correct at each cut: negatives below it + positives above it
     correct = np.hstack([zero, np.cumsum(neg, 1)]) + pos.sum(1, keepdims=True)
     correct -= np.hstack([zero, np.cumsum(pos, 1)])
-    cut = np.argmax(np.where(np.hstack([zero == 0, drawn]), correct, -1), 1)
+    cut = np.argmax(np.where(np.hstack([np.ones_like(zero, bool), drawn]), correct, -1), 1)
     # the next drawn group at or after each group (n_groups: none): the score above the cut
     nxt = np.where(drawn, np.arange(n_groups), n_groups)
     nxt = np.hstack([np.minimum.accumulate(nxt[:, ::-1], 1)[:, ::-1], zero + n_groups])
@@ -459,6 +459,12 @@ def pilot_markdown(root: str | Path = DEFAULT_ROOT) -> str:
     return "\n".join(lines)
 
 
+def _identical(paired_entry: dict) -> bool:
+    """Every seed's difference exactly 0 (no interval): the arm's runs are the baseline's."""
+    e = paired_entry
+    return e["ci95"] is None and e["n"] >= 2 and e["mean"] == 0
+
+
 PAIR_COLUMNS = {  # summary key -> column: the intervals that also resample DevTest's pairs
     "two_level_ci95": "95% CI (seeds × pairs)",
     "crossed_ci95": "95% CI (seeds × pairs, crossed)",
@@ -478,7 +484,7 @@ def markdown(
     against = "standard" if baseline == "none" else baseline
     mine = [r for r in summary["rows"] if (r["arm"], r["baseline"]) == (arm, baseline)]
     mine = [r for r in mine if size is None or r["size"] == size]
-    pairs = [k for k in PAIR_COLUMNS if any(r.get(k) for r in mine for k in PAIR_COLUMNS)]
+    pairs = list(PAIR_COLUMNS) if any(r.get(k) for r in mine for k in PAIR_COLUMNS) else []
     head = (
         f"| level | wd | px | seeds | silent, standard | silent, arm | accuracy, {against} | Δ "
         "accuracy | 95% CI (seeds) | "
@@ -489,7 +495,7 @@ def markdown(
     for r in mine:
         acc = r["accuracy"]
         ci = acc["ci95"]
-        identical = ci is None and acc["n"] >= 2 and acc["mean"] == 0
+        identical = _identical(acc)
         lines.append(
             "| "
             + " | ".join(
@@ -543,7 +549,7 @@ def secondary_markdown(
         for metric, _ in SECONDARY:
             e = r[metric]
             if e["ci95"] is None:
-                cells.append("identical runs" if e["n"] >= 2 and e["mean"] == 0 else "n/a")
+                cells.append("identical runs" if _identical(e) else "n/a")
             else:
                 cells.append(
                     f"{fmt(metric, e['mean'], True)} {fmt_ci(metric, e['ci95'])}, "
