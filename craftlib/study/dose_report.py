@@ -459,9 +459,9 @@ def pilot_markdown(root: str | Path = DEFAULT_ROOT) -> str:
     return "\n".join(lines)
 
 
-def _identical(paired_entry: dict) -> bool:
-    """Every seed's difference exactly 0 (no interval): the arm's runs are the baseline's."""
-    e = paired_entry
+def _identical(e: dict) -> bool:
+    """A paired endpoint whose every seed difference is exactly 0: the arm's runs are the
+    baseline's."""
     return e["ci95"] is None and e["n"] >= 2 and e["mean"] == 0
 
 
