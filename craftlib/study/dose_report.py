@@ -25,6 +25,11 @@ PRIMARY_SIZE = (
 )
 # (arm, baseline): the primary comparison, then the declared secondary ones (docs/STUDY.md)
 COMPARISONS = (("contextual", "none"), ("random_matched", "none"), ("contextual", "random_matched"))
+TITLES = {
+    ("contextual", "none"): "CRAFT vs standard training",
+    ("random_matched", "none"): "Random (matched scale) vs standard training",
+    ("contextual", "random_matched"): "CRAFT vs random (matched scale): does the context matter?",
+}
 SLOPE_BOOT, PAIR_BOOT = 10_000, 2_000  # resamples, as declared
 
 
@@ -564,18 +569,10 @@ def report_markdown(summary: dict, size: int | None = None) -> str:
     reading; ``size`` keeps one input size's levels (RESULTS shows the primary size's)."""
     parts = [
         (
-            f"#### {title}\n\n{markdown(summary, arm, baseline, size)}\n\n"
+            f"#### {TITLES[arm, baseline]}\n\n{markdown(summary, arm, baseline, size)}\n\n"
             f"{secondary_markdown(summary, arm, baseline, size)}"
         )
-        for title, arm, baseline in (
-            ("CRAFT vs standard training", "contextual", "none"),
-            ("Random (matched scale) vs standard training", "random_matched", "none"),
-            (
-                "CRAFT vs random (matched scale): does the context matter?",
-                "contextual",
-                "random_matched",
-            ),
-        )
+        for arm, baseline in COMPARISONS
     ]
     parts.append(f"Declared reading: **{summary['verdict']}**.")
     if size != PRIMARY_SIZE and summary.get("second_size"):

@@ -76,10 +76,7 @@ def value_of(key: str):
         return _fast_value(rest)
     # surv.<folder>.<path>: e.g. surv.study.all.difference, surv.study.all.ci95.0
     if head == "surv":
-        node = read_source(reference.SURVIVAL_FILE)
-        for part in rest.split("."):
-            node = node[int(part)] if isinstance(node, list) else node[part]
-        return node
+        return _walk(read_source(reference.SURVIVAL_FILE), rest.split("."))
     # dose.rows.<level>.<arm>.<baseline>.<path> (one row of the dose summary),
     # dose.slope.<arm>.<baseline>.<path> (one comparison's slope) or dose.<path>:
     # e.g. dose.rows.wd2e-2.contextual.none.accuracy.mean, dose.slope.contextual.none.ci95.1
@@ -107,11 +104,17 @@ def _dose_value(rest: str):
     elif parts[0] == "slope":
         arm, baseline, *parts = parts[1:]
         node = node["slopes"][comparison_name(arm, baseline)]
-    while parts:  # a key may hold dots itself ("tar@far=0.01"): the longest that exists
+    return _walk(node, parts)
+
+
+def _walk(node, parts: list[str]):
+    """Down a committed JSON by a key's parts: list indices, and dict keys that may hold dots
+    themselves ("tar@far=0.01": the longest key that exists wins)."""
+    while parts:
         if isinstance(node, list):
             node, parts = node[int(parts[0])], parts[1:]
             continue
-        n = next(n for n in range(len(parts), 0, -1) if ".".join(parts[:n]) in node)
+        n = next((n for n in range(len(parts), 0, -1) if ".".join(parts[:n]) in node), 1)
         node, parts = node[".".join(parts[:n])], parts[n:]
     return node
 
