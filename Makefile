@@ -95,7 +95,7 @@ dose: install
 	$(MAKE) dose-report
 
 dose-report: install
-	$(PY) -m craftlib.study.dose_cli --report
+	$(PY) -m craftlib.study.dose_cli --report --results docs/RESULTS.md
 
 ## the companion study (notebook 06): standard / CRAFT / CReLU stem / Top-K, 5 paired seeds of the workshop recipe,
 ## with pairing, shape-bias, params and MACs. Resumable: one JSON per run under docs/results/companion_sparsity/records.

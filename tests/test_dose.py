@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from craftlib.recipes import WORKSHOP
-from craftlib.study import dose, dose_report
+from craftlib.study import dose, dose_cli, dose_report
 from craftlib.study.experiments import write_record
 
 
@@ -117,6 +117,32 @@ def test_the_second_size_is_read_against_the_primary_line(tmp_path, make_record)
     assert read["wd5e-3-64px"]["inside"] is False and read["wd5e-3-64px"]["off_line_ci95"][0] > 0
     text = dose_report.report_markdown(s)
     assert "`wd5e-3-64px` | 8 |" in text and "**no**" in text
+
+
+def test_update_results_rewrites_only_the_generated_blocks(tmp_path, make_record):
+    rng = np.random.default_rng(2)
+    _primary_line(tmp_path / "r", make_record, rng)
+    _plant(tmp_path / "r", make_record, "wd1e-2-64px", range(3), 0.4, 0.016, rng)
+    s = dose_report.summarize(tmp_path / "r", pair_boot=0, slope_boot=200)
+    page = tmp_path / "RESULTS.md"
+    prose = ["Intro.", "<!-- dose:table -->", "old", "<!-- /dose:table -->", "Between."]
+    page.write_text(
+        "\n".join(prose + ["<!-- dose:second -->", "old", "<!-- /dose:second -->", "End.\n"])
+    )
+    assert dose_report.update_results(page, s) == ["dose:table", "dose:second"]
+    text = page.read_text()
+    assert text.startswith("Intro.\n<!-- dose:table -->\n#### CRAFT vs standard training")
+    assert "<!-- /dose:table -->\nBetween.\n" in text and text.endswith(
+        "<!-- /dose:second -->\nEnd.\n"
+    )
+    blocks = dose_report.results_blocks(s)
+    assert f"<!-- dose:second -->\n{blocks['dose:second']}\n<!-- /dose:second -->" in text
+    assert dose_report.update_results(page, s) == []  # already current: nothing to reread
+    page.write_text(text.replace("<!-- /dose:second -->", ""))
+    with pytest.raises(SystemExit, match="no <!-- dose:second -->"):
+        dose_report.update_results(page, s)
+    with pytest.raises(SystemExit):  # a page is rewritten only from a fresh report
+        dose_cli.main(["--root", str(tmp_path / "r"), "--results", str(page)])
 
 
 def test_no_gain_reads_no_dose_response(tmp_path, make_record):
@@ -266,7 +292,7 @@ def test_study_md_pilot_table_is_the_committed_records():
 
 
 def test_results_md_dose_tables_are_the_committed_records(tmp_path):
-    """RESULTS.md's dose tables are ``report_markdown`` of the committed summary at 40 px, and that
+    """RESULTS.md's dose blocks are ``results_blocks`` of the committed summary, and that
     summary is what the committed records it names give (every field; the two pair intervals,
     2,000 resamples each, rechecked on one row). Records committed after the summary are left
     out."""
@@ -278,8 +304,9 @@ def test_results_md_dose_tables_are_the_committed_records(tmp_path):
     root = REPO_ROOT / dose.DEFAULT_ROOT
     saved = json.loads((root / "summary.json").read_text())
     text = (REPO_ROOT / "docs/RESULTS.md").read_text()
-    block = re.search(r"<!-- dose:table -->\n(.*?)\n<!-- /dose:table -->", text, re.S).group(1)
-    assert block.strip() == dose_report.report_markdown(saved, size=dose_report.PRIMARY_SIZE)
+    for name, body in dose_report.results_blocks(saved).items():
+        block = re.search(rf"<!-- {name} -->\n(.*?)\n<!-- /{name} -->", text, re.S).group(1)
+        assert block == body, f"RESULTS.md's {name} block is stale: run `make dose-report`"
     for level, names in saved["records"].items():
         (tmp_path / level / "records").mkdir(parents=True)
         for name in names:

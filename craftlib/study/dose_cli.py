@@ -9,6 +9,8 @@ again to continue. ``--report`` writes ``ROOT/summary.json``, ``ROOT/summary.md`
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 from craftlib.recipes import ARMS, DEFAULT_ARMS
 from craftlib.validation import flag
@@ -46,11 +48,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--report", action="store_true", help="only write the summary, table and figure"
     )
+    ap.add_argument(
+        "--results",
+        metavar="PAGE",
+        help="with --report: also rewrite PAGE's generated dose blocks (docs/RESULTS.md)",
+    )
     args = ap.parse_args(argv)
+    if args.results and not args.report:
+        ap.error("--results goes with --report")
     if args.report:
-        from .dose_report import write_report
+        from .dose_report import update_results, write_report
 
         print(write_report(args.root))
+        if args.results:
+            summary = json.loads((Path(args.root) / "summary.json").read_text())
+            changed = update_results(args.results, summary)
+            print(
+                f"{args.results}: rewrote {', '.join(changed)}; reread the prose that reads them "
+                "and run `python -m craftlib.workshop.quotes --fix`"
+                if changed
+                else f"{args.results}: its dose blocks were already current"
+            )
         return 0
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     dose.run(args.root, seeds, args.levels, tuple(args.arms), args.jobs, args.data, args.models)

@@ -583,6 +583,34 @@ def report_markdown(summary: dict, size: int | None = None) -> str:
     return "\n\n".join(parts)
 
 
+def results_blocks(summary: dict) -> dict[str, str]:
+    """What docs/RESULTS.md shows of the study, by block name: the primary size's comparisons, and
+    the other sizes read against its line."""
+    return {
+        "dose:table": report_markdown(summary, size=PRIMARY_SIZE),
+        "dose:second": second_size_markdown(summary),
+    }
+
+
+def update_results(path: str | Path, summary: dict) -> list[str]:
+    """Rewrite the generated blocks (``<!-- name -->`` … ``<!-- /name -->``) of a results page
+    from ``summary``; the prose around them is kept. Returns the names of the blocks that changed:
+    the prose that reads them may need rereading."""
+    path = Path(path)
+    text, changed = path.read_text(), []
+    for name, body in results_blocks(summary).items():
+        start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+        if start not in text or end not in text.split(start, 1)[1]:
+            raise SystemExit(f"{path} has no {start} ... {end} block to rewrite")
+        head, rest = text.split(start, 1)
+        old, tail = rest.split(end, 1)
+        if old.strip("\n") != body:
+            changed.append(name)
+        text = f"{head}{start}\n{body}\n{end}{tail}"
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+    return changed
+
+
 def write_report(root: str | Path = DEFAULT_ROOT, log=print) -> str:
     """summary.json, summary.md and dose.png from the records under ``root``; returns the
     Markdown."""
