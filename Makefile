@@ -88,8 +88,8 @@ study-report: install
 	$(PY) -m craftlib.study.hazard docs/results/study docs/results/study-early --write docs/results/survival_stratified.json
 
 ## the dose-response study (docs/STUDY.md): the workshop recipe at 5 weight decays (40 px) and 2 at 64 px, 10 paired
-## seeds x 3 arms, seed-major (40 px first). Resumable: one JSON per run under docs/results/dose/<level>/records;
-## rerun to continue. The other arms start from standard training's checkpoint until their detector first fires.
+## seeds x 3 arms, seed-major (40 px first). Resumable: one JSON per run under docs/results/dose/<level>/records,
+## a checkpoint per epoch under runs/dose-models; rerun to continue. The other arms start from standard training's checkpoint until their detector first fires.
 dose: install
 	bash benchmarks/dose.sh
 	$(MAKE) dose-report

@@ -366,6 +366,45 @@ def test_an_arm_started_from_standard_trainings_past_is_the_run_from_scratch(
     assert dose.fork_point(root, tmp_path / "elsewhere", "tiny", 0, "contextual") is None
 
 
+@pytest.mark.slow
+def test_a_stopped_run_continues_from_its_last_epoch(
+    tmp_path, monkeypatch, tiny_faces, tiny_recipe, devtest_subset
+):
+    """A run stopped after epoch 1 (its later checkpoints gone, one unreadable) continues from
+    epoch 1 to the record it would have written; a checkpoint of another recipe is not continued;
+    once recorded, an arm's epoch checkpoints go and standard training's stay."""
+    monkeypatch.setitem(dose.LEVELS, "tiny", (tiny_recipe.train.weight_decay, 32))
+    monkeypatch.setattr(dose, "recipe", lambda level: tiny_recipe)
+    models, folder = tmp_path / "models", tmp_path / "models" / "tiny"
+
+    def run(arm, models):
+        return dose.run_forked(tiny_faces, devtest_subset, "tiny", arm, 0, None, models)
+
+    scratch = run("contextual", None)
+    run("contextual", models)  # leaves contextual-s0-e1..e3.pt
+    (folder / "contextual-s0-e3.pt").unlink()
+    (folder / "contextual-s0-e2.pt").write_bytes(b"cut off")
+    assert dose.own_past(models, "tiny", "contextual", 0) == (folder / "contextual-s0-e1.pt", 1)
+    resumed = run("contextual", models)
+    assert resumed.pop("resumed_from") == {"epoch": 1}
+    resumed.pop("train_seconds"), scratch.pop("train_seconds")
+    assert json.dumps(resumed, sort_keys=True) == json.dumps(scratch, sort_keys=True)
+
+    monkeypatch.setattr(
+        dose,
+        "recipe",
+        lambda level: tiny_recipe.but(weight_decay=2 * tiny_recipe.train.weight_decay),
+    )
+    assert dose.own_past(models, "tiny", "contextual", 0) is None  # another recipe's past
+    monkeypatch.setattr(dose, "recipe", lambda level: tiny_recipe)
+    run("none", models)
+    for arm in ("contextual", "none"):
+        dose.drop_past(models, "tiny", arm, 0)
+    left = {p.name for p in folder.iterdir()}
+    assert not any(n.startswith("contextual-s0-e") for n in left)
+    assert {"none-s0-e1.pt", "none-s0-e3.pt", "contextual-s0.pt"} <= left
+
+
 def test_the_other_arms_of_a_seed_follow_standard_training_of_the_next(tmp_path):
     levels = ["wd5e-4", "wd1e-2", "wd1e-2-64px"]
     todo = dose.tasks(tmp_path, [0, 1, 2], levels, ("none", "contextual"))

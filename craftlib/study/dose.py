@@ -15,9 +15,11 @@ from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
+from craftlib.checkpoints import CheckpointError, load_checkpoint
 from craftlib.data import LFW
 from craftlib.paths import folder_lock
 from craftlib.recipes import DEFAULT_ARMS, WORKSHOP, Recipe
+from craftlib.training import TrainConfig
 
 from .experiments import (
     check_folder,
@@ -106,13 +108,41 @@ def fork_point(root: str | Path, models: str | Path, level: str, seed: int, arm:
     return (path, epoch) if epoch > 0 and path.is_file() else None
 
 
+def own_past(models: str | Path, level: str, arm: str, seed: int) -> tuple[Path, int] | None:
+    """The last epoch checkpoint that a stopped run of (level, seed, arm) left, and its epoch; None
+    when it left none of this recipe. The run continues from it (``Trainer.resume`` is bit for bit),
+    so a stop costs at most the epoch under way."""
+    _, per_epoch = checkpoint_paths(Path(models), level, arm, seed)
+    config = recipe(level).train.but(seed=seed)
+    for epoch in range(config.epochs, 0, -1):
+        path = Path(str(per_epoch).format(epoch=epoch))
+        try:
+            saved = TrainConfig.from_dict(load_checkpoint(path)["config"])
+        except CheckpointError:  # absent (or unreadable): an earlier epoch may do
+            continue
+        return (path, epoch) if saved == config else None
+    return None
+
+
+def drop_past(models: str | Path, level: str, arm: str, seed: int) -> None:
+    """Remove a recorded run's epoch checkpoints; standard training's stay, the arms fork from
+    them."""
+    _, per_epoch = checkpoint_paths(Path(models), level, arm, seed)
+    if arm != "none":
+        for epoch in range(1, recipe(level).train.epochs + 1):
+            Path(str(per_epoch).format(epoch=epoch)).unlink(missing_ok=True)
+
+
 def run_forked(
     train_set, pairs, level: str, arm: str, seed: int, fork: tuple[Path, int] | None, models
 ) -> dict:
-    """One run of the study: from scratch, or continued from standard training's ``fork``."""
+    """One run of the study: from scratch, continued from standard training's ``fork``, or from
+    where this run was stopped (every epoch is saved)."""
     final, per_epoch = (
         checkpoint_paths(Path(models), level, arm, seed) if models is not None else (None, None)
     )
+    past = own_past(models, level, arm, seed) if models is not None else None
+    start = past if past and (fork is None or past[1] > fork[1]) else fork
     r = recipe(level)
     record = run_arm(
         train_set,
@@ -121,9 +151,11 @@ def run_forked(
         arm,
         seed,
         checkpoint=final,
-        every_epoch=per_epoch if arm == "none" else None,
-        start_from=fork[0] if fork else None,
+        every_epoch=per_epoch,
+        start_from=start[0] if start else None,
     )
+    if start is past and past:  # train_seconds counts this process's part only
+        record["resumed_from"] = {"epoch": past[1]}
     if fork:  # the shared past was logged by standard training's callback: it is this arm's too
         strategy = r.arm(arm).strategy
         record["events"] = [
@@ -179,6 +211,8 @@ def run(
 
         for level, record in forked(one, todo, jobs):
             write_record(Path(root) / level, record, metas[level])
+            if models is not None:
+                drop_past(models, level, record["arm"], record["seed"])
             fork = record.get("forked_from")
             since = f", from standard training's epoch {fork['epoch']}" if fork else ""
             log(
