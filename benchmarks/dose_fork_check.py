@@ -19,7 +19,7 @@ from craftlib.paths import atomic_write
 from craftlib.study import dose
 from craftlib.study.experiments import fingerprint, read_record, record_path, write_record
 
-SKIP = ("train_seconds", "forked_from", "fingerprint")  # when and how, not what
+SKIP = ("train_seconds", "forked_from", "resumed_from", "fingerprint")  # when and how, not what
 
 
 def same(a: dict, b: dict) -> bool:
@@ -47,6 +47,7 @@ def main() -> None:
         record = dose.run_forked(train_set, pairs, args.level, arm, args.seed, fork, models)
         if arm == "none":
             write_record(work / args.level, record, fingerprint(recipe, lfw.variant))
+        dose.drop_past(models, args.level, arm, args.seed)  # as the study does once it records
         before = read_record(record_path(committed, arm, args.seed))
         rows.append(
             {
@@ -54,7 +55,8 @@ def main() -> None:
                 "started_from_epoch": fork[1] if fork else 0,
                 "identical_to_committed": same(record, before),
                 # the seconds depend on the machine's load, the epochs do not
-                "epochs_trained": recipe.train.epochs - (fork[1] if fork else 0),
+                "epochs_trained": recipe.train.epochs
+                - record.get("resumed_from", {}).get("epoch", fork[1] if fork else 0),
             }
         )
         print(rows[-1], flush=True)
