@@ -52,7 +52,9 @@ def main() -> None:
         rows.append(
             {
                 "arm": arm,
-                "started_from_epoch": fork[1] if fork else 0,
+                "started_from_epoch": record.get("resumed_from", {}).get(
+                    "epoch", fork[1] if fork else 0
+                ),
                 "identical_to_committed": same(record, before),
                 # the seconds depend on the machine's load, the epochs do not
                 "epochs_trained": recipe.train.epochs

@@ -428,12 +428,15 @@ def train(
     progress: bool = True,
     resume_from: str | Path | None = None,
     checkpoint: str | Path | None = None,
+    stamp: dict | None = None,
 ) -> Trainer:
     """Train a face CNN on ``data`` and return the trainer (model, head, history, events).
 
-    ``checkpoint``: saved there after every epoch (see ``Trainer.fit``).
+    ``checkpoint``: saved there after every epoch (see ``Trainer.fit``); ``stamp``: extra entries
+    every checkpoint carries (what run it is, for whoever continues it).
     """
     trainer = Trainer(data, config, callbacks, progress)
+    trainer.stamp = dict(stamp or {})
     if resume_from is not None:
         trainer.resume(resume_from)
     trainer.fit(checkpoint=checkpoint)

@@ -119,30 +119,33 @@ def test_the_second_size_is_read_against_the_primary_line(tmp_path, make_record)
     assert "`wd5e-3-64px` | 8 |" in text and "**no**" in text
 
 
-def test_update_results_rewrites_only_the_generated_blocks(tmp_path, make_record):
+def test_update_results_rewrites_only_the_generated_blocks(tmp_path, make_record, capsys):
     rng = np.random.default_rng(2)
     _primary_line(tmp_path / "r", make_record, rng)
     _plant(tmp_path / "r", make_record, "wd1e-2-64px", range(3), 0.4, 0.016, rng)
     s = dose_report.summarize(tmp_path / "r", pair_boot=0, slope_boot=200)
     page = tmp_path / "RESULTS.md"
-    prose = ["Intro.", "<!-- dose:table -->", "old", "<!-- /dose:table -->", "Between."]
-    page.write_text(
-        "\n".join(prose + ["<!-- dose:second -->", "old", "<!-- /dose:second -->", "End.\n"])
-    )
+    lines = ["Intro: the `<!-- dose:table -->` block below is generated."]  # a marker in prose
+    lines += ["<!-- dose:table -->", "old", "<!-- /dose:table -->", "Between."]
+    lines += ["<!-- dose:second -->", "<!-- /dose:second -->", "End.\n"]  # an empty block
+    page.write_text("\n".join(lines))
     assert dose_report.update_results(page, s) == ["dose:table", "dose:second"]
-    text = page.read_text()
-    assert text.startswith("Intro.\n<!-- dose:table -->\n#### CRAFT vs standard training")
-    assert "<!-- /dose:table -->\nBetween.\n" in text and text.endswith(
-        "<!-- /dose:second -->\nEnd.\n"
-    )
     blocks = dose_report.results_blocks(s)
-    assert f"<!-- dose:second -->\n{blocks['dose:second']}\n<!-- /dose:second -->" in text
-    assert dose_report.update_results(page, s) == []  # already current: nothing to reread
-    page.write_text(text.replace("<!-- /dose:second -->", ""))
-    with pytest.raises(SystemExit, match="no <!-- dose:second -->"):
-        dose_report.update_results(page, s)
-    with pytest.raises(SystemExit):  # a page is rewritten only from a fresh report
+    assert page.read_text() == "\n".join(
+        [lines[0], "<!-- dose:table -->", blocks["dose:table"], "<!-- /dose:table -->", "Between."]
+        + ["<!-- dose:second -->", blocks["dose:second"], "<!-- /dose:second -->", "End.\n"]
+    )
+    stamp = page.stat().st_mtime_ns
+    assert dose_report.update_results(page, s) == []  # already current: nothing to reread ...
+    assert page.stat().st_mtime_ns == stamp  # ... and the page is left alone
+    twice = page.read_text() + "<!-- dose:second -->\nx\n<!-- /dose:second -->\n"
+    for broken in (page.read_text().replace("<!-- /dose:second -->", ""), twice):
+        page.write_text(broken)
+        with pytest.raises(ValueError, match="one <!-- dose:second -->"):
+            dose_report.update_results(page, s)
+    with pytest.raises(SystemExit) as stop:  # a page is rewritten only from a fresh report
         dose_cli.main(["--root", str(tmp_path / "r"), "--results", str(page)])
+    assert stop.value.code == 2 and "goes with --report" in capsys.readouterr().err
 
 
 def test_no_gain_reads_no_dose_response(tmp_path, make_record):
@@ -370,39 +373,46 @@ def test_an_arm_started_from_standard_trainings_past_is_the_run_from_scratch(
 def test_a_stopped_run_continues_from_its_last_epoch(
     tmp_path, monkeypatch, tiny_faces, tiny_recipe, devtest_subset
 ):
-    """A run stopped after epoch 1 (its later checkpoints gone, one unreadable) continues from
-    epoch 1 to the record it would have written; a checkpoint of another recipe is not continued;
-    once recorded, an arm's epoch checkpoints go and standard training's stay."""
+    """An arm that forked from standard training's epoch 1 and was stopped after epoch 2 (its
+    later checkpoint unreadable) continues from epoch 2 to the record it would have written, still
+    saying where it forked; another recipe's checkpoint, or a finished run's, is not continued; once
+    recorded, an arm's epoch checkpoints go and standard training's stay."""
     monkeypatch.setitem(dose.LEVELS, "tiny", (tiny_recipe.train.weight_decay, 32))
-    monkeypatch.setattr(dose, "recipe", lambda level: tiny_recipe)
-    models, folder = tmp_path / "models", tmp_path / "models" / "tiny"
+    craft = tiny_recipe.but(craft=dict(first_epoch=2, tau=0.3))  # fires at epoch 2: forks at 1
+    monkeypatch.setattr(dose, "recipe", lambda level: craft)
+    root, models, folder = tmp_path / "records", tmp_path / "models", tmp_path / "models" / "tiny"
 
-    def run(arm, models):
-        return dose.run_forked(tiny_faces, devtest_subset, "tiny", arm, 0, None, models)
+    def run(arm, models, fork=None):
+        return dose.run_forked(tiny_faces, devtest_subset, "tiny", arm, 0, fork, models)
 
+    write_record(root / "tiny", run("none", models), {})
+    fork = dose.fork_point(root, models, "tiny", 0, "contextual")
+    assert fork[1] == 1
     scratch = run("contextual", None)
-    run("contextual", models)  # leaves contextual-s0-e1..e3.pt
-    (folder / "contextual-s0-e3.pt").unlink()
-    (folder / "contextual-s0-e2.pt").write_bytes(b"cut off")
-    assert dose.own_past(models, "tiny", "contextual", 0) == (folder / "contextual-s0-e1.pt", 1)
-    resumed = run("contextual", models)
-    assert resumed.pop("resumed_from") == {"epoch": 1}
+    run("contextual", models, fork)  # leaves contextual-s0-e2, -e3 and the final checkpoint
+    for name in ("contextual-s0.pt", "contextual-s0-e3.pt"):  # as if stopped in epoch 3 ...
+        (folder / name).unlink()
+    (folder / "contextual-s0-e3.pt").write_bytes(b"cut off")  # ... while writing it
+    past = dose.own_past(models, "tiny", "contextual", 0, "unknown")
+    assert past == (folder / "contextual-s0-e2.pt", 2, 1)
+    resumed = run("contextual", models, fork)
+    assert resumed.pop("resumed_from") == {"epoch": 2}
+    assert resumed.pop("forked_from") == {"arm": "none", "epoch": 1}
     resumed.pop("train_seconds"), scratch.pop("train_seconds")
     assert json.dumps(resumed, sort_keys=True) == json.dumps(scratch, sort_keys=True)
 
-    monkeypatch.setattr(
-        dose,
-        "recipe",
-        lambda level: tiny_recipe.but(weight_decay=2 * tiny_recipe.train.weight_decay),
-    )
-    assert dose.own_past(models, "tiny", "contextual", 0) is None  # another recipe's past
-    monkeypatch.setattr(dose, "recipe", lambda level: tiny_recipe)
-    run("none", models)
+    assert dose.own_past(models, "tiny", "contextual", 0, "unknown") is None  # finished: a redo
+    (folder / "contextual-s0.pt").unlink()
+    assert dose.own_past(models, "tiny", "contextual", 0, "deep-funneled") is None  # other data
+    other = craft.but(weight_decay=2 * craft.train.weight_decay)
+    monkeypatch.setattr(dose, "recipe", lambda level: other)
+    assert dose.own_past(models, "tiny", "contextual", 0, "unknown") is None  # another recipe
+    monkeypatch.setattr(dose, "recipe", lambda level: craft)
     for arm in ("contextual", "none"):
         dose.drop_past(models, "tiny", arm, 0)
     left = {p.name for p in folder.iterdir()}
     assert not any(n.startswith("contextual-s0-e") for n in left)
-    assert {"none-s0-e1.pt", "none-s0-e3.pt", "contextual-s0.pt"} <= left
+    assert {"none-s0-e1.pt", "none-s0-e3.pt", "none-s0.pt"} <= left
 
 
 def test_the_other_arms_of_a_seed_follow_standard_training_of_the_next(tmp_path):

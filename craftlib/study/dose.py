@@ -17,9 +17,8 @@ from pathlib import Path
 
 from craftlib.checkpoints import CheckpointError, load_checkpoint
 from craftlib.data import LFW
-from craftlib.paths import folder_lock
+from craftlib.paths import folder_lock, remove_orphans
 from craftlib.recipes import DEFAULT_ARMS, WORKSHOP, Recipe
-from craftlib.training import TrainConfig
 
 from .experiments import (
     check_folder,
@@ -108,19 +107,33 @@ def fork_point(root: str | Path, models: str | Path, level: str, seed: int, arm:
     return (path, epoch) if epoch > 0 and path.is_file() else None
 
 
-def own_past(models: str | Path, level: str, arm: str, seed: int) -> tuple[Path, int] | None:
-    """The last epoch checkpoint that a stopped run of (level, seed, arm) left, and its epoch; None
-    when it left none of this recipe. The run continues from it (``Trainer.resume`` is bit for bit),
-    so a stop costs at most the epoch under way."""
-    _, per_epoch = checkpoint_paths(Path(models), level, arm, seed)
-    config = recipe(level).train.but(seed=seed)
-    for epoch in range(config.epochs, 0, -1):
-        path = Path(str(per_epoch).format(epoch=epoch))
+def run_stamp(level: str, arm: str, seed: int, variant: str) -> dict:
+    """Which run a checkpoint belongs to: recipe, data variant and code (the study's fingerprint),
+    arm and seed. Only the same run continues from it."""
+    return {**fingerprint(recipe(level), variant), "arm": arm, "seed": seed}
+
+
+def own_past(
+    models: str | Path, level: str, arm: str, seed: int, variant: str
+) -> tuple[Path, int, int | None] | None:
+    """Where a stopped run of (level, seed, arm) can continue: its last epoch checkpoint, that
+    epoch, and the epoch of standard training's it had started from (None: from scratch).
+
+    None when there is none of this very run (``run_stamp``), or when the run had finished (its
+    final checkpoint is there): a missing record then means "redo it", not "continue".
+    ``Trainer.resume`` is bit for bit, so a stop costs at most the epoch under way.
+    """
+    final, per_epoch = checkpoint_paths(Path(models), level, arm, seed)
+    if final.is_file():
+        return None
+    for epoch in range(recipe(level).train.epochs, 0, -1):
         try:
-            saved = TrainConfig.from_dict(load_checkpoint(path)["config"])
+            saved = load_checkpoint(Path(str(per_epoch).format(epoch=epoch))).get("dose_run", {})
         except CheckpointError:  # absent (or unreadable): an earlier epoch may do
             continue
-        return (path, epoch) if saved == config else None
+        if saved.get("run") != run_stamp(level, arm, seed, variant):
+            return None
+        return Path(str(per_epoch).format(epoch=epoch)), epoch, saved["forked_from"]
     return None
 
 
@@ -137,12 +150,16 @@ def run_forked(
     train_set, pairs, level: str, arm: str, seed: int, fork: tuple[Path, int] | None, models
 ) -> dict:
     """One run of the study: from scratch, continued from standard training's ``fork``, or from
-    where this run was stopped (every epoch is saved)."""
+    where this run was stopped (``own_past``: every epoch is saved)."""
     final, per_epoch = (
         checkpoint_paths(Path(models), level, arm, seed) if models is not None else (None, None)
     )
-    past = own_past(models, level, arm, seed) if models is not None else None
-    start = past if past and (fork is None or past[1] > fork[1]) else fork
+    variant = getattr(train_set, "variant", "unknown")
+    past = own_past(models, level, arm, seed, variant) if models is not None else None
+    if past:
+        start, forked = past[0], past[2]
+    else:
+        start, forked = fork if fork else (None, None)
     r = recipe(level)
     record = run_arm(
         train_set,
@@ -152,16 +169,17 @@ def run_forked(
         seed,
         checkpoint=final,
         every_epoch=per_epoch,
-        start_from=start[0] if start else None,
+        start_from=start,
+        stamp={"dose_run": {"run": run_stamp(level, arm, seed, variant), "forked_from": forked}},
     )
-    if start is past and past:  # train_seconds counts this process's part only
+    if past:  # train_seconds counts this process's part only
         record["resumed_from"] = {"epoch": past[1]}
-    if fork:  # the shared past was logged by standard training's callback: it is this arm's too
+    if forked:  # the shared past was logged by standard training's callback: it is this arm's too
         strategy = r.arm(arm).strategy
         record["events"] = [
-            {**e, "strategy": strategy} if e["epoch"] <= fork[1] else e for e in record["events"]
+            {**e, "strategy": strategy} if e["epoch"] <= forked else e for e in record["events"]
         ]
-        record["forked_from"] = {"arm": "none", "epoch": fork[1]}
+        record["forked_from"] = {"arm": "none", "epoch": forked}
     return record
 
 
@@ -188,6 +206,13 @@ def run(
         for lv in levels:
             held.enter_context(folder_lock(Path(root) / lv))
         todo = tasks(root, list(seeds), levels, arms)
+        if models is not None:  # what a stop between record and clean-up, or mid-write, left
+            for lv in levels:
+                remove_orphans(Path(models) / lv)
+                for s in seeds:
+                    for a in arms:
+                        if record_path(Path(root) / lv, a, s).is_file():
+                            drop_past(models, lv, a, s)
         log(
             f"{len(todo)} run(s) to do ({len(list(seeds)) * len(levels) * len(arms) - len(todo)} "
             f"already recorded)"
@@ -213,8 +238,9 @@ def run(
             write_record(Path(root) / level, record, metas[level])
             if models is not None:
                 drop_past(models, level, record["arm"], record["seed"])
-            fork = record.get("forked_from")
+            fork, past = record.get("forked_from"), record.get("resumed_from")
             since = f", from standard training's epoch {fork['epoch']}" if fork else ""
+            since += f", continued from its epoch {past['epoch']}" if past else ""
             log(
                 f"{level:>12} seed {record['seed']} {record['arm']:>15}: accuracy "
                 f"{record['accuracy']:.2%}  ({record['train_seconds']:.0f} s{since})"

@@ -62,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         print(write_report(args.root))
         if args.results:
             summary = json.loads((Path(args.root) / "summary.json").read_text())
-            changed = update_results(args.results, summary)
+            try:
+                changed = update_results(args.results, summary)
+            except ValueError as err:
+                raise SystemExit(str(err)) from None
             print(
                 f"{args.results}: rewrote {', '.join(changed)}; reread the prose that reads them "
                 "and run `python -m craftlib.workshop.quotes --fix`"

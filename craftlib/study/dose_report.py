@@ -10,6 +10,7 @@ stratified seed bootstrap. Everything is computed from the committed records; no
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -593,21 +594,26 @@ def results_blocks(summary: dict) -> dict[str, str]:
 
 
 def update_results(path: str | Path, summary: dict) -> list[str]:
-    """Rewrite the generated blocks (``<!-- name -->`` … ``<!-- /name -->``) of a results page
-    from ``summary``; the prose around them is kept. Returns the names of the blocks that changed:
-    the prose that reads them may need rereading."""
+    """Rewrite the generated blocks of a results page from ``summary``: each between a line
+    ``<!-- name -->`` and a line ``<!-- /name -->``, found exactly once; the prose around them is
+    kept. Returns the names of the blocks that changed (the prose that reads them may need
+    rereading); a page already current is not touched."""
     path = Path(path)
-    text, changed = path.read_text(), []
+    old = text = path.read_text()
+    changed = []
     for name, body in results_blocks(summary).items():
-        start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
-        if start not in text or end not in text.split(start, 1)[1]:
-            raise SystemExit(f"{path} has no {start} ... {end} block to rewrite")
-        head, rest = text.split(start, 1)
-        old, tail = rest.split(end, 1)
-        if old.strip("\n") != body:
+        block = re.compile(rf"^<!-- {name} -->\n(.*?)^<!-- /{name} -->$", re.M | re.S)
+        found = block.findall(text)
+        if len(found) != 1:
+            raise ValueError(
+                f"{path}: expected one <!-- {name} --> ... <!-- /{name} --> block on lines of "
+                f"their own, found {len(found)}"
+            )
+        if found[0].strip("\n") != body:
             changed.append(name)
-        text = f"{head}{start}\n{body}\n{end}{tail}"
-    atomic_write(path, lambda tmp: tmp.write_text(text))
+            text = block.sub(lambda m: f"<!-- {name} -->\n{body}\n<!-- /{name} -->", text)
+    if text != old:
+        atomic_write(path, lambda tmp: tmp.write_text(text))
     return changed
 
 

@@ -87,6 +87,7 @@ def run_arm(
     checkpoint: str | Path | None = None,
     every_epoch: str | Path | None = None,
     start_from: str | Path | None = None,
+    stamp: dict | None = None,
 ) -> dict:
     """Train one arm at one seed and measure it: scores, verification report, events and timeline.
 
@@ -94,7 +95,7 @@ def run_arm(
     differ only in what happens to the inactive filters. ``checkpoint``: the finished run is saved
     there; ``every_epoch``: a path naming ``{epoch}``, saved after every epoch; ``start_from``: a
     checkpoint of this recipe and seed to continue (``dose.fork_point`` says when another arm's
-    checkpoint is this run's own past).
+    checkpoint is this run's own past); ``stamp``: what its checkpoints say about the run.
     """
     config = recipe.train.but(seed=seed)
     spec = recipe.arm(arm)
@@ -106,6 +107,7 @@ def run_arm(
         progress=progress,
         resume_from=start_from,
         checkpoint=every_epoch,
+        stamp=stamp,
     )
     seconds = time.perf_counter() - start
     if checkpoint is not None:
