@@ -8,7 +8,7 @@ DEV_STAMP = $(VENV)/.installed-dev-stamp
 TORCH  ?= auto
 PYTEST_ARGS ?=
 
-.PHONY: install install-dev demo lint test test-ipywidgets7 check lab kit html screenshots bench study study-report dose dose-report companion federated-study constraints clean
+.PHONY: install install-dev demo lint test test-ipywidgets7 check lab kit html screenshots bench study study-report dose dose-status dose-report companion federated-study constraints clean
 
 ## learners: craftlib + JupyterLab from pyproject's ranges (no test packages); TORCH=cpu|pypi|auto (auto: CPU-only
 ## torch on Linux without an NVIDIA GPU, about 190 MB instead of 3 GB)
@@ -93,6 +93,9 @@ study-report: install
 dose: install
 	bash benchmarks/dose.sh
 	$(MAKE) dose-report
+
+dose-status: install
+	$(PY) -m craftlib.study.dose_cli --status --models runs/dose-models
 
 dose-report: install
 	$(PY) -m craftlib.study.dose_cli --report --results docs/RESULTS.md

@@ -425,3 +425,31 @@ def test_the_other_arms_of_a_seed_follow_standard_training_of_the_next(tmp_path)
     assert max(at[t] for t in todo if t[0] != "wd1e-2-64px") < min(
         at[t] for t in todo if t[0] == "wd1e-2-64px"
     )  # the 40-px levels (the primary analysis) first
+
+
+def test_status_counts_what_is_left_and_what_a_restart_continues(tmp_path, make_record):
+    """Two of four seeds recorded (1,000 s for 10 epochs: 100 s each); standard training of seed 2
+    stopped after epoch 3 with its stamp (continued), seed 3's leftover has none (started again)."""
+    from craftlib.checkpoints import save_checkpoint
+    from craftlib.study import dose_status
+
+    level, root, models = "wd1e-2-64px", tmp_path / "records", tmp_path / "models"
+    for seed in range(2):
+        for arm in ("none", "contextual", "random_matched"):
+            record = {**make_record(arm, seed, 0.8), "train_seconds": 1000.0}
+            write_record(root / level, record, {})
+    config = dose.recipe(level).train
+    stamp = {"run": dose.run_stamp(level, "none", 2, "deepfunneled"), "forked_from": None}
+    save_checkpoint(
+        models / level / "none-s2-e3.pt", {"config": config.to_dict(), "dose_run": stamp}
+    )
+    save_checkpoint(models / level / "none-s3-e5.pt", {"config": config.to_dict()})
+    assert dose_status.continued_from(models, level, "none", 2) == 3
+    assert dose_status.continued_from(models, level, "none", 3) == 0
+    text = dose_status.status(root, models, range(4), [level], jobs=2)
+    assert f"| `{level}` | 2/4 | 2/4 | 2/4 | 100 | {7 + 5 * 10} |" in text
+    assert (
+        f"Under way (a restart continues them): `{level}` none seed 2 (epoch 3 of 10 saved)."
+        in text
+    )
+    assert f"6 run(s) to do: about {57 * 100 / 2 / 3600:.1f} h of training at 2 at once" in text

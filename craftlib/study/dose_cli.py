@@ -3,7 +3,7 @@ report it.
 
 Resumable: every finished run is one JSON record under ``ROOT/<level>/records/``; run the command
 again to continue. ``--report`` writes ``ROOT/summary.json``, ``ROOT/summary.md`` and the figure
-``ROOT/dose.png`` from the records (seconds, no training).
+``ROOT/dose.png`` from the records (seconds, no training); ``--status`` says how far along it is.
 """
 
 from __future__ import annotations
@@ -49,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         "--report", action="store_true", help="only write the summary, table and figure"
     )
     ap.add_argument(
+        "--status",
+        action="store_true",
+        help="only say how far along the study is (with --models: the runs under way too)",
+    )
+    ap.add_argument(
         "--results",
         metavar="PAGE",
         help="with --report: also rewrite PAGE's generated dose blocks (docs/RESULTS.md)",
@@ -56,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.results and not args.report:
         ap.error("--results goes with --report")
+    if args.status:
+        from .dose_status import status
+
+        seeds = range(args.first_seed, args.first_seed + args.seeds)
+        print(status(args.root, args.models, seeds, args.levels, tuple(args.arms), args.jobs))
+        return 0
     if args.report:
         from .dose_report import update_results, write_report
 

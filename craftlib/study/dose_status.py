@@ -1,0 +1,91 @@
+"""How far along the dose–response study is: runs recorded per level and arm, runs under way (their
+last saved epoch), and a rough time left — read from the records and checkpoints, nothing trains.
+
+Why: the 64-px levels take hours on a laptop-class machine and outlive a session; whoever picks the
+study up needs to see at once what is done, what a stop left half-way, and how long the rest takes
+(``python -m craftlib.study.dose_cli --status``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from statistics import median
+
+from craftlib.checkpoints import CheckpointError, load_checkpoint
+
+from .dose import DEFAULT_ROOT, LEVELS, checkpoint_paths, fork_point, own_past, recipe, tasks
+from .experiments import read_record, record_path
+
+
+def continued_from(models: str | Path, level: str, arm: str, seed: int) -> int:
+    """The epoch from which a restart would continue this run (``dose.own_past``; 0: none). The data
+    variant is read from its newest checkpoint's stamp, so that this needs no LFW."""
+    _, per_epoch = checkpoint_paths(Path(models), level, arm, seed)
+    for epoch in range(recipe(level).train.epochs, 0, -1):
+        try:
+            stamp = load_checkpoint(Path(str(per_epoch).format(epoch=epoch))).get("dose_run", {})
+        except CheckpointError:
+            continue
+        variant = stamp.get("run", {}).get("data_variant", "")
+        past = own_past(models, level, arm, seed, variant)
+        return past[1] if past else 0
+    return 0
+
+
+def seconds_per_epoch(root: str | Path, size: int) -> float | None:
+    """The median wall seconds per trained epoch of the records at this input size, over its levels
+    (a forked or continued run trained fewer epochs than the recipe's)."""
+    rates = []
+    for level in (lv for lv, (_, px) in LEVELS.items() if px == size):
+        epochs = recipe(level).train.epochs
+        for path in sorted((Path(root) / level / "records").glob("*.json")):
+            r = read_record(path)
+            start = max(r.get(k, {}).get("epoch", 0) for k in ("forked_from", "resumed_from"))
+            if epochs > start:
+                rates.append(r["train_seconds"] / (epochs - start))
+    return median(rates) if rates else None
+
+
+def status(
+    root: str | Path = DEFAULT_ROOT,
+    models: str | Path | None = None,
+    seeds: list[int] = range(10),
+    levels: list[str] | None = None,
+    arms: tuple[str, ...] = ("none", "contextual", "random_matched"),
+    jobs: int = 2,
+) -> str:
+    """A table of recorded runs per level and arm, the runs under way, and the training time left
+    (each run to do: its epochs not yet saved or forked, at the median seconds per epoch of its
+    input size, ``jobs`` at once)."""
+    levels, seeds = list(levels or LEVELS), list(seeds)
+    todo = tasks(root, seeds, levels, arms)
+    lines = [
+        f"| level | {' | '.join(arms)} | s per epoch | epochs to train |",
+        "|---" * (len(arms) + 3) + "|",
+    ]
+    left, unknown, under_way = 0.0, [], []
+    for level in levels:
+        done = [sum(record_path(Path(root) / level, a, s).is_file() for s in seeds) for a in arms]
+        r = recipe(level).train
+        rate, epochs, remaining = seconds_per_epoch(root, r.model.input_size), r.epochs, 0
+        for lv, seed, arm in (t for t in todo if t[0] == level):
+            saved = continued_from(models, lv, arm, seed) if models is not None else 0
+            fork = fork_point(root, models, lv, seed, arm) if models is not None else None
+            remaining += epochs - max(saved, fork[1] if fork else 0)
+            if saved:
+                under_way.append(f"`{lv}` {arm} seed {seed} (epoch {saved} of {epochs} saved)")
+        if remaining and rate is None:
+            unknown.append(level)
+        left += remaining * (rate or 0.0)
+        counts = " | ".join(f"{d}/{len(seeds)}" for d in done)
+        lines.append(f"| `{level}` | {counts} | {f'{rate:.0f}' if rate else '—'} | {remaining} |")
+    lines.append("")
+    lines.append(f"Under way (a restart continues them): {', '.join(under_way) or 'none'}.")
+    hours = left / max(1, jobs) / 3600
+    note = f" (plus {', '.join(unknown)}: no record yet to time)" if unknown else ""
+    lines.append(
+        f"{len(todo)} run(s) to do: about {hours:.1f} h of training at {jobs} at once{note}, "
+        "from the median seconds per epoch so far at each input size (a rough guide: load "
+        "changes it)."
+    )
+    return "\n".join(lines)
