@@ -89,8 +89,9 @@ def value_of(key: str):
 
 
 def _dose_value(rest: str):
-    """``rows.<level>.<arm>.<baseline>.<path>``, ``slope.<arm>.<baseline>.<path>`` or ``<path>``
-    in the dose summary."""
+    """``rows.<level>.<arm>.<baseline>.<path>``, ``slope.<arm>.<baseline>.<path>``,
+    ``second.<level>.<path>`` (another input size read against the primary line) or ``<path>`` in
+    the dose summary."""
     from craftlib.study.dose_report import comparison_name
 
     node, parts = read_source(reference.DOSE_FILE), rest.split(".")
@@ -104,6 +105,9 @@ def _dose_value(rest: str):
     elif parts[0] == "slope":
         arm, baseline, *parts = parts[1:]
         node = node["slopes"][comparison_name(arm, baseline)]
+    elif parts[0] == "second":
+        level, *parts = parts[1:]
+        node = next(r for r in node["second_size"] if r["level"] == level)
     return _walk(node, parts)
 
 
@@ -198,6 +202,7 @@ FORMATS = {
     "s": lambda v: f"{v:.0f} s",
     "min": lambda v: f"{v / 60:.1f} min",
     "min0": lambda v: f"{max(1, round(v / 60)):.0f} min",
+    "band": lambda v: "inside" if v else "outside",  # a level against the dose study's line
 }
 
 
