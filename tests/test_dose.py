@@ -377,6 +377,8 @@ def test_a_stopped_run_continues_from_its_last_epoch(
     later checkpoint unreadable) continues from epoch 2 to the record it would have written, still
     saying where it forked; another recipe's checkpoint, or a finished run's, is not continued; once
     recorded, an arm's epoch checkpoints go and standard training's stay."""
+    from craftlib.checkpoints import save_checkpoint
+
     monkeypatch.setitem(dose.LEVELS, "tiny", (tiny_recipe.train.weight_decay, 32))
     craft = tiny_recipe.but(craft=dict(first_epoch=2, tau=0.3))  # fires at epoch 2: forks at 1
     monkeypatch.setattr(dose, "recipe", lambda level: craft)
@@ -404,6 +406,9 @@ def test_a_stopped_run_continues_from_its_last_epoch(
     assert dose.own_past(models, "tiny", "contextual", 0, "unknown") is None  # finished: a redo
     (folder / "contextual-s0.pt").unlink()
     assert dose.own_past(models, "tiny", "contextual", 0, "deep-funneled") is None  # other data
+    # an unstamped leftover (another run's, or older code's) is passed over for this run's epoch 2
+    save_checkpoint(folder / "contextual-s0-e3.pt", {"config": craft.train.to_dict()})
+    assert dose.own_past(models, "tiny", "contextual", 0, "unknown")[1] == 2
     other = craft.but(weight_decay=2 * craft.train.weight_decay)
     monkeypatch.setattr(dose, "recipe", lambda level: other)
     assert dose.own_past(models, "tiny", "contextual", 0, "unknown") is None  # another recipe

@@ -131,9 +131,8 @@ def own_past(
             saved = load_checkpoint(Path(str(per_epoch).format(epoch=epoch))).get("dose_run", {})
         except CheckpointError:  # absent (or unreadable): an earlier epoch may do
             continue
-        if saved.get("run") != run_stamp(level, arm, seed, variant):
-            return None
-        return Path(str(per_epoch).format(epoch=epoch)), epoch, saved["forked_from"]
+        if saved.get("run") == run_stamp(level, arm, seed, variant):  # not another run's leftover
+            return Path(str(per_epoch).format(epoch=epoch)), epoch, saved["forked_from"]
     return None
 
 
