@@ -255,9 +255,14 @@ def test_report_writes_table_json_and_figure(tmp_path, make_record):
     rng = np.random.default_rng(2)
     for level, silent in (("wd5e-4", 0.0), ("wd1e-2", 0.4), ("wd1e-2-64px", 0.3)):
         _plant(tmp_path, make_record, level, range(3), silent, 0.0, rng)
-    text = dose_report.write_report(tmp_path, log=lambda *_: None)
+    page = tmp_path / "page.md"
+    page.write_text(
+        "<!-- dose:table -->\n<!-- /dose:table -->\n<!-- dose:second -->\n<!-- /dose:second -->\n"
+    )
+    text = dose_report.write_report(tmp_path, log=lambda *_: None, results=page)
     assert (tmp_path / "dose.png").stat().st_size > 10_000
     saved = json.loads((tmp_path / "summary.json").read_text())
+    assert dose_report.update_results(page, saved) == []  # the page was written from this summary
     assert saved["verdict"] in text and {r["level"] for r in saved["rows"]} == {
         "wd5e-4",
         "wd1e-2",
@@ -449,8 +454,8 @@ def test_status_counts_what_is_left_and_what_a_restart_continues(tmp_path, make_
         models / level / "none-s2-e3.pt", {"config": config.to_dict(), "dose_run": stamp}
     )
     save_checkpoint(models / level / "none-s3-e5.pt", {"config": config.to_dict()})
-    assert dose_status.continued_from(models, level, "none", 2) == 3
-    assert dose_status.continued_from(models, level, "none", 3) == 0
+    assert dose.own_past(models, level, "none", 2, None)[1] == 3  # the run's own data variant
+    assert dose.own_past(models, level, "none", 3, None) is None
     text = dose_status.status(root, models, range(4), [level], jobs=2)
     assert f"| `{level}` | 2/4 | 2/4 | 2/4 | 100 | {7 + 5 * 10} |" in text
     assert (

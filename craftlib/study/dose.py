@@ -114,10 +114,11 @@ def run_stamp(level: str, arm: str, seed: int, variant: str) -> dict:
 
 
 def own_past(
-    models: str | Path, level: str, arm: str, seed: int, variant: str
+    models: str | Path, level: str, arm: str, seed: int, variant: str | None
 ) -> tuple[Path, int, int | None] | None:
-    """Where a stopped run of (level, seed, arm) can continue: its last epoch checkpoint, that
-    epoch, and the epoch of standard training's it had started from (None: from scratch).
+    """Where a stopped run of (level, seed, arm) on LFW ``variant`` can continue: its last epoch
+    checkpoint, that epoch, and the epoch of standard training's it had started from (None: from
+    scratch). ``variant`` None takes the checkpoint's own (to report without loading LFW).
 
     None when there is none of this very run (``run_stamp``), or when the run had finished (its
     final checkpoint is there): a missing record then means "redo it", not "continue".
@@ -131,7 +132,8 @@ def own_past(
             saved = load_checkpoint(Path(str(per_epoch).format(epoch=epoch))).get("dose_run", {})
         except CheckpointError:  # absent (or unreadable): an earlier epoch may do
             continue
-        if saved.get("run") == run_stamp(level, arm, seed, variant):  # not another run's leftover
+        data = saved.get("run", {}).get("data_variant") if variant is None else variant
+        if saved.get("run") == run_stamp(level, arm, seed, data):  # not another run's leftover
             return Path(str(per_epoch).format(epoch=epoch)), epoch, saved["forked_from"]
     return None
 

@@ -9,8 +9,6 @@ again to continue. ``--report`` writes ``ROOT/summary.json``, ``ROOT/summary.md`
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 from craftlib.recipes import ARMS, DEFAULT_ARMS
 from craftlib.validation import flag
@@ -61,30 +59,20 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.results and not args.report:
         ap.error("--results goes with --report")
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     if args.status:
         from .dose_status import status
 
-        seeds = range(args.first_seed, args.first_seed + args.seeds)
         print(status(args.root, args.models, seeds, args.levels, tuple(args.arms), args.jobs))
         return 0
     if args.report:
-        from .dose_report import update_results, write_report
+        from .dose_report import write_report
 
-        print(write_report(args.root))
-        if args.results:
-            summary = json.loads((Path(args.root) / "summary.json").read_text())
-            try:
-                changed = update_results(args.results, summary)
-            except ValueError as err:
-                raise SystemExit(str(err)) from None
-            print(
-                f"{args.results}: rewrote {', '.join(changed)}; reread the prose that reads them "
-                "and run `python -m craftlib.workshop.quotes --fix`"
-                if changed
-                else f"{args.results}: its dose blocks were already current"
-            )
+        try:
+            print(write_report(args.root, results=args.results))
+        except ValueError as err:  # a results page without its blocks
+            raise SystemExit(str(err)) from None
         return 0
-    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     dose.run(args.root, seeds, args.levels, tuple(args.arms), args.jobs, args.data, args.models)
     return 0
 

@@ -617,9 +617,11 @@ def update_results(path: str | Path, summary: dict) -> list[str]:
     return changed
 
 
-def write_report(root: str | Path = DEFAULT_ROOT, log=print) -> str:
-    """summary.json, summary.md and dose.png from the records under ``root``; returns the
-    Markdown."""
+def write_report(
+    root: str | Path = DEFAULT_ROOT, log=print, results: str | Path | None = None
+) -> str:
+    """summary.json, summary.md and dose.png from the records under ``root``, and with
+    ``results`` that page's generated blocks (``update_results``); returns the Markdown."""
     root = Path(root)
     summary = summarize(root)
     if not summary["rows"]:
@@ -634,6 +636,14 @@ def write_report(root: str | Path = DEFAULT_ROOT, log=print) -> str:
         root / "dose.png", lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     )
     log(f"wrote {root / 'summary.json'}, summary.md, dose.png")
+    if results is not None:
+        changed = update_results(results, summary)
+        log(
+            f"{results}: rewrote {', '.join(changed)}; reread the prose that reads them and run "
+            "`python -m craftlib.workshop.quotes --fix`"
+            if changed
+            else f"{results}: its dose blocks were already current"
+        )
     return text
 
 

@@ -11,25 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from statistics import median
 
-from craftlib.checkpoints import CheckpointError, load_checkpoint
-
-from .dose import DEFAULT_ROOT, LEVELS, checkpoint_paths, fork_point, own_past, recipe, tasks
+from .dose import DEFAULT_ROOT, LEVELS, fork_point, own_past, recipe, tasks
 from .experiments import read_record, record_path
-
-
-def continued_from(models: str | Path, level: str, arm: str, seed: int) -> int:
-    """The epoch from which a restart would continue this run (``dose.own_past``; 0: none). The data
-    variant is read from its newest checkpoint's stamp, so that this needs no LFW."""
-    _, per_epoch = checkpoint_paths(Path(models), level, arm, seed)
-    for epoch in range(recipe(level).train.epochs, 0, -1):
-        try:
-            stamp = load_checkpoint(Path(str(per_epoch).format(epoch=epoch))).get("dose_run", {})
-        except CheckpointError:
-            continue
-        variant = stamp.get("run", {}).get("data_variant", "")
-        past = own_past(models, level, arm, seed, variant)
-        return past[1] if past else 0
-    return 0
 
 
 def seconds_per_epoch(root: str | Path, size: int) -> float | None:
@@ -69,7 +52,8 @@ def status(
         r = recipe(level).train
         rate, epochs, remaining = seconds_per_epoch(root, r.model.input_size), r.epochs, 0
         for lv, seed, arm in (t for t in todo if t[0] == level):
-            saved = continued_from(models, lv, arm, seed) if models is not None else 0
+            past = own_past(models, lv, arm, seed, None) if models is not None else None
+            saved = past[1] if past else 0
             fork = fork_point(root, models, lv, seed, arm) if models is not None else None
             remaining += epochs - max(saved, fork[1] if fork else 0)
             if saved:
