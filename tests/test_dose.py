@@ -463,3 +463,27 @@ def test_status_counts_what_is_left_and_what_a_restart_continues(tmp_path, make_
         in text
     )
     assert f"6 run(s) to do: about {57 * 100 / 2 / 3600:.1f} h of training at 2 at once" in text
+
+
+def test_an_arm_waits_for_standard_trainings_record_while_it_is_being_written(tmp_path):
+    """Standard training saved its final model; its record lands 0.3 s later: the arm waits for
+    it (and so can fork from it). Without a final model there is nothing to wait for."""
+    import threading
+    import time
+
+    level, root, models = "wd1e-2", tmp_path / "records", tmp_path / "models"
+    (models / level).mkdir(parents=True)
+    start = time.monotonic()
+    dose.await_standard(root, models, level, 0, wait=5)
+    assert time.monotonic() - start < 0.5  # nothing trained yet: no wait
+    (models / level / "none-s0.pt").write_bytes(b"final")
+    record = dose.record_path(root / level, "none", 0)
+
+    def land():
+        time.sleep(0.3)
+        record.parent.mkdir(parents=True)
+        record.write_text("{}")
+
+    threading.Thread(target=land).start()
+    dose.await_standard(root, models, level, 0, wait=5)
+    assert record.is_file() and time.monotonic() - start < 4

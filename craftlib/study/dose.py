@@ -11,6 +11,7 @@ study's own; this module only names the levels, schedules their runs and reads t
 
 from __future__ import annotations
 
+import time
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
@@ -111,6 +112,20 @@ def run_stamp(level: str, arm: str, seed: int, variant: str) -> dict:
     """Which run a checkpoint belongs to: recipe, data variant and code (the study's fingerprint),
     arm and seed. Only the same run continues from it."""
     return {**fingerprint(recipe(level), variant), "arm": arm, "seed": seed}
+
+
+def await_standard(root: str | Path, models: str | Path, level: str, seed: int, wait: float = 180):
+    """Wait for standard training's record at (level, seed) while its run has finished training
+    (its final checkpoint is saved) but is still being measured and written.
+
+    Why: with two workers, the one that finished standard training takes the next task at once,
+    often an arm of the same seed, before the parent has written the record the arm forks from;
+    without it the arm trains from scratch (same record, several times the time)."""
+    record = record_path(Path(root) / level, "none", seed)
+    final, _ = checkpoint_paths(Path(models), level, "none", seed)
+    deadline = time.monotonic() + wait
+    while final.is_file() and not record.is_file() and time.monotonic() < deadline:
+        time.sleep(1)
 
 
 def own_past(
@@ -232,7 +247,11 @@ def run(
 
         def one(level: str, seed: int, arm: str) -> tuple[str, dict]:
             train_set, pairs, _ = sets[recipes[level].train.model.input_size]
-            fork = fork_point(root, models, level, seed, arm) if models is not None else None
+            fork = None
+            if models is not None:
+                if arm != "none":
+                    await_standard(root, models, level, seed)
+                fork = fork_point(root, models, level, seed, arm)
             return level, run_forked(train_set, pairs, level, arm, seed, fork, models)
 
         for level, record in forked(one, todo, jobs):
