@@ -86,6 +86,11 @@ def checkpoint_paths(models: Path, level: str, arm: str, seed: int) -> tuple[Pat
     return folder / f"{arm}-s{seed}.pt", folder / f"{arm}-s{seed}-e{{epoch}}.pt"
 
 
+def at_epoch(per_epoch: Path, epoch: int) -> Path:
+    """The file of one epoch's checkpoint, from ``checkpoint_paths``' per-epoch pattern."""
+    return Path(str(per_epoch).format(epoch=epoch))
+
+
 def fork_point(root: str | Path, models: str | Path, level: str, seed: int, arm: str):
     """Standard training's checkpoint that ``arm``'s run at (level, seed) may start from, and its
     epoch; None when it must start from scratch.
@@ -104,7 +109,7 @@ def fork_point(root: str | Path, models: str | Path, level: str, seed: int, arm:
     if not fired:
         return (final, r.train.epochs) if final.is_file() else None
     epoch = min(fired) - 1
-    path = Path(str(per_epoch).format(epoch=epoch))
+    path = at_epoch(per_epoch, epoch)
     return (path, epoch) if epoch > 0 and path.is_file() else None
 
 
@@ -143,13 +148,14 @@ def own_past(
     if final.is_file():
         return None
     for epoch in range(recipe(level).train.epochs, 0, -1):
+        path = at_epoch(per_epoch, epoch)
         try:
-            saved = load_checkpoint(Path(str(per_epoch).format(epoch=epoch))).get("dose_run", {})
+            saved = load_checkpoint(path).get("dose_run", {})
         except CheckpointError:  # absent (or unreadable): an earlier epoch may do
             continue
         data = saved.get("run", {}).get("data_variant") if variant is None else variant
         if saved.get("run") == run_stamp(level, arm, seed, data):  # not another run's leftover
-            return Path(str(per_epoch).format(epoch=epoch)), epoch, saved["forked_from"]
+            return path, epoch, saved["forked_from"]
     return None
 
 
@@ -159,7 +165,7 @@ def drop_past(models: str | Path, level: str, arm: str, seed: int) -> None:
     _, per_epoch = checkpoint_paths(Path(models), level, arm, seed)
     if arm != "none":
         for epoch in range(1, recipe(level).train.epochs + 1):
-            Path(str(per_epoch).format(epoch=epoch)).unlink(missing_ok=True)
+            at_epoch(per_epoch, epoch).unlink(missing_ok=True)
 
 
 def run_forked(

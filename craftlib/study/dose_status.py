@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from statistics import median
 
+from craftlib.recipes import DEFAULT_ARMS
+
 from .dose import DEFAULT_ROOT, LEVELS, fork_point, own_past, recipe, tasks
 from .experiments import read_record, record_path
 
@@ -34,7 +36,7 @@ def status(
     models: str | Path | None = None,
     seeds: list[int] = range(10),
     levels: list[str] | None = None,
-    arms: tuple[str, ...] = ("none", "contextual", "random_matched"),
+    arms: tuple[str, ...] = DEFAULT_ARMS,
     jobs: int = 2,
 ) -> str:
     """A table of recorded runs per level and arm, the runs under way, and the training time left
