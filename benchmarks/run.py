@@ -11,7 +11,7 @@ call takes; (e) the latency of the threshold explorer's callback (when ``craftli
 one).
 
 A full run writes ``benchmarks/results.json``, prints a markdown table and refreshes the generated
-part of ``docs/PERFORMANCE.md`` (between the ``bench:start``/``bench:end`` markers) unless
+part of ``docs/PERFORMANCE.md`` (its ``<!-- bench -->`` block, ``craftlib.pages``) unless
 ``--no-doc``; ``--quick`` and ``--only`` runs write ``benchmarks/out/results.json`` and leave the
 doc alone.
 """
@@ -38,6 +38,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from benchmarks.report import update_block  # noqa: E402
 from craftlib.callbacks import Callback  # noqa: E402
 from craftlib.data import LFW, FaceSet, to_input  # noqa: E402
 from craftlib.losses import MarginHead  # noqa: E402
@@ -56,7 +57,6 @@ from craftlib.verification import cosine_scores, embed, evaluate, evaluate_score
 
 RESULTS = REPO / "benchmarks" / "results.json"
 DOC = REPO / "docs" / "PERFORMANCE.md"
-START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
 def log(msg: str) -> None:
@@ -594,29 +594,23 @@ def table(r: dict) -> str:
 
 
 def update_doc(r: dict) -> bool:
-    """Replace the generated block of docs/PERFORMANCE.md; the hand-written text around it is
-    kept."""
-    if not DOC.is_file():
-        return False
-    text = DOC.read_text()
-    if START not in text or END not in text:
-        return False
+    """Rewrite the ``bench`` block of docs/PERFORMANCE.md; the hand-written text around it is
+    kept. True when it changed."""
     m = r["machine"]
     load = (
         ", ".join(f"{x:.2f}" for x in r["loadavg_start"])
         + " → "
         + ", ".join(f"{x:.2f}" for x in r["loadavg_end"])
     )
-    block = (
-        f"{START}\nMeasured {m['date']} on {m['cpu']} ({m['cores']} cores), {m['platform']}, "
+    return update_block(
+        "bench",
+        f"Measured {m['date']} on {m['cpu']} ({m['cores']} cores), {m['platform']}, "
         f"Python {m['python']}, "
         f"torch {m['torch']} with {m['torch_threads']} threads, commit {m['git_commit']}; "
         f"load average (1, 5, 15 min) {load}; mode: {'quick' if r['quick'] else 'full'}; "
-        f"{r['wall_s'] / 60:.1f} min wall.\n\n{table(r)}\n{END}"
+        f"{r['wall_s'] / 60:.1f} min wall.\n\n{table(r)}",
+        DOC,
     )
-    head, rest = text.split(START, 1)
-    DOC.write_text(head + block + rest.split(END, 1)[1])
-    return True
 
 
 def main() -> None:

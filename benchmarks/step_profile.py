@@ -33,8 +33,8 @@ grad weight; the first layer has no grad input), a linear layer and the margin h
 Elementwise layers (BatchNorm, PReLU) do no GEMM: they are read against the time of copying their
 output tensor once, measured in the same cell.
 
-A full run writes the ``training_profile`` section of ``benchmarks/results.json`` and the block
-between the ``profile:start``/``profile:end`` markers of ``docs/PERFORMANCE.md``.
+A full run writes the ``training_profile`` section of ``benchmarks/results.json`` and the
+block ``<!-- profile -->`` (``craftlib.pages``) of ``docs/PERFORMANCE.md``.
 """
 
 from __future__ import annotations

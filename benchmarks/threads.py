@@ -15,7 +15,7 @@ before the cell and stops after it), interleaved over
 ``--rounds`` rounds so that a change in load hits every cell alike. Each cell also records how many
 cores *other* processes used while it was timed (from /proc/stat), so an "idle" cell on a machine
 that was not idle is reported as such. A full run writes the ``thread_policy`` section of
-``benchmarks/results.json`` and the block between the ``threads:start``/``threads:end`` markers of
+``benchmarks/results.json`` and the block ``<!-- threads -->`` (``craftlib.pages``) of
 ``docs/PERFORMANCE.md``.
 """
 

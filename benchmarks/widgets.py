@@ -165,7 +165,7 @@ def main() -> None:
         write_section(KEY, r, QUICK_OUT)
     else:
         write_section(KEY, r)
-        print("doc block updated" if update_block("widgets", render(r)) else "no doc markers")
+        print("doc block updated" if update_block("widgets", render(r)) else "doc block already current")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from craftlib import pages
 from craftlib.data import PairSet, probe_batch
 from craftlib.losses import MarginHead
 from craftlib.models import FaceCNN
@@ -95,15 +96,11 @@ def test_results_md_ablation_table_is_the_committed_results():
     """RESULTS.md's ablation tables are ``ablation.markdown`` of the committed per-model JSON
     files."""
     import json
-    import re
 
     from craftlib.paths import REPO_ROOT
 
     files = sorted((REPO_ROOT / "docs/results/ablation").glob("*.json"))
-    text = (REPO_ROOT / "docs/RESULTS.md").read_text()
-    block = re.search(
-        r"<!-- ablation:table -->\n(.*?)\n<!-- /ablation:table -->", text, re.S
-    ).group(1)
+    block = pages.read_block(REPO_ROOT / "docs/RESULTS.md", "ablation:table")
     assert (
         files
         and block.strip() == ablation.markdown([json.loads(f.read_text()) for f in files]).strip()

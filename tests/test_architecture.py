@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from craftlib import pages
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "craftlib"
 
@@ -105,7 +107,7 @@ def test_the_picture_names_every_module():
     """docs/ARCHITECTURE.md's picture lists every module under its part, and nothing that does not
     exist."""
     text = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
-    picture = text[text.index("<!-- house:start -->") : text.index("<!-- house:end -->")]
+    picture = pages.block(text, "house")
     drawn = set(re.findall(r"\b([a-z_]+)\.py\b", picture))
     files = {p.stem for p in MODULES if p.stem != "__init__"}
     assert not files - drawn, (

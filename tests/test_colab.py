@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from craftlib import pages
 from craftlib.workshop import colab
 
 REPO = Path(__file__).resolve().parent.parent
@@ -51,7 +52,7 @@ def test_the_placeholder_check_catches_the_old_links():
 def test_badges_and_cells_agree_with_the_address_in_pyproject():
     url = colab.repository()
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    assert colab.badges(url) in readme, (
+    assert pages.block(readme, colab.BADGES) == colab.badges(url), (
         "README's Colab block is stale: run `python -m craftlib.workshop.colab`"
     )
     for nb in NOTEBOOKS:
@@ -122,7 +123,8 @@ def test_sync_rewrites_only_the_first_cells_and_the_badge_block(tmp_path, monkey
     for nb in NOTEBOOKS[:2]:
         shutil.copy(nb, books / nb.name)
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n\n{colab.badges(None)}\n\nrest\n")
+    block = f"<!-- colab-badges -->\n{colab.badges(None)}\n<!-- /colab-badges -->"
+    readme.write_text(f"intro\n\n{block}\n\nrest\n")
     monkeypatch.setattr(colab, "NOTEBOOKS", books)
     monkeypatch.setattr(colab, "README", readme)
     before = {p.name: json.loads(p.read_text())["cells"][1:] for p in books.iterdir()}

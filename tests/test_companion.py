@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from craftlib import pages
 from craftlib.companions.sparsity import study as companion
 from craftlib.recipes import WORKSHOP
 
@@ -161,8 +162,7 @@ def test_results_md_twins_block_is_the_committed_measurement():
     assert blob["verdict"] == twin_verdict(
         [t["gap"] for pairs in blob["seeds"].values() for t in pairs]
     )
-    results = (REPO_ROOT / "docs" / "RESULTS.md").read_text()
-    block = results.split("<!-- twins:result -->\n")[1].split("\n<!-- /twins:result -->")[0]
+    block = pages.read_block(REPO_ROOT / "docs" / "RESULTS.md", "twins:result")
     assert block == companion.render_twins(blob), (
         "regenerate: python -m craftlib.companions.sparsity.cli --twins"
     )

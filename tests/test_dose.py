@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from craftlib import pages
 from craftlib.recipes import WORKSHOP
 from craftlib.study import dose, dose_cli, dose_report
 from craftlib.study.experiments import write_record
@@ -119,7 +120,7 @@ def test_the_second_size_is_read_against_the_primary_line(tmp_path, make_record)
     assert "`wd5e-3-64px` | 8 |" in text and "**no**" in text
 
 
-def test_update_results_rewrites_only_the_generated_blocks(tmp_path, make_record, capsys):
+def test_the_report_rewrites_only_the_results_pages_generated_blocks(tmp_path, make_record, capsys):
     rng = np.random.default_rng(2)
     _primary_line(tmp_path / "r", make_record, rng)
     _plant(tmp_path / "r", make_record, "wd1e-2-64px", range(3), 0.4, 0.016, rng)
@@ -129,20 +130,21 @@ def test_update_results_rewrites_only_the_generated_blocks(tmp_path, make_record
     lines += ["<!-- dose:table -->", "old", "<!-- /dose:table -->", "Between."]
     lines += ["<!-- dose:second -->", "<!-- /dose:second -->", "End.\n"]  # an empty block
     page.write_text("\n".join(lines))
-    assert dose_report.update_results(page, s) == ["dose:table", "dose:second"]
+    assert pages.update(page, dose_report.results_blocks(s)) == ["dose:table", "dose:second"]
     blocks = dose_report.results_blocks(s)
     assert page.read_text() == "\n".join(
         [lines[0], "<!-- dose:table -->", blocks["dose:table"], "<!-- /dose:table -->", "Between."]
         + ["<!-- dose:second -->", blocks["dose:second"], "<!-- /dose:second -->", "End.\n"]
     )
     stamp = page.stat().st_mtime_ns
-    assert dose_report.update_results(page, s) == []  # already current: nothing to reread ...
+    # already current: nothing to reread ...
+    assert pages.update(page, dose_report.results_blocks(s)) == []
     assert page.stat().st_mtime_ns == stamp  # ... and the page is left alone
     twice = page.read_text() + "<!-- dose:second -->\nx\n<!-- /dose:second -->\n"
     for broken in (page.read_text().replace("<!-- /dose:second -->", ""), twice):
         page.write_text(broken)
         with pytest.raises(ValueError, match="one <!-- dose:second -->"):
-            dose_report.update_results(page, s)
+            pages.update(page, dose_report.results_blocks(s))
     with pytest.raises(SystemExit) as stop:  # a page is rewritten only from a fresh report
         dose_cli.main(["--root", str(tmp_path / "r"), "--results", str(page)])
     assert stop.value.code == 2 and "goes with --report" in capsys.readouterr().err
@@ -262,7 +264,8 @@ def test_report_writes_table_json_and_figure(tmp_path, make_record):
     text = dose_report.write_report(tmp_path, log=lambda *_: None, results=page)
     assert (tmp_path / "dose.png").stat().st_size > 10_000
     saved = json.loads((tmp_path / "summary.json").read_text())
-    assert dose_report.update_results(page, saved) == []  # the page was written from this summary
+    # the page was written from this summary
+    assert pages.update(page, dose_report.results_blocks(saved)) == []
     assert saved["verdict"] in text and {r["level"] for r in saved["rows"]} == {
         "wd5e-4",
         "wd1e-2",
@@ -288,12 +291,11 @@ def test_a_study_under_way_reads_and_draws(tmp_path, make_record):
 def test_study_md_pilot_table_is_the_committed_records():
     """The pilot table in docs/STUDY.md is what the committed seed-0 standard-training records
     give."""
-    import re
 
     from craftlib.paths import REPO_ROOT
 
     text = (REPO_ROOT / "docs/STUDY.md").read_text()
-    block = re.search(r"<!-- dose:pilot -->\n(.*?)\n<!-- /dose:pilot -->", text, re.S).group(1)
+    block = pages.block(text, "dose:pilot")
     committed = dose_report.pilot_markdown(REPO_ROOT / dose.DEFAULT_ROOT).splitlines()
     # 64-px rows may arrive after the table
     assert block.splitlines() == committed[: len(block.splitlines())]
@@ -304,7 +306,6 @@ def test_results_md_dose_tables_are_the_committed_records(tmp_path):
     summary is what the committed records it names give (every field; the two pair intervals,
     2,000 resamples each, rechecked on one row). Records committed after the summary are left
     out."""
-    import re
     import shutil
 
     from craftlib.paths import REPO_ROOT
@@ -313,8 +314,8 @@ def test_results_md_dose_tables_are_the_committed_records(tmp_path):
     saved = json.loads((root / "summary.json").read_text())
     text = (REPO_ROOT / "docs/RESULTS.md").read_text()
     for name, body in dose_report.results_blocks(saved).items():
-        block = re.search(rf"<!-- {name} -->\n(.*?)\n<!-- /{name} -->", text, re.S).group(1)
-        assert block == body, f"RESULTS.md's {name} block is stale: run `make dose-report`"
+        stale = f"RESULTS.md's {name} block is stale: run `make dose-report`"
+        assert pages.block(text, name) == body, stale
     for level, names in saved["records"].items():
         (tmp_path / level / "records").mkdir(parents=True)
         for name in names:

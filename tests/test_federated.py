@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from craftlib import pages
 from craftlib.companions.federated import cli as C
 from craftlib.companions.federated import federation as F
 from craftlib.companions.federated import study as S
@@ -612,8 +613,7 @@ def test_results_md_federated_table_is_the_committed_records():
     S.check_study_folder(
         REPO_ROOT / "docs" / "results" / "companion_federated", F.FedConfig(), F.FEDERATED
     )
-    results = (REPO_ROOT / "docs" / "RESULTS.md").read_text()
-    block = results.split("<!-- federated:table -->\n")[1].split("\n<!-- /federated:table -->")[0]
+    block = pages.read_block(REPO_ROOT / "docs" / "RESULTS.md", "federated:table")
     assert block == S.study_table(records), (
         "regenerate: python -m craftlib.companions.federated.cli --report, then paste"
     )
@@ -677,10 +677,7 @@ def test_results_md_privacy_block_is_the_committed_measurement():
         and blob["fed"]["identities"] == 1202
         and blob["accuracy"] > 0.7
     )
-    results = (REPO_ROOT / "docs" / "RESULTS.md").read_text()
-    block = results.split("<!-- federated:privacy -->\n")[1].split("\n<!-- /federated:privacy -->")[
-        0
-    ]
+    block = pages.read_block(REPO_ROOT / "docs" / "RESULTS.md", "federated:privacy")
     assert block == F.privacy_table(blob), (
         "regenerate: python -m craftlib.companions.federated.cli --privacy ..."
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from craftlib import pages
 from craftlib.companions.federated import cli as C
 from craftlib.companions.federated import federation as F
 from craftlib.companions.federated import study as S
@@ -187,8 +188,7 @@ def test_death_figure_draws_both_panels(known):
 
 
 def block(name: str) -> str:
-    results = (REPO_ROOT / "docs" / "RESULTS.md").read_text()
-    return results.split(f"<!-- {name} -->\n")[1].split(f"\n<!-- /{name} -->")[0]
+    return pages.read_block(REPO_ROOT / "docs" / "RESULTS.md", name)
 
 
 def test_report_writes_the_tables_and_the_figure(tmp_path):

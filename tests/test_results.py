@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from scipy import optimize, stats
 
+from craftlib import pages
 from craftlib.recipes import ARM_LABELS, FAST
 from craftlib.study.experiments import fingerprint
 from craftlib.study.results import (
@@ -435,15 +436,11 @@ def test_curve_markdown_and_headline(summary):
 
 def test_results_md_endpoint_table_is_the_committed_summary():
     """Every declared endpoint, with both corrections, is rendered from compare_summary.json."""
-    import re
 
     from craftlib.paths import REPO_ROOT
     from craftlib.study.results import endpoints_markdown, load_summary
 
-    text = (REPO_ROOT / "docs/RESULTS.md").read_text()
-    block = re.search(
-        r"<!-- endpoints:study -->\n(.*?)\n<!-- /endpoints:study -->", text, re.S
-    ).group(1)
+    block = pages.read_block(REPO_ROOT / "docs/RESULTS.md", "endpoints:study")
     assert (
         block.strip()
         == endpoints_markdown(load_summary(REPO_ROOT / "docs/results/compare_summary.json")).strip()

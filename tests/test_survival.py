@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from craftlib import pages
 from craftlib.callbacks import Callback
 from craftlib.reactivation import clear_optimizer_state
 from craftlib.recipes import FAST, WORKSHOP
@@ -282,22 +283,14 @@ def test_results_md_survival_tables_are_the_committed_json(folder):
     """RESULTS.md's stratified tables are ``craftlib.study.hazard``'s rendering of
     survival_stratified.json."""
     import json
-    import re
 
     from craftlib.paths import REPO_ROOT
     from craftlib.study import hazard
 
     result = json.loads((REPO_ROOT / "docs/results/survival_stratified.json").read_text())[folder]
-    text = (REPO_ROOT / "docs/RESULTS.md").read_text()
-    block = re.search(
-        rf"<!-- survival-stratified:{folder} -->\n(.*?)\n<!-- /survival-stratified:{folder} -->",
-        text,
-        re.S,
-    )
+    block = pages.read_block(REPO_ROOT / "docs/RESULTS.md", f"survival-stratified:{folder}")
     assert (
-        block
-        and block.group(1).strip()
-        == (hazard.markdown(result) + "\n\n" + hazard.hazard_markdown(result)).strip()
+        block.strip() == (hazard.markdown(result) + "\n\n" + hazard.hazard_markdown(result)).strip()
     )
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from benchmarks.report import update_block, write_section
-from craftlib import threads
+from craftlib import pages, threads
 from craftlib.study.experiments import forked
 from craftlib.workshop import cli
 from craftlib.workshop.environment import check_threads
@@ -191,7 +191,7 @@ def test_the_benchmark_writes_its_section_and_its_block_only(bench, tmp_path, mo
     write_section(bench.KEY, r, results)
     assert json.loads(results.read_text()) == {"training": {"x": 1}, "thread_policy": r}
     doc = tmp_path / "PERFORMANCE.md"
-    doc.write_text("before\n<!-- threads:start -->\nold\n<!-- threads:end -->\nafter\n")
+    doc.write_text("before\n<!-- threads -->\nold\n<!-- /threads -->\nafter\n")
     assert update_block("threads", bench.render(r), doc)
     text = doc.read_text()
     assert text.startswith("before\n") and text.endswith("after\n") and "\nold\n" not in text
@@ -204,5 +204,5 @@ def test_the_benchmark_writes_its_section_and_its_block_only(bench, tmp_path, mo
 
 def test_performance_doc_has_the_thread_block(bench):
     text = (REPO / "docs" / "PERFORMANCE.md").read_text()
-    assert "<!-- threads:start -->" in text and "<!-- threads:end -->" in text
-    assert "benchmarks/threads.py" in text and "<!-- widgets:start -->" in text
+    assert "Verdict with the policy" in pages.block(text, "threads")
+    assert "benchmarks/threads.py" in text and pages.block(text, "widgets")

@@ -10,11 +10,11 @@ stratified seed bootstrap. Everything is computed from the committed records; no
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 
+from craftlib import pages
 from craftlib.paths import atomic_write
 
 from .dose import DEFAULT_ROOT, LEVELS
@@ -593,35 +593,11 @@ def results_blocks(summary: dict) -> dict[str, str]:
     }
 
 
-def update_results(path: str | Path, summary: dict) -> list[str]:
-    """Rewrite the generated blocks of a results page from ``summary``: each between a line
-    ``<!-- name -->`` and a line ``<!-- /name -->``, found exactly once; the prose around them is
-    kept. Returns the names of the blocks that changed (the prose that reads them may need
-    rereading); a page already current is not touched."""
-    path = Path(path)
-    old = text = path.read_text()
-    changed = []
-    for name, body in results_blocks(summary).items():
-        block = re.compile(rf"^<!-- {name} -->\n(.*?)^<!-- /{name} -->$", re.M | re.S)
-        found = block.findall(text)
-        if len(found) != 1:
-            raise ValueError(
-                f"{path}: expected one <!-- {name} --> ... <!-- /{name} --> block on lines of "
-                f"their own, found {len(found)}"
-            )
-        if found[0].strip("\n") != body:
-            changed.append(name)
-            text = block.sub(lambda m: f"<!-- {name} -->\n{body}\n<!-- /{name} -->", text)
-    if text != old:
-        atomic_write(path, lambda tmp: tmp.write_text(text))
-    return changed
-
-
 def write_report(
     root: str | Path = DEFAULT_ROOT, log=print, results: str | Path | None = None
 ) -> str:
     """summary.json, summary.md and dose.png from the records under ``root``, and with
-    ``results`` that page's generated blocks (``update_results``); returns the Markdown."""
+    ``results`` that page's generated blocks (``results_blocks``); returns the Markdown."""
     root = Path(root)
     summary = summarize(root)
     if not summary["rows"]:
@@ -637,7 +613,7 @@ def write_report(
     )
     log(f"wrote {root / 'summary.json'}, summary.md, dose.png")
     if results is not None:
-        changed = update_results(results, summary)
+        changed = pages.update(results, results_blocks(summary))
         log(
             f"{results}: rewrote {', '.join(changed)}; reread the prose that reads them and run "
             "`python -m craftlib.workshop.quotes --fix`"

@@ -17,6 +17,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from craftlib import pages
 from craftlib.paths import PACKAGE_DIR
 
 BRANCH = "main"
@@ -25,7 +26,7 @@ CHECKOUT = PACKAGE_DIR.parent
 PYPROJECT = CHECKOUT / "pyproject.toml"
 NOTEBOOKS = CHECKOUT / "notebooks"
 README = CHECKOUT / "README.md"
-BADGE_START, BADGE_END = "<!-- colab-badges:start -->", "<!-- colab-badges:end -->"
+BADGES = "colab-badges"  # the README's generated block (``craftlib.pages``)
 HOW_TO = '`docs/INSTALL.md`, section "Turning on Colab"'
 PLACEHOLDER = re.compile(r"github(?:\.com)?/(owner|<owner>|user|username|your-?(user)?name)/", re.I)
 """An address that only stands for one: what no badge, cell or doc may point at."""
@@ -110,23 +111,20 @@ def badges(url: str | None, notebooks: list[Path] | None = None) -> str:
     if url is None:
         return "\n".join(
             [
-                BADGE_START,
                 "**Colab is not available yet**: the repository has no public address, so a "
                 "badge would open nothing.",
                 "The publisher turns the badges and the notebooks' Colab cells "
                 f"on in one step ({HOW_TO}).",
-                BADGE_END,
             ]
         )
     names = [p.name for p in (notebooks or sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")))]
-    lines = [BADGE_START, "| notebook | Colab |", "|---|---|"]
+    lines = ["| notebook | Colab |", "|---|---|"]
     for name in names:
         lines.append(
             f"| `notebooks/{name}` | [![Open In "
             f"Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
             f"({colab_url(name, url)}) |"
         )
-    lines.append(BADGE_END)
     return "\n".join(lines)
 
 
@@ -166,13 +164,7 @@ def sync(url: str | None) -> list[str]:
     """Rewrite every notebook's Colab cell and the README's badges from ``url``; return what
     changed."""
     changed = [p.name for p in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")) if add_cell(p, url)]
-    text = README.read_text(encoding="utf-8")
-    block = badges(url)
-    new = re.sub(
-        re.escape(BADGE_START) + ".*?" + re.escape(BADGE_END), lambda _: block, text, flags=re.S
-    )
-    if new != text:
-        README.write_text(new, encoding="utf-8")
+    if pages.update(README, {BADGES: badges(url)}):
         changed.append(README.name)
     return changed
 
