@@ -165,7 +165,8 @@ def main() -> None:
         write_section(KEY, r, QUICK_OUT)
     else:
         write_section(KEY, r)
-        print("doc block updated" if update_block("widgets", render(r)) else "doc block already current")
+        changed = update_block("widgets", render(r))
+        print("doc block updated" if changed else "doc block already current")
 
 
 if __name__ == "__main__":

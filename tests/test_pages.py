@@ -1,4 +1,4 @@
-"""The generated blocks of the docs pages (``craftlib.pages``): one syntax, read and rewritten alike."""
+"""The docs pages' generated blocks (``craftlib.pages``): one syntax, read and written alike."""
 
 from __future__ import annotations
 
