@@ -191,6 +191,37 @@ def test_the_crossed_interval_keeps_the_test_sets_own_error():
     assert np.diff(crossed)[0] > 2 * np.diff(nested)[0]
 
 
+def test_a_pair_of_two_people_is_drawn_as_often_as_both_are():
+    """Node bootstrap of dyadic data: a one-person pair counts its person's draws, a two-person
+    pair the product of both (a person drawn 0 times removes every pair it is in)."""
+    drawn = np.array([[2, 0, 3], [1, 1, 1]])
+    people = np.array([[0, 0], [0, 1], [2, 0], [1, 1]])
+    assert dose_report.pair_weights(drawn, people).tolist() == [[2, 0, 6, 0], [1, 1, 1, 1]]
+    assert dose_report.pair_weights(drawn, people[:, :1]).tolist() == [[2, 2, 3, 0], [1, 1, 1, 1]]
+
+
+def test_resampling_both_people_widens_the_interval_when_the_second_person_carries_the_gap():
+    """Planted: every mismatched pair has its own first person, and its second person is one of
+    ten; arm a beats b on the pairs of five of those ten and loses on the other five's. Clustered
+    by the first person only, those 200 pairs look independent; resampling both people draws the
+    ten as the units they are, and the interval widens."""
+    rng = np.random.default_rng(3)
+    n = 400
+    same = np.tile([True, False], n // 2)
+    folds = np.repeat(np.arange(10), n // 10)
+    first = np.arange(n)  # every pair its own first person
+    second = np.where(same, first, n + np.arange(n) % 10)  # ten second persons, 20 pairs each
+    helped = same | (second % 2 == 0)  # a is right where b errs, on five persons' pairs ...
+    base = same + rng.normal(0, 0.3, n)
+    a_scores = np.where(helped, base, base + 0.9 * ~same)  # ... and wrong on the other five's
+    b_scores = np.where(helped, base + 0.9 * ~same, base)
+    a = {s: a_scores.tolist() for s in range(3)}
+    b = {s: b_scores.tolist() for s in range(3)}
+    one = dose_report.two_level_ci(a, b, same, folds, first, boot=300, crossed=True)
+    both = dose_report.two_level_ci(a, b, same, folds, np.c_[first, second], boot=300, crossed=True)
+    assert np.diff(both)[0] > 1.5 * np.diff(one)[0]
+
+
 def _one_resample(scores, same, folds):
     """The protocol written out for one resampled pair list: the reference for ``cv_accuracy``."""
     from craftlib.verification import best_threshold
@@ -464,6 +495,20 @@ def test_status_counts_what_is_left_and_what_a_restart_continues(tmp_path, make_
         in text
     )
     assert f"6 run(s) to do: about {57 * 100 / 2 / 3600:.1f} h of training at 2 at once" in text
+
+
+def test_time_left_is_timed_on_this_machines_records_where_it_has_any(tmp_path, make_record):
+    """A study that outlives a session changes machines: three runs at 100 s per epoch elsewhere,
+    one at 50 s here — here's pace counts; a machine with no records of its own uses them all."""
+    from craftlib.study import dose_status
+
+    level = "wd1e-2-64px"
+    for seed, (machine, seconds) in enumerate([("old", 1000.0)] * 3 + [("new", 500.0)]):
+        record = {**make_record("none", seed, 0.8), "train_seconds": seconds, "machine": machine}
+        write_record(tmp_path / level, record, {})
+    assert dose_status.seconds_per_epoch(tmp_path, 64, machine="new") == 50
+    assert dose_status.seconds_per_epoch(tmp_path, 64, machine="unseen") == 100
+    assert dose_status.seconds_per_epoch(tmp_path, 40, machine="new") is None
 
 
 def test_an_arm_waits_for_standard_trainings_record_while_it_is_being_written(tmp_path):

@@ -8,6 +8,7 @@ study up needs to see at once what is done, what a stop left half-way, and how l
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 from statistics import median
 
@@ -17,18 +18,23 @@ from .dose import DEFAULT_ROOT, LEVELS, fork_point, own_past, recipe, tasks
 from .experiments import read_record, record_path
 
 
-def seconds_per_epoch(root: str | Path, size: int) -> float | None:
+def seconds_per_epoch(root: str | Path, size: int, machine: str | None = None) -> float | None:
     """The median wall seconds per trained epoch of the records at this input size, over its levels
-    (a forked or continued run trained fewer epochs than the recipe's)."""
-    rates = []
+    (a forked or continued run trained fewer epochs than the recipe's) — of the records made on
+    ``machine`` (default: this one, by ``platform.platform()``) where there are any, since a study
+    that outlives a session moves between machines of different speeds; else of all."""
+    machine = machine or platform.platform()
+    rates: dict[bool, list[float]] = {True: [], False: []}
     for level in (lv for lv, (_, px) in LEVELS.items() if px == size):
         epochs = recipe(level).train.epochs
         for path in sorted((Path(root) / level / "records").glob("*.json")):
             r = read_record(path)
             start = max(r.get(k, {}).get("epoch", 0) for k in ("forked_from", "resumed_from"))
             if epochs > start:
-                rates.append(r["train_seconds"] / (epochs - start))
-    return median(rates) if rates else None
+                here = r.get("machine") == machine
+                rates[here].append(r["train_seconds"] / (epochs - start))
+    mine = rates[True] or rates[True] + rates[False]
+    return median(mine) if mine else None
 
 
 def status(
@@ -71,7 +77,7 @@ def status(
     note = f" (plus {', '.join(unknown)}: no record yet to time)" if unknown else ""
     lines.append(
         f"{len(todo)} run(s) to do: about {hours:.1f} h of training at {jobs} at once{note}, "
-        "from the median seconds per epoch so far at each input size (a rough guide: load "
-        "changes it)."
+        "from the median seconds per epoch so far at each input size, on this machine where it "
+        "has recorded runs (a rough guide: load changes it)."
     )
     return "\n".join(lines)
