@@ -191,26 +191,30 @@ def test_the_crossed_interval_keeps_the_test_sets_own_error():
     assert np.diff(crossed)[0] > 2 * np.diff(nested)[0]
 
 
-def test_a_pair_of_two_people_is_drawn_as_often_as_both_are():
-    """Node bootstrap of dyadic data: a one-person pair counts its person's draws, a two-person
-    pair the product of both (a person drawn 0 times removes every pair it is in)."""
-    drawn = np.array([[2, 0, 3], [1, 1, 1]])
-    people = np.array([[0, 0], [0, 1], [2, 0], [1, 1]])
-    assert dose_report.pair_weights(drawn, people).tolist() == [[2, 0, 6, 0], [1, 1, 1, 1]]
-    assert dose_report.pair_weights(drawn, people[:, :1]).tolist() == [[2, 2, 3, 0], [1, 1, 1, 1]]
+def test_pairs_linked_by_any_person_share_a_cluster():
+    """People are nodes, pairs edges: a chain a-b, b-c is one cluster even though its pairs' first
+    people differ; a one-person pair joins its person's cluster."""
+    left = np.array(["a", "b", "d", "e", "c", "f"])
+    right = np.array(["b", "c", "d", "f", "c", "g"])
+    labels = dose_report.people_clusters(left, right)
+    same = labels[:, None] == labels[None, :]
+    assert same.tolist() == [
+        [i in (0, 1, 4) and j in (0, 1, 4) or i == j or {i, j} == {3, 5} for j in range(6)]
+        for i in range(6)
+    ]
 
 
-def test_resampling_both_people_widens_the_interval_when_the_second_person_carries_the_gap():
+def test_linked_pairs_widen_the_interval_when_the_second_person_carries_the_gap():
     """Planted: every mismatched pair has its own first person, and its second person is one of
     ten; arm a beats b on the pairs of five of those ten and loses on the other five's. Clustered
-    by the first person only, those 200 pairs look independent; resampling both people draws the
-    ten as the units they are, and the interval widens."""
+    by the first person only, those 200 pairs look independent; clustered by the people that link
+    them, the ten draw as the units they are, and the interval widens."""
     rng = np.random.default_rng(3)
     n = 400
     same = np.tile([True, False], n // 2)
     folds = np.repeat(np.arange(10), n // 10)
     first = np.arange(n)  # every pair its own first person
-    second = np.where(same, first, n + np.arange(n) % 10)  # ten second persons, 20 pairs each
+    second = np.where(same, first, n + np.arange(n) // 2 % 10)  # ten second persons, 20 pairs each
     helped = same | (second % 2 == 0)  # a is right where b errs, on five persons' pairs ...
     base = same + rng.normal(0, 0.3, n)
     a_scores = np.where(helped, base, base + 0.9 * ~same)  # ... and wrong on the other five's
@@ -218,8 +222,9 @@ def test_resampling_both_people_widens_the_interval_when_the_second_person_carri
     a = {s: a_scores.tolist() for s in range(3)}
     b = {s: b_scores.tolist() for s in range(3)}
     one = dose_report.two_level_ci(a, b, same, folds, first, boot=300, crossed=True)
-    both = dose_report.two_level_ci(a, b, same, folds, np.c_[first, second], boot=300, crossed=True)
-    assert np.diff(both)[0] > 1.5 * np.diff(one)[0]
+    linked = dose_report.people_clusters(first, second)
+    both = dose_report.two_level_ci(a, b, same, folds, linked, boot=300, crossed=True)
+    assert np.diff(both)[0] > 2 * np.diff(one)[0]
 
 
 def _one_resample(scores, same, folds):
