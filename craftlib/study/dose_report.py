@@ -225,7 +225,7 @@ def people_clusters(left: np.ndarray, right: np.ndarray) -> np.ndarray:
 
 def devtest_design(data: str | Path | None = None) -> dict | None:
     """DevTest's labels, folds, first-image identities (``clusters``, declared) and the clusters of
-    pairs linked by a shared person (``people``, ours) in record order (``None`` without the pair
+    pairs linked by a shared person (``linked``, ours) in record order (``None`` without the pair
     file)."""
     from craftlib.data import LFWNotFoundError, find_lfw, read_pairs
 
@@ -241,7 +241,7 @@ def devtest_design(data: str | Path | None = None) -> dict | None:
         "same": np.array([p.same for p in pairs]),
         "folds": np.array([p.fold for p in pairs]),
         "clusters": np.array([p.left.split("/")[0] for p in pairs]),
-        "people": people_clusters(
+        "linked": people_clusters(
             np.array([p.left.split("/")[0] for p in pairs]),
             np.array([p.right.split("/")[0] for p in pairs]),
         ),
@@ -377,7 +377,7 @@ def _pair_ci(
 ) -> list[float] | None:
     a = {s: r["pair_scores"] for s, r in by_seed(records, arm).items() if "pair_scores" in r}
     b = {s: r["pair_scores"] for s, r in by_seed(records, baseline).items() if "pair_scores" in r}
-    clusters = design["people" if crossed else "clusters"]  # ours: pairs linked by any person
+    clusters = design["linked" if crossed else "clusters"]  # ours: pairs linked by any person
     return two_level_ci(a, b, design["same"], design["folds"], clusters, boot, crossed=crossed)
 
 

@@ -33,7 +33,7 @@ def seconds_per_epoch(root: str | Path, size: int, machine: str | None = None) -
             if epochs > start:
                 here = r.get("machine") == machine
                 rates[here].append(r["train_seconds"] / (epochs - start))
-    mine = rates[True] or rates[True] + rates[False]
+    mine = rates[True] or rates[False]
     return median(mine) if mine else None
 
 
