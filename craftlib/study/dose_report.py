@@ -237,14 +237,13 @@ def devtest_design(data: str | Path | None = None) -> dict | None:
     if not files:
         return None
     pairs = read_pairs(files[0])
+    first = np.array([p.left.split("/")[0] for p in pairs])  # a pair's two people
+    second = np.array([p.right.split("/")[0] for p in pairs])
     return {
         "same": np.array([p.same for p in pairs]),
         "folds": np.array([p.fold for p in pairs]),
-        "clusters": np.array([p.left.split("/")[0] for p in pairs]),
-        "linked": people_clusters(
-            np.array([p.left.split("/")[0] for p in pairs]),
-            np.array([p.right.split("/")[0] for p in pairs]),
-        ),
+        "clusters": first,
+        "linked": people_clusters(first, second),
     }
 
 
