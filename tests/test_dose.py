@@ -174,6 +174,18 @@ def test_two_level_ci_is_wider_than_zero_and_centred_on_a_planted_gap():
     assert dose_report.two_level_ci(a, a, same, folds, clusters, boot=50) == [0.0, 0.0]
 
 
+def test_two_level_ci_refuses_a_design_too_small_to_resample():
+    """Two clusters, one per label: a resample that draws one of them twice leaves every fold's
+    training part with one label, so no threshold and no accuracy — a clear error, not a NaN
+    interval."""
+    same = np.array([True] * 10 + [False] * 10)
+    folds = np.tile(np.arange(10), 2)
+    clusters = same.astype(int)
+    a = {s: (same + 0.1 * s).tolist() for s in range(3)}
+    with pytest.raises(ValueError, match="2 clusters are too few"):
+        dose_report.two_level_ci(a, a, same, folds, clusters, boot=50)
+
+
 def test_the_crossed_interval_keeps_the_test_sets_own_error():
     """Ten seeds with the very same scores: drawing a pair resample per seed averages the test
     set's sampling error over ten copies of it (nested, the declared interval), one resample per

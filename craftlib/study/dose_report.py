@@ -158,7 +158,8 @@ def cv_accuracy(
         n_test, n_pos = w[:, test].sum(1), (w[:, ~test] * y[~test]).sum(1)
         ok = (n_test > 0) & (n_pos > 0) & (n_pos < w[:, ~test].sum(1))
         per_fold.append(np.where(ok, right / np.maximum(n_test, 1), np.nan))
-    return np.array([np.mean(r[~np.isnan(r)]) for r in np.array(per_fold).T])
+    kept = [r[~np.isnan(r)] for r in np.array(per_fold).T]
+    return np.array([r.mean() if r.size else np.nan for r in kept])  # nan: every fold left out
 
 
 def two_level_ci(
@@ -201,6 +202,13 @@ def two_level_ci(
         acc_a = cv_accuracy(np.asarray(a[s], float), same, folds, counts[rows])
         acc_b = cv_accuracy(np.asarray(b[s], float), same, folds, counts[rows])
         diff[mine] = (acc_a - acc_b)[back]
+    if np.isnan(diff).any():
+        raise ValueError(
+            f"{int(np.isnan(diff).sum())} of {len(diff)} pair resamples left every fold without "
+            "test pairs or without both labels to choose its threshold: "
+            f"{len(ids)} clusters are too few for a clustered pair bootstrap (DevTest has 463); "
+            "report the seed interval alone"
+        )
     draws = [np.mean(d) for d in diff.reshape(boot, len(seeds))]
     return [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))]
 
