@@ -765,6 +765,36 @@ def at_sgemm_ms(shapes: list, sgemm: dict[str, float], shape_speed: bool = True)
     )
 
 
+def overlap_ceiling(layers: dict[str, dict], mode: dict, threads: int = 2) -> dict:
+    """The most ``threads`` threads could gain over one if every kernel stays on one thread — so
+    that a seed's sums do not depend on the thread count — and only independent kernels run side
+    by side (issue #25's thread bound).
+
+    Off the step's one chain of dependent kernels: the GEMM layers' weight gradients (their FLOP
+    share of the layer's backward time), the optimizer, data and the rest (loss, accuracy,
+    autograd's own work: counted off the chain, generously). On it: the forward, the input
+    gradients and every elementwise layer. An upper bound: hand-offs between threads are free."""
+    weight = sum(
+        layer_ms(mode, name)[1] * v["flops_fwd"] / v["flops_bwd"]
+        for name, v in layers.items()
+        if v["flops_bwd"]
+    )
+    side = weight + sum(
+        mode["layers"].get(f"{name}|{p}", 0.0)
+        for name in ("data", "optimizer", REST)
+        for p in ("fwd", "bwd", "step")
+    )
+    step = mode["layers"]["step"]
+    chain = step - side
+    return {
+        "weight_gradients_ms": weight,
+        "off_chain_ms": side,
+        "chain_ms": chain,
+        "threads": threads,
+        "ceiling": step / max(chain, step / threads),
+    }
+
+
 def floor(
     layers: dict[str, dict], mode: dict, sgemm: dict[str, float], copies: dict[str, float]
 ) -> dict:
@@ -794,6 +824,7 @@ def floor(
     )
     return {
         "ms": kinds,
+        "one_thread_kernels": overlap_ceiling(layers, mode),
         "clocked_step_ms": total,
         "gemm_at_shape_ms": at_shape,
         "gemm_at_peak_ms": at_peak,
@@ -921,6 +952,23 @@ def describe_mode(mode: str, fixes: dict[str, str], candidates: dict[str, str]) 
     return f"without: {fixes[extra]}" if sep == "-" else f"tried: {candidates[extra]}"
 
 
+def one_thread_kernels(c: dict) -> str:
+    """The sentence for ``overlap_ceiling``."""
+    return (
+        f"**{c['threads']} threads with every kernel on one thread: at most "
+        f"{c['ceiling']:.2f}× one thread.** Some of torch's kernels sum across threads in an "
+        "order set by the thread count (the convolutions' weight gradients, BatchNorm on "
+        "channels-last tensors); with every kernel on one thread a seed's numbers no longer "
+        "depend on it, and only independent kernels can run side by side. Of the clocked step, "
+        "the GEMM "
+        f"layers' weight gradients ({c['weight_gradients_ms']:.0f} ms) and the optimizer, data and "
+        f"rest (counted off the chain, generously: {c['off_chain_ms']:.0f} ms in all) can leave "
+        "the chain; the forward, the input gradients and the elementwise layers "
+        f"({c['chain_ms']:.0f} ms) cannot. Hand-offs between threads are taken as free, so this "
+        "is an upper bound."
+    )
+
+
 def render(r: dict) -> str:
     s, m = r["summary"], r["machine"]
     modes = s["modes"]
@@ -993,6 +1041,8 @@ def render(r: dict) -> str:
         f"{f['ms'][REST]:.1f} ms. With everything but the GEMMs as measured, the share could reach "
         f"{f['ceiling_gemm_at_shape']:.0%} with the GEMMs at their shapes' sgemm speed and "
         f"{f['ceiling_gemm_at_peak']:.0%} at 1024³ speed.",
+        "",
+        one_thread_kernels(f["one_thread_kernels"]),
         "",
         "Per layer: thread CPU ms per step from module and autograd-node hooks (median over a "
         "cell's clocked "

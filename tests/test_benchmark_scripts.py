@@ -44,6 +44,27 @@ def test_study_scripts_parse_and_use_the_snapshot(script):
     subprocess.run(["bash", "-n", str(REPO / "benchmarks" / script)], check=True)
 
 
+def test_the_one_thread_kernel_ceiling_takes_weight_gradients_off_the_chain():
+    """A stem whose backward is all weight gradient (its input needs none), a conv whose backward
+    is half, an elementwise layer that stays on the chain, and the optimizer, data and rest off it:
+    100 ms of step, 40 off the chain, so at most 100 / 60 with two threads — and never past two."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import step_profile as sp
+
+    layers = {
+        "conv1": {"flops_fwd": 5, "flops_bwd": 5},
+        "body": {"flops_fwd": 5, "flops_bwd": 10},
+        "bn": {"flops_fwd": 0, "flops_bwd": 0},
+    }
+    ms = {"conv1|fwd": 5, "conv1|bwd": 10, "body|fwd": 10, "body|bwd": 40, "bn|fwd": 5, "bn|bwd": 5}
+    rest = {"data|fwd": 1, "optimizer|step": 4, f"{sp.REST}|fwd": 5}
+    c = sp.overlap_ceiling(layers, {"layers": {**ms, **rest, "step": 100.0}})
+    assert c["weight_gradients_ms"] == 30 and c["off_chain_ms"] == 40 and c["chain_ms"] == 60
+    assert c["ceiling"] == pytest.approx(100 / 60)
+    assert sp.overlap_ceiling(layers, {"layers": {**ms, **rest, "step": 60.0}})["ceiling"] == 2
+    assert "at most 1.67× one thread" in sp.one_thread_kernels(c)
+
+
 def test_step_profile_tables_on_a_tiny_model(toy_faces, toy_config, tmp_path, monkeypatch):
     """benchmarks/step_profile.py on a tiny model: each layer clocked forward and backward and found
     by the profiler, its FLOPs as torch's own counter counts them, the tables rendered and the other
