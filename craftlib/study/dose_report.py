@@ -162,6 +162,25 @@ def cv_accuracy(
     return np.array([r.mean() if r.size else np.nan for r in kept])  # nan: every fold left out
 
 
+def _pair_counts(clusters: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` cluster bootstrap resamples of a pair list as counts per pair (``cv_accuracy``'s
+    input): clusters are drawn with replacement and every pair of a drawn cluster comes along."""
+    ids, cluster_of = np.unique(clusters, return_inverse=True)
+    k = len(ids)  # one draw call per resample: the declared interval's random stream
+    counts = [np.bincount(rng.integers(0, k, k), minlength=k) for _ in range(n)]
+    return np.array(counts, dtype=np.int32)[:, cluster_of]
+
+
+def _no_nan(diff: np.ndarray, clusters: np.ndarray) -> None:
+    if np.isnan(diff).any():
+        raise ValueError(
+            f"{int(np.isnan(diff).sum())} of {diff.size} pair resamples left every fold without "
+            "test pairs or without both labels to choose its threshold: "
+            f"{len(np.unique(clusters))} clusters are too few for a clustered pair bootstrap "
+            "(DevTest has 463); report the seed interval alone"
+        )
+
+
 def two_level_ci(
     a: dict[int, list[float]],
     b: dict[int, list[float]],
@@ -170,47 +189,80 @@ def two_level_ci(
     clusters: np.ndarray,
     boot: int = PAIR_BOOT,
     seed: int = 0,
-    crossed: bool = False,
 ) -> list[float] | None:
-    """95% interval of mean(acc_a − acc_b) resampling seeds, then test pairs clustered by identity.
+    """The declared 95% interval of mean(acc_a − acc_b): resample seeds, then, for each drawn seed,
+    the test pairs clustered by identity (``clusters``: a label per pair).
 
     ``a``/``b``: per-seed pair scores of two arms. One pair resample serves both arms of a seed, so
-    the difference stays paired; identities, not pairs, are resampled because pairs sharing a person
-    are not independent. ``clusters``: a label per pair (declared: the first image's identity; ours:
-    ``people_clusters``). Declared (``crossed=False``): each drawn seed gets its own pair resample.
-    ``crossed=True`` (our addition): one pair resample per draw serves every seed, as the one
-    DevTest set serves every run — its sampling error then does not average out over seeds, and
-    the interval is wider.
+    the difference stays paired. Each drawn seed's own pair resample averages the test set's
+    sampling error over seeds, and its pair-level noise, already in the seeds' spread, is counted
+    again: ``crossed_ci`` (ours) separates the two.
     """
     seeds = sorted(set(a) & set(b))
     if len(seeds) < 2:
         return None
-    ids, cluster_of = np.unique(clusters, return_inverse=True)
     rng = np.random.default_rng(seed)
-    drawn, counts = [], []  # draw by draw: the seeds, then the identities (per seed, or shared)
+    drawn, counts = [], []  # draw by draw: the seeds, then a pair resample per drawn seed
     for _ in range(boot):
         drawn.append(rng.choice(seeds, len(seeds)))
-        for _ in range(1 if crossed else len(seeds)):
-            counts.append(np.bincount(rng.integers(0, len(ids), len(ids)), minlength=len(ids)))
-    drawn = np.concatenate(drawn)
-    counts = np.array(counts, dtype=np.int32)[:, cluster_of]
-    resample = np.repeat(np.arange(boot), len(seeds)) if crossed else np.arange(len(drawn))
+        counts.extend(_pair_counts(clusters, len(seeds), rng))
+    drawn, counts = np.concatenate(drawn), np.array(counts)
     diff = np.empty(len(drawn))
     for s in seeds:
         mine = drawn == s
-        rows, back = np.unique(resample[mine], return_inverse=True)
-        acc_a = cv_accuracy(np.asarray(a[s], float), same, folds, counts[rows])
-        acc_b = cv_accuracy(np.asarray(b[s], float), same, folds, counts[rows])
-        diff[mine] = (acc_a - acc_b)[back]
-    if np.isnan(diff).any():
-        raise ValueError(
-            f"{int(np.isnan(diff).sum())} of {len(diff)} pair resamples left every fold without "
-            "test pairs or without both labels to choose its threshold: "
-            f"{len(ids)} clusters are too few for a clustered pair bootstrap (DevTest has 463); "
-            "report the seed interval alone"
-        )
+        acc_a = cv_accuracy(np.asarray(a[s], float), same, folds, counts[mine])
+        acc_b = cv_accuracy(np.asarray(b[s], float), same, folds, counts[mine])
+        diff[mine] = acc_a - acc_b
+    _no_nan(diff, clusters)
     draws = [np.mean(d) for d in diff.reshape(boot, len(seeds))]
     return [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))]
+
+
+def crossed_ci(
+    a: dict[int, list[float]],
+    b: dict[int, list[float]],
+    same: np.ndarray,
+    folds: np.ndarray,
+    clusters: np.ndarray,
+    boot: int = PAIR_BOOT,
+    seed: int = 0,
+) -> dict | None:
+    """Ours: a 95% interval of mean(acc_a − acc_b) over seeds *and* over test sets like DevTest.
+
+    Every run is scored on the one DevTest set, so part of its sampling error is shared by all
+    seeds and does not average out; the rest (which pairs a given seed happens to flip) is already
+    in the seeds' spread. A pair resample shared by all seeds (crossed) measures both together;
+    the method of moments separates them (Owen 2007, crossed random effects): with ``v_n`` the
+    variance over resamples of the seeds' mean Δ and ``v_1`` the seeds' mean variance of their own
+    Δ, the shared part is (n·v_n − v_1)/(n − 1). Interval: mean ± t(n−1)·√(s²/n + shared), s² the
+    seeds' variance of Δ. Resampling seeds and pairs at once would count the per-seed part twice.
+    Returns ``ci95``, ``shared_se`` (√shared) and ``seed_se`` (s/√n), in accuracy units.
+    """
+    from scipy import stats
+
+    seeds = sorted(set(a) & set(b))
+    n = len(seeds)
+    if n < 2:
+        return None
+    counts = _pair_counts(clusters, boot, np.random.default_rng(seed))
+    whole = np.ones((1, len(same)), dtype=np.int32)
+    full, diff = [], []
+    for s in seeds:
+        sa, sb = np.asarray(a[s], float), np.asarray(b[s], float)
+        full.append((cv_accuracy(sa, same, folds, whole) - cv_accuracy(sb, same, folds, whole))[0])
+        diff.append(cv_accuracy(sa, same, folds, counts) - cv_accuracy(sb, same, folds, counts))
+    diff = np.array(diff)  # (seed, resample)
+    _no_nan(diff, clusters)
+    v_n, v_1 = diff.mean(0).var(ddof=1), diff.var(1, ddof=1).mean()
+    shared = max(0.0, (n * v_n - v_1) / (n - 1))
+    seed_var = np.var(full, ddof=1) / n
+    half = stats.t.ppf(0.975, n - 1) * np.sqrt(seed_var + shared)
+    mean = float(np.mean(full))
+    return {
+        "ci95": [mean - half, mean + half],
+        "shared_se": float(np.sqrt(shared)),
+        "seed_se": float(np.sqrt(seed_var)),
+    }
 
 
 def people_clusters(left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -294,12 +346,7 @@ def summarize(
                     for m in ("accuracy", "auc", "eer", "tar@far=0.01")
                 },
             }
-            for key, crossed in (("two_level_ci95", False), ("crossed_ci95", True)):
-                row[key] = (
-                    _pair_ci(records, arm, baseline, design, pair_boot, crossed)
-                    if design is not None
-                    else None
-                )
+            row.update(_pair_intervals(records, arm, baseline, design, pair_boot))
             rows.append(row)
     for arm, baseline in comparisons:  # Holm across levels, within each comparison and endpoint
         mine = [r for r in rows if (r["arm"], r["baseline"]) == (arm, baseline)]
@@ -379,13 +426,21 @@ def _paired(records: list[dict], arm: str, metric: str, baseline: str = "none") 
     }
 
 
-def _pair_ci(
-    records: list[dict], arm: str, baseline: str, design: dict, boot: int, crossed: bool = False
-) -> list[float] | None:
+def _pair_intervals(
+    records: list[dict], arm: str, baseline: str, design: dict | None, boot: int
+) -> dict:
+    """The declared two-level interval and our crossed one (``None`` without a pair design)."""
+    if design is None:
+        return {"two_level_ci95": None, "crossed_ci95": None, "pair_shared_se": None}
     a = {s: r["pair_scores"] for s, r in by_seed(records, arm).items() if "pair_scores" in r}
     b = {s: r["pair_scores"] for s, r in by_seed(records, baseline).items() if "pair_scores" in r}
-    clusters = design["linked" if crossed else "clusters"]  # ours: pairs linked by any person
-    return two_level_ci(a, b, design["same"], design["folds"], clusters, boot, crossed=crossed)
+    same, folds = design["same"], design["folds"]
+    crossed = crossed_ci(a, b, same, folds, design["linked"], boot)  # ours: linked pairs
+    return {
+        "two_level_ci95": two_level_ci(a, b, same, folds, design["clusters"], boot),
+        "crossed_ci95": crossed and crossed["ci95"],
+        "pair_shared_se": crossed and crossed["shared_se"],
+    }
 
 
 def verdict(summary: dict, arm: str = "contextual") -> str:
@@ -503,7 +558,7 @@ def _identical(e: dict) -> bool:
 
 PAIR_COLUMNS = {  # summary key -> column: the intervals that also resample DevTest's pairs
     "two_level_ci95": "95% CI (seeds × pairs)",
-    "crossed_ci95": "95% CI (seeds × linked pairs, crossed)",  # ours: pairs linked by any person
+    "crossed_ci95": "95% CI (seeds + shared pair error)",  # ours: crossed, linked pairs
 }
 
 

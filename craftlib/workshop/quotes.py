@@ -6,7 +6,8 @@ fails when a marked text differs from ``quote(KEY, FORMAT)``; ``python -m craftl
 
 Keys: ``mfn.*``, ``pixels.*``, ``lfw.*`` and ``model.*`` (``reference.json``), ``time.fast.NB`` /
 ``time.full.NB`` (seconds), ``recipe.NAME.a.b`` (a field of a recipe), ``study.*`` (the summary;
-``early.*`` the same keys for the ``workshop-early`` summary), ``fast.*`` (the FAST comparison),
+``early.*`` the same keys for the ``workshop-early`` summary; ``study.delta.A/B``: arm A − arm B
+by seed), ``fast.*`` (the FAST comparison),
 ``surv.*`` (stratified survival) and ``dose.*`` (the dose–response summary).
 Formats: ``pct0``/``pct1``/ ``pct2`` (42% / 42.2% / 42.19%), ``pts`` (signed points,
 ``results.fmt``), ``upts`` (unsigned points: an sd or MDE), ``f2`` (two decimals), ``p`` (a p-value,
@@ -34,7 +35,7 @@ from craftlib.study.reference import (
     read_source,
     source_name,
 )
-from craftlib.study.results import fmt
+from craftlib.study.results import between, fmt
 
 QUOTE = re.compile(
     r"(?<!`)<!--q:(?P<key>[\w.@\-/=]+)(?:\|(?P<format>\w+))?-->(?P<text>.*?)<!--/q-->", re.S
@@ -128,6 +129,8 @@ def _study_value(rest: str, path: Path):
     if summary is None:
         raise MissingSource(note)
     what, arm, *metric = rest.split(".")
+    arm, _, other = arm.partition("/")  # "contextual/random_matched": one arm against another
+    other = other or None
     a = summary.arms[arm]
     metric = metric[0] if metric else summary.primary
     if what == "seeds":
@@ -155,7 +158,7 @@ def _study_value(rest: str, path: Path):
             "alive_low": ci[0],
             "alive_high": ci[1],
         }[what]
-    p = a.vs_baseline[metric]
+    p = a.vs_baseline[metric] if other is None else between(summary, metric, arm, other)
     return {
         "delta": p.mean_difference,
         "ci_low": p.ci95[0] if p.ci95 else None,
