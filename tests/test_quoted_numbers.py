@@ -177,6 +177,22 @@ def test_the_fast_comparison_was_made_with_todays_fast_recipe():
     assert {r["arm"] for r in records} == set(recipes.DEFAULT_ARMS)
 
 
+def test_each_recipe_reads_its_own_study_not_a_companion_that_reuses_the_recipe():
+    """The sparsity companion reuses the workshop recipe with its own arms (CReLU, Top-K): the
+    notebooks' checks and MDE must still read the 30-seed study."""
+    expected = [
+        (recipes.WORKSHOP, "study"),
+        (recipes.WORKSHOP_EARLY, "study-early"),
+        (recipes.FAST, "fast"),
+    ]
+    for recipe, name in expected:
+        records, folder, note = reference.committed_records(recipe)
+        assert folder is not None and folder.name == name, (recipe.name, folder, note)
+        assert set(recipes.DEFAULT_ARMS) <= {r["arm"] for r in records}
+    sd, source = reference.paired_sd(recipes.WORKSHOP)
+    assert "30 committed seeds" in source and "study" in source
+
+
 def test_notebook_times_cover_every_notebook_in_both_modes():
     times = json.loads(reference.TIMES_FILE.read_text())
     for mode in ("fast", "full"):

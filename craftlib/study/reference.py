@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from craftlib.paths import REPO_ROOT, atomic_write
-from craftlib.recipes import RECIPES, Recipe
+from craftlib.recipes import DEFAULT_ARMS, RECIPES, Recipe
 
 from .results import METRIC_LABELS, PERCENT, Summary, fmt, run_values
 
@@ -97,13 +97,13 @@ def committed_records(recipe: Recipe) -> tuple[list[dict], Path | None, str]:
     note.
 
     Looks in every committed results folder (the seed study, ``fast/``, ...); the note says why
-    nothing was found (not committed yet, or made with another version of the recipe).
+    nothing was found (not committed yet, or made with another version of the recipe). Where
+    several folders hold the recipe (a companion study reuses the workshop recipe with its own
+    arms), the one with the study's arms wins, then the one with most runs: the seed study.
     """
-    notes = []
+    notes, found = [], []
     for folder in committed_folders():
         paths = sorted(folder.glob("records/*.json"))
-        if not paths:
-            continue
         first = json.loads(paths[0].read_text())
         theirs = first.get("fingerprint", {}).get("recipe", {})
         if theirs.get("name") != recipe.name:
@@ -113,7 +113,12 @@ def committed_records(recipe: Recipe) -> tuple[list[dict], Path | None, str]:
                 f"{source_name(folder)} holds recipe {recipe.name!r} runs made with other settings"
             )
             continue
-        return [json.loads(p.read_text()) for p in paths], folder, ""
+        records = [json.loads(p.read_text()) for p in paths]
+        study_arms = set(DEFAULT_ARMS) <= {r.get("arm") for r in records}
+        found.append(((study_arms, len(records)), records, folder))
+    if found:
+        _, records, folder = max(found, key=lambda f: f[0])
+        return records, folder, ""
     return [], None, "; ".join(notes) or f"no committed results for recipe {recipe.name!r} yet"
 
 
