@@ -73,6 +73,18 @@ def test_poolable_leaves_out_a_foreign_or_empty_folder_with_the_reason(tmp_path,
         results.summarize_folders([a, b])  # without poolable, pooling refuses the whole room
 
 
+def test_poolable_says_which_seeds_a_later_folder_repeats(tmp_path, fast_records):
+    """A learner working alone pools their seed-0 folder with the committed one, which holds seed 0
+    too: the note says the pool keeps the learner's runs for it."""
+    mine, committed = laptops(tmp_path, fast_records, {"mine": {0}, "committed": {0, 1, 2}})
+    kept, notes = room.poolable([mine, committed])
+    assert kept == [mine, committed] and len(notes) == 1
+    assert f"{committed} repeats seed 0 of {mine}: the pool keeps {mine}'s runs" in notes[0]
+    assert room.poolable([committed, tmp_path / "none"])[1] == [
+        f"left out {tmp_path / 'none'}: no records yet"
+    ]
+
+
 def test_room_folders_finds_every_laptop_under_a_shared_folder(tmp_path, fast_records):
     laptops(tmp_path / "shared", fast_records, {"seat-0": {0}, "nested/seat-1": {1}})
     (tmp_path / "shared" / "notes").mkdir()

@@ -108,9 +108,11 @@ def poolable(folders: list[str | Path]) -> tuple[list[Path], list[str]]:
 
     Pooling needs one fingerprint (recipe, data variant, code version) for every record; a folder
     made otherwise, or holding no records yet, is left out with the reason instead of failing the
-    whole pool.
+    whole pool. Seeds that a kept folder repeats from an earlier one get a note too: the pool keeps
+    the earlier folder's runs (the learner's own, first), so the pooled numbers are not the
+    committed ones for those seeds.
     """
-    kept, notes, meta = [], [], None
+    kept, notes, meta, seen = [], [], None, {}
     for folder in map(Path, folders):
         records = load_records(folder) if folder.is_dir() else []
         if not records:
@@ -126,4 +128,15 @@ def poolable(folders: list[str | Path]) -> tuple[list[Path], list[str]]:
             )
             continue
         kept.append(folder)
+        repeats: dict[Path, set[int]] = {}
+        for r in records:
+            first = seen.setdefault((r["arm"], r["seed"]), folder)
+            if first != folder:
+                repeats.setdefault(first, set()).add(r["seed"])
+        notes += [
+            f"{folder} repeats seed{'s' if len(s) > 1 else ''} {', '.join(map(str, sorted(s)))} "
+            f"of {first}: the pool keeps {first}'s runs (the same seed on another machine or "
+            "thread count takes a slightly different path, so their numbers differ)"
+            for first, s in repeats.items()
+        ]
     return kept, notes
