@@ -30,7 +30,7 @@ from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
-from matplotlib.ticker import PercentFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 from torch import nn
 
 from .activity import (
@@ -528,6 +528,7 @@ def death_timeline(
             gid="renewed",
         )
     ax.set_yticks(rows, [str(f) for f in order], fontsize=7.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(
         xlabel=xlabel,
         ylabel="filter (ordered by time of death)",
@@ -741,6 +742,7 @@ def training_curves(
     axes[2].set_ylim(0, 1)
     for ax, title in zip(axes, ("training loss", "training accuracy", "inactive conv1 filters")):
         ax.set(title=title, xlabel="epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     _mark_events(axes, events, "epoch")
     for ax in axes:
         ax.legend(fontsize=10)
@@ -1133,6 +1135,7 @@ def inactive_curves(
                     label=f"{label}: re-activation" if j == 0 else None,
                 )
         ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set(
             xlabel="epoch",
             ylabel="share of conv1 filters",
@@ -1170,11 +1173,12 @@ def renewed_vs_decay(
         )
     ax.axhline(1.0, color=INACTIVE, linestyle="--", label="pure weight decay (no task gradient)")
     ax.set_yscale("log")
-    ax.set(
-        xlabel="epochs since re-activation",
-        ylabel="‖w‖ / (‖w‖ at renewal × decay factor)",
-        title=title,
-    )
+    plain = FuncFormatter(lambda v, _: f"{v:.3g}")  # 1.05, not 1.05×10⁰, on a short log range
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="epochs since re-activation", ylabel="‖w‖ / (‖w‖ at renewal × decay factor)")
+    ax.set_title(title, wrap=True)
     ax.legend(fontsize=10)
     return fig
 

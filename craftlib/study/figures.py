@@ -238,6 +238,7 @@ def survival_curves(summary: Summary) -> Figure:
             label="standard training: filters alive at the same epochs",
         )
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(
         xlabel="epochs since re-activation",
         ylabel="still not silent",

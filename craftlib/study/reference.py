@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from craftlib.paths import REPO_ROOT, atomic_write
-from craftlib.recipes import DEFAULT_ARMS, RECIPES, Recipe
+from craftlib.recipes import DEFAULT_ARMS, RECIPES, WORKSHOP, Recipe
 
 from .results import METRIC_LABELS, PERCENT, Summary, fmt, run_values
 
@@ -208,8 +208,10 @@ def mode_banner(recipe: Recipe, seed: int = 0) -> str:
         return (
             f"FAST mode — recipe 'fast', seed {seed}: {recipe.train.epochs} short epochs, "
             f"{recipe.max_identities} people, {recipe.train.model.input_size} px. Every code path "
-            f"runs, but the "
-            "numbers mean nothing; where the text describes a full run, this output will differ."
+            "runs, but the numbers mean nothing; where the text describes a full run, this output "
+            f"will differ. The silent threshold is τ = {recipe.tau:g} here (the workshop's: "
+            f"{WORKSHOP.tau:g}), so that so short a run has filters to re-activate; at that τ many "
+            "filters count as silent even untrained."
         )
     return f"recipe {recipe.name!r}, seed {seed}: {recipe.description}"
 
