@@ -99,6 +99,16 @@ def test_first_report_and_replication_are_reported_apart():
     assert "Replication" not in S.footprint_markdown([r for r in records if r["seed"] < 5])
 
 
+def test_seeds_are_named_as_ranges_where_asked():
+    assert S.seed_ranges(range(30)) == "0–29"
+    assert S.seed_ranges([9, 0, 1, 2, 3, 4, 7, 10, 11, 12]) == "0–4, 7, 9–12"
+    assert S.seed_ranges([5]) == "5"
+    records = [probe_record(arm, s) for arm in ("none", "contextual") for s in range(8)]
+    assert "paired over seeds 0–7:" in S.footprint_markdown(records, short_seeds=True)
+    # docs/RESULTS.md's committed tables keep the full list
+    assert "paired over seeds [0, 1, 2, 3, 4, 5, 6, 7]:" in S.footprint_markdown(records)
+
+
 def test_fairness_gap(records):
     fr = S.fairness(records)
     assert fr["seeds"] == [0, 1, 2, 3, 4]

@@ -76,6 +76,18 @@ def test_dirichlet_is_skewed_and_alpha_controls_it():
         F.partition(10, 4, "dirichlet", min_identities=3)
 
 
+def test_fast_mode_is_announced_and_tagged_like_the_other_notebooks():
+    """Notebook 08's banner and FAST tag (``reference.mode_banner`` / ``fast_note`` do not know the
+    federated recipes)."""
+    fast = F.mode_banner(F.FEDERATED_FAST, F.FAST_FED)
+    assert fast.startswith("FAST mode") and "numbers mean nothing" in fast
+    assert "3 sites, 60 people, 3 rounds" in fast and "32 px" in fast
+    full = F.mode_banner(F.FEDERATED, F.FedConfig())
+    assert "FAST" not in full and "4 sites, 160 people, 5 rounds" in full
+    assert F.fast_note(F.FEDERATED_FAST).startswith(" [FAST mode")
+    assert F.fast_note(F.FEDERATED) == ""
+
+
 def test_subset_relabels(toy_faces):
     part = F.subset(toy_faces, [3, 1])
     assert part.classes == ["P3", "P1"] and sorted(set(part.labels.tolist())) == [0, 1]

@@ -50,6 +50,30 @@ def test_static_twin_draws_three_panels(toy_runs):
     assert "round 1/3" in fig._suptitle.get_text()
 
 
+def test_the_legend_names_only_what_the_curves_panel_draws(toy_runs):
+    """A run verified at the last round only (local only with ``evaluate_clients=False``) is drawn
+    as one marked point and says so; a run never verified is left out of the legend."""
+    import copy
+
+    import numpy as np
+
+    runs = copy.deepcopy(toy_runs)
+    runs["last round only"] = copy.deepcopy(runs["local"])
+    for row in runs["last round only"]["rounds"][:-1]:
+        row["global"] = None
+    runs["never verified"] = copy.deepcopy(runs["local"])
+    for row in runs["never verified"]["rounds"]:
+        row["global"] = None
+    ax = FW.rounds_view(runs, "fedavg+server", 3).axes[0]
+    drawn = {line.get_label(): line for line in ax.lines if not line.get_label().startswith("_")}
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["fedavg+server", "local", "last round only (round 3 only)"]
+    assert set(legend) <= set(drawn)
+    point = drawn["last round only (round 3 only)"]
+    assert point.get_linestyle() == "None" and point.get_marker() not in (None, "None", "")
+    assert np.isfinite(point.get_ydata()).sum() == 1
+
+
 @pytest.mark.slow  # draws the figure three times
 def test_explorer_slider_and_menu(toy_runs):
     ex = FW.RoundsExplorer(toy_runs)

@@ -728,13 +728,30 @@ def depth_markdown(records: list[dict]) -> str:
     return "\n\n".join(parts)
 
 
-def footprint_markdown(records: list[dict]) -> str:
-    """CRAFT - standard per attribute x stage with intervals, and the primary contrast."""
+def seed_ranges(seeds) -> str:
+    """``0–29`` for seeds 0, 1, ..., 29; runs of consecutive seeds joined (``0–4, 7, 9–12``)."""
+    seeds = sorted({int(s) for s in seeds})
+    runs: list[list[int]] = []
+    for s in seeds:
+        if runs and s == runs[-1][-1] + 1:
+            runs[-1].append(s)
+        else:
+            runs.append([s])
+    return ", ".join(f"{r[0]}–{r[-1]}" if len(r) > 1 else f"{r[0]}" for r in runs)
+
+
+def footprint_markdown(records: list[dict], short_seeds: bool = False) -> str:
+    """CRAFT - standard per attribute x stage with intervals, and the primary contrast.
+
+    ``short_seeds`` names the seeds as ranges (``seeds 0–29``, for the notebook) instead of listing
+    every one (``docs/RESULTS.md``'s committed tables list them).
+    """
     fp = footprint(records)
     if not fp["seeds"]:
         return ""
+    seeds = seed_ranges(fp["seeds"]) if short_seeds else fp["seeds"]
     lines = [
-        f"**CRAFT − standard**, paired over seeds {fp['seeds']}: Δ balanced accuracy, 95% "
+        f"**CRAFT − standard**, paired over seeds {seeds}: Δ balanced accuracy, 95% "
         f"t-interval "
         "(Holm-adjusted p over all attribute × stage cells, shown where < 0.05).",
         "",

@@ -132,6 +132,32 @@ FEDERATED_FAST = replace(
 FAST_FED = FedConfig(clients=3, identities=60, public=30, rounds=3, negatives_k=8, min_identities=3)
 
 
+def mode_banner(recipe: Recipe, fed: FedConfig) -> str:
+    """The line notebook 08 prints first, as ``reference.mode_banner`` does in 00-07: the budget,
+    and in FAST mode that its numbers mean nothing."""
+    budget = (
+        f"seed {fed.seed}: {fed.clients} sites, {fed.identities} people, {fed.rounds} rounds of "
+        f"{fed.local_epochs} local epoch(s) at {recipe.train.model.input_size} px"
+    )
+    if recipe.name == FEDERATED_FAST.name:
+        return (
+            f"FAST mode — recipe {recipe.name!r}, {budget}. Every code path runs, but the numbers "
+            "mean nothing (the models stay near the raw-pixel floor); where the text describes a "
+            "full run, this output will differ."
+        )
+    return f"recipe {recipe.name!r}, {budget}: {recipe.description}"
+
+
+def fast_note(recipe: Recipe) -> str:
+    """A tag for outputs that would contradict the prose in FAST mode (empty otherwise), as
+    ``reference.fast_note`` in 00-07."""
+    return (
+        " [FAST mode: a smoke run of a few tiny rounds, not what the text describes]"
+        if recipe.name == FEDERATED_FAST.name
+        else ""
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # clients from LFW identities
 

@@ -98,9 +98,22 @@ def rounds_canvas(records: dict[str, dict], run: str) -> Figure:
     ax_curve, ax_acc, ax_dead = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1.3, 1, 1]})
     for name, rec in records.items():
         acc = _nan(round_state(rec, 1)["global_accuracy"])
-        if np.all(np.isnan(acc)):
+        measured = np.flatnonzero(np.isfinite(acc))
+        if not len(measured):  # nothing to draw: no legend entry either
             continue
         x = np.arange(1, len(acc) + 1)
+        if len(measured) == 1:  # e.g. local only verified at the last round only: a point, no line
+            ax_curve.plot(
+                x,
+                100 * acc,
+                marker="D",
+                ms=6,
+                ls="none",
+                alpha=1 if name == run else 0.8,
+                zorder=6,  # above the legend box, which can cover the last round
+                label=f"{name} (round {measured[0] + 1} only)",
+            )
+            continue
         ax_curve.plot(
             x,
             100 * acc,
