@@ -428,6 +428,10 @@ def test_results_md_dose_tables_are_the_committed_records(tmp_path):
         if r["accuracy"]["ci95"]
     ]
     assert 1 <= max(widths) <= 1.25
+    # RESULTS: the shared part's SE "is 0 to" wd2e-2's CRAFT − random "across the levels"
+    shared = {(r["level"], r["arm"], r["baseline"]): r["pair_shared_se"] for r in saved["rows"]}
+    assert min(shared.values()) == 0
+    assert max(shared.values()) == shared[("wd2e-2", "contextual", "random_matched")]
 
 
 @pytest.mark.slow
