@@ -162,21 +162,21 @@ def cv_accuracy(
     return np.array([r.mean() if r.size else np.nan for r in kept])  # nan: every fold left out
 
 
-def _pair_counts(clusters: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+def _pair_counts(cluster_of: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     """``n`` cluster bootstrap resamples of a pair list as counts per pair (``cv_accuracy``'s
-    input): clusters are drawn with replacement and every pair of a drawn cluster comes along."""
-    ids, cluster_of = np.unique(clusters, return_inverse=True)
-    k = len(ids)  # one draw call per resample: the declared interval's random stream
+    input): clusters are drawn with replacement and every pair of a drawn cluster comes along.
+    ``cluster_of``: each pair's cluster as an index 0..k-1 (``np.unique(..., return_inverse)``)."""
+    k = int(cluster_of.max()) + 1  # one draw call per resample: the declared interval's stream
     counts = [np.bincount(rng.integers(0, k, k), minlength=k) for _ in range(n)]
     return np.array(counts, dtype=np.int32)[:, cluster_of]
 
 
-def _no_nan(diff: np.ndarray, clusters: np.ndarray) -> None:
+def _no_nan(diff: np.ndarray, cluster_of: np.ndarray) -> None:
     if np.isnan(diff).any():
         raise ValueError(
             f"{int(np.isnan(diff).sum())} of {diff.size} pair resamples left every fold without "
             "test pairs or without both labels to choose its threshold: "
-            f"{len(np.unique(clusters))} clusters are too few for a clustered pair bootstrap "
+            f"{int(cluster_of.max()) + 1} clusters are too few for a clustered pair bootstrap "
             "(DevTest has 463); report the seed interval alone"
         )
 
@@ -201,11 +201,12 @@ def two_level_ci(
     seeds = sorted(set(a) & set(b))
     if len(seeds) < 2:
         return None
+    cluster_of = np.unique(clusters, return_inverse=True)[1]
     rng = np.random.default_rng(seed)
     drawn, counts = [], []  # draw by draw: the seeds, then a pair resample per drawn seed
     for _ in range(boot):
         drawn.append(rng.choice(seeds, len(seeds)))
-        counts.extend(_pair_counts(clusters, len(seeds), rng))
+        counts.extend(_pair_counts(cluster_of, len(seeds), rng))
     drawn, counts = np.concatenate(drawn), np.array(counts)
     diff = np.empty(len(drawn))
     for s in seeds:
@@ -213,7 +214,7 @@ def two_level_ci(
         acc_a = cv_accuracy(np.asarray(a[s], float), same, folds, counts[mine])
         acc_b = cv_accuracy(np.asarray(b[s], float), same, folds, counts[mine])
         diff[mine] = acc_a - acc_b
-    _no_nan(diff, clusters)
+    _no_nan(diff, cluster_of)
     draws = [np.mean(d) for d in diff.reshape(boot, len(seeds))]
     return [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))]
 
@@ -244,7 +245,8 @@ def crossed_ci(
     n = len(seeds)
     if n < 2:
         return None
-    counts = _pair_counts(clusters, boot, np.random.default_rng(seed))
+    cluster_of = np.unique(clusters, return_inverse=True)[1]
+    counts = _pair_counts(cluster_of, boot, np.random.default_rng(seed))
     whole = np.ones((1, len(same)), dtype=np.int32)
     full, diff = [], []
     for s in seeds:
@@ -252,7 +254,7 @@ def crossed_ci(
         full.append((cv_accuracy(sa, same, folds, whole) - cv_accuracy(sb, same, folds, whole))[0])
         diff.append(cv_accuracy(sa, same, folds, counts) - cv_accuracy(sb, same, folds, counts))
     diff = np.array(diff)  # (seed, resample)
-    _no_nan(diff, clusters)
+    _no_nan(diff, cluster_of)
     v_n, v_1 = diff.mean(0).var(ddof=1), diff.var(1, ddof=1).mean()
     shared = max(0.0, (n * v_n - v_1) / (n - 1))
     seed_var = np.var(full, ddof=1) / n
